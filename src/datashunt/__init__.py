@@ -1,0 +1,6 @@
+"""datashunt: a small model answers what it is sure of; a large model answers the rest."""
+
+from .shunt import ShuntClassifier
+
+__version__ = "0.1.0"
+__all__ = ["ShuntClassifier", "__version__"]

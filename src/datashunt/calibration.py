@@ -1,0 +1,151 @@
+"""The threshold δ: the whole sweep over candidate values and the policies that pick one.
+
+An item goes to the small model when its confidence is ``>= δ`` and to the large model
+otherwise. Candidate thresholds are the midpoints between the observed confidences, so the
+sweep works on any confidence scale (probabilities, margins, a service's own scores).
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import CalibrationWarning, ConfigError
+
+POLICIES = ("match_large", "max_large_rate", "target_accuracy")
+
+
+def threshold_sweep(
+    confidence: np.ndarray,
+    small_correct: np.ndarray,
+    large_correct: np.ndarray,
+    large_cost: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Accuracy, large-call rate and cost of the shunt at every distinct threshold.
+
+    Parameters
+    ----------
+    confidence : array of shape (n,)
+        The small model's confidence on held-out items.
+    small_correct, large_correct : bool arrays of shape (n,)
+        Whether each model's answer was right.
+    large_cost : array of shape (n,), optional
+        What asking the large model about each item costs (uncached price).
+
+    Returns
+    -------
+    DataFrame with columns ``threshold``, ``accuracy``, ``large_rate``, ``cost``, ``n_large``,
+    one row per threshold from "nothing to the large model" (-inf) to "everything" (+inf).
+
+    Examples
+    --------
+    >>> sweep = threshold_sweep(np.array([0.9, 0.6, 0.55]), np.array([1, 0, 0], bool),
+    ...                         np.array([0, 1, 1], bool))
+    >>> sweep[["accuracy", "large_rate"]].round(3).values.tolist()
+    [[0.333, 0.0], [0.667, 0.333], [1.0, 0.667], [0.667, 1.0]]
+    """
+    c = np.asarray(confidence, dtype=float)
+    n = len(c)
+    if n == 0:
+        raise ConfigError("cannot calibrate a threshold on an empty validation set")
+    small_correct = np.asarray(small_correct, dtype=bool)
+    large_correct = np.asarray(large_correct, dtype=bool)
+    cost = np.zeros(n) if large_cost is None else np.asarray(large_cost, dtype=float)
+    order = np.argsort(c, kind="stable")
+    c = c[order]
+    gain = (large_correct[order].astype(int) - small_correct[order].astype(int))
+    # Items strictly below δ go large. Cut points: after each run of equal confidences.
+    cuts = np.r_[0, np.flatnonzero(np.diff(c) > 0) + 1, n]
+    cum_gain = np.r_[0, np.cumsum(gain)]
+    cum_cost = np.r_[0.0, np.cumsum(cost[order])]
+    thresholds = np.r_[-np.inf, (c[cuts[1:-1] - 1] + c[cuts[1:-1]]) / 2, np.inf]
+    acc = (small_correct.sum() + cum_gain[cuts]) / n
+    return pd.DataFrame(
+        {
+            "threshold": thresholds,
+            "accuracy": acc,
+            "large_rate": cuts / n,
+            "cost": cum_cost[cuts],
+            "n_large": cuts,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The threshold a policy chose, the sweep row it came from, and the goal it served."""
+
+    threshold: float
+    row: int
+    goal: str
+    met: bool
+
+
+def choose_threshold(
+    sweep: pd.DataFrame,
+    policy: str = "match_large",
+    *,
+    max_large_rate: float | None = None,
+    target_accuracy: float | None = None,
+) -> Choice:
+    """Pick δ from a sweep.
+
+    ``match_large``: the lowest large-call rate whose accuracy is at least the large model's
+    own (the last row of the sweep). ``max_large_rate``: the best accuracy with at most that
+    share of items sent to the large model. ``target_accuracy``: the lowest large-call rate
+    reaching that accuracy. A goal that cannot be met warns and falls back to the best accuracy.
+
+    Examples
+    --------
+    >>> sweep = threshold_sweep(np.array([0.9, 0.6, 0.55]), np.array([1, 0, 0], bool),
+    ...                         np.array([0, 1, 1], bool))
+    >>> choose_threshold(sweep, "match_large").row
+    1
+    >>> choose_threshold(sweep, "max_large_rate", max_large_rate=0.7).row
+    2
+    """
+    if policy not in POLICIES:
+        raise ConfigError(f"unknown threshold policy {policy!r}; choose one of {list(POLICIES)}")
+    acc = sweep["accuracy"].to_numpy()
+    rate = sweep["large_rate"].to_numpy()
+    eps = 1e-12
+    if policy == "match_large":
+        goal = f"accuracy >= large-only accuracy ({acc[-1]:.4f})"
+        ok = acc >= acc[-1] - eps
+        pick = _lowest_rate(ok, rate)
+    elif policy == "max_large_rate":
+        if max_large_rate is None or not 0.0 <= max_large_rate <= 1.0:
+            raise ConfigError(f"policy 'max_large_rate' needs max_large_rate in [0, 1], got {max_large_rate!r}")
+        goal = f"large-call rate <= {max_large_rate:.4f}"
+        ok = rate <= max_large_rate + eps
+        pick = _best_accuracy(ok, acc, rate)
+    else:
+        if target_accuracy is None or not 0.0 <= target_accuracy <= 1.0:
+            raise ConfigError(f"policy 'target_accuracy' needs target_accuracy in [0, 1], got {target_accuracy!r}")
+        goal = f"accuracy >= {target_accuracy:.4f}"
+        ok = acc >= target_accuracy - eps
+        pick = _lowest_rate(ok, rate)
+    met = pick is not None
+    if not met:
+        warnings.warn(
+            f"no threshold reaches the goal '{goal}' on the validation data "
+            f"(best accuracy {acc.max():.4f}); using the most accurate threshold instead",
+            CalibrationWarning,
+            stacklevel=2,
+        )
+        pick = _best_accuracy(np.ones_like(ok), acc, rate)
+    return Choice(float(sweep["threshold"].iloc[pick]), int(pick), goal, met)
+
+
+def _lowest_rate(ok, rate):
+    idx = np.flatnonzero(ok)
+    return None if len(idx) == 0 else int(idx[np.argmin(rate[idx])])
+
+
+def _best_accuracy(ok, acc, rate):
+    idx = np.flatnonzero(ok)
+    if len(idx) == 0:
+        return None
+    best = acc[idx].max()
+    return _lowest_rate(ok & (acc >= best - 1e-12), rate)

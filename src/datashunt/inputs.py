@@ -1,0 +1,55 @@
+"""Checking the inputs a shunt is given: texts one by one, anything else through scikit-learn."""
+
+import numpy as np
+import pandas as pd
+from sklearn.utils.validation import check_array
+
+from .exceptions import DataError
+
+
+def as_inputs(X):
+    """Return ``(inputs, problems)``: inputs as an array and, for texts, a per-row problem or None.
+
+    A 1-D input (list, Series, 1-D array) is a column of texts; each must be a non-blank string.
+    Anything else (a 2-D feature array, say) is checked by scikit-learn and passed on as is.
+
+    Examples
+    --------
+    >>> _, problems = as_inputs(["fine", "  ", None, 3])
+    >>> problems
+    [None, 'blank text', 'missing text (None/NaN)', 'not a string (int)']
+    """
+    if isinstance(X, pd.DataFrame) and X.shape[1] == 1:
+        X = X.iloc[:, 0]
+    if isinstance(X, (list, tuple, pd.Series)) or (isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype.kind in "OUS"):
+        values = np.empty(len(X), dtype=object)
+        values[:] = list(X)
+        if any(isinstance(v, (list, tuple, np.ndarray)) for v in values[:1]):
+            return check_array(X, dtype=None), None  # rows of features given as a list of lists
+        if len(values) == 0:
+            raise DataError("no inputs: the text column is empty")
+        return values, [_text_problem(v) for v in values]
+    if isinstance(X, str):
+        raise DataError("expected a list of texts, got a single string; wrap it in a list")
+    return check_array(X, dtype=None), None
+
+
+def _text_problem(value) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "missing text (None/NaN)"
+    if not isinstance(value, str):
+        return f"not a string ({type(value).__name__})"
+    if not value.strip():
+        return "blank text"
+    return None
+
+
+def require_valid(problems, what: str = "inputs") -> None:
+    """Raise a DataError naming the first bad rows, if any."""
+    if not problems:
+        return
+    bad = [(i, p) for i, p in enumerate(problems) if p is not None]
+    if bad:
+        shown = "; ".join(f"row {i}: {p}" for i, p in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise DataError(f"{len(bad)} bad {what}: {shown}{more}. Clean them, or use route() to get a per-row flag.")

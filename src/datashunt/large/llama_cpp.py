@@ -1,0 +1,140 @@
+"""A local GGUF model through the llama.cpp bindings (llama-cpp-python), scored from next-token logits."""
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+from scipy.special import log_softmax, logsumexp
+
+from ..exceptions import ConfigError, LargeModelError, ModelFileError, require
+from ..prompting import surface_forms
+from .base import LargeModel, Scored
+from .weights import DEFAULT_MODEL, MODELS, is_installed, model_path
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+class LlamaCppModel(LargeModel):
+    """A GGUF chat model run in-process; a label's probability is the summed next-token
+    probability of the first tokens of its surface forms (``positive``, `` Positive``, ...),
+    renormalised over the label set.
+
+    Parameters
+    ----------
+    model : str
+        A known model name (``qwen2.5-coder-1.5b``, the default; ``qwen2.5-coder-0.5b``;
+        ``smollm2-135m``), installed by ``datashunt setup``, or the path to any ``.gguf`` file.
+    n_ctx : int
+        Context length in tokens.
+    n_threads : int, optional
+        CPU threads; all cores by default.
+    reuse_prefix : bool
+        Keep the evaluated prompt in the KV cache and only evaluate what differs from the next
+        prompt (the instruction and label list are shared by every item).
+    prompt, price, cache, min_label_mass
+        See :class:`~datashunt.large.base.LargeModel`.
+    """
+
+    def __init__(self, model=DEFAULT_MODEL, *, n_ctx=2048, n_threads=None, reuse_prefix=True, prompt=None,
+                 price=None, cache=True, min_label_mass=0.05):
+        self.model = model
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.reuse_prefix = reuse_prefix
+        self.prompt = prompt
+        self.price = price
+        self.cache = cache
+        self.min_label_mass = min_label_mass
+
+    # -- loading -------------------------------------------------------------------------------
+    def _path(self) -> Path:
+        if str(self.model) in MODELS:
+            if not is_installed(self.model):
+                raise ModelFileError(f"model {self.model!r} is not installed; run: datashunt setup --model {self.model}")
+            return model_path(self.model)
+        path = Path(self.model).expanduser()
+        if not path.is_file():
+            raise ModelFileError(f"no GGUF file at {path}; give a known model name {sorted(MODELS)} or a .gguf path")
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF":
+                raise ModelFileError(f"{path} is not a GGUF file (bad magic bytes); is it corrupt or another format?")
+        return path
+
+    def identity(self) -> str:
+        path = self._path()
+        stat = path.stat()
+        fingerprint = hashlib.sha256(f"{path.name}:{stat.st_size}".encode()).hexdigest()[:16]
+        return f"llama_cpp:{self.model if str(self.model) in MODELS else path.name}:{fingerprint}"
+
+    def _llm(self):
+        if getattr(self, "_loaded", None) is None:
+            llama_cpp = require("llama_cpp", "llama")
+            path = self._path()
+            try:
+                llm = llama_cpp.Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads or os.cpu_count(),
+                                      logits_all=False, verbose=False)
+            except (ValueError, RuntimeError) as exc:
+                raise ModelFileError(f"llama.cpp could not load {path}: {exc}. The file may be truncated or "
+                                     "corrupt; delete it and run datashunt setup again") from None
+            template = llm.metadata.get("tokenizer.chat_template") or CHATML
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            def token_text(key):
+                tid = int(llm.metadata.get(key, -1))
+                return llm.detokenize([tid], special=True).decode("utf-8", "ignore") if tid >= 0 else ""
+
+            self._formatter = Jinja2ChatFormatter(template, eos_token=token_text("tokenizer.ggml.eos_token_id"),
+                                                  bos_token=token_text("tokenizer.ggml.bos_token_id"))
+            self._label_ids = {}
+            self._loaded = llm
+        return self._loaded
+
+    def _first_tokens(self, labels: list[str]) -> list[list[int]]:
+        """Distinct first-token ids per label; a token shared by two labels counts for neither."""
+        key = tuple(labels)
+        if key not in self._label_ids:
+            llm = self._loaded
+            ids = [{llm.tokenize(form.encode(), add_bos=False, special=False)[0] for form in surface_forms(label)}
+                   for label in labels]
+            shared = {t for i, a in enumerate(ids) for b in ids[i + 1:] for t in a & b}
+            ids = [sorted(a - shared) for a in ids]
+            empty = [label for label, a in zip(labels, ids) if not a]
+            if empty:
+                raise ConfigError(f"labels {empty} start with the same token as another label, so the model's "
+                                  "first answer token cannot tell them apart; rename them (label_names)")
+            self._label_ids[key] = ids
+        return self._label_ids[key]
+
+    # -- scoring -------------------------------------------------------------------------------
+    def _score(self, messages, labels) -> Scored:
+        llm = self._llm()
+        label_ids = self._first_tokens(labels)
+        text = self._formatter(messages=messages).prompt
+        tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) >= self.n_ctx:
+            raise LargeModelError(f"prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}; "
+                                  "shorten the text or raise n_ctx")
+        keep = 0
+        if self.reuse_prefix:
+            cached = llm.input_ids[: llm.n_tokens]
+            limit = min(len(cached), len(tokens) - 1)
+            same = np.flatnonzero(np.asarray(cached[:limit]) != np.asarray(tokens[:limit]))
+            keep = int(same[0]) if len(same) else limit
+        llm.n_tokens = keep
+        try:
+            llm.eval(tokens[keep:])
+        except RuntimeError as exc:
+            llm.reset()
+            raise LargeModelError(f"llama.cpp failed to evaluate the prompt: {exc}") from None
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+        logp = log_softmax(logits.astype(np.float64))
+        return Scored(np.array([logsumexp(logp[ids]) for ids in label_ids]), prompt_tokens=len(tokens),
+                      completion_tokens=1)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for runtime in ("_loaded", "_formatter", "_label_ids", "_cache_obj", "_cache_spec"):
+            state.pop(runtime, None)
+        return state

@@ -1,0 +1,167 @@
+"""Any OpenAI-compatible chat endpoint (OpenAI, vLLM, a llama.cpp server, Ollama), scored from logprobs."""
+
+import asyncio
+import os
+
+import numpy as np
+from scipy.special import logsumexp
+
+from ..exceptions import ConfigError, LargeModelError, require
+from .base import LargeModel, Scored
+
+
+def label_logprobs(top_logprobs: list[tuple[str, float]], labels: list[str]) -> np.ndarray:
+    """Log-mass per label from the first answer token's top alternatives.
+
+    A token counts for a label when, stripped and lower-cased, it starts that label and no other
+    (``"pos"`` counts for ``positive``; ``"ne"`` counts for neither ``negative`` nor ``neutral``).
+    Labels absent from the list get ``-inf``.
+
+    Examples
+    --------
+    >>> label_logprobs([(" Positive", -0.1), ("neg", -2.5), ("The", -4.0)], ["negative", "positive"]).tolist()
+    [-2.5, -0.1]
+    """
+    lowered = [label.lower() for label in labels]
+    per_label = [[] for _ in labels]
+    for token, logprob in top_logprobs:
+        tok = token.strip().lower()
+        if not tok:
+            continue
+        owners = [j for j, name in enumerate(lowered) if name.startswith(tok)]
+        if len(owners) == 1:
+            per_label[owners[0]].append(logprob)
+    return np.array([logsumexp(lp) if lp else -np.inf for lp in per_label])
+
+
+class OpenAIChatModel(LargeModel):
+    """A chat model behind an OpenAI-compatible HTTP API, asked for one token with ``top_logprobs``.
+
+    Parameters
+    ----------
+    model : str
+        Model name as the endpoint knows it.
+    base_url : str, optional
+        Endpoint root, e.g. ``http://127.0.0.1:8000/v1`` for vLLM or a llama.cpp server. None means OpenAI.
+    api_key_env : str
+        Name of the environment variable holding the key. The key is read when the first call is
+        made and is never stored in parameters, caches, logs or reports.
+    timeout, max_retries : float, int
+        Per-request time-out in seconds and retries on transient errors (the client's own backoff).
+    max_concurrency : int
+        Requests in flight at once.
+    top_logprobs : int
+        Alternatives asked for at the answer position (OpenAI allows up to 20).
+    prompt, price, cache, min_label_mass
+        See :class:`~datashunt.large.base.LargeModel`.
+    """
+
+    def __init__(self, model, *, base_url=None, api_key_env="OPENAI_API_KEY", timeout=30.0, max_retries=2,
+                 max_concurrency=8, top_logprobs=20, prompt=None, price=None, cache=True, min_label_mass=0.01):
+        self.model = model
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_concurrency = max_concurrency
+        self.top_logprobs = top_logprobs
+        self.prompt = prompt
+        self.price = price
+        self.cache = cache
+        self.min_label_mass = min_label_mass
+
+    def identity(self) -> str:
+        return f"openai:{self.base_url or 'https://api.openai.com/v1'}:{self.model}"
+
+    def _api_key(self) -> str:
+        key = os.environ.get(self.api_key_env)
+        if key:
+            return key
+        if self.base_url is None:
+            raise ConfigError(f"set the environment variable {self.api_key_env} to your API key")
+        return "not-needed"  # local servers (vLLM, llama.cpp, Ollama) usually accept any key
+
+    def _client(self, asynchronous=False):
+        openai = require("openai", "openai")
+        cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+        return cls(api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout,
+                   max_retries=self.max_retries)
+
+    def _request(self, messages):
+        return dict(model=self.model, messages=messages, max_tokens=1, temperature=0.0, logprobs=True,
+                    top_logprobs=self.top_logprobs)
+
+    def _parse(self, response, labels) -> Scored:
+        try:
+            first = response.choices[0].logprobs.content[0]
+            top = [(alt.token, alt.logprob) for alt in first.top_logprobs] or [(first.token, first.logprob)]
+        except (AttributeError, IndexError, TypeError):
+            raise LargeModelError(
+                f"the endpoint returned no logprobs for model {self.model!r}; it must support "
+                "'logprobs' and 'top_logprobs' in chat completions"
+            ) from None
+        usage = getattr(response, "usage", None)
+        return Scored(label_logprobs(top, labels), getattr(usage, "prompt_tokens", 0) or 0,
+                      getattr(usage, "completion_tokens", 0) or 0)
+
+    def _failure(self, exc) -> LargeModelError:
+        message = f"{type(exc).__name__}: {exc}"
+        key = os.environ.get(self.api_key_env)
+        if key:
+            message = message.replace(key, "***")
+        return LargeModelError(f"call to {self.model!r} failed: {message}")
+
+    def _score(self, messages, labels) -> Scored:
+        openai = require("openai", "openai")
+        if getattr(self, "_sync", None) is None:
+            self._sync = self._client()
+        try:
+            response = self._sync.chat.completions.create(**self._request(messages))
+        except openai.APIError as exc:
+            raise self._failure(exc) from None
+        return self._parse(response, labels)
+
+    async def _ascore(self, client, semaphore, item, labels):
+        openai = require("openai", "openai")
+        i, key, messages = item
+        async with semaphore:
+            try:
+                response = await client.chat.completions.create(**self._request(messages))
+                return i, key, self._parse(response, labels)
+            except openai.APIError as exc:
+                return i, key, self._failure(exc)
+            except LargeModelError as exc:
+                return i, key, exc
+
+    def _score_many(self, todo, labels, progress):
+        """Run the calls concurrently (at most ``max_concurrency`` at once), yielding each as it finishes."""
+        if not todo:
+            return
+        from ..progress import track
+
+        loop = asyncio.new_event_loop()
+        client = self._client(asynchronous=True)
+
+        async def results():
+            semaphore = asyncio.Semaphore(max(1, int(self.max_concurrency)))
+            tasks = [asyncio.ensure_future(self._ascore(client, semaphore, item, labels)) for item in todo]
+            try:
+                for done in asyncio.as_completed(tasks):
+                    yield await done
+            finally:
+                for task in tasks:
+                    task.cancel()
+
+        stream = results()
+        try:
+            def step():
+                while True:
+                    try:
+                        yield loop.run_until_complete(stream.__anext__())
+                    except StopAsyncIteration:
+                        return
+            yield from track(step(), "large model", enabled=progress, total=len(todo))
+        finally:
+            loop.run_until_complete(stream.aclose())
+            loop.run_until_complete(client.close())
+            loop.close()

@@ -1,0 +1,110 @@
+"""Replay of answers recorded earlier (from a table), for evaluation and calibration at zero cost."""
+
+import numpy as np
+import pandas as pd
+
+from ..exceptions import ConfigError, DataError
+from .base import LargeModel, LargeResult
+from .pricing import Price
+
+
+def recorded_proba(predictions, scores, labels) -> np.ndarray:
+    """Turn recorded (prediction, score) pairs into probability rows over ``labels``.
+
+    A service's score is kept on its own scale but mapped monotonically onto [1/k, 1] for the
+    predicted label (the rest share what is left), so the recorded prediction stays the argmax
+    and ranking by confidence is unchanged. Without scores the rows are one-hot.
+
+    Examples
+    --------
+    >>> recorded_proba(["pos", "neg"], [1.0, 0.5], ["neg", "pos"]).round(2).tolist()
+    [[0.0, 1.0], [0.75, 0.25]]
+    """
+    labels = list(labels)
+    k = len(labels)
+    index = {label: j for j, label in enumerate(labels)}
+    scores = np.ones(len(predictions)) if scores is None else np.clip(np.asarray(scores, float), 0.0, 1.0)
+    proba = np.full((len(predictions), k), np.nan)
+    for i, (pred, score) in enumerate(zip(predictions, scores)):
+        j = index.get(pred)
+        if j is None or np.isnan(score):
+            continue
+        top = 1.0 / k + 1e-9 + score * (1.0 - 1.0 / k - 1e-9) if k > 1 else 1.0
+        proba[i] = (1.0 - top) / max(k - 1, 1)
+        proba[i, j] = top
+    return proba
+
+
+class ReplayModel(LargeModel):
+    """A large model whose answers were recorded in a table, looked up by each input's key.
+
+    Parameters
+    ----------
+    table : DataFrame or path (CSV, JSONL, Parquet)
+        One row per input.
+    key_column : str
+        Column holding the input (or its id) as passed to :meth:`predict_proba`.
+    prediction_column, confidence_column : str
+        The recorded label and, optionally, the service's score for it (see :func:`recorded_proba`).
+    price : Price or mapping
+        What each recorded call cost, so reports show the money a live run would have spent.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"id": ["a", "b"], "pred": ["pos", "neg"], "conf": [0.9, 0.8]})
+    >>> result = ReplayModel(table, prediction_column="pred", confidence_column="conf").predict_proba(
+    ...     ["b", "zzz"], ["neg", "pos"])
+    >>> result.proba[0].round(2).tolist(), result.error[1]
+    ([0.9, 0.1], "no recorded answer for input 'zzz'")
+    """
+
+    def __init__(self, table, *, key_column="id", prediction_column="prediction", confidence_column=None,
+                 price=None, name="replay"):
+        self.table = table
+        self.key_column = key_column
+        self.prediction_column = prediction_column
+        self.confidence_column = confidence_column
+        self.price = price
+        self.name = name
+
+    def identity(self) -> str:
+        return f"replay:{self.name}:{self.prediction_column}"
+
+    def _records(self) -> pd.DataFrame:
+        if getattr(self, "_frame", None) is None:
+            from ..datasets.files import read_table
+
+            frame = self.table if isinstance(self.table, pd.DataFrame) else read_table(self.table)
+            needed = [self.key_column, self.prediction_column] + ([self.confidence_column] if self.confidence_column else [])
+            missing = [c for c in needed if c not in frame.columns]
+            if missing:
+                raise DataError(f"replay table lacks column(s) {missing}; it has {list(frame.columns)}")
+            if frame[self.key_column].duplicated().any():
+                raise DataError(f"replay table has duplicate keys in column {self.key_column!r}")
+            self._frame = frame.set_index(frame[self.key_column].astype(str))
+        return self._frame
+
+    def predict_proba(self, inputs, labels, hints=None, progress: bool = False) -> LargeResult:
+        labels = [str(label) for label in labels]
+        if len(set(labels)) != len(labels) or not labels:
+            raise ConfigError(f"labels must be distinct and non-empty, got {labels!r}")
+        frame = self._records()
+        keys = [str(x) for x in inputs]
+        found = np.array([key in frame.index for key in keys], dtype=bool)
+        rows = frame.reindex(keys)
+        preds = rows[self.prediction_column].map(lambda v: None if pd.isna(v) else str(v)).tolist()
+        scores = rows[self.confidence_column].to_numpy(float) if self.confidence_column else None
+        proba = recorded_proba(preds, scores, labels)
+        error = []
+        for key, ok, pred in zip(keys, found, preds):
+            if not ok:
+                error.append(f"no recorded answer for input {key!r}")
+            elif pred not in labels:
+                error.append(f"recorded answer {pred!r} for input {key!r} is not one of the labels {labels}")
+            else:
+                error.append(None)
+        proba[[e is not None for e in error]] = np.nan
+        per_call = Price.coerce(self.price).cost(0, 0)
+        ok = np.array([e is None for e in error])
+        return LargeResult(proba=proba, cost=np.where(ok, per_call, 0.0), prompt_tokens=np.zeros(len(keys), int),
+                           cached=np.zeros(len(keys), bool), error=error)

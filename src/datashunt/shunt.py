@@ -1,0 +1,243 @@
+"""ShuntClassifier: the small model answers what it is sure of, the large model the rest."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.model_selection import train_test_split
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from .calibration import choose_threshold, threshold_sweep
+from .confidence import get_measure
+from .exceptions import ConfigError, DataError
+from .inputs import as_inputs, require_valid
+
+
+@dataclass
+class Routing:
+    """Everything decided for a batch: one entry per item."""
+
+    proba: np.ndarray
+    route: np.ndarray
+    confidence_small: np.ndarray
+    confidence_large: np.ndarray
+    cost: np.ndarray
+    cached: np.ndarray
+    flag: list
+    small_proba: np.ndarray
+    prompt_tokens: np.ndarray
+
+
+class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """Data Shunt: route each item by the small model's confidence against a calibrated threshold δ.
+
+    Parameters
+    ----------
+    small : classifier
+        Any estimator with ``fit``, ``predict_proba`` and ``classes_``; it is cloned, never changed.
+    large : LargeModel
+        A large-model backend (:mod:`datashunt.large`): a local GGUF model, an OpenAI-compatible
+        endpoint, a replay table.
+    threshold : "auto" or float
+        ``"auto"`` calibrates δ on validation data with ``policy``; a number fixes it (no large
+        calls during ``fit``).
+    policy : {"match_large", "max_large_rate", "target_accuracy"}
+        Goal of the calibration, see :func:`datashunt.calibration.choose_threshold`.
+    max_large_rate, target_accuracy : float, optional
+        The goal's figure for the two policies that need one.
+    confidence : {"max_proba", "margin", "entropy"} or callable
+        How sure the small model is (:mod:`datashunt.confidence`).
+    label_names : dict, optional
+        Words the large model answers with, per class (``{0: "negative", 1: "positive"}``);
+        by default the class labels themselves.
+    validation_fraction : float
+        Share of the training data held out to calibrate δ when ``fit`` gets no ``X_val``.
+    random_state : int, optional
+        Seed of the validation split.
+    progress : bool
+        Draw progress bars for large-model calls.
+
+    Attributes
+    ----------
+    small_ : the fitted clone of ``small``
+    large_ : the clone of ``large`` that answers (it holds the loaded model or client)
+    classes_ : array of class labels
+    threshold_ : float, the δ in use
+    sweep_ : DataFrame (threshold, accuracy, large_rate, cost, n_large) or None when δ was given
+    calibration_ : dict summarising the validation figures behind ``threshold_``
+
+    Examples
+    --------
+    A large model replayed from recorded answers (here: always right) and a TF-IDF small model:
+
+    >>> import pandas as pd
+    >>> from datashunt.large.replay import ReplayModel
+    >>> from datashunt.small import make_small
+    >>> texts = [f"{w} film number {i}" for i, w in enumerate(["great", "awful", "fine", "dull"] * 50)]
+    >>> y = ["pos", "neg", "pos", "neg"] * 50
+    >>> large = ReplayModel(pd.DataFrame({"id": texts, "prediction": y}))
+    >>> shunt = ShuntClassifier(make_small("tfidf"), large, random_state=0).fit(texts, y)
+    >>> table = shunt.route(["great film", "dull film number 7"])
+    >>> list(table.columns)
+    ['route', 'confidence_small', 'confidence_large', 'label', 'cost', 'cached', 'flag']
+    """
+
+    def __init__(self, small, large, *, threshold="auto", policy="match_large", max_large_rate=None,
+                 target_accuracy=None, confidence="max_proba", label_names=None, validation_fraction=0.2,
+                 random_state=None, progress=False):
+        self.small = small
+        self.large = large
+        self.threshold = threshold
+        self.policy = policy
+        self.max_large_rate = max_large_rate
+        self.target_accuracy = target_accuracy
+        self.confidence = confidence
+        self.label_names = label_names
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.progress = progress
+
+    # -- learning ------------------------------------------------------------------------------
+    def fit(self, X, y, X_val=None, y_val=None):
+        """Fit the small model, then calibrate δ on ``X_val, y_val`` or on a held-out split of ``X, y``."""
+        X, problems = as_inputs(X)
+        require_valid(problems, "training inputs")
+        y = self._check_targets(y, len(X))
+        if X_val is None:
+            if not 0.0 < self.validation_fraction < 1.0:
+                raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+            stratify = y if np.unique(y, return_counts=True)[1].min() >= 2 else None
+            try:
+                X, X_val, y, y_val = train_test_split(X, y, test_size=self.validation_fraction,
+                                                      random_state=self.random_state, stratify=stratify)
+            except ValueError:
+                X, X_val, y, y_val = train_test_split(X, y, test_size=self.validation_fraction,
+                                                      random_state=self.random_state)
+        else:
+            X_val, problems = as_inputs(X_val)
+            require_valid(problems, "validation inputs")
+            y_val = self._check_targets(y_val, len(X_val))
+        self.small_ = clone(self.small).fit(X, y)
+        self.large_ = clone(self.large)
+        self.classes_ = np.asarray(self.small_.classes_)
+        if hasattr(self.small_, "n_features_in_"):
+            self.n_features_in_ = self.small_.n_features_in_
+        unseen = sorted(set(np.unique(y_val).tolist()) - set(self.classes_.tolist()), key=str)
+        if unseen:
+            raise DataError(f"validation labels {unseen} never occur in the training data "
+                            f"(classes: {self.classes_.tolist()})")
+        get_measure(self.confidence)  # fail early on an unknown measure
+        self.labels_ = self._labels()
+        if isinstance(self.threshold, str):
+            if self.threshold != "auto":
+                raise ConfigError(f"threshold must be 'auto' or a number, got {self.threshold!r}")
+            self._calibrate(X_val, y_val)
+        else:
+            self.threshold_ = float(self.threshold)
+            self.sweep_, self.calibration_ = None, {"policy": "fixed", "threshold": self.threshold_}
+        return self
+
+    def _check_targets(self, y, n):
+        if y is None:
+            raise DataError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if y.ndim != 1 or len(y) != n:
+            raise DataError(f"expected {n} labels in a 1-D array, got shape {y.shape}")
+        if pd.isna(y).any():
+            raise DataError(f"{int(pd.isna(y).sum())} missing labels; drop those rows first")
+        check_classification_targets(y)
+        return y
+
+    def _labels(self) -> list[str]:
+        names = self.label_names or {}
+        labels = [str(names.get(c, c)) for c in self.classes_.tolist()]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"label names must be distinct, got {labels}")
+        return labels
+
+    def _calibrate(self, X_val, y_val):
+        routing = self._route(X_val, threshold=np.inf)  # the large model sees every validation item
+        small_pred = self.classes_[routing.small_proba.argmax(axis=1)]
+        large_pred = self.classes_[routing.proba.argmax(axis=1)]
+        large_cost = self.large_.price_of(routing.prompt_tokens)
+        self.sweep_ = threshold_sweep(routing.confidence_small, small_pred == y_val, large_pred == y_val, large_cost)
+        choice = choose_threshold(self.sweep_, self.policy, max_large_rate=self.max_large_rate,
+                                  target_accuracy=self.target_accuracy)
+        self.threshold_ = choice.threshold
+        row = self.sweep_.iloc[choice.row]
+        self.calibration_ = {
+            "policy": self.policy, "goal": choice.goal, "goal_met": choice.met, "threshold": self.threshold_,
+            "n_validation": int(len(y_val)), "accuracy": float(row["accuracy"]),
+            "large_rate": float(row["large_rate"]), "small_accuracy": float(self.sweep_["accuracy"].iloc[0]),
+            "large_accuracy": float(self.sweep_["accuracy"].iloc[-1]),
+            "large_failures": int(sum(f is not None for f in routing.flag)),
+        }
+
+    # -- inference -----------------------------------------------------------------------------
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities: the small model's where it answered, the large model's elsewhere."""
+        routing = self._route_checked(X)
+        return routing.proba
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each item, see :meth:`predict_proba`."""
+        check_is_fitted(self, "threshold_")
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def route(self, X) -> pd.DataFrame:
+        """One record per item: route taken, confidences, label, cost, whether cached, and a flag.
+
+        ``route`` is ``small``, ``large``, ``fallback`` (the large model failed, the small model's
+        answer is used and ``flag`` says why) or ``invalid`` (no answer; ``flag`` says why).
+        """
+        check_is_fitted(self, "threshold_")
+        inputs, problems = as_inputs(X)
+        routing = self._route(inputs, problems=problems)
+        ok = ~np.isnan(routing.proba).any(axis=1)
+        labels = np.empty(len(ok), dtype=object)
+        labels[ok] = self.classes_[routing.proba[ok].argmax(axis=1)]
+        return pd.DataFrame({
+            "route": routing.route, "confidence_small": routing.confidence_small,
+            "confidence_large": routing.confidence_large, "label": labels, "cost": routing.cost,
+            "cached": routing.cached, "flag": routing.flag,
+        })
+
+    def _route_checked(self, X) -> Routing:
+        check_is_fitted(self, "threshold_")
+        inputs, problems = as_inputs(X)
+        require_valid(problems)
+        return self._route(inputs)
+
+    def _route(self, inputs, problems=None, threshold=None) -> Routing:
+        threshold = self.threshold_ if threshold is None else threshold
+        n, k = len(inputs), len(self.classes_)
+        valid = np.ones(n, bool) if problems is None else np.array([p is None for p in problems], bool)
+        out = Routing(proba=np.full((n, k), np.nan), route=np.full(n, "invalid", dtype=object),
+                      confidence_small=np.full(n, np.nan), confidence_large=np.full(n, np.nan),
+                      cost=np.zeros(n), cached=np.zeros(n, bool),
+                      flag=list(problems) if problems is not None else [None] * n,
+                      small_proba=np.full((n, k), np.nan), prompt_tokens=np.zeros(n, int))
+        if not valid.any():
+            return out
+        idx = np.flatnonzero(valid)
+        proba_s = self.small_.predict_proba(inputs[idx] if len(idx) < n else inputs)
+        conf = np.asarray(get_measure(self.confidence)(proba_s), dtype=float)
+        out.proba[idx], out.small_proba[idx], out.confidence_small[idx] = proba_s, proba_s, conf
+        out.route[idx] = "small"
+        go = idx[conf < threshold]
+        if len(go):
+            result = self.large_.predict_proba(list(inputs[go]), self.labels_, progress=self.progress)
+            ok = result.ok
+            out.proba[go[ok]] = result.proba[ok]
+            out.confidence_large[go[ok]] = result.proba[ok].max(axis=1)
+            out.route[go] = np.where(ok, "large", "fallback")
+            out.cost[go], out.cached[go] = result.cost, result.cached
+            for i, error in zip(go, result.error):
+                if error is not None:
+                    out.flag[i] = error
+            out.prompt_tokens[go] = result.prompt_tokens
+        return out

@@ -1,0 +1,112 @@
+"""Fakes for tests: a scripted large model and an OpenAI-compatible HTTP server on loopback."""
+
+import json
+import zlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+from datashunt.exceptions import LargeModelError
+from datashunt.large.base import LargeModel, Scored
+
+
+class FakeLargeModel(LargeModel):
+    """Answers from a lookup table of item -> label; everything else in the base class is real.
+
+    ``accuracy`` < 1 makes it wrong on a fixed, seeded share of items; items in ``fail`` raise a
+    LargeModelError, items in ``off_label`` put almost no probability on any label.
+    """
+
+    def __init__(self, truth=None, *, accuracy=1.0, confidence=0.9, fail=(), off_label=(), cache=False,
+                 price=None, min_label_mass=0.01, seed=0):
+        self.truth = truth
+        self.accuracy = accuracy
+        self.confidence = confidence
+        self.fail = fail
+        self.off_label = off_label
+        self.cache = cache
+        self.price = price
+        self.min_label_mass = min_label_mass
+        self.seed = seed
+
+    def identity(self):
+        return f"fake:{self.seed}:{self.accuracy}"
+
+    def _score(self, messages, labels):
+        self.calls = getattr(self, "calls", 0) + 1
+        text = messages[-1]["content"].split("Text: ", 1)[1]
+        if text in set(map(str, self.fail)):
+            raise LargeModelError(f"simulated time-out on {text!r}")
+        if text in set(map(str, self.off_label)):
+            return Scored(np.full(len(labels), np.log(1e-5)), prompt_tokens=10)
+        truth = {str(k): str(v) for k, v in (self.truth or {}).items()}
+        answer = truth.get(text, labels[0])
+        rng = np.random.default_rng([self.seed, zlib.crc32(text.encode())])
+        if rng.random() > self.accuracy:
+            answer = [label for label in labels if label != answer][0]
+        p = np.full(len(labels), (1 - self.confidence) / max(len(labels) - 1, 1))
+        p[labels.index(answer)] = self.confidence
+        return Scored(np.log(p * 0.95), prompt_tokens=len(text.split()) + 20, completion_tokens=1)
+
+
+class FakeOpenAIServer:
+    """A real HTTP server on 127.0.0.1 speaking the chat-completions API with logprobs.
+
+    ``answers`` maps a substring of the user message to a list of (token, logprob); ``status``
+    makes every request fail with that HTTP status; ``delay`` sleeps before answering.
+    """
+
+    def __init__(self, answers, status=None, delay=0.0, logprobs=True):
+        self.answers, self.status, self.delay, self.logprobs = answers, status, delay, logprobs
+        self.requests = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+                if server.delay:
+                    import time
+
+                    time.sleep(server.delay)
+                if server.status:
+                    payload, code = {"error": {"message": "boom", "type": "server_error"}}, server.status
+                else:
+                    payload, code = server.completion(body), 200
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def completion(self, body):
+        text = body["messages"][-1]["content"]
+        top = next((v for k, v in self.answers.items() if k in text), [("Hmm", -0.1)])
+        logprobs = {"content": [{"token": top[0][0], "logprob": top[0][1], "bytes": None,
+                                 "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top]}]}
+        return {
+            "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "length", "logprobs": logprobs if self.logprobs else None,
+                         "message": {"role": "assistant", "content": top[0][0]}}],
+            "usage": {"prompt_tokens": 42, "completion_tokens": 1, "total_tokens": 43},
+        }
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from datashunt.calibration import choose_threshold, threshold_sweep
+from datashunt.exceptions import CalibrationWarning, ConfigError
+
+
+def brute_force(conf, small_ok, large_ok, delta):
+    to_large = conf < delta
+    return np.where(to_large, large_ok, small_ok).mean(), to_large.mean()
+
+
+def test_sweep_matches_brute_force_at_every_threshold():
+    rng = np.random.default_rng(1)
+    conf = rng.choice([0.5, 0.6, 0.7, 0.8, 0.95], size=200)  # many ties
+    small_ok, large_ok = rng.random(200) < conf, rng.random(200) < 0.85
+    sweep = threshold_sweep(conf, small_ok, large_ok, np.full(200, 0.01))
+    assert len(sweep) == len(np.unique(conf)) + 1
+    for row in sweep.itertuples():
+        acc, rate = brute_force(conf, small_ok, large_ok, row.threshold)
+        assert row.accuracy == pytest.approx(acc)
+        assert row.large_rate == pytest.approx(rate)
+        assert row.cost == pytest.approx(0.01 * rate * 200)
+    assert sweep["large_rate"].is_monotonic_increasing
+
+
+def test_match_large_picks_lowest_rate_at_large_accuracy():
+    conf = np.linspace(0.5, 1.0, 100)
+    small_ok = conf > 0.7  # the small model is right exactly where it is sure
+    large_ok = np.ones(100, bool)
+    sweep = threshold_sweep(conf, small_ok, large_ok)
+    choice = choose_threshold(sweep, "match_large")
+    assert choice.met
+    row = sweep.iloc[choice.row]
+    assert row.accuracy == 1.0
+    assert row.large_rate == pytest.approx((conf <= 0.7).mean())
+
+
+def test_max_large_rate_respects_budget():
+    conf = np.linspace(0.5, 1.0, 100)
+    sweep = threshold_sweep(conf, conf > 0.7, np.ones(100, bool))
+    choice = choose_threshold(sweep, "max_large_rate", max_large_rate=0.3)
+    assert sweep.iloc[choice.row].large_rate <= 0.3
+    assert sweep.iloc[choice.row].large_rate == pytest.approx(0.3)
+
+
+def test_target_accuracy_reached_with_fewest_calls():
+    conf = np.linspace(0.5, 1.0, 100)
+    sweep = threshold_sweep(conf, conf > 0.7, np.ones(100, bool))
+    choice = choose_threshold(sweep, "target_accuracy", target_accuracy=0.9)
+    row = sweep.iloc[choice.row]
+    assert row.accuracy >= 0.9
+    assert (sweep[sweep.accuracy >= 0.9].large_rate >= row.large_rate).all()
+
+
+def test_unreachable_target_warns_and_uses_best_accuracy():
+    conf = np.linspace(0.5, 1.0, 50)
+    sweep = threshold_sweep(conf, np.zeros(50, bool), np.zeros(50, bool) | (conf > 0.9))
+    with pytest.warns(CalibrationWarning, match="no threshold reaches"):
+        choice = choose_threshold(sweep, "target_accuracy", target_accuracy=0.99)
+    assert not choice.met
+    assert sweep.iloc[choice.row].accuracy == sweep.accuracy.max()
+
+
+@pytest.mark.parametrize("policy, kwargs, message", [
+    ("nope", {}, "unknown threshold policy"),
+    ("max_large_rate", {}, "needs max_large_rate"),
+    ("target_accuracy", {"target_accuracy": 2}, "needs target_accuracy"),
+])
+def test_choose_threshold_bad_arguments_raise(policy, kwargs, message):
+    sweep = threshold_sweep(np.array([0.6, 0.9]), np.array([1, 1], bool), np.array([1, 1], bool))
+    with pytest.raises(ConfigError, match=message):
+        choose_threshold(sweep, policy, **kwargs)
+
+
+def test_sweep_on_empty_validation_raises():
+    with pytest.raises(ConfigError, match="empty validation"):
+        threshold_sweep(np.array([]), np.array([], bool), np.array([], bool))
