@@ -154,7 +154,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _labels(self) -> list[str]:
         names = self.label_names or {}
-        labels = [str(names.get(c, c)) for c in self.classes_.tolist()]
+        labels = [str(names.get(c, names.get(str(c), c))) for c in self.classes_.tolist()]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"label names must be distinct, got {labels}")
         return labels

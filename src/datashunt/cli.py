@@ -1,0 +1,169 @@
+"""The ``datashunt`` command: thin glue from arguments and config files to the library."""
+
+import functools
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .exceptions import DatashuntError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Route what a small model is sure of to it, and only the rest to a large model.")
+console = Console()
+DEMO_INSTRUCTION = "Is the sentiment of this movie review sentence positive or negative?"
+
+
+def friendly(command):
+    """Turn datashunt's own errors into a one-line message and exit code 2."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except DatashuntError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+@app.command()
+@friendly
+def setup(
+    model: list[str] = typer.Option(["qwen2.5-coder-1.5b", "smollm2-135m"], help="Models to install."),
+    data: bool = typer.Option(True, help="Also fetch the VADER sentences."),
+):
+    """Install the local LLM weights (checked by sha256) and the demo data into the cache folder."""
+    from .datasets.vader import install_vader
+    from .large.weights import MODELS, install_model
+
+    for name in model:
+        path = install_model(name, progress=True)
+        console.print(f"[green]ok[/] {name}: {MODELS[name].description} -> {path}")
+    if data:
+        console.print(f"[green]ok[/] VADER ground truth -> {install_vader()}")
+
+
+@app.command()
+@friendly
+def demo(
+    small: str = typer.Option("tfidf", help="Small model: tfidf, textcnn, lstm or minilm."),
+    model: str = typer.Option("qwen2.5-coder-1.5b", help="Local GGUF model name or path."),
+    n_validation: int = typer.Option(600, help="Sentences for calibrating δ (each is asked to the LLM once)."),
+    n_test: int = typer.Option(1000, help="Held-out sentences for the comparison."),
+    policy: str = typer.Option("match_large", help="match_large, max_large_rate or target_accuracy."),
+    seed: int = typer.Option(0, help="Seed of the train/validation/test split."),
+    out: Path = typer.Option(Path("reports/demo"), help="Report folder."),
+):
+    """Movie-review sentiment end to end: small only, large only and Data Shunt on held-out sentences."""
+    from sklearn.model_selection import train_test_split
+
+    from .datasets.vader import load_vader
+    from .evaluation import compare, write_report
+    from .large.llama_cpp import LlamaCppModel
+    from .persist import save
+    from .shunt import ShuntClassifier
+    from .small import make_small
+
+    frame = load_vader("movies")
+    rest, test = train_test_split(frame, test_size=n_test, random_state=seed, stratify=frame["label"])
+    train, val = train_test_split(rest, test_size=n_validation, random_state=seed, stratify=rest["label"])
+    console.print(f"VADER movie sentences: train {len(train)}, validation {len(val)}, test {len(test)} (seed {seed})")
+    large = LlamaCppModel(model, prompt=DEMO_INSTRUCTION)
+    shunt = ShuntClassifier(make_small(small, random_state=seed), large, policy=policy, random_state=seed,
+                            progress=True)
+    start = time.perf_counter()
+    shunt.fit(train["text"], train["label"], X_val=val["text"], y_val=val["label"])
+    console.print(f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f} "
+                  f"({shunt.calibration_['goal']}, validation large-call rate {shunt.calibration_['large_rate']:.1%})")
+    evaluation = compare(shunt, test["text"], test["label"], progress=True)
+    show_summary(evaluation, f"held-out test, {len(test)} sentences")
+    info = {"command": "datashunt demo", "small": small, "large": model, "seed": seed,
+            "n_train": len(train), "n_validation": len(val), "n_test": len(test)}
+    write_report(out, evaluation, shunt, info)
+    save(shunt, out / "model")
+    console.print(f"report: {out}/report.json, figure: {out}/sweep.png, fitted shunt: {out}/model")
+
+
+@app.command()
+@friendly
+def fit(config: Path = typer.Argument(..., help="TOML config file.")):
+    """Fit a shunt on data.train, calibrate δ, save it under output.dir/model."""
+    from .config import build_shunt, load_config, require_key
+    from .datasets.files import load_labeled
+    from .evaluation import write_report
+    from .persist import save
+
+    cfg = load_config(config)
+    data = cfg["data"]
+    X, y = load_labeled(require_key(cfg, "data", "train", "to fit"), data["text_column"], data["label_column"],
+                        data["encoding"])
+    X_val = y_val = None
+    if data.get("validation"):
+        X_val, y_val = load_labeled(data["validation"], data["text_column"], data["label_column"], data["encoding"])
+    shunt = build_shunt(cfg).set_params(progress=True).fit(X, y, X_val=X_val, y_val=y_val)
+    out = Path(cfg["output"]["dir"])
+    save(shunt, out / "model")
+    write_report(out, None, shunt, {"command": f"datashunt fit {config}"})
+    console.print(f"δ = {shunt.threshold_:.4f}: {shunt.calibration_}")
+    console.print(f"saved to {out / 'model'}")
+
+
+@app.command()
+@friendly
+def predict(
+    config: Path = typer.Argument(..., help="TOML config file (for the data columns)."),
+    input: Path = typer.Option(..., "--input", "-i", help="CSV, JSONL or Parquet file with a text column."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write one row per item (CSV)."),
+    model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
+):
+    """Route and label new items; bad rows are flagged, not fatal. Re-running resumes from the call cache."""
+    from .config import load_config
+    from .datasets.files import load_labeled
+    from .persist import load
+
+    cfg = load_config(config)
+    shunt = load(model or Path(cfg["output"]["dir"]) / "model").set_params(progress=True)
+    texts, _ = load_labeled(input, cfg["data"]["text_column"], None, cfg["data"]["encoding"])
+    table = shunt.route(texts)
+    table.insert(0, "text", texts.to_numpy())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output, index=False)
+    counts = table["route"].value_counts().to_dict()
+    console.print(f"{len(table)} items -> {output}; routes: {counts}; cost {table['cost'].sum():.4f}")
+
+
+@app.command()
+@friendly
+def evaluate(
+    config: Path = typer.Argument(..., help="TOML config file with data.test."),
+    model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
+):
+    """Compare small only, large only and Data Shunt on data.test; write a report folder."""
+    from .config import load_config, require_key
+    from .datasets.files import load_labeled
+    from .evaluation import compare, write_report
+    from .persist import load
+
+    cfg = load_config(config)
+    data = cfg["data"]
+    out = Path(cfg["output"]["dir"])
+    shunt = load(model or out / "model")
+    X, y = load_labeled(require_key(cfg, "data", "test", "to evaluate"), data["text_column"], data["label_column"],
+                        data["encoding"])
+    evaluation = compare(shunt, X, y, progress=True)
+    show_summary(evaluation, str(data["test"]))
+    write_report(out, evaluation, shunt, {"command": f"datashunt evaluate {config}"})
+    console.print(f"report: {out}/report.json")
+
+
+def show_summary(evaluation, title: str) -> None:
+    """Print the paper's Table 1 for one run."""
+    table = Table(title=title)
+    for column in ("system", "accuracy", "macro-F1", "sent to large", "large calls", "cost", "failed calls", "seconds"):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    for row in evaluation.summary.itertuples():
+        table.add_row(row.system, f"{row.accuracy:.4f}", f"{row.macro_f1:.4f}", f"{row.large_rate:.2%}",
+                      str(row.large_calls), f"{row.cost:.4f}", str(row.large_failures), f"{row.seconds:.1f}")
+    console.print(table)

@@ -1,0 +1,129 @@
+"""Measuring a shunt against its own parts: small model only, large model only, Data Shunt."""
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import f1_score
+
+from .exceptions import DatashuntWarning
+from .inputs import as_inputs
+
+
+@dataclass
+class Evaluation:
+    """``summary``: one row per system; ``per_class``: accuracy by true class; ``routes``: per item."""
+
+    summary: pd.DataFrame
+    per_class: pd.DataFrame
+    routes: pd.DataFrame
+
+
+def compare(shunt, X, y, progress: bool = False) -> Evaluation:
+    """Accuracy, macro-F1, large-call rate and cost of small-only, large-only and Data Shunt.
+
+    The large model is asked about every item once (for the large-only row); Data Shunt's own
+    calls then come from the cache, and its cost is the uncached price of the items it routed.
+    Items whose true label the shunt never saw in training count as errors for every system
+    and are flagged in ``routes``. Failed large calls count as errors for large-only.
+    """
+    inputs, problems = as_inputs(X)
+    y = np.asarray(y, dtype=object)
+    classes = shunt.classes_
+    known = np.isin(y, classes)
+    if not known.all():
+        warnings.warn(f"{int((~known).sum())} test items have labels never seen in training "
+                      f"{sorted(set(y[~known].tolist()), key=str)[:5]}; they count as errors", DatashuntWarning,
+                      stacklevel=2)
+    valid = np.ones(len(y), bool) if problems is None else np.array([p is None for p in problems])
+    idx = np.flatnonzero(valid)
+
+    start = time.perf_counter()
+    small_pred = np.full(len(y), None, dtype=object)
+    small_pred[idx] = classes[shunt.small_.predict_proba(inputs[idx]).argmax(axis=1)]
+    small_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    large = shunt.large_.predict_proba(list(inputs[idx]), shunt.labels_, progress=progress)
+    large_seconds = time.perf_counter() - start
+    large_pred = np.full(len(y), None, dtype=object)
+    large_pred[idx[large.ok]] = classes[large.proba[large.ok].argmax(axis=1)]
+    price = np.zeros(len(y))
+    price[idx] = shunt.large_.price_of(large.prompt_tokens)
+
+    start = time.perf_counter()
+    routes = shunt.route(inputs)
+    shunt_seconds = time.perf_counter() - start
+    routed = routes["route"].isin(["large", "fallback"]).to_numpy()
+    routes.insert(0, "true_label", y)
+    routes.loc[~known, "flag"] = "label unseen in training"
+
+    def row(name, pred, to_large, seconds):
+        correct = np.array([p is not None and p == t for p, t in zip(pred, y)])
+        answered = np.array([p is not None for p in pred])
+        return {
+            "system": name, "accuracy": correct.mean(),
+            "macro_f1": f1_score(y.astype(str), np.where(answered, pred, "<none>").astype(str),
+                                 labels=[str(c) for c in classes], average="macro", zero_division=0),
+            "large_rate": to_large.mean(), "large_calls": int(to_large.sum()), "cost": float(price[to_large].sum()),
+            "unanswered": int((~answered).sum()), "seconds": seconds,
+        }
+
+    large_failures = np.zeros(len(y), bool)
+    large_failures[idx[~large.ok]] = True
+    summary = pd.DataFrame([
+        row("small only", small_pred, np.zeros(len(y), bool), small_seconds),
+        row("large only", large_pred, valid, large_seconds),
+        row("data shunt", routes["label"].to_numpy(), routed, shunt_seconds),
+    ])
+    summary["large_failures"] = [0, int(large_failures.sum()), int((routes["route"] == "fallback").sum())]
+    per_class = pd.DataFrame([
+        {"class": c, "support": int((y == c).sum()),
+         "small_accuracy": float(np.mean(small_pred[y == c] == c)),
+         "large_accuracy": float(np.mean(large_pred[y == c] == c)),
+         "shunt_accuracy": float(np.mean(routes["label"].to_numpy()[y == c] == c)),
+         "large_rate": float(routed[y == c].mean())}
+        for c in classes if (y == c).any()
+    ])
+    return Evaluation(summary, per_class, routes)
+
+
+def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None = None) -> Path:
+    """A report folder: ``report.json``, ``sweep.csv``, ``routes.csv`` and ``sweep.png`` (when matplotlib is there)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    report = {
+        "info": info or {},
+        "threshold": shunt.threshold_,
+        "calibration": shunt.calibration_,
+        "classes": [str(c) for c in shunt.classes_],
+    }
+    if evaluation is not None:
+        report["summary"] = evaluation.summary.to_dict("records")
+        report["per_class"] = evaluation.per_class.astype({"class": str}).to_dict("records")
+        evaluation.routes.to_csv(folder / "routes.csv", index=False)
+    if shunt.sweep_ is not None:
+        shunt.sweep_.to_csv(folder / "sweep.csv", index=False)
+        try:
+            from .plotting import save_sweep_figure
+
+            save_sweep_figure(shunt.sweep_, folder / "sweep.png", threshold=shunt.threshold_)
+            report["figure"] = "sweep.png"
+        except ImportError:
+            report["figure"] = None
+    (folder / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable))
+    return folder
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return str(value)

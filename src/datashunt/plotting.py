@@ -1,0 +1,55 @@
+"""Figures. The only module that imports matplotlib; functions take data and an axes."""
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import require
+
+
+def plot_sweep(sweep: pd.DataFrame, ax=None, threshold: float | None = None, label: str = "Data Shunt"):
+    """The paper's Figure 3: accuracy (solid) and large-call rate (dotted) against δ.
+
+    Points where the shunt is at least as accurate as the large model alone are drawn bold; the
+    large model's own accuracy is a dashed line and the chosen δ a vertical line.
+    Returns the axes (the rate axis is ``ax.right_ax``).
+
+    Examples
+    --------
+    >>> from datashunt.calibration import threshold_sweep
+    >>> sweep = threshold_sweep(np.array([0.6, 0.7, 0.9]), np.array([0, 1, 1], bool), np.array([1, 1, 0], bool))
+    >>> ax = plot_sweep(sweep, threshold=0.65)
+    """
+    plt = require("matplotlib.pyplot", "plot")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    finite = sweep[np.isfinite(sweep["threshold"])]
+    large_acc = float(sweep["accuracy"].iloc[-1])
+    ax.plot(finite["threshold"], finite["accuracy"], "-", color="C0", label=f"{label} accuracy")
+    above = finite[finite["accuracy"] >= large_acc]
+    ax.plot(above["threshold"], above["accuracy"], "o", color="C0", markersize=3, label="≥ large model")
+    ax.axhline(large_acc, color="C3", linestyle="--", linewidth=1, label=f"large only ({large_acc:.3f})")
+    if threshold is not None and np.isfinite(threshold):
+        ax.axvline(threshold, color="grey", linewidth=1, label=f"chosen δ = {threshold:.3f}")
+    ax.set_xlabel("threshold δ (small-model confidence)")
+    ax.set_ylabel("accuracy")
+    right = ax.twinx()
+    right.plot(finite["threshold"], finite["large_rate"], ":", color="C1", label="share sent to large model")
+    right.set_ylabel("share sent to the large model")
+    right.set_ylim(0, 1)
+    handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="lower left", fontsize=8)
+    ax.right_ax = right
+    return ax
+
+
+def save_sweep_figure(sweep: pd.DataFrame, path, threshold: float | None = None) -> None:
+    """Draw :func:`plot_sweep` into a PNG file."""
+    matplotlib = require("matplotlib", "plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    plot_sweep(sweep, ax=ax, threshold=threshold)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

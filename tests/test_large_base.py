@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+
+from datashunt.exceptions import ConfigError
+from datashunt.large.base import LargeModel
+from datashunt.large.cache import CallCache
+from datashunt.large.pricing import Price
+from fakes import FakeLargeModel
+
+TEXTS = ["great film", "awful film", "fine film"]
+TRUTH = {"great film": "positive", "awful film": "negative", "fine film": "positive"}
+
+
+def test_probabilities_are_renormalised_over_the_labels():
+    result = FakeLargeModel(TRUTH).predict_proba(TEXTS, ["negative", "positive"])
+    np.testing.assert_allclose(result.proba.sum(axis=1), 1.0)
+    assert result.proba.argmax(axis=1).tolist() == [1, 0, 1]
+    assert result.ok.all() and result.error == [None, None, None]
+
+
+def test_cache_persists_across_instances_and_nothing_is_paid_twice(tmp_path):
+    path = tmp_path / "calls.sqlite"
+    price = {"per_call": 0.01, "per_million_input": 1000.0}
+    first = FakeLargeModel(TRUTH, cache=path, price=price)
+    paid = first.predict_proba(TEXTS, ["negative", "positive"])
+    assert not paid.cached.any() and (paid.cost > 0.01).all() and first.calls == 3
+    second = FakeLargeModel(TRUTH, cache=path, price=price)
+    again = second.predict_proba(TEXTS + ["new film"], ["negative", "positive"])
+    assert again.cached.tolist() == [True, True, True, False]
+    assert (again.cost[:3] == 0).all() and again.cost[3] > 0
+    assert second.calls == 1
+    np.testing.assert_allclose(again.proba[:3], paid.proba)
+    assert len(CallCache(path)) == 4
+
+
+def test_cache_key_depends_on_labels_and_prompt(tmp_path):
+    path = tmp_path / "calls.sqlite"
+    FakeLargeModel(TRUTH, cache=path).predict_proba(TEXTS, ["negative", "positive"])
+    other = FakeLargeModel(TRUTH, cache=path)
+    assert not other.predict_proba(TEXTS, ["positive", "negative"]).cached.any()
+    assert not FakeLargeModel(TRUTH, cache=path).set_params().predict_proba(
+        TEXTS, ["negative", "positive", "neutral"]).cached.any()
+
+
+def test_default_cache_lives_under_the_cache_dir_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATASHUNT_CACHE_DIR", str(tmp_path / "here"))
+    FakeLargeModel(TRUTH, cache=True).predict_proba(TEXTS[:1], ["negative", "positive"])
+    assert (tmp_path / "here" / "calls.sqlite").is_file()
+
+
+def test_failures_and_off_label_answers_are_flagged_not_cached(tmp_path):
+    path = tmp_path / "calls.sqlite"
+    large = FakeLargeModel(TRUTH, fail=["awful film"], off_label=["fine film"], cache=path)
+    result = large.predict_proba(TEXTS, ["negative", "positive"])
+    assert result.ok.tolist() == [True, False, False]
+    assert result.error[1] == "simulated time-out on 'awful film'"
+    assert result.error[2].startswith("off-label answer: only 0.00% of the next-token probability")
+    assert np.isnan(result.proba[1:]).all()
+    assert len(CallCache(path)) == 1  # a retry will ask again
+
+
+def test_labels_must_be_distinct():
+    with pytest.raises(ConfigError, match="distinct"):
+        FakeLargeModel(TRUTH).predict_proba(TEXTS, ["a", "a"])
+
+
+def test_price_meter_counts_tokens_and_rejects_negative_prices():
+    assert Price(per_call=1.0, per_million_input=2.0, per_million_output=4.0).cost(1_000_000, 500_000) == 5.0
+    with pytest.raises(ConfigError, match="non-negative"):
+        Price(per_call=-1)
+    with pytest.raises(ConfigError, match="unknown price keys"):
+        Price.coerce({"per_token": 1})
+
+
+def test_base_class_requires_a_backend():
+    with pytest.raises(NotImplementedError):
+        LargeModel().identity()

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+
+from datashunt.exceptions import ConfigError
+from datashunt.large.cache import CallCache
+from datashunt.large.openai_chat import OpenAIChatModel, label_logprobs
+from fakes import FakeOpenAIServer
+
+LABELS = ["negative", "positive"]
+ANSWERS = {
+    "lovely": [("positive", -0.05), ("negative", -3.0), ("The", -5.0)],
+    "dreadful": [(" Negative", -0.2), ("pos", -2.0)],
+    "rambling": [("I", -0.1), ("The", -1.0)],
+}
+
+
+def test_probabilities_come_from_top_logprobs_over_http(monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "sk-secret-123")
+    with FakeOpenAIServer(ANSWERS) as server:
+        model = OpenAIChatModel("tiny", base_url=server.base_url, api_key_env="TEST_KEY", cache=False)
+        result = model.predict_proba(["a lovely film", "a dreadful film"], LABELS)
+    expected = np.exp([-3.0, -0.05]) / np.exp([-3.0, -0.05]).sum()
+    np.testing.assert_allclose(result.proba[0], expected)
+    assert result.proba[1].argmax() == 0
+    assert result.prompt_tokens.tolist() == [42, 42]
+    body = server.requests[0]["body"]
+    assert body["logprobs"] is True and body["max_tokens"] == 1 and body["top_logprobs"] == 20
+    assert {r["auth"] for r in server.requests} == {"Bearer sk-secret-123"}
+
+
+def test_api_key_never_reaches_cache_or_params(monkeypatch, tmp_path):
+    monkeypatch.setenv("TEST_KEY", "sk-secret-123")
+    path = tmp_path / "calls.sqlite"
+    with FakeOpenAIServer(ANSWERS) as server:
+        model = OpenAIChatModel("tiny", base_url=server.base_url, api_key_env="TEST_KEY", cache=path)
+        model.predict_proba(["a lovely film"], LABELS)
+    assert "sk-secret" not in repr(model.get_params())
+    CallCache(path)._conn.execute("PRAGMA wal_checkpoint(FULL)")
+    for file in tmp_path.iterdir():
+        assert b"sk-secret" not in file.read_bytes()
+
+
+def test_answer_without_label_tokens_is_flagged():
+    with FakeOpenAIServer(ANSWERS) as server:
+        result = OpenAIChatModel("tiny", base_url=server.base_url, cache=False).predict_proba(
+            ["a rambling film"], LABELS)
+    assert not result.ok[0]
+    assert result.error[0].startswith("off-label answer")
+
+
+def test_server_errors_are_flagged_per_row_and_do_not_leak_the_key(monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "sk-secret-123")
+    with FakeOpenAIServer(ANSWERS, status=500) as server:
+        model = OpenAIChatModel("tiny", base_url=server.base_url, api_key_env="TEST_KEY", max_retries=0, cache=False)
+        result = model.predict_proba(["a lovely film", "a dreadful film"], LABELS)
+    assert not result.ok.any()
+    assert all(e.startswith("call to 'tiny' failed: InternalServerError") for e in result.error)
+    assert not any("sk-secret" in e for e in result.error)
+
+
+def test_timeouts_are_flagged_per_row():
+    with FakeOpenAIServer(ANSWERS, delay=1.0) as server:
+        model = OpenAIChatModel("tiny", base_url=server.base_url, timeout=0.2, max_retries=0, cache=False)
+        result = model.predict_proba(["a lovely film"], LABELS)
+    assert "APITimeoutError" in result.error[0]
+
+
+def test_endpoint_without_logprobs_is_flagged():
+    with FakeOpenAIServer(ANSWERS, logprobs=False) as server:
+        result = OpenAIChatModel("tiny", base_url=server.base_url, cache=False).predict_proba(["a lovely film"], LABELS)
+    assert "returned no logprobs" in result.error[0]
+
+
+def test_requests_run_concurrently_and_each_answer_is_cached(tmp_path):
+    path = tmp_path / "calls.sqlite"
+    texts = [f"a lovely film {i}" for i in range(16)]
+    with FakeOpenAIServer(ANSWERS, delay=0.2) as server:
+        model = OpenAIChatModel("tiny", base_url=server.base_url, max_concurrency=8, cache=path)
+        import time
+
+        start = time.perf_counter()
+        result = model.predict_proba(texts, LABELS)
+        elapsed = time.perf_counter() - start
+        again = OpenAIChatModel("tiny", base_url=server.base_url, cache=path).predict_proba(texts, LABELS)
+    assert result.ok.all() and elapsed < 16 * 0.2 / 2
+    assert again.cached.all() and len(server.requests) == 16
+
+
+def test_openai_without_key_says_which_variable(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="set the environment variable OPENAI_API_KEY"):
+        OpenAIChatModel("gpt-4o-mini", cache=False).predict_proba(["x"], LABELS)
+
+
+def test_label_matching_ignores_ambiguous_prefixes():
+    logp = label_logprobs([("ne", -0.1), ("neu", -1.0), ("negative", -2.0)], ["negative", "neutral"])
+    assert logp.tolist() == [-2.0, -1.0]
