@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .exceptions import DatashuntError
@@ -23,7 +24,7 @@ def friendly(command):
         try:
             return command(*args, **kwargs)
         except DatashuntError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
     return wrapper
 
@@ -106,7 +107,7 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
     out = Path(cfg["output"]["dir"])
     save(shunt, out / "model")
     write_report(out, None, shunt, {"command": f"datashunt fit {config}"})
-    console.print(f"δ = {shunt.threshold_:.4f}: {shunt.calibration_}")
+    console.print(escape(f"δ = {shunt.threshold_:.4f}: {shunt.calibration_}"))
     console.print(f"saved to {out / 'model'}")
 
 

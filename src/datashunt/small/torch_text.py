@@ -287,7 +287,7 @@ class TorchTextClassifier(ClassifierMixin, BaseEstimator):
         self.__dict__.update(state)
         if weights is None:
             return
-        with self._torch() as torch:
+        with self._torch() as torch, self._seeded(torch, 0):  # initial weights are overwritten: spare the RNG
             self._restore()
             module = self._new_module(torch, pretrained=False)
             module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})

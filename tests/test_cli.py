@@ -1,0 +1,120 @@
+"""The command line on real components: TF-IDF, a replay table, files on disk."""
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from datashunt.cli import app
+
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+@pytest.fixture
+def project(tmp_path, sentiment):
+    texts, labels = sentiment
+    frame = pd.DataFrame({"review": texts, "sentiment": labels})
+    frame.iloc[:400].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[400:].to_json(tmp_path / "test.jsonl", orient="records", lines=True)
+    frame.iloc[400:, :1].to_parquet(tmp_path / "new.parquet")
+    answers = pd.DataFrame({"id": texts, "prediction": labels})
+    answers.to_csv(tmp_path / "answers.csv", index=False)
+    (tmp_path / "run.toml").write_text(f"""
+[data]
+train = "{tmp_path / 'train.csv'}"
+test = "{tmp_path / 'test.jsonl'}"
+text_column = "review"
+label_column = "sentiment"
+
+[small]
+model = "tfidf"
+params = {{ C = 2.0 }}
+
+[large]
+backend = "replay"
+table = "{tmp_path / 'answers.csv'}"
+price = {{ per_call = 0.001 }}
+
+[shunt]
+policy = "match_large"
+random_state = 0
+
+[output]
+dir = "{tmp_path / 'out'}"
+""")
+    return tmp_path
+
+
+def test_fit_predict_evaluate_round_trip(project):
+    fitted = runner.invoke(app, ["fit", str(project / "run.toml")])
+    assert fitted.exit_code == 0, fitted.output
+    assert (project / "out" / "model" / "small.skops").is_file()
+
+    predicted = runner.invoke(app, ["predict", str(project / "run.toml"), "-i", str(project / "new.parquet"),
+                                    "-o", str(project / "labels.csv")])
+    assert predicted.exit_code == 0, predicted.output
+    labels = pd.read_csv(project / "labels.csv")
+    assert list(labels.columns) == ["text", "route", "confidence_small", "confidence_large", "label", "cost",
+                                    "cached", "flag"]
+    assert len(labels) == 200 and labels["label"].notna().all()
+
+    evaluated = runner.invoke(app, ["evaluate", str(project / "run.toml")])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((project / "out" / "report.json").read_text())
+    systems = {row["system"]: row for row in report["summary"]}
+    assert systems["data shunt"]["accuracy"] >= systems["small only"]["accuracy"]
+    assert systems["large only"]["large_rate"] == 1.0
+    assert (project / "out" / "sweep.png").stat().st_size > 10_000
+    assert "data shunt" in evaluated.output
+
+
+def test_predict_flags_bad_rows_and_keeps_the_rest(project):
+    assert runner.invoke(app, ["fit", str(project / "run.toml")]).exit_code == 0
+    pd.DataFrame({"review": ["great superb movie", "", None, "awful dull movie"]}).to_csv(
+        project / "messy.csv", index=False)
+    result = runner.invoke(app, ["predict", str(project / "run.toml"), "-i", str(project / "messy.csv"),
+                                 "-o", str(project / "messy_out.csv")])
+    assert result.exit_code == 0, result.output
+    out = pd.read_csv(project / "messy_out.csv")
+    assert out["route"].tolist()[1:3] == ["invalid", "invalid"]
+    assert out["label"].tolist()[0] == "positive" and out["label"].tolist()[3] == "negative"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.replace("[small]", "[smal]"), "unknown section(s) ['smal']"),
+    (lambda s: s.replace('policy = "match_large"', 'polcy = "match_large"'), "unknown key(s) ['polcy'] in [shunt]"),
+    (lambda s: s.replace('backend = "replay"', 'backend = "magic"'), "unknown large backend 'magic'"),
+    (lambda s: s.replace('backend = "replay"', ''), "[large] needs a 'backend'"),
+    (lambda s: s.replace('price = {', 'colour = "red"\nprice = {'), "unknown option(s) ['colour'] for large backend"),
+    (lambda s: s.replace('text_column = "review"', 'text_column = "body"'), "missing column(s) ['body']"),
+    (lambda s: s.replace('train = "', 'train = "nope-'), "no such file"),
+    (lambda s: s + "\n[[[", "not valid TOML"),
+])
+def test_bad_config_gives_one_clear_line(project, edit, message):
+    path = project / "run.toml"
+    path.write_text(edit(path.read_text()))
+    result = runner.invoke(app, ["fit", str(path)])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_evaluate_without_test_file_says_so(project):
+    path = project / "run.toml"
+    assert runner.invoke(app, ["fit", str(path)]).exit_code == 0
+    path.write_text("\n".join(line for line in path.read_text().splitlines() if not line.startswith("test =")))
+    result = runner.invoke(app, ["evaluate", str(path)])
+    assert result.exit_code == 2 and "test is required to evaluate" in result.output
+
+
+def test_evaluate_flags_labels_unseen_in_training(project):
+    path = project / "run.toml"
+    assert runner.invoke(app, ["fit", str(path)]).exit_code == 0
+    test = pd.read_json(project / "test.jsonl", lines=True)
+    test.loc[:4, "sentiment"] = "neutral"
+    test.to_json(project / "test.jsonl", orient="records", lines=True)
+    with pytest.warns(UserWarning, match="5 test items have labels never seen in training"):
+        result = runner.invoke(app, ["evaluate", str(path)])
+    assert result.exit_code == 0, result.output
+    routes = pd.read_csv(project / "out" / "routes.csv")
+    assert (routes["flag"] == "label unseen in training").sum() == 5

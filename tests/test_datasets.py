@@ -1,0 +1,61 @@
+import pandas as pd
+import pytest
+
+from datashunt.datasets.files import load_labeled, read_table
+from datashunt.datasets.vader import load_vader
+from datashunt.exceptions import ConfigError, DataError
+
+
+@pytest.mark.parametrize("suffix, write", [
+    (".csv", lambda f, p: f.to_csv(p, index=False)),
+    (".tsv", lambda f, p: f.to_csv(p, sep="\t", index=False)),
+    (".jsonl", lambda f, p: f.to_json(p, orient="records", lines=True)),
+    (".parquet", lambda f, p: f.to_parquet(p)),
+])
+def test_every_format_reads_back(tmp_path, suffix, write):
+    frame = pd.DataFrame({"text": ["good", "bad"], "label": ["pos", "neg"]})
+    write(frame, tmp_path / f"data{suffix}")
+    texts, labels = load_labeled(tmp_path / f"data{suffix}")
+    assert texts.tolist() == ["good", "bad"] and labels.tolist() == ["pos", "neg"]
+
+
+def test_wrong_encoding_says_which_encoding_to_set(tmp_path):
+    (tmp_path / "latin.csv").write_bytes("text,label\ncaf\xe9,pos\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not valid utf-8.*encoding = 'latin-1'"):
+        read_table(tmp_path / "latin.csv")
+    assert read_table(tmp_path / "latin.csv", encoding="latin-1")["text"].tolist() == ["café"]
+
+
+def test_empty_missing_and_unsupported_files_raise(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="the file is empty"):
+        read_table(tmp_path / "empty.csv")
+    (tmp_path / "header.csv").write_text("text,label\n")
+    with pytest.raises(DataError, match="has no rows"):
+        read_table(tmp_path / "header.csv")
+    with pytest.raises(DataError, match="no such file"):
+        read_table(tmp_path / "absent.csv")
+    with pytest.raises(DataError, match="unsupported file type '.xlsx'"):
+        read_table(tmp_path / "data.xlsx")
+
+
+def test_missing_columns_and_labels_are_named(tmp_path):
+    pd.DataFrame({"body": ["x"], "label": ["a"]}).to_csv(tmp_path / "a.csv", index=False)
+    with pytest.raises(DataError, match=r"missing column\(s\) \['text'\]; columns present: \['body', 'label'\]"):
+        load_labeled(tmp_path / "a.csv")
+    pd.DataFrame({"text": ["x", "y"], "label": ["a", None]}).to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(DataError, match="1 rows have no label"):
+        load_labeled(tmp_path / "b.csv")
+
+
+def test_vader_movie_sentences_load_with_binary_labels():
+    frame = load_vader("movies")
+    assert len(frame) == 10_072
+    assert frame["label"].value_counts().to_dict() == {"negative": 5076, "positive": 4996}
+    assert (frame["score"].abs() >= 0.5).all()
+    assert ((frame["score"] > 0) == (frame["label"] == "positive")).all()
+
+
+def test_vader_unknown_corpus_raises():
+    with pytest.raises(ConfigError, match="unknown VADER corpus 'imdb'"):
+        load_vader("imdb")

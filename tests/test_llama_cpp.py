@@ -1,0 +1,82 @@
+"""The real local backend on a tiny real model (SmolLM2-135M, installed by `datashunt setup`)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datashunt.exceptions import ModelFileError
+
+pytest.importorskip("llama_cpp")
+from datashunt.large.llama_cpp import LlamaCppModel  # noqa: E402
+
+TINY = "smollm2-135m"
+LABELS = ["negative", "positive"]
+TEXTS = ["A wonderful, moving film.", "Dull and far too long.", "I loved every minute of it."]
+
+
+def installed_tiny():
+    """The tests' cache folder is a fresh temporary one, so look where `datashunt setup` put the model."""
+    home = Path.home() / ".cache" / "datashunt" / "models" / f"{TINY}.gguf"
+    return home if home.is_file() else None
+
+
+@pytest.fixture(scope="module")
+def tiny_path():
+    path = installed_tiny()
+    if path is None:
+        pytest.skip("run `datashunt setup` first (installs the tiny test model)")
+    return path
+
+
+def test_real_model_gives_a_distribution_over_labels(tiny_path):
+    result = LlamaCppModel(str(tiny_path), cache=False).predict_proba(TEXTS, LABELS)
+    assert result.ok.all(), result.error
+    np.testing.assert_allclose(result.proba.sum(axis=1), 1.0)
+    assert (result.prompt_tokens > 20).all()
+
+
+def test_prefix_reuse_gives_the_same_answers(tiny_path):
+    reused = LlamaCppModel(str(tiny_path), cache=False, reuse_prefix=True).predict_proba(TEXTS, LABELS)
+    fresh = LlamaCppModel(str(tiny_path), cache=False, reuse_prefix=False).predict_proba(TEXTS, LABELS)
+    np.testing.assert_allclose(reused.proba, fresh.proba, atol=0.02)
+
+
+def test_answers_are_cached_on_disk(tiny_path, tmp_path):
+    path = tmp_path / "calls.sqlite"
+    LlamaCppModel(str(tiny_path), cache=path).predict_proba(TEXTS, LABELS)
+    again = LlamaCppModel(str(tiny_path), cache=path)
+    result = again.predict_proba(TEXTS, LABELS)
+    assert result.cached.all()
+    assert getattr(again, "_loaded", None) is None  # the model was never even loaded
+
+
+def test_prompt_longer_than_context_is_flagged(tiny_path):
+    result = LlamaCppModel(str(tiny_path), cache=False, n_ctx=64).predict_proba(["word " * 200], LABELS)
+    assert "does not fit the context of 64" in result.error[0]
+
+
+def test_missing_gguf_file_raises(tmp_path):
+    with pytest.raises(ModelFileError, match="no GGUF file at"):
+        LlamaCppModel(str(tmp_path / "absent.gguf"), cache=False).predict_proba(["x"], LABELS)
+
+
+def test_file_that_is_not_gguf_raises(tmp_path):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"PK\x03\x04 not a model")
+    with pytest.raises(ModelFileError, match="not a GGUF file"):
+        LlamaCppModel(str(bad), cache=False).predict_proba(["x"], LABELS)
+
+
+def test_truncated_gguf_raises(tmp_path, tiny_path):
+    bad = tmp_path / "truncated.gguf"
+    with open(tiny_path, "rb") as src:
+        bad.write_bytes(src.read(1 << 20))
+    with pytest.raises(ModelFileError, match="could not load"):
+        LlamaCppModel(str(bad), cache=False).predict_proba(["x"], LABELS)
+
+
+def test_known_model_not_installed_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATASHUNT_CACHE_DIR", str(tmp_path))
+    with pytest.raises(ModelFileError, match="datashunt setup --model qwen2.5-coder-0.5b"):
+        LlamaCppModel("qwen2.5-coder-0.5b", cache=False).predict_proba(["x"], LABELS)

@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from datashunt import ShuntClassifier
+from datashunt.exceptions import ConfigError, ModelFileError
+from datashunt.large.openai_chat import OpenAIChatModel
+from datashunt.large.replay import ReplayModel
+from datashunt.persist import load, save
+from datashunt.small import make_small
+
+
+@pytest.fixture
+def fitted(tmp_path, sentiment):
+    texts, labels = sentiment
+    pd.DataFrame({"id": texts, "prediction": labels}).to_csv(tmp_path / "answers.csv", index=False)
+    large = ReplayModel(str(tmp_path / "answers.csv"), price={"per_call": 0.5})
+    return ShuntClassifier(make_small("tfidf"), large, random_state=0).fit(texts[:400], labels[:400])
+
+
+def test_saved_shunt_routes_exactly_like_the_original(fitted, sentiment, tmp_path):
+    texts, _ = sentiment
+    loaded = load(save(fitted, tmp_path / "model"))
+    pd.testing.assert_frame_equal(loaded.route(texts[400:]), fitted.route(texts[400:]))
+    assert loaded.threshold_ == fitted.threshold_
+    pd.testing.assert_frame_equal(loaded.sweep_, fitted.sweep_)
+    assert loaded.get_params()["random_state"] == 0
+
+
+def test_saved_files_hold_no_pickle_and_no_secret(tmp_path, sentiment, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-very-secret")
+    texts, labels = sentiment
+    large = OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1", api_key_env="MY_KEY")
+    shunt = ShuntClassifier(make_small("tfidf"), large, threshold=0.7).fit(texts, labels)
+    folder = save(shunt, tmp_path / "model")
+    for file in folder.iterdir():
+        assert b"sk-very-secret" not in file.read_bytes()
+    meta = json.loads((folder / "shunt.json").read_text())
+    assert meta["large"] == {"backend": "openai", "options": meta["large"]["options"]}
+    assert meta["large"]["options"]["api_key_env"] == "MY_KEY"
+    assert load(folder).large_.base_url == "http://127.0.0.1:9/v1"
+
+
+def test_corrupt_or_incomplete_folders_raise(fitted, tmp_path):
+    folder = save(fitted, tmp_path / "model")
+    (folder / "small.skops").write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="small.skops is corrupt"):
+        load(folder)
+    (folder / "shunt.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="shunt.json is corrupt"):
+        load(folder)
+    with pytest.raises(ModelFileError, match="is not a saved shunt"):
+        load(tmp_path / "nowhere")
+
+
+def test_untrusted_types_are_refused(fitted, tmp_path, monkeypatch):
+    folder = save(fitted, tmp_path / "model")
+    import skops.io
+
+    monkeypatch.setattr(skops.io, "get_untrusted_types", lambda file: ["evil.module.Thing"])
+    with pytest.raises(ModelFileError, match=r"not trusted: \['evil.module.Thing'\]"):
+        load(folder)
+
+
+def test_in_memory_replay_table_cannot_be_saved(sentiment, tmp_path):
+    texts, labels = sentiment
+    large = ReplayModel(pd.DataFrame({"id": texts, "prediction": labels}))
+    shunt = ShuntClassifier(make_small("tfidf"), large, threshold=0.5).fit(texts, labels)
+    with pytest.raises(ConfigError, match="in-memory table cannot be saved"):
+        save(shunt, tmp_path / "model")
+    assert np.isfinite(shunt.threshold_)
