@@ -35,7 +35,8 @@ class FakeLargeModel(LargeModel):
 
     def _score(self, messages, labels):
         self.calls = getattr(self, "calls", 0) + 1
-        text = messages[-1]["content"].split("Text: ", 1)[1]
+        self.last_prompt = messages[-1]["content"]
+        text = self.last_prompt.split("Text: ", 1)[1]
         if text in set(map(str, self.fail)):
             raise LargeModelError(f"simulated time-out on {text!r}")
         if text in set(map(str, self.off_label)):

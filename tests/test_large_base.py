@@ -75,3 +75,23 @@ def test_price_meter_counts_tokens_and_rejects_negative_prices():
 def test_base_class_requires_a_backend():
     with pytest.raises(NotImplementedError):
         LargeModel().identity()
+
+
+def test_candidates_narrow_the_labels_offered_per_item(tmp_path):
+    large = FakeLargeModel(TRUTH, cache=tmp_path / "c.sqlite")
+    labels = ["negative", "positive", "neutral"]
+    result = large.predict_proba(TEXTS, labels, candidates=[[0, 1], None, [1]])
+    assert result.proba[0, 2] == 0.0 and result.proba[0, :2].sum() == pytest.approx(1.0)
+    assert result.proba[1].min() > 0
+    assert result.proba[2].tolist() == [0.0, 1.0, 0.0]
+    again = FakeLargeModel(TRUTH, cache=tmp_path / "c.sqlite").predict_proba(TEXTS, labels, candidates=[[0, 1], None, [1]])
+    assert again.cached.all()
+    np.testing.assert_allclose(again.proba, result.proba)
+
+
+def test_hints_reach_the_prompt_and_change_the_cache_key(tmp_path):
+    large = FakeLargeModel(TRUTH, cache=tmp_path / "c.sqlite")
+    large.predict_proba(TEXTS[:1], ["negative", "positive"])
+    hinted = large.predict_proba(TEXTS[:1], ["negative", "positive"], hints=["Prior knowledge: positive 0.9"])
+    assert not hinted.cached.any()
+    assert large.last_prompt.index("Prior knowledge: positive 0.9") < large.last_prompt.index("Text: great film")

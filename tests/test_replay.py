@@ -75,3 +75,11 @@ def test_shunt_on_real_recorded_api_answers_beats_the_cheap_model():
     assert (routes["route"] == "large").mean() <= 0.55
     assert accuracy > 0.745 + 0.05  # vader alone is 0.745 on this table
     assert routes["cost"].sum() == pytest.approx(2.5e-4 * (routes["route"] == "large").sum())
+
+
+def test_candidates_renormalise_recorded_answers_and_flag_excluded_ones():
+    table = pd.DataFrame({"id": ["a", "b"], "prediction": ["cat", "fox"], "conf": [0.5, 0.9]})
+    result = ReplayModel(table, confidence_column="conf", prediction_column="prediction").predict_proba(
+        ["a", "b"], ["cat", "dog", "fox"], candidates=[[0, 1], [0, 1]])
+    assert result.proba[0, 2] == 0.0 and result.proba[0].sum() == pytest.approx(1.0)
+    assert result.error[1] == "recorded answer 'fox' for input 'b' is not among the candidates kept"

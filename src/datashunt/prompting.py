@@ -46,3 +46,38 @@ def surface_forms(label: str) -> list[str]:
     """
     forms = [label, " " + label, label.capitalize(), " " + label.capitalize(), label.upper()]
     return list(dict.fromkeys(forms))
+
+
+def soft_hint(proba, labels: list[str], excelled: list[int]) -> str | None:
+    """Soft Prompt Pruning: the small model's probabilities for the classes it excels in, as prior knowledge.
+
+    Examples
+    --------
+    >>> soft_hint([0.05, 0.7, 0.25], ["cat", "dog", "fox"], [0, 1])
+    'Prior knowledge from a specialised classifier that is reliable on these classes: cat with probability 0.05, dog with probability 0.70.'
+    """
+    if not excelled:
+        return None
+    parts = [f"{labels[j]} with probability {proba[j]:.2f}" for j in excelled]
+    return "Prior knowledge from a specialised classifier that is reliable on these classes: " + ", ".join(parts) + "."
+
+
+def hard_candidates(proba, excelled: list[int], cutoff: float) -> list[int]:
+    """Hard Prompt Pruning: drop the excelled classes the small model gives less than ``cutoff``.
+
+    At least two candidates always remain (the most probable of the dropped ones come back), so
+    the large model still makes a choice; with two classes nothing is ever dropped.
+
+    Examples
+    --------
+    >>> hard_candidates([0.02, 0.6, 0.03, 0.35], excelled=[0, 2], cutoff=0.05)
+    [1, 3]
+    >>> hard_candidates([0.01, 0.98, 0.01], excelled=[0, 1, 2], cutoff=0.5)
+    [0, 1]
+    """
+    k = len(proba)
+    keep = [j for j in range(k) if j not in excelled or proba[j] >= cutoff]
+    if len(keep) < 2:
+        dropped = sorted(set(range(k)) - set(keep), key=lambda j: -proba[j])
+        keep = sorted(keep + dropped[: 2 - len(keep)])
+    return keep

@@ -26,6 +26,17 @@ class Scored:
     completion_tokens: int = 0
 
 
+@dataclass(frozen=True)
+class Call:
+    """One prompt to send: the item's row, its cache key, the messages and the labels offered."""
+
+    index: int
+    key: str
+    messages: list
+    labels: list
+    keep: list
+
+
 @dataclass
 class LargeResult:
     """Answers of the large model for a batch of inputs.
@@ -55,13 +66,19 @@ class LargeModel(BaseEstimator):
     are flagged as off-label instead of being renormalised into a confident-looking guess).
     """
 
-    def predict_proba(self, inputs, labels, hints=None, progress: bool = False) -> LargeResult:
-        """Probabilities over ``labels`` for each input; failures are flagged per row, never raised."""
+    def predict_proba(self, inputs, labels, hints=None, candidates=None, progress: bool = False) -> LargeResult:
+        """Probabilities over ``labels`` for each input; failures are flagged per row, never raised.
+
+        ``hints`` (one string or None per input) is placed in the prompt before the text (soft
+        Prompt Pruning); ``candidates`` (one list of label indices or None per input) narrows the
+        labels offered for that input (hard Prompt Pruning): the others get probability 0.
+        """
         labels = [str(label) for label in labels]
         if len(labels) < 1 or len(set(labels)) != len(labels):
             raise ConfigError(f"labels must be distinct and non-empty, got {labels!r}")
         n, k = len(inputs), len(labels)
         hints = [None] * n if hints is None else list(hints)
+        candidates = [None] * n if candidates is None else list(candidates)
         result = LargeResult(
             proba=np.full((n, k), np.nan),
             cost=np.zeros(n),
@@ -73,31 +90,36 @@ class LargeModel(BaseEstimator):
         cache = self._cache()
         identity = self.identity()
         todo = []
-        for i, (text, hint) in enumerate(zip(inputs, hints)):
-            messages = prompt.messages(str(text), labels, hint)
-            key = call_key(identity, messages, labels)
-            hit = cache.get(key) if cache is not None else None
+        for i, (text, hint, keep) in enumerate(zip(inputs, hints, candidates)):
+            keep = list(range(k)) if keep is None else list(keep)
+            offered = [labels[j] for j in keep]
+            messages = prompt.messages(str(text), offered, hint)
+            call = Call(i, call_key(identity, messages, offered), messages, offered, keep)
+            hit = cache.get(call.key) if cache is not None else None
             if hit is not None:
-                result.proba[i] = hit["proba"]
+                result.proba[i] = 0.0
+                result.proba[i, keep] = hit["proba"]
                 result.prompt_tokens[i] = hit["prompt_tokens"]
                 result.cached[i] = True
             else:
-                todo.append((i, key, messages))
+                todo.append(call)
         price = Price.coerce(getattr(self, "price", None))
-        for i, key, scored in self._score_many(todo, labels, progress):
+        for call, scored in self._score_many(todo, progress):
+            i = call.index
             if isinstance(scored, LargeModelError):
                 result.error[i] = str(scored)
                 continue
             try:
-                proba = self._normalise(scored.label_logprob, labels)
+                proba = self._normalise(scored.label_logprob, call.labels)
             except LargeModelError as exc:
                 result.error[i] = str(exc)
                 continue
-            result.proba[i] = proba
+            result.proba[i] = 0.0
+            result.proba[i, call.keep] = proba
             result.prompt_tokens[i] = scored.prompt_tokens
             result.cost[i] = price.cost(scored.prompt_tokens, scored.completion_tokens)
             if cache is not None:
-                cache.put(key, {"proba": proba.tolist(), "prompt_tokens": scored.prompt_tokens})
+                cache.put(call.key, {"proba": proba.tolist(), "prompt_tokens": scored.prompt_tokens})
         return result
 
     def price_of(self, prompt_tokens: np.ndarray) -> np.ndarray:
@@ -114,15 +136,15 @@ class LargeModel(BaseEstimator):
         """Log-probability mass of each label as the model's next answer."""
         raise NotImplementedError
 
-    def _score_many(self, todo, labels, progress):
-        """Yield ``(index, key, Scored | LargeModelError)``; override for concurrency."""
+    def _score_many(self, todo: list["Call"], progress: bool):
+        """Yield ``(call, Scored | LargeModelError)`` for each call; override for concurrency."""
         from ..progress import track
 
-        for i, key, messages in track(todo, "large model", enabled=progress):
+        for call in track(todo, "large model", enabled=progress):
             try:
-                yield i, key, self._score(messages, labels)
+                yield call, self._score(call.messages, call.labels)
             except LargeModelError as exc:
-                yield i, key, exc
+                yield call, exc
 
     # -- shared helpers -----------------------------------------------------------------------
     def _prompt(self) -> Prompt:

@@ -121,19 +121,18 @@ class OpenAIChatModel(LargeModel):
             raise self._failure(exc) from None
         return self._parse(response, labels)
 
-    async def _ascore(self, client, semaphore, item, labels):
+    async def _ascore(self, client, semaphore, call):
         openai = require("openai", "openai")
-        i, key, messages = item
         async with semaphore:
             try:
-                response = await client.chat.completions.create(**self._request(messages))
-                return i, key, self._parse(response, labels)
+                response = await client.chat.completions.create(**self._request(call.messages))
+                return call, self._parse(response, call.labels)
             except openai.APIError as exc:
-                return i, key, self._failure(exc)
+                return call, self._failure(exc)
             except LargeModelError as exc:
-                return i, key, exc
+                return call, exc
 
-    def _score_many(self, todo, labels, progress):
+    def _score_many(self, todo, progress):
         """Run the calls concurrently (at most ``max_concurrency`` at once), yielding each as it finishes."""
         if not todo:
             return
@@ -144,7 +143,7 @@ class OpenAIChatModel(LargeModel):
 
         async def results():
             semaphore = asyncio.Semaphore(max(1, int(self.max_concurrency)))
-            tasks = [asyncio.ensure_future(self._ascore(client, semaphore, item, labels)) for item in todo]
+            tasks = [asyncio.ensure_future(self._ascore(client, semaphore, call)) for call in todo]
             try:
                 for done in asyncio.as_completed(tasks):
                     yield await done

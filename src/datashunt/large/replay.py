@@ -84,7 +84,10 @@ class ReplayModel(LargeModel):
             self._frame = frame.set_index(frame[self.key_column].astype(str))
         return self._frame
 
-    def predict_proba(self, inputs, labels, hints=None, progress: bool = False) -> LargeResult:
+    def predict_proba(self, inputs, labels, hints=None, candidates=None, progress: bool = False) -> LargeResult:
+        """Recorded answers for ``inputs``. Hints cannot change a recorded answer and are ignored;
+        ``candidates`` renormalise the recorded probabilities over the labels kept (a recorded
+        answer outside them is flagged)."""
         labels = [str(label) for label in labels]
         if len(set(labels)) != len(labels) or not labels:
             raise ConfigError(f"labels must be distinct and non-empty, got {labels!r}")
@@ -103,6 +106,15 @@ class ReplayModel(LargeModel):
                 error.append(f"recorded answer {pred!r} for input {key!r} is not one of the labels {labels}")
             else:
                 error.append(None)
+        for i, keep in enumerate(candidates or []):
+            if keep is None or error[i] is not None:
+                continue
+            mask = np.zeros(len(labels), bool)
+            mask[list(keep)] = True
+            if not mask[proba[i].argmax()]:
+                error[i] = f"recorded answer {preds[i]!r} for input {keys[i]!r} is not among the candidates kept"
+            else:
+                proba[i] = np.where(mask, proba[i], 0.0) / proba[i, mask].sum()
         proba[[e is not None for e in error]] = np.nan
         per_call = Price.coerce(self.price).cost(0, 0)
         ok = np.array([e is None for e in error])

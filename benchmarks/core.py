@@ -1,0 +1,123 @@
+"""Data Shunt on VADER movie sentences with the local Qwen2.5-Coder-1.5B: the core benchmark.
+
+For each small model: small-only, large-only and Data Shunt (δ from the ``match_large`` policy,
+calibrated on the validation split) on a held-out test split that nothing is tuned on; the δ
+sweep on validation and, for the figure only, on test. Also the routing overhead of the small
+path and the seconds per large call with and without reuse of the prompt's shared prefix.
+
+    .venv/bin/python benchmarks/core.py --seed 0 --small tfidf textcnn lstm minilm
+"""
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from datashunt import ShuntClassifier
+from datashunt.calibration import threshold_sweep
+from datashunt.cli import DEMO_INSTRUCTION
+from datashunt.datasets.vader import load_vader
+from datashunt.evaluation import compare
+from datashunt.large.llama_cpp import LlamaCppModel
+from datashunt.small import make_small
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def split(seed, n_val, n_test):
+    frame = load_vader("movies")
+    rest, test = train_test_split(frame, test_size=n_test, random_state=seed, stratify=frame["label"])
+    train, val = train_test_split(rest, test_size=n_val, random_state=seed, stratify=rest["label"])
+    return train, val, test
+
+
+def routing_overhead(shunt, texts, repeats=5):
+    """Items per second through the shunt's small path vs the small model's own predict_proba."""
+    def best(fn):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(texts)
+            times.append(time.perf_counter() - start)
+        return len(texts) / min(times)
+
+    direct = best(shunt.small_.predict_proba)
+    threshold, shunt.threshold_ = shunt.threshold_, -np.inf  # every item takes the small path
+    routed = best(shunt.predict_proba)
+    shunt.threshold_ = threshold
+    return {"items": len(texts), "direct_items_per_s": direct, "shunt_items_per_s": routed,
+            "overhead": direct / routed - 1.0}
+
+
+def large_call_speed(model, texts):
+    out = {}
+    for reuse in (False, True):
+        large = LlamaCppModel(model, prompt=DEMO_INSTRUCTION, cache=False, reuse_prefix=reuse)
+        large.predict_proba(texts[:1], ["negative", "positive"])  # load the model, warm up
+        start = time.perf_counter()
+        large.predict_proba(texts, ["negative", "positive"])
+        out["with_prefix_reuse" if reuse else "without_prefix_reuse"] = (time.perf_counter() - start) / len(texts)
+    return {"items": len(texts), "seconds_per_call": out}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-validation", type=int, default=1000)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--small", nargs="+", default=["tfidf", "textcnn", "lstm", "minilm"])
+    parser.add_argument("--out", type=Path, default=RESULTS / "core.json")
+    args = parser.parse_args()
+    command = "python benchmarks/core.py " + " ".join(sys.argv[1:])
+    print(command, flush=True)
+
+    train, val, test = split(args.seed, args.n_validation, args.n_test)
+    large = LlamaCppModel(args.model, prompt=DEMO_INSTRUCTION)
+    results = {"command": command, "seed": args.seed, "large": args.model, "machine": platform.processor() or
+               platform.machine(), "n_train": len(train), "n_validation": len(val), "n_test": len(test),
+               "small_models": {}}
+    for name in args.small:
+        start = time.perf_counter()
+        shunt = ShuntClassifier(make_small(name, random_state=args.seed), large, policy="match_large",
+                                random_state=args.seed, progress=True)
+        shunt.fit(train["text"], train["label"], X_val=val["text"], y_val=val["label"])
+        fit_seconds = time.perf_counter() - start
+        evaluation = compare(shunt, test["text"], test["label"], progress=True)
+        y = test["label"].to_numpy()
+        routes = evaluation.routes
+        large_right = compare_large_right(shunt, test["text"], y)
+        test_sweep = threshold_sweep(routes["confidence_small"].to_numpy(),
+                                     shunt.classes_[shunt.small_.predict_proba(test["text"]).argmax(1)] == y,
+                                     large_right)
+        results["small_models"][name] = {
+            "fit_seconds": fit_seconds,
+            "threshold": shunt.threshold_,
+            "calibration": shunt.calibration_,
+            "summary": evaluation.summary.to_dict("records"),
+            "per_class": evaluation.per_class.to_dict("records"),
+            "validation_sweep": shunt.sweep_.replace([np.inf, -np.inf], None).to_dict("list"),
+            "test_sweep_for_figure_only": test_sweep.replace([np.inf, -np.inf], None).to_dict("list"),
+            "routing_overhead": routing_overhead(shunt, list(test["text"]) * 10),
+        }
+        print(name, evaluation.summary[["system", "accuracy", "large_rate"]].to_string(index=False), flush=True)
+        args.out.write_text(json.dumps(results, indent=1, default=float))
+    results["large_call_speed"] = large_call_speed(args.model, list(test["text"][:100]))
+    args.out.write_text(json.dumps(results, indent=1, default=float))
+    print(json.dumps(results["large_call_speed"]), flush=True)
+
+
+def compare_large_right(shunt, texts, y):
+    """Whether the large model alone is right on each item (answers come from the cache)."""
+    result = shunt.large_.predict_proba(list(texts), shunt.labels_)
+    pred = np.where(result.ok, shunt.classes_[np.nan_to_num(result.proba, nan=0).argmax(1)], None)
+    return pred == y
+
+
+if __name__ == "__main__":
+    main()
