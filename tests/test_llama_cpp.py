@@ -80,3 +80,14 @@ def test_known_model_not_installed_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("DATASHUNT_CACHE_DIR", str(tmp_path))
     with pytest.raises(ModelFileError, match="datashunt setup --model qwen2.5-coder-0.5b"):
         LlamaCppModel("qwen2.5-coder-0.5b", cache=False).predict_proba(["x"], LABELS)
+
+
+def test_pruned_prompts_on_the_real_model(tiny_path):
+    labels = ["sport", "politics", "science"]
+    model = LlamaCppModel(str(tiny_path), cache=False, prompt="What is this news headline about?")
+    result = model.predict_proba(["Local team wins the cup final"] * 2, labels,
+                                 hints=["Prior knowledge: sport with probability 0.90.", None],
+                                 candidates=[None, [1, 2]])
+    assert result.ok.all(), result.error
+    assert result.proba[1, 0] == 0.0 and result.proba[1, 1:].sum() == pytest.approx(1.0)
+    assert result.proba[0].min() > 0

@@ -39,6 +39,7 @@ def save(shunt, folder) -> Path:
         "classes": shunt.classes_.tolist(),
         "threshold": shunt.threshold_,
         "calibration": shunt.calibration_,
+        "class_report": shunt.class_report_.to_dict("list"),
         "large": {"backend": backend_name(shunt.large_), "options": _large_options(shunt.large_)},
     }
     try:
@@ -91,6 +92,8 @@ def load(folder, trusted: list[str] | None = None):
     shunt.labels_ = shunt._labels()
     shunt.threshold_ = float(meta["threshold"])
     shunt.calibration_ = meta["calibration"]
+    shunt.class_report_ = pd.DataFrame(meta["class_report"])
+    shunt._fit_pruning_from_report()
     shunt.sweep_ = pd.read_csv(folder / "sweep.csv") if (folder / "sweep.csv").is_file() else None
     if hasattr(small, "n_features_in_"):
         shunt.n_features_in_ = small.n_features_in_

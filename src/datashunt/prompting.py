@@ -81,3 +81,44 @@ def hard_candidates(proba, excelled: list[int], cutoff: float) -> list[int]:
         dropped = sorted(set(range(k)) - set(keep), key=lambda j: -proba[j])
         keep = sorted(keep + dropped[: 2 - len(keep)])
     return keep
+
+
+MODES = (None, "soft", "hard")
+
+
+def class_report(y_true, y_pred, classes, level: float) -> "pd.DataFrame":
+    """Per-class precision and recall of the small model; ``excels`` where both reach ``level``.
+
+    Examples
+    --------
+    >>> class_report(["a", "a", "b", "c"], ["a", "a", "b", "b"], ["a", "b", "c"], 0.9)["excels"].tolist()
+    [True, False, False]
+    """
+    import pandas as pd
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, _, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(classes), zero_division=0)
+    return pd.DataFrame({"class": list(classes), "precision": precision, "recall": recall, "support": support,
+                         "excels": (precision >= level) & (recall >= level) & (support > 0)})
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """Prompt Pruning as fitted: the mode, the classes the small model excels in, the hard cut-off.
+
+    Examples
+    --------
+    >>> Pruning("hard", (0, 2), 0.1).prompt_args([[0.05, 0.6, 0.35]], ["a", "b", "c"])["candidates"]
+    [[1, 2]]
+    """
+
+    mode: str
+    excelled: tuple
+    cutoff: float = 0.1
+
+    def prompt_args(self, proba, labels) -> dict:
+        """Keyword arguments for :meth:`LargeModel.predict_proba` for items with these small-model probabilities."""
+        if self.mode == "soft":
+            return {"hints": [soft_hint(p, labels, list(self.excelled)) for p in proba]}
+        return {"candidates": [hard_candidates(p, list(self.excelled), self.cutoff) for p in proba]}

@@ -13,6 +13,7 @@ from .calibration import choose_threshold, threshold_sweep
 from .confidence import get_measure
 from .exceptions import ConfigError, DataError
 from .inputs import as_inputs, require_valid
+from .prompting import MODES, Pruning, class_report
 
 
 @dataclass
@@ -49,6 +50,14 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         The goal's figure for the two policies that need one.
     confidence : {"max_proba", "margin", "entropy"} or callable
         How sure the small model is (:mod:`datashunt.confidence`).
+    prompt_pruning : {None, "soft", "hard"}
+        How the small model shapes the large model's prompt (Prompt Pruning). Both use the classes
+        the small model excels in on validation data (precision and recall ``>= pruning_level``):
+        ``soft`` gives the large model the small model's probabilities for them as prior knowledge;
+        ``hard`` removes those whose small-model probability is under ``pruning_cutoff`` from the
+        candidate labels (at least two always stay, so with two classes nothing is removed).
+    pruning_level, pruning_cutoff : float
+        See ``prompt_pruning``.
     label_names : dict, optional
         Words the large model answers with, per class (``{0: "negative", 1: "positive"}``);
         by default the class labels themselves.
@@ -67,6 +76,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     threshold_ : float, the δ in use
     sweep_ : DataFrame (threshold, accuracy, large_rate, cost, n_large) or None when δ was given
     calibration_ : dict summarising the validation figures behind ``threshold_``
+    class_report_ : DataFrame of the small model's per-class precision and recall on validation
+    pruning_ : the fitted :class:`~datashunt.prompting.Pruning`, or None
 
     Examples
     --------
@@ -85,7 +96,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, small, large, *, threshold="auto", policy="match_large", max_large_rate=None,
-                 target_accuracy=None, confidence="max_proba", label_names=None, validation_fraction=0.2,
+                 target_accuracy=None, confidence="max_proba", prompt_pruning=None, pruning_level=0.9,
+                 pruning_cutoff=0.1, label_names=None, validation_fraction=0.2,
                  random_state=None, progress=False):
         self.small = small
         self.large = large
@@ -94,6 +106,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.max_large_rate = max_large_rate
         self.target_accuracy = target_accuracy
         self.confidence = confidence
+        self.prompt_pruning = prompt_pruning
+        self.pruning_level = pruning_level
+        self.pruning_cutoff = pruning_cutoff
         self.label_names = label_names
         self.validation_fraction = validation_fraction
         self.random_state = random_state
@@ -130,6 +145,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                             f"(classes: {self.classes_.tolist()})")
         get_measure(self.confidence)  # fail early on an unknown measure
         self.labels_ = self._labels()
+        self._fit_pruning(X_val, y_val)
         if isinstance(self.threshold, str):
             if self.threshold != "auto":
                 raise ConfigError(f"threshold must be 'auto' or a number, got {self.threshold!r}")
@@ -158,6 +174,17 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if len(set(labels)) != len(labels):
             raise ConfigError(f"label names must be distinct, got {labels}")
         return labels
+
+    def _fit_pruning(self, X_val, y_val):
+        if self.prompt_pruning not in MODES:
+            raise ConfigError(f"prompt_pruning must be one of {list(MODES)}, got {self.prompt_pruning!r}")
+        small_pred = self.classes_[self.small_.predict_proba(X_val).argmax(axis=1)]
+        self.class_report_ = class_report(y_val, small_pred, self.classes_, self.pruning_level)
+        self._fit_pruning_from_report()
+
+    def _fit_pruning_from_report(self):
+        excelled = tuple(int(j) for j in np.flatnonzero(self.class_report_["excels"].to_numpy()))
+        self.pruning_ = Pruning(self.prompt_pruning, excelled, self.pruning_cutoff) if self.prompt_pruning else None
 
     def _calibrate(self, X_val, y_val):
         routing = self._route(X_val, threshold=np.inf)  # the large model sees every validation item
@@ -230,7 +257,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         out.route[idx] = "small"
         go = idx[conf < threshold]
         if len(go):
-            result = self.large_.predict_proba(list(inputs[go]), self.labels_, progress=self.progress)
+            pruning = self.pruning_.prompt_args(out.small_proba[go], self.labels_) if self.pruning_ else {}
+            result = self.large_.predict_proba(list(inputs[go]), self.labels_, progress=self.progress, **pruning)
             ok = result.ok
             out.proba[go[ok]] = result.proba[ok]
             out.confidence_large[go[ok]] = result.proba[ok].max(axis=1)
