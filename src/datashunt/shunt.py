@@ -218,7 +218,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def route(self, X) -> pd.DataFrame:
         """One record per item: route taken, confidences, label, cost, whether cached, and a flag.
 
-        ``route`` is ``small``, ``large``, ``fallback`` (the large model failed, the small model's
+        ``route`` is ``small``, ``learnable`` (the copy trained by :meth:`distill`), ``large``, ``fallback`` (the large model failed, the small model's
         answer is used and ``flag`` says why) or ``invalid`` (no answer; ``flag`` says why).
         """
         check_is_fitted(self, "threshold_")
@@ -232,6 +232,45 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "confidence_large": routing.confidence_large, "label": labels, "cost": routing.cost,
             "cached": routing.cached, "flag": routing.flag,
         })
+
+    def distill(self, X_pool, *, X_train=None, y_train=None, X_val=None, y_val=None, epochs=None):
+        """One round of 2-Stage Confidence Distillation over unlabeled inputs (see :mod:`datashunt.distill`).
+
+        The large model is asked only about items the specific small model is unsure of, through
+        the cache, so traffic it has already answered costs nothing. With ``X_val, y_val`` δ is
+        recalibrated for the two small models together. ``X_train, y_train`` are needed only by
+        small models that cannot continue training (plain scikit-learn ones). Sets ``learnable_``
+        and ``distillation_`` (what was learned from whom, and what it cost).
+        """
+        from .distill import learn, two_stage_targets
+
+        check_is_fitted(self, "threshold_")
+        inputs, problems = as_inputs(X_pool)
+        ok = np.ones(len(inputs), bool) if problems is None else np.array([p is None for p in problems])
+        inputs = inputs[ok]
+        proba_s1 = self.small_.predict_proba(inputs)
+        conf_s1 = np.asarray(get_measure(self.confidence)(proba_s1), dtype=float)
+        unsure = np.flatnonzero(conf_s1 < self.threshold_)
+        proba_large = np.full_like(proba_s1, np.nan)
+        paid = 0.0
+        if len(unsure):
+            pruning = self.pruning_.prompt_args(proba_s1[unsure], self.labels_) if self.pruning_ else {}
+            result = self.large_.predict_proba(list(inputs[unsure]), self.labels_, progress=self.progress, **pruning)
+            proba_large[unsure] = result.proba
+            paid = float(result.cost.sum())
+        targets = two_stage_targets(proba_s1, conf_s1, proba_large, self.threshold_)
+        self.learnable_ = learn(getattr(self, "learnable_", None), self.small_, inputs, targets, self.classes_,
+                                epochs=epochs, X_train=X_train, y_train=y_train)
+        if X_val is not None:
+            X_val, problems = as_inputs(X_val)
+            require_valid(problems, "validation inputs")
+            self._calibrate(X_val, self._check_targets(y_val, len(X_val)))
+        self.distillation_ = {
+            "n_pool": int(len(inputs)), "n_skipped_invalid": int((~ok).sum()),
+            "n_from_small": int(targets.from_small.sum()), "n_from_large": int(targets.from_large.sum()),
+            "n_large_asked": int(len(unsure)), "large_cost": paid, "threshold": self.threshold_,
+        }
+        return self
 
     def _route_checked(self, X) -> Routing:
         check_is_fitted(self, "threshold_")
@@ -251,10 +290,18 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if not valid.any():
             return out
         idx = np.flatnonzero(valid)
-        proba_s = self.small_.predict_proba(inputs[idx] if len(idx) < n else inputs)
-        conf = np.asarray(get_measure(self.confidence)(proba_s), dtype=float)
-        out.proba[idx], out.small_proba[idx], out.confidence_small[idx] = proba_s, proba_s, conf
+        rows = inputs[idx] if len(idx) < n else inputs
+        measure = get_measure(self.confidence)
+        proba_s = self.small_.predict_proba(rows)
+        conf = np.asarray(measure(proba_s), dtype=float)
         out.route[idx] = "small"
+        if getattr(self, "learnable_", None) is not None:  # 2CD: the surer of the two small models answers
+            proba_2 = self.learnable_.predict_proba(rows)
+            conf_2 = np.asarray(measure(proba_2), dtype=float)
+            better = conf_2 > conf
+            proba_s[better], conf[better] = proba_2[better], conf_2[better]
+            out.route[idx[better]] = "learnable"
+        out.proba[idx], out.small_proba[idx], out.confidence_small[idx] = proba_s, proba_s, conf
         go = idx[conf < threshold]
         if len(go):
             pruning = self.pruning_.prompt_args(out.small_proba[go], self.labels_) if self.pruning_ else {}

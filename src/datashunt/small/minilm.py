@@ -100,7 +100,7 @@ class MiniLMClassifier(TorchTextClassifier):
         self.tokenizer_ = transformers.AutoTokenizer.from_pretrained(_model_dir())
 
     def _encode(self, texts) -> list[np.ndarray]:
-        ids = self.tokenizer_([str(t) for t in texts], truncation=True, max_length=self.max_len)["input_ids"]
+        ids = self.tokenizer_(list(texts), truncation=True, max_length=self.max_len)["input_ids"]
         return [np.asarray(row, dtype=np.int64) for row in ids]
 
     def _new_module(self, torch, pretrained=True):
@@ -152,7 +152,7 @@ class MiniLMClassifier(TorchTextClassifier):
             {"params": [p for n, p in named if not n.startswith("out.") and n.endswith(plain)],
              "lr": self.lr, "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]])
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], **self._fused(torch))
         warm = max(int(self.warmup * n_steps), 1) if self.warmup else 0
 
         def scale(step):  # linear warm-up to the peak, then linear decay to 0 at the last step

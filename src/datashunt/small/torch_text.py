@@ -120,12 +120,19 @@ class TorchTextClassifier(ClassifierMixin, BaseEstimator):
         raise NotImplementedError
 
     def _new_module(self, torch, pretrained: bool = True):
-        """The torch module mapping ``(ids, mask)`` to logits ``(n, len(classes_))``."""
+        """The torch module mapping ``(ids, mask)`` to logits ``(n, len(classes_))``.
+
+        ``pretrained`` is False when unpickling: the weights are loaded next, so none need reading.
+        """
         raise NotImplementedError
 
     def _optimizer(self, torch, params, n_steps: int):
         """The optimizer and a per-step learning-rate scheduler (or None)."""
-        return torch.optim.Adam(params, lr=self.lr), None
+        return torch.optim.Adam(params, lr=self.lr, **self._fused(torch)), None
+
+    def _fused(self, torch) -> dict:
+        """Adam's fused kernel where torch has one (CPU, CUDA): the same updates, many times faster on CPU."""
+        return {"fused": True} if torch.device(self.device).type in ("cpu", "cuda") else {}
 
     # -- scikit-learn API ---------------------------------------------------------------------------
 

@@ -1,0 +1,90 @@
+"""2-Stage Confidence Distillation (2CD): the large model teaches a learnable copy of the small one.
+
+The specific small model s1 stays frozen. A learnable copy s2 learns, over unlabeled traffic,
+(eq. 6) the large model's distribution C_l on items where s1 is unsure (C_s1 < δ) and the large
+model is sure (max C_l > δ), and (eq. 7) s1's own distribution on items where s1 is sure
+(C_s1 ≥ δ), so it gains what s1 lacks without forgetting what s1 knows.
+"""
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+
+from .exceptions import ConfigError
+
+
+@dataclass
+class Targets:
+    """Soft targets for one distillation pass: which items learn from s1, which from the large model."""
+
+    from_small: np.ndarray
+    from_large: np.ndarray
+    proba: np.ndarray
+
+    @property
+    def used(self) -> np.ndarray:
+        return self.from_small | self.from_large
+
+
+def two_stage_targets(proba_s1, conf_s1, proba_large, threshold: float) -> Targets:
+    """Select the items and distributions of eq. 6 and 7.
+
+    ``proba_large`` holds NaN rows where the large model was not asked or failed.
+
+    Examples
+    --------
+    >>> t = two_stage_targets(np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45]]), np.array([0.9, 0.6, 0.55]),
+    ...                       np.array([[np.nan, np.nan], [0.1, 0.9], [0.3, 0.7]]), threshold=0.8)
+    >>> t.from_small.tolist(), t.from_large.tolist()
+    ([True, False, False], [False, True, False])
+    """
+    proba_s1 = np.asarray(proba_s1, dtype=float)
+    proba_large = np.asarray(proba_large, dtype=float)
+    from_small = np.asarray(conf_s1) >= threshold
+    large_ok = ~np.isnan(proba_large).any(axis=1)
+    conf_large = np.where(large_ok, np.nan_to_num(proba_large, nan=0.0).max(axis=1), -np.inf)
+    from_large = ~from_small & large_ok & (conf_large > threshold)
+    proba = np.where(from_large[:, None], np.nan_to_num(proba_large, nan=0.0), proba_s1)
+    return Targets(from_small, from_large, proba)
+
+
+def learn(learnable, specific, inputs, targets: Targets, classes, *, epochs=None, X_train=None, y_train=None):
+    """Train the learnable model on the targets and return it.
+
+    Models with a ``distill(X, target_proba, epochs)`` method (datashunt's torch models) continue
+    from their current weights with KL divergence, alternating between the two stages each
+    epoch. Other scikit-learn classifiers cannot continue training; they are refit from scratch
+    on the labelled training data (``X_train, y_train``) plus every target item repeated once per
+    class with the target probability as sample weight: for log-loss models this minimises the
+    same cross-entropy to the soft targets as KL divergence does.
+    """
+    if not targets.used.any():
+        return learnable if learnable is not None else copy.deepcopy(specific)
+    if hasattr(specific, "distill"):
+        model = learnable if learnable is not None else copy.deepcopy(specific)
+        stages = [s for s in (targets.from_large, targets.from_small) if s.any()]
+        for _ in range(epochs or 1):
+            for stage in stages:
+                model.distill(inputs[stage], targets.proba[stage], epochs=1)
+        return model
+    X, proba = inputs[targets.used], targets.proba[targets.used]
+    k = len(classes)
+    X_rep = np.repeat(X, k)
+    y_rep = np.tile(np.asarray(classes), len(X))
+    weight = proba.ravel()
+    keep = weight > 1e-6
+    X_rep, y_rep, weight = X_rep[keep], y_rep[keep], weight[keep]
+    if X_train is not None:
+        X_rep = np.concatenate([np.asarray(X_train, dtype=object), X_rep])
+        y_rep = np.concatenate([np.asarray(y_train, dtype=y_rep.dtype), y_rep])
+        weight = np.concatenate([np.ones(len(X_train)), weight])
+    model = clone(specific)
+    key = f"{model.steps[-1][0]}__sample_weight" if isinstance(model, Pipeline) else "sample_weight"
+    try:
+        return model.fit(X_rep, y_rep, **{key: weight})
+    except TypeError:
+        raise ConfigError(f"{type(model).__name__} takes no sample weights and has no distill(); "
+                          "it cannot be a learnable small model") from None

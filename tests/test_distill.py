@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from datashunt import ShuntClassifier
+from datashunt.distill import two_stage_targets
+from datashunt.small import make_small
+from fakes import FakeLargeModel
+
+
+def test_targets_follow_equations_6_and_7():
+    proba_s1 = np.array([[0.95, 0.05], [0.6, 0.4], [0.55, 0.45], [0.5, 0.5]])
+    proba_large = np.array([[np.nan, np.nan], [0.1, 0.9], [0.4, 0.6], [np.nan, np.nan]])
+    t = two_stage_targets(proba_s1, proba_s1.max(axis=1), proba_large, threshold=0.8)
+    assert t.from_small.tolist() == [True, False, False, False]      # eq. 7: s1 is sure
+    assert t.from_large.tolist() == [False, True, False, False]      # eq. 6: s1 unsure, large sure
+    np.testing.assert_allclose(t.proba[0], [0.95, 0.05])
+    np.testing.assert_allclose(t.proba[1], [0.1, 0.9])
+    assert t.used.tolist() == [True, True, False, False]
+
+
+@pytest.fixture(scope="module")
+def drift():
+    """Training data knows some words; later traffic brings new ones that only the large model knows."""
+    rng = np.random.default_rng(0)
+    old = {"positive": ["great", "superb", "lovely"], "negative": ["awful", "dull", "boring"]}
+    new = {"positive": ["nifty", "spiffy", "dandy"], "negative": ["clunky", "shoddy", "naff"]}
+
+    def make(words, n, start):
+        texts, labels = [], []
+        for i in range(n):
+            label = ["negative", "positive"][i % 2]
+            texts.append(f"{rng.choice(words[label])} {rng.choice(words[label])} film {start + i}")
+            labels.append(label)
+        return texts, labels
+
+    train = make(old, 300, 0)
+    mixed = {k: old[k] + new[k] for k in old}
+    val, pool, test = make(mixed, 200, 1000), make(mixed, 600, 2000), make(mixed, 300, 5000)
+    return train, val, pool, test
+
+
+def test_distillation_cuts_large_calls_without_losing_accuracy(drift, tmp_path):
+    (X, y), (X_val, y_val), (pool, _), (X_test, y_test) = drift
+    truth = dict(zip(X + X_val + pool + X_test, y + y_val + _ + y_test))
+    large = FakeLargeModel(truth, accuracy=0.98, cache=tmp_path / "calls.sqlite")
+    shunt = ShuntClassifier(make_small("tfidf"), large, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    before = shunt.route(X_test)
+    rate_before = (before["route"] == "large").mean()
+    acc_before = (before["label"] == np.array(y_test)).mean()
+
+    shunt.route(pool)  # the traffic the shunt has seen: its large calls are cached
+    shunt.distill(pool, X_train=X, y_train=y, X_val=X_val, y_val=y_val)
+    assert shunt.distillation_["large_cost"] == 0.0 or shunt.large_.price is None
+    assert shunt.distillation_["n_from_large"] > 50 and shunt.distillation_["n_from_small"] > 50
+    after = shunt.route(X_test)
+    rate_after = (after["route"] == "large").mean()
+    acc_after = (after["label"] == np.array(y_test)).mean()
+    assert rate_after <= 0.85 * rate_before
+    assert acc_after >= acc_before - 0.01
+    assert (after["route"] == "learnable").any()
+
+
+def test_distillation_reuses_the_cache_and_pays_nothing_twice(drift, tmp_path):
+    (X, y), (X_val, y_val), (pool, pool_y), _ = drift
+    truth = dict(zip(X + X_val + pool, y + y_val + pool_y))
+    large = FakeLargeModel(truth, cache=tmp_path / "calls.sqlite", price={"per_call": 1.0})
+    shunt = ShuntClassifier(make_small("tfidf"), large, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    shunt.distill(pool, X_train=X, y_train=y)
+    first = shunt.distillation_["large_cost"]
+    calls = shunt.large_.calls
+    shunt.distill(pool, X_train=X, y_train=y)
+    assert first > 0 and shunt.distillation_["large_cost"] == 0.0 and shunt.large_.calls == calls
+
+
+def test_distillation_skips_invalid_traffic(drift):
+    (X, y), (X_val, y_val), (pool, pool_y), _ = drift
+    large = FakeLargeModel(dict(zip(pool, pool_y)))
+    shunt = ShuntClassifier(make_small("tfidf"), large, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    shunt.distill(pool[:50] + ["", None], X_train=X, y_train=y)
+    assert shunt.distillation_["n_skipped_invalid"] == 2 and shunt.distillation_["n_pool"] == 50
