@@ -50,7 +50,6 @@ def test_distillation_cuts_large_calls_without_losing_accuracy(drift, tmp_path):
 
     shunt.route(pool)  # the traffic the shunt has seen: its large calls are cached
     shunt.distill(pool, X_train=X, y_train=y, X_val=X_val, y_val=y_val)
-    assert shunt.distillation_["large_cost"] == 0.0 or shunt.large_.price is None
     assert shunt.distillation_["n_from_large"] > 50 and shunt.distillation_["n_from_small"] > 50
     after = shunt.route(X_test)
     rate_after = (after["route"] == "large").mean()
