@@ -118,3 +118,15 @@ def test_evaluate_flags_labels_unseen_in_training(project):
     assert result.exit_code == 0, result.output
     routes = pd.read_csv(project / "out" / "routes.csv")
     assert (routes["flag"] == "label unseen in training").sum() == 5
+
+
+def test_distill_reports_round_by_round_and_saves(project):
+    path = project / "run.toml"
+    assert runner.invoke(app, ["fit", str(path)]).exit_code == 0
+    pd.read_json(project / "test.jsonl", lines=True)[["review"]].to_csv(project / "pool.csv", index=False)
+    result = runner.invoke(app, ["distill", str(path), "--pool", str(project / "pool.csv"), "--rounds", "2"])
+    assert result.exit_code == 0, result.output
+    rounds = pd.read_csv(project / "out" / "distill_rounds.csv")
+    assert rounds["round"].tolist() == [0, 1, 2]
+    assert rounds["n_pool"].tolist()[1:] == [100, 200]
+    assert (project / "out" / "model" / "learnable.skops").is_file()

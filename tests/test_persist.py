@@ -71,3 +71,11 @@ def test_in_memory_replay_table_cannot_be_saved(sentiment, tmp_path):
     with pytest.raises(ConfigError, match="in-memory table cannot be saved"):
         save(shunt, tmp_path / "model")
     assert np.isfinite(shunt.threshold_)
+
+
+def test_distilled_shunt_saves_its_learnable_model(fitted, sentiment, tmp_path):
+    texts, labels = sentiment
+    fitted.distill(texts[400:], X_train=texts[:400], y_train=labels[:400])
+    loaded = load(save(fitted, tmp_path / "model"))
+    pd.testing.assert_frame_equal(loaded.route(texts[400:]), fitted.route(texts[400:]))
+    assert (tmp_path / "model" / "learnable.skops").is_file() and loaded.learnable_ is not None

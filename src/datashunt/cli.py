@@ -161,6 +161,55 @@ def evaluate(
     console.print(f"report: {out}/report.json")
 
 
+@app.command()
+@friendly
+def distill(
+    config: Path = typer.Argument(..., help="TOML config file (data.train, data.validation, data.test)."),
+    pool: Path = typer.Option(..., help="Unlabeled traffic: a file with the text column."),
+    rounds: int = typer.Option(3, min=1, help="Rounds; each brings in the next equal part of the pool."),
+    epochs: int = typer.Option(None, help="Distillation epochs per round (torch small models)."),
+    model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
+):
+    """2-Stage Confidence Distillation over unlabeled traffic, reported round by round on data.test."""
+    from .config import load_config, require_key
+    from .datasets.files import load_labeled
+    from .distill import distill_rounds
+    from .persist import load, save
+
+    cfg = load_config(config)
+    data = cfg["data"]
+    out = Path(cfg["output"]["dir"])
+    shunt = load(model or out / "model")
+    columns = (data["text_column"], data["label_column"], data["encoding"])
+    X_test, y_test = load_labeled(require_key(cfg, "data", "test", "to measure each round"), *columns)
+    X_train, y_train = load_labeled(require_key(cfg, "data", "train", "to keep what the small model knows"),
+                                    *columns)
+    X_val = y_val = None
+    if data.get("validation"):
+        X_val, y_val = load_labeled(data["validation"], *columns)
+    else:
+        console.print("no data.validation: δ stays as calibrated at fit time")
+    texts, _ = load_labeled(pool, data["text_column"], None, data["encoding"])
+    table = distill_rounds(shunt, texts, rounds, X_test, y_test, X_train=X_train, y_train=y_train, X_val=X_val,
+                           y_val=y_val, epochs=epochs, progress=True)
+    show = Table(title=f"2CD over {len(texts)} unlabeled items, measured on {data['test']}")
+    for column in ("round", "δ", "accuracy", "sent to large", "answered by learnable", "from s1", "from large",
+                   "traffic cost"):
+        show.add_column(column, justify="right")
+    for row in table.itertuples():
+        show.add_row(str(row.round), f"{row.threshold:.4f}", f"{row.accuracy:.4f}", f"{row.large_rate:.2%}",
+                     f"{row.learnable_rate:.2%}", _count(getattr(row, "n_from_small", None)),
+                     _count(getattr(row, "n_from_large", None)), f"{row.traffic_cost:.4f}")
+    console.print(show)
+    save(shunt, out / "model")
+    table.to_csv(out / "distill_rounds.csv", index=False)
+    console.print(f"distilled shunt saved to {out / 'model'}; rounds in {out / 'distill_rounds.csv'}")
+
+
+def _count(value) -> str:
+    return "-" if value is None or value != value else str(int(value))
+
+
 def show_summary(evaluation, title: str) -> None:
     """Print the paper's Table 1 for one run."""
     table = Table(title=title)

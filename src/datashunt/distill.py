@@ -88,3 +88,39 @@ def learn(learnable, specific, inputs, targets: Targets, classes, *, epochs=None
     except TypeError:
         raise ConfigError(f"{type(model).__name__} takes no sample weights and has no distill(); "
                           "it cannot be a learnable small model") from None
+
+
+def distill_rounds(shunt, pool, rounds: int, X_test, y_test, *, X_train=None, y_train=None, X_val=None,
+                   y_val=None, epochs=None, progress: bool = False):
+    """Rounds of 2CD over a pool of unlabeled traffic, measured on held-out data after each.
+
+    The pool is cut into ``rounds`` equal parts; round r routes part r through the shunt (as live
+    traffic would be, paying for its large calls), then distills on all traffic seen so far
+    (the large answers come from the cache) and, given validation data, recalibrates δ.
+    Returns one row per round (round 0 is before distillation): δ, held-out accuracy and
+    large-call rate, the examples learned from each teacher and the large-model cost of the round.
+    """
+    import pandas as pd
+
+    from .progress import track
+
+    pool = np.asarray(list(pool), dtype=object)
+    y_test = np.asarray(y_test, dtype=object)
+    parts = np.array_split(np.arange(len(pool)), rounds)
+
+    def measure(r, traffic_cost=0.0, info=None):
+        routes = shunt.route(X_test)
+        return {"round": r, "threshold": shunt.threshold_,
+                "accuracy": float(np.mean(routes["label"].to_numpy() == y_test)),
+                "large_rate": float(routes["route"].isin(["large", "fallback"]).mean()),
+                "learnable_rate": float((routes["route"] == "learnable").mean()),
+                "traffic_cost": traffic_cost, **(info or {})}
+
+    rows = [measure(0)]
+    for r in track(range(1, rounds + 1), "distillation rounds", enabled=progress):
+        traffic = shunt.route(pool[parts[r - 1]])
+        seen = pool[np.concatenate(parts[:r])]
+        shunt.distill(seen, X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val, epochs=epochs)
+        info = {k: shunt.distillation_[k] for k in ("n_pool", "n_from_small", "n_from_large", "large_cost")}
+        rows.append(measure(r, float(traffic["cost"].sum()), info))
+    return pd.DataFrame(rows)

@@ -6,13 +6,15 @@ skops' format, which loads only the types it is told to trust).
 """
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import skops.io as sio
 
 from . import __version__
-from .exceptions import ConfigError, ModelFileError, require
+from .exceptions import ConfigError, ModelFileError
 from .prompting import Prompt
 
 FORMAT = 1
@@ -25,7 +27,6 @@ def save(shunt, folder) -> Path:
 
     from .large import backend_name
 
-    sio = require("skops.io", "all")
     check_is_fitted(shunt, "threshold_")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -47,6 +48,11 @@ def save(shunt, folder) -> Path:
     except TypeError as exc:
         raise ConfigError(f"cannot save this shunt's settings as JSON: {exc}") from None
     sio.dump(shunt.small_, folder / "small.skops")
+    learnable = getattr(shunt, "learnable_", None)
+    if learnable is not None:
+        sio.dump(learnable, folder / "learnable.skops")
+    elif (folder / "learnable.skops").exists():
+        (folder / "learnable.skops").unlink()
     (folder / "shunt.json").write_text(text)
     if shunt.sweep_ is not None:
         shunt.sweep_.to_csv(folder / "sweep.csv", index=False)
@@ -62,7 +68,6 @@ def load(folder, trusted: list[str] | None = None):
     from .large import make_large
     from .shunt import ShuntClassifier
 
-    sio = require("skops.io", "all")
     folder = Path(folder)
     meta_path, small_path = folder / "shunt.json", folder / "small.skops"
     if not meta_path.is_file() or not small_path.is_file():
@@ -73,21 +78,17 @@ def load(folder, trusted: list[str] | None = None):
         raise ModelFileError(f"{meta_path} is corrupt: {exc}") from None
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{meta_path}: unsupported format {meta.get('format')!r} (this version reads {FORMAT})")
-    try:
-        untrusted = sio.get_untrusted_types(file=small_path)
-    except Exception as exc:  # skops raises a variety of errors on damaged files
-        raise ModelFileError(f"{small_path} is corrupt: {exc}") from None
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES) and t not in (trusted or [])]
-    if refused:
-        raise ModelFileError(f"{small_path} contains types that are not trusted: {refused}; "
-                             "if you trust the file, pass them in trusted=[...]")
-    small = sio.load(small_path, trusted=untrusted)
+    small = _load_skops(small_path, trusted)
+    learnable_path = folder / "learnable.skops"
+    learnable = _load_skops(learnable_path, trusted) if learnable_path.is_file() else None
     options = dict(meta["large"]["options"])
     if isinstance(options.get("prompt"), dict):
         options["prompt"] = Prompt(**options["prompt"])
     large = make_large(meta["large"]["backend"], **options)
     shunt = ShuntClassifier(small, large, **meta["params"])
     shunt.small_, shunt.large_ = small, large
+    if learnable is not None:
+        shunt.learnable_ = learnable
     shunt.classes_ = np.asarray(meta["classes"])
     shunt.labels_ = shunt._labels()
     shunt.threshold_ = float(meta["threshold"])
@@ -98,6 +99,18 @@ def load(folder, trusted: list[str] | None = None):
     if hasattr(small, "n_features_in_"):
         shunt.n_features_in_ = small.n_features_in_
     return shunt
+
+
+def _load_skops(path, trusted):
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise ModelFileError(f"{path} is corrupt: {exc}") from None
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES) and t not in (trusted or [])]
+    if refused:
+        raise ModelFileError(f"{path} contains types that are not trusted: {refused}; "
+                             "if you trust the file, pass them in trusted=[...]")
+    return sio.load(path, trusted=untrusted)
 
 
 def _large_options(large) -> dict:
