@@ -67,6 +67,8 @@ def test_fit_predict_evaluate_round_trip(project):
     assert systems["large only"]["large_rate"] == 1.0
     assert (project / "out" / "sweep.png").stat().st_size > 10_000
     assert "data shunt" in evaluated.output
+    assert "Prompt Pruning: off; 2CD: off; answered by small" in " ".join(evaluated.output.split())
+    assert report["collaboration"]["prompt_pruning"] is None
 
 
 def test_predict_flags_bad_rows_and_keeps_the_rest(project):
@@ -130,3 +132,17 @@ def test_distill_reports_round_by_round_and_saves(project):
     assert rounds["round"].tolist() == [0, 1, 2]
     assert rounds["n_pool"].tolist()[1:] == [100, 200]
     assert (project / "out" / "model" / "learnable.skops").is_file()
+
+
+def test_evaluate_reports_each_collaboration(project):
+    path = project / "run.toml"
+    path.write_text(path.read_text().replace('policy = "match_large"', 'policy = "match_large"\nprompt_pruning = "soft"'))
+    assert runner.invoke(app, ["fit", str(path)]).exit_code == 0
+    pd.read_json(project / "test.jsonl", lines=True)[["review"]].to_csv(project / "pool.csv", index=False)
+    assert runner.invoke(app, ["distill", str(path), "--pool", str(project / "pool.csv"), "--rounds", "1"]).exit_code == 0
+    result = runner.invoke(app, ["evaluate", str(path)])
+    text = " ".join(result.output.split())
+    assert "Prompt Pruning: soft (small model excels in:" in text
+    assert "2CD: " in text and "items from the large model" in text
+    report = json.loads((project / "out" / "report.json").read_text())
+    assert report["collaboration"]["distillation"]["n_pool"] == 200

@@ -63,7 +63,7 @@ def demo(
     from sklearn.model_selection import train_test_split
 
     from .datasets.vader import load_vader
-    from .evaluation import compare, write_report
+    from .evaluation import collaboration, compare, describe_collaboration, write_report
     from .large.llama_cpp import LlamaCppModel
     from .persist import save
     from .shunt import ShuntClassifier
@@ -82,6 +82,7 @@ def demo(
                   f"({shunt.calibration_['goal']}, validation large-call rate {shunt.calibration_['large_rate']:.1%})")
     evaluation = compare(shunt, test["text"], test["label"], progress=True)
     show_summary(evaluation, f"held-out test, {len(test)} sentences")
+    console.print(escape(describe_collaboration(collaboration(shunt, evaluation))))
     info = {"command": "datashunt demo", "small": small, "large": model, "seed": seed,
             "n_train": len(train), "n_validation": len(val), "n_test": len(test)}
     write_report(out, evaluation, shunt, info)
@@ -146,7 +147,7 @@ def evaluate(
     """Compare small only, large only and Data Shunt on data.test; write a report folder."""
     from .config import load_config, require_key
     from .datasets.files import load_labeled
-    from .evaluation import compare, write_report
+    from .evaluation import collaboration, compare, describe_collaboration, write_report
     from .persist import load
 
     cfg = load_config(config)
@@ -157,6 +158,7 @@ def evaluate(
                         data["encoding"])
     evaluation = compare(shunt, X, y, progress=True)
     show_summary(evaluation, str(data["test"]))
+    console.print(escape(describe_collaboration(collaboration(shunt, evaluation))))
     write_report(out, evaluation, shunt, {"command": f"datashunt evaluate {config}"})
     console.print(f"report: {out}/report.json")
 

@@ -101,6 +101,7 @@ def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None
         "threshold": shunt.threshold_,
         "calibration": shunt.calibration_,
         "classes": [str(c) for c in shunt.classes_],
+        "collaboration": collaboration(shunt, evaluation),
     }
     if evaluation is not None:
         report["summary"] = evaluation.summary.to_dict("records")
@@ -117,6 +118,41 @@ def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None
             report["figure"] = None
     (folder / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable))
     return folder
+
+
+def collaboration(shunt, evaluation: Evaluation | None = None) -> dict:
+    """Which collaborations the shunt used and what each contributed on the evaluated items.
+
+    Prompt Pruning: the mode and the classes the small model excels in (from validation).
+    2CD: what the learnable model was taught, and the share of items it answered.
+    """
+    report = shunt.class_report_
+    excelled = report.loc[report["excels"], "class"].tolist() if report is not None else []
+    out = {
+        "prompt_pruning": shunt.prompt_pruning,
+        "excelled_classes": [str(c) for c in excelled],
+        "class_report": report.astype({"class": str}).to_dict("records") if report is not None else None,
+        "distillation": getattr(shunt, "distillation_", None),
+    }
+    if evaluation is not None:
+        routes = evaluation.routes["route"]
+        out["answered_by"] = {name: float((routes == name).mean())
+                              for name in ("small", "learnable", "large", "fallback", "invalid")}
+    return out
+
+
+def describe_collaboration(info: dict) -> str:
+    """One line for a terminal."""
+    pruning = info["prompt_pruning"] or "off"
+    parts = [f"Prompt Pruning: {pruning}"]
+    if info["prompt_pruning"]:
+        parts[0] += f" (small model excels in: {', '.join(info['excelled_classes']) or 'no class'})"
+    parts.append("2CD: " + ("off" if info["distillation"] is None else
+                            f"{info['distillation']['n_from_large']} items from the large model, "
+                            f"{info['distillation']['n_from_small']} from the small one"))
+    if "answered_by" in info:
+        parts.append("answered by " + ", ".join(f"{k} {v:.1%}" for k, v in info["answered_by"].items() if v))
+    return "; ".join(parts)
 
 
 def _jsonable(value):
