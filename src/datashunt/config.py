@@ -32,8 +32,7 @@ SECTIONS = {
     "data": {"train", "validation", "test", "text_column", "label_column", "encoding"},
     "small": {"model", "params"},
     "large": None,  # backend options, checked against the backend's constructor
-    "shunt": {"threshold", "policy", "max_large_rate", "target_accuracy", "confidence", "label_names",
-              "validation_fraction", "random_state"},
+    "shunt": "ShuntClassifier",  # the shunt's constructor arguments, less the two models
     "output": {"dir"},
 }
 
@@ -62,6 +61,10 @@ def check_config(config: dict, source: str = "config") -> dict:
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
     for name, keys in SECTIONS.items():
+        if keys == "ShuntClassifier":
+            from .shunt import ShuntClassifier
+
+            keys = set(ShuntClassifier._get_param_names()) - {"small", "large", "progress"}
         section = config.setdefault(name, {})
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
