@@ -41,6 +41,7 @@ def save(shunt, folder) -> Path:
         "threshold": shunt.threshold_,
         "calibration": shunt.calibration_,
         "class_report": shunt.class_report_.to_dict("list"),
+        "distillation": getattr(shunt, "distillation_", None),
         "large": {"backend": backend_name(shunt.large_), "options": _large_options(shunt.large_)},
     }
     try:
@@ -88,7 +89,7 @@ def load(folder, trusted: list[str] | None = None):
     shunt = ShuntClassifier(small, large, **meta["params"])
     shunt.small_, shunt.large_ = small, large
     if learnable is not None:
-        shunt.learnable_ = learnable
+        shunt.learnable_, shunt.distillation_ = learnable, meta.get("distillation")
     shunt.classes_ = np.asarray(meta["classes"])
     shunt.labels_ = shunt._labels()
     shunt.threshold_ = float(meta["threshold"])
