@@ -56,7 +56,7 @@ def test_fit_predict_evaluate_round_trip(project):
     assert predicted.exit_code == 0, predicted.output
     labels = pd.read_csv(project / "labels.csv")
     assert list(labels.columns) == ["text", "route", "confidence_small", "confidence_large", "label", "cost",
-                                    "cached", "flag"]
+                                    "prompt_tokens", "cached", "flag"]
     assert len(labels) == 200 and labels["label"].notna().all()
 
     evaluated = runner.invoke(app, ["evaluate", str(project / "run.toml")])

@@ -92,7 +92,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     >>> shunt = ShuntClassifier(make_small("tfidf"), large, random_state=0).fit(texts, y)
     >>> table = shunt.route(["great film", "dull film number 7"])
     >>> list(table.columns)
-    ['route', 'confidence_small', 'confidence_large', 'label', 'cost', 'cached', 'flag']
+    ['route', 'confidence_small', 'confidence_large', 'label', 'cost', 'prompt_tokens', 'cached', 'flag']
     """
 
     def __init__(self, small, large, *, threshold="auto", policy="match_large", max_large_rate=None,
@@ -216,7 +216,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
     def route(self, X) -> pd.DataFrame:
-        """One record per item: route taken, confidences, label, cost, whether cached, and a flag.
+        """One record per item: route taken, confidences, label, cost, prompt tokens, whether cached, and a flag.
 
         ``route`` is ``small``, ``learnable`` (the copy trained by :meth:`distill`), ``large``, ``fallback`` (the large model failed, the small model's
         answer is used and ``flag`` says why) or ``invalid`` (no answer; ``flag`` says why).
@@ -230,7 +230,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return pd.DataFrame({
             "route": routing.route, "confidence_small": routing.confidence_small,
             "confidence_large": routing.confidence_large, "label": labels, "cost": routing.cost,
-            "cached": routing.cached, "flag": routing.flag,
+            "prompt_tokens": routing.prompt_tokens, "cached": routing.cached, "flag": routing.flag,
         })
 
     def distill(self, X_pool, *, X_train=None, y_train=None, X_val=None, y_val=None, epochs=None):

