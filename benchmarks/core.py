@@ -36,7 +36,7 @@ def split(seed, n_val, n_test):
     return train, val, test
 
 
-def routing_overhead(shunt, texts, repeats=5):
+def routing_overhead(shunt, texts, repeats=3):
     """Items per second through the shunt's small path vs the small model's own predict_proba."""
     def best(fn):
         times = []
@@ -103,7 +103,7 @@ def main():
             "per_class": evaluation.per_class.to_dict("records"),
             "validation_sweep": shunt.sweep_.replace([np.inf, -np.inf], None).to_dict("list"),
             "test_sweep_for_figure_only": test_sweep.replace([np.inf, -np.inf], None).to_dict("list"),
-            "routing_overhead": routing_overhead(shunt, list(test["text"]) * 10),
+            "routing_overhead": routing_overhead(shunt, list(test["text"]) * 3),
         }
         print(name, evaluation.summary[["system", "accuracy", "large_rate"]].to_string(index=False), flush=True)
         args.out.write_text(json.dumps(results, indent=1, default=float))
