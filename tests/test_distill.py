@@ -77,3 +77,12 @@ def test_distillation_skips_invalid_traffic(drift):
     shunt = ShuntClassifier(make_small("tfidf"), large, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
     shunt.distill(pool[:50] + ["", None], X_train=X, y_train=y)
     assert shunt.distillation_["n_skipped_invalid"] == 2 and shunt.distillation_["n_pool"] == 50
+
+
+def test_refit_forgets_an_earlier_distillation(drift):
+    (X, y), (X_val, y_val), (pool, pool_y), _ = drift
+    large = FakeLargeModel(dict(zip(pool, pool_y)))
+    shunt = ShuntClassifier(make_small("tfidf"), large, threshold=0.9).fit(X, y).distill(pool, X_train=X, y_train=y)
+    assert shunt.learnable_ is not None
+    shunt.fit(X, y)
+    assert not hasattr(shunt, "learnable_") and not hasattr(shunt, "distillation_")

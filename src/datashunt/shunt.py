@@ -117,6 +117,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     # -- learning ------------------------------------------------------------------------------
     def fit(self, X, y, X_val=None, y_val=None):
         """Fit the small model, then calibrate δ on ``X_val, y_val`` or on a held-out split of ``X, y``."""
+        for stale in ("learnable_", "distillation_"):  # a refit starts over, without an earlier 2CD copy
+            self.__dict__.pop(stale, None)
         X, problems = as_inputs(X)
         require_valid(problems, "training inputs")
         y = self._check_targets(y, len(X))
