@@ -36,7 +36,7 @@ def split(seed, n_val, n_test):
     return train, val, test
 
 
-def routing_overhead(shunt, texts, repeats=3):
+def routing_overhead(shunt, texts, repeats=7):
     """Items per second through the shunt's small path vs the small model's own predict_proba."""
     def best(fn):
         times = []
