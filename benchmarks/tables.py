@@ -59,8 +59,10 @@ def core_figure(result: dict, path: Path) -> None:
     from datashunt.plotting import plot_sweep
 
     names = list(result["small_models"])
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    cols = min(2, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4 * rows), squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
         r = result["small_models"][name]
         sweep = pd.DataFrame(r["test_sweep_for_figure_only"]).astype({"threshold": float}).fillna(
             {"threshold": np.inf})
