@@ -79,3 +79,16 @@ def test_distilled_shunt_saves_its_learnable_model(fitted, sentiment, tmp_path):
     loaded = load(save(fitted, tmp_path / "model"))
     pd.testing.assert_frame_equal(loaded.route(texts[400:]), fitted.route(texts[400:]))
     assert (tmp_path / "model" / "learnable.skops").is_file() and loaded.learnable_ is not None
+
+
+def test_tfidf_vocabulary_is_saved_as_arrays_and_round_trips(tmp_path, sentiment):
+    import skops.io
+
+    texts, labels = sentiment
+    model = make_small("tfidf").fit(texts, labels)
+    state = model[0].__getstate__()
+    assert "vocabulary_" not in state and state["vocabulary_terms_"].dtype.kind == "U"
+    skops.io.dump(model, tmp_path / "m.skops")
+    loaded = skops.io.load(tmp_path / "m.skops", trusted=skops.io.get_untrusted_types(file=tmp_path / "m.skops"))
+    assert loaded[0].vocabulary_ == model[0].vocabulary_
+    np.testing.assert_array_equal(loaded.predict_proba(texts), model.predict_proba(texts))

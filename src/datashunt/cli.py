@@ -53,8 +53,8 @@ def setup(
 def demo(
     small: str = typer.Option("tfidf", help="Small model: tfidf, textcnn, lstm or minilm."),
     model: str = typer.Option("qwen2.5-coder-1.5b", help="Local GGUF model name or path."),
-    n_validation: int = typer.Option(500, help="Sentences for calibrating δ (each is asked to the LLM once)."),
-    n_test: int = typer.Option(500, help="Held-out sentences for the comparison (each is asked to the LLM once)."),
+    n_validation: int = typer.Option(900, help="Sentences for calibrating δ (each is asked to the LLM once)."),
+    n_test: int = typer.Option(300, help="Held-out sentences for the comparison (each is asked to the LLM once)."),
     policy: str = typer.Option("match_large", help="match_large, max_large_rate or target_accuracy."),
     seed: int = typer.Option(0, help="Seed of the train/validation/test split."),
     out: Path = typer.Option(Path("reports/demo"), help="Report folder."),
@@ -74,8 +74,8 @@ def demo(
     train, val = train_test_split(rest, test_size=n_validation, random_state=seed, stratify=rest["label"])
     console.print(f"VADER movie sentences: train {len(train)}, validation {len(val)}, test {len(test)} (seed {seed})")
     large = LlamaCppModel(model, prompt=DEMO_INSTRUCTION)
-    shunt = ShuntClassifier(make_small(small, random_state=seed), large, policy=policy, random_state=seed,
-                            progress=True)
+    shunt = with_progress(ShuntClassifier(make_small(small, random_state=seed), large, policy=policy,
+                                          random_state=seed))
     start = time.perf_counter()
     shunt.fit(train["text"], train["label"], X_val=val["text"], y_val=val["label"])
     console.print(f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f} "
@@ -106,7 +106,7 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
     X_val = y_val = None
     if data.get("validation"):
         X_val, y_val = load_labeled(data["validation"], data["text_column"], data["label_column"], data["encoding"])
-    shunt = build_shunt(cfg).set_params(progress=True).fit(X, y, X_val=X_val, y_val=y_val)
+    shunt = with_progress(build_shunt(cfg)).fit(X, y, X_val=X_val, y_val=y_val)
     out = Path(cfg["output"]["dir"])
     save(shunt, out / "model")
     write_report(out, None, shunt, {"command": f"datashunt fit {config}"})
@@ -206,6 +206,14 @@ def distill(
     save(shunt, out / "model")
     table.to_csv(out / "distill_rounds.csv", index=False)
     console.print(f"distilled shunt saved to {out / 'model'}; rounds in {out / 'distill_rounds.csv'}")
+
+
+def with_progress(shunt):
+    """Progress bars for the large-model calls and, where it has one, the small model's training."""
+    shunt.set_params(progress=True)
+    if "small__progress" in shunt.get_params():
+        shunt.set_params(small__progress=True)
+    return shunt
 
 
 def _count(value) -> str:

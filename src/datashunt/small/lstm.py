@@ -39,6 +39,8 @@ class LSTMClassifier(WordSequenceClassifier):
         torch device.
     n_threads : int or None, default=None
         torch CPU threads while fitting and predicting; None leaves torch's default.
+    progress : bool, default=False
+        Draw a progress bar over the training batches.
 
     Attributes
     ----------
@@ -60,7 +62,7 @@ class LSTMClassifier(WordSequenceClassifier):
 
     def __init__(self, *, epochs=8, batch_size=32, lr=2e-3, max_len=100, embedding_dim=128, hidden_size=128,
                  num_layers=1, dropout=0.5, max_vocab=20000, min_count=1, random_state=None, device="cpu",
-                 n_threads=None):
+                 n_threads=None, progress=False):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -74,6 +76,7 @@ class LSTMClassifier(WordSequenceClassifier):
         self.random_state = random_state
         self.device = device
         self.n_threads = n_threads
+        self.progress = progress
 
     def _new_module(self, torch, pretrained=True):
         nn = torch.nn

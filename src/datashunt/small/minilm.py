@@ -52,6 +52,8 @@ class MiniLMClassifier(TorchTextClassifier):
         torch device.
     n_threads : int or None, default=None
         torch CPU threads while fitting and predicting; None leaves torch's default.
+    progress : bool, default=False
+        Draw a progress bar over the training batches.
 
     Attributes
     ----------
@@ -79,7 +81,8 @@ class MiniLMClassifier(TorchTextClassifier):
     _transient = ("module_", "tokenizer_")
 
     def __init__(self, *, epochs=2, batch_size=32, lr=1e-4, head_lr=1e-3, max_len=64, freeze_encoder=False,
-                 dropout=0.1, weight_decay=0.01, warmup=0.1, random_state=None, device="cpu", n_threads=None):
+                 dropout=0.1, weight_decay=0.01, warmup=0.1, random_state=None, device="cpu", n_threads=None,
+                 progress=False):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -92,6 +95,7 @@ class MiniLMClassifier(TorchTextClassifier):
         self.random_state = random_state
         self.device = device
         self.n_threads = n_threads
+        self.progress = progress
 
     def _prepare(self, texts) -> None:
         transformers = require("transformers", "minilm")

@@ -38,6 +38,8 @@ class TextCNNClassifier(WordSequenceClassifier):
         torch device.
     n_threads : int or None, default=None
         torch CPU threads while fitting and predicting; None leaves torch's default.
+    progress : bool, default=False
+        Draw a progress bar over the training batches.
 
     Attributes
     ----------
@@ -59,7 +61,7 @@ class TextCNNClassifier(WordSequenceClassifier):
 
     def __init__(self, *, epochs=12, batch_size=50, lr=1e-3, max_len=100, embedding_dim=128, n_filters=100,
                  kernel_sizes=(3, 4, 5), dropout=0.5, max_vocab=20000, min_count=1, random_state=None,
-                 device="cpu", n_threads=None):
+                 device="cpu", n_threads=None, progress=False):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -73,6 +75,7 @@ class TextCNNClassifier(WordSequenceClassifier):
         self.random_state = random_state
         self.device = device
         self.n_threads = n_threads
+        self.progress = progress
 
     @property
     def _min_len(self):  # batches are padded to the widest kernel

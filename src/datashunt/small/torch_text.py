@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, column
 
 from ..exceptions import DataError, require
 from ..inputs import as_inputs, require_valid
+from ..progress import track
 
 PAD, UNK = "<pad>", "<unk>"
 TOKEN_RE = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
@@ -98,8 +99,8 @@ class TorchTextClassifier(ClassifierMixin, BaseEstimator):
     """Base of the torch text classifiers; not used directly.
 
     Subclasses set, in ``__init__``, at least ``epochs``, ``batch_size``, ``lr``, ``max_len``,
-    ``random_state``, ``device`` and ``n_threads``, and implement ``_prepare``, ``_encode`` and
-    ``_new_module``.
+    ``random_state``, ``device``, ``n_threads`` and ``progress`` (a bar over the training batches),
+    and implement ``_prepare``, ``_encode`` and ``_new_module``.
     """
 
     _min_len = 1  # shortest padded batch the module accepts (a convolution's width)
@@ -235,20 +236,20 @@ class TorchTextClassifier(ClassifierMixin, BaseEstimator):
         params = [p for p in self.module_.parameters() if p.requires_grad]
         optimizer, scheduler = self._optimizer(torch, params, max(epochs * n_batches, 1))
         self.module_.train()
-        for _ in range(epochs):
-            for rows in length_batches(lengths, self.batch_size, rng):
-                logits = self.module_(*self._tensors(torch, [ids[i] for i in rows]))
-                if soft:
-                    target = torch.as_tensor(targets[rows], dtype=logits.dtype, device=logits.device)
-                    loss = F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
-                else:
-                    loss = F.cross_entropy(logits, torch.as_tensor(targets[rows], device=logits.device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, self._clip_norm)
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
+        batches = [rows for _ in range(epochs) for rows in length_batches(lengths, self.batch_size, rng)]
+        for rows in track(batches, f"training {type(self).__name__}", enabled=self.progress):
+            logits = self.module_(*self._tensors(torch, [ids[i] for i in rows]))
+            if soft:
+                target = torch.as_tensor(targets[rows], dtype=logits.dtype, device=logits.device)
+                loss = F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")
+            else:
+                loss = F.cross_entropy(logits, torch.as_tensor(targets[rows], device=logits.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, self._clip_norm)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
         self.module_.eval()
 
     def _tensors(self, torch, ids):
