@@ -51,9 +51,9 @@ def setup(
 @app.command()
 @friendly
 def demo(
-    small: str = typer.Option("tfidf", help="Small model: tfidf, textcnn, lstm or minilm."),
+    small: str = typer.Option("minilm", help="Small model: minilm (fine-tuned MiniLM-L6), tfidf, textcnn or lstm."),
     model: str = typer.Option("qwen2.5-coder-1.5b", help="Local GGUF model name or path."),
-    n_validation: int = typer.Option(900, help="Sentences for calibrating δ (each is asked to the LLM once)."),
+    n_validation: int = typer.Option(500, help="Sentences for calibrating δ (each is asked to the LLM once)."),
     n_test: int = typer.Option(300, help="Held-out sentences for the comparison (each is asked to the LLM once)."),
     policy: str = typer.Option("match_large", help="match_large, max_large_rate or target_accuracy."),
     seed: int = typer.Option(0, help="Seed of the train/validation/test split."),
