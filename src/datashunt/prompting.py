@@ -6,6 +6,8 @@ instruction and the label list), which a local model evaluates once and reuses.
 
 from dataclasses import dataclass
 
+import pandas as pd
+
 DEFAULT_TEMPLATE = "{instruction}\nAnswer with exactly one word from this list: {labels}.\n{hint}\nText: {text}"
 
 
@@ -86,7 +88,7 @@ def hard_candidates(proba, excelled: list[int], cutoff: float) -> list[int]:
 MODES = (None, "soft", "hard")
 
 
-def class_report(y_true, y_pred, classes, level: float) -> "pd.DataFrame":
+def class_report(y_true, y_pred, classes, level: float) -> pd.DataFrame:
     """Per-class precision and recall of the small model; ``excels`` where both reach ``level``.
 
     Examples
@@ -94,7 +96,6 @@ def class_report(y_true, y_pred, classes, level: float) -> "pd.DataFrame":
     >>> class_report(["a", "a", "b", "c"], ["a", "a", "b", "b"], ["a", "b", "c"], 0.9)["excels"].tolist()
     [True, False, False]
     """
-    import pandas as pd
     from sklearn.metrics import precision_recall_fscore_support
 
     precision, recall, _, support = precision_recall_fscore_support(
