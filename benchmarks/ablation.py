@@ -1,13 +1,18 @@
 """Ablation of the two collaborations (the paper's Table 4) with the local Qwen2.5-Coder-1.5B.
 
 For each data set: Data Shunt alone, with soft and with hard Prompt Pruning, with 2-Stage
-Confidence Distillation, and with both. Prompt Pruning keeps the δ calibrated without it, so the
-items sent to the large model are the same and only its answers differ; the PP mode used with
-2CD is the one that did better on the validation items routed to the large model. 2CD runs three
-rounds over unlabeled traffic (a held-apart part of the data, labels unused), recalibrating δ on
-validation after each round. Nothing is chosen on the test split.
+Confidence Distillation, and with both. δ comes from ``match_large`` on validation or, with
+``--max-large-rate``, from that budget (for data where the LLM alone is worse than the small
+model, so that ``match_large`` would send it nothing). Prompt Pruning keeps the δ calibrated
+without it, so the items sent to the large model are the same and only its answers differ. The
+level that decides which classes the small model excels in is chosen per mode on the validation
+items routed to the large model, from ``--pruning-levels``; the mode used with 2CD is the one
+that did better there. 2CD runs three rounds over unlabeled traffic (a held-apart part of the
+data, labels unused), recalibrating δ on validation after each round. Nothing is chosen on the
+test split.
 
-    .venv/bin/python benchmarks/ablation.py --seed 0 --data tweets movies
+    .venv/bin/python benchmarks/ablation.py --seed 0 --data tweets --max-large-rate 0.3
+    .venv/bin/python benchmarks/ablation.py --seed 0 --data movies
 """
 
 import argparse
@@ -89,28 +94,48 @@ def run(name, args):
     small = make_small(args.small, random_state=args.seed)
 
     start = time.perf_counter()
-    base = ShuntClassifier(small, large, policy="match_large", random_state=args.seed, progress=True)
+    policy = {"policy": "max_large_rate", "max_large_rate": args.max_large_rate} if args.max_large_rate else {}
+    base = ShuntClassifier(small, large, random_state=args.seed, progress=True, **policy)
     base.fit(train["text"], train["label"], **fit_kwargs)
     data["threshold"] = base.threshold_
+    data["calibration"] = base.calibration_
     data["systems"]["DS"], _ = measure(base, test["text"], test["label"], group_of)
     print(name, "DS", data["systems"]["DS"]["accuracy"], f"{time.perf_counter() - start:.0f}s", flush=True)
 
-    validation_choice = {}
-    pruned = {}
-    for mode in ("soft", "hard"):
-        shunt = clone(base).set_params(prompt_pruning=mode, threshold=base.threshold_)
-        shunt.fit(train["text"], train["label"], **fit_kwargs)
-        pruned[mode] = shunt
-        data["systems"][f"DS + {mode} PP"], _ = measure(shunt, test["text"], test["label"], group_of)
-        data["systems"][f"DS + {mode} PP"]["excelled_classes"] = [
-            str(c) for c in shunt.class_report_.loc[shunt.class_report_["excels"], "class"]]
-        validation_choice[mode] = measure(shunt, val["text"], val["label"], group_of)[0]["large_accuracy_on_routed"]
-        print(name, mode, data["systems"][f"DS + {mode} PP"]["accuracy"], flush=True)
+    pruned, data["pp_validation"] = {}, []
     plain_on_val = measure(base, val["text"], val["label"], group_of)[0]["large_accuracy_on_routed"]
-    best = max(validation_choice, key=lambda m: validation_choice[m] or 0)
-    data["pp_choice_on_validation"] = {"plain": plain_on_val, **validation_choice, "chosen": best}
+    for mode in ("soft", "hard"):
+        tried = {}
+        for level in args.pruning_levels:
+            excelled = tuple(base.class_report_["class"][(base.class_report_["precision"] >= level)
+                                                         & (base.class_report_["recall"] >= level)])
+            if not excelled or excelled in tried:
+                continue
+            shunt = clone(base).set_params(prompt_pruning=mode, pruning_level=level, threshold=base.threshold_)
+            shunt.fit(train["text"], train["label"], **fit_kwargs)
+            on_val = measure(shunt, val["text"], val["label"], group_of)[0]["large_accuracy_on_routed"]
+            tried[excelled] = (on_val, shunt)
+            data["pp_validation"].append({"mode": mode, "level": level, "excelled_classes": list(map(str, excelled)),
+                                          "large_accuracy_on_routed": on_val, "plain": plain_on_val})
+            print(name, mode, level, excelled, "routed LLM accuracy on validation", on_val, "plain", plain_on_val,
+                  flush=True)
+        if not tried:
+            print(name, mode, "no class reaches any pruning level: Prompt Pruning changes nothing", flush=True)
+            continue
+        on_val, shunt = max(tried.values(), key=lambda t: t[0] or 0)
+        pruned[mode] = (on_val, shunt)
+        key = f"DS + {mode} PP"
+        data["systems"][key], _ = measure(shunt, test["text"], test["label"], group_of)
+        data["systems"][key]["pruning_level"] = shunt.pruning_level
+        data["systems"][key]["excelled_classes"] = [
+            str(c) for c in shunt.class_report_.loc[shunt.class_report_["excels"], "class"]]
+        print(name, key, data["systems"][key]["accuracy"], data["systems"][key]["large_accuracy_on_routed"], flush=True)
+    systems = [("DS + 2CD", clone(base))]
+    if pruned:
+        best = max(pruned, key=lambda m: pruned[m][0] or 0)
+        systems.append((f"DS + {best} PP + 2CD", clone(pruned[best][1])))
 
-    for label, shunt in (("DS + 2CD", clone(base)), (f"DS + {best} PP + 2CD", clone(pruned[best]))):
+    for label, shunt in systems:
         shunt.set_params(progress=True)
         shunt.fit(train["text"], train["label"], **fit_kwargs)
         rounds = distill_rounds(shunt, pool["text"], args.rounds, test["text"], test["label"],
@@ -132,6 +157,8 @@ def main():
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--n-pool", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-large-rate", type=float, help="δ from this budget instead of match_large")
+    parser.add_argument("--pruning-levels", nargs="+", type=float, default=[0.9, 0.8, 0.7])
     args = parser.parse_args()
     command = "python benchmarks/ablation.py " + " ".join(sys.argv[1:])
     print(command, flush=True)

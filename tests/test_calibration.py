@@ -21,6 +21,9 @@ def test_sweep_matches_brute_force_at_every_threshold():
         assert row.accuracy == pytest.approx(acc)
         assert row.large_rate == pytest.approx(rate)
         assert row.cost == pytest.approx(0.01 * rate * 200)
+        kept = conf >= row.threshold
+        d = np.where(kept, small_ok.astype(int) - large_ok.astype(int), 0)
+        assert row.gap_se == pytest.approx(d.std() / np.sqrt(200))  # paired standard error of the gap
     assert sweep["large_rate"].is_monotonic_increasing
 
 
@@ -34,6 +37,24 @@ def test_match_large_picks_lowest_rate_at_large_accuracy():
     row = sweep.iloc[choice.row]
     assert row.accuracy == 1.0
     assert row.large_rate == pytest.approx((conf <= 0.7).mean())
+
+
+def test_match_large_discounts_a_lead_within_noise():
+    # The LLM alone gets 70 of 100. Keeping the 80 surest items on the small model ties it (the
+    # point estimate's choice) although the two disagree on 60 of them; the guard wants a lead.
+    conf = np.linspace(0.0, 1.0, 100)
+    small_ok = np.zeros(100, bool)
+    large_ok = np.ones(100, bool)
+    small_ok[40:80], large_ok[40:80] = np.arange(40) % 4 != 0, np.arange(40) % 4 == 0  # 30 vs 10
+    small_ok[80:], large_ok[80:] = True, True
+    sweep = threshold_sweep(conf, small_ok, large_ok)
+    naive = sweep.iloc[choose_threshold(sweep, "match_large", match_z=0).row]
+    guarded = sweep.iloc[choose_threshold(sweep, "match_large", match_z=1).row]
+    assert naive.large_rate < guarded.large_rate
+    lead = guarded.accuracy - sweep.accuracy.iloc[-1]
+    assert lead >= guarded.gap_se > 0
+    with pytest.raises(ConfigError, match="match_z must be >= 0"):
+        choose_threshold(sweep, "match_large", match_z=-1)
 
 
 def test_max_large_rate_respects_budget():

@@ -86,3 +86,17 @@ def test_refit_forgets_an_earlier_distillation(drift):
     assert shunt.learnable_ is not None
     shunt.fit(X, y)
     assert not hasattr(shunt, "learnable_") and not hasattr(shunt, "distillation_")
+
+
+def test_pruned_prompts_after_distillation_still_come_from_the_specific_model(drift, tmp_path):
+    (X, y), (X_val, y_val), (pool, pool_y), (X_test, y_test) = drift
+    large = FakeLargeModel(dict(zip(pool + X_test, pool_y + y_test)), cache=tmp_path / "calls.sqlite")
+    shunt = ShuntClassifier(make_small("tfidf"), large, threshold=0.97, prompt_pruning="soft",
+                            pruning_level=0.0).fit(X, y, X_val=X_val, y_val=y_val)
+    shunt.route(X_test)
+    shunt.distill(pool, X_train=X, y_train=y)
+    calls = shunt.large_.calls
+    routes = shunt.route(X_test)
+    assert (routes["route"] == "learnable").any() and (routes["route"] == "large").any()
+    assert shunt.large_.calls == calls  # same hints as before distillation, so every prompt is cached
+    assert "Prior knowledge" in shunt.large_.last_prompt

@@ -35,8 +35,11 @@ def threshold_sweep(
 
     Returns
     -------
-    DataFrame with columns ``threshold``, ``accuracy``, ``large_rate``, ``cost``, ``n_large``,
-    one row per threshold from "nothing to the large model" (-inf) to "everything" (+inf).
+    DataFrame with columns ``threshold``, ``accuracy``, ``large_rate``, ``cost``, ``n_large`` and
+    ``gap_se``, one row per threshold from "nothing to the large model" (-inf) to "everything"
+    (+inf). ``gap_se`` is the standard error of the paired difference between the shunt's accuracy
+    and the large model's alone: only items kept by the small model on which the two disagree add
+    to it, so it measures how much of that difference could be validation noise.
 
     Examples
     --------
@@ -58,9 +61,15 @@ def threshold_sweep(
     # Items strictly below δ go large. Cut points: after each run of equal confidences.
     cuts = np.r_[0, np.flatnonzero(np.diff(c) > 0) + 1, n]
     cum_gain = np.r_[0, np.cumsum(gain)]
+    cum_disagree = np.r_[0, np.cumsum(gain != 0)]
     cum_cost = np.r_[0.0, np.cumsum(cost[order])]
     thresholds = np.r_[-np.inf, (c[cuts[1:-1] - 1] + c[cuts[1:-1]]) / 2, np.inf]
     acc = (small_correct.sum() + cum_gain[cuts]) / n
+    # Per item, the shunt minus the large model is -1, 0 or +1 and non-zero only on the
+    # disagreements the small model keeps; its mean is the accuracy gap.
+    gap = (cum_gain[cuts] - cum_gain[-1]) / n
+    kept_disagreements = (cum_disagree[-1] - cum_disagree[cuts]) / n
+    gap_se = np.sqrt(np.clip(kept_disagreements - gap**2, 0.0, None) / n)
     return pd.DataFrame(
         {
             "threshold": thresholds,
@@ -68,6 +77,7 @@ def threshold_sweep(
             "large_rate": cuts / n,
             "cost": cum_cost[cuts],
             "n_large": cuts,
+            "gap_se": gap_se,
         }
     )
 
@@ -88,11 +98,14 @@ def choose_threshold(
     *,
     max_large_rate: float | None = None,
     target_accuracy: float | None = None,
+    match_z: float = 2.0,
 ) -> Choice:
     """Pick δ from a sweep.
 
     ``match_large``: the lowest large-call rate whose accuracy is at least the large model's
-    own (the last row of the sweep). ``max_large_rate``: the best accuracy with at most that
+    own (the last row of the sweep) by ``match_z`` standard errors of the paired gap, so that a
+    lead that validation noise could explain does not count (``match_z=0`` takes the point
+    estimate; sending everything to the large model always qualifies). ``max_large_rate``: the best accuracy with at most that
     share of items sent to the large model. ``target_accuracy``: the lowest large-call rate
     reaching that accuracy. A goal that cannot be met warns and falls back to the best accuracy.
 
@@ -100,7 +113,7 @@ def choose_threshold(
     --------
     >>> sweep = threshold_sweep(np.array([0.9, 0.6, 0.55]), np.array([1, 0, 0], bool),
     ...                         np.array([0, 1, 1], bool))
-    >>> choose_threshold(sweep, "match_large").row
+    >>> choose_threshold(sweep, "match_large", match_z=0).row
     1
     >>> choose_threshold(sweep, "max_large_rate", max_large_rate=0.7).row
     2
@@ -111,8 +124,10 @@ def choose_threshold(
     rate = sweep["large_rate"].to_numpy()
     eps = 1e-12
     if policy == "match_large":
-        goal = f"accuracy >= large-only accuracy ({acc[-1]:.4f})"
-        ok = acc >= acc[-1] - eps
+        if match_z < 0:
+            raise ConfigError(f"match_z must be >= 0, got {match_z!r}")
+        goal = f"accuracy >= large-only accuracy ({acc[-1]:.4f}) + {match_z:g} standard errors"
+        ok = acc - acc[-1] - match_z * sweep["gap_se"].to_numpy() >= -eps
         pick = _lowest_rate(ok, rate)
     elif policy == "max_large_rate":
         if max_large_rate is None or not 0.0 <= max_large_rate <= 1.0:

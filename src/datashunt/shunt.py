@@ -48,6 +48,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Goal of the calibration, see :func:`datashunt.calibration.choose_threshold`.
     max_large_rate, target_accuracy : float, optional
         The goal's figure for the two policies that need one.
+    match_z : float
+        ``match_large`` only: by how many standard errors of the paired validation gap the shunt
+        must lead the large model, so that a lead within validation noise does not count.
     confidence : {"max_proba", "margin", "entropy"} or callable
         How sure the small model is (:mod:`datashunt.confidence`).
     prompt_pruning : {None, "soft", "hard"}
@@ -56,6 +59,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         ``soft`` gives the large model the small model's probabilities for them as prior knowledge;
         ``hard`` removes those whose small-model probability is under ``pruning_cutoff`` from the
         candidate labels (at least two always stay, so with two classes nothing is removed).
+        After :meth:`distill` both still come from the specific small model, the one judged.
     pruning_level, pruning_cutoff : float
         See ``prompt_pruning``.
     label_names : dict, optional
@@ -96,7 +100,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, small, large, *, threshold="auto", policy="match_large", max_large_rate=None,
-                 target_accuracy=None, confidence="max_proba", prompt_pruning=None, pruning_level=0.9,
+                 target_accuracy=None, match_z=2.0, confidence="max_proba", prompt_pruning=None, pruning_level=0.9,
                  pruning_cutoff=0.1, label_names=None, validation_fraction=0.2,
                  random_state=None, progress=False):
         self.small = small
@@ -105,6 +109,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.policy = policy
         self.max_large_rate = max_large_rate
         self.target_accuracy = target_accuracy
+        self.match_z = match_z
         self.confidence = confidence
         self.prompt_pruning = prompt_pruning
         self.pruning_level = pruning_level
@@ -195,7 +200,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         large_cost = self.large_.price_of(routing.prompt_tokens)
         self.sweep_ = threshold_sweep(routing.confidence_small, small_pred == y_val, large_pred == y_val, large_cost)
         choice = choose_threshold(self.sweep_, self.policy, max_large_rate=self.max_large_rate,
-                                  target_accuracy=self.target_accuracy)
+                                  target_accuracy=self.target_accuracy, match_z=self.match_z)
         self.threshold_ = choice.threshold
         row = self.sweep_.iloc[choice.row]
         self.calibration_ = {
@@ -295,6 +300,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         rows = inputs[idx] if len(idx) < n else inputs
         measure = get_measure(self.confidence)
         proba_s = self.small_.predict_proba(rows)
+        # Prompt Pruning speaks for the specific small model, whose classes were judged on validation.
+        proba_s1 = np.full((n, k), np.nan)
+        proba_s1[idx] = proba_s
         conf = np.asarray(measure(proba_s), dtype=float)
         out.route[idx] = "small"
         if getattr(self, "learnable_", None) is not None:  # 2CD: the surer of the two small models answers
@@ -306,7 +314,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         out.proba[idx], out.small_proba[idx], out.confidence_small[idx] = proba_s, proba_s, conf
         go = idx[conf < threshold]
         if len(go):
-            pruning = self.pruning_.prompt_args(out.small_proba[go], self.labels_) if self.pruning_ else {}
+            pruning = self.pruning_.prompt_args(proba_s1[go], self.labels_) if self.pruning_ else {}
             result = self.large_.predict_proba(list(inputs[go]), self.labels_, progress=self.progress, **pruning)
             ok = result.ok
             out.proba[go[ok]] = result.proba[ok]

@@ -1,0 +1,81 @@
+"""How often a calibrated δ keeps Data Shunt at or above the LLM on unseen items, by ``match_z``.
+
+Uses only the core benchmark's validation split (VADER movies, same seed): the small model is
+trained on the training split, the LLM answers every validation sentence (from the call cache
+after the core benchmark), then the validation set is cut in two halves many times over. δ is
+calibrated with ``match_large`` on one half (as the demo does on its 500 sentences) and judged on
+the other: the gap between the shunt's accuracy and the LLM's, and the share of items sent to
+the LLM. The test split is not touched.
+
+    .venv/bin/python benchmarks/calibration.py --seed 0 --small tfidf minilm
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from core import RESULTS, split
+from datashunt import ShuntClassifier
+from datashunt.calibration import choose_threshold, threshold_sweep
+from datashunt.cli import DEMO_INSTRUCTION
+from datashunt.large.llama_cpp import LlamaCppModel
+from datashunt.small import make_small
+
+
+def validation_outcomes(small, model, seed, n_val, n_test):
+    """Per validation item: the small model's confidence and whether each model was right."""
+    train, val, _ = split(seed, n_val, n_test)
+    shunt = ShuntClassifier(make_small(small, random_state=seed), LlamaCppModel(model, prompt=DEMO_INSTRUCTION),
+                            threshold=np.inf, progress=True).fit(train["text"], train["label"])
+    routes = shunt.route(val["text"])  # δ = +inf: every item is answered by the LLM
+    y = val["label"].to_numpy(dtype=object)
+    small_proba = shunt.small_.predict_proba(val["text"])
+    small_right = shunt.classes_[small_proba.argmax(axis=1)] == y
+    return routes["confidence_small"].to_numpy(), small_right, routes["label"].to_numpy() == y
+
+
+def split_half(confidence, small_right, large_right, z_values, repeats, seed):
+    rng = np.random.default_rng(seed)
+    n = len(confidence)
+    out = {z: {"gap": [], "large_rate": []} for z in z_values}
+    for _ in range(repeats):
+        order = rng.permutation(n)
+        fit, judge = order[: n // 2], order[n // 2:]
+        sweep = threshold_sweep(confidence[fit], small_right[fit], large_right[fit])
+        for z in z_values:
+            delta = choose_threshold(sweep, "match_large", match_z=z).threshold
+            to_large = confidence[judge] < delta
+            shunt_right = np.where(to_large, large_right[judge], small_right[judge])
+            out[z]["gap"].append(shunt_right.mean() - large_right[judge].mean())
+            out[z]["large_rate"].append(to_large.mean())
+    return [{"match_z": z, "mean_gap": float(np.mean(r["gap"])), "share_below_llm": float(np.mean(np.array(r["gap"]) < 0)),
+             "gap_5th_percentile": float(np.percentile(r["gap"], 5)), "mean_large_rate": float(np.mean(r["large_rate"]))}
+            for z, r in out.items()]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-validation", type=int, default=1000)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument("--small", nargs="+", default=["tfidf", "minilm"])
+    parser.add_argument("--z", nargs="+", type=float, default=[0.0, 0.5, 1.0, 1.5, 2.0])
+    parser.add_argument("--repeats", type=int, default=500)
+    args = parser.parse_args()
+    command = "python benchmarks/calibration.py " + " ".join(sys.argv[1:])
+    result = {"command": command, "seed": args.seed, "repeats": args.repeats, "half": args.n_validation // 2,
+              "small": {}}
+    for small in args.small:
+        outcomes = validation_outcomes(small, args.model, args.seed, args.n_validation, args.n_test)
+        result["small"][small] = split_half(*outcomes, args.z, args.repeats, args.seed)
+        for row in result["small"][small]:
+            print(small, row, flush=True)
+    (RESULTS / "calibration.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
