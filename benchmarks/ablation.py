@@ -13,6 +13,7 @@ test split.
 
     .venv/bin/python benchmarks/ablation.py --seed 0 --data tweets --max-large-rate 0.3
     .venv/bin/python benchmarks/ablation.py --seed 0 --data movies
+    .venv/bin/python benchmarks/ablation.py --seed 0 --data debian --max-large-rate 0.3 --rounds 0
 """
 
 import argparse
@@ -130,8 +131,8 @@ def run(name, args):
         data["systems"][key]["excelled_classes"] = [
             str(c) for c in shunt.class_report_.loc[shunt.class_report_["excels"], "class"]]
         print(name, key, data["systems"][key]["accuracy"], data["systems"][key]["large_accuracy_on_routed"], flush=True)
-    systems = [("DS + 2CD", clone(base))]
-    if pruned:
+    systems = [("DS + 2CD", clone(base))] if args.rounds else []
+    if pruned and args.rounds:
         best = max(pruned, key=lambda m: pruned[m][0] or 0)
         systems.append((f"DS + {best} PP + 2CD", clone(pruned[best][1])))
 
@@ -156,7 +157,7 @@ def main():
     parser.add_argument("--n-validation", type=int, default=1000)
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--n-pool", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of 2CD; 0 measures Prompt Pruning only")
     parser.add_argument("--max-large-rate", type=float, help="δ from this budget instead of match_large")
     parser.add_argument("--pruning-levels", nargs="+", type=float, default=[0.9, 0.8, 0.7])
     args = parser.parse_args()

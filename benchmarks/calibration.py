@@ -29,7 +29,8 @@ def validation_outcomes(small, model, seed, n_val, n_test):
     """Per validation item: the small model's confidence and whether each model was right."""
     train, val, _ = split(seed, n_val, n_test)
     shunt = ShuntClassifier(make_small(small, random_state=seed), LlamaCppModel(model, prompt=DEMO_INSTRUCTION),
-                            threshold=np.inf, progress=True).fit(train["text"], train["label"])
+                            threshold=np.inf, random_state=seed, progress=True)
+    shunt.fit(train["text"], train["label"], X_val=val["text"], y_val=val["label"])
     routes = shunt.route(val["text"])  # δ = +inf: every item is answered by the LLM
     y = val["label"].to_numpy(dtype=object)
     small_proba = shunt.small_.predict_proba(val["text"])

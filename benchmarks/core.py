@@ -1,7 +1,7 @@
 """Data Shunt on VADER movie sentences with the local Qwen2.5-Coder-1.5B: the core benchmark.
 
 For each small model: small-only, large-only and Data Shunt (δ from the ``match_large`` policy,
-calibrated on the validation split) on a held-out test split that nothing is tuned on; the δ
+calibrated on the validation split; also with the paper's point-estimate rule, ``match_z=0``) on a held-out test split that nothing is tuned on; the δ
 sweep on validation and, for the figure only, on test. Also the routing overhead of the small
 path and the seconds per large call with and without reuse of the prompt's shared prefix.
 
@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from datashunt import ShuntClassifier
-from datashunt.calibration import threshold_sweep
+from datashunt.calibration import choose_threshold, threshold_sweep
 from datashunt.cli import DEMO_INSTRUCTION
 from datashunt.datasets.vader import load_vader
 from datashunt.evaluation import compare
@@ -92,13 +92,18 @@ def main():
         y = test["label"].to_numpy()
         routes = evaluation.routes
         large_right = compare_large_right(shunt, test["text"], y)
-        test_sweep = threshold_sweep(routes["confidence_small"].to_numpy(),
-                                     shunt.classes_[shunt.small_.predict_proba(test["text"]).argmax(1)] == y,
-                                     large_right)
+        small_right = shunt.classes_[shunt.small_.predict_proba(test["text"]).argmax(1)] == y
+        test_sweep = threshold_sweep(routes["confidence_small"].to_numpy(), small_right, large_right)
+        # The paper's rule (the point estimate, match_z=0), calibrated on the same validation sweep.
+        delta = choose_threshold(shunt.sweep_, "match_large", match_z=0).threshold
+        to_large = routes["confidence_small"].to_numpy() < delta
+        point_estimate = {"threshold": delta, "accuracy": float(np.where(to_large, large_right, small_right).mean()),
+                          "large_rate": float(to_large.mean())}
         results["small_models"][name] = {
             "fit_seconds": fit_seconds,
             "threshold": shunt.threshold_,
             "calibration": shunt.calibration_,
+            "point_estimate_match_z_0": point_estimate,
             "summary": evaluation.summary.to_dict("records"),
             "per_class": evaluation.per_class.to_dict("records"),
             "validation_sweep": shunt.sweep_.replace([np.inf, -np.inf], None).to_dict("list"),

@@ -13,13 +13,15 @@ def core_tables(result: dict) -> str:
     lines = [f"`{result['command']}` (seed {result['seed']}; train {result['n_train']}, validation "
              f"{result['n_validation']}, test {result['n_test']}; large model {result['large']})", "",
              "| small model | small only | large only | Data Shunt | sent to large (test) | δ | sent to large (validation) "
-             "| fit + calibration (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| Data Shunt, point estimate (`match_z=0`) | sent to large | fit + calibration (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["small_models"].items():
         rows = {row["system"]: row for row in r["summary"]}
+        point = r["point_estimate_match_z_0"]
         lines.append(f"| {name} | {rows['small only']['accuracy']:.4f} | {rows['large only']['accuracy']:.4f} | "
                      f"{rows['data shunt']['accuracy']:.4f} | {rows['data shunt']['large_rate']:.1%} | "
-                     f"{r['threshold']:.4f} | {r['calibration']['large_rate']:.1%} | {r['fit_seconds']:.0f} |")
+                     f"{r['threshold']:.4f} | {r['calibration']['large_rate']:.1%} | {point['accuracy']:.4f} | "
+                     f"{point['large_rate']:.1%} | {r['fit_seconds']:.0f} |")
     lines += ["", "| small model | small path, direct `predict_proba` (items/s) | through the shunt (items/s) | overhead |",
               "|---|---|---|---|"]
     for name, r in result["small_models"].items():
@@ -45,6 +47,59 @@ def sweep_table(result: dict, name: str, every: float = 0.1) -> str:
             lines.append(f"| {rate:.0%} | {acc:.4f} | {'-' if delta is None else f'{delta:.4f}'} |")
             target += every
     return "\n".join(lines)
+
+
+def calibration_table(result: dict) -> str:
+    lines = [f"`{result['command']}` ({result['repeats']} random halves of {result['half']} validation sentences: "
+             "δ calibrated on one half, judged on the other)", "",
+             "| small model | `match_z` | shunt − LLM on the other half (mean) | 5th percentile | halves below the LLM "
+             "| sent to the LLM (mean) |", "|---|---|---|---|---|---|"]
+    for name, rows in result["small"].items():
+        for r in rows:
+            lines.append(f"| {name} | {r['match_z']:g} | {r['mean_gap']:+.4f} | {r['gap_5th_percentile']:+.4f} | "
+                         f"{r['share_below_llm']:.0%} | {r['mean_large_rate']:.1%} |")
+    return "\n".join(lines)
+
+
+def ablation_tables(result: dict) -> str:
+    """Table 4: overall, per group and routed accuracy per system; routed accuracy per class; 2CD rounds."""
+    systems = result["systems"]
+    groups = ", ".join(f"{g}: {', '.join(members)}" for g, members in result["groups"].items())
+    lines = [f"`{result['command']}` (seed {result['seed']}; small model {result['small']}, large model "
+             f"{result['large']}; train {result['n_train']}, validation {result['n_validation']}, test "
+             f"{result['n_test']}, unlabeled pool {result['n_pool']}; {groups})", "",
+             "| system | accuracy | head | medium | tail | sent to the LLM | LLM accuracy on the items sent | "
+             "LLM prompt tokens |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in systems.items():
+        routed = r["large_accuracy_on_routed"]
+        lines.append(f"| {name} | {r['accuracy']:.4f} | {r['head_accuracy']:.4f} | {r['medium_accuracy']:.4f} | "
+                     f"{r['tail_accuracy']:.4f} | {r['large_rate']:.1%} | "
+                     f"{'-' if routed is None else f'{routed:.4f}'} | {r['large_prompt_tokens']:,} |")
+    pp = [name for name in systems if name.endswith(" PP")]
+    lines += ["", "| class | " + " | ".join(f"LLM on items sent, {name}" for name in ["DS", *pp]) + " |",
+              "|---|" + "---|" * (len(pp) + 1)]
+    for c in result["classes"]:
+        cells = [systems[name]["per_class_routed_large_accuracy"].get(c) for name in ["DS", *pp]]
+        lines.append(f"| {c} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in cells) + " |")
+    if result.get("pp_validation"):
+        lines += ["", "Prompt Pruning level chosen on validation (LLM accuracy on the validation items sent):", "",
+                  "| mode | level | classes the small model excels in | with PP | without |", "|---|---|---|---|---|"]
+        for r in result["pp_validation"]:
+            lines.append(f"| {r['mode']} | {r['level']:g} | {', '.join(r['excelled_classes'])} | "
+                         f"{r['large_accuracy_on_routed']:.4f} | {r['plain']:.4f} |")
+    for name, r in systems.items():
+        if "rounds" in r:
+            lines += ["", f"{name}, round by round (test):", "", "| round | δ | accuracy | sent to the LLM | "
+                      "answered by the learnable copy | learned from s1 | learned from the LLM |", "|---|---|---|---|---|---|---|"]
+            for row in r["rounds"]:
+                lines.append(f"| {row['round']} | {row['threshold']:.4f} | {row['accuracy']:.4f} | "
+                             f"{row['large_rate']:.1%} | {row['learnable_rate']:.1%} | {_count(row.get('n_from_small'))} | "
+                             f"{_count(row.get('n_from_large'))} |")
+    return "\n".join(lines)
+
+
+def _count(value) -> str:
+    return "-" if value is None or value != value else f"{int(value):,}"  # round 0 learned nothing: NaN
 
 
 def core_figure(result: dict, path: Path) -> None:
@@ -82,6 +137,13 @@ def main():
             print()
             print(sweep_table(result, name))
         core_figure(result, RESULTS / "core_sweep.png")
+    calibration = RESULTS / "calibration.json"
+    if calibration.is_file():
+        print()
+        print(calibration_table(json.loads(calibration.read_text())))
+    for path in sorted(RESULTS.glob("ablation_*.json")):
+        print(f"\n### {path.stem.removeprefix('ablation_')}\n")
+        print(ablation_tables(json.loads(path.read_text())))
 
 
 if __name__ == "__main__":
