@@ -11,9 +11,9 @@ that did better there. 2CD runs three rounds over unlabeled traffic (a held-apar
 data, labels unused), recalibrating δ on validation after each round. Nothing is chosen on the
 test split.
 
-    .venv/bin/python benchmarks/ablation.py --seed 0 --data tweets --max-large-rate 0.3
-    .venv/bin/python benchmarks/ablation.py --seed 0 --data movies
-    .venv/bin/python benchmarks/ablation.py --seed 0 --data debian --max-large-rate 0.3 --rounds 0
+    .venv/bin/python benchmarks/ablation.py --seed 0 --data tweets --max-large-rate 0.3 --n-pool 2000
+    .venv/bin/python benchmarks/ablation.py --seed 0 --data movies --n-pool 1500 [--match-z 0]
+    .venv/bin/python benchmarks/ablation.py --seed 0 --data debian --max-large-rate 0.3 --rounds 0 --n-validation 500 --n-test 500 --n-pool 100
 """
 
 import argparse
@@ -96,6 +96,8 @@ def run(name, args):
 
     start = time.perf_counter()
     policy = {"policy": "max_large_rate", "max_large_rate": args.max_large_rate} if args.max_large_rate else {}
+    if args.match_z is not None:
+        policy["match_z"] = args.match_z
     base = ShuntClassifier(small, large, random_state=args.seed, progress=True, **policy)
     base.fit(train["text"], train["label"], **fit_kwargs)
     data["threshold"] = base.threshold_
@@ -159,12 +161,13 @@ def main():
     parser.add_argument("--n-pool", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of 2CD; 0 measures Prompt Pruning only")
     parser.add_argument("--max-large-rate", type=float, help="δ from this budget instead of match_large")
+    parser.add_argument("--match-z", type=float, help="match_large's noise guard (default: the shunt's own)")
     parser.add_argument("--pruning-levels", nargs="+", type=float, default=[0.9, 0.8, 0.7])
     args = parser.parse_args()
     command = "python benchmarks/ablation.py " + " ".join(sys.argv[1:])
     print(command, flush=True)
     for name in args.data:
-        out = RESULTS / f"ablation_{name}.json"
+        out = RESULTS / f"ablation_{name}{'' if args.match_z is None else f'_z{args.match_z:g}'}.json"
         result = {"command": command, "seed": args.seed, "large": args.model, "small": args.small,
                   **run(name, args)}
         out.write_text(json.dumps(result, indent=1, default=float))
