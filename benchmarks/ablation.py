@@ -8,11 +8,11 @@ without it, so the items sent to the large model are the same and only its answe
 level that decides which classes the small model excels in is chosen per mode on the validation
 items routed to the large model, from ``--pruning-levels``; the mode used with 2CD is the one
 that did better there. 2CD runs three rounds over unlabeled traffic (a held-apart part of the
-data, labels unused), recalibrating δ on validation after each round. Nothing is chosen on the
-test split.
+data, labels unused), recalibrating δ on validation after each round (or, with
+``--no-recalibrate``, keeping it as the paper does). Nothing is chosen on the test split.
 
     .venv/bin/python benchmarks/ablation.py --seed 0 --data tweets --max-large-rate 0.3 --n-pool 2000
-    .venv/bin/python benchmarks/ablation.py --seed 0 --data movies --n-pool 1500 [--match-z 0]
+    .venv/bin/python benchmarks/ablation.py --seed 0 --data movies --n-pool 1500 [--match-z 0] [--no-recalibrate]
     .venv/bin/python benchmarks/ablation.py --seed 0 --data debian --max-large-rate 0.3 --rounds 0 --n-validation 500 --n-test 500 --n-pool 100
 """
 
@@ -141,9 +141,9 @@ def run(name, args):
     for label, shunt in systems:
         shunt.set_params(progress=True)
         shunt.fit(train["text"], train["label"], **fit_kwargs)
+        recalibrate = {"X_val": val["text"], "y_val": val["label"]} if args.recalibrate else {}
         rounds = distill_rounds(shunt, pool["text"], args.rounds, test["text"], test["label"],
-                                X_train=train["text"], y_train=train["label"], **{"X_val": val["text"],
-                                                                                   "y_val": val["label"]})
+                                X_train=train["text"], y_train=train["label"], **recalibrate)
         data["systems"][label], _ = measure(shunt, test["text"], test["label"], group_of)
         data["systems"][label]["rounds"] = rounds.to_dict("records")
         print(name, label, rounds[["round", "accuracy", "large_rate"]].to_string(index=False), flush=True)
@@ -161,13 +161,16 @@ def main():
     parser.add_argument("--n-pool", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of 2CD; 0 measures Prompt Pruning only")
     parser.add_argument("--max-large-rate", type=float, help="δ from this budget instead of match_large")
+    parser.add_argument("--recalibrate", action=argparse.BooleanOptionalAction, default=True,
+                        help="recalibrate δ on validation after each 2CD round (--no-recalibrate keeps it)")
     parser.add_argument("--match-z", type=float, help="match_large's noise guard (default: the shunt's own)")
     parser.add_argument("--pruning-levels", nargs="+", type=float, default=[0.9, 0.8, 0.7])
     args = parser.parse_args()
     command = "python benchmarks/ablation.py " + " ".join(sys.argv[1:])
     print(command, flush=True)
     for name in args.data:
-        out = RESULTS / f"ablation_{name}{'' if args.match_z is None else f'_z{args.match_z:g}'}.json"
+        suffix = ("" if args.match_z is None else f"_z{args.match_z:g}") + ("" if args.recalibrate else "_fixed_delta")
+        out = RESULTS / f"ablation_{name}{suffix}.json"
         result = {"command": command, "seed": args.seed, "large": args.model, "small": args.small,
                   **run(name, args)}
         out.write_text(json.dumps(result, indent=1, default=float))

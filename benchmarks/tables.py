@@ -64,23 +64,23 @@ def calibration_table(result: dict) -> str:
 def ablation_tables(result: dict) -> str:
     """Table 4: overall, per group and routed accuracy per system; routed accuracy per class; 2CD rounds."""
     systems = result["systems"]
-    groups = ", ".join(f"{g}: {', '.join(members)}" for g, members in result["groups"].items())
+    tiers = [g for g, members in result["groups"].items() if members]  # none worth naming with two classes
+    tiers = tiers if len(tiers) == 3 else []
+    groups = "".join(f"; {g}: {', '.join(result['groups'][g])}" for g in tiers)
     lines = [f"`{result['command']}` (seed {result['seed']}; small model {result['small']}, large model "
              f"{result['large']}; train {result['n_train']}, validation {result['n_validation']}, test "
-             f"{result['n_test']}, unlabeled pool {result['n_pool']}; {groups})", "",
-             "| system | accuracy | head | medium | tail | sent to the LLM | LLM accuracy on the items sent | "
-             "LLM prompt tokens |", "|---|---|---|---|---|---|---|---|"]
+             f"{result['n_test']}, unlabeled pool {result['n_pool']}{groups})", "",
+             "| system | accuracy | " + "".join(f"{g} | " for g in tiers) + "sent to the LLM | "
+             "LLM accuracy on the items sent | LLM prompt tokens |", "|---|---|" + "---|" * len(tiers) + "---|---|---|"]
     for name, r in systems.items():
-        routed = r["large_accuracy_on_routed"]
-        lines.append(f"| {name} | {r['accuracy']:.4f} | {r['head_accuracy']:.4f} | {r['medium_accuracy']:.4f} | "
-                     f"{r['tail_accuracy']:.4f} | {r['large_rate']:.1%} | "
-                     f"{'-' if routed is None else f'{routed:.4f}'} | {r['large_prompt_tokens']:,} |")
+        lines.append(f"| {name} | {r['accuracy']:.4f} | " + "".join(f"{_num(r[f'{g}_accuracy'])} | " for g in tiers)
+                     + f"{r['large_rate']:.1%} | {_num(r['large_accuracy_on_routed'])} | {r['large_prompt_tokens']:,} |")
     pp = [name for name in systems if name.endswith(" PP")]
     lines += ["", "| class | " + " | ".join(f"LLM on items sent, {name}" for name in ["DS", *pp]) + " |",
               "|---|" + "---|" * (len(pp) + 1)]
     for c in result["classes"]:
         cells = [systems[name]["per_class_routed_large_accuracy"].get(c) for name in ["DS", *pp]]
-        lines.append(f"| {c} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in cells) + " |")
+        lines.append(f"| {c} | " + " | ".join(_num(v, 3) for v in cells) + " |")
     if result.get("pp_validation"):
         lines += ["", "Prompt Pruning level chosen on validation (LLM accuracy on the validation items sent):", "",
                   "| mode | level | classes the small model excels in | with PP | without |", "|---|---|---|---|---|"]
@@ -96,6 +96,10 @@ def ablation_tables(result: dict) -> str:
                              f"{row['large_rate']:.1%} | {row['learnable_rate']:.1%} | {_count(row.get('n_from_small'))} | "
                              f"{_count(row.get('n_from_large'))} |")
     return "\n".join(lines)
+
+
+def _num(value, digits=4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _count(value) -> str:
