@@ -3,7 +3,8 @@
 For each data set: Data Shunt alone, with soft and with hard Prompt Pruning, with 2-Stage
 Confidence Distillation, and with both. δ comes from ``match_large`` on validation or, with
 ``--max-large-rate``, from that budget (for data where the LLM alone is worse than the small
-model, so that ``match_large`` would send it nothing). Prompt Pruning keeps the δ calibrated
+model, so that ``match_large`` would send it nothing), or with ``--large-share`` as the δ that
+sends that share of the validation items (where even the budget's best point sends almost none). Prompt Pruning keeps the δ calibrated
 without it, so the items sent to the large model are the same and only its answers differ. The
 level that decides which classes the small model excels in is chosen per mode on the validation
 items routed to the large model, from ``--pruning-levels``; the mode used with 2CD is the one
@@ -13,7 +14,7 @@ data, labels unused), recalibrating δ on validation after each round (or, with
 
     .venv/bin/python benchmarks/ablation.py --seed 0 --data tweets --max-large-rate 0.3 --n-pool 2000
     .venv/bin/python benchmarks/ablation.py --seed 0 --data movies --n-pool 1500 [--match-z 0] [--no-recalibrate]
-    .venv/bin/python benchmarks/ablation.py --seed 0 --data debian --max-large-rate 0.3 --rounds 0 --n-validation 500 --n-test 500 --n-pool 100
+    .venv/bin/python benchmarks/ablation.py --seed 0 --data debian --large-share 0.3 --rounds 0 --n-validation 500 --n-test 500 --n-pool 100
 """
 
 import argparse
@@ -100,8 +101,12 @@ def run(name, args):
         policy["match_z"] = args.match_z
     base = ShuntClassifier(small, large, random_state=args.seed, progress=True, **policy)
     base.fit(train["text"], train["label"], **fit_kwargs)
-    data["threshold"] = base.threshold_
     data["calibration"] = base.calibration_
+    if args.large_share:  # δ at that share of the validation items, whatever the accuracy
+        sweep = base.sweep_
+        delta = float(sweep.loc[sweep["large_rate"] >= args.large_share, "threshold"].iloc[0])
+        base = clone(base).set_params(threshold=delta).fit(train["text"], train["label"], **fit_kwargs)
+    data["threshold"] = base.threshold_
     data["systems"]["DS"], _ = measure(base, test["text"], test["label"], group_of)
     print(name, "DS", data["systems"]["DS"]["accuracy"], f"{time.perf_counter() - start:.0f}s", flush=True)
 
@@ -161,6 +166,8 @@ def main():
     parser.add_argument("--n-pool", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of 2CD; 0 measures Prompt Pruning only")
     parser.add_argument("--max-large-rate", type=float, help="δ from this budget instead of match_large")
+    parser.add_argument("--large-share", type=float,
+                        help="δ that sends this share of the validation items to the LLM (to measure Prompt Pruning)")
     parser.add_argument("--recalibrate", action=argparse.BooleanOptionalAction, default=True,
                         help="recalibrate δ on validation after each 2CD round (--no-recalibrate keeps it)")
     parser.add_argument("--match-z", type=float, help="match_large's noise guard (default: the shunt's own)")
