@@ -102,12 +102,13 @@ def choose_threshold(
 ) -> Choice:
     """Pick δ from a sweep.
 
-    ``match_large``: the lowest large-call rate whose accuracy is at least the large model's
-    own (the last row of the sweep) by ``match_z`` standard errors of the paired gap, so that a
-    lead that validation noise could explain does not count (``match_z=0`` takes the point
-    estimate; sending everything to the large model always qualifies). ``max_large_rate``: the best accuracy with at most that
-    share of items sent to the large model. ``target_accuracy``: the lowest large-call rate
-    reaching that accuracy. A goal that cannot be met warns and falls back to the best accuracy.
+    ``match_large``: the lowest large-call rate whose accuracy is above the large model's own
+    (the last row of the sweep) by ``match_z`` standard errors of the paired gap, so that a lead
+    that validation noise could explain does not count (``match_z=0`` takes the point estimate;
+    sending everything to the large model always qualifies). ``max_large_rate``: the best
+    accuracy with at most that share of items sent to the large model. ``target_accuracy``: the
+    lowest large-call rate reaching that accuracy. A goal that cannot be met warns and falls back
+    to the best accuracy.
 
     Examples
     --------

@@ -299,22 +299,21 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         idx = np.flatnonzero(valid)
         rows = inputs[idx] if len(idx) < n else inputs
         measure = get_measure(self.confidence)
-        proba_s = self.small_.predict_proba(rows)
-        # Prompt Pruning speaks for the specific small model, whose classes were judged on validation.
-        proba_s1 = np.full((n, k), np.nan)
-        proba_s1[idx] = proba_s
-        conf = np.asarray(measure(proba_s), dtype=float)
+        proba_s1 = self.small_.predict_proba(rows)
+        proba_s, conf = proba_s1, np.asarray(measure(proba_s1), dtype=float)
         out.route[idx] = "small"
         if getattr(self, "learnable_", None) is not None:  # 2CD: the surer of the two small models answers
             proba_2 = self.learnable_.predict_proba(rows)
             conf_2 = np.asarray(measure(proba_2), dtype=float)
             better = conf_2 > conf
-            proba_s[better], conf[better] = proba_2[better], conf_2[better]
+            proba_s, conf = np.where(better[:, None], proba_2, proba_s1), np.where(better, conf_2, conf)
             out.route[idx[better]] = "learnable"
         out.proba[idx], out.small_proba[idx], out.confidence_small[idx] = proba_s, proba_s, conf
-        go = idx[conf < threshold]
+        unsure = conf < threshold
+        go = idx[unsure]
         if len(go):
-            pruning = self.pruning_.prompt_args(proba_s1[go], self.labels_) if self.pruning_ else {}
+            # Prompt Pruning speaks for the specific small model, whose classes were judged on validation.
+            pruning = self.pruning_.prompt_args(proba_s1[unsure], self.labels_) if self.pruning_ else {}
             result = self.large_.predict_proba(list(inputs[go]), self.labels_, progress=self.progress, **pruning)
             ok = result.ok
             out.proba[go[ok]] = result.proba[ok]
