@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import RESULTS, split
+from core import RESULTS, split, split_arguments
 from datashunt import ShuntClassifier
 from datashunt.calibration import choose_threshold, threshold_sweep
 from datashunt.cli import DEMO_INSTRUCTION
@@ -58,11 +58,7 @@ def split_half(confidence, small_right, large_right, z_values, repeats, seed):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-validation", type=int, default=1000)
-    parser.add_argument("--n-test", type=int, default=1000)
-    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser = split_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--small", nargs="+", default=["tfidf", "minilm"])
     parser.add_argument("--z", nargs="+", type=float, default=[0.0, 0.5, 1.0, 1.5, 2.0])
     parser.add_argument("--repeats", type=int, default=500)

@@ -36,6 +36,15 @@ def split(seed, n_val, n_test):
     return train, val, test
 
 
+def split_arguments(parser):
+    """The options that fix the split and the LLM, shared by the scripts built on this benchmark."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-validation", type=int, default=1000)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    return parser
+
+
 def routing_overhead(shunt, texts, repeats=7):
     """Items per second through the shunt's small path vs the small model's own predict_proba."""
     def best(fn):
@@ -66,11 +75,7 @@ def large_call_speed(model, texts):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-validation", type=int, default=1000)
-    parser.add_argument("--n-test", type=int, default=1000)
-    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser = split_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--small", nargs="+", default=["tfidf", "textcnn", "lstm", "minilm"])
     parser.add_argument("--out", type=Path, default=RESULTS / "core.json")
     args = parser.parse_args()
