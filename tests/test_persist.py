@@ -22,7 +22,7 @@ def fitted(tmp_path, sentiment):
 
 def test_saved_shunt_routes_exactly_like_the_original(fitted, sentiment, tmp_path):
     texts, _ = sentiment
-    loaded = load(save(fitted, tmp_path / "model"))
+    loaded = load(save(fitted, tmp_path / "model"), large_options={"table": str(tmp_path / "answers.csv")})
     pd.testing.assert_frame_equal(loaded.route(texts[400:]), fitted.route(texts[400:]))
     assert loaded.threshold_ == fitted.threshold_
     pd.testing.assert_frame_equal(loaded.sweep_, fitted.sweep_)
@@ -39,8 +39,8 @@ def test_saved_files_hold_no_pickle_and_no_secret(tmp_path, sentiment, monkeypat
         assert b"sk-very-secret" not in file.read_bytes()
     meta = json.loads((folder / "shunt.json").read_text())
     assert meta["large"] == {"backend": "openai", "options": meta["large"]["options"]}
-    assert meta["large"]["options"]["api_key_env"] == "MY_KEY"
-    assert load(folder).large_.base_url == "http://127.0.0.1:9/v1"
+    assert meta["large"]["options"]["api_key_env"] == "MY_KEY" and "cache" not in meta["large"]["options"]
+    assert load(folder, trust_saved_locations=True).large_.base_url == "http://127.0.0.1:9/v1"
 
 
 def test_corrupt_or_incomplete_folders_raise(fitted, tmp_path):
@@ -76,7 +76,7 @@ def test_in_memory_replay_table_cannot_be_saved(sentiment, tmp_path):
 def test_distilled_shunt_saves_its_learnable_model(fitted, sentiment, tmp_path):
     texts, labels = sentiment
     fitted.distill(texts[400:], X_train=texts[:400], y_train=labels[:400])
-    loaded = load(save(fitted, tmp_path / "model"))
+    loaded = load(save(fitted, tmp_path / "model"), trust_saved_locations=True)
     pd.testing.assert_frame_equal(loaded.route(texts[400:]), fitted.route(texts[400:]))
     assert (tmp_path / "model" / "learnable.skops").is_file() and loaded.learnable_ is not None
 

@@ -84,5 +84,5 @@ def test_hard_pruning_with_two_classes_changes_nothing(sentiment):
 
 def test_unknown_pruning_mode_raises(sentiment):
     texts, labels = sentiment
-    with pytest.raises(ConfigError, match="prompt_pruning must be one of"):
+    with pytest.raises(ConfigError, match="'prompt_pruning' parameter of ShuntClassifier must be a str among"):
         ShuntClassifier(make_small("tfidf"), FakeLargeModel(), prompt_pruning="medium").fit(texts, labels)

@@ -163,11 +163,11 @@ def test_label_names_are_what_the_large_model_sees(sentiment):
 
 def test_bad_constructor_arguments_raise_at_fit(sentiment, oracle):
     texts, labels = sentiment
-    with pytest.raises(ConfigError, match="threshold must be 'auto'"):
+    with pytest.raises(ConfigError, match="'threshold' parameter of ShuntClassifier must be a str among {'auto'}"):
         make_shunt(oracle, threshold="sometimes").fit(texts, labels)
-    with pytest.raises(ConfigError, match="validation_fraction"):
+    with pytest.raises(ConfigError, match=r"'validation_fraction' parameter .* range \(0.0, 1.0\). Got 1.5"):
         make_shunt(oracle, validation_fraction=1.5).fit(texts, labels)
-    with pytest.raises(ConfigError, match="unknown confidence"):
+    with pytest.raises(ConfigError, match="'confidence' parameter .* Got 'vibes'"):
         make_shunt(oracle, confidence="vibes").fit(texts, labels)
 
 

@@ -74,6 +74,7 @@ def demo(
     train, val = train_test_split(rest, test_size=n_validation, random_state=seed, stratify=rest["label"])
     console.print(f"VADER movie sentences: train {len(train)}, validation {len(val)}, test {len(test)} (seed {seed})")
     large = LlamaCppModel(model, prompt=DEMO_INSTRUCTION)
+    say_destination(large)
     shunt = with_progress(ShuntClassifier(make_small(small, random_state=seed), large, policy=policy,
                                           random_state=seed))
     start = time.perf_counter()
@@ -106,7 +107,9 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
     X_val = y_val = None
     if data.get("validation"):
         X_val, y_val = load_labeled(data["validation"], data["text_column"], data["label_column"], data["encoding"])
-    shunt = with_progress(build_shunt(cfg)).fit(X, y, X_val=X_val, y_val=y_val)
+    shunt = with_progress(build_shunt(cfg))
+    say_destination(shunt.large)
+    shunt.fit(X, y, X_val=X_val, y_val=y_val)
     out = Path(cfg["output"]["dir"])
     save(shunt, out / "model")
     write_report(out, None, shunt, {"command": f"datashunt fit {config}"})
@@ -121,19 +124,20 @@ def predict(
     input: Path = typer.Option(..., "--input", "-i", help="CSV, JSONL or Parquet file with a text column."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write one row per item (CSV)."),
     model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
+    trust_model_locations: bool = typer.Option(
+        False, help="Take where large-model calls go from the model folder instead of the config's [large]."),
 ):
     """Route and label new items; bad rows are flagged, not fatal. Re-running resumes from the call cache."""
     from .config import load_config
-    from .datasets.files import load_labeled
-    from .persist import load
+    from .datasets.files import check_writable, load_labeled, write_csv
 
     cfg = load_config(config)
-    shunt = load(model or Path(cfg["output"]["dir"]) / "model").set_params(progress=True)
+    check_writable(output)
+    shunt = load_shunt(cfg, model, trust_model_locations).set_params(progress=True)
     texts, _ = load_labeled(input, cfg["data"]["text_column"], None, cfg["data"]["encoding"])
     table = shunt.route(texts)
     table.insert(0, "text", texts.to_numpy())
-    output.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(output, index=False)
+    write_csv(table, output)
     counts = table["route"].value_counts().to_dict()
     console.print(f"{len(table)} items -> {output}; routes: {counts}; cost {table['cost'].sum():.4f}")
 
@@ -143,17 +147,18 @@ def predict(
 def evaluate(
     config: Path = typer.Argument(..., help="TOML config file with data.test."),
     model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
+    trust_model_locations: bool = typer.Option(
+        False, help="Take where large-model calls go from the model folder instead of the config's [large]."),
 ):
     """Compare small only, large only and Data Shunt on data.test; write a report folder."""
     from .config import load_config, require_key
     from .datasets.files import load_labeled
     from .evaluation import collaboration, compare, describe_collaboration, write_report
-    from .persist import load
 
     cfg = load_config(config)
     data = cfg["data"]
     out = Path(cfg["output"]["dir"])
-    shunt = load(model or out / "model")
+    shunt = load_shunt(cfg, model, trust_model_locations)
     X, y = load_labeled(require_key(cfg, "data", "test", "to evaluate"), data["text_column"], data["label_column"],
                         data["encoding"])
     evaluation = compare(shunt, X, y, progress=True)
@@ -171,17 +176,19 @@ def distill(
     rounds: int = typer.Option(3, min=1, help="Rounds; each brings in the next equal part of the pool."),
     epochs: int = typer.Option(None, help="Distillation epochs per round (torch small models)."),
     model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
+    trust_model_locations: bool = typer.Option(
+        False, help="Take where large-model calls go from the model folder instead of the config's [large]."),
 ):
     """2-Stage Confidence Distillation over unlabeled traffic, reported round by round on data.test."""
     from .config import load_config, require_key
     from .datasets.files import load_labeled
     from .distill import distill_rounds
-    from .persist import load, save
+    from .persist import save
 
     cfg = load_config(config)
     data = cfg["data"]
     out = Path(cfg["output"]["dir"])
-    shunt = load(model or out / "model")
+    shunt = load_shunt(cfg, model, trust_model_locations)
     columns = (data["text_column"], data["label_column"], data["encoding"])
     X_test, y_test = load_labeled(require_key(cfg, "data", "test", "to measure each round"), *columns)
     X_train, y_train = load_labeled(require_key(cfg, "data", "train", "to keep what the small model knows"),
@@ -206,6 +213,27 @@ def distill(
     save(shunt, out / "model")
     table.to_csv(out / "distill_rounds.csv", index=False)
     console.print(f"distilled shunt saved to {out / 'model'}; rounds in {out / 'distill_rounds.csv'}")
+
+
+def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
+    """A saved shunt whose large model's locations come from the config's [large] section (or, trusted, the folder)."""
+    from .config import large_options
+    from .large import backend_class
+    from .persist import load
+
+    options = large_options(cfg)
+    if trust_locations:
+        for name in backend_class(options["backend"]).location_params:
+            options.pop(name, None)
+    shunt = load(model or Path(cfg["output"]["dir"]) / "model", large_options=options,
+                 trust_saved_locations=trust_locations)
+    say_destination(shunt.large_)
+    return shunt
+
+
+def say_destination(large) -> None:
+    """Print where the large model's calls will go, before the first one is made."""
+    console.print(escape(f"large model: {large.describe()}"), highlight=False)
 
 
 def with_progress(shunt):

@@ -23,18 +23,20 @@
     dir = "reports/run"
 """
 
+import codecs
 import tomllib
 from pathlib import Path
 
 from .exceptions import ConfigError
 
 SECTIONS = {
-    "data": {"train", "validation", "test", "text_column", "label_column", "encoding"},
-    "small": {"model", "params"},
-    "large": None,  # backend options, checked against the backend's constructor
+    "data": {"train": str, "validation": str, "test": str, "text_column": str, "label_column": str, "encoding": str},
+    "small": {"model": str, "params": dict},
+    "large": None,  # backend options, checked against the backend's constructor and constraints
     "shunt": "ShuntClassifier",  # the shunt's constructor arguments, less the two models
-    "output": {"dir"},
+    "output": {"dir": str},
 }
+_TYPE_NAMES = {str: "string", dict: "table", object: "value"}
 
 
 def load_config(path) -> dict:
@@ -50,12 +52,19 @@ def load_config(path) -> dict:
 
 
 def check_config(config: dict, source: str = "config") -> dict:
-    """Check sections and keys, and fill in defaults.
+    """Check sections, keys and the types of plain values, and fill in defaults.
+
+    The shunt's and the backends' own values are checked by :func:`build_shunt` and
+    :func:`large_options` against their parameter constraints.
 
     Examples
     --------
     >>> check_config({"data": {"train": "t.csv"}, "large": {"backend": "openai", "model": "m"}})["data"]["text_column"]
     'text'
+    >>> check_config({"output": {"dir": 5}, "large": {"backend": "openai"}})
+    Traceback (most recent call last):
+    ...
+    datashunt.exceptions.ConfigError: config: [output] dir must be a string, got int (5)
     """
     unknown = sorted(set(config) - set(SECTIONS))
     if unknown:
@@ -64,18 +73,29 @@ def check_config(config: dict, source: str = "config") -> dict:
         if keys == "ShuntClassifier":
             from .shunt import ShuntClassifier
 
-            keys = set(ShuntClassifier._get_param_names()) - {"small", "large", "progress"}
+            keys = dict.fromkeys(set(ShuntClassifier._get_param_names()) - {"small", "large", "progress"}, object)
         section = config.setdefault(name, {})
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
-        if keys is not None and set(section) - keys:
-            raise ConfigError(f"{source}: unknown key(s) {sorted(set(section) - keys)} in [{name}]; "
+        if keys is None:
+            continue
+        if set(section) - set(keys):
+            raise ConfigError(f"{source}: unknown key(s) {sorted(set(section) - set(keys))} in [{name}]; "
                               f"allowed: {sorted(keys)}")
+        for key, value in section.items():
+            if not isinstance(value, keys[key]):
+                raise ConfigError(f"{source}: [{name}] {key} must be a {_TYPE_NAMES[keys[key]]}, "
+                                  f"got {type(value).__name__} ({value!r})")
     config["data"].setdefault("text_column", "text")
     config["data"].setdefault("label_column", "label")
     config["data"].setdefault("encoding", "utf-8")
+    try:
+        codecs.lookup(config["data"]["encoding"])
+    except LookupError:
+        raise ConfigError(f"{source}: [data] encoding {config['data']['encoding']!r} is not a known text "
+                          "encoding (e.g. 'utf-8', 'latin-1')") from None
     config["small"].setdefault("model", "tfidf")
-    if "backend" not in config["large"]:
+    if not isinstance(config["large"].get("backend"), str):
         raise ConfigError(f"{source}: [large] needs a 'backend' (llama_cpp, openai or replay)")
     config["output"].setdefault("dir", "reports/run")
     return config
@@ -89,13 +109,23 @@ def require_key(config: dict, section: str, key: str, why: str):
     return value
 
 
+def large_options(config: dict) -> dict:
+    """The [large] section as backend options (``backend`` included), checked against the backend."""
+    from .large import make_large
+    from .params import check_params
+
+    options = dict(config["large"])
+    check_params(make_large(**options), "[large]")
+    return options
+
+
 def build_shunt(config: dict):
-    """Constructor arguments from a checked config, assembled into a ShuntClassifier."""
+    """Constructor arguments from a checked config, assembled into a ShuntClassifier and checked."""
     from .large import make_large
     from .shunt import ShuntClassifier
     from .small import make_small
 
-    large_options = dict(config["large"])
-    backend = large_options.pop("backend")
     small = make_small(config["small"]["model"], **config["small"].get("params", {}))
-    return ShuntClassifier(small, make_large(backend, **large_options), **config["shunt"])
+    shunt = ShuntClassifier(small, make_large(**large_options(config)), **config["shunt"])
+    shunt.check_params()
+    return shunt

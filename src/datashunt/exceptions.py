@@ -17,6 +17,10 @@ class ModelFileError(DatashuntError, OSError):
     """A model file is missing, incomplete or corrupt."""
 
 
+class CacheError(DatashuntError, OSError):
+    """The on-disk call cache cannot be opened, read or written (a corrupt file, a folder in its place)."""
+
+
 class LargeModelError(DatashuntError, RuntimeError):
     """A large model call failed (network error, time-out, an answer outside the label set)."""
 

@@ -1,8 +1,9 @@
-"""Saving and loading a fitted shunt without unpickling anything untrusted.
+"""Saving and loading a fitted shunt: a folder of data that is never run as code.
 
 A saved shunt is a folder: ``shunt.json`` (threshold, classes, calibration, the large backend's
-name and options: never an API key), ``sweep.csv`` and ``small.skops`` (the small model in
-skops' format, which loads only the types it is told to trust).
+name and settings: never an API key, never the call cache), ``sweep.csv`` and ``small.skops``
+(the small model in skops' format, which builds only the types it is told to trust). What
+:func:`load` trusts, and where a loaded model's calls may go, is stated there.
 """
 
 import json
@@ -15,10 +16,23 @@ import skops.io as sio
 
 from . import __version__
 from .exceptions import ConfigError, ModelFileError
+from .params import check_params
 from .prompting import Prompt
 
 FORMAT = 1
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "datashunt.", "builtins.", "collections.")
+META_TYPES = {"format": int, "datashunt_version": str, "params": dict, "classes": list, "threshold": (int, float),
+              "calibration": dict, "class_report": dict, "distillation": (dict, type(None)), "large": dict}
+REPORT_COLUMNS = ("class", "precision", "recall", "support", "excels")
+SWEEP_COLUMNS = ("threshold", "accuracy", "large_rate")
+#: The exact types in datashunt's own small models that skops does not already trust (it trusts
+#: scikit-learn, NumPy and SciPy types and plain containers). Reviewed: each rebuilds itself from
+#: arrays and numbers only; the MiniLM model's architecture comes from the installed package.
+TRUSTED_TYPES = frozenset({
+    "datashunt.small.tfidf.CompactTfidfVectorizer",
+    "datashunt.small.textcnn.TextCNNClassifier",
+    "datashunt.small.lstm.LSTMClassifier",
+    "datashunt.small.minilm.MiniLMClassifier",
+})
 
 
 def save(shunt, folder) -> Path:
@@ -60,13 +74,41 @@ def save(shunt, folder) -> Path:
     return folder
 
 
-def load(folder, trusted: list[str] | None = None):
+def load(folder, *, large_options: dict | None = None, trust_saved_locations: bool = False,
+         trusted: list[str] | None = None):
     """Load a shunt saved by :func:`save`.
 
-    Only types from scikit-learn, NumPy, SciPy and datashunt are trusted in the small model;
-    pass ``trusted`` to allow others after checking them.
+    A folder is data: nothing in it runs, and nothing in it decides where texts or keys go.
+
+    - ``small.skops`` and ``learnable.skops`` may hold only the exact types listed in
+      :data:`TRUSTED_TYPES` (what datashunt's own small models are made of); any other type is
+      refused unless you name it in ``trusted`` after checking it.
+    - ``shunt.json`` is checked key by key: a missing or unknown key, a value of the wrong type, or
+      a class list that differs from the small model's is refused.
+    - Where the large model's calls go (an endpoint ``base_url``, the environment variable holding
+      the key ``api_key_env``, a replay ``table``, a GGUF file path) comes from ``large_options``;
+      a saved location other than the backend's default is refused unless you pass
+      ``trust_saved_locations=True``. The call cache is never taken from the folder.
+
+    Parameters
+    ----------
+    folder : path
+        The saved shunt.
+    large_options : dict, optional
+        Settings of the large backend that replace the saved ones: its locations, ``cache``,
+        time-outs, concurrency. A ``backend`` key, if given, must name the saved backend.
+    trust_saved_locations : bool
+        Use the locations written in the folder; only for folders whose author you trust.
+    trusted : list of str, optional
+        Further types to trust in the skops files.
+
+    Raises
+    ------
+    ModelFileError
+        The folder is incomplete, corrupt or holds something it should not.
+    ConfigError
+        The folder names a location and you gave none (see above).
     """
-    from .large import make_large
     from .shunt import ShuntClassifier
 
     folder = Path(folder)
@@ -74,44 +116,137 @@ def load(folder, trusted: list[str] | None = None):
     if not meta_path.is_file() or not small_path.is_file():
         raise ModelFileError(f"{folder} is not a saved shunt (needs shunt.json and small.skops)")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{meta_path} is corrupt: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise ModelFileError(f"{meta_path}: unsupported format {meta.get('format')!r} (this version reads {FORMAT})")
+    _check_meta(meta, meta_path)
     small = _load_skops(small_path, trusted)
     learnable_path = folder / "learnable.skops"
     learnable = _load_skops(learnable_path, trusted) if learnable_path.is_file() else None
-    options = dict(meta["large"]["options"])
-    if isinstance(options.get("prompt"), dict):
-        options["prompt"] = Prompt(**options["prompt"])
-    large = make_large(meta["large"]["backend"], **options)
+    for name, model in (("small", small), ("learnable", learnable)):
+        found = getattr(model, "classes_", None)
+        if model is not None and (found is None or np.asarray(found).tolist() != meta["classes"]):
+            raise ModelFileError(f"{meta_path}: classes {meta['classes']} differ from the {name} model's "
+                                 f"{None if found is None else np.asarray(found).tolist()}; the folder is inconsistent "
+                                 "(a different order would swap labels)")
+    large = _large(meta["large"], large_options, trust_saved_locations, meta_path)
     shunt = ShuntClassifier(small, large, **meta["params"])
-    shunt.small_, shunt.large_ = small, large
+    try:
+        check_params(shunt, "shunt")
+        shunt.small_, shunt.large_ = small, large
+        shunt.classes_ = np.asarray(meta["classes"])
+        shunt.labels_ = shunt._labels()
+    except ConfigError as exc:
+        raise ModelFileError(f"{meta_path}: {exc}") from None
     if learnable is not None:
-        shunt.learnable_, shunt.distillation_ = learnable, meta.get("distillation")
-    shunt.classes_ = np.asarray(meta["classes"])
-    shunt.labels_ = shunt._labels()
+        shunt.learnable_, shunt.distillation_ = learnable, meta["distillation"]
     shunt.threshold_ = float(meta["threshold"])
     shunt.calibration_ = meta["calibration"]
     shunt.class_report_ = pd.DataFrame(meta["class_report"])
     shunt._fit_pruning_from_report()
-    shunt.sweep_ = pd.read_csv(folder / "sweep.csv") if (folder / "sweep.csv").is_file() else None
+    shunt.sweep_ = _read_sweep(folder / "sweep.csv")
     if hasattr(small, "n_features_in_"):
         shunt.n_features_in_ = small.n_features_in_
     return shunt
 
 
+def _check_meta(meta, path) -> None:
+    """Refuse a shunt.json whose keys or value types are not exactly what :func:`save` writes."""
+    from .shunt import ShuntClassifier
+
+    def fail(why):
+        raise ModelFileError(f"{path}: {why}; the file was not written by datashunt or was changed")
+
+    if not isinstance(meta, dict):
+        fail(f"expected a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: unsupported format {meta.get('format')!r} (this version reads {FORMAT})")
+    _check_keys(meta, META_TYPES, "", fail)
+    if isinstance(meta["threshold"], bool) or meta["threshold"] != meta["threshold"]:
+        fail(f"threshold must be a number, got {meta['threshold']!r}")
+    _check_keys(meta["params"], dict.fromkeys(set(ShuntClassifier._get_param_names()) - {"small", "large"}, object),
+                "params.", fail)
+    _check_keys(meta["large"], {"backend": str, "options": dict}, "large.", fail)
+    classes = meta["classes"]
+    if not classes or not all(isinstance(c, (str, int, float)) for c in classes) or len(set(classes)) != len(classes):
+        fail(f"classes must be distinct strings or numbers, got {classes!r}")
+    report = meta["class_report"]
+    _check_keys(report, dict.fromkeys(REPORT_COLUMNS, list), "class_report.", fail)
+    if any(len(column) != len(classes) for column in report.values()) or report["class"] != classes:
+        fail("class_report does not describe the saved classes")
+
+
+def _check_keys(record: dict, types: dict, prefix: str, fail) -> None:
+    missing, extra = sorted(set(types) - set(record)), sorted(set(record) - set(types))
+    if missing or extra:
+        fail(f"missing key(s) {[prefix + k for k in missing]}, unknown key(s) {[prefix + k for k in extra]}")
+    for key, kind in types.items():
+        if not isinstance(record[key], kind):
+            fail(f"{prefix}{key} has the wrong type ({type(record[key]).__name__})")
+
+
+def _large(saved: dict, given: dict | None, trust: bool, path):
+    """The large backend: settings from the folder, locations only from the caller (or a trusted folder)."""
+    from .large import backend_class, make_large
+
+    cls = backend_class(saved["backend"])
+    options = {k: v for k, v in saved["options"].items() if k != "cache"}  # a cache belongs to a machine
+    given = dict(given or {})
+    given_backend = given.pop("backend", saved["backend"])
+    if given_backend != saved["backend"]:
+        raise ConfigError(f"{path}: the shunt was calibrated with the {saved['backend']!r} large backend, not "
+                          f"{given_backend!r}; refit it to change the large model")
+    foreign = [f"{name}={options[name]!r}" for name in cls.location_params
+               if name in options and name not in given and not trust
+               and not cls.is_default_location(name, options[name])]
+    if foreign:
+        shown = ", ".join(foreign)
+        raise ConfigError(
+            f"{path} says its large model uses {shown}. A loaded model takes where its calls go only from you: "
+            f"pass large_options with {', '.join(f.split('=')[0] for f in foreign)} (CLI: set them under [large] "
+            "in your config), or trust_saved_locations=True (CLI: --trust-model-locations) if you trust whoever "
+            "made this folder")
+    options.update(given)
+    if isinstance(options.get("prompt"), dict):
+        try:
+            options["prompt"] = Prompt(**options["prompt"])
+        except (TypeError, ConfigError) as exc:
+            raise ModelFileError(f"{path}: large.options.prompt is invalid: {exc}") from None
+    try:
+        large = make_large(saved["backend"], **options)
+        check_params(large, "large model")
+    except ConfigError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    return large
+
+
+def _read_sweep(path):
+    if not path.is_file():
+        return None
+    try:
+        sweep = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise ModelFileError(f"{path} is corrupt: {exc}") from None
+    missing = sorted(set(SWEEP_COLUMNS) - set(sweep.columns))
+    if missing or not all(pd.api.types.is_numeric_dtype(sweep[c]) for c in SWEEP_COLUMNS):
+        raise ModelFileError(f"{path} is not a threshold sweep (needs numeric columns {list(SWEEP_COLUMNS)})")
+    return sweep
+
+
 def _load_skops(path, trusted):
     try:
         untrusted = sio.get_untrusted_types(file=path)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as exc:
         raise ModelFileError(f"{path} is corrupt: {exc}") from None
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES) and t not in (trusted or [])]
+    allowed = TRUSTED_TYPES | set(trusted or ())
+    refused = sorted(t for t in untrusted if t not in allowed)
     if refused:
-        raise ModelFileError(f"{path} contains types that are not trusted: {refused}; "
-                             "if you trust the file, pass them in trusted=[...]")
-    return sio.load(path, trusted=untrusted)
+        raise ModelFileError(f"{path} contains types that are not trusted: {refused}; nothing was loaded. "
+                             "If you know what they are and trust the file, pass them in trusted=[...]")
+    try:
+        return sio.load(path, trusted=untrusted)
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, RuntimeError, OSError) as exc:
+        raise ModelFileError(f"{path} is corrupt: {type(exc).__name__}: {exc}") from None
 
 
 def _large_options(large) -> dict:
@@ -124,8 +259,7 @@ def _large_options(large) -> dict:
     price = options.get("price")
     if price is not None and not isinstance(price, dict):
         options["price"] = {k: getattr(price, k) for k in ("per_call", "per_million_input", "per_million_output")}
-    if isinstance(options.get("cache"), Path):
-        options["cache"] = str(options["cache"])
+    options.pop("cache", None)  # where answers are cached is the loading machine's choice
     return options
 
 

@@ -4,10 +4,14 @@ The item's text comes last so that every prompt of a run shares one long prefix 
 instruction and the label list), which a local model evaluates once and reuses.
 """
 
+import string
 from dataclasses import dataclass
 
 import pandas as pd
 
+from .exceptions import ConfigError
+
+TEMPLATE_FIELDS = ("instruction", "labels", "hint", "text")
 DEFAULT_TEMPLATE = "{instruction}\nAnswer with exactly one word from this list: {labels}.\n{hint}\nText: {text}"
 
 
@@ -26,6 +30,14 @@ class Prompt:
     template: str = DEFAULT_TEMPLATE
     system: str | None = None
 
+    def __post_init__(self):
+        for name in ("instruction", "template"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"prompt {name} must be a string, got {type(getattr(self, name)).__name__}")
+        if self.system is not None and not isinstance(self.system, str):
+            raise ConfigError(f"prompt system must be a string or None, got {type(self.system).__name__}")
+        check_template(self.template)
+
     def messages(self, text: str, labels: list[str], hint: str | None = None) -> list[dict]:
         """Chat messages for one item; ``hint`` is extra knowledge placed before the text."""
         content = self.template.format(
@@ -36,6 +48,33 @@ class Prompt:
         )
         msgs = [{"role": "system", "content": self.system}] if self.system else []
         return msgs + [{"role": "user", "content": content}]
+
+
+def check_template(template: str) -> None:
+    """Allow only plain ``{instruction}``, ``{labels}``, ``{hint}`` and ``{text}`` fields in a template.
+
+    A template may come from a saved model or a config file, so it must stay data: no attribute or
+    index access, no conversions or format specs (which could reach into objects or allocate
+    without bound), and ``{text}`` exactly once.
+
+    Examples
+    --------
+    >>> check_template("{text.__class__}")
+    Traceback (most recent call last):
+    ...
+    datashunt.exceptions.ConfigError: prompt template field '{text.__class__}' is not allowed; use only {instruction}, {labels}, {hint}, {text}
+    """
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"prompt template is malformed: {exc}") from None
+    for name, spec, conv in fields:
+        if name not in TEMPLATE_FIELDS or spec or conv:
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise ConfigError(f"prompt template field {shown!r} is not allowed; use only "
+                              + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS))
+    if [name for name, _, _ in fields].count("text") != 1:
+        raise ConfigError("prompt template must contain {text} exactly once")
 
 
 def surface_forms(label: str) -> list[str]:

@@ -9,10 +9,15 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from .calibration import choose_threshold, threshold_sweep
-from .confidence import get_measure
+from numbers import Real
+
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+
+from .calibration import POLICIES, choose_threshold, threshold_sweep
+from .confidence import MEASURES, get_measure
 from .exceptions import ConfigError, DataError
 from .inputs import as_inputs, require_valid
+from .params import check_params
 from .prompting import MODES, Pruning, class_report
 
 
@@ -99,6 +104,24 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     ['route', 'confidence_small', 'confidence_large', 'label', 'cost', 'prompt_tokens', 'cached', 'flag']
     """
 
+    _parameter_constraints = {
+        "small": [HasMethods(["fit", "predict_proba"])],
+        "large": [HasMethods(["predict_proba", "identity"])],
+        "threshold": [StrOptions({"auto"}), Interval(Real, None, None, closed="neither")],
+        "policy": [StrOptions(set(POLICIES))],
+        "max_large_rate": [Interval(Real, 0, 1, closed="both"), None],
+        "target_accuracy": [Interval(Real, 0, 1, closed="both"), None],
+        "match_z": [Interval(Real, 0, None, closed="left")],
+        "confidence": [StrOptions(set(MEASURES)), callable],
+        "prompt_pruning": [StrOptions({m for m in MODES if m}), None],
+        "pruning_level": [Interval(Real, 0, 1, closed="both")],
+        "pruning_cutoff": [Interval(Real, 0, 1, closed="both")],
+        "label_names": [dict, None],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "random_state": ["random_state"],
+        "progress": ["boolean"],
+    }
+
     def __init__(self, small, large, *, threshold="auto", policy="match_large", max_large_rate=None,
                  target_accuracy=None, match_z=2.0, confidence="max_proba", prompt_pruning=None, pruning_level=0.9,
                  pruning_cutoff=0.1, label_names=None, validation_fraction=0.2,
@@ -124,12 +147,14 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """Fit the small model, then calibrate δ on ``X_val, y_val`` or on a held-out split of ``X, y``."""
         for stale in ("learnable_", "distillation_"):  # a refit starts over, without an earlier 2CD copy
             self.__dict__.pop(stale, None)
+        self.check_params()
         X, problems = as_inputs(X)
         require_valid(problems, "training inputs")
         y = self._check_targets(y, len(X))
+        if len(np.unique(y)) < 2:
+            raise DataError(f"the training labels hold only one class ({np.unique(y)[0]}); a shunt needs at "
+                            "least two classes to choose between")
         if X_val is None:
-            if not 0.0 < self.validation_fraction < 1.0:
-                raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
             stratify = y if np.unique(y, return_counts=True)[1].min() >= 2 else None
             try:
                 X, X_val, y, y_val = train_test_split(X, y, test_size=self.validation_fraction,
@@ -153,9 +178,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         get_measure(self.confidence)  # fail early on an unknown measure
         self.labels_ = self._labels()
         self._fit_pruning(X_val, y_val)
-        if isinstance(self.threshold, str):
-            if self.threshold != "auto":
-                raise ConfigError(f"threshold must be 'auto' or a number, got {self.threshold!r}")
+        if self.threshold == "auto":
             self._calibrate(X_val, y_val)
         else:
             self.threshold_ = float(self.threshold)
@@ -175,6 +198,15 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         return y
 
+    def check_params(self) -> None:
+        """Refuse bad parameters of the shunt, its small model and its large model before any work.
+
+        Raises :class:`~datashunt.exceptions.ConfigError` naming the parameter and what it allows.
+        """
+        check_params(self, "shunt")
+        check_params(self.small, "small model")
+        check_params(self.large, "large model")
+
     def _labels(self) -> list[str]:
         names = self.label_names or {}
         labels = [str(names.get(c, names.get(str(c), c))) for c in self.classes_.tolist()]
@@ -183,8 +215,6 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return labels
 
     def _fit_pruning(self, X_val, y_val):
-        if self.prompt_pruning not in MODES:
-            raise ConfigError(f"prompt_pruning must be one of {list(MODES)}, got {self.prompt_pruning!r}")
         small_pred = self.classes_[self.small_.predict_proba(X_val).argmax(axis=1)]
         self.class_report_ = class_report(y_val, small_pred, self.classes_, self.pruning_level)
         self._fit_pruning_from_report()

@@ -1,5 +1,7 @@
 """The user's own labelled data: CSV, TSV, JSONL or Parquet, with named text and label columns."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -7,15 +9,15 @@ import pandas as pd
 from ..exceptions import DataError
 
 READERS = {
-    ".csv": lambda p, enc: pd.read_csv(p, encoding=enc),
-    ".tsv": lambda p, enc: pd.read_csv(p, sep="\t", encoding=enc),
-    ".jsonl": lambda p, enc: pd.read_json(p, lines=True, encoding=enc),
-    ".json": lambda p, enc: pd.read_json(p, encoding=enc),
-    ".parquet": lambda p, enc: pd.read_parquet(p),
+    ".csv": lambda p, enc, text: pd.read_csv(p, encoding=enc, dtype=text),
+    ".tsv": lambda p, enc, text: pd.read_csv(p, sep="\t", encoding=enc, dtype=text),
+    ".jsonl": lambda p, enc, text: pd.read_json(p, lines=True, encoding=enc, dtype=False),
+    ".json": lambda p, enc, text: pd.read_json(p, encoding=enc, dtype=False),
+    ".parquet": lambda p, enc, text: pd.read_parquet(p),
 }
 
 
-def read_table(path, encoding: str = "utf-8") -> pd.DataFrame:
+def read_table(path, encoding: str = "utf-8", text_columns=()) -> pd.DataFrame:
     """Read a table by its file extension, with errors that say what to do.
 
     Examples
@@ -30,10 +32,12 @@ def read_table(path, encoding: str = "utf-8") -> pd.DataFrame:
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(READERS)}")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        frame = reader(path, encoding)
+        frame = reader(path, encoding, dict.fromkeys(text_columns, str) or None)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid {encoding} ({exc.reason} at byte {exc.start}); "
                         "set the file's encoding, e.g. encoding = 'latin-1'") from None
@@ -43,7 +47,38 @@ def read_table(path, encoding: str = "utf-8") -> pd.DataFrame:
         raise DataError(f"{path}: could not be read as {path.suffix}: {exc}") from None
     if frame.empty:
         raise DataError(f"{path}: the file has no rows")
+    for column in text_columns:  # numbers in a text column are texts ("42" is a fine review)
+        if column in frame.columns:
+            frame[column] = frame[column].map(lambda v: str(v) if isinstance(v, (int, float)) and v == v else v)
     return frame
+
+
+def check_writable(path) -> None:
+    """Refuse an output path that cannot be written, before any work (or any paid call) is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give the path of the file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot create its folder: {exc.strerror}") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise DataError(f"{path}: not writable")
+
+
+def write_csv(frame: pd.DataFrame, path) -> Path:
+    """Write ``frame`` as CSV atomically: a reader never sees half a file, a crash never leaves one."""
+    path = Path(path)
+    check_writable(path)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
+                                     encoding="utf-8", newline="") as tmp:
+        try:
+            frame.to_csv(tmp, index=False)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, path)
+    return path
 
 
 def load_labeled(path, text_column: str = "text", label_column: str | None = "label",
@@ -53,7 +88,7 @@ def load_labeled(path, text_column: str = "text", label_column: str | None = "la
     Rows whose label is missing are an error (drop them or fill them in); texts are checked later,
     per row, by the shunt.
     """
-    frame = read_table(path, encoding)
+    frame = read_table(path, encoding, text_columns=[text_column])
     needed = [text_column] + ([label_column] if label_column else [])
     missing = [c for c in needed if c not in frame.columns]
     if missing:

@@ -6,12 +6,16 @@ the cost meter, the per-row error flags and the renormalisation over the label s
 """
 
 from dataclasses import dataclass, field
+from numbers import Real
+from pathlib import PurePath
 
 import numpy as np
 from scipy.special import logsumexp
 from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval
 
 from ..exceptions import ConfigError, LargeModelError
+from ..params import check_params
 from ..prompting import Prompt
 from .cache import CallCache, call_key, default_cache_dir
 from .pricing import Price
@@ -56,6 +60,28 @@ class LargeResult:
         return ~np.isnan(self.proba).any(axis=1)
 
 
+LOGPROB_SLACK = 0.01  # a label's log-mass above this (a probability over 1.01) is impossible, not rounding
+
+
+def _usable(hit: dict | None, k: int) -> dict | None:
+    """A cached answer, or None when it is not a probability vector over ``k`` labels (then it is asked again)."""
+    if hit is None:
+        return None
+    proba = np.asarray(hit.get("proba"), dtype=float)
+    if proba.shape != (k,) or not np.isfinite(proba).all() or (proba < 0).any() or abs(proba.sum() - 1) > 1e-6:
+        return None
+    return hit
+
+
+#: Constraints of the settings every backend shares (see :mod:`datashunt.params`).
+SHARED_CONSTRAINTS = {
+    "prompt": [Prompt, str, None],
+    "price": [Price, dict, None],
+    "cache": ["boolean", str, PurePath],
+    "min_label_mass": [Interval(Real, 0, 1, closed="both")],
+}
+
+
 class LargeModel(BaseEstimator):
     """Base of the large-model backends.
 
@@ -66,13 +92,32 @@ class LargeModel(BaseEstimator):
     are flagged as off-label instead of being renormalised into a confident-looking guess).
     """
 
+    #: Parameters that decide where texts go, which secret is sent or which local file is read.
+    #: A loaded model takes them from its caller, never from the saved folder (:mod:`datashunt.persist`).
+    location_params: tuple = ()
+
+    @classmethod
+    def is_default_location(cls, name: str, value) -> bool:
+        """Whether ``value`` is the constructor default of the location parameter ``name``."""
+        import inspect
+
+        default = inspect.signature(cls.__init__).parameters[name].default
+        return default is not inspect.Parameter.empty and default == value
+
+    def describe(self) -> str:
+        """Where this model's calls go, in words (shown before the first call)."""
+        return self.identity()
+
     def predict_proba(self, inputs, labels, hints=None, candidates=None, progress: bool = False) -> LargeResult:
         """Probabilities over ``labels`` for each input; failures are flagged per row, never raised.
 
         ``hints`` (one string or None per input) is placed in the prompt before the text (soft
         Prompt Pruning); ``candidates`` (one list of label indices or None per input) narrows the
         labels offered for that input (hard Prompt Pruning): the others get probability 0.
+        Items that make the same prompt are asked once and share the answer (the copies cost
+        nothing and count as cached).
         """
+        check_params(self)
         labels = [str(label) for label in labels]
         if len(labels) < 1 or len(set(labels)) != len(labels):
             raise ConfigError(f"labels must be distinct and non-empty, got {labels!r}")
@@ -89,35 +134,46 @@ class LargeModel(BaseEstimator):
         prompt = self._prompt()
         cache = self._cache()
         identity = self.identity()
-        todo = []
+        max_chars = getattr(self, "max_chars", None)
+        pending: dict[str, list[Call]] = {}  # one request per distinct prompt, its answer fanned out
         for i, (text, hint, keep) in enumerate(zip(inputs, hints, candidates)):
+            text = str(text)
+            if max_chars is not None and len(text) > max_chars:
+                result.error[i] = (f"text of {len(text):,} characters is longer than this backend takes "
+                                   f"(max_chars={max_chars:,}); not sent")
+                continue
             keep = list(range(k)) if keep is None else list(keep)
             offered = [labels[j] for j in keep]
-            messages = prompt.messages(str(text), offered, hint)
+            messages = prompt.messages(text, offered, hint)
             call = Call(i, call_key(identity, messages, offered), messages, offered, keep)
-            hit = cache.get(call.key) if cache is not None else None
+            hit = _usable(cache.get(call.key), len(keep)) if cache is not None else None
             if hit is not None:
                 result.proba[i] = 0.0
                 result.proba[i, keep] = hit["proba"]
                 result.prompt_tokens[i] = hit["prompt_tokens"]
                 result.cached[i] = True
             else:
-                todo.append(call)
+                pending.setdefault(call.key, []).append(call)
         price = Price.coerce(getattr(self, "price", None))
+        todo = [calls[0] for calls in pending.values()]
         for call, scored in self._score_many(todo, progress):
-            i = call.index
+            copies = pending[call.key]
             if isinstance(scored, LargeModelError):
-                result.error[i] = str(scored)
+                for copy in copies:
+                    result.error[copy.index] = str(scored)
                 continue
             try:
                 proba = self._normalise(scored.label_logprob, call.labels)
             except LargeModelError as exc:
-                result.error[i] = str(exc)
+                for copy in copies:
+                    result.error[copy.index] = str(exc)
                 continue
-            result.proba[i] = 0.0
-            result.proba[i, call.keep] = proba
-            result.prompt_tokens[i] = scored.prompt_tokens
-            result.cost[i] = price.cost(scored.prompt_tokens, scored.completion_tokens)
+            for copy in copies:
+                result.proba[copy.index] = 0.0
+                result.proba[copy.index, call.keep] = proba
+                result.prompt_tokens[copy.index] = scored.prompt_tokens
+                result.cached[copy.index] = copy is not call
+            result.cost[call.index] = price.cost(scored.prompt_tokens, scored.completion_tokens)
             if cache is not None:
                 cache.put(call.key, {"proba": proba.tolist(), "prompt_tokens": scored.prompt_tokens})
         return result
@@ -168,6 +224,9 @@ class LargeModel(BaseEstimator):
 
     def _normalise(self, label_logprob: np.ndarray, labels: list[str]) -> np.ndarray:
         logp = np.asarray(label_logprob, dtype=float)
+        if logp.shape != (len(labels),) or np.isnan(logp).any() or (logp > LOGPROB_SLACK).any():
+            raise LargeModelError(f"impossible log-probabilities {np.round(logp, 4).tolist()} for the labels "
+                                  f"{labels} (NaN, or a probability above 1); the answer was not used or cached")
         mass = float(np.exp(logsumexp(logp))) if np.isfinite(logp).any() else 0.0
         floor = getattr(self, "min_label_mass", 0.0)
         if mass <= 0.0 or mass < floor:

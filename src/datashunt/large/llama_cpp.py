@@ -2,14 +2,16 @@
 
 import hashlib
 import os
-from pathlib import Path
+from numbers import Integral
+from pathlib import Path, PurePath
 
 import numpy as np
 from scipy.special import log_softmax, logsumexp
+from sklearn.utils._param_validation import Interval
 
 from ..exceptions import ConfigError, LargeModelError, ModelFileError, require
 from ..prompting import surface_forms
-from .base import LargeModel, Scored
+from .base import SHARED_CONSTRAINTS, LargeModel, Scored
 from .weights import DEFAULT_MODEL, MODELS, is_installed, model_path
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -37,6 +39,15 @@ class LlamaCppModel(LargeModel):
         See :class:`~datashunt.large.base.LargeModel`.
     """
 
+    location_params = ("model",)
+    _parameter_constraints = {
+        "model": [str, PurePath],
+        "n_ctx": [Interval(Integral, 16, None, closed="left")],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "reuse_prefix": ["boolean"],
+        **SHARED_CONSTRAINTS,
+    }
+
     def __init__(self, model=DEFAULT_MODEL, *, n_ctx=2048, n_threads=None, reuse_prefix=True, prompt=None,
                  price=None, cache=True, min_label_mass=0.05):
         self.model = model
@@ -61,6 +72,14 @@ class LlamaCppModel(LargeModel):
             if fh.read(4) != b"GGUF":
                 raise ModelFileError(f"{path} is not a GGUF file (bad magic bytes); is it corrupt or another format?")
         return path
+
+    @classmethod
+    def is_default_location(cls, name, value) -> bool:
+        """A model installed by ``datashunt setup`` is named, not located: any known name is safe to load."""
+        return name == "model" and str(value) in MODELS
+
+    def describe(self) -> str:
+        return f"local llama.cpp model {self.model} (in this process, no network)"
 
     def identity(self) -> str:
         path = self._path()

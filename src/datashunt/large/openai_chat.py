@@ -1,13 +1,20 @@
 """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, a llama.cpp server, Ollama), scored from logprobs."""
 
 import asyncio
+import contextlib
+import json
 import os
+from numbers import Integral, Real
 
 import numpy as np
 from scipy.special import logsumexp
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 
 from ..exceptions import ConfigError, LargeModelError, require
-from .base import LargeModel, Scored
+from ..params import env_name
+from .base import SHARED_CONSTRAINTS, LargeModel, Scored
+
+DEFAULT_URL = "https://api.openai.com/v1"
 
 
 def label_logprobs(top_logprobs: list[tuple[str, float]], labels: list[str]) -> np.ndarray:
@@ -52,12 +59,28 @@ class OpenAIChatModel(LargeModel):
         Requests in flight at once.
     top_logprobs : int
         Alternatives asked for at the answer position (OpenAI allows up to 20).
+    max_chars : int
+        Longest text sent; a longer one is not sent and is flagged (the small model answers it).
     prompt, price, cache, min_label_mass
         See :class:`~datashunt.large.base.LargeModel`.
     """
 
+    location_params = ("base_url", "api_key_env")
+    _parameter_constraints = {
+        "model": [str],
+        "base_url": [str, None],
+        "api_key_env": [str],
+        "timeout": [Interval(Real, 0, None, closed="neither")],
+        "max_retries": [Interval(Integral, 0, None, closed="left")],
+        "max_concurrency": [Interval(Integral, 1, None, closed="left")],
+        "top_logprobs": [Interval(Integral, 1, 20, closed="both")],
+        "max_chars": [Interval(Integral, 1, None, closed="left")],
+        **SHARED_CONSTRAINTS,
+    }
+
     def __init__(self, model, *, base_url=None, api_key_env="OPENAI_API_KEY", timeout=30.0, max_retries=2,
-                 max_concurrency=8, top_logprobs=20, prompt=None, price=None, cache=True, min_label_mass=0.01):
+                 max_concurrency=8, top_logprobs=20, max_chars=20_000, prompt=None, price=None, cache=True,
+                 min_label_mass=0.01):
         self.model = model
         self.base_url = base_url
         self.api_key_env = api_key_env
@@ -65,13 +88,24 @@ class OpenAIChatModel(LargeModel):
         self.max_retries = max_retries
         self.max_concurrency = max_concurrency
         self.top_logprobs = top_logprobs
+        self.max_chars = max_chars
         self.prompt = prompt
         self.price = price
         self.cache = cache
         self.min_label_mass = min_label_mass
 
+    def _validate_params(self):
+        super()._validate_params()
+        if not env_name(self.api_key_env):
+            raise InvalidParameterError(f"The 'api_key_env' parameter must name an environment variable "
+                                        f"(letters, digits, underscores), got {self.api_key_env!r}.")
+
+    def describe(self) -> str:
+        return (f"model {self.model!r} at {self.base_url or DEFAULT_URL} (OpenAI-compatible HTTP), "
+                f"API key from ${self.api_key_env}")
+
     def identity(self) -> str:
-        return f"openai:{self.base_url or 'https://api.openai.com/v1'}:{self.model}"
+        return f"openai:{self.base_url or DEFAULT_URL}:{self.model}"
 
     def _api_key(self) -> str:
         key = os.environ.get(self.api_key_env)
@@ -92,6 +126,11 @@ class OpenAIChatModel(LargeModel):
                     top_logprobs=self.top_logprobs)
 
     def _parse(self, response, labels) -> Scored:
+        if not hasattr(response, "choices"):  # the client hands back the body when it is not JSON
+            shown = " ".join(str(response).split())[:80]
+            raise LargeModelError(f"the endpoint answered with something that is not a chat completion: {shown!r}")
+        if not response.choices:
+            raise LargeModelError(f"the endpoint returned no choices for model {self.model!r}")
         try:
             first = response.choices[0].logprobs.content[0]
             top = [(alt.token, alt.logprob) for alt in first.top_logprobs] or [(first.token, first.logprob)]
@@ -100,35 +139,39 @@ class OpenAIChatModel(LargeModel):
                 f"the endpoint returned no logprobs for model {self.model!r}; it must support "
                 "'logprobs' and 'top_logprobs' in chat completions"
             ) from None
+        if not all(isinstance(token, str) and isinstance(lp, (int, float)) and lp <= 1e-6 for token, lp in top):
+            raise LargeModelError(f"the endpoint returned impossible logprobs for model {self.model!r} (not "
+                                  f"numbers, NaN or above 0): {top[:5]}; the answer was not used or cached")
         usage = getattr(response, "usage", None)
         return Scored(label_logprobs(top, labels), getattr(usage, "prompt_tokens", 0) or 0,
                       getattr(usage, "completion_tokens", 0) or 0)
 
-    def _failure(self, exc) -> LargeModelError:
-        message = f"{type(exc).__name__}: {exc}"
-        key = os.environ.get(self.api_key_env)
-        if key:
-            message = message.replace(key, "***")
-        return LargeModelError(f"call to {self.model!r} failed: {message}")
+    @contextlib.contextmanager
+    def _failures(self):
+        """Turn a failed request (HTTP error, time-out, a body that is not JSON) into a LargeModelError."""
+        openai = require("openai", "openai")
+        try:
+            yield
+        except (openai.APIError, json.JSONDecodeError) as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            key = os.environ.get(self.api_key_env)
+            if key:
+                message = message.replace(key, "***")
+            raise LargeModelError(f"call to {self.model!r} failed: {message}") from None
 
     def _score(self, messages, labels) -> Scored:
-        openai = require("openai", "openai")
         if getattr(self, "_sync", None) is None:
             self._sync = self._client()
-        try:
+        with self._failures():
             response = self._sync.chat.completions.create(**self._request(messages))
-        except openai.APIError as exc:
-            raise self._failure(exc) from None
         return self._parse(response, labels)
 
     async def _ascore(self, client, semaphore, call):
-        openai = require("openai", "openai")
         async with semaphore:
             try:
-                response = await client.chat.completions.create(**self._request(call.messages))
+                with self._failures():
+                    response = await client.chat.completions.create(**self._request(call.messages))
                 return call, self._parse(response, call.labels)
-            except openai.APIError as exc:
-                return call, self._failure(exc)
             except LargeModelError as exc:
                 return call, exc
 

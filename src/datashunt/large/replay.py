@@ -1,9 +1,12 @@
 """Replay of answers recorded earlier (from a table), for evaluation and calibration at zero cost."""
 
+from pathlib import PurePath
+
 import numpy as np
 import pandas as pd
 
 from ..exceptions import ConfigError, DataError
+from ..params import check_params
 from .base import LargeModel, LargeResult
 from .pricing import Price
 
@@ -58,6 +61,16 @@ class ReplayModel(LargeModel):
     ([0.9, 0.1], "no recorded answer for input 'zzz'")
     """
 
+    location_params = ("table",)
+    _parameter_constraints = {
+        "table": [pd.DataFrame, str, PurePath],
+        "key_column": [str],
+        "prediction_column": [str],
+        "confidence_column": [str, None],
+        "price": [Price, dict, None],
+        "name": [str],
+    }
+
     def __init__(self, table, *, key_column="id", prediction_column="prediction", confidence_column=None,
                  price=None, name="replay"):
         self.table = table
@@ -66,6 +79,10 @@ class ReplayModel(LargeModel):
         self.confidence_column = confidence_column
         self.price = price
         self.name = name
+
+    def describe(self) -> str:
+        source = "an in-memory table" if isinstance(self.table, pd.DataFrame) else str(self.table)
+        return f"recorded answers from {source} (no calls)"
 
     def identity(self) -> str:
         return f"replay:{self.name}:{self.prediction_column}"
@@ -88,6 +105,7 @@ class ReplayModel(LargeModel):
         """Recorded answers for ``inputs``. Hints cannot change a recorded answer and are ignored;
         ``candidates`` renormalise the recorded probabilities over the labels kept (a recorded
         answer outside them is flagged)."""
+        check_params(self)
         labels = [str(label) for label in labels]
         if len(set(labels)) != len(labels) or not labels:
             raise ConfigError(f"labels must be distinct and non-empty, got {labels!r}")

