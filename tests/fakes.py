@@ -55,11 +55,13 @@ class FakeOpenAIServer:
     """A real HTTP server on 127.0.0.1 speaking the chat-completions API with logprobs.
 
     ``answers`` maps a substring of the user message to a list of (token, logprob); ``status``
-    makes every request fail with that HTTP status; ``delay`` sleeps before answering.
+    makes every request fail with that HTTP status; ``delay`` sleeps before answering; ``raw``
+    maps a substring of the user message to a (body bytes, content type) sent instead of a completion.
     """
 
-    def __init__(self, answers, status=None, delay=0.0, logprobs=True):
+    def __init__(self, answers, status=None, delay=0.0, logprobs=True, raw=None):
         self.answers, self.status, self.delay, self.logprobs = answers, status, delay, logprobs
+        self.raw = raw or {}
         self.requests = []
         server = self
 
@@ -74,13 +76,18 @@ class FakeOpenAIServer:
                     import time
 
                     time.sleep(server.delay)
-                if server.status:
+                text = body["messages"][-1]["content"]
+                raw = next((v for k, v in server.raw.items() if k in text), None)
+                content_type = "application/json"
+                if raw is not None:
+                    (data, content_type), code = raw, 200
+                elif server.status:
                     payload, code = {"error": {"message": "boom", "type": "server_error"}}, server.status
+                    data = json.dumps(payload).encode()
                 else:
-                    payload, code = server.completion(body), 200
-                data = json.dumps(payload).encode()
+                    data, code = json.dumps(server.completion(body)).encode(), 200
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

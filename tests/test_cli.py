@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from datashunt.cli import app
@@ -92,6 +93,23 @@ def test_predict_flags_bad_rows_and_keeps_the_rest(project):
     (lambda s: s.replace('text_column = "review"', 'text_column = "body"'), "missing column(s) ['body']"),
     (lambda s: s.replace('train = "', 'train = "nope-'), "no such file"),
     (lambda s: s + "\n[[[", "not valid TOML"),
+    (lambda s: s.replace('policy = "match_large"', 'policy = "max_large_rate"\nmax_large_rate = "0.3"'),
+     "'max_large_rate' parameter of ShuntClassifier must be a float in the range [0.0, 1.0] or None. Got '0.3'"),
+    (lambda s: s.replace('random_state = 0', 'random_state = 0\nmatch_z = "2"'), "'match_z' parameter"),
+    (lambda s: s.replace('random_state = 0', 'random_state = 0\nvalidation_fraction = "0.2"'),
+     "'validation_fraction' parameter"),
+    (lambda s: s.replace('random_state = 0', 'random_state = 0\nthreshold = true'),
+     "the 'threshold' parameter must be a number, got the boolean True"),
+    (lambda s: s.replace('random_state = 0', 'random_state = 0\nlabel_names = ["a", "b"]'),
+     "'label_names' parameter of ShuntClassifier must be an instance of 'dict' or None"),
+    (lambda s: s.replace("C = 2.0", 'C = "4"'), "small model step 'clf': The 'C' parameter of LogisticRegression"),
+    (lambda s: s.replace("C = 2.0", "C = -1"), "must be a float in the range (0.0, inf]. Got -1 instead"),
+    (lambda s: s.replace('params = {', 'params = 3\nx = {'), "unknown key(s) ['x'] in [small]"),
+    (lambda s: s.replace("[output]\ndir = ", "[output]\ndir = 5\n#"), "[output] dir must be a string, got int (5)"),
+    (lambda s: s.replace('text_column = "review"', 'text_column = 3'), "[data] text_column must be a string"),
+    (lambda s: s.replace('label_column = "sentiment"', 'label_column = "sentiment"\nencoding = "klingon"'),
+     "[data] encoding 'klingon' is not a known text encoding"),
+    (lambda s: s.replace('[large]', '[large]\nkey_column = 7'), "'key_column' parameter of ReplayModel must be an instance of 'str'"),
 ])
 def test_bad_config_gives_one_clear_line(project, edit, message):
     path = project / "run.toml"
@@ -146,3 +164,78 @@ def test_evaluate_reports_each_collaboration(project):
     assert "2CD: " in text and "items from the large model" in text
     report = json.loads((project / "out" / "report.json").read_text())
     assert report["collaboration"]["distillation"]["n_pool"] == 200
+
+
+def test_http_backend_settings_are_checked_at_fit_not_at_the_first_call(project):
+    path = project / "run.toml"
+    text = path.read_text().split("[large]")[0] + '[large]\nbackend = "openai"\nmodel = "m"\ntimeout = "abc"\n'
+    path.write_text(text + f'[output]\ndir = "{project / "out"}"\n')
+    result = runner.invoke(app, ["fit", str(path)])
+    assert result.exit_code == 2
+    assert "[large]: The 'timeout' parameter of OpenAIChatModel must be a float" in " ".join(result.output.split())
+
+
+def test_a_training_set_with_one_class_is_refused(project):
+    frame = pd.read_csv(project / "train.csv")
+    frame.assign(sentiment="positive").to_csv(project / "train.csv", index=False)
+    result = runner.invoke(app, ["fit", str(project / "run.toml")])
+    assert result.exit_code == 2 and "the training labels hold only one class (positive)" in result.output
+
+
+def test_predict_refuses_a_folder_as_output_before_any_call(project):
+    assert runner.invoke(app, ["fit", str(project / "run.toml")]).exit_code == 0
+    (project / "out_dir").mkdir()
+    result = runner.invoke(app, ["predict", str(project / "run.toml"), "-i", str(project / "new.parquet"),
+                                 "-o", str(project / "out_dir")])
+    assert result.exit_code == 2 and "out_dir: is a folder; give the path of the file to write" in result.output
+    assert "large model:" not in result.output  # refused before the model was even loaded
+
+
+def test_a_folder_as_input_and_numbers_as_texts(project):
+    assert runner.invoke(app, ["fit", str(project / "run.toml")]).exit_code == 0
+    args = ["predict", str(project / "run.toml"), "-o", str(project / "labels.csv"), "-i"]
+    result = runner.invoke(app, args + [str(project / "out")])
+    assert result.exit_code == 2 and "out: is a folder, not a file" in result.output
+    (project / "numbers.csv").write_text("review\n42\n1.50\n007\n")
+    result = runner.invoke(app, args + [str(project / "numbers.csv")])
+    assert result.exit_code == 0, result.output
+    labels = pd.read_csv(project / "labels.csv", dtype={"text": str})
+    assert labels["text"].tolist() == ["42", "1.50", "007"] and (labels["route"] != "invalid").all()
+    assert labels["label"].notna().all()  # read as texts and answered, never "not a string (int)"
+    assert not list(project.glob(".labels.csv.*"))  # the atomic write left no temporary file
+
+
+def test_evaluate_with_no_valid_test_item_says_so(project):
+    assert runner.invoke(app, ["fit", str(project / "run.toml")]).exit_code == 0
+    pd.DataFrame({"review": ["", "  ", None], "sentiment": ["positive", "negative", "positive"]}).to_json(
+        project / "test.jsonl", orient="records", lines=True)
+    result = runner.invoke(app, ["evaluate", str(project / "run.toml")])
+    assert result.exit_code == 2
+    assert "none of the 3 test items can be evaluated: row 0: blank text" in " ".join(result.output.split())
+
+
+def test_a_corrupt_cache_is_one_clear_line(project, tmp_path):
+    path = project / "run.toml"
+    (tmp_path / "calls.sqlite").write_bytes(b"garbage" * 1000)
+    text = path.read_text().split("[large]")[0]
+    text += (f'[large]\nbackend = "llama_cpp"\nmodel = "smollm2-135m"\ncache = "{tmp_path / "calls.sqlite"}"\n'
+             f'[output]\ndir = "{project / "out"}"\n')
+    path.write_text(text)
+    result = runner.invoke(app, ["fit", str(path)])
+    assert result.exit_code == 2 and "cannot open the call cache" in result.output
+
+
+def test_the_summary_table_fits_80_columns_and_shows_time_for_a_free_model():
+    from datashunt.cli import show_summary
+    from datashunt.evaluation import Evaluation
+
+    summary = pd.DataFrame([
+        {"system": name, "accuracy": 0.9, "macro_f1": 0.9, "large_rate": rate, "large_calls": calls, "cost": 0.0,
+         "large_failures": 0, "seconds": 1.5, "large_seconds": seconds}
+        for name, rate, calls, seconds in [("small only", 0.0, 0, 0.0), ("large only", 1.0, 300, 114.0),
+                                           ("data shunt", 0.677, 203, 77.2)]])
+    console = Console(width=80, record=True)
+    show_summary(Evaluation(summary, None, None), "held-out test, 300 sentences", console=console)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "large time" in text and "77.2 s" in text and "cost" not in text

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from datashunt.exceptions import ConfigError
+from datashunt.exceptions import CacheError, ConfigError, LargeModelError
 from datashunt.large.base import LargeModel
 from datashunt.large.cache import CallCache
 from datashunt.large.pricing import Price
@@ -95,3 +95,32 @@ def test_hints_reach_the_prompt_and_change_the_cache_key(tmp_path):
     hinted = large.predict_proba(TEXTS[:1], ["negative", "positive"], hints=["Prior knowledge: positive 0.9"])
     assert not hinted.cached.any()
     assert large.last_prompt.index("Prior knowledge: positive 0.9") < large.last_prompt.index("Text: great film")
+
+
+def test_a_damaged_cached_answer_is_asked_again(tmp_path):
+    path = tmp_path / "calls.sqlite"
+    FakeLargeModel(TRUTH, cache=path).predict_proba(TEXTS, ["negative", "positive"])
+    cache = CallCache(path)
+    with cache._conn:
+        cache._conn.execute("""UPDATE calls SET value = '{"proba": [NaN, NaN], "prompt_tokens": 3}'""")
+    model = FakeLargeModel(TRUTH, cache=path)
+    result = model.predict_proba(TEXTS, ["negative", "positive"])
+    assert model.calls == 3 and not result.cached.any() and result.ok.all()
+
+
+def test_impossible_label_logprobs_are_flagged_not_used():
+    model = FakeLargeModel(TRUTH)
+    with pytest.raises(LargeModelError, match=r"impossible log-probabilities \[nan, -1.0\]"):
+        model._normalise(np.array([np.nan, -1.0]), ["negative", "positive"])
+    with pytest.raises(LargeModelError, match=r"impossible log-probabilities \[0.5, -1.0\]"):
+        model._normalise(np.array([0.5, -1.0]), ["negative", "positive"])
+
+
+def test_a_cache_that_is_a_folder_or_not_a_database_is_named(tmp_path):
+    (tmp_path / "folder.sqlite").mkdir()
+    with pytest.raises(CacheError, match="the call cache .*folder.sqlite is a folder"):
+        FakeLargeModel(TRUTH, cache=tmp_path / "folder.sqlite").predict_proba(TEXTS, ["negative", "positive"])
+    (tmp_path / "junk.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CacheError, match=r"cannot open the call cache .*junk.sqlite: file is not a database; "
+                                         "if it is corrupt, delete it"):
+        FakeLargeModel(TRUTH, cache=tmp_path / "junk.sqlite").predict_proba(TEXTS, ["negative", "positive"])

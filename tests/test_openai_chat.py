@@ -1,3 +1,6 @@
+import json
+import re
+
 import numpy as np
 import pytest
 
@@ -95,3 +98,64 @@ def test_openai_without_key_says_which_variable(monkeypatch):
 def test_label_matching_ignores_ambiguous_prefixes():
     logp = label_logprobs([("ne", -0.1), ("neu", -1.0), ("negative", -2.0)], ["negative", "neutral"])
     assert logp.tolist() == [-2.0, -1.0]
+
+
+BROKEN = {
+    "malformed": (b'{"id": "cmpl-1", "choices": [', "application/json"),
+    "html": (b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html"),
+    "empty": (json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "tiny",
+                          "choices": []}).encode(), "application/json"),
+}
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("malformed", "call to 'tiny' failed: JSONDecodeError"),
+    ("html", "the endpoint answered with something that is not a chat completion: '<html><body><h1>502 Bad Gateway"),
+    ("empty", "the endpoint returned no choices for model 'tiny'"),
+])
+def test_garbage_responses_are_flagged_per_row_and_the_run_goes_on(kind, message):
+    with FakeOpenAIServer(ANSWERS, raw=BROKEN) as server:
+        model = OpenAIChatModel("tiny", base_url=server.base_url, max_retries=0, cache=False)
+        result = model.predict_proba([f"a {kind} reply", "a lovely film"], LABELS)
+    assert result.error[0].startswith(message)
+    assert result.ok.tolist() == [False, True]
+
+
+@pytest.mark.parametrize("logprob", [float("nan"), 0.7])
+def test_impossible_logprobs_are_flagged_and_never_cached(tmp_path, logprob):
+    path = tmp_path / "calls.sqlite"
+    answers = {"odd": [("positive", logprob), ("negative", -2.0)]}
+    with FakeOpenAIServer(answers) as server:
+        model = OpenAIChatModel("tiny", base_url=server.base_url, cache=path)
+        first = model.predict_proba(["an odd film"], LABELS)
+        again = OpenAIChatModel("tiny", base_url=server.base_url, cache=path).predict_proba(["an odd film"], LABELS)
+    assert "returned impossible logprobs" in first.error[0] and not first.ok[0]
+    assert len(CallCache(path)) == 0 and not again.cached[0] and len(server.requests) == 2
+
+
+def test_duplicate_items_are_asked_once_and_paid_once():
+    texts = ["a lovely film", "a dreadful film"] * 12 + ["a lovely film"]
+    with FakeOpenAIServer(ANSWERS) as server:
+        model = OpenAIChatModel("tiny", base_url=server.base_url, cache=False, price={"per_call": 1.0})
+        result = model.predict_proba(texts, LABELS)
+    assert len(server.requests) == 2 and result.ok.all()
+    assert result.cost.sum() == 2.0 and result.cached.sum() == 23
+    np.testing.assert_allclose(result.proba[2], result.proba[0])
+
+
+def test_a_text_longer_than_max_chars_is_flagged_not_sent():
+    with FakeOpenAIServer(ANSWERS) as server:
+        model = OpenAIChatModel("tiny", base_url=server.base_url, cache=False, max_chars=1000)
+        result = model.predict_proba(["lovely " * 2_000_000, "a lovely film"], LABELS)
+    assert result.error[0] == "text of 14,000,000 characters is longer than this backend takes (max_chars=1,000); not sent"
+    assert len(server.requests) == 1 and result.ok.tolist() == [False, True]
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"timeout": "abc"}, "'timeout' parameter of OpenAIChatModel must be a float in the range (0.0, inf)"),
+    ({"api_key_env": "KEY; curl evil"}, "'api_key_env' parameter must name an environment variable"),
+    ({"max_concurrency": True}, "the 'max_concurrency' parameter must be a number, got the boolean True"),
+])
+def test_bad_backend_settings_are_refused_before_any_call(params, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        OpenAIChatModel("tiny", base_url="http://127.0.0.1:9/v1", cache=False, **params).predict_proba(["x"], LABELS)

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -248,12 +249,18 @@ def _count(value) -> str:
     return "-" if value is None or value != value else str(int(value))
 
 
-def show_summary(evaluation, title: str) -> None:
-    """Print the paper's Table 1 for one run."""
-    table = Table(title=title)
-    for column in ("system", "accuracy", "macro-F1", "sent to large", "large calls", "cost", "failed calls", "seconds"):
-        table.add_column(column, justify="left" if column == "system" else "right")
-    for row in evaluation.summary.itertuples():
-        table.add_row(row.system, f"{row.accuracy:.4f}", f"{row.macro_f1:.4f}", f"{row.large_rate:.2%}",
-                      str(row.large_calls), f"{row.cost:.4f}", str(row.large_failures), f"{row.seconds:.1f}")
+def show_summary(evaluation, title: str, console: Console = console) -> None:
+    """Print the paper's Table 1 for one run, in 80 columns: money where the large model has a
+    price, and always the large model's compute time (what a free local model costs)."""
+    summary = evaluation.summary
+    priced = bool((summary["cost"] > 0).any())
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = ["system", "accuracy", "macro-F1", "to large", "calls", "failed", "large time"] + (["cost"] if priced else [])
+    for column in columns:
+        table.add_column(column, justify="left" if column == "system" else "right", no_wrap=True)
+    for row in summary.itertuples():
+        cells = [row.system, f"{row.accuracy:.4f}", f"{row.macro_f1:.4f}", f"{row.large_rate:.1%}",
+                 str(row.large_calls), str(row.large_failures),
+                 "n/a" if row.large_seconds != row.large_seconds else f"{row.large_seconds:.1f} s"]
+        table.add_row(*cells, *([f"{row.cost:.4f}"] if priced else []))
     console.print(table)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from .exceptions import DatashuntWarning
+from .exceptions import DataError, DatashuntWarning
 from .inputs import as_inputs
 
 
@@ -27,7 +27,8 @@ def compare(shunt, X, y, progress: bool = False) -> Evaluation:
     """Accuracy, macro-F1, large-call rate and cost of small-only, large-only and Data Shunt.
 
     The large model is asked about every item once (for the large-only row); Data Shunt's own
-    calls then come from the cache, and its cost is the uncached price of the items it routed.
+    calls then come from the cache, and its cost is the uncached price of the items it routed
+    (``cost`` in money, ``large_seconds`` in the large model's compute time as first measured).
     Items whose true label the shunt never saw in training count as errors for every system
     and are flagged in ``routes``. Failed large calls count as errors for large-only.
     """
@@ -40,6 +41,9 @@ def compare(shunt, X, y, progress: bool = False) -> Evaluation:
                       f"{sorted(set(y[~known].tolist()), key=str)[:5]}; they count as errors", DatashuntWarning,
                       stacklevel=2)
     valid = np.ones(len(y), bool) if problems is None else np.array([p is None for p in problems])
+    if not valid.any():
+        shown = "; ".join(f"row {i}: {p}" for i, p in enumerate(problems[:3]))
+        raise DataError(f"none of the {len(y)} test items can be evaluated: {shown}")
     idx = np.flatnonzero(valid)
 
     start = time.perf_counter()
@@ -54,6 +58,8 @@ def compare(shunt, X, y, progress: bool = False) -> Evaluation:
     large_pred[idx[large.ok]] = classes[large.proba[large.ok].argmax(axis=1)]
     price = np.zeros(len(y))
     price[idx] = shunt.large_.price_of(large.prompt_tokens)
+    call_seconds = np.zeros(len(y))
+    call_seconds[idx] = large.call_seconds
 
     start = time.perf_counter()
     routes = shunt.route(inputs)
@@ -70,7 +76,8 @@ def compare(shunt, X, y, progress: bool = False) -> Evaluation:
             "macro_f1": f1_score(y.astype(str), np.where(answered, pred, "<none>").astype(str),
                                  labels=[str(c) for c in classes], average="macro", zero_division=0),
             "large_rate": to_large.mean(), "large_calls": int(to_large.sum()), "cost": float(price[to_large].sum()),
-            "unanswered": int((~answered).sum()), "seconds": seconds,
+            "large_seconds": float(call_seconds[to_large].sum()), "unanswered": int((~answered).sum()),
+            "seconds": seconds,
         }
 
     large_failures = np.zeros(len(y), bool)

@@ -29,11 +29,11 @@ def read_table(path, encoding: str = "utf-8", text_columns=()) -> pd.DataFrame:
     [{'text': 'nice', 'label': 'pos'}]
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a file")
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(READERS)}")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:

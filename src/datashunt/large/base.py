@@ -5,6 +5,7 @@ label for a chat prompt. Everything else lives here once: the prompt, the persis
 the cost meter, the per-row error flags and the renormalisation over the label set (eq. 5).
 """
 
+import time
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import PurePath
@@ -28,6 +29,7 @@ class Scored:
     label_logprob: np.ndarray
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class LargeResult:
 
     ``proba`` is (n, k) over the labels asked for; a row of NaN marks an item whose call failed,
     and ``error`` says why. ``cost`` is what this batch paid (zero for answers from the cache).
+    ``call_seconds`` is how long each answer took when it was computed, cached or not (NaN where
+    unknown): what a free local model costs.
     """
 
     proba: np.ndarray
@@ -54,6 +58,7 @@ class LargeResult:
     prompt_tokens: np.ndarray
     cached: np.ndarray
     error: list = field(default_factory=list)
+    call_seconds: np.ndarray | None = None
 
     @property
     def ok(self) -> np.ndarray:
@@ -130,6 +135,7 @@ class LargeModel(BaseEstimator):
             prompt_tokens=np.zeros(n, dtype=int),
             cached=np.zeros(n, dtype=bool),
             error=[None] * n,
+            call_seconds=np.full(n, np.nan),
         )
         prompt = self._prompt()
         cache = self._cache()
@@ -151,6 +157,7 @@ class LargeModel(BaseEstimator):
                 result.proba[i] = 0.0
                 result.proba[i, keep] = hit["proba"]
                 result.prompt_tokens[i] = hit["prompt_tokens"]
+                result.call_seconds[i] = hit.get("seconds", np.nan)
                 result.cached[i] = True
             else:
                 pending.setdefault(call.key, []).append(call)
@@ -172,10 +179,12 @@ class LargeModel(BaseEstimator):
                 result.proba[copy.index] = 0.0
                 result.proba[copy.index, call.keep] = proba
                 result.prompt_tokens[copy.index] = scored.prompt_tokens
+                result.call_seconds[copy.index] = scored.seconds
                 result.cached[copy.index] = copy is not call
             result.cost[call.index] = price.cost(scored.prompt_tokens, scored.completion_tokens)
             if cache is not None:
-                cache.put(call.key, {"proba": proba.tolist(), "prompt_tokens": scored.prompt_tokens})
+                cache.put(call.key, {"proba": proba.tolist(), "prompt_tokens": scored.prompt_tokens,
+                                     "seconds": scored.seconds})
         return result
 
     def price_of(self, prompt_tokens: np.ndarray) -> np.ndarray:
@@ -197,10 +206,14 @@ class LargeModel(BaseEstimator):
         from ..progress import track
 
         for call in track(todo, "large model", enabled=progress):
+            start = time.perf_counter()
             try:
-                yield call, self._score(call.messages, call.labels)
+                scored = self._score(call.messages, call.labels)
             except LargeModelError as exc:
                 yield call, exc
+                continue
+            scored.seconds = time.perf_counter() - start
+            yield call, scored
 
     # -- shared helpers -----------------------------------------------------------------------
     def _prompt(self) -> Prompt:

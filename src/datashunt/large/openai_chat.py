@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from numbers import Integral, Real
 
 import numpy as np
@@ -168,12 +169,15 @@ class OpenAIChatModel(LargeModel):
 
     async def _ascore(self, client, semaphore, call):
         async with semaphore:
+            start = time.perf_counter()
             try:
                 with self._failures():
                     response = await client.chat.completions.create(**self._request(call.messages))
-                return call, self._parse(response, call.labels)
+                scored = self._parse(response, call.labels)
             except LargeModelError as exc:
                 return call, exc
+            scored.seconds = time.perf_counter() - start
+            return call, scored
 
     def _score_many(self, todo, progress):
         """Run the calls concurrently (at most ``max_concurrency`` at once), yielding each as it finishes."""

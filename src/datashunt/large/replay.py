@@ -137,4 +137,4 @@ class ReplayModel(LargeModel):
         per_call = Price.coerce(self.price).cost(0, 0)
         ok = np.array([e is None for e in error])
         return LargeResult(proba=proba, cost=np.where(ok, per_call, 0.0), prompt_tokens=np.zeros(len(keys), int),
-                           cached=np.zeros(len(keys), bool), error=error)
+                           cached=np.zeros(len(keys), bool), error=error, call_seconds=np.zeros(len(keys)))

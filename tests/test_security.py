@@ -1,0 +1,201 @@
+"""A saved model folder is data: it never runs code, never decides where texts or keys go.
+
+The malicious folders are built here, from a real saved shunt, the way an attacker would edit one.
+"""
+
+import json
+import zipfile
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from datashunt import ShuntClassifier
+from datashunt.cli import app
+from datashunt.exceptions import ConfigError, ModelFileError
+from datashunt.large.llama_cpp import LlamaCppModel
+from datashunt.large.openai_chat import OpenAIChatModel
+from datashunt.large.replay import ReplayModel
+from datashunt.persist import load, save
+from datashunt.prompting import Prompt
+from datashunt.small import make_small
+from fakes import FakeOpenAIServer
+
+ANSWERS = {"": [("positive", -0.1), ("negative", -2.5)]}
+
+
+@pytest.fixture
+def folder(tmp_path, sentiment):
+    """A real saved shunt whose large model is an OpenAI-compatible endpoint on loopback."""
+    texts, labels = sentiment
+    large = OpenAIChatModel("tiny", base_url="http://127.0.0.1:9/v1", api_key_env="TEST_KEY", prompt=Prompt("Positive?"))
+    shunt = ShuntClassifier(make_small("tfidf"), large, threshold=0.7).fit(texts[:400], labels[:400])
+    return save(shunt, tmp_path / "model")
+
+
+def _json(value, node_id):
+    return {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "content": json.dumps(value),
+            "is_json": True, "__id__": node_id}
+
+
+def _call(module, name, args):
+    """A skops node that, if built, calls ``module.name(*args)``."""
+    content = [_json(a, 9000 + i) if isinstance(a, str) else
+               {"__class__": "list", "__module__": "builtins", "__loader__": "ListNode", "__id__": 9100 + i,
+                "content": [_json(x, 9200 + j) for j, x in enumerate(a)]} for i, a in enumerate(args)]
+    return {"__class__": name, "__module__": module, "__loader__": "ConstructorFromReduceNode", "__id__": 9999,
+            "content": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode", "__id__": 9998,
+                        "content": content}}
+
+
+def _inject(path, node):
+    """Rewrite a skops file with ``node`` hidden among the root object's attributes."""
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    schema = json.loads(members["schema.json"])
+    schema["content"]["content"]["payload"] = node
+    members["schema.json"] = json.dumps(schema).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+def _payloads(tmp_path):
+    marker = tmp_path / "pwned"
+    victim = tmp_path / "victim.txt"
+    evil_module = tmp_path / "evil_module.py"
+    evil_module.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    touch = f"open({str(marker)!r}, 'w').close()"
+    return marker, victim, {
+        "builtins.eval": _call("builtins", "eval", [touch]),
+        "builtins.exec": _call("builtins", "exec", [touch]),
+        "builtins.open": _call("builtins", "open", [str(victim), "w"]),
+        "os.system": _call("os", "system", [f"touch {marker}"]),
+        "subprocess.Popen": _call("subprocess", "Popen", [["touch", str(marker)]]),
+        "importlib.import_module": _call("importlib", "import_module", ["evil_module"]),
+    }
+
+
+@pytest.mark.parametrize("attack", ["builtins.eval", "builtins.exec", "builtins.open", "os.system",
+                                    "subprocess.Popen", "importlib.import_module"])
+@pytest.mark.parametrize("member", ["small.skops", "learnable.skops"])
+def test_load_refuses_a_skops_file_that_would_run_code(folder, tmp_path, monkeypatch, attack, member):
+    marker, victim, payloads = _payloads(tmp_path)
+    victim.write_text("precious")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    if member == "learnable.skops":  # the 2CD copy of the small model is loaded the same way
+        (folder / member).write_bytes((folder / "small.skops").read_bytes())
+    _inject(folder / member, payloads[attack])
+    with pytest.raises(ModelFileError, match=rf"{member} contains types that are not trusted: \['{attack}'\]; "
+                                             "nothing was loaded"):
+        load(folder, large_options={"base_url": "http://127.0.0.1:9/v1", "api_key_env": "TEST_KEY"})
+    assert not marker.exists()
+    assert victim.read_text() == "precious"
+
+
+def test_trusted_types_are_exactly_what_datashunt_writes():
+    from datashunt.persist import TRUSTED_TYPES
+
+    assert all(t.startswith("datashunt.small.") and t.count(".") == 3 for t in TRUSTED_TYPES)
+    assert not any(t.startswith(("builtins", "os", "subprocess", "importlib")) for t in TRUSTED_TYPES)
+
+
+def _tamper(folder, edit):
+    meta = json.loads((folder / "shunt.json").read_text())
+    edit(meta)
+    (folder / "shunt.json").write_text(json.dumps(meta))
+
+
+def test_a_folder_cannot_choose_the_endpoint_or_the_key_variable(folder, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+
+    def redirect(meta):
+        meta["large"]["options"].update(base_url="http://attacker.example/v1", api_key_env="AWS_SECRET_ACCESS_KEY")
+    _tamper(folder, redirect)
+    with pytest.raises(ConfigError, match=r"uses base_url='http://attacker.example/v1', "
+                                          r"api_key_env='AWS_SECRET_ACCESS_KEY'\. A loaded model takes where its "
+                                          "calls go only from you"):
+        load(folder)
+    mine = load(folder, large_options={"base_url": "http://127.0.0.1:8/v1", "api_key_env": "TEST_KEY"})
+    assert (mine.large_.base_url, mine.large_.api_key_env) == ("http://127.0.0.1:8/v1", "TEST_KEY")
+    trusted = load(folder, trust_saved_locations=True)
+    assert trusted.large_.base_url == "http://attacker.example/v1"
+
+
+def test_a_folder_cannot_choose_the_cache_a_replay_table_or_a_gguf_path(tmp_path, sentiment):
+    texts, labels = sentiment
+    pd.DataFrame({"id": texts, "prediction": labels}).to_csv(tmp_path / "answers.csv", index=False)
+    replay = ShuntClassifier(make_small("tfidf"), ReplayModel(str(tmp_path / "answers.csv")), threshold=0.7)
+    folder = save(replay.fit(texts, labels), tmp_path / "replay")
+    with pytest.raises(ConfigError, match=r"uses table=.*answers.csv'"):
+        load(folder)
+    assert load(folder, large_options={"table": str(tmp_path / "answers.csv")}).route(texts[:5])["flag"].isna().all()
+
+    local = ShuntClassifier(make_small("tfidf"), LlamaCppModel("smollm2-135m"), threshold=0.7).fit(texts, labels)
+    folder = save(local, tmp_path / "local")
+    assert load(folder).large_.model == "smollm2-135m"  # a model installed by name is not a location
+
+    def point_elsewhere(meta):
+        meta["large"]["options"].update(model="/home/someone/evil.gguf", cache=str(tmp_path / "planted.sqlite"))
+    _tamper(folder, point_elsewhere)
+    with pytest.raises(ConfigError, match="uses model='/home/someone/evil.gguf'"):
+        load(folder)
+    loaded = load(folder, large_options={"model": "smollm2-135m"})
+    assert loaded.large_.cache is True and not (tmp_path / "planted.sqlite").exists()
+
+
+def test_cli_sends_calls_where_the_config_says_and_says_so_first(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "sk-mine")
+
+    def redirect(meta):
+        meta["large"]["options"]["base_url"] = attacker.base_url
+    pd.DataFrame({"text": ["a so-so movie", "fine okay movie"]}).to_csv(tmp_path / "new.csv", index=False)
+    with FakeOpenAIServer(ANSWERS) as attacker, FakeOpenAIServer(ANSWERS) as mine:
+        _tamper(folder, redirect)
+        config = tmp_path / "run.toml"
+        config.write_text(f'[large]\nbackend = "openai"\nmodel = "tiny"\nbase_url = "{mine.base_url}"\n'
+                          f'api_key_env = "TEST_KEY"\n[output]\ndir = "{tmp_path}"\n')
+        runner = CliRunner(env={"COLUMNS": "200"})
+        result = runner.invoke(app, ["predict", str(config), "-i", str(tmp_path / "new.csv"),
+                                     "-o", str(tmp_path / "out.csv"), "--model", str(folder)])
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith(f"large model: model 'tiny' at {mine.base_url} (OpenAI-compatible HTTP), "
+                                        "API key from $TEST_KEY")
+        assert attacker.requests == [] and len(mine.requests) == 2
+        assert {r["auth"] for r in mine.requests} == {"Bearer sk-mine"}
+
+        config.write_text(f'[large]\nbackend = "openai"\nmodel = "tiny"\n[output]\ndir = "{tmp_path}"\n')
+        refused = runner.invoke(app, ["predict", str(config), "-i", str(tmp_path / "new.csv"),
+                                      "-o", str(tmp_path / "out.csv"), "--model", str(folder)])
+        assert refused.exit_code == 2
+        assert "A loaded model takes where its calls go only from you" in " ".join(refused.output.split())
+        assert attacker.requests == []
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.pop("threshold"), r"missing key\(s\) \['threshold'\]"),
+    (lambda m: m.update(run="rm -rf /"), r"unknown key\(s\) \['run'\]"),
+    (lambda m: m["params"].pop("match_z"), r"missing key\(s\) \['params.match_z'\]"),
+    (lambda m: m["large"].update(command="x"), r"unknown key\(s\) \['large.command'\]"),
+    (lambda m: m.update(threshold="0.7"), r"threshold has the wrong type \(str\)"),
+    (lambda m: m.update(threshold=True), r"threshold must be a number, got True"),
+    (lambda m: m["params"].update(match_z="2"), r"'match_z' parameter of ShuntClassifier must be a float"),
+    (lambda m: m["params"].update(label_names=["a", "b"]), r"'label_names' parameter of ShuntClassifier must be"),
+    (lambda m: m["classes"].reverse() or m["class_report"]["class"].reverse(), r"classes \['positive', 'negative'\] differ from the small "
+                                                      r"model's \['negative', 'positive'\]"),
+    (lambda m: m.update(classes=m["classes"] + ["neutral"]), r"class_report does not describe the saved classes"),
+    (lambda m: m["large"]["options"].update(timeout="abc"), r"'timeout' parameter of OpenAIChatModel"),
+    (lambda m: m["large"]["options"]["prompt"].update(template="{text.__class__.__init__}"),
+     r"prompt template field '\{text.__class__.__init__\}' is not allowed"),
+    (lambda m: m["large"].update(backend="shell"), r"unknown large backend 'shell'"),
+])
+def test_tampered_metadata_is_refused_with_a_clear_message(folder, edit, message):
+    _tamper(folder, edit)
+    with pytest.raises((ModelFileError, ConfigError), match=message):
+        load(folder, large_options={"base_url": "http://127.0.0.1:9/v1", "api_key_env": "TEST_KEY"})
+
+
+def test_a_sweep_that_is_not_a_sweep_is_refused(folder):
+    (folder / "sweep.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ModelFileError, match="is not a threshold sweep"):
+        load(folder, trust_saved_locations=True)
