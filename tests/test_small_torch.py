@@ -103,6 +103,19 @@ def test_model_fit_is_reproducible(name):
     assert torch.equal(torch.get_rng_state(), before)  # the caller's random state is left alone
 
 
+def test_cpu_training_works_with_the_fork_rng_of_torch_before_2_12(monkeypatch):
+    """torch < 2.12 resolves ``fork_rng(device_type=None)`` with getattr(torch, None): a TypeError."""
+    real = torch.random.fork_rng
+
+    def old_fork_rng(devices=None, enabled=True, _caller="fork_rng", _devices_kw="devices", device_type="cuda"):
+        getattr(torch, device_type)
+        return real(devices=devices, enabled=enabled, device_type=device_type)
+
+    monkeypatch.setattr(torch.random, "fork_rng", old_fork_rng)
+    first = make_model("textcnn").fit(*TRAIN).predict_proba(TEST[0])
+    assert np.array_equal(first, make_model("textcnn").fit(*TRAIN).predict_proba(TEST[0]))
+
+
 def test_model_clone_and_get_params_round_trip(fitted):
     params = fitted.get_params()
     twin = clone(fitted)

@@ -274,9 +274,15 @@ class TorchTextClassifier(ClassifierMixin, BaseEstimator):
     def _seeded(self, torch, seed: int):
         """Seed torch (weights, dropout) without changing the caller's global random state."""
         device = torch.device(self.device)
-        accelerator = device.type != "cpu"
-        with torch.random.fork_rng(devices=[device] if accelerator else [],
-                                   device_type=device.type if accelerator else None):
+        if device.type == "cpu":  # fork_rng's device_type=None is refused before torch 2.12: fork by hand
+            state = torch.random.get_rng_state()
+            try:
+                torch.manual_seed(seed)
+                yield
+            finally:
+                torch.random.set_rng_state(state)
+            return
+        with torch.random.fork_rng(devices=[device], device_type=device.type):
             torch.manual_seed(seed)
             yield
 
