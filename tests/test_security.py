@@ -28,7 +28,8 @@ ANSWERS = {"": [("positive", -0.1), ("negative", -2.5)]}
 def folder(tmp_path, sentiment):
     """A real saved shunt whose large model is an OpenAI-compatible endpoint on loopback."""
     texts, labels = sentiment
-    large = OpenAIChatModel("tiny", base_url="http://127.0.0.1:9/v1", api_key_env="TEST_KEY", prompt=Prompt("Positive?"))
+    large = OpenAIChatModel("tiny", base_url="http://127.0.0.1:9/v1", api_key_env="TEST_KEY",
+                            prompt=Prompt("Positive?"))
     shunt = ShuntClassifier(make_small("tfidf"), large, threshold=0.7).fit(texts[:400], labels[:400])
     return save(shunt, tmp_path / "model")
 
@@ -181,8 +182,8 @@ def test_cli_sends_calls_where_the_config_says_and_says_so_first(folder, tmp_pat
     (lambda m: m.update(threshold=True), r"threshold must be a number, got True"),
     (lambda m: m["params"].update(match_z="2"), r"'match_z' parameter of ShuntClassifier must be a float"),
     (lambda m: m["params"].update(label_names=["a", "b"]), r"'label_names' parameter of ShuntClassifier must be"),
-    (lambda m: m["classes"].reverse() or m["class_report"]["class"].reverse(), r"classes \['positive', 'negative'\] differ from the small "
-                                                      r"model's \['negative', 'positive'\]"),
+    (lambda m: m["classes"].reverse() or m["class_report"]["class"].reverse(),
+     r"classes \['positive', 'negative'\] differ from the small model's \['negative', 'positive'\]"),
     (lambda m: m.update(classes=m["classes"] + ["neutral"]), r"class_report does not describe the saved classes"),
     (lambda m: m["large"]["options"].update(timeout="abc"), r"'timeout' parameter of OpenAIChatModel"),
     (lambda m: m["large"]["options"]["prompt"].update(template="{text.__class__.__init__}"),

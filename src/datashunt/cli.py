@@ -255,7 +255,8 @@ def show_summary(evaluation, title: str, console: Console = console) -> None:
     summary = evaluation.summary
     priced = bool((summary["cost"] > 0).any())
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    columns = ["system", "accuracy", "macro-F1", "to large", "calls", "failed", "large time"] + (["cost"] if priced else [])
+    columns = ["system", "accuracy", "macro-F1", "to large", "calls", "failed", "large time"]
+    columns += ["cost"] if priced else []
     for column in columns:
         table.add_column(column, justify="left" if column == "system" else "right", no_wrap=True)
     for row in summary.itertuples():
