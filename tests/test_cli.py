@@ -109,6 +109,8 @@ def test_predict_flags_bad_rows_and_keeps_the_rest(project):
     (lambda s: s.replace('text_column = "review"', 'text_column = 3'), "[data] text_column must be a string"),
     (lambda s: s.replace('label_column = "sentiment"', 'label_column = "sentiment"\nencoding = "klingon"'),
      "[data] encoding 'klingon' is not a known text encoding"),
+    (lambda s: s.replace('label_column = "sentiment"', 'label_column = "sentiment"\nencoding = "rot13"'),
+     "[data] encoding 'rot13' is not a known text encoding"),
     (lambda s: s.replace('[large]', '[large]\nkey_column = 7'), "'key_column' parameter of ReplayModel must be an instance of 'str'"),
 ])
 def test_bad_config_gives_one_clear_line(project, edit, message):

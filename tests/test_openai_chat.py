@@ -13,7 +13,7 @@ LABELS = ["negative", "positive"]
 ANSWERS = {
     "lovely": [("positive", -0.05), ("negative", -3.0), ("The", -5.0)],
     "dreadful": [(" Negative", -0.2), ("pos", -2.0)],
-    "rambling": [("I", -0.1), ("The", -1.0)],
+    "rambling": [("I", -0.1), ("The", -3.0)],
 }
 
 
@@ -152,10 +152,28 @@ def test_a_text_longer_than_max_chars_is_flagged_not_sent():
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"timeout": "abc"}, "'timeout' parameter of OpenAIChatModel must be a float in the range (0.0, inf)"),
+    ({"timeout": "abc"}, "'timeout' parameter of OpenAIChatModel must be a float in the range (0.0, 3600.0]"),
     ({"api_key_env": "KEY; curl evil"}, "'api_key_env' parameter must name an environment variable"),
     ({"max_concurrency": True}, "the 'max_concurrency' parameter must be a number, got the boolean True"),
 ])
 def test_bad_backend_settings_are_refused_before_any_call(params, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         OpenAIChatModel("tiny", base_url="http://127.0.0.1:9/v1", cache=False, **params).predict_proba(["x"], LABELS)
+
+
+def test_impossible_usage_or_total_probability_is_flagged(monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "sk-secret-123")
+    usage = {"id": "c", "object": "chat.completion", "created": 0, "model": "tiny", "choices": [
+        {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "positive"},
+         "logprobs": {"content": [{"token": "positive", "logprob": -0.1, "bytes": None, "top_logprobs": [
+             {"token": "positive", "logprob": -0.1, "bytes": None}]}]}}],
+        "usage": {"prompt_tokens": -10 ** 9, "completion_tokens": 1, "total_tokens": 1}}
+    raw = {"negative usage": (json.dumps(usage).encode(), "application/json"),
+           "proxy page": (b"<html>Authorization: Bearer sk-secret-123</html>", "text/html")}
+    answers = {"both": [("positive", 0.0), ("negative", 0.0)]}
+    with FakeOpenAIServer(answers, raw=raw) as server:
+        model = OpenAIChatModel("tiny", base_url=server.base_url, api_key_env="TEST_KEY", cache=False)
+        result = model.predict_proba(["negative usage", "both labels certain", "a proxy page"], LABELS)
+    assert result.error[0] == "the endpoint reported impossible token counts [-1000000000, 1] for model 'tiny'"
+    assert "more than 1 in all" in result.error[1]
+    assert "sk-secret" not in result.error[2] and "Bearer ***" in result.error[2]

@@ -22,6 +22,7 @@ from datashunt.small import make_small
 from fakes import FakeOpenAIServer
 
 ANSWERS = {"": [("positive", -0.1), ("negative", -2.5)]}
+MINE = {"model": "tiny", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "TEST_KEY"}
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ def test_load_refuses_a_skops_file_that_would_run_code(folder, tmp_path, monkeyp
     _inject(folder / member, payloads[attack])
     with pytest.raises(ModelFileError, match=rf"{member} contains types that are not trusted: \['{attack}'\]; "
                                              "nothing was loaded"):
-        load(folder, large_options={"base_url": "http://127.0.0.1:9/v1", "api_key_env": "TEST_KEY"})
+        load(folder, large_options=MINE)
     assert not marker.exists()
     assert victim.read_text() == "precious"
 
@@ -113,11 +114,11 @@ def test_a_folder_cannot_choose_the_endpoint_or_the_key_variable(folder, monkeyp
     def redirect(meta):
         meta["large"]["options"].update(base_url="http://attacker.example/v1", api_key_env="AWS_SECRET_ACCESS_KEY")
     _tamper(folder, redirect)
-    with pytest.raises(ConfigError, match=r"uses base_url='http://attacker.example/v1', "
+    with pytest.raises(ConfigError, match=r"uses model='tiny', base_url='http://attacker.example/v1', "
                                           r"api_key_env='AWS_SECRET_ACCESS_KEY'\. A loaded model takes where its "
                                           "calls go only from you"):
         load(folder)
-    mine = load(folder, large_options={"base_url": "http://127.0.0.1:8/v1", "api_key_env": "TEST_KEY"})
+    mine = load(folder, large_options={**MINE, "base_url": "http://127.0.0.1:8/v1"})
     assert (mine.large_.base_url, mine.large_.api_key_env) == ("http://127.0.0.1:8/v1", "TEST_KEY")
     trusted = load(folder, trust_saved_locations=True)
     assert trusted.large_.base_url == "http://attacker.example/v1"
@@ -193,10 +194,92 @@ def test_cli_sends_calls_where_the_config_says_and_says_so_first(folder, tmp_pat
 def test_tampered_metadata_is_refused_with_a_clear_message(folder, edit, message):
     _tamper(folder, edit)
     with pytest.raises((ModelFileError, ConfigError), match=message):
-        load(folder, large_options={"base_url": "http://127.0.0.1:9/v1", "api_key_env": "TEST_KEY"})
+        load(folder, large_options=MINE)
 
 
 def test_a_sweep_that_is_not_a_sweep_is_refused(folder):
     (folder / "sweep.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ModelFileError, match="is not a threshold sweep"):
         load(folder, trust_saved_locations=True)
+
+
+def _replace_small(folder, model):
+    import skops.io
+
+    skops.io.dump(model, folder / "small.skops")
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("memory", "/tmp/somewhere"),  # joblib would write every text there, and unpickle what it finds there
+    ("tfidf__input", "filename"),  # every "text" would be opened as a file path
+    ("tfidf__token_pattern", r"(\w+\s?)+$"),  # catastrophic backtracking: hours per sentence
+])
+def test_a_small_model_whose_settings_reach_outside_is_refused(folder, sentiment, setting, value):
+    texts, labels = sentiment
+    _replace_small(folder, make_small("tfidf").fit(texts[:400], labels[:400]).set_params(**{setting: value}))
+    with pytest.raises(ModelFileError, match=rf"the small model's setting {setting}=.* is not allowed in a loaded"):
+        load(folder, large_options=MINE)
+
+
+def test_a_torch_model_state_is_data_only(folder, sentiment, monkeypatch):
+    from datashunt.small.textcnn import TextCNNClassifier
+
+    texts, labels = sentiment
+    model = TextCNNClassifier(epochs=1, embedding_dim=8, n_filters=4).fit(texts[:400], labels[:400])
+    model.n_threads = 10 ** 7
+    _replace_small(folder, model)
+    with pytest.raises(ModelFileError, match=r"'n_threads' parameter of TextCNNClassifier must be an int in the range"):
+        load(folder, large_options=MINE)
+    model.n_threads = None
+    model.__dict__["predict_proba"] = "replaced"
+    _replace_small(folder, model)
+    with pytest.raises(ModelFileError, match=r"state has unexpected attribute\(s\) \['predict_proba'\]"):
+        load(folder, large_options=MINE)
+
+
+def test_a_zip_bomb_and_pathological_json_are_refused_as_corrupt(folder):
+    good = (folder / "shunt.json").read_text()
+    (folder / "shunt.json").write_text("[" * 50_000 + "]" * 50_000)
+    with pytest.raises(ModelFileError, match="shunt.json is corrupt"):
+        load(folder, large_options=MINE)
+    (folder / "shunt.json").write_text('{"format": ' + "9" * 5000 + "}")
+    with pytest.raises(ModelFileError, match="shunt.json is corrupt"):
+        load(folder, large_options=MINE)
+    (folder / "shunt.json").write_text(good)
+    with zipfile.ZipFile(folder / "small.skops", "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("schema.json", "{}")
+        zf.writestr("bomb.npy", b"\0" * (200 << 20))
+    with pytest.raises(ModelFileError, match="compressed beyond any real model"):
+        load(folder, large_options=MINE)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["large"]["options"].update(price={"per_call": "x"}), "The 'price' parameter is invalid"),
+    (lambda m: m["large"]["options"].update(max_concurrency=10 ** 6), "'max_concurrency' parameter"),
+    (lambda m: m["large"]["options"]["prompt"].update(instruction="x" * 200_000), "at most 100,000 are sent"),
+    (lambda m: m["class_report"].update(excels=["no", "no"]), "class_report holds values of the wrong type"),
+    (lambda m: m.update(format=True), "unsupported format True"),
+    (lambda m: m["params"].update(label_names={"positive": ["x"]}), "label names must be strings"),
+])
+def test_settings_that_pass_the_type_check_are_still_bounded(folder, edit, message):
+    _tamper(folder, edit)
+    with pytest.raises((ModelFileError, ConfigError), match=message):
+        load(folder, large_options=MINE)
+
+
+def test_trusting_the_folder_fills_in_only_what_the_config_leaves_out(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", "sk-mine")
+    _tamper(folder, lambda m: m["large"]["options"].update(base_url="http://127.0.0.1:7/v1"))
+    pd.DataFrame({"text": ["fine"]}).to_csv(tmp_path / "new.csv", index=False)
+    config = tmp_path / "run.toml"
+    args = ["predict", str(config), "-i", str(tmp_path / "new.csv"), "-o", str(tmp_path / "out.csv"),
+            "--model", str(folder), "--trust-model-locations"]
+    runner = CliRunner(env={"COLUMNS": "200"})
+    for base_url, expected in [('base_url = "http://127.0.0.1:9/v1"\n', "http://127.0.0.1:9/v1"),
+                               ("", "http://127.0.0.1:7/v1")]:
+        config.write_text(f'[large]\nbackend = "openai"\nmodel = "tiny"\n{base_url}api_key_env = "TEST_KEY"\n'
+                          f'[shunt]\nthreshold = 0.5\n[output]\ndir = "{tmp_path}"\n')
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert f"large model: model 'tiny' at {expected} " in result.output
+    assert "note: [shunt] threshold = 0.5 applies when fitting; the saved model has 0.7" in result.output

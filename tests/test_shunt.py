@@ -204,3 +204,9 @@ def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)
         check(estimator)
+
+
+def test_an_infinite_threshold_sends_everything_to_the_large_model(sentiment, oracle):
+    texts, labels = sentiment
+    shunt = make_shunt(oracle, threshold=float("inf")).fit(texts[:400], labels[:400])
+    assert (shunt.route(texts[400:450])["route"] == "large").all()

@@ -15,6 +15,9 @@ from .exceptions import DatashuntError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Route what a small model is sure of to it, and only the rest to a large model.")
 console = Console()
+TRUST_LOCATIONS = typer.Option(
+    False, help="Where the config's [large] does not say where calls go (endpoint, key variable, model, table, "
+                "GGUF path), take it from the model folder; only for folders whose author you trust.")
 DEMO_INSTRUCTION = "Is the sentiment of this movie review sentence positive or negative?"
 
 
@@ -125,8 +128,7 @@ def predict(
     input: Path = typer.Option(..., "--input", "-i", help="CSV, JSONL or Parquet file with a text column."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write one row per item (CSV)."),
     model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
-    trust_model_locations: bool = typer.Option(
-        False, help="Take where large-model calls go from the model folder instead of the config's [large]."),
+    trust_model_locations: bool = TRUST_LOCATIONS,
 ):
     """Route and label new items; bad rows are flagged, not fatal. Re-running resumes from the call cache."""
     from .config import load_config
@@ -148,8 +150,7 @@ def predict(
 def evaluate(
     config: Path = typer.Argument(..., help="TOML config file with data.test."),
     model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
-    trust_model_locations: bool = typer.Option(
-        False, help="Take where large-model calls go from the model folder instead of the config's [large]."),
+    trust_model_locations: bool = TRUST_LOCATIONS,
 ):
     """Compare small only, large only and Data Shunt on data.test; write a report folder."""
     from .config import load_config, require_key
@@ -177,8 +178,7 @@ def distill(
     rounds: int = typer.Option(3, min=1, help="Rounds; each brings in the next equal part of the pool."),
     epochs: int = typer.Option(None, help="Distillation epochs per round (torch small models)."),
     model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
-    trust_model_locations: bool = typer.Option(
-        False, help="Take where large-model calls go from the model folder instead of the config's [large]."),
+    trust_model_locations: bool = TRUST_LOCATIONS,
 ):
     """2-Stage Confidence Distillation over unlabeled traffic, reported round by round on data.test."""
     from .config import load_config, require_key
@@ -219,15 +219,15 @@ def distill(
 def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
     """A saved shunt whose large model's locations come from the config's [large] section (or, trusted, the folder)."""
     from .config import large_options
-    from .large import backend_class
     from .persist import load
 
-    options = large_options(cfg)
-    if trust_locations:
-        for name in backend_class(options["backend"]).location_params:
-            options.pop(name, None)
-    shunt = load(model or Path(cfg["output"]["dir"]) / "model", large_options=options,
+    shunt = load(model or Path(cfg["output"]["dir"]) / "model", large_options=large_options(cfg),
                  trust_saved_locations=trust_locations)
+    fitted = shunt.get_params(deep=False)
+    for key, value in cfg["shunt"].items():
+        if fitted[key] != value:
+            console.print(escape(f"note: [shunt] {key} = {value!r} applies when fitting; the saved model has "
+                                 f"{fitted[key]!r}"), highlight=False)
     say_destination(shunt.large_)
     return shunt
 

@@ -90,7 +90,8 @@ def check_config(config: dict, source: str = "config") -> dict:
     config["data"].setdefault("label_column", "label")
     config["data"].setdefault("encoding", "utf-8")
     try:
-        codecs.lookup(config["data"]["encoding"])
+        if not codecs.lookup(config["data"]["encoding"])._is_text_encoding:
+            raise LookupError
     except LookupError:
         raise ConfigError(f"{source}: [data] encoding {config['data']['encoding']!r} is not a known text "
                           "encoding (e.g. 'utf-8', 'latin-1')") from None

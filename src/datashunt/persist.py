@@ -6,6 +6,7 @@ name and settings: never an API key, never the call cache), ``sweep.csv`` and ``
 :func:`load` trusts, and where a loaded model's calls may go, is stated there.
 """
 
+import inspect
 import json
 import zipfile
 from pathlib import Path
@@ -25,8 +26,11 @@ META_TYPES = {"format": int, "datashunt_version": str, "params": dict, "classes"
 REPORT_COLUMNS = ("class", "precision", "recall", "support", "excels")
 SWEEP_COLUMNS = ("threshold", "accuracy", "large_rate")
 #: The exact types in datashunt's own small models that skops does not already trust (it trusts
-#: scikit-learn, NumPy and SciPy types and plain containers). Reviewed: each rebuilds itself from
-#: arrays and numbers only; the MiniLM model's architecture comes from the installed package.
+#: scikit-learn, NumPy and SciPy types and plain containers). Reviewed: the torch models accept only
+#: their parameters (checked against their constraints) and known fitted arrays; the MiniLM
+#: architecture comes from the installed package, the file gives weights only.
+MAX_MODEL_BYTES = 4 << 30  # far above any small model; guards against zip bombs
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # scikit-learn's, the one datashunt's TF-IDF uses
 TRUSTED_TYPES = frozenset({
     "datashunt.small.tfidf.CompactTfidfVectorizer",
     "datashunt.small.textcnn.TextCNNClassifier",
@@ -117,7 +121,7 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
         raise ModelFileError(f"{folder} is not a saved shunt (needs shunt.json and small.skops)")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON or encoding, a 5000-digit number, deep nesting
         raise ModelFileError(f"{meta_path} is corrupt: {exc}") from None
     _check_meta(meta, meta_path)
     small = _load_skops(small_path, trusted)
@@ -155,11 +159,11 @@ def _check_meta(meta, path) -> None:
     from .shunt import ShuntClassifier
 
     def fail(why):
-        raise ModelFileError(f"{path}: {why}; the file was not written by datashunt or was changed")
+        raise ModelFileError(f"{path}: {why}; it was not written by this version of datashunt, or it was changed")
 
     if not isinstance(meta, dict):
         fail(f"expected a JSON object, got {type(meta).__name__}")
-    if meta.get("format") != FORMAT:
+    if type(meta.get("format")) is not int or meta["format"] != FORMAT:
         raise ModelFileError(f"{path}: unsupported format {meta.get('format')!r} (this version reads {FORMAT})")
     _check_keys(meta, META_TYPES, "", fail)
     if isinstance(meta["threshold"], bool) or meta["threshold"] != meta["threshold"]:
@@ -174,6 +178,12 @@ def _check_meta(meta, path) -> None:
     _check_keys(report, dict.fromkeys(REPORT_COLUMNS, list), "class_report.", fail)
     if any(len(column) != len(classes) for column in report.values()) or report["class"] != classes:
         fail("class_report does not describe the saved classes")
+    numbers = report["precision"] + report["recall"]
+    if not all(type(v) is bool for v in report["excels"]) or not all(
+            type(v) in (int, float) and 0 <= v <= 1 for v in numbers) or not all(
+            type(v) is int and v >= 0 for v in report["support"]):
+        fail("class_report holds values of the wrong type (precision and recall in [0, 1], support counts, "
+             "excels true or false)")
 
 
 def _check_keys(record: dict, types: dict, prefix: str, fail) -> None:
@@ -234,9 +244,17 @@ def _read_sweep(path):
 
 
 def _load_skops(path, trusted):
+    """A small model from a skops file: only trusted types, bounded size, settings that touch nothing outside."""
     try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+        size = sum(m.file_size for m in members)
+        if size > MAX_MODEL_BYTES or any(m.file_size > (1 << 20) and m.file_size > 100 * m.compress_size
+                                         for m in members):
+            raise ModelFileError(f"{path} unpacks to {size:,} bytes or is compressed beyond any real model; "
+                                 "refused (a zip bomb?)")
         untrusted = sio.get_untrusted_types(file=path)
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, RecursionError, OSError) as exc:
         raise ModelFileError(f"{path} is corrupt: {exc}") from None
     allowed = TRUSTED_TYPES | set(trusted or ())
     refused = sorted(t for t in untrusted if t not in allowed)
@@ -244,9 +262,33 @@ def _load_skops(path, trusted):
         raise ModelFileError(f"{path} contains types that are not trusted: {refused}; nothing was loaded. "
                              "If you know what they are and trust the file, pass them in trusted=[...]")
     try:
-        return sio.load(path, trusted=untrusted)
-    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, RuntimeError, OSError) as exc:
+        model = sio.load(path, trusted=untrusted)
+    except Exception as exc:  # noqa: BLE001 - any failure to build a model from a file means the file is bad
         raise ModelFileError(f"{path} is corrupt: {type(exc).__name__}: {exc}") from None
+    _check_small(model, path)
+    return model
+
+
+def _check_small(model, path) -> None:
+    """Refuse settings that would make a loaded model read files, cache texts on disk, run a callable or hang.
+
+    The types are trusted; this checks their values: the parameter constraints of every step, no
+    function or class among the parameters (NumPy dtypes aside), no ``memory`` cache folder, texts
+    read as content (not as file names), and the default token pattern (a crafted one can take hours).
+    """
+    if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
+        raise ModelFileError(f"{path} does not hold a fitted classifier with predict_proba")
+    try:
+        check_params(model, "small model")
+    except ConfigError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    for name, value in model.get_params(deep=True).items():
+        leaf = name.rsplit("__", 1)[-1]
+        code = inspect.isroutine(value) or (isinstance(value, type) and not issubclass(value, np.generic))
+        if code or (leaf == "memory" and value is not None) or (leaf == "input" and value != "content") \
+                or (leaf == "token_pattern" and value != TOKEN_PATTERN):
+            raise ModelFileError(f"{path}: the small model's setting {name}={value!r} is not allowed in a loaded "
+                                 "model (it could read files, write texts to disk, run code or hang)")
 
 
 def _large_options(large) -> dict:

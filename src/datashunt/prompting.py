@@ -11,6 +11,7 @@ import pandas as pd
 
 from .exceptions import ConfigError
 
+MAX_PROMPT_CHARS = 100_000
 TEMPLATE_FIELDS = ("instruction", "labels", "hint", "text")
 DEFAULT_TEMPLATE = "{instruction}\nAnswer with exactly one word from this list: {labels}.\n{hint}\nText: {text}"
 
@@ -36,6 +37,10 @@ class Prompt:
                 raise ConfigError(f"prompt {name} must be a string, got {type(getattr(self, name)).__name__}")
         if self.system is not None and not isinstance(self.system, str):
             raise ConfigError(f"prompt system must be a string or None, got {type(self.system).__name__}")
+        size = len(self.instruction) + len(self.template) + len(self.system or "")
+        if size > MAX_PROMPT_CHARS:
+            raise ConfigError(f"prompt instruction, template and system hold {size:,} characters; at most "
+                              f"{MAX_PROMPT_CHARS:,} are sent with every item")
         check_template(self.template)
 
     def messages(self, text: str, labels: list[str], hint: str | None = None) -> list[dict]:

@@ -1,17 +1,15 @@
 """ShuntClassifier: the small model answers what it is sure of, the large model the rest."""
 
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
-
-from numbers import Real
-
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .calibration import POLICIES, choose_threshold, threshold_sweep
 from .confidence import MEASURES, get_measure
@@ -107,7 +105,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     _parameter_constraints = {
         "small": [HasMethods(["fit", "predict_proba"])],
         "large": [HasMethods(["predict_proba", "identity"])],
-        "threshold": [StrOptions({"auto"}), Interval(Real, None, None, closed="neither")],
+        "threshold": [StrOptions({"auto"}), Interval(Real, None, None, closed="both")],  # ±inf: all to one side
         "policy": [StrOptions(set(POLICIES))],
         "max_large_rate": [Interval(Real, 0, 1, closed="both"), None],
         "target_accuracy": [Interval(Real, 0, 1, closed="both"), None],
@@ -209,6 +207,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _labels(self) -> list[str]:
         names = self.label_names or {}
+        if not all(isinstance(v, str) for v in names.values()):
+            raise ConfigError(f"label names must be strings, got {names!r}")
         labels = [str(names.get(c, names.get(str(c), c))) for c in self.classes_.tolist()]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"label names must be distinct, got {labels}")

@@ -77,8 +77,16 @@ def write_csv(frame: pd.DataFrame, path) -> Path:
         except BaseException:
             os.unlink(tmp.name)
             raise
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
+    os.chmod(tmp.name, mode)  # a temporary file is private; the output keeps the usual permissions
     os.replace(tmp.name, path)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_labeled(path, text_column: str = "text", label_column: str | None = "label",

@@ -5,6 +5,7 @@ label for a chat prompt. Everything else lives here once: the prompt, the persis
 the cost meter, the per-row error flags and the renormalisation over the label set (eq. 5).
 """
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from numbers import Real
@@ -13,7 +14,7 @@ from pathlib import PurePath
 import numpy as np
 from scipy.special import logsumexp
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 
 from ..exceptions import ConfigError, LargeModelError
 from ..params import check_params
@@ -68,11 +69,15 @@ class LargeResult:
 LOGPROB_SLACK = 0.01  # a label's log-mass above this (a probability over 1.01) is impossible, not rounding
 
 
-def _usable(hit: dict | None, k: int) -> dict | None:
-    """A cached answer, or None when it is not a probability vector over ``k`` labels (then it is asked again)."""
-    if hit is None:
+def _usable(hit, k: int) -> dict | None:
+    """A cached answer, or None when it is not one written by this module for ``k`` labels (then it is asked again)."""
+    if not isinstance(hit, dict) or type(hit.get("prompt_tokens")) is not int or hit["prompt_tokens"] < 0 \
+            or type(hit.get("seconds", 0.0)) not in (int, float):
         return None
-    proba = np.asarray(hit.get("proba"), dtype=float)
+    try:
+        proba = np.asarray(hit.get("proba"), dtype=float)
+    except (TypeError, ValueError):
+        return None
     if proba.shape != (k,) or not np.isfinite(proba).all() or (proba < 0).any() or abs(proba.sum() - 1) > 1e-6:
         return None
     return hit
@@ -104,14 +109,19 @@ class LargeModel(BaseEstimator):
     @classmethod
     def is_default_location(cls, name: str, value) -> bool:
         """Whether ``value`` is the constructor default of the location parameter ``name``."""
-        import inspect
-
         default = inspect.signature(cls.__init__).parameters[name].default
         return default is not inspect.Parameter.empty and default == value
 
     def describe(self) -> str:
         """Where this model's calls go, in words (shown before the first call)."""
         return self.identity()
+
+    def _validate_params(self):
+        super()._validate_params()
+        try:
+            Price.coerce(getattr(self, "price", None))
+        except ConfigError as exc:
+            raise InvalidParameterError(f"The 'price' parameter is invalid: {exc}.") from None
 
     def predict_proba(self, inputs, labels, hints=None, candidates=None, progress: bool = False) -> LargeResult:
         """Probabilities over ``labels`` for each input; failures are flagged per row, never raised.

@@ -42,8 +42,8 @@ class LlamaCppModel(LargeModel):
     location_params = ("model",)
     _parameter_constraints = {
         "model": [str, PurePath],
-        "n_ctx": [Interval(Integral, 16, None, closed="left")],
-        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "n_ctx": [Interval(Integral, 16, 1 << 20, closed="both")],
+        "n_threads": [Interval(Integral, 1, 1024, closed="both"), None],
         "reuse_prefix": ["boolean"],
         **SHARED_CONSTRAINTS,
     }

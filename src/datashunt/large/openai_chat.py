@@ -13,9 +13,10 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError
 
 from ..exceptions import ConfigError, LargeModelError, require
 from ..params import env_name
-from .base import SHARED_CONSTRAINTS, LargeModel, Scored
+from .base import LOGPROB_SLACK, SHARED_CONSTRAINTS, LargeModel, Scored
 
 DEFAULT_URL = "https://api.openai.com/v1"
+MAX_TOKENS = 10_000_000  # a token count above this in a response is garbage, not usage
 
 
 def label_logprobs(top_logprobs: list[tuple[str, float]], labels: list[str]) -> np.ndarray:
@@ -66,16 +67,16 @@ class OpenAIChatModel(LargeModel):
         See :class:`~datashunt.large.base.LargeModel`.
     """
 
-    location_params = ("base_url", "api_key_env")
+    location_params = ("model", "base_url", "api_key_env")  # on a gateway the model name picks the provider
     _parameter_constraints = {
         "model": [str],
         "base_url": [str, None],
         "api_key_env": [str],
-        "timeout": [Interval(Real, 0, None, closed="neither")],
-        "max_retries": [Interval(Integral, 0, None, closed="left")],
-        "max_concurrency": [Interval(Integral, 1, None, closed="left")],
+        "timeout": [Interval(Real, 0, 3600, closed="right")],
+        "max_retries": [Interval(Integral, 0, 20, closed="both")],
+        "max_concurrency": [Interval(Integral, 1, 1024, closed="both")],
         "top_logprobs": [Interval(Integral, 1, 20, closed="both")],
-        "max_chars": [Interval(Integral, 1, None, closed="left")],
+        "max_chars": [Interval(Integral, 1, 10_000_000, closed="both")],
         **SHARED_CONSTRAINTS,
     }
 
@@ -128,7 +129,7 @@ class OpenAIChatModel(LargeModel):
 
     def _parse(self, response, labels) -> Scored:
         if not hasattr(response, "choices"):  # the client hands back the body when it is not JSON
-            shown = " ".join(str(response).split())[:80]
+            shown = self._redact(" ".join(str(response).split())[:80])
             raise LargeModelError(f"the endpoint answered with something that is not a chat completion: {shown!r}")
         if not response.choices:
             raise LargeModelError(f"the endpoint returned no choices for model {self.model!r}")
@@ -140,12 +141,16 @@ class OpenAIChatModel(LargeModel):
                 f"the endpoint returned no logprobs for model {self.model!r}; it must support "
                 "'logprobs' and 'top_logprobs' in chat completions"
             ) from None
-        if not all(isinstance(token, str) and isinstance(lp, (int, float)) and lp <= 1e-6 for token, lp in top):
+        numbers = all(isinstance(token, str) and type(lp) in (int, float) and lp <= 1e-6 for token, lp in top)
+        if not numbers or logsumexp([lp for _, lp in top]) > LOGPROB_SLACK:
             raise LargeModelError(f"the endpoint returned impossible logprobs for model {self.model!r} (not "
-                                  f"numbers, NaN or above 0): {top[:5]}; the answer was not used or cached")
+                                  f"numbers, NaN, above 0 or more than 1 in all): {top[:5]}; the answer was not "
+                                  "used or cached")
         usage = getattr(response, "usage", None)
-        return Scored(label_logprobs(top, labels), getattr(usage, "prompt_tokens", 0) or 0,
-                      getattr(usage, "completion_tokens", 0) or 0)
+        tokens = [getattr(usage, name, 0) or 0 for name in ("prompt_tokens", "completion_tokens")]
+        if not all(type(t) is int and 0 <= t < MAX_TOKENS for t in tokens):
+            raise LargeModelError(f"the endpoint reported impossible token counts {tokens} for model {self.model!r}")
+        return Scored(label_logprobs(top, labels), *tokens)
 
     @contextlib.contextmanager
     def _failures(self):
@@ -154,11 +159,13 @@ class OpenAIChatModel(LargeModel):
         try:
             yield
         except (openai.APIError, json.JSONDecodeError) as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            key = os.environ.get(self.api_key_env)
-            if key:
-                message = message.replace(key, "***")
-            raise LargeModelError(f"call to {self.model!r} failed: {message}") from None
+            raise LargeModelError(f"call to {self.model!r} failed: {self._redact(f'{type(exc).__name__}: {exc}')}") \
+                from None
+
+    def _redact(self, message: str) -> str:
+        """``message`` with the API key, if it appears, replaced by ``***``."""
+        key = os.environ.get(self.api_key_env)
+        return message.replace(key, "***") if key else message
 
     def _score(self, messages, labels) -> Scored:
         if getattr(self, "_sync", None) is None:

@@ -22,7 +22,7 @@ class Price:
     def __post_init__(self):
         for name in ("per_call", "per_million_input", "per_million_output"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
+            if type(value) not in (int, float) or not 0 <= value < float("inf"):
                 raise ConfigError(f"price {name} must be a non-negative number, got {value!r}")
 
     def cost(self, prompt_tokens: int = 0, completion_tokens: int = 0) -> float:

@@ -1,5 +1,9 @@
 """A bidirectional LSTM over learned word embeddings, pooled over the words."""
 
+from numbers import Integral
+
+from sklearn.utils._param_validation import Interval
+
 from .torch_text import WordSequenceClassifier
 
 
@@ -59,6 +63,12 @@ class LSTMClassifier(WordSequenceClassifier):
     >>> model.predict(["a superb movie", "a dull movie"]).tolist()
     ['positive', 'negative']
     """
+
+    _parameter_constraints = {
+        **WordSequenceClassifier._shared_constraints,
+        "hidden_size": [Interval(Integral, 1, 4096, closed="both")],
+        "num_layers": [Interval(Integral, 1, 16, closed="both")],
+    }
 
     def __init__(self, *, epochs=8, batch_size=32, lr=2e-3, max_len=100, embedding_dim=128, hidden_size=128,
                  num_layers=1, dropout=0.5, max_vocab=20000, min_count=1, random_state=None, device="cpu",

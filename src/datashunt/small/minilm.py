@@ -5,8 +5,10 @@ nothing is downloaded.
 """
 
 import warnings
+from numbers import Real
 
 import numpy as np
+from sklearn.utils._param_validation import Interval
 
 from ..exceptions import DatashuntWarning, require
 from .torch_text import TorchTextClassifier
@@ -77,6 +79,16 @@ class MiniLMClassifier(TorchTextClassifier):
 
     _clip_norm = 1.0
     _transient = ("module_", "tokenizer_")
+
+    _fitted_attributes = TorchTextClassifier._fitted_attributes + ("tokenizer_version_",)
+    _parameter_constraints = {
+        **TorchTextClassifier._shared_constraints,
+        "head_lr": [Interval(Real, 0, 10, closed="right")],
+        "freeze_encoder": ["boolean"],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "warmup": [Interval(Real, 0, 1, closed="both")],
+    }
 
     def __init__(self, *, epochs=1, batch_size=32, lr=1e-4, head_lr=1e-3, max_len=64, freeze_encoder=False,
                  dropout=0.1, weight_decay=0.01, warmup=0.1, random_state=None, device="cpu", n_threads=None,

@@ -1,5 +1,9 @@
 """TextCNN (Kim 2014): word embeddings, convolutions of several widths, max-pooling over time."""
 
+from numbers import Integral
+
+from sklearn.utils._param_validation import Interval
+
 from .torch_text import WordSequenceClassifier
 
 
@@ -58,6 +62,12 @@ class TextCNNClassifier(WordSequenceClassifier):
     >>> model.predict(["a superb movie", "a dull movie"]).tolist()
     ['positive', 'negative']
     """
+
+    _parameter_constraints = {
+        **WordSequenceClassifier._shared_constraints,
+        "n_filters": [Interval(Integral, 1, 4096, closed="both")],
+        "kernel_sizes": [tuple, list],
+    }
 
     def __init__(self, *, epochs=12, batch_size=50, lr=1e-3, max_len=100, embedding_dim=128, n_filters=100,
                  kernel_sizes=(3, 4, 5), dropout=0.5, max_vocab=20000, min_count=1, random_state=None,

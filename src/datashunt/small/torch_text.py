@@ -11,14 +11,17 @@ torch is imported only when a model is fitted, used or restored.
 import contextlib
 import re
 from collections import Counter
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, column_or_1d
 
 from ..exceptions import DataError, require
 from ..inputs import as_inputs, require_valid
+from ..params import check_params
 from ..progress import track
 
 PAD, UNK = "<pad>", "<unk>"
@@ -106,6 +109,18 @@ class TorchTextClassifier(ClassifierMixin, BaseEstimator):
     _min_len = 1  # shortest padded batch the module accepts (a convolution's width)
     _clip_norm = 5.0  # gradients are clipped to this norm
     _transient = ("module_",)  # attributes rebuilt by __setstate__, never stored
+    _fitted_attributes = ("classes_", "module_state_")  # what a saved state may hold beside the parameters
+    #: Constraints shared by every torch text classifier; a subclass adds its own (see datashunt.params).
+    _shared_constraints = {
+        "epochs": [Interval(Integral, 1, 10_000, closed="both")],
+        "batch_size": [Interval(Integral, 1, 1 << 16, closed="both")],
+        "lr": [Interval(Real, 0, 10, closed="right")],
+        "max_len": [Interval(Integral, 1, 1 << 16, closed="both")],
+        "random_state": ["random_state"],
+        "device": [StrOptions({"cpu", "cuda", "mps"} | {f"cuda:{i}" for i in range(16)})],
+        "n_threads": [Interval(Integral, 1, 1024, closed="both"), None],
+        "progress": ["boolean"],
+    }
 
     # -- what a subclass provides -------------------------------------------------------------------
 
@@ -151,6 +166,7 @@ class TorchTextClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
+        check_params(self)
         texts = check_texts(X)
         y = column_or_1d(y, warn=True)
         if len(y) != len(texts):
@@ -296,9 +312,21 @@ class TorchTextClassifier(ClassifierMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state):
+        """Restore from plain data only: the parameters (checked) and the known fitted attributes.
+
+        A saved file is data: an unknown key, a parameter out of its range or weights that are not
+        arrays are refused (``ValueError``) before torch builds anything.
+        """
         state = dict(state)
+        unknown = sorted(set(state) - set(self._get_param_names()) - set(self._fitted_attributes))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} state has unexpected attribute(s) {unknown}")
         weights = state.pop("module_state_", None)
+        if weights is not None and not (isinstance(weights, dict) and all(
+                isinstance(k, str) and isinstance(v, np.ndarray) for k, v in weights.items())):
+            raise ValueError(f"{type(self).__name__} weights must be named arrays")
         self.__dict__.update(state)
+        check_params(self)
         if weights is None:
             return
         with self._torch() as torch, self._seeded(torch, 0):  # initial weights are overwritten: spare the RNG
@@ -313,6 +341,15 @@ class WordSequenceClassifier(TorchTextClassifier):
 
     Subclasses set ``max_vocab`` and ``min_count`` in ``__init__``; ``vocabulary_`` maps token to id.
     """
+
+    _fitted_attributes = TorchTextClassifier._fitted_attributes + ("vocabulary_",)
+    _shared_constraints = {
+        **TorchTextClassifier._shared_constraints,
+        "embedding_dim": [Interval(Integral, 1, 4096, closed="both")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "max_vocab": [Interval(Integral, 2, 10_000_000, closed="both"), None],
+        "min_count": [Interval(Integral, 1, None, closed="left")],
+    }
 
     def _prepare(self, texts) -> None:
         self.vocabulary_ = build_vocabulary((tokenize(t) for t in texts), self.max_vocab, self.min_count)
