@@ -100,3 +100,15 @@ def test_pruned_prompts_after_distillation_still_come_from_the_specific_model(dr
     assert (routes["route"] == "learnable").any() and (routes["route"] == "large").any()
     assert shunt.large_.calls == calls  # same hints as before distillation, so every prompt is cached
     assert "Prior knowledge" in shunt.large_.last_prompt
+
+
+def test_distillation_works_on_numeric_feature_rows():
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = make_classification(n_samples=300, n_features=5, random_state=0)
+    large = FakeLargeModel({str(row): label for row, label in zip(X, y)})
+    shunt = ShuntClassifier(LogisticRegression(), large, threshold=0.8, random_state=0).fit(X[:200], y[:200])
+    shunt.distill(X[200:], X_train=X[:200], y_train=y[:200])
+    assert shunt.distillation_["n_from_large"] > 0
+    assert shunt.learnable_.predict_proba(X[200:]).shape == (100, 2)

@@ -177,3 +177,14 @@ def test_impossible_usage_or_total_probability_is_flagged(monkeypatch):
     assert result.error[0] == "the endpoint reported impossible token counts [-1000000000, 1] for model 'tiny'"
     assert "more than 1 in all" in result.error[1]
     assert "sk-secret" not in result.error[2] and "Bearer ***" in result.error[2]
+
+
+def test_calls_work_inside_a_running_event_loop():
+    import asyncio
+
+    async def notebook_cell(model):
+        return model.predict_proba(["a lovely film", "a dreadful film"], LABELS)
+
+    with FakeOpenAIServer(ANSWERS) as server:
+        result = asyncio.run(notebook_cell(OpenAIChatModel("tiny", base_url=server.base_url, cache=False)))
+    assert result.ok.all() and result.proba.argmax(axis=1).tolist() == [1, 0]

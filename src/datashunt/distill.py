@@ -14,6 +14,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from .exceptions import ConfigError
+from .routes import ASKED_LARGE, LEARNABLE
 
 
 @dataclass
@@ -72,13 +73,13 @@ def learn(learnable, specific, inputs, targets: Targets, classes, *, epochs=None
         return model
     X, proba = inputs[targets.used], targets.proba[targets.used]
     k = len(classes)
-    X_rep = np.repeat(X, k)
+    X_rep = np.repeat(X, k, axis=0)  # rows, whether texts or feature vectors
     y_rep = np.tile(np.asarray(classes), len(X))
     weight = proba.ravel()
     keep = weight > 1e-6
     X_rep, y_rep, weight = X_rep[keep], y_rep[keep], weight[keep]
     if X_train is not None:
-        X_rep = np.concatenate([np.asarray(X_train, dtype=object), X_rep])
+        X_rep = np.concatenate([np.asarray(X_train, dtype=X_rep.dtype), X_rep])
         y_rep = np.concatenate([np.asarray(y_train, dtype=y_rep.dtype), y_rep])
         weight = np.concatenate([np.ones(len(X_train)), weight])
     model = clone(specific)
@@ -112,8 +113,8 @@ def distill_rounds(shunt, pool, rounds: int, X_test, y_test, *, X_train=None, y_
         routes = shunt.route(X_test)
         return {"round": r, "threshold": shunt.threshold_,
                 "accuracy": float(np.mean(routes["label"].to_numpy() == y_test)),
-                "large_rate": float(routes["route"].isin(["large", "fallback"]).mean()),
-                "learnable_rate": float((routes["route"] == "learnable").mean()),
+                "large_rate": float(routes["route"].isin(ASKED_LARGE).mean()),
+                "learnable_rate": float((routes["route"] == LEARNABLE).mean()),
                 "traffic_cost": traffic_cost, **(info or {})}
 
     rows = [measure(0)]

@@ -12,6 +12,7 @@ from sklearn.metrics import f1_score
 
 from .exceptions import DataError, DatashuntWarning
 from .inputs import as_inputs
+from .routes import ASKED_LARGE, FALLBACK, ROUTES
 
 
 @dataclass
@@ -64,7 +65,7 @@ def compare(shunt, X, y, progress: bool = False) -> Evaluation:
     start = time.perf_counter()
     routes = shunt.route(inputs)
     shunt_seconds = time.perf_counter() - start
-    routed = routes["route"].isin(["large", "fallback"]).to_numpy()
+    routed = routes["route"].isin(ASKED_LARGE).to_numpy()
     routes.insert(0, "true_label", y)
     routes.loc[~known, "flag"] = "label unseen in training"
 
@@ -87,7 +88,7 @@ def compare(shunt, X, y, progress: bool = False) -> Evaluation:
         row("large only", large_pred, valid, large_seconds),
         row("data shunt", routes["label"].to_numpy(), routed, shunt_seconds),
     ])
-    summary["large_failures"] = [0, int(large_failures.sum()), int((routes["route"] == "fallback").sum())]
+    summary["large_failures"] = [0, int(large_failures.sum()), int((routes["route"] == FALLBACK).sum())]
     per_class = pd.DataFrame([
         {"class": c, "support": int((y == c).sum()),
          "small_accuracy": float(np.mean(small_pred[y == c] == c)),
@@ -144,7 +145,7 @@ def collaboration(shunt, evaluation: Evaluation | None = None) -> dict:
     if evaluation is not None:
         routes = evaluation.routes["route"]
         out["answered_by"] = {name: float((routes == name).mean())
-                              for name in ("small", "learnable", "large", "fallback", "invalid")}
+                              for name in ROUTES}
     return out
 
 

@@ -43,13 +43,13 @@ def plot_sweep(sweep: pd.DataFrame, ax=None, threshold: float | None = None, lab
 
 
 def save_sweep_figure(sweep: pd.DataFrame, path, threshold: float | None = None) -> None:
-    """Draw :func:`plot_sweep` into a PNG file."""
-    matplotlib = require("matplotlib", "plot")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Draw :func:`plot_sweep` into a PNG file, leaving the user's plotting backend and figures alone.
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    plot_sweep(sweep, ax=ax, threshold=threshold)
+    The figure is built without pyplot (no window, no global state), so this works headless and
+    inside a notebook alike.
+    """
+    figure = require("matplotlib.figure", "plot")
+    fig = figure.Figure(figsize=(7, 4))
+    plot_sweep(sweep, ax=fig.add_subplot(), threshold=threshold)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

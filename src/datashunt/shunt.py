@@ -17,6 +17,7 @@ from .exceptions import ConfigError, DataError
 from .inputs import as_inputs, require_valid
 from .params import check_params
 from .prompting import MODES, Pruning, class_report
+from .routes import FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
 
 
 @dataclass
@@ -319,7 +320,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         threshold = self.threshold_ if threshold is None else threshold
         n, k = len(inputs), len(self.classes_)
         valid = np.ones(n, bool) if problems is None else np.array([p is None for p in problems], bool)
-        out = Routing(proba=np.full((n, k), np.nan), route=np.full(n, "invalid", dtype=object),
+        out = Routing(proba=np.full((n, k), np.nan), route=np.full(n, INVALID, dtype=object),
                       confidence_small=np.full(n, np.nan), confidence_large=np.full(n, np.nan),
                       cost=np.zeros(n), cached=np.zeros(n, bool),
                       flag=list(problems) if problems is not None else [None] * n,
@@ -331,13 +332,13 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         measure = get_measure(self.confidence)
         proba_s1 = self.small_.predict_proba(rows)
         proba_s, conf = proba_s1, np.asarray(measure(proba_s1), dtype=float)
-        out.route[idx] = "small"
+        out.route[idx] = SMALL
         if getattr(self, "learnable_", None) is not None:  # 2CD: the surer of the two small models answers
             proba_2 = self.learnable_.predict_proba(rows)
             conf_2 = np.asarray(measure(proba_2), dtype=float)
             better = conf_2 > conf
             proba_s, conf = np.where(better[:, None], proba_2, proba_s1), np.where(better, conf_2, conf)
-            out.route[idx[better]] = "learnable"
+            out.route[idx[better]] = LEARNABLE
         out.proba[idx], out.small_proba[idx], out.confidence_small[idx] = proba_s, proba_s, conf
         unsure = conf < threshold
         go = idx[unsure]
@@ -348,7 +349,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             ok = result.ok
             out.proba[go[ok]] = result.proba[ok]
             out.confidence_large[go[ok]] = result.proba[ok].max(axis=1)
-            out.route[go] = np.where(ok, "large", "fallback")
+            out.route[go] = np.where(ok, LARGE, FALLBACK)
             out.cost[go], out.cached[go] = result.cost, result.cached
             for i, error in zip(go, result.error):
                 if error is not None:

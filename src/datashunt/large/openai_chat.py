@@ -4,6 +4,8 @@ import asyncio
 import contextlib
 import json
 import os
+import queue
+import threading
 import time
 from numbers import Integral, Real
 
@@ -167,13 +169,6 @@ class OpenAIChatModel(LargeModel):
         key = os.environ.get(self.api_key_env)
         return message.replace(key, "***") if key else message
 
-    def _score(self, messages, labels) -> Scored:
-        if getattr(self, "_sync", None) is None:
-            self._sync = self._client()
-        with self._failures():
-            response = self._sync.chat.completions.create(**self._request(messages))
-        return self._parse(response, labels)
-
     async def _ascore(self, client, semaphore, call):
         async with semaphore:
             start = time.perf_counter()
@@ -187,34 +182,51 @@ class OpenAIChatModel(LargeModel):
             return call, scored
 
     def _score_many(self, todo, progress):
-        """Run the calls concurrently (at most ``max_concurrency`` at once), yielding each as it finishes."""
+        """Run the calls concurrently (at most ``max_concurrency`` at once), yielding each as it finishes.
+
+        The requests run on an event loop of their own in a worker thread, so this works the same in
+        a script and inside a running event loop (a notebook, an async server). Closing the generator
+        early cancels what is still in flight.
+        """
         if not todo:
             return
         from ..progress import track
 
+        finished: queue.Queue = queue.Queue()
         loop = asyncio.new_event_loop()
-        client = self._client(asynchronous=True)
 
-        async def results():
-            semaphore = asyncio.Semaphore(max(1, int(self.max_concurrency)))
+        async def run():
+            client = self._client(asynchronous=True)
+            semaphore = asyncio.Semaphore(self.max_concurrency)
             tasks = [asyncio.ensure_future(self._ascore(client, semaphore, call)) for call in todo]
             try:
                 for done in asyncio.as_completed(tasks):
-                    yield await done
+                    finished.put(await done)
             finally:
                 for task in tasks:
                     task.cancel()
+                await client.close()
 
-        stream = results()
+        def work():
+            try:
+                loop.run_until_complete(run())
+            except BaseException as exc:  # noqa: BLE001 - handed over to the caller's thread, raised there
+                finished.put(exc)
+            finally:
+                loop.close()
+
+        def results():
+            for _ in todo:
+                item = finished.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+
+        worker = threading.Thread(target=work, name="datashunt-openai", daemon=True)
+        worker.start()
         try:
-            def step():
-                while True:
-                    try:
-                        yield loop.run_until_complete(stream.__anext__())
-                    except StopAsyncIteration:
-                        return
-            yield from track(step(), "large model", enabled=progress, total=len(todo))
+            yield from track(results(), "large model", enabled=progress, total=len(todo))
         finally:
-            loop.run_until_complete(stream.aclose())
-            loop.run_until_complete(client.close())
-            loop.close()
+            with contextlib.suppress(RuntimeError):  # the loop may have closed already
+                loop.call_soon_threadsafe(lambda: [task.cancel() for task in asyncio.all_tasks(loop)])
+            worker.join()
