@@ -98,6 +98,24 @@ def ablation_tables(result: dict) -> str:
     return "\n".join(lines)
 
 
+def cascade_table(result: dict) -> str:
+    """Cascades of recorded APIs on the Yelp replay: every candidate, reported on the held-out half."""
+    lines = [f"`{result['command']}` (seed {result['seed']}; calibrated on {result['n_calibration']:,} reviews, "
+             f"reported on {result['n_report']:,}; tolerance {result['tolerance']:g})", "",
+             "| cascade | thresholds | accuracy | cost / Google's | share reaching the last stage | "
+             "calibration half: accuracy, cost / Google's |", "|---|---|---|---|---|---|",
+             f"| Google alone | - | {result['google']['accuracy']:.4f} | 1.000 | 100% | - |",
+             f"| Amazon alone | - | {result['amazon']['accuracy']:.4f} | {result['amazon']['cost_ratio']:.3f} | - | - |"]
+    for r in result["all"]:
+        lines.append(f"| {r['cascade']} | {r['thresholds']} | {r['accuracy']:.4f} | {r['cost_ratio']:.3f} | "
+                     f"{r['large_share']:.1%} | {r['calibration_accuracy']:.4f}, {r['calibration_cost_ratio']:.3f} |")
+    best = result["cascade"]
+    lines += ["", f"Chosen on the calibration half (cheapest meeting its goal there): **{best['cascade']}, "
+              f"{best['thresholds']} thresholds**: accuracy {best['accuracy']:.4f} against Google's "
+              f"{result['google']['accuracy']:.4f}, cost ratio {best['cost_ratio']:.3f}."]
+    return "\n".join(lines)
+
+
 def _num(value, digits=4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -145,6 +163,9 @@ def main():
     if calibration.is_file():
         print()
         print(calibration_table(json.loads(calibration.read_text())))
+    for path in sorted(RESULTS.glob("cascade_yelp*.json")):
+        print(f"\n### {path.stem}\n")
+        print(cascade_table(json.loads(path.read_text())))
     for path in sorted(RESULTS.glob("ablation_*.json")):
         print(f"\n### {path.stem.removeprefix('ablation_')}\n")
         print(ablation_tables(json.loads(path.read_text())))

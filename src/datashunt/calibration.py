@@ -165,3 +165,96 @@ def _best_accuracy(ok, acc, rate):
         return None
     best = acc[idx].max()
     return _lowest_rate(ok & (acc >= best - 1e-12), rate)
+
+
+def per_class_thresholds(confidence, predicted, small_correct, large_correct, n_classes: int,
+                         min_accuracy: float) -> tuple[np.ndarray, bool]:
+    """One δ per predicted class (FrugalML's idea): the fewest large calls reaching ``min_accuracy``.
+
+    Each class's items (by the class the first stage predicts) get a sweep of their own. For a
+    price λ per large call, every class takes the δ that maximises its correct answers minus λ
+    times its calls; the largest λ whose choices still reach ``min_accuracy`` on the whole
+    validation set gives the fewest calls (a Lagrangian relaxation: exact on the convex hull of
+    each class's sweep). A class never predicted on validation sends everything on (δ = +inf).
+    Returns the thresholds and whether the goal was met (if not: the most accurate choice).
+
+    Examples
+    --------
+    >>> conf = np.array([0.9, 0.8, 0.7, 0.9, 0.8, 0.7])
+    >>> pred = np.array([0, 0, 0, 1, 1, 1])
+    >>> small = np.array([1, 1, 1, 1, 0, 0], bool)  # reliable on class 0, not on class 1
+    >>> delta, met = per_class_thresholds(conf, pred, small, np.ones(6, bool), 2, min_accuracy=1.0)
+    >>> delta.round(3).tolist(), met
+    ([-inf, 0.85], True)
+    """
+    confidence = np.asarray(confidence, dtype=float)
+    predicted = np.asarray(predicted, dtype=int)
+    small_correct, large_correct = np.asarray(small_correct, bool), np.asarray(large_correct, bool)
+    sweeps = {}
+    for c in range(n_classes):
+        mask = predicted == c
+        if mask.any():
+            sweep = threshold_sweep(confidence[mask], small_correct[mask], large_correct[mask])
+            sweeps[c] = (sweep["threshold"].to_numpy(), sweep["accuracy"].to_numpy() * mask.sum(),
+                         sweep["n_large"].to_numpy())
+
+    def choose(lam):
+        picks = {}
+        for c, (_, correct, calls) in sweeps.items():
+            score = correct - lam * calls
+            best = np.flatnonzero(score >= score.max() - 1e-9)
+            picks[c] = best[np.argmin(calls[best])]
+        return picks
+
+    def correct_of(picks):
+        return sum(sweeps[c][1][i] for c, i in picks.items())
+
+    need = min_accuracy * len(confidence) - 1e-9
+    low, high = 0.0, 1.0 + 1e-6  # above λ = 1 no call can pay for itself
+    met = bool(correct_of(choose(low)) >= need)
+    if met:
+        for _ in range(60):
+            mid = (low + high) / 2
+            low, high = (mid, high) if correct_of(choose(mid)) >= need else (low, mid)
+    picks = choose(low)
+    delta = np.full(n_classes, np.inf)
+    for c, i in picks.items():
+        delta[c] = sweeps[c][0][i]
+    return delta, met
+
+
+def grid_thresholds(confidence, correct, cost, min_accuracy: float, n_grid: int = 40) -> tuple[list, bool]:
+    """Joint single thresholds for an N-stage cascade: the cheapest grid point reaching ``min_accuracy``.
+
+    Every stage has answered every validation item (``confidence``, ``correct``, ``cost`` are
+    (n, S)); each of the S - 1 thresholds takes ``n_grid`` quantiles of its stage's confidence
+    (plus ±inf), and every combination is scored with :func:`datashunt.deciding.outcome`.
+    Returns the thresholds and whether the goal was met (if not: the most accurate point).
+
+    Examples
+    --------
+    >>> conf = np.array([[0.9, 0.9, 1], [0.6, 0.9, 1], [0.6, 0.5, 1]])
+    >>> right = np.array([[1, 0, 1], [0, 1, 1], [0, 0, 1]], bool)
+    >>> grid_thresholds(conf, right, np.array([[0, 1, 10]] * 3, float), min_accuracy=1.0, n_grid=3)
+    ([0.75, 0.7], True)
+    """
+    import itertools
+
+    from .deciding import outcome, stop_stage
+
+    confidence = np.asarray(confidence, dtype=float)
+    axes = []
+    for s in range(confidence.shape[1] - 1):
+        values = np.unique(np.nanquantile(confidence[:, s], np.linspace(0, 1, n_grid)))
+        axes.append(np.r_[-np.inf, (values[:-1] + values[1:]) / 2, np.inf])
+    best, best_any = None, None
+    for point in itertools.product(*axes):
+        result = outcome(stop_stage(confidence, list(point)), correct, cost)
+        key = (result["cost"], -result["accuracy"])
+        if result["accuracy"] >= min_accuracy - 1e-12 and (best is None or key < best[0]):
+            best = (key, point)
+        any_key = (-result["accuracy"], result["cost"])
+        if best_any is None or any_key < best_any[0]:
+            best_any = (any_key, point)
+    chosen = best if best is not None else best_any
+    return [float(t) for t in chosen[1]], best is not None

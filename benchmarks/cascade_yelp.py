@@ -1,0 +1,102 @@
+"""Cascades of recorded sentiment APIs on 20,000 Yelp reviews (FrugalML's replay table), at zero cost.
+
+Stages are the recorded answers of VADER (a free lexicon model), Amazon's and Google's APIs, each
+with its own score as confidence and its recorded price. Thresholds are calibrated on a random half
+of the reviews (seed 0) to the cheapest setting whose accuracy is at least Google's minus
+``--tolerance`` on that half, then reported on the other half; the best cascade is the one
+cheapest on the calibration half. Single thresholds and per-class thresholds (one δ per label the
+stage predicts, FrugalML's idea) are compared.
+
+    .venv/bin/python benchmarks/cascade_yelp.py --seed 0 --tolerance 0.005
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from datashunt.calibration import grid_thresholds, per_class_thresholds
+from datashunt.deciding import outcome, stop_stage
+
+TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "frugalml_yelp" / "yelp_api_outputs.csv"
+PRICE_PER_CALL = {"vader": 0.001 / 1e4, "amazon": 0.75 / 1e4, "google": 2.5 / 1e4}  # USD, from the data's README
+RESULTS = Path(__file__).resolve().parent / "results" / "cascade_yelp.json"
+CASCADES = [("amazon", "google"), ("vader", "google"), ("vader", "amazon", "google")]
+
+
+def stage_arrays(table: pd.DataFrame, stages) -> dict:
+    """Per item and stage: confidence, predicted label, correctness and price."""
+    pred = np.column_stack([table[f"{s}_pred"].to_numpy(int) for s in stages])
+    return {
+        "confidence": np.column_stack([table[f"{s}_conf"].to_numpy(float) for s in stages]),
+        "predicted": pred,
+        "correct": pred == table["true_label"].to_numpy(int)[:, None],
+        "cost": np.tile([PRICE_PER_CALL[s] for s in stages], (len(table), 1)),
+    }
+
+
+def calibrate(arrays: dict, min_accuracy: float, per_class: bool):
+    """Thresholds for the cascade: per class (two stages) or a joint grid of single thresholds."""
+    if per_class:
+        delta, met = per_class_thresholds(arrays["confidence"][:, 0], arrays["predicted"][:, 0],
+                                          arrays["correct"][:, 0], arrays["correct"][:, 1], 2, min_accuracy)
+        return [delta], met
+    return grid_thresholds(arrays["confidence"], arrays["correct"], arrays["cost"], min_accuracy, n_grid=60)
+
+
+def evaluate(arrays: dict, thresholds) -> dict:
+    stage = stop_stage(arrays["confidence"], thresholds, arrays["predicted"])
+    result = outcome(stage, arrays["correct"], arrays["cost"])
+    result["last_share"] = result["reach"][-1]
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tolerance", type=float, default=0.005, help="accuracy Google may lose (0.005 = 0.5 pt)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    command = "python benchmarks/cascade_yelp.py " + " ".join(sys.argv[1:])
+    print(command, flush=True)
+    table = pd.read_csv(TABLE)
+    order = np.random.default_rng(args.seed).permutation(len(table))
+    calib, report = table.iloc[order[: len(table) // 2]], table.iloc[order[len(table) // 2:]]
+
+    google_cal, google_rep = (stage_arrays(t, ("google",)) for t in (calib, report))
+    google_cost = float(google_rep["cost"].sum())
+    target = float(google_cal["correct"].mean()) - args.tolerance
+    rows = []
+    for stages in CASCADES:
+        for per_class in (False, True) if len(stages) == 2 else (False,):
+            cal, rep = stage_arrays(calib, stages), stage_arrays(report, stages)
+            thresholds, met = calibrate(cal, target, per_class)
+            fitted, tested = evaluate(cal, thresholds), evaluate(rep, thresholds)
+            rows.append({
+                "cascade": " > ".join(stages), "thresholds": "per class" if per_class else "single",
+                "delta": [np.asarray(t).tolist() for t in thresholds], "goal_met_on_calibration": met,
+                "calibration_accuracy": fitted["accuracy"], "calibration_cost_ratio": fitted["cost"] / google_cost,
+                "accuracy": tested["accuracy"], "cost_ratio": tested["cost"] / google_cost,
+                "large_share": tested["last_share"], "reach": tested["reach"],
+            })
+            print(json.dumps(rows[-1]), flush=True)
+    eligible = [r for r in rows if r["goal_met_on_calibration"] and r["cascade"].endswith("google")]
+    best = min(eligible, key=lambda r: r["calibration_cost_ratio"])
+    results = {
+        "command": command, "seed": args.seed, "tolerance": args.tolerance,
+        "n_calibration": len(calib), "n_report": len(report),
+        "google": {"accuracy": float(google_rep["correct"].mean()), "cost_ratio": 1.0},
+        "amazon": {"accuracy": float(stage_arrays(report, ("amazon",))["correct"].mean()),
+                   "cost_ratio": PRICE_PER_CALL["amazon"] / PRICE_PER_CALL["google"]},
+        "cascade": {k: best[k] for k in ("cascade", "thresholds", "delta", "accuracy", "cost_ratio", "large_share")},
+        "all": rows,
+    }
+    args.out.write_text(json.dumps(results, indent=1))
+    print(json.dumps({"google": results["google"], "cascade": results["cascade"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
