@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
+from .deciding import keeps
 from .exceptions import ConfigError
 from .routes import ASKED_LARGE, LEARNABLE
 
@@ -44,7 +45,7 @@ def two_stage_targets(proba_s1, conf_s1, proba_large, threshold: float) -> Targe
     """
     proba_s1 = np.asarray(proba_s1, dtype=float)
     proba_large = np.asarray(proba_large, dtype=float)
-    from_small = np.asarray(conf_s1) >= threshold
+    from_small = keeps(conf_s1, threshold)
     large_ok = ~np.isnan(proba_large).any(axis=1)
     conf_large = np.where(large_ok, np.nan_to_num(proba_large, nan=0.0).max(axis=1), -np.inf)
     from_large = ~from_small & large_ok & (conf_large > threshold)

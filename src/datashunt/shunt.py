@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .calibration import POLICIES, choose_threshold, threshold_sweep
 from .confidence import MEASURES, get_measure
+from .deciding import keeps
 from .exceptions import ConfigError, DataError
 from .inputs import as_inputs, require_valid
 from .params import check_params
@@ -288,7 +289,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         inputs = inputs[ok]
         proba_s1 = self.small_.predict_proba(inputs)
         conf_s1 = np.asarray(get_measure(self.confidence)(proba_s1), dtype=float)
-        unsure = np.flatnonzero(conf_s1 < self.threshold_)
+        unsure = np.flatnonzero(~keeps(conf_s1, self.threshold_))
         proba_large = np.full_like(proba_s1, np.nan)
         paid = 0.0
         if len(unsure):
@@ -340,7 +341,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             proba_s, conf = np.where(better[:, None], proba_2, proba_s1), np.where(better, conf_2, conf)
             out.route[idx[better]] = LEARNABLE
         out.proba[idx], out.small_proba[idx], out.confidence_small[idx] = proba_s, proba_s, conf
-        unsure = conf < threshold
+        unsure = ~keeps(conf, threshold)
         go = idx[unsure]
         if len(go):
             # Prompt Pruning speaks for the specific small model, whose classes were judged on validation.
