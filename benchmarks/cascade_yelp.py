@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datashunt.calibration import grid_thresholds, per_class_thresholds
+from datashunt.calibration import cascade_sweep, choose_point, per_class_thresholds
 from datashunt.deciding import outcome, stop_stage
 
 TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "frugalml_yelp" / "yelp_api_outputs.csv"
@@ -44,7 +44,9 @@ def calibrate(arrays: dict, min_accuracy: float, per_class: bool):
         delta, met = per_class_thresholds(arrays["confidence"][:, 0], arrays["predicted"][:, 0],
                                           arrays["correct"][:, 0], arrays["correct"][:, 1], 2, min_accuracy)
         return [delta], met
-    return grid_thresholds(arrays["confidence"], arrays["correct"], arrays["cost"], min_accuracy, n_grid=60)
+    sweep = cascade_sweep(arrays["confidence"], arrays["correct"], arrays["cost"], n_grid=60)
+    choice = choose_point(sweep, "target_accuracy", target_accuracy=min_accuracy)
+    return sweep.filter(like="threshold_").iloc[choice.row].tolist(), choice.met
 
 
 def evaluate(arrays: dict, thresholds) -> dict:

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from datashunt.calibration import grid_thresholds, per_class_thresholds
+from datashunt.calibration import cascade_sweep, choose_point, per_class_thresholds
 from datashunt.deciding import keeps, outcome, stop_stage
-from datashunt.exceptions import ConfigError
+from datashunt.exceptions import CalibrationWarning, ConfigError
 
 
 def test_stop_stage_needs_one_threshold_per_stage_but_the_last():
@@ -42,5 +42,7 @@ def test_per_class_thresholds_save_calls_where_one_class_is_reliable():
 def test_grid_thresholds_fall_back_to_the_most_accurate_point_when_the_goal_is_out_of_reach():
     conf = np.array([[0.9, 1.0], [0.4, 1.0]])
     right = np.array([[1, 0], [0, 0]], bool)
-    thresholds, met = grid_thresholds(conf, right, np.zeros((2, 2)), min_accuracy=1.0, n_grid=3)
-    assert not met and outcome(stop_stage(conf, thresholds), right, np.zeros((2, 2)))["accuracy"] == 0.5
+    sweep = cascade_sweep(conf, right, np.zeros((2, 2)), n_grid=3)
+    with pytest.warns(CalibrationWarning, match="no thresholds reach the goal 'accuracy >= 1.0000'"):
+        choice = choose_point(sweep, "target_accuracy", target_accuracy=1.0)
+    assert not choice.met and sweep["accuracy"].iloc[choice.row] == 0.5

@@ -223,38 +223,82 @@ def per_class_thresholds(confidence, predicted, small_correct, large_correct, n_
     return delta, met
 
 
-def grid_thresholds(confidence, correct, cost, min_accuracy: float, n_grid: int = 40) -> tuple[list, bool]:
-    """Joint single thresholds for an N-stage cascade: the cheapest grid point reaching ``min_accuracy``.
+CASCADE_POLICIES = ("match_last", "max_cost", "max_last_rate", "target_accuracy")
+
+
+def cascade_sweep(confidence, correct, cost, n_grid: int = 40) -> pd.DataFrame:
+    """Accuracy, cost and reach of an N-stage cascade at every combination of single thresholds.
 
     Every stage has answered every validation item (``confidence``, ``correct``, ``cost`` are
     (n, S)); each of the S - 1 thresholds takes ``n_grid`` quantiles of its stage's confidence
-    (plus ±inf), and every combination is scored with :func:`datashunt.deciding.outcome`.
-    Returns the thresholds and whether the goal was met (if not: the most accurate point).
+    (midpoints, plus ±inf), and every combination is scored with
+    :func:`datashunt.deciding.outcome`. The row with all thresholds at +inf is the last stage alone.
+
+    Returns a DataFrame with ``threshold_1`` ... ``threshold_{S-1}``, ``accuracy``, ``cost``
+    (per item) and ``last_rate`` (share of items reaching the last stage).
 
     Examples
     --------
     >>> conf = np.array([[0.9, 0.9, 1], [0.6, 0.9, 1], [0.6, 0.5, 1]])
     >>> right = np.array([[1, 0, 1], [0, 1, 1], [0, 0, 1]], bool)
-    >>> grid_thresholds(conf, right, np.array([[0, 1, 10]] * 3, float), min_accuracy=1.0, n_grid=3)
-    ([0.75, 0.7], True)
+    >>> sweep = cascade_sweep(conf, right, np.array([[0, 1, 10]] * 3, float), n_grid=3)
+    >>> sweep.iloc[choose_point(sweep, "match_last").row].tolist()
+    [0.75, 0.7, 1.0, 4.0, 0.3333333333333333]
     """
     import itertools
 
     from .deciding import outcome, stop_stage
 
     confidence = np.asarray(confidence, dtype=float)
+    n_stages = confidence.shape[1]
     axes = []
-    for s in range(confidence.shape[1] - 1):
-        values = np.unique(np.nanquantile(confidence[:, s], np.linspace(0, 1, n_grid)))
+    for s in range(n_stages - 1):
+        finite = confidence[:, s][np.isfinite(confidence[:, s])]
+        values = np.unique(np.quantile(finite, np.linspace(0, 1, n_grid))) if len(finite) else np.array([])
         axes.append(np.r_[-np.inf, (values[:-1] + values[1:]) / 2, np.inf])
-    best, best_any = None, None
+    rows = []
     for point in itertools.product(*axes):
         result = outcome(stop_stage(confidence, list(point)), correct, cost)
-        key = (result["cost"], -result["accuracy"])
-        if result["accuracy"] >= min_accuracy - 1e-12 and (best is None or key < best[0]):
-            best = (key, point)
-        any_key = (-result["accuracy"], result["cost"])
-        if best_any is None or any_key < best_any[0]:
-            best_any = (any_key, point)
-    chosen = best if best is not None else best_any
-    return [float(t) for t in chosen[1]], best is not None
+        rows.append([*point, result["accuracy"], result["cost"] / len(confidence), result["reach"][-1]])
+    columns = [f"threshold_{s + 1}" for s in range(n_stages - 1)] + ["accuracy", "cost", "last_rate"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def choose_point(sweep: pd.DataFrame, policy: str = "match_last", *, tolerance: float = 0.0,
+                 max_cost: float | None = None, max_last_rate: float | None = None,
+                 target_accuracy: float | None = None) -> Choice:
+    """Pick a row of a :func:`cascade_sweep`.
+
+    ``match_last``: the cheapest row whose accuracy is at least the last stage's alone minus
+    ``tolerance``. ``max_cost`` (money per item) and ``max_last_rate`` (share of items reaching the
+    last stage): the most accurate row within the budget, then the cheapest. ``target_accuracy``:
+    the cheapest row reaching it. A goal that cannot be met warns and takes the most accurate row.
+    ``Choice.threshold`` is the row's first threshold; the row holds them all.
+    """
+    if policy not in CASCADE_POLICIES:
+        raise ConfigError(f"unknown cascade policy {policy!r}; choose one of {list(CASCADE_POLICIES)}")
+    acc, cost, rate = (sweep[c].to_numpy() for c in ("accuracy", "cost", "last_rate"))
+    last_only = np.flatnonzero(np.isposinf(sweep.filter(like="threshold_").to_numpy()).all(axis=1))
+    eps = 1e-12
+    if policy in ("match_last", "target_accuracy"):
+        floor = acc[last_only[0]] - tolerance if policy == "match_last" else target_accuracy
+        if floor is None:
+            raise ConfigError("policy 'target_accuracy' needs target_accuracy")
+        goal = f"accuracy >= {floor:.4f}"
+        ok = acc >= floor - eps
+        order = np.lexsort((-acc, cost))  # cheapest first, then the more accurate
+    else:
+        limit, column = (max_cost, cost) if policy == "max_cost" else (max_last_rate, rate)
+        if limit is None:
+            raise ConfigError(f"policy {policy!r} needs {policy}")
+        goal = f"{'cost per item' if policy == 'max_cost' else 'share reaching the last stage'} <= {limit:g}"
+        ok = column <= limit + eps
+        order = np.lexsort((cost, -acc))  # most accurate first, then the cheaper
+    candidates = [i for i in order if ok[i]]
+    met = bool(candidates)
+    if not met:
+        warnings.warn(f"no thresholds reach the goal '{goal}' on the validation data (best accuracy "
+                      f"{acc.max():.4f}); using the most accurate ones instead", CalibrationWarning, stacklevel=2)
+        candidates = list(np.lexsort((cost, -acc)))
+    row = int(candidates[0])
+    return Choice(float(sweep["threshold_1"].iloc[row]), row, goal, met)
