@@ -13,7 +13,6 @@ the LLM. The test split is not touched.
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 

@@ -2,7 +2,8 @@
 
 import numpy as np
 import pandas as pd
-from sklearn.utils.validation import check_array
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, column_or_1d
 
 from .exceptions import DataError
 
@@ -53,3 +54,26 @@ def require_valid(problems, what: str = "inputs", hint: str = "Clean them, or us
         shown = "; ".join(f"row {i}: {p}" for i, p in bad[:5])
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
         raise DataError(f"{len(bad)} bad {what}: {shown}{more}. {hint}")
+
+
+def check_targets(y, n: int, who: str) -> np.ndarray:
+    """Labels as a 1-D array of ``n`` classification targets, none missing.
+
+    Examples
+    --------
+    >>> check_targets(["a", None], 2, "ShuntClassifier")
+    Traceback (most recent call last):
+    ...
+    datashunt.exceptions.DataError: 1 missing labels; drop those rows first
+    """
+    if y is None:
+        raise DataError(f"{who} requires y to be passed, but the target y is None")
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = column_or_1d(y, warn=True)
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"expected {n} labels in a 1-D array, got shape {y.shape}")
+    if pd.isna(y).any():
+        raise DataError(f"{int(pd.isna(y).sum())} missing labels; drop those rows first")
+    check_classification_targets(y)
+    return y

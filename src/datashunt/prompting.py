@@ -82,6 +82,23 @@ def check_template(template: str) -> None:
         raise ConfigError("prompt template must contain {text} exactly once")
 
 
+def label_words(classes, names: dict | None) -> list[str]:
+    """The word the large model answers with for each class: its name in ``names``, else the class.
+
+    Examples
+    --------
+    >>> label_words([0, 1], {0: "negative", "1": "positive"})
+    ['negative', 'positive']
+    """
+    names = names or {}
+    if not all(isinstance(v, str) for v in names.values()):
+        raise ConfigError(f"label names must be strings, got {names!r}")
+    labels = [str(names.get(c, names.get(str(c), c))) for c in list(classes)]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"label names must be distinct, got {labels}")
+    return labels
+
+
 def surface_forms(label: str) -> list[str]:
     """The ways a model may start writing ``label`` as its answer.
 

@@ -7,17 +7,16 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.model_selection import train_test_split
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted
 
 from .calibration import POLICIES, choose_threshold, threshold_sweep
 from .confidence import MEASURES, get_measure
 from .deciding import keeps
-from .exceptions import ConfigError, DataError
-from .inputs import as_inputs, require_valid
+from .exceptions import DataError
+from .inputs import as_inputs, check_targets, require_valid
 from .params import check_params
-from .prompting import MODES, Pruning, class_report
+from .prompting import MODES, Pruning, class_report, label_words
 from .routes import FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
 
 
@@ -150,7 +149,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.check_params()
         X, problems = as_inputs(X)
         require_valid(problems, "training inputs")
-        y = self._check_targets(y, len(X))
+        y = check_targets(y, len(X), type(self).__name__)
         if len(np.unique(y)) < 2:
             raise DataError(f"the training labels hold only one class ({np.unique(y)[0]}); a shunt needs at "
                             "least two classes to choose between")
@@ -165,7 +164,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         else:
             X_val, problems = as_inputs(X_val)
             require_valid(problems, "validation inputs")
-            y_val = self._check_targets(y_val, len(X_val))
+            y_val = check_targets(y_val, len(X_val), type(self).__name__)
         self.small_ = clone(self.small).fit(X, y)
         self.large_ = clone(self.large)
         self.classes_ = np.asarray(self.small_.classes_)
@@ -185,19 +184,6 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             self.sweep_, self.calibration_ = None, {"policy": "fixed", "threshold": self.threshold_}
         return self
 
-    def _check_targets(self, y, n):
-        if y is None:
-            raise DataError(f"{type(self).__name__} requires y to be passed, but the target y is None")
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        if y.ndim != 1 or len(y) != n:
-            raise DataError(f"expected {n} labels in a 1-D array, got shape {y.shape}")
-        if pd.isna(y).any():
-            raise DataError(f"{int(pd.isna(y).sum())} missing labels; drop those rows first")
-        check_classification_targets(y)
-        return y
-
     def check_params(self) -> None:
         """Refuse bad parameters of the shunt, its small model and its large model before any work.
 
@@ -208,13 +194,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         check_params(self.large, "large model")
 
     def _labels(self) -> list[str]:
-        names = self.label_names or {}
-        if not all(isinstance(v, str) for v in names.values()):
-            raise ConfigError(f"label names must be strings, got {names!r}")
-        labels = [str(names.get(c, names.get(str(c), c))) for c in self.classes_.tolist()]
-        if len(set(labels)) != len(labels):
-            raise ConfigError(f"label names must be distinct, got {labels}")
-        return labels
+        return label_words(self.classes_.tolist(), self.label_names)
 
     def _fit_pruning(self, X_val, y_val):
         small_pred = self.classes_[self.small_.predict_proba(X_val).argmax(axis=1)]
@@ -303,7 +283,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if X_val is not None:
             X_val, problems = as_inputs(X_val)
             require_valid(problems, "validation inputs")
-            self._calibrate(X_val, self._check_targets(y_val, len(X_val)))
+            self._calibrate(X_val, check_targets(y_val, len(X_val), type(self).__name__))
         self.distillation_ = {
             "n_pool": int(len(inputs)), "n_skipped_invalid": int((~ok).sum()),
             "n_from_small": int(targets.from_small.sum()), "n_from_large": int(targets.from_large.sum()),

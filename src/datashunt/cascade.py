@@ -1,0 +1,309 @@
+"""Cascade: N stages from cheapest to strongest; an item stops at the first stage sure enough of it."""
+
+from dataclasses import dataclass
+from numbers import Real
+
+import numpy as np
+import pandas as pd
+from sklearn.base import ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import _BaseComposition
+from sklearn.utils.validation import check_is_fitted
+
+from .calibration import CASCADE_POLICIES, cascade_sweep, choose_point, per_class_thresholds
+from .confidence import MEASURES, get_measure
+from .deciding import keeps, outcome, stop_stage
+from .exceptions import ConfigError, DataError
+from .inputs import as_inputs, check_targets, require_valid
+from .large.base import LargeModel
+from .params import check_params
+from .prompting import label_words
+from .routes import FALLBACK, INVALID
+
+
+@dataclass
+class Answers:
+    """One stage's answers for a batch: probabilities over the cascade's classes (a NaN row where
+    the stage failed), its confidence, what was paid, the uncached price, and a flag per item."""
+
+    proba: np.ndarray
+    confidence: np.ndarray
+    cost: np.ndarray
+    price: np.ndarray
+    flag: list
+
+    @property
+    def ok(self) -> np.ndarray:
+        return ~np.isnan(self.proba).any(axis=1)
+
+
+def answer(model, inputs, classes, labels, measure, progress=False) -> Answers:
+    """Ask one stage about ``inputs``: a large-model backend by label names, a classifier directly."""
+    n = len(inputs)
+    if isinstance(model, LargeModel):
+        result = model.predict_proba(list(inputs), labels, progress=progress)
+        proba, cost, price, flag = result.proba, result.cost, model.price_of(result.prompt_tokens), result.error
+    else:
+        raw = model.predict_proba(inputs)
+        proba = np.zeros((n, len(classes)))
+        own = list(np.asarray(model.classes_).tolist())
+        for j, c in enumerate(classes.tolist()):
+            if c in own:
+                proba[:, j] = raw[:, own.index(c)]
+        cost, price, flag = np.zeros(n), np.zeros(n), [None] * n
+    ok = ~np.isnan(proba).any(axis=1)
+    confidence = np.full(n, np.nan)
+    if ok.any():
+        confidence[ok] = np.asarray(measure(proba[ok]), dtype=float)
+    return Answers(proba, confidence, cost, price, list(flag))
+
+
+class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
+    """An ordered list of stages; an item stops at the first whose confidence reaches its δ.
+
+    Classifier stages (any scikit-learn classifier with ``predict_proba``) are cloned and trained
+    on the training data; wrap an already-trained one in :class:`sklearn.frozen.FrozenEstimator`
+    to use it as is. Large-model stages (:mod:`datashunt.large`: llama.cpp, an OpenAI-compatible
+    API, a replay of recorded answers) are asked by label name. The last stage answers whatever
+    reaches it. A stage that fails on an item passes it on; if the last one fails, the latest
+    earlier answer stands (route ``fallback``, flagged).
+
+    Parameters
+    ----------
+    stages : list of (name, model)
+        From cheapest to strongest; at least two.
+    thresholds : "auto" or list
+        ``"auto"`` calibrates the S - 1 thresholds on validation data with ``policy``; or give
+        them: numbers, or arrays with one δ per class.
+    policy : {"match_last", "max_cost", "max_last_rate", "target_accuracy"}
+        See :func:`datashunt.calibration.choose_point`; ``tolerance``, ``max_cost`` (money per
+        item), ``max_last_rate`` and ``target_accuracy`` are its figures.
+    per_class : bool
+        One δ per class the stage predicts (two stages only, for now).
+    confidence, label_names, validation_fraction, random_state, progress
+        As for :class:`~datashunt.ShuntClassifier`.
+
+    Attributes
+    ----------
+    stages_ : list of (name, fitted model)
+    classes_ : array of class labels
+    thresholds_ : list of S - 1 thresholds (floats, or arrays over ``classes_``)
+    sweep_ : DataFrame of every threshold combination tried, or None
+    calibration_ : dict summarising the validation figures behind ``thresholds_``
+
+    Examples
+    --------
+    Three recorded services, cheapest first (here they are always right and always sure):
+
+    >>> from datashunt.large.replay import ReplayModel
+    >>> ids = [f"r{i}" for i in range(40)]
+    >>> truth = ["pos", "neg"] * 20
+    >>> table = pd.DataFrame({"id": ids, "prediction": truth, "conf": 0.9})
+    >>> stages = [(name, ReplayModel(table, confidence_column="conf", name=name, price={"per_call": price}))
+    ...           for name, price in [("lexicon", 0.0), ("api_a", 1.0), ("api_b", 3.0)]]
+    >>> cascade = Cascade(stages, random_state=0).fit(ids, truth)
+    >>> cascade.route(ids[:2])["route"].tolist()
+    ['lexicon', 'lexicon']
+    """
+
+    _parameter_constraints = {
+        "stages": [list],
+        "thresholds": [StrOptions({"auto"}), list],
+        "policy": [StrOptions(set(CASCADE_POLICIES))],
+        "tolerance": [Interval(Real, 0, 1, closed="both")],
+        "max_cost": [Interval(Real, 0, None, closed="left"), None],
+        "max_last_rate": [Interval(Real, 0, 1, closed="both"), None],
+        "target_accuracy": [Interval(Real, 0, 1, closed="both"), None],
+        "per_class": ["boolean"],
+        "confidence": [StrOptions(set(MEASURES)), callable],
+        "label_names": [dict, None],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "random_state": ["random_state"],
+        "progress": ["boolean"],
+    }
+
+    def __init__(self, stages, *, thresholds="auto", policy="match_last", tolerance=0.0, max_cost=None,
+                 max_last_rate=None, target_accuracy=None, per_class=False, confidence="max_proba",
+                 label_names=None, validation_fraction=0.2, random_state=None, progress=False):
+        self.stages = stages
+        self.thresholds = thresholds
+        self.policy = policy
+        self.tolerance = tolerance
+        self.max_cost = max_cost
+        self.max_last_rate = max_last_rate
+        self.target_accuracy = target_accuracy
+        self.per_class = per_class
+        self.confidence = confidence
+        self.label_names = label_names
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.progress = progress
+
+    def get_params(self, deep=True):
+        return self._get_params("stages", deep=deep)
+
+    def set_params(self, **params):
+        self._set_params("stages", **params)
+        return self
+
+    # -- learning ------------------------------------------------------------------------------
+    def fit(self, X, y, X_val=None, y_val=None):
+        """Train the classifier stages, then calibrate the thresholds on ``X_val, y_val`` (or a
+        held-out share of ``X, y``), where every stage answers every validation item."""
+        self._check_stages()
+        X, problems = as_inputs(X)
+        require_valid(problems, "training inputs")
+        y = check_targets(y, len(X), type(self).__name__)
+        if X_val is None:
+            stratify = y if np.unique(y, return_counts=True)[1].min() >= 2 else None
+            X, X_val, y, y_val = train_test_split(X, y, test_size=self.validation_fraction,
+                                                  random_state=self.random_state, stratify=stratify)
+        else:
+            X_val, problems = as_inputs(X_val)
+            require_valid(problems, "validation inputs")
+            y_val = check_targets(y_val, len(X_val), type(self).__name__)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise DataError(f"the training labels hold only one class ({self.classes_[0]}); a cascade needs at "
+                            "least two classes to choose between")
+        self.stages_ = [(name, clone(model) if isinstance(model, LargeModel) else clone(model).fit(X, y))
+                        for name, model in self.stages]
+        for name, model in self.stages_:
+            extra = [] if isinstance(model, LargeModel) else sorted(
+                set(np.asarray(model.classes_).tolist()) - set(self.classes_.tolist()), key=str)
+            if extra:
+                raise DataError(f"stage {name!r} knows classes {extra} that the training labels do not have")
+        self.labels_ = label_words(self.classes_.tolist(), self.label_names)
+        if hasattr(self.stages_[0][1], "n_features_in_"):
+            self.n_features_in_ = self.stages_[0][1].n_features_in_
+        if self.thresholds == "auto":
+            self._calibrate(X_val, y_val)
+        else:
+            self.thresholds_ = self._given_thresholds()
+            self.sweep_, self.calibration_ = None, {"policy": "fixed"}
+        return self
+
+    def _check_stages(self):
+        check_params(self, "cascade")
+        if len(self.stages) < 2 or not all(isinstance(s, tuple) and len(s) == 2 for s in self.stages):
+            raise ConfigError("stages must be a list of at least two (name, model) pairs")
+        names = [name for name, _ in self.stages]
+        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"stage names must be distinct non-empty strings, got {names}")
+        self._validate_names(names)
+        for name, model in self.stages:
+            check_params(model, f"stage {name!r}")
+        if self.per_class and len(self.stages) != 2:
+            raise ConfigError("per-class thresholds are supported for two stages; use single thresholds "
+                              f"for {len(self.stages)}")
+
+    def _given_thresholds(self) -> list:
+        if len(self.thresholds) != len(self.stages) - 1:
+            raise ConfigError(f"{len(self.stages)} stages need {len(self.stages) - 1} thresholds, "
+                              f"got {len(self.thresholds)}")
+        out = []
+        for t in self.thresholds:
+            t = np.asarray(t, dtype=float)
+            if t.ndim > 1 or (t.ndim == 1 and len(t) != len(self.classes_)) or np.isnan(t).any():
+                raise ConfigError(f"a threshold is a number or one number per class ({len(self.classes_)}), got {t}")
+            out.append(float(t) if t.ndim == 0 else t)
+        return out
+
+    def _calibrate(self, X_val, y_val):
+        measure = get_measure(self.confidence)
+        answers = [answer(model, X_val, self.classes_, self.labels_, measure, self.progress)
+                   for _, model in self.stages_]
+        confidence = np.column_stack([a.confidence for a in answers])
+        predicted = np.column_stack([np.nan_to_num(a.proba, nan=-1).argmax(axis=1) for a in answers])
+        correct = np.column_stack([a.ok & (self.classes_[p] == y_val) for a, p in zip(answers, predicted.T)])
+        price = np.column_stack([a.price for a in answers])
+        if self.per_class:
+            self.thresholds_, met = self._per_class(confidence, predicted, correct, price)
+            self.sweep_, goal = None, self.policy
+        else:
+            self.sweep_ = cascade_sweep(confidence, correct, price)
+            choice = choose_point(self.sweep_, self.policy, tolerance=self.tolerance, max_cost=self.max_cost,
+                                  max_last_rate=self.max_last_rate, target_accuracy=self.target_accuracy)
+            self.thresholds_ = self.sweep_.filter(like="threshold_").iloc[choice.row].tolist()
+            met, goal = choice.met, choice.goal
+        result = outcome(stop_stage(confidence, self.thresholds_, predicted), correct, price)
+        self.calibration_ = {
+            "policy": self.policy, "goal": goal, "goal_met": met, "n_validation": int(len(y_val)),
+            "accuracy": result["accuracy"], "cost_per_item": result["cost"] / len(y_val), "reach": result["reach"],
+            "stage_accuracy": correct.mean(axis=0).tolist(),
+            "failures": [int((~a.ok).sum()) for a in answers],
+        }
+
+    def _per_class(self, confidence, predicted, correct, price):
+        if self.policy == "match_last":
+            floor = correct[:, -1].mean() - self.tolerance
+        elif self.policy == "target_accuracy" and self.target_accuracy is not None:
+            floor = self.target_accuracy
+        else:
+            raise ConfigError("per-class thresholds take the policies 'match_last' and 'target_accuracy'")
+        delta, met = per_class_thresholds(confidence[:, 0], predicted[:, 0], correct[:, 0], correct[:, 1],
+                                          len(self.classes_), min_accuracy=floor)
+        return [delta], met
+
+    # -- inference -----------------------------------------------------------------------------
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities from the stage each item stopped at."""
+        check_is_fitted(self, "thresholds_")
+        inputs, problems = as_inputs(X)
+        require_valid(problems, "inputs", hint="Clean them, or use route() to get a per-row flag.")
+        return self._route(inputs, problems)[0]
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each item, see :meth:`predict_proba`."""
+        check_is_fitted(self, "thresholds_")
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def route(self, X) -> pd.DataFrame:
+        """One record per item: the stage that answered (``route`` by name, ``stage`` by position),
+        its label and confidence, what the item cost over every stage it reached, and a flag."""
+        check_is_fitted(self, "thresholds_")
+        inputs, problems = as_inputs(X)
+        proba, table = self._route(inputs, problems)
+        ok = ~np.isnan(proba).any(axis=1)
+        labels = np.empty(len(ok), dtype=object)
+        labels[ok] = self.classes_[proba[ok].argmax(axis=1)]
+        table.insert(2, "label", labels)
+        return table
+
+    def _route(self, inputs, problems):
+        n, k = len(inputs), len(self.classes_)
+        measure = get_measure(self.confidence)
+        proba = np.full((n, k), np.nan)
+        route = np.full(n, INVALID, dtype=object)
+        stage = np.full(n, -1)
+        confidence = np.full(n, np.nan)
+        cost = np.zeros(n)
+        flag = list(problems) if problems is not None else [None] * n
+        latest = {}  # item -> (stage, answer row, confidence): what a failed last stage falls back to
+        remaining = np.flatnonzero([p is None for p in flag])
+        last = len(self.stages_) - 1
+        for s, (name, model) in enumerate(self.stages_):
+            if not len(remaining):
+                break
+            got = answer(model, inputs[remaining], self.classes_, self.labels_, measure, self.progress)
+            cost[remaining] += got.cost
+            for i, ok, row, conf, why in zip(remaining, got.ok, got.proba, got.confidence, got.flag):
+                if ok:
+                    latest[i] = (s, row, conf)
+                elif why is not None:
+                    flag[i] = f"{name}: {why}"
+            if s < last:
+                stop = keeps(got.confidence, self.thresholds_[s], np.nan_to_num(got.proba, nan=-1).argmax(axis=1))
+            else:
+                stop = np.ones(len(remaining), dtype=bool)
+            for i in remaining[stop]:
+                if i in latest:
+                    at, row, conf = latest[i]
+                    proba[i], stage[i], confidence[i] = row, at, conf
+                    route[i] = self.stages_[at][0] if at == s else FALLBACK
+                elif flag[i] is None:
+                    flag[i] = "no stage could answer"
+            remaining = remaining[~stop]
+        table = pd.DataFrame({"route": route, "stage": stage, "confidence": confidence, "cost": cost, "flag": flag})
+        return proba, table

@@ -1,0 +1,111 @@
+"""The N-stage cascade on real components: scikit-learn classifiers, recorded API answers, fakes."""
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from datashunt import Cascade
+from datashunt.exceptions import CalibrationWarning, ConfigError, DataError
+from datashunt.large.replay import ReplayModel
+from datashunt.small import make_small
+from fakes import FakeLargeModel
+
+YELP = Path(__file__).resolve().parents[2] / "shared" / "data" / "frugalml_yelp" / "yelp_api_outputs.csv"
+PRICES = {"vader": 0.001e-4, "amazon": 0.75e-4, "google": 2.5e-4}
+
+
+def yelp_stages(table):
+    return [(name, ReplayModel(table, prediction_column=f"{name}_pred", confidence_column=f"{name}_conf", name=name,
+                               price={"per_call": price})) for name, price in PRICES.items()]
+
+
+@pytest.mark.skipif(not YELP.is_file(), reason="shared FrugalML table not present")
+def test_three_recorded_apis_cost_less_than_the_best_one_at_nearly_its_accuracy():
+    table = pd.read_csv(YELP).sample(frac=1.0, random_state=0)
+    table["truth"] = table["true_label"].astype(str)
+    for name in PRICES:
+        table[f"{name}_pred"] = table[f"{name}_pred"].astype(str)
+    calib, report = table.iloc[:5000], table.iloc[5000:10000]
+    cascade = Cascade(yelp_stages(table), tolerance=0.005).fit(calib["id"], calib["truth"], X_val=calib["id"],
+                                                              y_val=calib["truth"])
+    routes = cascade.route(report["id"])
+    accuracy = (routes["label"] == report["truth"].to_numpy()).mean()
+    google = (report["google_pred"] == report["truth"]).mean()
+    assert accuracy >= google - 0.01 and routes["cost"].sum() < 0.8 * PRICES["google"] * len(report)
+    assert set(routes["route"]) <= {"vader", "amazon", "google"} and (routes["route"] == "google").mean() < 0.6
+    assert len(cascade.sweep_) > 100 and cascade.calibration_["goal_met"]
+
+
+def test_per_class_thresholds_on_two_stages(sentiment, oracle):
+    texts, labels = sentiment
+    cascade = Cascade([("tfidf", make_small("tfidf")), ("llm", oracle)], per_class=True, random_state=0)
+    cascade.fit(texts[:400], labels[:400])
+    assert len(cascade.thresholds_) == 1 and cascade.thresholds_[0].shape == (2,)
+    routes = cascade.route(texts[400:])
+    assert (routes["label"] == np.array(labels[400:])).mean() >= 0.9 and set(routes["stage"]) <= {0, 1}
+
+
+def test_a_prefit_classifier_is_used_as_is(sentiment, oracle):
+    texts, labels = sentiment
+    trained = make_small("tfidf").fit(texts[:200], labels[:200])
+    cascade = Cascade([("small", FrozenEstimator(trained)), ("llm", oracle)], thresholds=[0.8])
+    cascade.fit(texts[200:400], labels[200:400])
+    np.testing.assert_array_equal(cascade.stages_[0][1].predict_proba(texts[400:]), trained.predict_proba(texts[400:]))
+    assert cascade.sweep_ is None and cascade.calibration_ == {"policy": "fixed"}
+
+
+def test_a_failing_stage_passes_items_on_and_a_failing_last_stage_falls_back(sentiment):
+    texts, labels = sentiment
+    truth = dict(zip(texts, labels))
+    middle = FakeLargeModel(truth, fail=texts[400:410], seed=1)
+    last = FakeLargeModel(truth, fail=texts[400:405], seed=2)
+    cascade = Cascade([("small", make_small("tfidf")), ("mid", middle), ("last", last)], thresholds=[2.0, 2.0])
+    routes = cascade.fit(texts[:400], labels[:400]).route(texts[400:420])
+    assert routes["route"].tolist()[:5] == ["fallback"] * 5  # both failed: the small model's answer stands
+    assert routes["flag"].iloc[0].startswith("last: simulated time-out") and routes["label"].notna().all()
+    assert routes["route"].tolist()[5:10] == ["last"] * 5  # the middle failed: passed on to the last
+    assert routes["route"].tolist()[10:] == ["last"] * 10 and routes["flag"].iloc[10:].isna().all()
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"stages": [("only", LogisticRegression())]}, ConfigError, "at least two"),
+    ({"stages": [("a", LogisticRegression()), ("a", LogisticRegression())]}, ConfigError, "distinct"),
+    ({"thresholds": [0.5, 0.5]}, ConfigError, "2 stages need 1 thresholds, got 2"),
+    ({"thresholds": [[0.5, 0.5, 0.5]]}, ConfigError, "one number per class"),
+    ({"tolerance": 2}, ConfigError, "'tolerance' parameter of Cascade"),
+    ({"policy": "max_cost"}, ConfigError, "policy 'max_cost' needs max_cost"),
+])
+def test_bad_settings_are_clear_errors(sentiment, oracle, kwargs, error, message):
+    texts, labels = sentiment
+    settings = {"stages": [("small", make_small("tfidf")), ("llm", oracle)], **kwargs}
+    with pytest.raises(error, match=message):
+        Cascade(**settings).fit(texts[:300], labels[:300])
+
+
+def test_one_class_and_invalid_rows(sentiment, oracle):
+    texts, labels = sentiment
+    cascade = Cascade([("small", make_small("tfidf")), ("llm", oracle)], thresholds=[0.9])
+    with pytest.raises(DataError, match="only one class"):
+        cascade.fit(texts[:10], ["positive"] * 10)
+    routes = cascade.fit(texts[:300], labels[:300]).route(["great superb movie", "", None])
+    assert routes["route"].tolist()[1:] == ["invalid", "invalid"] and routes["flag"].tolist()[1:] == [
+        "blank text", "missing text (None/NaN)"]
+
+
+@parametrize_with_checks(
+    [Cascade([("lr", LogisticRegression()), ("llm", FakeLargeModel())], random_state=0)],
+    expected_failed_checks=lambda est: {
+        "check_sample_weight_equivalence_on_dense_data": "fit takes no sample_weight",
+        "check_sample_weights_not_an_array": "fit takes no sample_weight",
+    },
+)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        check(estimator)
