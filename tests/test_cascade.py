@@ -68,7 +68,8 @@ def test_a_failing_stage_passes_items_on_and_a_failing_last_stage_falls_back(sen
     cascade = Cascade([("small", make_small("tfidf")), ("mid", middle), ("last", last)], thresholds=[2.0, 2.0])
     routes = cascade.fit(texts[:400], labels[:400]).route(texts[400:420])
     assert routes["route"].tolist()[:5] == ["fallback"] * 5  # both failed: the small model's answer stands
-    assert routes["flag"].iloc[0].startswith("last: simulated time-out") and routes["label"].notna().all()
+    assert routes["flag"].iloc[0].startswith("mid: simulated time-out") and "; last: simulated time-out" in \
+        routes["flag"].iloc[0] and routes["label"].notna().all()
     assert routes["route"].tolist()[5:10] == ["last"] * 5  # the middle failed: passed on to the last
     assert routes["route"].tolist()[10:] == ["last"] * 10 and routes["flag"].iloc[10:].isna().all()
 

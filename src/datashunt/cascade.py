@@ -24,26 +24,44 @@ from .routes import FALLBACK, INVALID
 
 @dataclass
 class Answers:
-    """One stage's answers for a batch: probabilities over the cascade's classes (a NaN row where
-    the stage failed), its confidence, what was paid, the uncached price, and a flag per item."""
+    """One stage's answers for a batch: probabilities over the classes (a NaN row where the stage
+    failed or was not asked), its confidence, what was paid, the uncached price, whether the answer
+    came from the cache, the prompt tokens, and a flag per item."""
 
     proba: np.ndarray
     confidence: np.ndarray
     cost: np.ndarray
     price: np.ndarray
+    cached: np.ndarray
+    prompt_tokens: np.ndarray
     flag: list
+
+    @classmethod
+    def empty(cls, n: int, k: int) -> "Answers":
+        """Rows for ``n`` items none of which was asked."""
+        return cls(np.full((n, k), np.nan), np.full(n, np.nan), np.zeros(n), np.zeros(n), np.zeros(n, bool),
+                   np.zeros(n, int), [None] * n)
 
     @property
     def ok(self) -> np.ndarray:
         return ~np.isnan(self.proba).any(axis=1)
 
+    def put(self, rows: np.ndarray, other: "Answers") -> None:
+        """Write ``other``'s answers into ``rows``."""
+        for name in ("proba", "confidence", "cost", "price", "cached", "prompt_tokens"):
+            getattr(self, name)[rows] = getattr(other, name)
+        for i, message in zip(rows, other.flag):
+            self.flag[i] = message
 
-def answer(model, inputs, classes, labels, measure, progress=False) -> Answers:
-    """Ask one stage about ``inputs``: a large-model backend by label names, a classifier directly."""
+
+def answer(model, inputs, classes, labels, measure, progress=False, **prompt_args) -> Answers:
+    """Ask one stage about ``inputs``: a large-model backend by label names (``prompt_args``: Prompt
+    Pruning's hints or candidates), a classifier directly."""
     n = len(inputs)
     if isinstance(model, LargeModel):
-        result = model.predict_proba(list(inputs), labels, progress=progress)
-        proba, cost, price, flag = result.proba, result.cost, model.price_of(result.prompt_tokens), result.error
+        result = model.predict_proba(list(inputs), labels, progress=progress, **prompt_args)
+        got = Answers(result.proba, np.full(n, np.nan), result.cost, model.price_of(result.prompt_tokens),
+                      result.cached, result.prompt_tokens, list(result.error))
     else:
         raw = model.predict_proba(inputs)
         proba = np.zeros((n, len(classes)))
@@ -51,12 +69,55 @@ def answer(model, inputs, classes, labels, measure, progress=False) -> Answers:
         for j, c in enumerate(classes.tolist()):
             if c in own:
                 proba[:, j] = raw[:, own.index(c)]
-        cost, price, flag = np.zeros(n), np.zeros(n), [None] * n
-    ok = ~np.isnan(proba).any(axis=1)
-    confidence = np.full(n, np.nan)
+        got = Answers.empty(n, len(classes))
+        got.proba = proba
+    ok = got.ok
     if ok.any():
-        confidence[ok] = np.asarray(measure(proba[ok]), dtype=float)
-    return Answers(proba, confidence, cost, price, list(flag))
+        got.confidence[ok] = np.asarray(measure(got.proba[ok]), dtype=float)
+    return got
+
+
+@dataclass
+class Routed:
+    """Where each item of a batch ended: ``stage`` whose answer stands (-1: none), ``reached`` the
+    last stage asked (-1: none), and every stage's answers (NaN rows where it was not asked)."""
+
+    stage: np.ndarray
+    reached: np.ndarray
+    answers: list
+
+    def proba(self) -> np.ndarray:
+        """The standing answer of each item (a NaN row where there is none)."""
+        out = np.full_like(self.answers[0].proba, np.nan)
+        for s, got in enumerate(self.answers):
+            out[self.stage == s] = got.proba[self.stage == s]
+        return out
+
+
+def run_stages(n: int, k: int, valid, ask, thresholds) -> Routed:
+    """Ask the stages in order; an item stops at the first whose confidence reaches its δ.
+
+    ``ask(s, rows, answers)`` returns stage ``s``'s :class:`Answers` for the batch ``rows`` (it
+    sees the earlier stages' answers, for hints). A stage that fails on an item passes it on; at
+    the last stage, the latest earlier answer stands.
+    """
+    stage, reached = np.full(n, -1), np.full(n, -1)
+    answers = []
+    remaining = np.flatnonzero(valid)
+    for s in range(len(thresholds) + 1):
+        answers.append(Answers.empty(n, k))
+        if not len(remaining):
+            continue
+        got = ask(s, remaining, answers)
+        answers[s].put(remaining, got)
+        reached[remaining] = s
+        stage[remaining[got.ok]] = s
+        if s < len(thresholds):
+            predicted = np.nan_to_num(got.proba, nan=-1.0).argmax(axis=1)
+            remaining = remaining[~keeps(got.confidence, thresholds[s], predicted)]
+        else:
+            remaining = remaining[:0]
+    return Routed(stage, reached, answers)
 
 
 class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
@@ -274,36 +335,24 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
     def _route(self, inputs, problems):
         n, k = len(inputs), len(self.classes_)
         measure = get_measure(self.confidence)
-        proba = np.full((n, k), np.nan)
-        route = np.full(n, INVALID, dtype=object)
-        stage = np.full(n, -1)
-        confidence = np.full(n, np.nan)
-        cost = np.zeros(n)
+        valid = np.array([p is None for p in problems]) if problems is not None else np.ones(n, bool)
+
+        def ask(s, rows, _):
+            return answer(self.stages_[s][1], inputs[rows], self.classes_, self.labels_, measure, self.progress)
+
+        routed = run_stages(n, k, valid, ask, self.thresholds_)
+        names = np.array([name for name, _ in self.stages_] + [INVALID], dtype=object)
+        route = np.where(routed.stage == routed.reached, names[routed.stage], FALLBACK)
+        route[routed.stage < 0] = INVALID
         flag = list(problems) if problems is not None else [None] * n
-        latest = {}  # item -> (stage, answer row, confidence): what a failed last stage falls back to
-        remaining = np.flatnonzero([p is None for p in flag])
-        last = len(self.stages_) - 1
-        for s, (name, model) in enumerate(self.stages_):
-            if not len(remaining):
-                break
-            got = answer(model, inputs[remaining], self.classes_, self.labels_, measure, self.progress)
-            cost[remaining] += got.cost
-            for i, ok, row, conf, why in zip(remaining, got.ok, got.proba, got.confidence, got.flag):
-                if ok:
-                    latest[i] = (s, row, conf)
-                elif why is not None:
-                    flag[i] = f"{name}: {why}"
-            if s < last:
-                stop = keeps(got.confidence, self.thresholds_[s], np.nan_to_num(got.proba, nan=-1).argmax(axis=1))
-            else:
-                stop = np.ones(len(remaining), dtype=bool)
-            for i in remaining[stop]:
-                if i in latest:
-                    at, row, conf = latest[i]
-                    proba[i], stage[i], confidence[i] = row, at, conf
-                    route[i] = self.stages_[at][0] if at == s else FALLBACK
-                elif flag[i] is None:
-                    flag[i] = "no stage could answer"
-            remaining = remaining[~stop]
-        table = pd.DataFrame({"route": route, "stage": stage, "confidence": confidence, "cost": cost, "flag": flag})
-        return proba, table
+        for (name, _), got in zip(self.stages_, routed.answers):
+            for i in np.flatnonzero([f is not None for f in got.flag]):
+                flag[i] = "; ".join(filter(None, [flag[i], f"{name}: {got.flag[i]}"]))
+        for i in np.flatnonzero(valid & (routed.stage < 0)):
+            flag[i] = flag[i] or "no stage could answer"
+        confidence = np.full(n, np.nan)
+        for s, got in enumerate(routed.answers):
+            confidence[routed.stage == s] = got.confidence[routed.stage == s]
+        table = pd.DataFrame({"route": route, "stage": routed.stage, "confidence": confidence,
+                              "cost": sum(got.cost for got in routed.answers), "flag": flag})
+        return routed.proba(), table

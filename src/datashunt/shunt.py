@@ -11,7 +11,8 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from .calibration import POLICIES, choose_threshold, threshold_sweep
-from .confidence import MEASURES, get_measure
+from .cascade import answer, run_stages
+from .confidence import MEASURES, get_measure, max_proba
 from .deciding import keeps
 from .exceptions import DataError
 from .inputs import as_inputs, check_targets, require_valid
@@ -298,42 +299,35 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return self._route(inputs)
 
     def _route(self, inputs, problems=None, threshold=None) -> Routing:
+        """Two stages on the cascade engine: the small model (the surer of the specific one and its
+        2CD copy), then the large model, prompted with Prompt Pruning from the specific one."""
         threshold = self.threshold_ if threshold is None else threshold
         n, k = len(inputs), len(self.classes_)
         valid = np.ones(n, bool) if problems is None else np.array([p is None for p in problems], bool)
-        out = Routing(proba=np.full((n, k), np.nan), route=np.full(n, INVALID, dtype=object),
-                      confidence_small=np.full(n, np.nan), confidence_large=np.full(n, np.nan),
-                      cost=np.zeros(n), cached=np.zeros(n, bool),
-                      flag=list(problems) if problems is not None else [None] * n,
-                      small_proba=np.full((n, k), np.nan), prompt_tokens=np.zeros(n, int))
-        if not valid.any():
-            return out
-        idx = np.flatnonzero(valid)
-        rows = inputs[idx] if len(idx) < n else inputs
         measure = get_measure(self.confidence)
-        proba_s1 = self.small_.predict_proba(rows)
-        proba_s, conf = proba_s1, np.asarray(measure(proba_s1), dtype=float)
-        out.route[idx] = SMALL
-        if getattr(self, "learnable_", None) is not None:  # 2CD: the surer of the two small models answers
-            proba_2 = self.learnable_.predict_proba(rows)
-            conf_2 = np.asarray(measure(proba_2), dtype=float)
-            better = conf_2 > conf
-            proba_s, conf = np.where(better[:, None], proba_2, proba_s1), np.where(better, conf_2, conf)
-            out.route[idx[better]] = LEARNABLE
-        out.proba[idx], out.small_proba[idx], out.confidence_small[idx] = proba_s, proba_s, conf
-        unsure = ~keeps(conf, threshold)
-        go = idx[unsure]
-        if len(go):
-            # Prompt Pruning speaks for the specific small model, whose classes were judged on validation.
-            pruning = self.pruning_.prompt_args(proba_s1[unsure], self.labels_) if self.pruning_ else {}
-            result = self.large_.predict_proba(list(inputs[go]), self.labels_, progress=self.progress, **pruning)
-            ok = result.ok
-            out.proba[go[ok]] = result.proba[ok]
-            out.confidence_large[go[ok]] = result.proba[ok].max(axis=1)
-            out.route[go] = np.where(ok, LARGE, FALLBACK)
-            out.cost[go], out.cached[go] = result.cost, result.cached
-            for i, error in zip(go, result.error):
-                if error is not None:
-                    out.flag[i] = error
-            out.prompt_tokens[go] = result.prompt_tokens
-        return out
+        specific = np.full((n, k), np.nan)  # the specific small model's probabilities, for Prompt Pruning
+        learnable = np.zeros(n, bool)
+
+        def ask(stage, rows, _):
+            if stage == 1:
+                pruning = self.pruning_.prompt_args(specific[rows], self.labels_) if self.pruning_ else {}
+                return answer(self.large_, inputs[rows], self.classes_, self.labels_, max_proba, self.progress,
+                              **pruning)
+            x = inputs[rows] if len(rows) < n else inputs
+            got = answer(self.small_, x, self.classes_, self.labels_, measure)
+            specific[rows] = got.proba
+            if getattr(self, "learnable_", None) is not None:  # 2CD: the surer of the two small models answers
+                copy = answer(self.learnable_, x, self.classes_, self.labels_, measure)
+                better = copy.confidence > got.confidence
+                got.proba[better], got.confidence[better] = copy.proba[better], copy.confidence[better]
+                learnable[rows[better]] = True
+            return got
+
+        routed = run_stages(n, k, valid, ask, [threshold])
+        small, large = routed.answers
+        route = np.select([routed.stage < 0, routed.reached == 0, routed.stage == 1],
+                          [INVALID, np.where(learnable, LEARNABLE, SMALL), LARGE], FALLBACK).astype(object)
+        flag = [p if p is not None else f for p, f in zip(problems or [None] * n, large.flag)]
+        return Routing(proba=routed.proba(), route=route, confidence_small=small.confidence,
+                       confidence_large=large.confidence, cost=large.cost, cached=large.cached, flag=flag,
+                       small_proba=small.proba, prompt_tokens=large.prompt_tokens)
