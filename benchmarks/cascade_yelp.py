@@ -5,7 +5,9 @@ with its own score as confidence and its recorded price. Thresholds are calibrat
 of the reviews (seed 0) to the cheapest setting whose accuracy is at least Google's minus
 ``--tolerance`` on that half, then reported on the other half; the best cascade is the one
 cheapest on the calibration half. Single thresholds and per-class thresholds (one δ per label the
-stage predicts, FrugalML's idea) are compared.
+stage predicts, FrugalML's idea) are compared. For each cascade: RouteLLM's peer metrics (APGR, CPT at
+50% and 80%, over the curve of every single-threshold setting on the report half) and the accuracy
+of random routing that sends the same share of reviews to the last stage.
 
     .venv/bin/python benchmarks/cascade_yelp.py --seed 0 --tolerance 0.005
 """
@@ -20,6 +22,7 @@ import pandas as pd
 
 from datashunt.calibration import cascade_sweep, choose_point, per_class_thresholds
 from datashunt.deciding import outcome, stop_stage
+from datashunt.evaluation import peer_metrics, random_routing_accuracy
 
 TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "frugalml_yelp" / "yelp_api_outputs.csv"
 PRICE_PER_CALL = {"vader": 0.001 / 1e4, "amazon": 0.75 / 1e4, "google": 2.5 / 1e4}  # USD, from the data's README
@@ -77,12 +80,18 @@ def main():
             cal, rep = stage_arrays(calib, stages), stage_arrays(report, stages)
             thresholds, met = calibrate(cal, target, per_class)
             fitted, tested = evaluate(cal, thresholds), evaluate(rep, thresholds)
+            weak, strong = float(rep["correct"][:, 0].mean()), float(rep["correct"][:, -1].mean())
+            peers = {}
+            if not per_class:  # the curve of every single-threshold setting, traced on the report half
+                curve = cascade_sweep(rep["confidence"], rep["correct"], rep["cost"], n_grid=60)
+                peers = peer_metrics(curve["last_rate"], curve["accuracy"], weak, strong)
             rows.append({
                 "cascade": " > ".join(stages), "thresholds": "per class" if per_class else "single",
                 "delta": [np.asarray(t).tolist() for t in thresholds], "goal_met_on_calibration": met,
                 "calibration_accuracy": fitted["accuracy"], "calibration_cost_ratio": fitted["cost"] / google_cost,
                 "accuracy": tested["accuracy"], "cost_ratio": tested["cost"] / google_cost,
                 "large_share": tested["last_share"], "reach": tested["reach"],
+                "random_routing_accuracy": random_routing_accuracy(tested["last_share"], weak, strong), **peers,
             })
             print(json.dumps(rows[-1]), flush=True)
     eligible = [r for r in rows if r["goal_met_on_calibration"] and r["cascade"].endswith("google")]

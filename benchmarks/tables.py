@@ -103,17 +103,36 @@ def cascade_table(result: dict) -> str:
     lines = [f"`{result['command']}` (seed {result['seed']}; calibrated on {result['n_calibration']:,} reviews, "
              f"reported on {result['n_report']:,}; tolerance {result['tolerance']:g})", "",
              "| cascade | thresholds | accuracy | cost / Google's | share reaching the last stage | "
-             "calibration half: accuracy, cost / Google's |", "|---|---|---|---|---|---|",
-             f"| Google alone | - | {result['google']['accuracy']:.4f} | 1.000 | 100% | - |",
-             f"| Amazon alone | - | {result['amazon']['accuracy']:.4f} | {result['amazon']['cost_ratio']:.3f} | - | - |"]
+             "random routing, same share | APGR | CPT(50%) | CPT(80%) | calibration half: accuracy, cost / Google's |",
+             "|---|---|---|---|---|---|---|---|---|---|",
+             f"| Google alone | - | {result['google']['accuracy']:.4f} | 1.000 | 100% | - | - | - | - | - |",
+             f"| Amazon alone | - | {result['amazon']['accuracy']:.4f} | {result['amazon']['cost_ratio']:.3f} | - | - | "
+             "- | - | - | - |"]
     for r in result["all"]:
+        peers = " | ".join(_num(r.get(k), 3) if k == "apgr" else _share(r.get(k)) for k in ("apgr", "cpt_50", "cpt_80"))
         lines.append(f"| {r['cascade']} | {r['thresholds']} | {r['accuracy']:.4f} | {r['cost_ratio']:.3f} | "
-                     f"{r['large_share']:.1%} | {r['calibration_accuracy']:.4f}, {r['calibration_cost_ratio']:.3f} |")
+                     f"{r['large_share']:.1%} | {r['random_routing_accuracy']:.4f} | {peers} | "
+                     f"{r['calibration_accuracy']:.4f}, {r['calibration_cost_ratio']:.3f} |")
     best = result["cascade"]
     lines += ["", f"Chosen on the calibration half (cheapest meeting its goal there): **{best['cascade']}, "
               f"{best['thresholds']} thresholds**: accuracy {best['accuracy']:.4f} against Google's "
               f"{result['google']['accuracy']:.4f}, cost ratio {best['cost_ratio']:.3f}."]
     return "\n".join(lines)
+
+
+def overhead_table(result: dict) -> str:
+    """Items per second on the small-model path: direct, through ShuntClassifier and through Cascade."""
+    lines = [f"`{result['command']}` (seed {result['seed']})", "",
+             "| small model | direct `predict_proba` (items/s) | `ShuntClassifier` (items/s) | overhead | "
+             "two-stage `Cascade` (items/s) | overhead |", "|---|---|---|---|---|---|"]
+    for name, r in result["small_models"].items():
+        lines.append(f"| {name} | {r['direct_items_per_s']:,.0f} | {r['shunt_items_per_s']:,.0f} | "
+                     f"{r['shunt_overhead']:+.1%} | {r['cascade_items_per_s']:,.0f} | {r['cascade_overhead']:+.1%} |")
+    return "\n".join(lines)
+
+
+def _share(value) -> str:
+    return "-" if value is None or value != value else f"{value:.1%}"
 
 
 def _num(value, digits=4) -> str:
@@ -163,6 +182,10 @@ def main():
     if calibration.is_file():
         print()
         print(calibration_table(json.loads(calibration.read_text())))
+    overhead = RESULTS / "overhead.json"
+    if overhead.is_file():
+        print()
+        print(overhead_table(json.loads(overhead.read_text())))
     for path in sorted(RESULTS.glob("cascade_yelp*.json")):
         print(f"\n### {path.stem}\n")
         print(cascade_table(json.loads(path.read_text())))

@@ -171,3 +171,44 @@ def _jsonable(value):
     if isinstance(value, np.bool_):
         return bool(value)
     return str(value)
+
+
+def peer_metrics(share, accuracy, weak: float, strong: float) -> dict:
+    """RouteLLM's measures of a router's cost-quality curve, to compare with other routers.
+
+    ``share`` and ``accuracy`` trace the curve (for instance a sweep's ``large_rate`` or
+    ``last_rate`` and ``accuracy``); ``weak`` and ``strong`` are the cheapest and the strongest
+    model's accuracy alone. PGR, the performance gap recovered, is ``(accuracy - weak) / (strong -
+    weak)``; at each share the curve takes the best accuracy reachable with at most that share.
+    ``apgr`` is the area under PGR over the share (0.5 for random routing), ``cpt_50`` and ``cpt_80``
+    the least share of calls to the strong model recovering 50% and 80% of the gap (NaN if never).
+
+    Examples
+    --------
+    >>> peer_metrics([0.0, 0.2, 1.0], [0.80, 0.88, 0.90], weak=0.80, strong=0.90)
+    {'apgr': 0.8, 'cpt_50': 0.2, 'cpt_80': 0.2}
+    """
+    share = np.asarray(share, dtype=float)
+    accuracy = np.asarray(accuracy, dtype=float)
+    if strong <= weak:
+        return {"apgr": float("nan"), "cpt_50": float("nan"), "cpt_80": float("nan")}
+    order = np.argsort(share, kind="stable")
+    share, pgr = share[order], np.maximum.accumulate((accuracy[order] - weak) / (strong - weak))
+    apgr = float(np.sum(np.diff(share) * (pgr[1:] + pgr[:-1]) / 2))
+
+    def cpt(level):
+        reached = np.flatnonzero(pgr >= level - 1e-12)
+        return float(share[reached[0]]) if len(reached) else float("nan")
+
+    return {"apgr": round(apgr, 10), "cpt_50": cpt(0.5), "cpt_80": cpt(0.8)}
+
+
+def random_routing_accuracy(share: float, weak: float, strong: float) -> float:
+    """Expected accuracy when a random ``share`` of items goes to the strong model (the baseline).
+
+    Examples
+    --------
+    >>> random_routing_accuracy(0.3, weak=0.8, strong=0.9)
+    0.83
+    """
+    return round(weak + share * (strong - weak), 12)
