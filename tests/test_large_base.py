@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from datashunt.exceptions import CacheError, ConfigError, LargeModelError
@@ -136,3 +137,25 @@ def test_a_cache_entry_of_the_wrong_shape_is_a_miss(tmp_path, value):
         cache._conn.execute("UPDATE calls SET value = ?", (value,))
     model = FakeLargeModel(TRUTH, cache=path)
     assert model.predict_proba(TEXTS, ["negative", "positive"]).ok.all() and model.calls == 3
+
+
+def test_a_backend_from_outside_the_package_registers_saves_and_loads(tmp_path, sentiment):
+    from datashunt import ShuntClassifier
+    from datashunt.large import make_large, register_backend
+    from datashunt.persist import load, save
+    from datashunt.small import make_small
+
+    class EchoModel(FakeLargeModel):
+        """A team's own backend: here, the fake with another name."""
+
+    with pytest.raises(ConfigError, match="'openai' is a built-in backend"):
+        register_backend("openai", EchoModel)
+    with pytest.raises(ConfigError, match="must be a subclass of LargeModel"):
+        register_backend("echo", dict)
+    register_backend("echo", EchoModel)
+    texts, labels = sentiment
+    large = make_large("echo", truth=dict(zip(texts, labels)))
+    shunt = ShuntClassifier(make_small("tfidf"), large, threshold=0.9, random_state=0).fit(texts[:300], labels[:300])
+    loaded = load(save(shunt, tmp_path / "model"))
+    assert type(loaded.large_) is EchoModel
+    pd.testing.assert_frame_equal(loaded.route(texts[300:]), shunt.route(texts[300:]))

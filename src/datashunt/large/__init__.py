@@ -9,13 +9,46 @@ REGISTRY = {
     "openai": ("datashunt.large.openai_chat", "OpenAIChatModel"),
     "replay": ("datashunt.large.replay", "ReplayModel"),
 }
+BUILT_IN = frozenset(REGISTRY)
+_REGISTERED = {}  # classes registered by users, by name
+
+
+def register_backend(name: str, cls) -> None:
+    """Make a backend of your own available by ``name`` to configs, the CLI and saved models.
+
+    ``cls`` subclasses :class:`~datashunt.large.base.LargeModel`. Registration lives in your
+    process only: a saved model names its backend, and loading it needs the same registration
+    (a folder can never bring code of its own).
+
+    Examples
+    --------
+    >>> from datashunt.large.replay import ReplayModel
+    >>> class MyService(ReplayModel):
+    ...     pass
+    >>> register_backend("my_service", MyService)
+    >>> backend_class("my_service") is MyService
+    True
+    """
+    from .base import LargeModel
+
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"a backend name must be an identifier, got {name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, LargeModel)):
+        raise ConfigError(f"a backend must be a subclass of LargeModel, got {cls!r}")
+    known = REGISTRY.get(name)
+    if known is not None and known != (cls.__module__, cls.__qualname__) and name in BUILT_IN:
+        raise ConfigError(f"{name!r} is a built-in backend; register yours under another name")
+    REGISTRY[name] = (cls.__module__, cls.__qualname__)
+    _REGISTERED[name] = cls
 
 
 def backend_class(name: str):
-    """The class registered under ``name`` (``llama_cpp``, ``openai``, ``replay``)."""
+    """The class registered under ``name`` (``llama_cpp``, ``openai``, ``replay`` or one of yours)."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     try:
         module, attr = REGISTRY[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ConfigError(f"unknown large backend {name!r}; choose one of {sorted(REGISTRY)}") from None
     return getattr(importlib.import_module(module), attr)
 
@@ -23,9 +56,9 @@ def backend_class(name: str):
 def backend_name(model) -> str:
     """The registry name of a backend instance (the inverse of :func:`backend_class`)."""
     for name, (module, attr) in REGISTRY.items():
-        if type(model).__module__ == module and type(model).__name__ == attr:
+        if type(model).__module__ == module and type(model).__qualname__ == attr:
             return name
-    raise ConfigError(f"{type(model).__name__} is not a registered large backend")
+    raise ConfigError(f"{type(model).__name__} is not a registered large backend; see register_backend")
 
 
 def make_large(backend: str, **params):
