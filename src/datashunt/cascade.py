@@ -6,7 +6,6 @@ from numbers import Real
 import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin, MetaEstimatorMixin, clone
-from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
@@ -15,7 +14,7 @@ from .calibration import CASCADE_POLICIES, cascade_sweep, choose_point, per_clas
 from .confidence import MEASURES, get_measure
 from .deciding import keeps, outcome, stop_stage
 from .exceptions import ConfigError, DataError
-from .inputs import as_inputs, check_targets, require_valid
+from .inputs import as_inputs, check_targets, holdout, require_valid
 from .large.base import LargeModel
 from .params import check_params
 from .prompting import label_words
@@ -217,9 +216,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         require_valid(problems, "training inputs")
         y = check_targets(y, len(X), type(self).__name__)
         if X_val is None:
-            stratify = y if np.unique(y, return_counts=True)[1].min() >= 2 else None
-            X, X_val, y, y_val = train_test_split(X, y, test_size=self.validation_fraction,
-                                                  random_state=self.random_state, stratify=stratify)
+            X, X_val, y, y_val = holdout(X, y, self.validation_fraction, self.random_state)
         else:
             X_val, problems = as_inputs(X_val)
             require_valid(problems, "validation inputs")
@@ -280,7 +277,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         correct = np.column_stack([a.ok & (self.classes_[p] == y_val) for a, p in zip(answers, predicted.T)])
         price = np.column_stack([a.price for a in answers])
         if self.per_class:
-            self.thresholds_, met = self._per_class(confidence, predicted, correct, price)
+            self.thresholds_, met = self._per_class(confidence, predicted, correct)
             self.sweep_, goal = None, self.policy
         else:
             self.sweep_ = cascade_sweep(confidence, correct, price)
@@ -296,7 +293,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
             "failures": [int((~a.ok).sum()) for a in answers],
         }
 
-    def _per_class(self, confidence, predicted, correct, price):
+    def _per_class(self, confidence, predicted, correct):
         if self.policy == "match_last":
             floor = correct[:, -1].mean() - self.tolerance
         elif self.policy == "target_accuracy" and self.target_accuracy is not None:

@@ -77,3 +77,15 @@ def check_targets(y, n: int, who: str) -> np.ndarray:
         raise DataError(f"{int(pd.isna(y).sum())} missing labels; drop those rows first")
     check_classification_targets(y)
     return y
+
+
+def holdout(X, y, fraction: float, random_state=None):
+    """``X, X_val, y, y_val``: a share of the labelled items held out to calibrate on, stratified
+    by label where every class has at least two items and the held-out share can hold them all."""
+    from sklearn.model_selection import train_test_split
+
+    stratify = y if np.unique(y, return_counts=True)[1].min() >= 2 else None
+    try:
+        return train_test_split(X, y, test_size=fraction, random_state=random_state, stratify=stratify)
+    except ValueError:
+        return train_test_split(X, y, test_size=fraction, random_state=random_state)

@@ -6,7 +6,6 @@ from numbers import Real
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
-from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -15,7 +14,7 @@ from .cascade import answer, run_stages
 from .confidence import MEASURES, get_measure, max_proba
 from .deciding import keeps
 from .exceptions import DataError
-from .inputs import as_inputs, check_targets, require_valid
+from .inputs import as_inputs, check_targets, holdout, require_valid
 from .params import check_params
 from .prompting import MODES, Pruning, class_report, label_words
 from .routes import FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
@@ -155,13 +154,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             raise DataError(f"the training labels hold only one class ({np.unique(y)[0]}); a shunt needs at "
                             "least two classes to choose between")
         if X_val is None:
-            stratify = y if np.unique(y, return_counts=True)[1].min() >= 2 else None
-            try:
-                X, X_val, y, y_val = train_test_split(X, y, test_size=self.validation_fraction,
-                                                      random_state=self.random_state, stratify=stratify)
-            except ValueError:
-                X, X_val, y, y_val = train_test_split(X, y, test_size=self.validation_fraction,
-                                                      random_state=self.random_state)
+            X, X_val, y, y_val = holdout(X, y, self.validation_fraction, self.random_state)
         else:
             X_val, problems = as_inputs(X_val)
             require_valid(problems, "validation inputs")
