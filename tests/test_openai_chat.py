@@ -188,3 +188,18 @@ def test_calls_work_inside_a_running_event_loop():
     with FakeOpenAIServer(ANSWERS) as server:
         result = asyncio.run(notebook_cell(OpenAIChatModel("tiny", base_url=server.base_url, cache=False)))
     assert result.ok.all() and result.proba.argmax(axis=1).tolist() == [1, 0]
+
+
+def test_an_api_without_logprobs_can_state_its_confidence():
+    answers = {"lovely": [("Positive 85", -0.1)], "dreadful": [("negative, 70%", -0.1)], "rambling": [("Hmm.", -0.1)]}
+    with FakeOpenAIServer(answers, logprobs=False) as server:
+        model = OpenAIChatModel("tiny", base_url=server.base_url, scoring="stated", cache=False)
+        result = model.predict_proba(["a lovely film", "a dreadful film", "a rambling film"], LABELS)
+    np.testing.assert_allclose(result.proba[:2], [[0.15, 0.85], [0.7, 0.3]])
+    assert result.error[2] == "the stated-confidence answer 'Hmm.' names no label and confidence"
+    body = server.requests[0]["body"]
+    assert "logprobs" not in body and body["max_tokens"] == 16
+    assert body["messages"][-1]["content"].endswith("give your confidence that it is right as a whole number from "
+                                                    "0 to 100, e.g.: positive 85")
+    assert model.describe().endswith("confidence stated by the model, not measured from log-probabilities")
+    assert model.identity() != OpenAIChatModel("tiny", base_url=server.base_url).identity()  # cached apart

@@ -5,13 +5,14 @@ import contextlib
 import json
 import os
 import queue
+import re
 import threading
 import time
 from numbers import Integral, Real
 
 import numpy as np
 from scipy.special import logsumexp
-from sklearn.utils._param_validation import Interval, InvalidParameterError
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 
 from ..exceptions import ConfigError, LargeModelError, require
 from ..params import env_name
@@ -45,6 +46,43 @@ def label_logprobs(top_logprobs: list[tuple[str, float]], labels: list[str]) -> 
     return np.array([logsumexp(lp) if lp else -np.inf for lp in per_label])
 
 
+STATED_SUFFIX = ("\nAfter the label, on the same line, give your confidence that it is right as a whole number "
+                 "from 0 to 100, e.g.: positive 85")
+
+
+def stated_logprobs(content, labels: list[str]) -> np.ndarray:
+    """Log-probabilities from an answer that states a label and a confidence (``"positive 85"``).
+
+    The label is the first word that is a label, or the start (three letters at least) of exactly
+    one label, case-insensitive; the confidence, the first number after it, is that label's
+    probability (at least 1/k), the rest shared evenly.
+
+    Examples
+    --------
+    >>> np.exp(stated_logprobs("Positive, 80", ["negative", "positive"])).round(2).tolist()
+    [0.2, 0.8]
+    >>> stated_logprobs("I cannot tell", ["negative", "positive"])
+    Traceback (most recent call last):
+    ...
+    datashunt.exceptions.LargeModelError: the stated-confidence answer 'I cannot tell' names no label and confidence
+    """
+    text = content if isinstance(content, str) else ""
+    lowered = [label.lower() for label in labels]
+    for match in re.finditer(r"[^\W\d_][\w-]*", text):
+        word = match.group().lower()
+        owners = [j for j, name in enumerate(lowered) if name == word or (len(word) >= 3 and name.startswith(word))]
+        number = re.search(r"\d+(?:\.\d+)?", text[match.end():])
+        if len(owners) == 1 and number and 0 <= float(number.group()) <= 100:
+            k = len(labels)
+            top = max(float(number.group()) / 100, 1 / k)
+            proba = np.full(k, (1 - top) / (k - 1) if k > 1 else 0.0)
+            proba[owners[0]] = top
+            with np.errstate(divide="ignore"):
+                return np.log(proba)
+    shown = " ".join(text.split())[:60]
+    raise LargeModelError(f"the stated-confidence answer {shown!r} names no label and confidence")
+
+
 class OpenAIChatModel(LargeModel):
     """A chat model behind an OpenAI-compatible HTTP API, asked for one token with ``top_logprobs``.
 
@@ -65,6 +103,12 @@ class OpenAIChatModel(LargeModel):
         Alternatives asked for at the answer position (OpenAI allows up to 20).
     max_chars : int
         Longest text sent; a longer one is not sent and is flagged (the small model answers it).
+    scoring : {"logprobs", "stated"}
+        ``logprobs`` (default) measures each label's probability from the first answer token;
+        ``stated`` is for APIs that give no log-probabilities: the model answers the label and its
+        confidence from 0 to 100, which becomes the label's probability (see
+        :func:`stated_logprobs`). Stated confidences are the model's claim, not a measurement:
+        calibrate δ on validation data as always; reports and the CLI say which mode is in use.
     prompt, price, cache, min_label_mass
         See :class:`~datashunt.large.base.LargeModel`.
     """
@@ -79,12 +123,13 @@ class OpenAIChatModel(LargeModel):
         "max_concurrency": [Interval(Integral, 1, 1024, closed="both")],
         "top_logprobs": [Interval(Integral, 1, 20, closed="both")],
         "max_chars": [Interval(Integral, 1, 10_000_000, closed="both")],
+        "scoring": [StrOptions({"logprobs", "stated"})],
         **SHARED_CONSTRAINTS,
     }
 
     def __init__(self, model, *, base_url=None, api_key_env="OPENAI_API_KEY", timeout=30.0, max_retries=2,
-                 max_concurrency=8, top_logprobs=20, max_chars=20_000, prompt=None, price=None, cache=True,
-                 min_label_mass=0.01):
+                 max_concurrency=8, top_logprobs=20, max_chars=20_000, scoring="logprobs", prompt=None, price=None,
+                 cache=True, min_label_mass=0.01):
         self.model = model
         self.base_url = base_url
         self.api_key_env = api_key_env
@@ -93,6 +138,7 @@ class OpenAIChatModel(LargeModel):
         self.max_concurrency = max_concurrency
         self.top_logprobs = top_logprobs
         self.max_chars = max_chars
+        self.scoring = scoring
         self.prompt = prompt
         self.price = price
         self.cache = cache
@@ -105,11 +151,13 @@ class OpenAIChatModel(LargeModel):
                                         f"(letters, digits, underscores), got {self.api_key_env!r}.")
 
     def describe(self) -> str:
+        stated = "; confidence stated by the model, not measured from log-probabilities" \
+            if self.scoring == "stated" else ""
         return (f"model {self.model!r} at {self.base_url or DEFAULT_URL} (OpenAI-compatible HTTP), "
-                f"API key from ${self.api_key_env}")
+                f"API key from ${self.api_key_env}{stated}")
 
     def identity(self) -> str:
-        return f"openai:{self.base_url or DEFAULT_URL}:{self.model}"
+        return f"openai:{self.base_url or DEFAULT_URL}:{self.model}" + (":stated" if self.scoring == "stated" else "")
 
     def _api_key(self) -> str:
         key = os.environ.get(self.api_key_env)
@@ -126,6 +174,9 @@ class OpenAIChatModel(LargeModel):
                    max_retries=self.max_retries)
 
     def _request(self, messages):
+        if self.scoring == "stated":
+            asked = messages[:-1] + [{**messages[-1], "content": messages[-1]["content"] + STATED_SUFFIX}]
+            return dict(model=self.model, messages=asked, max_tokens=16, temperature=0.0)
         return dict(model=self.model, messages=messages, max_tokens=1, temperature=0.0, logprobs=True,
                     top_logprobs=self.top_logprobs)
 
@@ -135,23 +186,26 @@ class OpenAIChatModel(LargeModel):
             raise LargeModelError(f"the endpoint answered with something that is not a chat completion: {shown!r}")
         if not response.choices:
             raise LargeModelError(f"the endpoint returned no choices for model {self.model!r}")
+        usage = getattr(response, "usage", None)
+        tokens = [getattr(usage, name, 0) or 0 for name in ("prompt_tokens", "completion_tokens")]
+        if not all(type(t) is int and 0 <= t < MAX_TOKENS for t in tokens):
+            raise LargeModelError(f"the endpoint reported impossible token counts {tokens} for model {self.model!r}")
+        if self.scoring == "stated":
+            content = getattr(getattr(response.choices[0], "message", None), "content", None)
+            return Scored(stated_logprobs(content, labels), *tokens)
         try:
             first = response.choices[0].logprobs.content[0]
             top = [(alt.token, alt.logprob) for alt in first.top_logprobs] or [(first.token, first.logprob)]
         except (AttributeError, IndexError, TypeError):
             raise LargeModelError(
                 f"the endpoint returned no logprobs for model {self.model!r}; it must support "
-                "'logprobs' and 'top_logprobs' in chat completions"
+                "'logprobs' and 'top_logprobs' in chat completions, or use scoring='stated'"
             ) from None
         numbers = all(isinstance(token, str) and type(lp) in (int, float) and lp <= 1e-6 for token, lp in top)
         if not numbers or logsumexp([lp for _, lp in top]) > LOGPROB_SLACK:
             raise LargeModelError(f"the endpoint returned impossible logprobs for model {self.model!r} (not "
                                   f"numbers, NaN, above 0 or more than 1 in all): {top[:5]}; the answer was not "
                                   "used or cached")
-        usage = getattr(response, "usage", None)
-        tokens = [getattr(usage, name, 0) or 0 for name in ("prompt_tokens", "completion_tokens")]
-        if not all(type(t) is int and 0 <= t < MAX_TOKENS for t in tokens):
-            raise LargeModelError(f"the endpoint reported impossible token counts {tokens} for model {self.model!r}")
         return Scored(label_logprobs(top, labels), *tokens)
 
     @contextlib.contextmanager
