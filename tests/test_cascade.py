@@ -110,3 +110,48 @@ def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)
         check(estimator)
+
+
+def _saved_cascade(tmp_path, sentiment, per_class=False):
+    texts, labels = sentiment
+    answers = tmp_path / "answers.csv"
+    pd.DataFrame({"id": texts, "prediction": labels, "conf": 0.9}).to_csv(answers, index=False)
+    replay = ReplayModel(str(answers), confidence_column="conf", price={"per_call": 0.01})
+    small = FrozenEstimator(make_small("tfidf").fit(texts[:200], labels[:200]))
+    cascade = Cascade([("small", small), ("recorded", replay)], per_class=per_class, random_state=0)
+    return cascade.fit(texts[200:400], labels[200:400]), answers
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+def test_a_saved_cascade_routes_exactly_like_the_original(tmp_path, sentiment, per_class):
+    from datashunt.persist import load, save
+
+    texts, _ = sentiment
+    cascade, answers = _saved_cascade(tmp_path, sentiment, per_class)
+    folder = save(cascade, tmp_path / "model")
+    with pytest.raises(ConfigError, match=r"uses table=.*answers.csv'"):
+        load(folder)
+    loaded = load(folder, large_options={"recorded": {"table": str(answers)}})
+    pd.testing.assert_frame_equal(loaded.route(texts[400:]), cascade.route(texts[400:]))
+    assert len(loaded.thresholds_) == 1 and np.shape(loaded.thresholds_[0]) == ((2,) if per_class else ())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(thresholds=[0.5, 0.5]), "thresholds must be 1 numbers or per-class lists of 2"),
+    (lambda m: m["stages"][0].update(kind="python"), "must be a classifier or a large model, got kind 'python'"),
+    (lambda m: m["params"].update(tolerance="0.1"), "'tolerance' parameter of Cascade"),
+    (lambda m: m.update(extra=1), r"unknown key\(s\) \['extra'\]"),
+])
+def test_a_tampered_cascade_folder_is_refused(tmp_path, sentiment, edit, message):
+    import json
+
+    from datashunt.exceptions import ModelFileError
+    from datashunt.persist import load, save
+
+    cascade, answers = _saved_cascade(tmp_path, sentiment)
+    folder = save(cascade, tmp_path / "model")
+    meta = json.loads((folder / "cascade.json").read_text())
+    edit(meta)
+    (folder / "cascade.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=message):
+        load(folder, large_options={"recorded": {"table": str(answers)}})

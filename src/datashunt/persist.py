@@ -18,7 +18,7 @@ import skops.io as sio
 from . import __version__
 from .exceptions import ConfigError, ModelFileError
 from .params import check_params
-from .prompting import Prompt
+from .prompting import Prompt, label_words
 
 FORMAT = 1
 META_TYPES = {"format": int, "datashunt_version": str, "params": dict, "classes": list, "threshold": (int, float),
@@ -40,11 +40,14 @@ TRUSTED_TYPES = frozenset({
 
 
 def save(shunt, folder) -> Path:
-    """Write a fitted shunt to ``folder`` (created if needed)."""
+    """Write a fitted shunt (or :class:`~datashunt.Cascade`) to ``folder`` (created if needed)."""
     from sklearn.utils.validation import check_is_fitted
 
+    from .cascade import Cascade
     from .large import backend_name
 
+    if isinstance(shunt, Cascade):
+        return _save_cascade(shunt, Path(folder))
     check_is_fitted(shunt, "threshold_")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,9 +83,10 @@ def save(shunt, folder) -> Path:
 
 def load(folder, *, large_options: dict | None = None, trust_saved_locations: bool = False,
          trusted: list[str] | None = None):
-    """Load a shunt saved by :func:`save`.
+    """Load a shunt (or a :class:`~datashunt.Cascade`) saved by :func:`save`.
 
-    A folder is data: nothing in it runs, and nothing in it decides where texts or keys go.
+    A folder is data: nothing in it runs, and nothing in it decides where texts or keys go. For a
+    cascade, ``large_options`` maps each large stage's name to its options.
 
     - ``small.skops`` and ``learnable.skops`` may hold only the exact types listed in
       :data:`TRUSTED_TYPES` (what datashunt's own small models are made of); any other type is
@@ -116,6 +120,8 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
     from .shunt import ShuntClassifier
 
     folder = Path(folder)
+    if (folder / "cascade.json").is_file():
+        return _load_cascade(folder, large_options, trust_saved_locations, trusted)
     meta_path, small_path = folder / "shunt.json", folder / "small.skops"
     if not meta_path.is_file() or not small_path.is_file():
         raise ModelFileError(f"{folder} is not a saved shunt (needs shunt.json and small.skops)")
@@ -148,7 +154,7 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
     shunt.calibration_ = meta["calibration"]
     shunt.class_report_ = pd.DataFrame(meta["class_report"])
     shunt._fit_pruning_from_report()
-    shunt.sweep_ = _read_sweep(folder / "sweep.csv")
+    shunt.sweep_ = _read_sweep(folder / "sweep.csv", SWEEP_COLUMNS)
     if hasattr(small, "n_features_in_"):
         shunt.n_features_in_ = small.n_features_in_
     return shunt
@@ -230,17 +236,109 @@ def _large(saved: dict, given: dict | None, trust: bool, path):
     return large
 
 
-def _read_sweep(path):
+def _read_sweep(path, columns):
     if not path.is_file():
         return None
     try:
         sweep = pd.read_csv(path)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise ModelFileError(f"{path} is corrupt: {exc}") from None
-    missing = sorted(set(SWEEP_COLUMNS) - set(sweep.columns))
-    if missing or not all(pd.api.types.is_numeric_dtype(sweep[c]) for c in SWEEP_COLUMNS):
-        raise ModelFileError(f"{path} is not a threshold sweep (needs numeric columns {list(SWEEP_COLUMNS)})")
+    missing = sorted(set(columns) - set(sweep.columns))
+    if missing or not all(pd.api.types.is_numeric_dtype(sweep[c]) for c in columns):
+        raise ModelFileError(f"{path} is not a threshold sweep (needs numeric columns {list(columns)})")
     return sweep
+
+
+def _save_cascade(cascade, folder: Path) -> Path:
+    """A fitted Cascade as ``cascade.json``, one skops file per classifier stage and ``sweep.csv``."""
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.utils.validation import check_is_fitted
+
+    from .large import backend_name
+    from .large.base import LargeModel
+
+    check_is_fitted(cascade, "thresholds_")
+    params = {k: v for k, v in cascade.get_params(deep=False).items() if k != "stages"}
+    if callable(params["confidence"]):
+        raise ConfigError("a cascade with a custom confidence function cannot be saved; use a named measure")
+    folder.mkdir(parents=True, exist_ok=True)
+    stages = []
+    for i, (name, model) in enumerate(cascade.stages_):
+        if isinstance(model, LargeModel):
+            stages.append({"name": name, "kind": "large", "backend": backend_name(model),
+                           "options": _large_options(model)})
+        else:
+            sio.dump(model.estimator if isinstance(model, FrozenEstimator) else model, folder / f"stage_{i}.skops")
+            stages.append({"name": name, "kind": "classifier"})
+    meta = {"format": FORMAT, "datashunt_version": __version__, "params": params,
+            "classes": cascade.classes_.tolist(), "stages": stages, "calibration": cascade.calibration_,
+            "thresholds": [np.asarray(t).tolist() for t in cascade.thresholds_]}
+    try:
+        (folder / "cascade.json").write_text(json.dumps(meta, indent=2, default=_plain))
+    except TypeError as exc:
+        raise ConfigError(f"cannot save this cascade's settings as JSON: {exc}") from None
+    if cascade.sweep_ is not None:
+        cascade.sweep_.to_csv(folder / "sweep.csv", index=False)
+    return folder
+
+
+def _load_cascade(folder: Path, large_options, trust: bool, trusted):
+    """The Cascade in ``folder``, under the same rules as a shunt; ``large_options`` is keyed by stage name."""
+    from .cascade import Cascade
+
+    path = folder / "cascade.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise ModelFileError(f"{path} is corrupt: {exc}") from None
+
+    def fail(why):
+        raise ModelFileError(f"{path}: {why}; it was not written by this version of datashunt, or it was changed")
+
+    if not isinstance(meta, dict) or type(meta.get("format")) is not int or meta["format"] != FORMAT:
+        fail(f"unsupported format {meta.get('format') if isinstance(meta, dict) else meta!r}")
+    _check_keys(meta, {"format": int, "datashunt_version": str, "params": dict, "classes": list, "stages": list,
+                       "calibration": dict, "thresholds": list}, "", fail)
+    _check_keys(meta["params"], dict.fromkeys(set(Cascade._get_param_names()) - {"stages"}, object), "params.", fail)
+    classes = meta["classes"]
+    if not classes or not all(type(c) in (str, int, float) for c in classes) or len(set(classes)) != len(classes):
+        fail(f"classes must be distinct strings or numbers, got {classes!r}")
+    given = dict(large_options or {})
+    stages = []
+    for i, stage in enumerate(meta["stages"]):
+        kind = stage.get("kind") if isinstance(stage, dict) else None
+        if kind == "classifier":
+            _check_keys(stage, {"name": str, "kind": str}, f"stages[{i}].", fail)
+            model = _load_skops(folder / f"stage_{i}.skops", trusted)
+            extra = set(np.asarray(model.classes_).tolist()) - set(classes)
+            if extra:
+                fail(f"stage {stage['name']!r} knows classes {sorted(extra, key=str)} the cascade does not")
+        elif kind == "large":
+            _check_keys(stage, {"name": str, "kind": str, "backend": str, "options": dict}, f"stages[{i}].", fail)
+            model = _large(stage, given.pop(stage["name"], None), trust, path)
+        else:
+            fail(f"stages[{i}] must be a classifier or a large model, got kind {kind!r}")
+        stages.append((stage["name"], model))
+    if given:
+        raise ConfigError(f"large_options names stages {sorted(given)} that this cascade has no large model for")
+    thresholds = meta["thresholds"]
+    if len(thresholds) != len(stages) - 1 or not all(
+            (type(t) in (int, float) and t == t) or (isinstance(t, list) and len(t) == len(classes) and all(
+                type(v) in (int, float) and v == v for v in t)) for t in thresholds):
+        fail(f"thresholds must be {len(stages) - 1} numbers or per-class lists of {len(classes)}")
+    cascade = Cascade(stages, **meta["params"])
+    try:
+        cascade._check_stages()
+        cascade.classes_ = np.asarray(classes)
+        cascade.labels_ = label_words(classes, cascade.label_names)
+    except ConfigError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    cascade.stages_ = stages
+    cascade.thresholds_ = [float(t) if not isinstance(t, list) else np.asarray(t, dtype=float) for t in thresholds]
+    cascade.calibration_ = meta["calibration"]
+    columns = [f"threshold_{s + 1}" for s in range(len(stages) - 1)] + ["accuracy", "cost", "last_rate"]
+    cascade.sweep_ = _read_sweep(folder / "sweep.csv", columns)
+    return cascade
 
 
 def _load_skops(path, trusted):
