@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datashunt.calibration import cascade_sweep, choose_point, per_class_thresholds
+from datashunt.calibration import cascade_sweep, choose_point, per_class_refine, per_class_thresholds
 from datashunt.deciding import outcome, stop_stage
 from datashunt.evaluation import peer_metrics, random_routing_accuracy
 
@@ -42,14 +42,19 @@ def stage_arrays(table: pd.DataFrame, stages) -> dict:
 
 
 def calibrate(arrays: dict, min_accuracy: float, per_class: bool):
-    """Thresholds for the cascade: per class (two stages) or a joint grid of single thresholds."""
-    if per_class:
+    """Thresholds for the cascade: a joint grid of single thresholds, or per class (two stages:
+    Lagrangian; more: refined class by class from the grid's choice)."""
+    if per_class and arrays["confidence"].shape[1] == 2:
         delta, met = per_class_thresholds(arrays["confidence"][:, 0], arrays["predicted"][:, 0],
                                           arrays["correct"][:, 0], arrays["correct"][:, 1], 2, min_accuracy)
         return [delta], met
     sweep = cascade_sweep(arrays["confidence"], arrays["correct"], arrays["cost"], n_grid=60)
     choice = choose_point(sweep, "target_accuracy", target_accuracy=min_accuracy)
-    return sweep.filter(like="threshold_").iloc[choice.row].tolist(), choice.met
+    single = sweep.filter(like="threshold_").iloc[choice.row].tolist()
+    if not per_class:
+        return single, choice.met
+    return per_class_refine(arrays["confidence"], arrays["predicted"], arrays["correct"], arrays["cost"], single, 2,
+                            min_accuracy)
 
 
 def evaluate(arrays: dict, thresholds) -> dict:
@@ -76,7 +81,7 @@ def main():
     target = float(google_cal["correct"].mean()) - args.tolerance
     rows = []
     for stages in CASCADES:
-        for per_class in (False, True) if len(stages) == 2 else (False,):
+        for per_class in (False, True):
             cal, rep = stage_arrays(calib, stages), stage_arrays(report, stages)
             thresholds, met = calibrate(cal, target, per_class)
             fitted, tested = evaluate(cal, thresholds), evaluate(rep, thresholds)

@@ -155,3 +155,13 @@ def test_a_tampered_cascade_folder_is_refused(tmp_path, sentiment, edit, message
     (folder / "cascade.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match=message):
         load(folder, large_options={"recorded": {"table": str(answers)}})
+
+
+@pytest.mark.skipif(not YELP.is_file(), reason="shared FrugalML table not present")
+def test_per_class_thresholds_for_three_stages_never_cost_more_than_single_ones():
+    table = pd.read_csv(YELP).sample(n=4000, random_state=1)
+    fits = {per_class: Cascade(yelp_stages(table), per_class=per_class, tolerance=0.005).fit(
+        table["id"], table["true_label"], X_val=table["id"], y_val=table["true_label"]) for per_class in (False, True)}
+    assert all(np.shape(t) == (2,) for t in fits[True].thresholds_)
+    assert fits[True].calibration_["goal_met"]
+    assert fits[True].calibration_["cost_per_item"] <= fits[False].calibration_["cost_per_item"] + 1e-12

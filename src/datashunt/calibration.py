@@ -302,3 +302,55 @@ def choose_point(sweep: pd.DataFrame, policy: str = "match_last", *, tolerance: 
         candidates = list(np.lexsort((cost, -acc)))
     row = int(candidates[0])
     return Choice(float(sweep["threshold_1"].iloc[row]), row, goal, met)
+
+
+def per_class_refine(confidence, predicted, correct, cost, start: list, n_classes: int, min_accuracy: float,
+                     n_grid: int = 40, rounds: int = 3) -> tuple[list, bool]:
+    """Per-class thresholds for any number of stages, by coordinate descent from single ones.
+
+    Starting from ``start`` (S - 1 single thresholds, e.g. the row :func:`choose_point` picked),
+    each stage's δ for each predicted class in turn is swept over ``n_grid`` quantiles of that
+    class's confidences at that stage, the others held, keeping the cheapest setting whose accuracy
+    reaches ``min_accuracy`` (every (n, S) array as in :func:`cascade_sweep`; ``predicted`` holds
+    each stage's class index). Stops after ``rounds`` passes or when a pass changes nothing; the
+    result is never costlier than the start. Returns the thresholds (arrays over the classes) and
+    whether the goal is met.
+
+    Examples
+    --------
+    >>> conf = np.array([[0.9, 1], [0.9, 1], [0.6, 1], [0.6, 1]])
+    >>> pred = np.array([[0, 0], [1, 1], [0, 0], [1, 1]])
+    >>> right = np.array([[1, 1], [0, 1], [1, 1], [1, 1]], bool)  # stage 0 wrong on class 1 only
+    >>> delta, met = per_class_refine(conf, pred, right, np.tile([0.0, 1.0], (4, 1)), [0.95], 2, 1.0)
+    >>> [d.tolist() for d in delta], met
+    ([[-inf, 0.95]], True)
+    """
+    from .deciding import outcome, stop_stage
+
+    confidence, predicted = np.asarray(confidence, float), np.asarray(predicted, int)
+
+    def score(thresholds):
+        result = outcome(stop_stage(confidence, thresholds, predicted), correct, cost)
+        return result["accuracy"] >= min_accuracy - 1e-12, result["cost"], result["accuracy"]
+
+    def better(a, b):  # feasible first, then cheaper, then more accurate
+        return (a[0], -a[1], a[2]) > (b[0], -b[1], b[2])
+
+    current = [np.full(n_classes, float(t)) for t in start]
+    best = score(current)
+    for _ in range(rounds):
+        changed = False
+        for s in range(len(current)):
+            for c in range(n_classes):
+                mine = confidence[predicted[:, s] == c, s]
+                mine = mine[np.isfinite(mine)]
+                values = np.unique(np.quantile(mine, np.linspace(0, 1, n_grid))) if len(mine) else np.array([])
+                for value in np.r_[-np.inf, (values[:-1] + values[1:]) / 2, np.inf]:
+                    trial = [t.copy() for t in current]
+                    trial[s][c] = value
+                    result = score(trial)
+                    if better(result, best):
+                        current, best, changed = trial, result, True
+        if not changed:
+            break
+    return current, bool(best[0])

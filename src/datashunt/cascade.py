@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
 
-from .calibration import CASCADE_POLICIES, cascade_sweep, choose_point, per_class_thresholds
+from .calibration import CASCADE_POLICIES, cascade_sweep, choose_point, per_class_refine, per_class_thresholds
 from .confidence import MEASURES, get_measure
 from .deciding import keeps, outcome, stop_stage
 from .exceptions import ConfigError, DataError
@@ -140,7 +140,8 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         See :func:`datashunt.calibration.choose_point`; ``tolerance``, ``max_cost`` (money per
         item), ``max_last_rate`` and ``target_accuracy`` are its figures.
     per_class : bool
-        One δ per class the stage predicts (two stages only, for now).
+        One δ per class the stage predicts: for two stages by :func:`~datashunt.calibration.per_class_thresholds`,
+        for more by :func:`~datashunt.calibration.per_class_refine` from the best single thresholds.
     confidence, label_names, validation_fraction, random_state, progress
         As for :class:`~datashunt.ShuntClassifier`.
 
@@ -252,9 +253,6 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         self._validate_names(names)
         for name, model in self.stages:
             check_params(model, f"stage {name!r}")
-        if self.per_class and len(self.stages) != 2:
-            raise ConfigError("per-class thresholds are supported for two stages; use single thresholds "
-                              f"for {len(self.stages)}")
 
     def _given_thresholds(self) -> list:
         if len(self.thresholds) != len(self.stages) - 1:
@@ -276,7 +274,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         predicted = np.column_stack([np.nan_to_num(a.proba, nan=-1).argmax(axis=1) for a in answers])
         correct = np.column_stack([a.ok & (self.classes_[p] == y_val) for a, p in zip(answers, predicted.T)])
         price = np.column_stack([a.price for a in answers])
-        if self.per_class:
+        if self.per_class and len(self.stages_) == 2:
             self.thresholds_, met = self._per_class(confidence, predicted, correct)
             self.sweep_, goal = None, self.policy
         else:
@@ -285,6 +283,9 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
                                   max_last_rate=self.max_last_rate, target_accuracy=self.target_accuracy)
             self.thresholds_ = self.sweep_.filter(like="threshold_").iloc[choice.row].tolist()
             met, goal = choice.met, choice.goal
+            if self.per_class:  # more than two stages: refine the single thresholds class by class
+                self.thresholds_, met = per_class_refine(confidence, predicted, correct, price, self.thresholds_,
+                                                         len(self.classes_), self._accuracy_floor(correct))
         result = outcome(stop_stage(confidence, self.thresholds_, predicted), correct, price)
         self.calibration_ = {
             "policy": self.policy, "goal": goal, "goal_met": met, "n_validation": int(len(y_val)),
@@ -293,15 +294,16 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
             "failures": [int((~a.ok).sum()) for a in answers],
         }
 
-    def _per_class(self, confidence, predicted, correct):
+    def _accuracy_floor(self, correct) -> float:
         if self.policy == "match_last":
-            floor = correct[:, -1].mean() - self.tolerance
-        elif self.policy == "target_accuracy" and self.target_accuracy is not None:
-            floor = self.target_accuracy
-        else:
-            raise ConfigError("per-class thresholds take the policies 'match_last' and 'target_accuracy'")
+            return correct[:, -1].mean() - self.tolerance
+        if self.policy == "target_accuracy" and self.target_accuracy is not None:
+            return self.target_accuracy
+        raise ConfigError("per-class thresholds take the policies 'match_last' and 'target_accuracy'")
+
+    def _per_class(self, confidence, predicted, correct):
         delta, met = per_class_thresholds(confidence[:, 0], predicted[:, 0], correct[:, 0], correct[:, 1],
-                                          len(self.classes_), min_accuracy=floor)
+                                          len(self.classes_), min_accuracy=self._accuracy_floor(correct))
         return [delta], met
 
     # -- inference -----------------------------------------------------------------------------
