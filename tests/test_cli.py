@@ -241,3 +241,58 @@ def test_the_summary_table_fits_80_columns_and_shows_time_for_a_free_model():
     text = console.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     assert "large time" in text and "77.2 s" in text and "cost" not in text
+
+
+def test_a_cascade_of_stages_fits_predicts_and_evaluates(project):
+    path = project / "run.toml"
+    text = path.read_text()
+    head = text.split("[small]")[0]
+    answers = project / "answers.csv"
+    path.write_text(head + f"""
+[[stages]]
+name = "tfidf"
+small = "tfidf"
+params = {{ C = 2.0 }}
+
+[[stages]]
+name = "recorded"
+backend = "replay"
+table = "{answers}"
+price = {{ per_call = 0.001 }}
+
+[cascade]
+policy = "match_last"
+random_state = 0
+
+[output]
+dir = "{project / 'out'}"
+""")
+    fitted = runner.invoke(app, ["fit", str(path)])
+    assert fitted.exit_code == 0, fitted.output
+    assert "stage recorded: recorded answers from" in " ".join(fitted.output.split())
+    assert (project / "out" / "model" / "cascade.json").is_file()
+    predicted = runner.invoke(app, ["predict", str(path), "-i", str(project / "new.parquet"),
+                                    "-o", str(project / "labels.csv")])
+    assert predicted.exit_code == 0, predicted.output
+    labels = pd.read_csv(project / "labels.csv")
+    assert set(labels["route"]) <= {"tfidf", "recorded"} and labels["label"].notna().all()
+    evaluated = runner.invoke(app, ["evaluate", str(path)])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((project / "out" / "report.json").read_text())
+    systems = {row["system"]: row for row in report["summary"]}
+    assert set(systems) == {"tfidf only", "recorded only", "cascade"}
+    assert systems["cascade"]["accuracy"] >= systems["tfidf only"]["accuracy"]
+    assert systems["cascade"]["cost"] < systems["recorded only"]["cost"]
+    distilled = runner.invoke(app, ["distill", str(path), "--pool", str(project / "new.parquet")])
+    assert distilled.exit_code == 2 and "not yet on a cascade" in " ".join(distilled.output.split())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s + '\n[[stages]]\nname = "x"\nsmall = "tfidf"\n', "either [[stages]] (a cascade) or [small]"),
+    (lambda s: s.replace("[shunt]", "[cascade]"), "[cascade] needs a list of [[stages]]"),
+])
+def test_cascade_config_mistakes_are_one_line(project, edit, message):
+    path = project / "run.toml"
+    path.write_text(edit(path.read_text()))
+    result = runner.invoke(app, ["fit", str(path)])
+    assert result.exit_code == 2 and message in " ".join(result.output.split())

@@ -321,7 +321,8 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
 
     def route(self, X) -> pd.DataFrame:
         """One record per item: the stage that answered (``route`` by name, ``stage`` by position),
-        its label and confidence, what the item cost over every stage it reached, and a flag."""
+        the last stage asked (``reached``), its label and confidence, what the item cost over every
+        stage it reached (zero for cached answers), and a flag."""
         check_is_fitted(self, "thresholds_")
         inputs, problems = as_inputs(X)
         proba, table = self._route(inputs, problems)
@@ -352,6 +353,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         confidence = np.full(n, np.nan)
         for s, got in enumerate(routed.answers):
             confidence[routed.stage == s] = got.confidence[routed.stage == s]
-        table = pd.DataFrame({"route": route, "stage": routed.stage, "confidence": confidence,
-                              "cost": sum(got.cost for got in routed.answers), "flag": flag})
+        table = pd.DataFrame({"route": route, "stage": routed.stage, "reached": routed.reached,
+                              "confidence": confidence, "cost": sum(got.cost for got in routed.answers),
+                              "flag": flag})
         return routed.proba(), table

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .exceptions import DatashuntError
+from .exceptions import ConfigError, DatashuntError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Route what a small model is sure of to it, and only the rest to a large model.")
@@ -98,7 +98,9 @@ def demo(
 @app.command()
 @friendly
 def fit(config: Path = typer.Argument(..., help="TOML config file.")):
-    """Fit a shunt on data.train, calibrate δ, save it under output.dir/model."""
+    """Fit a shunt (or a cascade of [[stages]]) on data.train, calibrate δ, save it under output.dir/model."""
+    import numpy as np
+
     from .config import build_shunt, load_config, require_key
     from .datasets.files import load_labeled
     from .evaluation import write_report
@@ -112,12 +114,14 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
     if data.get("validation"):
         X_val, y_val = load_labeled(data["validation"], data["text_column"], data["label_column"], data["encoding"])
     shunt = with_progress(build_shunt(cfg))
-    say_destination(shunt.large)
+    say_destination(shunt)
     shunt.fit(X, y, X_val=X_val, y_val=y_val)
     out = Path(cfg["output"]["dir"])
     save(shunt, out / "model")
     write_report(out, None, shunt, {"command": f"datashunt fit {config}"})
-    console.print(escape(f"δ = {shunt.threshold_:.4f}: {shunt.calibration_}"))
+    chosen = getattr(shunt, "threshold_", None)
+    chosen = f"{chosen:.4f}" if chosen is not None else [np.round(t, 4).tolist() for t in shunt.thresholds_]
+    console.print(escape(f"δ = {chosen}: {shunt.calibration_}"))
     console.print(f"saved to {out / 'model'}")
 
 
@@ -155,7 +159,7 @@ def evaluate(
     """Compare small only, large only and Data Shunt on data.test; write a report folder."""
     from .config import load_config, require_key
     from .datasets.files import load_labeled
-    from .evaluation import collaboration, compare, describe_collaboration, write_report
+    from .evaluation import collaboration, compare, compare_cascade, describe_collaboration, write_report
 
     cfg = load_config(config)
     data = cfg["data"]
@@ -163,9 +167,13 @@ def evaluate(
     shunt = load_shunt(cfg, model, trust_model_locations)
     X, y = load_labeled(require_key(cfg, "data", "test", "to evaluate"), data["text_column"], data["label_column"],
                         data["encoding"])
-    evaluation = compare(shunt, X, y, progress=True)
-    show_summary(evaluation, str(data["test"]))
-    console.print(escape(describe_collaboration(collaboration(shunt, evaluation))))
+    if "stages" in cfg:
+        evaluation = compare_cascade(shunt, X, y, progress=True)
+        show_summary(evaluation, str(data["test"]))
+    else:
+        evaluation = compare(shunt, X, y, progress=True)
+        show_summary(evaluation, str(data["test"]))
+        console.print(escape(describe_collaboration(collaboration(shunt, evaluation))))
     write_report(out, evaluation, shunt, {"command": f"datashunt evaluate {config}"})
     console.print(f"report: {out}/report.json")
 
@@ -187,6 +195,9 @@ def distill(
     from .persist import save
 
     cfg = load_config(config)
+    if "stages" in cfg:
+        raise ConfigError("2-Stage Confidence Distillation works on a shunt ([small] and [large]), not yet on a "
+                          "cascade of [[stages]]")
     data = cfg["data"]
     out = Path(cfg["output"]["dir"])
     shunt = load_shunt(cfg, model, trust_model_locations)
@@ -217,23 +228,39 @@ def distill(
 
 
 def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
-    """A saved shunt whose large model's locations come from the config's [large] section (or, trusted, the folder)."""
-    from .config import large_options
+    """A saved shunt (or cascade) whose large models' locations come from the config (or, trusted, the folder)."""
+    from .cascade import Cascade
+    from .config import large_options, stage_options
     from .persist import load
 
-    shunt = load(model or Path(cfg["output"]["dir"]) / "model", large_options=large_options(cfg),
+    cascade = "stages" in cfg
+    folder = model or Path(cfg["output"]["dir"]) / "model"
+    if cascade != (Path(folder) / "cascade.json").is_file():
+        raise ConfigError(f"the config describes a {'cascade' if cascade else 'shunt'} but {folder} holds a "
+                          f"{'shunt' if cascade else 'cascade'} (or nothing); fit it with this config first")
+    shunt = load(folder, large_options=stage_options(cfg) if cascade else large_options(cfg),
                  trust_saved_locations=trust_locations)
-    fitted = shunt.get_params(deep=False)
-    for key, value in cfg["shunt"].items():
+    fitted, section = shunt.get_params(deep=False), "cascade" if isinstance(shunt, Cascade) else "shunt"
+    for key, value in cfg[section].items():
         if fitted[key] != value:
-            console.print(escape(f"note: [shunt] {key} = {value!r} applies when fitting; the saved model has "
+            console.print(escape(f"note: [{section}] {key} = {value!r} applies when fitting; the saved model has "
                                  f"{fitted[key]!r}"), highlight=False)
-    say_destination(shunt.large_)
+    say_destination(shunt)
     return shunt
 
 
-def say_destination(large) -> None:
-    """Print where the large model's calls will go, before the first one is made."""
+def say_destination(model) -> None:
+    """Print where each large model's calls will go, before the first one is made."""
+    from .cascade import Cascade
+    from .large.base import LargeModel
+
+    if isinstance(model, Cascade):
+        stages = model.stages_ if hasattr(model, "stages_") else model.stages
+        for name, stage in stages:
+            if isinstance(stage, LargeModel):
+                console.print(escape(f"stage {name}: {stage.describe()}"), highlight=False)
+        return
+    large = model if isinstance(model, LargeModel) else getattr(model, "large_", model.large)
     console.print(escape(f"large model: {large.describe()}"), highlight=False)
 
 

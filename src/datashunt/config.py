@@ -21,6 +21,25 @@
 
     [output]
     dir = "reports/run"
+
+A cascade of any number of stages replaces ``[small]``, ``[large]`` and ``[shunt]`` with a list of
+stages, cheapest first (each a small model by name, or a large backend with its options), and a
+``[cascade]`` table of :class:`~datashunt.Cascade` arguments:
+
+.. code-block:: toml
+
+    [[stages]]
+    name = "tfidf"
+    small = "tfidf"              # with optional params = { ... }
+
+    [[stages]]
+    name = "api"
+    backend = "openai"
+    model = "gpt-4o-mini"
+
+    [cascade]
+    policy = "match_last"
+    tolerance = 0.005
 """
 
 import codecs
@@ -35,6 +54,8 @@ SECTIONS = {
     "large": None,  # backend options, checked against the backend's constructor and constraints
     "shunt": "ShuntClassifier",  # the shunt's constructor arguments, less the two models
     "output": {"dir": str},
+    "stages": None,  # a list of stage tables, checked by check_stages
+    "cascade": "Cascade",  # the cascade's constructor arguments, less the stages
 }
 _TYPE_NAMES = {str: "string", dict: "table", object: "value"}
 
@@ -69,11 +90,23 @@ def check_config(config: dict, source: str = "config") -> dict:
     unknown = sorted(set(config) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
+    if "stages" in config:
+        mixed = sorted({"small", "large", "shunt"} & set(config))
+        if mixed:
+            raise ConfigError(f"{source}: a config has either [[stages]] (a cascade) or [small]/[large]/[shunt] "
+                              f"(a shunt), not both; found {mixed} beside [[stages]]")
+        check_stages(config["stages"], source)
+    elif "cascade" in config:
+        raise ConfigError(f"{source}: [cascade] needs a list of [[stages]]")
     for name, keys in SECTIONS.items():
-        if keys == "ShuntClassifier":
+        if name == "stages":
+            continue
+        if keys in ("ShuntClassifier", "Cascade"):
+            from .cascade import Cascade
             from .shunt import ShuntClassifier
 
-            keys = dict.fromkeys(set(ShuntClassifier._get_param_names()) - {"small", "large", "progress"}, object)
+            cls = ShuntClassifier if keys == "ShuntClassifier" else Cascade
+            keys = dict.fromkeys(set(cls._get_param_names()) - {"small", "large", "stages", "progress"}, object)
         section = config.setdefault(name, {})
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
@@ -96,10 +129,49 @@ def check_config(config: dict, source: str = "config") -> dict:
         raise ConfigError(f"{source}: [data] encoding {config['data']['encoding']!r} is not a known text "
                           "encoding (e.g. 'utf-8', 'latin-1')") from None
     config["small"].setdefault("model", "tfidf")
-    if not isinstance(config["large"].get("backend"), str):
+    if "stages" not in config and not isinstance(config["large"].get("backend"), str):
         raise ConfigError(f"{source}: [large] needs a 'backend' (llama_cpp, openai or replay)")
     config["output"].setdefault("dir", "reports/run")
     return config
+
+
+def check_stages(stages, source: str = "config") -> None:
+    """Each stage a table with a ``name`` and either ``small`` (+ ``params``) or a ``backend`` (+ its options).
+
+    Examples
+    --------
+    >>> check_stages([{"name": "a", "small": "tfidf"}, {"name": "b"}])
+    Traceback (most recent call last):
+    ...
+    datashunt.exceptions.ConfigError: config: [[stages]] 2 ('b') needs either small = "<model>" or backend = "<name>"
+    """
+    if not isinstance(stages, list) or len(stages) < 2 or not all(isinstance(s, dict) for s in stages):
+        raise ConfigError(f"{source}: [[stages]] must list at least two stage tables")
+    for i, stage in enumerate(stages, start=1):
+        name = stage.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{source}: [[stages]] {i} needs a name")
+        kinds = [k for k in ("small", "backend") if k in stage]
+        if len(kinds) != 1 or not isinstance(stage[kinds[0]], str):
+            raise ConfigError(f"{source}: [[stages]] {i} ({name!r}) needs either small = \"<model>\" or "
+                              "backend = \"<name>\"")
+        if kinds == ["small"] and (set(stage) - {"name", "small", "params"} or
+                                   not isinstance(stage.get("params", {}), dict)):
+            raise ConfigError(f"{source}: [[stages]] {i} ({name!r}): a small model takes only name, small and a "
+                              f"params table; got {sorted(stage)}")
+
+
+def stage_options(config: dict) -> dict:
+    """The options of each large stage of a cascade config, by stage name (``backend`` included), checked."""
+    from .large import make_large
+    from .params import check_params
+
+    options = {}
+    for stage in config["stages"]:
+        if "backend" in stage:
+            options[stage["name"]] = {k: v for k, v in stage.items() if k != "name"}
+            check_params(make_large(**options[stage["name"]]), f"[[stages]] {stage['name']!r}")
+    return options
 
 
 def require_key(config: dict, section: str, key: str, why: str):
@@ -121,11 +193,21 @@ def large_options(config: dict) -> dict:
 
 
 def build_shunt(config: dict):
-    """Constructor arguments from a checked config, assembled into a ShuntClassifier and checked."""
+    """Constructor arguments from a checked config, assembled into a ShuntClassifier (or, with
+    ``[[stages]]``, a Cascade) and checked."""
     from .large import make_large
     from .shunt import ShuntClassifier
     from .small import make_small
 
+    if "stages" in config:
+        from .cascade import Cascade
+
+        large = stage_options(config)
+        stages = [(s["name"], make_large(**large[s["name"]]) if s["name"] in large else
+                   make_small(s["small"], **s.get("params", {}))) for s in config["stages"]]
+        cascade = Cascade(stages, **config["cascade"])
+        cascade._check_stages()
+        return cascade
     small = make_small(config["small"]["model"], **config["small"].get("params", {}))
     shunt = ShuntClassifier(small, make_large(**large_options(config)), **config["shunt"])
     shunt.check_params()

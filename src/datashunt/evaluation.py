@@ -69,26 +69,15 @@ def compare(shunt, X, y, progress: bool = False) -> Evaluation:
     routes.insert(0, "true_label", y)
     routes.loc[~known, "flag"] = "label unseen in training"
 
-    def row(name, pred, to_large, seconds):
-        correct = np.array([p is not None and p == t for p, t in zip(pred, y)])
-        answered = np.array([p is not None for p in pred])
-        return {
-            "system": name, "accuracy": correct.mean(),
-            "macro_f1": f1_score(y.astype(str), np.where(answered, pred, "<none>").astype(str),
-                                 labels=[str(c) for c in classes], average="macro", zero_division=0),
-            "large_rate": to_large.mean(), "large_calls": int(to_large.sum()), "cost": float(price[to_large].sum()),
-            "large_seconds": float(call_seconds[to_large].sum()), "unanswered": int((~answered).sum()),
-            "seconds": seconds,
-        }
+    def row(name, pred, to_large, seconds, failures):
+        return _system_row(name, pred, y, classes, to_large, float(price[to_large].sum()),
+                           float(call_seconds[to_large].sum()), failures, seconds)
 
-    large_failures = np.zeros(len(y), bool)
-    large_failures[idx[~large.ok]] = True
     summary = pd.DataFrame([
-        row("small only", small_pred, np.zeros(len(y), bool), small_seconds),
-        row("large only", large_pred, valid, large_seconds),
-        row("data shunt", routes["label"].to_numpy(), routed, shunt_seconds),
+        row("small only", small_pred, np.zeros(len(y), bool), small_seconds, 0),
+        row("large only", large_pred, valid, large_seconds, int((~large.ok).sum())),
+        row("data shunt", routes["label"].to_numpy(), routed, shunt_seconds, int((routes["route"] == FALLBACK).sum())),
     ])
-    summary["large_failures"] = [0, int(large_failures.sum()), int((routes["route"] == FALLBACK).sum())]
     per_class = pd.DataFrame([
         {"class": c, "support": int((y == c).sum()),
          "small_accuracy": float(np.mean(small_pred[y == c] == c)),
@@ -100,23 +89,84 @@ def compare(shunt, X, y, progress: bool = False) -> Evaluation:
     return Evaluation(summary, per_class, routes)
 
 
+def compare_cascade(cascade, X, y, progress: bool = False) -> Evaluation:
+    """Accuracy, macro-F1, cost and the share reaching the last stage: each stage alone, then the cascade.
+
+    Every stage answers every item once (its row); the cascade's own calls then come from the
+    cache, and its cost is the uncached price of every stage each item reached.
+    """
+    from .cascade import answer
+    from .confidence import get_measure
+
+    inputs, problems = as_inputs(X)
+    y = np.asarray(y, dtype=object)
+    valid = np.ones(len(y), bool) if problems is None else np.array([p is None for p in problems])
+    if not valid.any():
+        raise DataError(f"none of the {len(y)} test items can be evaluated: "
+                        + "; ".join(f"row {i}: {p}" for i, p in enumerate(problems[:3])))
+    idx, last = np.flatnonzero(valid), len(cascade.stages_) - 1
+    measure, classes = get_measure(cascade.confidence), cascade.classes_
+    rows, price, preds = [], np.zeros((len(y), last + 1)), {}
+    for s, (name, model) in enumerate(cascade.stages_):
+        start = time.perf_counter()
+        got = answer(model, inputs[idx], classes, cascade.labels_, measure, progress)
+        pred = np.full(len(y), None, dtype=object)
+        pred[idx[got.ok]] = classes[got.proba[got.ok].argmax(axis=1)]
+        price[idx, s] = got.price
+        preds[f"{name} only"] = pred
+        rows.append(_system_row(f"{name} only", pred, y, classes, valid & (s == last), float(price[:, s].sum()),
+                                float("nan"), int((~got.ok).sum()), time.perf_counter() - start))
+    start = time.perf_counter()
+    routes = cascade.route(inputs)
+    reached = routes["reached"].to_numpy()
+    paid = (np.arange(last + 1)[None, :] <= reached[:, None]) * price
+    rows.append(_system_row("cascade", routes["label"].to_numpy(), y, classes, reached == last, float(paid.sum()),
+                            float("nan"), int((routes["route"] == FALLBACK).sum()), time.perf_counter() - start))
+    routes.insert(0, "true_label", y)
+    preds["cascade"] = routes["label"].to_numpy()
+    per_class = pd.DataFrame([{"class": c, "support": int((y == c).sum()),
+                               **{f"{system}_accuracy": float(np.mean(p[y == c] == c)) for system, p in preds.items()}}
+                              for c in classes if (y == c).any()])
+    return Evaluation(pd.DataFrame(rows), per_class, routes)
+
+
+def _system_row(name, pred, y, classes, to_large, cost, large_seconds, failures, seconds) -> dict:
+    """One system's row of a summary; ``to_large`` marks the items it sent to the large (last) model."""
+    correct = np.array([p is not None and p == t for p, t in zip(pred, y)])
+    answered = np.array([p is not None for p in pred])
+    return {"system": name, "accuracy": correct.mean(),
+            "macro_f1": f1_score(y.astype(str), np.where(answered, pred, "<none>").astype(str),
+                                 labels=[str(c) for c in classes], average="macro", zero_division=0),
+            "large_rate": to_large.mean(), "large_calls": int(to_large.sum()), "cost": cost,
+            "large_seconds": large_seconds, "unanswered": int((~answered).sum()), "large_failures": failures,
+            "seconds": seconds}
+
+
 def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None = None) -> Path:
     """A report folder: ``report.json``, ``sweep.csv``, ``routes.csv`` and ``sweep.png`` (when matplotlib is there)."""
+    from .cascade import Cascade
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    report = {
-        "info": info or {},
-        "threshold": shunt.threshold_,
-        "calibration": shunt.calibration_,
-        "classes": [str(c) for c in shunt.classes_],
-        "collaboration": collaboration(shunt, evaluation),
-    }
+    if isinstance(shunt, Cascade):
+        report = {"info": info or {}, "stages": [name for name, _ in shunt.stages_],
+                  "thresholds": [np.asarray(t).tolist() for t in shunt.thresholds_],
+                  "calibration": shunt.calibration_, "classes": [str(c) for c in shunt.classes_]}
+    else:
+        report = {
+            "info": info or {},
+            "threshold": shunt.threshold_,
+            "calibration": shunt.calibration_,
+            "classes": [str(c) for c in shunt.classes_],
+            "collaboration": collaboration(shunt, evaluation),
+        }
     if evaluation is not None:
         report["summary"] = evaluation.summary.to_dict("records")
         report["per_class"] = evaluation.per_class.astype({"class": str}).to_dict("records")
         evaluation.routes.to_csv(folder / "routes.csv", index=False)
     if shunt.sweep_ is not None:
         shunt.sweep_.to_csv(folder / "sweep.csv", index=False)
+    if shunt.sweep_ is not None and not isinstance(shunt, Cascade):
         try:
             from .plotting import save_sweep_figure
 
