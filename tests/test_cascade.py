@@ -165,3 +165,17 @@ def test_per_class_thresholds_for_three_stages_never_cost_more_than_single_ones(
     assert all(np.shape(t) == (2,) for t in fits[True].thresholds_)
     assert fits[True].calibration_["goal_met"]
     assert fits[True].calibration_["cost_per_item"] <= fits[False].calibration_["cost_per_item"] + 1e-12
+
+
+def test_predict_refuses_to_guess_when_no_stage_answered(sentiment):
+    from datashunt.exceptions import LargeModelError
+
+    texts, labels = sentiment
+    truth = dict(zip(texts, labels))
+    stages = [("first", FakeLargeModel(truth, fail=texts[:3], seed=1)), ("last", FakeLargeModel(truth, fail=texts[:2]))]
+    cascade = Cascade(stages, thresholds=[2.0]).fit(texts[10:300], labels[10:300])
+    routes = cascade.route(texts[:3])
+    assert routes["route"].tolist() == ["invalid", "invalid", "last"] and routes["label"].isna().tolist()[:2] == [
+        True, True]
+    with pytest.raises(LargeModelError, match=r"2 items got no answer from any stage \(row 0: first: simulated"):
+        cascade.predict(texts[:3])

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from .calibration import CASCADE_POLICIES, cascade_sweep, choose_point, per_class_refine, per_class_thresholds
 from .confidence import MEASURES, get_measure
 from .deciding import keeps, outcome, stop_stage
-from .exceptions import ConfigError, DataError
+from .exceptions import ConfigError, DataError, LargeModelError
 from .inputs import as_inputs, check_targets, holdout, require_valid
 from .large.base import LargeModel
 from .params import check_params
@@ -312,7 +312,13 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         check_is_fitted(self, "thresholds_")
         inputs, problems = as_inputs(X)
         require_valid(problems, "inputs", hint="Clean them, or use route() to get a per-row flag.")
-        return self._route(inputs, problems)[0]
+        proba, table = self._route(inputs, problems)
+        unanswered = np.flatnonzero(np.isnan(proba).any(axis=1))
+        if len(unanswered):  # never a silent guess: say which items got no answer at all
+            i = unanswered[0]
+            raise LargeModelError(f"{len(unanswered)} items got no answer from any stage (row {i}: "
+                                  f"{table['flag'].iloc[i]}); use route() for a per-row flag")
+        return proba
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each item, see :meth:`predict_proba`."""
@@ -341,9 +347,9 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
             return answer(self.stages_[s][1], inputs[rows], self.classes_, self.labels_, measure, self.progress)
 
         routed = run_stages(n, k, valid, ask, self.thresholds_)
-        names = np.array([name for name, _ in self.stages_] + [INVALID], dtype=object)
+        names = np.array([name for name, _ in self.stages_] + [INVALID], dtype=object)  # stage -1 indexes INVALID
         route = np.where(routed.stage == routed.reached, names[routed.stage], FALLBACK)
-        route[routed.stage < 0] = INVALID
+        route[routed.stage < 0] = INVALID  # unreadable, or no stage could answer (the flag says which)
         flag = list(problems) if problems is not None else [None] * n
         for (name, _), got in zip(self.stages_, routed.answers):
             for i in np.flatnonzero([f is not None for f in got.flag]):
