@@ -14,7 +14,7 @@ from .calibration import CASCADE_POLICIES, cascade_sweep, choose_point, per_clas
 from .confidence import MEASURES, get_measure
 from .deciding import keeps, outcome, stop_stage
 from .exceptions import ConfigError, DataError, LargeModelError
-from .inputs import as_inputs, check_targets, holdout, require_valid
+from .inputs import as_inputs, require_valid, training_sets
 from .large.base import LargeModel
 from .params import check_params
 from .prompting import label_words
@@ -213,19 +213,9 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         """Train the classifier stages, then calibrate the thresholds on ``X_val, y_val`` (or a
         held-out share of ``X, y``), where every stage answers every validation item."""
         self._check_stages()
-        X, problems = as_inputs(X)
-        require_valid(problems, "training inputs")
-        y = check_targets(y, len(X), type(self).__name__)
-        if X_val is None:
-            X, X_val, y, y_val = holdout(X, y, self.validation_fraction, self.random_state)
-        else:
-            X_val, problems = as_inputs(X_val)
-            require_valid(problems, "validation inputs")
-            y_val = check_targets(y_val, len(X_val), type(self).__name__)
+        X, y, X_val, y_val = training_sets(X, y, X_val, y_val, self.validation_fraction, self.random_state,
+                                           "a cascade")
         self.classes_ = np.unique(y)
-        if len(self.classes_) < 2:
-            raise DataError(f"the training labels hold only one class ({self.classes_[0]}); a cascade needs at "
-                            "least two classes to choose between")
         self.stages_ = [(name, clone(model) if isinstance(model, LargeModel) else clone(model).fit(X, y))
                         for name, model in self.stages]
         for name, model in self.stages_:

@@ -79,13 +79,27 @@ def check_targets(y, n: int, who: str) -> np.ndarray:
     return y
 
 
-def holdout(X, y, fraction: float, random_state=None):
-    """``X, X_val, y, y_val``: a share of the labelled items held out to calibrate on, stratified
-    by label where every class has at least two items and the held-out share can hold them all."""
+def training_sets(X, y, X_val, y_val, fraction: float, random_state, who: str):
+    """``X, y, X_val, y_val`` checked, at least two classes, with a validation set to calibrate on.
+
+    Without ``X_val`` a share ``fraction`` of the labelled items is held out, stratified by label
+    where every class has at least two items and the held-out share can hold them all.
+    """
     from sklearn.model_selection import train_test_split
 
+    X, problems = as_inputs(X)
+    require_valid(problems, "training inputs")
+    y = check_targets(y, len(X), who)
+    if len(np.unique(y)) < 2:
+        raise DataError(f"the training labels hold only one class ({np.unique(y)[0]}); {who} needs at least two "
+                        "classes to choose between")
+    if X_val is not None:
+        X_val, problems = as_inputs(X_val)
+        require_valid(problems, "validation inputs")
+        return X, y, X_val, check_targets(y_val, len(X_val), who)
     stratify = y if np.unique(y, return_counts=True)[1].min() >= 2 else None
     try:
-        return train_test_split(X, y, test_size=fraction, random_state=random_state, stratify=stratify)
+        X, X_val, y, y_val = train_test_split(X, y, test_size=fraction, random_state=random_state, stratify=stratify)
     except ValueError:
-        return train_test_split(X, y, test_size=fraction, random_state=random_state)
+        X, X_val, y, y_val = train_test_split(X, y, test_size=fraction, random_state=random_state)
+    return X, y, X_val, y_val

@@ -14,7 +14,7 @@ from .cascade import answer, run_stages
 from .confidence import MEASURES, get_measure, max_proba
 from .deciding import keeps
 from .exceptions import DataError
-from .inputs import as_inputs, check_targets, holdout, require_valid
+from .inputs import as_inputs, check_targets, require_valid, training_sets
 from .params import check_params
 from .prompting import MODES, Pruning, class_report, label_words
 from .routes import FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
@@ -147,18 +147,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         for stale in ("learnable_", "distillation_"):  # a refit starts over, without an earlier 2CD copy
             self.__dict__.pop(stale, None)
         self.check_params()
-        X, problems = as_inputs(X)
-        require_valid(problems, "training inputs")
-        y = check_targets(y, len(X), type(self).__name__)
-        if len(np.unique(y)) < 2:
-            raise DataError(f"the training labels hold only one class ({np.unique(y)[0]}); a shunt needs at "
-                            "least two classes to choose between")
-        if X_val is None:
-            X, X_val, y, y_val = holdout(X, y, self.validation_fraction, self.random_state)
-        else:
-            X_val, problems = as_inputs(X_val)
-            require_valid(problems, "validation inputs")
-            y_val = check_targets(y_val, len(X_val), type(self).__name__)
+        X, y, X_val, y_val = training_sets(X, y, X_val, y_val, self.validation_fraction, self.random_state, "a shunt")
         self.small_ = clone(self.small).fit(X, y)
         self.large_ = clone(self.large)
         self.classes_ = np.asarray(self.small_.classes_)
