@@ -74,8 +74,15 @@ def test_price_meter_counts_tokens_and_rejects_negative_prices():
 
 
 def test_base_class_requires_a_backend():
-    with pytest.raises(NotImplementedError):
-        LargeModel().identity()
+    with pytest.raises(TypeError, match="abstract"):
+        LargeModel()
+
+    class Unfinished(LargeModel):
+        def identity(self):
+            return "unfinished"
+
+    with pytest.raises(NotImplementedError, match="Unfinished implements neither _score nor _score_many"):
+        Unfinished().predict_proba(["x"], ["a", "b"])
 
 
 def test_candidates_narrow_the_labels_offered_per_item(tmp_path):

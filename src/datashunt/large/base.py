@@ -5,6 +5,7 @@ label for a chat prompt. Everything else lives here once: the prompt, the persis
 the cost meter, the per-row error flags and the renormalisation over the label set (eq. 5).
 """
 
+import abc
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -92,8 +93,12 @@ SHARED_CONSTRAINTS = {
 }
 
 
-class LargeModel(BaseEstimator):
-    """Base of the large-model backends.
+class LargeModel(BaseEstimator, abc.ABC):
+    """Base of the large-model backends: the contract every backend fulfils.
+
+    A backend implements :meth:`identity` and :meth:`_score` (or, for several calls at once,
+    :meth:`_score_many`); everything else (prompts, cache, cost meter, flags, renormalisation) is
+    shared here. Register it by name with :func:`datashunt.large.register_backend`.
 
     Parameters shared by every backend: ``prompt`` (a :class:`~datashunt.prompting.Prompt` or
     an instruction string), ``price`` (a :class:`~datashunt.large.pricing.Price` or mapping),
@@ -203,13 +208,13 @@ class LargeModel(BaseEstimator):
         return np.array([price.cost(int(t), 1) for t in prompt_tokens], dtype=float)
 
     # -- what a backend provides -------------------------------------------------------------
+    @abc.abstractmethod
     def identity(self) -> str:
         """What distinguishes this model's answers in the cache (backend and model name)."""
-        raise NotImplementedError
 
     def _score(self, messages: list[dict], labels: list[str]) -> Scored:
-        """Log-probability mass of each label as the model's next answer."""
-        raise NotImplementedError
+        """Log-probability mass of each label as the model's next answer (for the default :meth:`_score_many`)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _score nor _score_many")
 
     def _score_many(self, todo: list["Call"], progress: bool):
         """Yield ``(call, Scored | LargeModelError)`` for each call; override for concurrency."""
