@@ -91,3 +91,27 @@ def test_pruned_prompts_on_the_real_model(tiny_path):
     assert result.ok.all(), result.error
     assert result.proba[1, 0] == 0.0 and result.proba[1, 1:].sum() == pytest.approx(1.0)
     assert result.proba[0].min() > 0
+
+
+def test_whole_labels_tell_apart_labels_that_share_a_first_token(tiny_path):
+    from datashunt.exceptions import ConfigError
+
+    labels = ["very good", "very bad"]
+    with pytest.raises(ConfigError, match="label_scoring='whole'"):
+        LlamaCppModel(str(tiny_path), cache=False).predict_proba(TEXTS[:1], labels)
+    whole = LlamaCppModel(str(tiny_path), cache=False, label_scoring="whole")
+    result = whole.predict_proba(TEXTS, labels)
+    assert result.ok.all(), result.error
+    np.testing.assert_allclose(result.proba.sum(axis=1), 1.0)
+    assert not np.allclose(result.proba[0], 0.5)  # the second token decides, not a tie
+    again = whole.predict_proba(TEXTS, labels)  # rewinding after each label leaves the next prompt intact
+    np.testing.assert_allclose(again.proba, result.proba, atol=1e-6)
+
+
+def test_whole_labels_nearly_agree_with_first_tokens_where_labels_are_one_token(tiny_path):
+    """Only rare surface forms (upper case) take more than one token; there the whole form is
+    less probable than its first token alone, so the two agree closely but not exactly."""
+    first = LlamaCppModel(str(tiny_path), cache=False).predict_proba(TEXTS, LABELS)
+    whole = LlamaCppModel(str(tiny_path), cache=False, label_scoring="whole").predict_proba(TEXTS, LABELS)
+    np.testing.assert_allclose(whole.proba, first.proba, atol=0.01)
+    assert (whole.proba.argmax(axis=1) == first.proba.argmax(axis=1)).all()

@@ -7,7 +7,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 from scipy.special import log_softmax, logsumexp
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..exceptions import ConfigError, LargeModelError, ModelFileError, require
 from ..prompting import surface_forms
@@ -35,6 +35,11 @@ class LlamaCppModel(LargeModel):
     reuse_prefix : bool
         Keep the evaluated prompt in the KV cache and only evaluate what differs from the next
         prompt (the instruction and label list are shared by every item).
+    label_scoring : {"first_token", "whole"}
+        ``first_token`` (default, one evaluation per item) sums the next-token probability of each
+        label's surface forms' first tokens, and refuses labels that share one; ``whole`` scores
+        every surface form token by token (one more evaluation per extra token), so labels such as
+        ``very good`` and ``very bad`` can be told apart.
     prompt, price, cache, min_label_mass
         See :class:`~datashunt.large.base.LargeModel`.
     """
@@ -45,15 +50,17 @@ class LlamaCppModel(LargeModel):
         "n_ctx": [Interval(Integral, 16, 1 << 20, closed="both")],
         "n_threads": [Interval(Integral, 1, 1024, closed="both"), None],
         "reuse_prefix": ["boolean"],
+        "label_scoring": [StrOptions({"first_token", "whole"})],
         **SHARED_CONSTRAINTS,
     }
 
-    def __init__(self, model=DEFAULT_MODEL, *, n_ctx=2048, n_threads=None, reuse_prefix=True, prompt=None,
-                 price=None, cache=True, min_label_mass=0.05):
+    def __init__(self, model=DEFAULT_MODEL, *, n_ctx=2048, n_threads=None, reuse_prefix=True,
+                 label_scoring="first_token", prompt=None, price=None, cache=True, min_label_mass=0.05):
         self.model = model
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.reuse_prefix = reuse_prefix
+        self.label_scoring = label_scoring
         self.prompt = prompt
         self.price = price
         self.cache = cache
@@ -85,7 +92,8 @@ class LlamaCppModel(LargeModel):
         path = self._path()
         stat = path.stat()
         fingerprint = hashlib.sha256(f"{path.name}:{stat.st_size}".encode()).hexdigest()[:16]
-        return f"llama_cpp:{self.model if str(self.model) in MODELS else path.name}:{fingerprint}"
+        whole = ":whole" if self.label_scoring == "whole" else ""  # answers scored otherwise are cached apart
+        return f"llama_cpp:{self.model if str(self.model) in MODELS else path.name}:{fingerprint}{whole}"
 
     def _llm(self):
         if getattr(self, "_loaded", None) is None:
@@ -122,14 +130,41 @@ class LlamaCppModel(LargeModel):
             empty = [label for label, a in zip(labels, ids) if not a]
             if empty:
                 raise ConfigError(f"labels {empty} start with the same token as another label, so the model's "
-                                  "first answer token cannot tell them apart; rename them (label_names)")
+                                  "first answer token cannot tell them apart; rename them (label_names) or "
+                                  "score whole labels (label_scoring='whole')")
             self._label_ids[key] = ids
         return self._label_ids[key]
+
+    def _label_sequences(self, labels: list[str]) -> list[list[tuple]]:
+        """The distinct token sequences of each label's surface forms."""
+        key = ("whole",) + tuple(labels)
+        if key not in self._label_ids:
+            llm = self._loaded
+            self._label_ids[key] = [sorted({tuple(llm.tokenize(form.encode(), add_bos=False, special=False))
+                                            for form in surface_forms(label)}) for label in labels]
+        return self._label_ids[key]
+
+    def _whole_labels(self, llm, n_prompt: int, logp, labels) -> np.ndarray:
+        """Log-probability of each label as a whole: summed over its surface forms, each the product
+        of its tokens' probabilities, read one token at a time after the prompt, then rewound."""
+        out = []
+        for forms in self._label_sequences(labels):
+            per_form = []
+            for seq in forms:
+                total = logp[seq[0]]
+                for previous, token in zip(seq[:-1], seq[1:]):
+                    llm.eval([previous])
+                    logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+                    total += log_softmax(logits.astype(np.float64))[token]
+                llm.n_tokens = n_prompt  # back to the prompt for the next form (its KV cache is kept)
+                per_form.append(total)
+            out.append(logsumexp(per_form))
+        return np.array(out)
 
     # -- scoring -------------------------------------------------------------------------------
     def _score(self, messages, labels) -> Scored:
         llm = self._llm()
-        label_ids = self._first_tokens(labels)
+        label_ids = self._first_tokens(labels) if self.label_scoring == "first_token" else None
         text = self._formatter(messages=messages).prompt
         tokens = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) >= self.n_ctx:
@@ -149,8 +184,15 @@ class LlamaCppModel(LargeModel):
             raise LargeModelError(f"llama.cpp failed to evaluate the prompt: {exc}") from None
         logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
         logp = log_softmax(logits.astype(np.float64))
-        return Scored(np.array([logsumexp(logp[ids]) for ids in label_ids]), prompt_tokens=len(tokens),
-                      completion_tokens=1)
+        if label_ids is None:
+            try:
+                label_logp = self._whole_labels(llm, len(tokens), logp, labels)
+            except RuntimeError as exc:
+                llm.reset()
+                raise LargeModelError(f"llama.cpp failed to evaluate a label: {exc}") from None
+        else:
+            label_logp = np.array([logsumexp(logp[ids]) for ids in label_ids])
+        return Scored(label_logp, prompt_tokens=len(tokens), completion_tokens=1)
 
     def __getstate__(self):
         state = self.__dict__.copy()
