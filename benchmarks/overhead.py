@@ -11,25 +11,15 @@ not even loaded). Best of 7 runs each, on an otherwise idle machine.
 import argparse
 import json
 import sys
-import time
 
 import numpy as np
 from sklearn.frozen import FrozenEstimator
 
-from core import RESULTS, split, split_arguments
+from core import RESULTS, items_per_second, split, split_arguments
 from datashunt import Cascade, ShuntClassifier
 from datashunt.cli import DEMO_INSTRUCTION
 from datashunt.large.llama_cpp import LlamaCppModel
 from datashunt.small import make_small
-
-
-def items_per_second(predict, texts, repeats=7) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predict(texts)
-        times.append(time.perf_counter() - start)
-    return len(texts) / min(times)
 
 
 def main():
