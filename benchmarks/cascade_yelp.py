@@ -20,9 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datashunt.calibration import cascade_sweep, choose_point, per_class_refine, per_class_thresholds
-from datashunt.deciding import outcome, stop_stage
-from datashunt.evaluation import peer_metrics, random_routing_accuracy
+from datashunt.core.calibration import (
+    cascade_sweep,
+    choose_point,
+    per_class_refine,
+    per_class_thresholds,
+)
+from datashunt.core.deciding import outcome, stop_stage
+from datashunt.eval.compare import peer_metrics, random_routing_accuracy
 
 TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "frugalml_yelp" / "yelp_api_outputs.csv"
 PRICE_PER_CALL = {"vader": 0.001 / 1e4, "amazon": 0.75 / 1e4, "google": 2.5 / 1e4}  # USD, from the data's README

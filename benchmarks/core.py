@@ -19,11 +19,11 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from datashunt import ShuntClassifier
-from datashunt.calibration import choose_threshold, threshold_sweep
+from datashunt.backends.llama_cpp import LlamaCppModel
 from datashunt.cli import DEMO_INSTRUCTION
-from datashunt.datasets.vader import load_vader
-from datashunt.evaluation import compare
-from datashunt.large.llama_cpp import LlamaCppModel
+from datashunt.core.calibration import choose_threshold, threshold_sweep
+from datashunt.eval.compare import compare
+from datashunt.io.datasets.vader import load_vader
 from datashunt.small import make_small
 
 RESULTS = Path(__file__).parent / "results"

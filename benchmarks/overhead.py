@@ -13,12 +13,12 @@ import json
 import sys
 
 import numpy as np
+from core import RESULTS, items_per_second, split, split_arguments
 from sklearn.frozen import FrozenEstimator
 
-from core import RESULTS, items_per_second, split, split_arguments
 from datashunt import Cascade, ShuntClassifier
+from datashunt.backends.llama_cpp import LlamaCppModel
 from datashunt.cli import DEMO_INSTRUCTION
-from datashunt.large.llama_cpp import LlamaCppModel
 from datashunt.small import make_small
 
 

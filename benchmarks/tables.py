@@ -152,7 +152,7 @@ def core_figure(result: dict, path: Path) -> None:
     import numpy as np
     import pandas as pd
 
-    from datashunt.plotting import plot_sweep
+    from datashunt.eval.plotting import plot_sweep
 
     names = list(result["small_models"])
     cols = min(2, len(names))

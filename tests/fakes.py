@@ -1,14 +1,14 @@
 """Fakes for tests: a scripted large model and an OpenAI-compatible HTTP server on loopback."""
 
 import json
-import zlib
 import threading
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
+from datashunt.backends.base import LargeModel, Scored
 from datashunt.exceptions import LargeModelError
-from datashunt.large.base import LargeModel, Scored
 
 
 class FakeLargeModel(LargeModel):

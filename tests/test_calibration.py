@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from datashunt.calibration import choose_threshold, threshold_sweep
+from datashunt.core.calibration import choose_threshold, threshold_sweep
 from datashunt.exceptions import CalibrationWarning, ConfigError
 
 

@@ -6,15 +6,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fakes import FakeLargeModel
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from datashunt import Cascade
+from datashunt.backends.replay import ReplayModel
 from datashunt.exceptions import CalibrationWarning, ConfigError, DataError
-from datashunt.large.replay import ReplayModel
 from datashunt.small import make_small
-from fakes import FakeLargeModel
 
 YELP = Path(__file__).resolve().parents[2] / "shared" / "data" / "frugalml_yelp" / "yelp_api_outputs.csv"
 PRICES = {"vader": 0.001e-4, "amazon": 0.75e-4, "google": 2.5e-4}
@@ -124,7 +124,7 @@ def _saved_cascade(tmp_path, sentiment, per_class=False):
 
 @pytest.mark.parametrize("per_class", [False, True])
 def test_a_saved_cascade_routes_exactly_like_the_original(tmp_path, sentiment, per_class):
-    from datashunt.persist import load, save
+    from datashunt.io.persist import load, save
 
     texts, _ = sentiment
     cascade, answers = _saved_cascade(tmp_path, sentiment, per_class)
@@ -146,7 +146,7 @@ def test_a_tampered_cascade_folder_is_refused(tmp_path, sentiment, edit, message
     import json
 
     from datashunt.exceptions import ModelFileError
-    from datashunt.persist import load, save
+    from datashunt.io.persist import load, save
 
     cascade, answers = _saved_cascade(tmp_path, sentiment)
     folder = save(cascade, tmp_path / "model")

@@ -229,7 +229,7 @@ def test_a_corrupt_cache_is_one_clear_line(project, tmp_path):
 
 def test_the_summary_table_fits_80_columns_and_shows_time_for_a_free_model():
     from datashunt.cli import show_summary
-    from datashunt.evaluation import Evaluation
+    from datashunt.eval.compare import Evaluation
 
     summary = pd.DataFrame([
         {"system": name, "accuracy": 0.9, "macro_f1": 0.9, "large_rate": rate, "large_calls": calls, "cost": 0.0,

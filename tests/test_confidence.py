@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from datashunt.confidence import entropy, get_measure, margin, max_proba
+from datashunt.core.confidence import entropy, get_measure, margin, max_proba
 from datashunt.exceptions import ConfigError
 
 P = np.array([[0.98, 0.01, 0.01], [0.4, 0.35, 0.25], [1 / 3, 1 / 3, 1 / 3]])

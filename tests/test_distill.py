@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+from fakes import FakeLargeModel
 
 from datashunt import ShuntClassifier
-from datashunt.distill import two_stage_targets
+from datashunt.collab.distill import two_stage_targets
 from datashunt.small import make_small
-from fakes import FakeLargeModel
 
 
 def test_targets_follow_equations_6_and_7():

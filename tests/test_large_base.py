@@ -1,12 +1,12 @@
 import numpy as np
 import pandas as pd
 import pytest
-
-from datashunt.exceptions import CacheError, ConfigError, LargeModelError
-from datashunt.large.base import LargeModel
-from datashunt.large.cache import CallCache
-from datashunt.large.pricing import Price
 from fakes import FakeLargeModel
+
+from datashunt.backends.base import LargeModel
+from datashunt.backends.cache import CallCache
+from datashunt.backends.pricing import Price
+from datashunt.exceptions import CacheError, ConfigError, LargeModelError
 
 TEXTS = ["great film", "awful film", "fine film"]
 TRUTH = {"great film": "positive", "awful film": "negative", "fine film": "positive"}
@@ -148,8 +148,8 @@ def test_a_cache_entry_of_the_wrong_shape_is_a_miss(tmp_path, value):
 
 def test_a_backend_from_outside_the_package_registers_saves_and_loads(tmp_path, sentiment):
     from datashunt import ShuntClassifier
-    from datashunt.large import make_large, register_backend
-    from datashunt.persist import load, save
+    from datashunt.backends import make_large, register_backend
+    from datashunt.io.persist import load, save
     from datashunt.small import make_small
 
     class EchoModel(FakeLargeModel):

@@ -8,7 +8,7 @@ import pytest
 from datashunt.exceptions import ModelFileError
 
 pytest.importorskip("llama_cpp")
-from datashunt.large.llama_cpp import LlamaCppModel  # noqa: E402
+from datashunt.backends.llama_cpp import LlamaCppModel  # noqa: E402
 
 TINY = "smollm2-135m"
 LABELS = ["negative", "positive"]

@@ -3,11 +3,11 @@ import re
 
 import numpy as np
 import pytest
-
-from datashunt.exceptions import ConfigError
-from datashunt.large.cache import CallCache
-from datashunt.large.openai_chat import OpenAIChatModel, label_logprobs
 from fakes import FakeOpenAIServer
+
+from datashunt.backends.cache import CallCache
+from datashunt.backends.openai_chat import OpenAIChatModel, label_logprobs
+from datashunt.exceptions import ConfigError
 
 LABELS = ["negative", "positive"]
 ANSWERS = {

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from datashunt import ShuntClassifier
+from datashunt.backends.openai_chat import OpenAIChatModel
+from datashunt.backends.replay import ReplayModel
 from datashunt.exceptions import ConfigError, ModelFileError
-from datashunt.large.openai_chat import OpenAIChatModel
-from datashunt.large.replay import ReplayModel
-from datashunt.persist import load, save
+from datashunt.io.persist import load, save
 from datashunt.small import make_small
 
 

@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
+from fakes import FakeLargeModel
 
 from datashunt import ShuntClassifier
+from datashunt.backends.prompt import Prompt
+from datashunt.collab.pruning import class_report, hard_candidates, soft_hint
 from datashunt.exceptions import ConfigError
-from datashunt.prompting import Prompt, class_report, hard_candidates, soft_hint
 from datashunt.small import make_small
-from fakes import FakeLargeModel
 
 
 @pytest.fixture(scope="module")

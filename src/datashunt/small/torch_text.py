@@ -19,9 +19,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, column_or_1d
 
+from ..core.inputs import as_inputs, require_valid
+from ..core.params import check_params
 from ..exceptions import DataError, require
-from ..inputs import as_inputs, require_valid
-from ..params import check_params
 from ..progress import track
 
 PAD, UNK = "<pad>", "<unk>"
@@ -110,7 +110,7 @@ class TorchTextClassifier(ClassifierMixin, BaseEstimator):
     _clip_norm = 5.0  # gradients are clipped to this norm
     _transient = ("module_",)  # attributes rebuilt by __setstate__, never stored
     _fitted_attributes = ("classes_", "module_state_")  # what a saved state may hold beside the parameters
-    #: Constraints shared by every torch text classifier; a subclass adds its own (see datashunt.params).
+    #: Constraints shared by every torch text classifier; a subclass adds its own (see datashunt.core.params).
     _shared_constraints = {
         "epochs": [Interval(Integral, 1, 10_000, closed="both")],
         "batch_size": [Interval(Integral, 1, 1 << 16, closed="both")],

@@ -1,6 +1,5 @@
 """Cascade: N stages from cheapest to strongest; an item stops at the first stage sure enough of it."""
 
-from dataclasses import dataclass
 from numbers import Real
 
 import numpy as np
@@ -10,113 +9,22 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
 
-from .calibration import CASCADE_POLICIES, cascade_sweep, choose_point, per_class_refine, per_class_thresholds
-from .confidence import MEASURES, get_measure
-from .deciding import keeps, outcome, stop_stage
-from .exceptions import ConfigError, DataError, LargeModelError
-from .inputs import as_inputs, require_valid, training_sets
-from .large.base import LargeModel
-from .params import check_params
-from .prompting import label_words
-from .routes import FALLBACK, INVALID
-
-
-@dataclass
-class Answers:
-    """One stage's answers for a batch: probabilities over the classes (a NaN row where the stage
-    failed or was not asked), its confidence, what was paid, the uncached price, whether the answer
-    came from the cache, the prompt tokens, and a flag per item."""
-
-    proba: np.ndarray
-    confidence: np.ndarray
-    cost: np.ndarray
-    price: np.ndarray
-    cached: np.ndarray
-    prompt_tokens: np.ndarray
-    flag: list
-
-    @classmethod
-    def empty(cls, n: int, k: int) -> "Answers":
-        """Rows for ``n`` items none of which was asked."""
-        return cls(np.full((n, k), np.nan), np.full(n, np.nan), np.zeros(n), np.zeros(n), np.zeros(n, bool),
-                   np.zeros(n, int), [None] * n)
-
-    @property
-    def ok(self) -> np.ndarray:
-        return ~np.isnan(self.proba).any(axis=1)
-
-    def put(self, rows: np.ndarray, other: "Answers") -> None:
-        """Write ``other``'s answers into ``rows``."""
-        for name in ("proba", "confidence", "cost", "price", "cached", "prompt_tokens"):
-            getattr(self, name)[rows] = getattr(other, name)
-        for i, message in zip(rows, other.flag):
-            self.flag[i] = message
-
-
-def answer(model, inputs, classes, labels, measure, progress=False, **prompt_args) -> Answers:
-    """Ask one stage about ``inputs``: a large-model backend by label names (``prompt_args``: Prompt
-    Pruning's hints or candidates), a classifier directly."""
-    n = len(inputs)
-    if isinstance(model, LargeModel):
-        result = model.predict_proba(list(inputs), labels, progress=progress, **prompt_args)
-        got = Answers(result.proba, np.full(n, np.nan), result.cost, model.price_of(result.prompt_tokens),
-                      result.cached, result.prompt_tokens, list(result.error))
-    else:
-        raw = model.predict_proba(inputs)
-        proba = np.zeros((n, len(classes)))
-        own = list(np.asarray(model.classes_).tolist())
-        for j, c in enumerate(classes.tolist()):
-            if c in own:
-                proba[:, j] = raw[:, own.index(c)]
-        got = Answers.empty(n, len(classes))
-        got.proba = proba
-    ok = got.ok
-    if ok.any():
-        got.confidence[ok] = np.asarray(measure(got.proba[ok]), dtype=float)
-    return got
-
-
-@dataclass
-class Routed:
-    """Where each item of a batch ended: ``stage`` whose answer stands (-1: none), ``reached`` the
-    last stage asked (-1: none), and every stage's answers (NaN rows where it was not asked)."""
-
-    stage: np.ndarray
-    reached: np.ndarray
-    answers: list
-
-    def proba(self) -> np.ndarray:
-        """The standing answer of each item (a NaN row where there is none)."""
-        out = np.full_like(self.answers[0].proba, np.nan)
-        for s, got in enumerate(self.answers):
-            out[self.stage == s] = got.proba[self.stage == s]
-        return out
-
-
-def run_stages(n: int, k: int, valid, ask, thresholds) -> Routed:
-    """Ask the stages in order; an item stops at the first whose confidence reaches its δ.
-
-    ``ask(s, rows, answers)`` returns stage ``s``'s :class:`Answers` for the batch ``rows`` (it
-    sees the earlier stages' answers, for hints). A stage that fails on an item passes it on; at
-    the last stage, the latest earlier answer stands.
-    """
-    stage, reached = np.full(n, -1), np.full(n, -1)
-    answers = []
-    remaining = np.flatnonzero(valid)
-    for s in range(len(thresholds) + 1):
-        answers.append(Answers.empty(n, k))
-        if not len(remaining):
-            continue
-        got = ask(s, remaining, answers)
-        answers[s].put(remaining, got)
-        reached[remaining] = s
-        stage[remaining[got.ok]] = s
-        if s < len(thresholds):
-            predicted = np.nan_to_num(got.proba, nan=-1.0).argmax(axis=1)
-            remaining = remaining[~keeps(got.confidence, thresholds[s], predicted)]
-        else:
-            remaining = remaining[:0]
-    return Routed(stage, reached, answers)
+from ..backends.base import LargeModel
+from ..backends.prompt import label_words
+from ..core.answers import answer
+from ..core.calibration import (
+    CASCADE_POLICIES,
+    cascade_sweep,
+    choose_point,
+    per_class_refine,
+    per_class_thresholds,
+)
+from ..core.confidence import MEASURES, get_measure
+from ..core.deciding import outcome, run_stages, stop_stage
+from ..core.inputs import as_inputs, require_valid, training_sets
+from ..core.params import check_params
+from ..core.routes import FALLBACK, INVALID
+from ..exceptions import ConfigError, DataError, LargeModelError
 
 
 class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
@@ -124,7 +32,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
 
     Classifier stages (any scikit-learn classifier with ``predict_proba``) are cloned and trained
     on the training data; wrap an already-trained one in :class:`sklearn.frozen.FrozenEstimator`
-    to use it as is. Large-model stages (:mod:`datashunt.large`: llama.cpp, an OpenAI-compatible
+    to use it as is. Large-model stages (:mod:`datashunt.backends`: llama.cpp, an OpenAI-compatible
     API, a replay of recorded answers) are asked by label name. The last stage answers whatever
     reaches it. A stage that fails on an item passes it on; if the last one fails, the latest
     earlier answer stands (route ``fallback``, flagged).
@@ -137,11 +45,11 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         ``"auto"`` calibrates the S - 1 thresholds on validation data with ``policy``; or give
         them: numbers, or arrays with one δ per class.
     policy : {"match_last", "max_cost", "max_last_rate", "target_accuracy"}
-        See :func:`datashunt.calibration.choose_point`; ``tolerance``, ``max_cost`` (money per
+        See :func:`datashunt.core.calibration.choose_point`; ``tolerance``, ``max_cost`` (money per
         item), ``max_last_rate`` and ``target_accuracy`` are its figures.
     per_class : bool
-        One δ per class the stage predicts: for two stages by :func:`~datashunt.calibration.per_class_thresholds`,
-        for more by :func:`~datashunt.calibration.per_class_refine` from the best single thresholds.
+        One δ per class the stage predicts: for two stages by :func:`~datashunt.core.calibration.per_class_thresholds`,
+        for more by :func:`~datashunt.core.calibration.per_class_refine` from the best single thresholds.
     confidence, label_names, validation_fraction, random_state, progress
         As for :class:`~datashunt.ShuntClassifier`.
 
@@ -157,7 +65,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
     --------
     Three recorded services, cheapest first (here they are always right and always sure):
 
-    >>> from datashunt.large.replay import ReplayModel
+    >>> from datashunt.backends.replay import ReplayModel
     >>> ids = [f"r{i}" for i in range(40)]
     >>> truth = ["pos", "neg"] * 20
     >>> table = pd.DataFrame({"id": ids, "prediction": truth, "conf": 0.9})

@@ -5,8 +5,8 @@ from pathlib import PurePath
 import numpy as np
 import pandas as pd
 
+from ..core.params import check_params
 from ..exceptions import ConfigError, DataError
-from ..params import check_params
 from .base import LargeModel, LargeResult
 from .pricing import Price
 
@@ -89,7 +89,7 @@ class ReplayModel(LargeModel):
 
     def _records(self) -> pd.DataFrame:
         if getattr(self, "_frame", None) is None:
-            from ..datasets.files import read_table
+            from ..io.datasets.files import read_table
 
             frame = self.table if isinstance(self.table, pd.DataFrame) else read_table(self.table)
             needed = [self.key_column, self.prediction_column] + ([self.confidence_column] if self.confidence_column else [])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .exceptions import CalibrationWarning, ConfigError
+from ..exceptions import CalibrationWarning, ConfigError
 
 POLICIES = ("match_large", "max_large_rate", "target_accuracy")
 
@@ -232,7 +232,7 @@ def cascade_sweep(confidence, correct, cost, n_grid: int = 40) -> pd.DataFrame:
     Every stage has answered every validation item (``confidence``, ``correct``, ``cost`` are
     (n, S)); each of the S - 1 thresholds takes ``n_grid`` quantiles of its stage's confidence
     (midpoints, plus ±inf), and every combination is scored with
-    :func:`datashunt.deciding.outcome`. The row with all thresholds at +inf is the last stage alone.
+    :func:`datashunt.core.deciding.outcome`. The row with all thresholds at +inf is the last stage alone.
 
     Returns a DataFrame with ``threshold_1`` ... ``threshold_{S-1}``, ``accuracy``, ``cost``
     (per item) and ``last_rate`` (share of items reaching the last stage).

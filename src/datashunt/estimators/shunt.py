@@ -9,15 +9,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clo
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .calibration import POLICIES, choose_threshold, threshold_sweep
-from .cascade import answer, run_stages
-from .confidence import MEASURES, get_measure, max_proba
-from .deciding import keeps
-from .exceptions import DataError
-from .inputs import as_inputs, check_targets, require_valid, training_sets
-from .params import check_params
-from .prompting import MODES, Pruning, class_report, label_words
-from .routes import FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
+from ..backends.prompt import label_words
+from ..collab.pruning import MODES, Pruning, class_report
+from ..core.answers import answer
+from ..core.calibration import POLICIES, choose_threshold, threshold_sweep
+from ..core.confidence import MEASURES, get_measure, max_proba
+from ..core.deciding import keeps, run_stages
+from ..core.inputs import as_inputs, check_targets, require_valid, training_sets
+from ..core.params import check_params
+from ..core.routes import FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
+from ..exceptions import DataError
 
 
 @dataclass
@@ -43,20 +44,20 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     small : classifier
         Any estimator with ``fit``, ``predict_proba`` and ``classes_``; it is cloned, never changed.
     large : LargeModel
-        A large-model backend (:mod:`datashunt.large`): a local GGUF model, an OpenAI-compatible
+        A large-model backend (:mod:`datashunt.backends`): a local GGUF model, an OpenAI-compatible
         endpoint, a replay table.
     threshold : "auto" or float
         ``"auto"`` calibrates δ on validation data with ``policy``; a number fixes it (no large
         calls during ``fit``).
     policy : {"match_large", "max_large_rate", "target_accuracy"}
-        Goal of the calibration, see :func:`datashunt.calibration.choose_threshold`.
+        Goal of the calibration, see :func:`datashunt.core.calibration.choose_threshold`.
     max_large_rate, target_accuracy : float, optional
         The goal's figure for the two policies that need one.
     match_z : float
         ``match_large`` only: by how many standard errors of the paired validation gap the shunt
         must lead the large model, so that a lead within validation noise does not count.
     confidence : {"max_proba", "margin", "entropy"} or callable
-        How sure the small model is (:mod:`datashunt.confidence`).
+        How sure the small model is (:mod:`datashunt.core.confidence`).
     prompt_pruning : {None, "soft", "hard"}
         How the small model shapes the large model's prompt (Prompt Pruning). Both use the classes
         the small model excels in on validation data (precision and recall ``>= pruning_level``):
@@ -85,14 +86,14 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     sweep_ : DataFrame (threshold, accuracy, large_rate, cost, n_large) or None when δ was given
     calibration_ : dict summarising the validation figures behind ``threshold_``
     class_report_ : DataFrame of the small model's per-class precision and recall on validation
-    pruning_ : the fitted :class:`~datashunt.prompting.Pruning`, or None
+    pruning_ : the fitted :class:`~datashunt.collab.pruning.Pruning`, or None
 
     Examples
     --------
     A large model replayed from recorded answers (here: always right) and a TF-IDF small model:
 
     >>> import pandas as pd
-    >>> from datashunt.large.replay import ReplayModel
+    >>> from datashunt.backends.replay import ReplayModel
     >>> from datashunt.small import make_small
     >>> texts = [f"{w} film number {i}" for i, w in enumerate(["great", "awful", "fine", "dull"] * 50)]
     >>> y = ["pos", "neg", "pos", "neg"] * 50
@@ -236,7 +237,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         })
 
     def distill(self, X_pool, *, X_train=None, y_train=None, X_val=None, y_val=None, epochs=None):
-        """One round of 2-Stage Confidence Distillation over unlabeled inputs (see :mod:`datashunt.distill`).
+        """One round of 2-Stage Confidence Distillation over unlabeled inputs (see :mod:`datashunt.collab.distill`).
 
         The large model is asked only about items the specific small model is unsure of, through
         the cache, so traffic it has already answered costs nothing. With ``X_val, y_val`` δ is
@@ -244,7 +245,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         small models that cannot continue training (plain scikit-learn ones). Sets ``learnable_``
         and ``distillation_`` (what was learned from whom, and what it cost).
         """
-        from .distill import learn, two_stage_targets
+        from ..collab.distill import learn, two_stage_targets
 
         check_is_fitted(self, "threshold_")
         inputs, problems = as_inputs(X_pool)

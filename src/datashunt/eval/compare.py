@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from .exceptions import DataError, DatashuntWarning
-from .inputs import as_inputs
-from .routes import ASKED_LARGE, FALLBACK, ROUTES
+from ..core.inputs import as_inputs
+from ..core.routes import ASKED_LARGE, FALLBACK, ROUTES
+from ..exceptions import DataError, DatashuntWarning
 
 
 @dataclass
@@ -95,8 +95,8 @@ def compare_cascade(cascade, X, y, progress: bool = False) -> Evaluation:
     Every stage answers every item once (its row); the cascade's own calls then come from the
     cache, and its cost is the uncached price of every stage each item reached.
     """
-    from .cascade import answer
-    from .confidence import get_measure
+    from ..core.answers import answer
+    from ..core.confidence import get_measure
 
     inputs, problems = as_inputs(X)
     y = np.asarray(y, dtype=object)
@@ -144,7 +144,7 @@ def _system_row(name, pred, y, classes, to_large, cost, large_seconds, failures,
 
 def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None = None) -> Path:
     """A report folder: ``report.json``, ``sweep.csv``, ``routes.csv`` and ``sweep.png`` (when matplotlib is there)."""
-    from .cascade import Cascade
+    from ..estimators.cascade import Cascade
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

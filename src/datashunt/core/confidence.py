@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
 
 
 def max_proba(proba: np.ndarray) -> np.ndarray:

@@ -1,13 +1,13 @@
-"""Large-model backends behind one interface (:class:`~datashunt.large.base.LargeModel`), built by name."""
+"""Large-model backends behind one interface (:class:`~datashunt.backends.base.LargeModel`), built by name."""
 
 import importlib
 
 from ..exceptions import ConfigError
 
 REGISTRY = {
-    "llama_cpp": ("datashunt.large.llama_cpp", "LlamaCppModel"),
-    "openai": ("datashunt.large.openai_chat", "OpenAIChatModel"),
-    "replay": ("datashunt.large.replay", "ReplayModel"),
+    "llama_cpp": ("datashunt.backends.llama_cpp", "LlamaCppModel"),
+    "openai": ("datashunt.backends.openai_chat", "OpenAIChatModel"),
+    "replay": ("datashunt.backends.replay", "ReplayModel"),
 }
 BUILT_IN = frozenset(REGISTRY)
 _REGISTERED = {}  # classes registered by users, by name
@@ -16,13 +16,13 @@ _REGISTERED = {}  # classes registered by users, by name
 def register_backend(name: str, cls) -> None:
     """Make a backend of your own available by ``name`` to configs, the CLI and saved models.
 
-    ``cls`` subclasses :class:`~datashunt.large.base.LargeModel`. Registration lives in your
+    ``cls`` subclasses :class:`~datashunt.backends.base.LargeModel`. Registration lives in your
     process only: a saved model names its backend, and loading it needs the same registration
     (a folder can never bring code of its own).
 
     Examples
     --------
-    >>> from datashunt.large.replay import ReplayModel
+    >>> from datashunt.backends.replay import ReplayModel
     >>> class MyService(ReplayModel):
     ...     pass
     >>> register_backend("my_service", MyService)
@@ -71,7 +71,7 @@ def make_large(backend: str, **params):
     >>> make_large("openai", model="gpt-4o-mini", instruction="Is this review positive?").prompt.instruction
     'Is this review positive?'
     """
-    from ..prompting import Prompt
+    from .prompt import Prompt
 
     cls = backend_class(backend)
     if "instruction" in params:

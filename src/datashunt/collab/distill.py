@@ -13,9 +13,9 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
-from .deciding import keeps
-from .exceptions import ConfigError
-from .routes import ASKED_LARGE, LEARNABLE
+from ..core.deciding import keeps
+from ..core.routes import ASKED_LARGE, LEARNABLE
+from ..exceptions import ConfigError
 
 
 @dataclass
@@ -104,7 +104,7 @@ def distill_rounds(shunt, pool, rounds: int, X_test, y_test, *, X_train=None, y_
     """
     import pandas as pd
 
-    from .progress import track
+    from ..progress import track
 
     pool = np.asarray(list(pool), dtype=object)
     y_test = np.asarray(y_test, dtype=object)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..exceptions import ConfigError, DataError
+from ...backends.cache import default_cache_dir
+from ...exceptions import ConfigError, DataError
 from ..fetch import check_sha256, pip_download
-from ..large.cache import default_cache_dir
 
 SDIST = "vadersentiment==3.3.2"
 SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"

@@ -5,7 +5,7 @@ import pandas as pd
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, column_or_1d
 
-from .exceptions import DataError
+from ..exceptions import DataError
 
 
 def as_inputs(X):

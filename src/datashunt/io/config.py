@@ -46,7 +46,7 @@ import codecs
 import tomllib
 from pathlib import Path
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
 
 SECTIONS = {
     "data": {"train": str, "validation": str, "test": str, "text_column": str, "label_column": str, "encoding": str},
@@ -102,8 +102,8 @@ def check_config(config: dict, source: str = "config") -> dict:
         if name == "stages":
             continue
         if keys in ("ShuntClassifier", "Cascade"):
-            from .cascade import Cascade
-            from .shunt import ShuntClassifier
+            from ..estimators.cascade import Cascade
+            from ..estimators.shunt import ShuntClassifier
 
             cls = ShuntClassifier if keys == "ShuntClassifier" else Cascade
             keys = dict.fromkeys(set(cls._get_param_names()) - {"small", "large", "stages", "progress"}, object)
@@ -163,8 +163,8 @@ def check_stages(stages, source: str = "config") -> None:
 
 def stage_options(config: dict) -> dict:
     """The options of each large stage of a cascade config, by stage name (``backend`` included), checked."""
-    from .large import make_large
-    from .params import check_params
+    from ..backends import make_large
+    from ..core.params import check_params
 
     options = {}
     for stage in config["stages"]:
@@ -184,8 +184,8 @@ def require_key(config: dict, section: str, key: str, why: str):
 
 def large_options(config: dict) -> dict:
     """The [large] section as backend options (``backend`` included), checked against the backend."""
-    from .large import make_large
-    from .params import check_params
+    from ..backends import make_large
+    from ..core.params import check_params
 
     options = dict(config["large"])
     check_params(make_large(**options), "[large]")
@@ -195,12 +195,12 @@ def large_options(config: dict) -> dict:
 def build_shunt(config: dict):
     """Constructor arguments from a checked config, assembled into a ShuntClassifier (or, with
     ``[[stages]]``, a Cascade) and checked."""
-    from .large import make_large
-    from .shunt import ShuntClassifier
-    from .small import make_small
+    from ..backends import make_large
+    from ..estimators.shunt import ShuntClassifier
+    from ..small import make_small
 
     if "stages" in config:
-        from .cascade import Cascade
+        from ..estimators.cascade import Cascade
 
         large = stage_options(config)
         stages = [(s["name"], make_large(**large[s["name"]]) if s["name"] in large else

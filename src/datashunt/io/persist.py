@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import skops.io as sio
 
-from . import __version__
-from .exceptions import ConfigError, ModelFileError
-from .params import check_params
-from .prompting import Prompt, label_words
+from .. import __version__
+from ..backends.prompt import Prompt, label_words
+from ..core.params import check_params
+from ..exceptions import ConfigError, ModelFileError
 
 FORMAT = 1
 META_TYPES = {"format": int, "datashunt_version": str, "params": dict, "classes": list, "threshold": (int, float),
@@ -43,8 +43,8 @@ def save(shunt, folder) -> Path:
     """Write a fitted shunt (or :class:`~datashunt.Cascade`) to ``folder`` (created if needed)."""
     from sklearn.utils.validation import check_is_fitted
 
-    from .cascade import Cascade
-    from .large import backend_name
+    from ..backends import backend_name
+    from ..estimators.cascade import Cascade
 
     if isinstance(shunt, Cascade):
         return _save_cascade(shunt, Path(folder))
@@ -117,7 +117,7 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
     ConfigError
         The folder names a location and you gave none (see above).
     """
-    from .shunt import ShuntClassifier
+    from ..estimators.shunt import ShuntClassifier
 
     folder = Path(folder)
     if (folder / "cascade.json").is_file():
@@ -162,7 +162,7 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
 
 def _check_meta(meta, path) -> None:
     """Refuse a shunt.json whose keys or value types are not exactly what :func:`save` writes."""
-    from .shunt import ShuntClassifier
+    from ..estimators.shunt import ShuntClassifier
 
     def fail(why):
         raise ModelFileError(f"{path}: {why}; it was not written by this version of datashunt, or it was changed")
@@ -203,7 +203,7 @@ def _check_keys(record: dict, types: dict, prefix: str, fail) -> None:
 
 def _large(saved: dict, given: dict | None, trust: bool, path):
     """The large backend: settings from the folder, locations only from the caller (or a trusted folder)."""
-    from .large import backend_class, make_large
+    from ..backends import backend_class, make_large
 
     cls = backend_class(saved["backend"])
     options = {k: v for k, v in saved["options"].items() if k != "cache"}  # a cache belongs to a machine
@@ -254,8 +254,8 @@ def _save_cascade(cascade, folder: Path) -> Path:
     from sklearn.frozen import FrozenEstimator
     from sklearn.utils.validation import check_is_fitted
 
-    from .large import backend_name
-    from .large.base import LargeModel
+    from ..backends import backend_name
+    from ..backends.base import LargeModel
 
     check_is_fitted(cascade, "thresholds_")
     params = {k: v for k, v in cascade.get_params(deep=False).items() if k != "stages"}
@@ -284,7 +284,7 @@ def _save_cascade(cascade, folder: Path) -> Path:
 
 def _load_cascade(folder: Path, large_options, trust: bool, trusted):
     """The Cascade in ``folder``, under the same rules as a shunt; ``large_options`` is keyed by stage name."""
-    from .cascade import Cascade
+    from ..estimators.cascade import Cascade
 
     path = folder / "cascade.json"
     try:

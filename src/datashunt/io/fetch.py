@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .exceptions import DatashuntError
+from ..exceptions import DatashuntError
 
 
 def pip_download(requirements: list[str], dest, *, sdist: bool = False, error=DatashuntError) -> list[Path]:

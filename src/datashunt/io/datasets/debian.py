@@ -11,7 +11,7 @@ import subprocess
 
 import pandas as pd
 
-from ..exceptions import DataError
+from ...exceptions import DataError
 
 SECTIONS = ("admin", "database", "editors", "electronics", "fonts", "games", "graphics", "hamradio", "mail",
             "math", "net", "science", "sound", "text", "video", "web", "x11")

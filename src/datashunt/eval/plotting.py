@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from .exceptions import require
+from ..exceptions import require
 
 
 def plot_sweep(sweep: pd.DataFrame, ax=None, threshold: float | None = None, label: str = "Data Shunt"):
@@ -15,7 +15,7 @@ def plot_sweep(sweep: pd.DataFrame, ax=None, threshold: float | None = None, lab
 
     Examples
     --------
-    >>> from datashunt.calibration import threshold_sweep
+    >>> from datashunt.core.calibration import threshold_sweep
     >>> sweep = threshold_sweep(np.array([0.6, 0.7, 0.9]), np.array([0, 1, 1], bool), np.array([1, 1, 0], bool))
     >>> ax = plot_sweep(sweep, threshold=0.65)
     """

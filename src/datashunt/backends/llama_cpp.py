@@ -10,8 +10,8 @@ from scipy.special import log_softmax, logsumexp
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..exceptions import ConfigError, LargeModelError, ModelFileError, require
-from ..prompting import surface_forms
 from .base import SHARED_CONSTRAINTS, LargeModel, Scored
+from .prompt import surface_forms
 from .weights import DEFAULT_MODEL, MODELS, is_installed, model_path
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -41,7 +41,7 @@ class LlamaCppModel(LargeModel):
         every surface form token by token (one more evaluation per extra token), so labels such as
         ``very good`` and ``very bad`` can be told apart.
     prompt, price, cache, min_label_mass
-        See :class:`~datashunt.large.base.LargeModel`.
+        See :class:`~datashunt.backends.base.LargeModel`.
     """
 
     location_params = ("model",)

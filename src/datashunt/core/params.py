@@ -9,9 +9,9 @@ is allowed. A scikit-learn :class:`~sklearn.pipeline.Pipeline` is checked step b
 
 import re
 
-from sklearn.utils._param_validation import InvalidParameterError, Interval, StrOptions  # noqa: F401
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions  # noqa: F401
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -6,9 +6,12 @@ the last stage answers whatever reaches it. A threshold is a number, or an array
 class (the class the stage predicts for the item), as in FrugalML.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
+from .answers import Answers
 
 
 def keeps(confidence, threshold, predicted=None) -> np.ndarray:
@@ -89,3 +92,46 @@ def outcome(stage, correct, cost) -> dict:
         "cost": float((cost * reached).sum()),
         "reach": [float(r) for r in reached.mean(axis=0)],
     }
+
+
+@dataclass
+class Routed:
+    """Where each item of a batch ended: ``stage`` whose answer stands (-1: none), ``reached`` the
+    last stage asked (-1: none), and every stage's answers (NaN rows where it was not asked)."""
+
+    stage: np.ndarray
+    reached: np.ndarray
+    answers: list
+
+    def proba(self) -> np.ndarray:
+        """The standing answer of each item (a NaN row where there is none)."""
+        out = np.full_like(self.answers[0].proba, np.nan)
+        for s, got in enumerate(self.answers):
+            out[self.stage == s] = got.proba[self.stage == s]
+        return out
+
+
+def run_stages(n: int, k: int, valid, ask, thresholds) -> Routed:
+    """Ask the stages in order; an item stops at the first whose confidence reaches its δ.
+
+    ``ask(s, rows, answers)`` returns stage ``s``'s :class:`Answers` for the batch ``rows`` (it
+    sees the earlier stages' answers, for hints). A stage that fails on an item passes it on; at
+    the last stage, the latest earlier answer stands.
+    """
+    stage, reached = np.full(n, -1), np.full(n, -1)
+    answers = []
+    remaining = np.flatnonzero(valid)
+    for s in range(len(thresholds) + 1):
+        answers.append(Answers.empty(n, k))
+        if not len(remaining):
+            continue
+        got = ask(s, remaining, answers)
+        answers[s].put(remaining, got)
+        reached[remaining] = s
+        stage[remaining[got.ok]] = s
+        if s < len(thresholds):
+            predicted = np.nan_to_num(got.proba, nan=-1.0).argmax(axis=1)
+            remaining = remaining[~keeps(got.confidence, thresholds[s], predicted)]
+        else:
+            remaining = remaining[:0]
+    return Routed(stage, reached, answers)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..exceptions import DataError
+from ...exceptions import DataError
 
 READERS = {
     ".csv": lambda p, enc, text: pd.read_csv(p, encoding=enc, dtype=text),

@@ -17,11 +17,11 @@ from scipy.special import logsumexp
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, InvalidParameterError
 
+from ..core.params import check_params
 from ..exceptions import ConfigError, LargeModelError
-from ..params import check_params
-from ..prompting import Prompt
 from .cache import CallCache, call_key, default_cache_dir
 from .pricing import Price
+from .prompt import Prompt
 
 
 @dataclass
@@ -84,7 +84,7 @@ def _usable(hit, k: int) -> dict | None:
     return hit
 
 
-#: Constraints of the settings every backend shares (see :mod:`datashunt.params`).
+#: Constraints of the settings every backend shares (see :mod:`datashunt.core.params`).
 SHARED_CONSTRAINTS = {
     "prompt": [Prompt, str, None],
     "price": [Price, dict, None],
@@ -98,17 +98,17 @@ class LargeModel(BaseEstimator, abc.ABC):
 
     A backend implements :meth:`identity` and :meth:`_score` (or, for several calls at once,
     :meth:`_score_many`); everything else (prompts, cache, cost meter, flags, renormalisation) is
-    shared here. Register it by name with :func:`datashunt.large.register_backend`.
+    shared here. Register it by name with :func:`datashunt.backends.register_backend`.
 
-    Parameters shared by every backend: ``prompt`` (a :class:`~datashunt.prompting.Prompt` or
-    an instruction string), ``price`` (a :class:`~datashunt.large.pricing.Price` or mapping),
+    Parameters shared by every backend: ``prompt`` (a :class:`~datashunt.backends.prompt.Prompt` or
+    an instruction string), ``price`` (a :class:`~datashunt.backends.pricing.Price` or mapping),
     ``cache`` (True for the default on-disk cache, False for none, or a path to a SQLite file)
     and ``min_label_mass`` (answers that put less probability than this on all labels together
     are flagged as off-label instead of being renormalised into a confident-looking guess).
     """
 
     #: Parameters that decide where texts go, which secret is sent or which local file is read.
-    #: A loaded model takes them from its caller, never from the saved folder (:mod:`datashunt.persist`).
+    #: A loaded model takes them from its caller, never from the saved folder (:mod:`datashunt.io.persist`).
     location_params: tuple = ()
 
     @classmethod

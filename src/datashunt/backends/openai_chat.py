@@ -14,8 +14,8 @@ import numpy as np
 from scipy.special import logsumexp
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 
+from ..core.params import env_name
 from ..exceptions import ConfigError, LargeModelError, require
-from ..params import env_name
 from .base import LOGPROB_SLACK, SHARED_CONSTRAINTS, LargeModel, Scored
 
 DEFAULT_URL = "https://api.openai.com/v1"
@@ -110,7 +110,7 @@ class OpenAIChatModel(LargeModel):
         :func:`stated_logprobs`). Stated confidences are the model's claim, not a measurement:
         calibrate δ on validation data as always; reports and the CLI say which mode is in use.
     prompt, price, cache, min_label_mass
-        See :class:`~datashunt.large.base.LargeModel`.
+        See :class:`~datashunt.backends.base.LargeModel`.
     """
 
     location_params = ("model", "base_url", "api_key_env")  # on a gateway the model name picks the provider

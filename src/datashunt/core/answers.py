@@ -1,0 +1,62 @@
+"""Answers: what one stage says about a batch, as plain arrays, whatever the stage is."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backends.base import LargeModel
+
+
+@dataclass
+class Answers:
+    """One stage's answers for a batch: probabilities over the classes (a NaN row where the stage
+    failed or was not asked), its confidence, what was paid, the uncached price, whether the answer
+    came from the cache, the prompt tokens, and a flag per item."""
+
+    proba: np.ndarray
+    confidence: np.ndarray
+    cost: np.ndarray
+    price: np.ndarray
+    cached: np.ndarray
+    prompt_tokens: np.ndarray
+    flag: list
+
+    @classmethod
+    def empty(cls, n: int, k: int) -> "Answers":
+        """Rows for ``n`` items none of which was asked."""
+        return cls(np.full((n, k), np.nan), np.full(n, np.nan), np.zeros(n), np.zeros(n), np.zeros(n, bool),
+                   np.zeros(n, int), [None] * n)
+
+    @property
+    def ok(self) -> np.ndarray:
+        return ~np.isnan(self.proba).any(axis=1)
+
+    def put(self, rows: np.ndarray, other: "Answers") -> None:
+        """Write ``other``'s answers into ``rows``."""
+        for name in ("proba", "confidence", "cost", "price", "cached", "prompt_tokens"):
+            getattr(self, name)[rows] = getattr(other, name)
+        for i, message in zip(rows, other.flag):
+            self.flag[i] = message
+
+
+def answer(model, inputs, classes, labels, measure, progress=False, **prompt_args) -> Answers:
+    """Ask one stage about ``inputs``: a large-model backend by label names (``prompt_args``: Prompt
+    Pruning's hints or candidates), a classifier directly."""
+    n = len(inputs)
+    if isinstance(model, LargeModel):
+        result = model.predict_proba(list(inputs), labels, progress=progress, **prompt_args)
+        got = Answers(result.proba, np.full(n, np.nan), result.cost, model.price_of(result.prompt_tokens),
+                      result.cached, result.prompt_tokens, list(result.error))
+    else:
+        raw = model.predict_proba(inputs)
+        proba = np.zeros((n, len(classes)))
+        own = list(np.asarray(model.classes_).tolist())
+        for j, c in enumerate(classes.tolist()):
+            if c in own:
+                proba[:, j] = raw[:, own.index(c)]
+        got = Answers.empty(n, len(classes))
+        got.proba = proba
+    ok = got.ok
+    if ok.any():
+        got.confidence[ok] = np.asarray(measure(got.proba[ok]), dtype=float)
+    return got
