@@ -1,6 +1,7 @@
 """Fakes for tests: a scripted large model and an OpenAI-compatible HTTP server on loopback."""
 
 import json
+import re
 import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,7 +37,7 @@ class FakeLargeModel(LargeModel):
     def _score(self, messages, labels):
         self.calls = getattr(self, "calls", 0) + 1
         self.last_prompt = messages[-1]["content"]
-        text = self.last_prompt.split("Text: ", 1)[1]
+        text = re.search(r"\n(?:Text|Features): (.*)\Z", self.last_prompt, re.S).group(1)
         if text in set(map(str, self.fail)):
             raise LargeModelError(f"simulated time-out on {text!r}")
         if text in set(map(str, self.off_label)):

@@ -4,6 +4,7 @@ from fakes import FakeLargeModel
 
 from datashunt import ShuntClassifier
 from datashunt.collab.distill import two_stage_targets
+from datashunt.modalities.rows import Rows
 from datashunt.small import make_small
 
 
@@ -107,7 +108,7 @@ def test_distillation_works_on_numeric_feature_rows():
     from sklearn.linear_model import LogisticRegression
 
     X, y = make_classification(n_samples=300, n_features=5, random_state=0)
-    large = FakeLargeModel({str(row): label for row, label in zip(X, y)})
+    large = FakeLargeModel({Rows().content(row): label for row, label in zip(X, y)})  # the row as prompted
     shunt = ShuntClassifier(LogisticRegression(), large, threshold=0.8, random_state=0).fit(X[:200], y[:200])
     shunt.distill(X[200:], X_train=X[:200], y_train=y[:200])
     assert shunt.distillation_["n_from_large"] > 0

@@ -9,6 +9,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from datashunt import ShuntClassifier
 from datashunt.exceptions import CalibrationWarning, ConfigError, DataError
+from datashunt.modalities.rows import Rows
 from datashunt.small import make_small
 
 
@@ -183,7 +184,7 @@ def test_works_on_numeric_features_with_any_sklearn_classifier():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 4))
     y = (X[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(int)
-    large = FakeLargeModel({str(row): str(label) for row, label in zip(X, y)})
+    large = FakeLargeModel({Rows().content(row): str(label) for row, label in zip(X, y)})  # the row as prompted
     shunt = ShuntClassifier(LogisticRegression(), large, random_state=0).fit(X, y)
     assert shunt.n_features_in_ == 4
     assert (shunt.predict(X) == y).mean() > 0.9

@@ -36,13 +36,15 @@ class Scored:
 
 @dataclass(frozen=True)
 class Call:
-    """One prompt to send: the item's row, its cache key, the messages and the labels offered."""
+    """One prompt to send: the item's row, its cache key, the messages, the labels offered and the
+    item itself as checked by its modality (for backends that take it directly, such as images)."""
 
     index: int
     key: str
     messages: list
     labels: list
     keep: list
+    item: object = None
 
 
 @dataclass
@@ -107,6 +109,9 @@ class LargeModel(BaseEstimator, abc.ABC):
     are flagged as off-label instead of being renormalised into a confident-looking guess).
     """
 
+    #: The modalities (:mod:`datashunt.modalities`) this backend can answer about.
+    modalities: tuple = ("text", "rows")
+
     #: Parameters that decide where texts go, which secret is sent or which local file is read.
     #: A loaded model takes them from its caller, never from the saved folder (:mod:`datashunt.io.persist`).
     location_params: tuple = ()
@@ -128,10 +133,13 @@ class LargeModel(BaseEstimator, abc.ABC):
         except ConfigError as exc:
             raise InvalidParameterError(f"The 'price' parameter is invalid: {exc}.") from None
 
-    def predict_proba(self, inputs, labels, hints=None, candidates=None, progress: bool = False) -> LargeResult:
+    def predict_proba(self, inputs, labels, hints=None, candidates=None, progress: bool = False,
+                      modality="auto") -> LargeResult:
         """Probabilities over ``labels`` for each input; failures are flagged per row, never raised.
 
-        ``hints`` (one string or None per input) is placed in the prompt before the text (soft
+        ``inputs`` are read as ``modality`` (see :func:`datashunt.modalities.as_inputs`); an item
+        it finds wrong (a blank text, an undecodable image) is flagged and not sent.
+        ``hints`` (one string or None per input) is placed in the prompt before the item (soft
         Prompt Pruning); ``candidates`` (one list of label indices or None per input) narrows the
         labels offered for that input (hard Prompt Pruning): the others get probability 0.
         Items that make the same prompt are asked once and share the answer (the copies cost
@@ -142,8 +150,6 @@ class LargeModel(BaseEstimator, abc.ABC):
         if len(labels) < 1 or len(set(labels)) != len(labels):
             raise ConfigError(f"labels must be distinct and non-empty, got {labels!r}")
         n, k = len(inputs), len(labels)
-        hints = [None] * n if hints is None else list(hints)
-        candidates = [None] * n if candidates is None else list(candidates)
         result = LargeResult(
             proba=np.full((n, k), np.nan),
             cost=np.zeros(n),
@@ -152,30 +158,42 @@ class LargeModel(BaseEstimator, abc.ABC):
             error=[None] * n,
             call_seconds=np.full(n, np.nan),
         )
+        if n == 0:
+            return result
+        batch = self._inputs(inputs, modality)
+        kind = batch.modality
+        hints = [None] * n if hints is None else list(hints)
+        candidates = [None] * n if candidates is None else list(candidates)
+        problems = batch.problems or [None] * n
         prompt = self._prompt()
         cache = self._cache()
         identity = self.identity()
         max_chars = getattr(self, "max_chars", None)
         pending: dict[str, list[Call]] = {}  # one request per distinct prompt, its answer fanned out
-        for i, (text, hint, keep) in enumerate(zip(inputs, hints, candidates)):
-            text = str(text)
-            if max_chars is not None and len(text) > max_chars:
-                result.error[i] = (f"text of {len(text):,} characters is longer than this backend takes "
+        for i, (item, problem, hint, keep) in enumerate(zip(batch.items, problems, hints, candidates)):
+            if problem is not None:
+                result.error[i] = f"{problem}; not sent"
+                continue
+            stand_in = kind.prompt_key(item)
+            if max_chars is not None and isinstance(stand_in, str) and len(stand_in) > max_chars:
+                result.error[i] = (f"text of {len(stand_in):,} characters is longer than this backend takes "
                                    f"(max_chars={max_chars:,}); not sent")
                 continue
             keep = list(range(k)) if keep is None else list(keep)
             offered = [labels[j] for j in keep]
-            messages = prompt.messages(text, offered, hint)
-            call = Call(i, call_key(identity, messages, offered), messages, offered, keep)
-            hit = _usable(cache.get(call.key), len(keep)) if cache is not None else None
+            messages = prompt.messages(stand_in, offered, hint, kind.noun)
+            key = call_key(identity, messages, offered)
+            hit = _usable(cache.get(key), len(keep)) if cache is not None else None
             if hit is not None:
                 result.proba[i] = 0.0
                 result.proba[i, keep] = hit["proba"]
                 result.prompt_tokens[i] = hit["prompt_tokens"]
                 result.call_seconds[i] = hit.get("seconds", np.nan)
                 result.cached[i] = True
-            else:
-                pending.setdefault(call.key, []).append(call)
+                continue
+            if key not in pending and not isinstance(stand_in, str):  # the real content, only for calls made
+                messages = prompt.messages(kind.content(item), offered, hint, kind.noun)
+            pending.setdefault(key, []).append(Call(i, key, messages, offered, keep, item))
         price = Price.coerce(getattr(self, "price", None))
         todo = [calls[0] for calls in pending.values()]
         for call, scored in self._score_many(todo, progress):
@@ -201,6 +219,20 @@ class LargeModel(BaseEstimator, abc.ABC):
                 cache.put(call.key, {"proba": proba.tolist(), "prompt_tokens": scored.prompt_tokens,
                                      "seconds": scored.seconds})
         return result
+
+    def _inputs(self, inputs, modality):
+        """The batch read as ``modality``, refused as a whole if this backend cannot answer about it."""
+        from ..modalities import as_inputs
+
+        batch = as_inputs(inputs, modality)
+        self.check_modality(batch.modality.name)
+        return batch
+
+    def check_modality(self, name: str) -> None:
+        """Refuse items of modality ``name`` if this backend cannot answer about them."""
+        if name not in self.modalities:
+            raise ConfigError(f"{type(self).__name__} answers about {', '.join(self.modalities)}, not "
+                              f"{name} items; choose a backend that takes them")
 
     def price_of(self, prompt_tokens: np.ndarray) -> np.ndarray:
         """Uncached price of calls that used these prompt tokens (one output token each)."""

@@ -67,20 +67,59 @@ def stated_logprobs(content, labels: list[str]) -> np.ndarray:
     datashunt.exceptions.LargeModelError: the stated-confidence answer 'I cannot tell' names no label and confidence
     """
     text = content if isinstance(content, str) else ""
-    lowered = [label.lower() for label in labels]
-    for match in re.finditer(r"[^\W\d_][\w-]*", text):
-        word = match.group().lower()
-        owners = [j for j, name in enumerate(lowered) if name == word or (len(word) >= 3 and name.startswith(word))]
-        number = re.search(r"\d+(?:\.\d+)?", text[match.end():])
-        if len(owners) == 1 and number and 0 <= float(number.group()) <= 100:
+    for j, end in _named_labels(text, labels):
+        number = re.search(r"\d+(?:\.\d+)?", text[end:])
+        if number and 0 <= float(number.group()) <= 100:
             k = len(labels)
             top = max(float(number.group()) / 100, 1 / k)
             proba = np.full(k, (1 - top) / (k - 1) if k > 1 else 0.0)
-            proba[owners[0]] = top
+            proba[j] = top
             with np.errstate(divide="ignore"):
                 return np.log(proba)
     shown = " ".join(text.split())[:60]
     raise LargeModelError(f"the stated-confidence answer {shown!r} names no label and confidence")
+
+
+def sampled_logprobs(contents, labels: list[str]) -> np.ndarray:
+    """Log-probabilities from several sampled answers: the share of samples naming each label
+    (self-consistency). Samples naming no label count against every label, so a model that mostly
+    answers off-label gets little mass and is flagged by ``min_label_mass``.
+
+    Examples
+    --------
+    >>> np.exp(sampled_logprobs(["positive", "Positive.", "negative", "no idea"], ["negative", "positive"])).tolist()
+    [0.25, 0.5]
+    """
+    counts = np.zeros(len(labels))
+    for content in contents:
+        named = next(_named_labels(content if isinstance(content, str) else "", labels), None)
+        if named is not None:
+            counts[named[0]] += 1
+    if not len(contents):
+        raise LargeModelError("the endpoint returned no sampled answers")
+    with np.errstate(divide="ignore"):
+        return np.log(counts / len(contents))
+
+
+def _named_labels(text: str, labels: list[str]):
+    """Yield ``(label index, end of the word)`` for each word of ``text`` that is a label, or the
+    start (three letters at least) of exactly one label, case-insensitive."""
+    lowered = [label.lower() for label in labels]
+    for match in re.finditer(r"[^\W\d_][\w-]*", text):
+        word = match.group().lower()
+        owners = [j for j, name in enumerate(lowered) if name == word or (len(word) >= 3 and name.startswith(word))]
+        if len(owners) == 1:
+            yield owners[0], match.end()
+
+
+SCORING = ("logprobs", "stated", "sampled")
+
+
+def _with_text(messages: list[dict], text: str) -> list[dict]:
+    """``messages`` with ``text`` added to the end of the last one (a string, or a list of content parts)."""
+    content = messages[-1]["content"]
+    content = content + text if isinstance(content, str) else [*content, {"type": "text", "text": text}]
+    return messages[:-1] + [{**messages[-1], "content": content}]
 
 
 class OpenAIChatModel(LargeModel):
@@ -103,16 +142,22 @@ class OpenAIChatModel(LargeModel):
         Alternatives asked for at the answer position (OpenAI allows up to 20).
     max_chars : int
         Longest text sent; a longer one is not sent and is flagged (the small model answers it).
-    scoring : {"logprobs", "stated"}
-        ``logprobs`` (default) measures each label's probability from the first answer token;
-        ``stated`` is for APIs that give no log-probabilities: the model answers the label and its
-        confidence from 0 to 100, which becomes the label's probability (see
-        :func:`stated_logprobs`). Stated confidences are the model's claim, not a measurement:
-        calibrate δ on validation data as always; reports and the CLI say which mode is in use.
+    scoring : {"logprobs", "stated", "sampled"}
+        ``logprobs`` (default) measures each label's probability from the first answer token.
+        Two modes serve APIs that give no log-probabilities: ``stated``, where the model answers
+        the label and its confidence from 0 to 100, which becomes the label's probability (see
+        :func:`stated_logprobs`: the model's claim, not a measurement), and ``sampled``
+        (self-consistency), where ``samples`` answers drawn at ``temperature`` in one request
+        (the API's ``n``) vote, and each label's share of the votes is its probability (see
+        :func:`sampled_logprobs`; costs the output tokens of every sample). Calibrate δ on
+        validation data as always; reports and the CLI say which mode is in use.
+    samples, temperature : int, float
+        ``sampled`` only: answers drawn per item, and the sampling temperature.
     prompt, price, cache, min_label_mass
         See :class:`~datashunt.backends.base.LargeModel`.
     """
 
+    modalities = ("text", "rows", "image")  # images go as image_url parts, for vision models
     location_params = ("model", "base_url", "api_key_env")  # on a gateway the model name picks the provider
     _parameter_constraints = {
         "model": [str],
@@ -123,13 +168,15 @@ class OpenAIChatModel(LargeModel):
         "max_concurrency": [Interval(Integral, 1, 1024, closed="both")],
         "top_logprobs": [Interval(Integral, 1, 20, closed="both")],
         "max_chars": [Interval(Integral, 1, 10_000_000, closed="both")],
-        "scoring": [StrOptions({"logprobs", "stated"})],
+        "scoring": [StrOptions(set(SCORING))],
+        "samples": [Interval(Integral, 2, 128, closed="both")],
+        "temperature": [Interval(Real, 0, 2, closed="right")],
         **SHARED_CONSTRAINTS,
     }
 
     def __init__(self, model, *, base_url=None, api_key_env="OPENAI_API_KEY", timeout=30.0, max_retries=2,
-                 max_concurrency=8, top_logprobs=20, max_chars=20_000, scoring="logprobs", prompt=None, price=None,
-                 cache=True, min_label_mass=0.01):
+                 max_concurrency=8, top_logprobs=20, max_chars=20_000, scoring="logprobs", samples=5, temperature=1.0,
+                 prompt=None, price=None, cache=True, min_label_mass=0.01):
         self.model = model
         self.base_url = base_url
         self.api_key_env = api_key_env
@@ -139,6 +186,8 @@ class OpenAIChatModel(LargeModel):
         self.top_logprobs = top_logprobs
         self.max_chars = max_chars
         self.scoring = scoring
+        self.samples = samples
+        self.temperature = temperature
         self.prompt = prompt
         self.price = price
         self.cache = cache
@@ -151,13 +200,15 @@ class OpenAIChatModel(LargeModel):
                                         f"(letters, digits, underscores), got {self.api_key_env!r}.")
 
     def describe(self) -> str:
-        stated = "; confidence stated by the model, not measured from log-probabilities" \
-            if self.scoring == "stated" else ""
+        mode = {"logprobs": "", "stated": "; confidence stated by the model, not measured from log-probabilities",
+                "sampled": f"; confidence from the votes of {self.samples} samples at temperature {self.temperature} "
+                           "(self-consistency), not from log-probabilities"}[self.scoring]
         return (f"model {self.model!r} at {self.base_url or DEFAULT_URL} (OpenAI-compatible HTTP), "
-                f"API key from ${self.api_key_env}{stated}")
+                f"API key from ${self.api_key_env}{mode}")
 
     def identity(self) -> str:
-        return f"openai:{self.base_url or DEFAULT_URL}:{self.model}" + (":stated" if self.scoring == "stated" else "")
+        mode = {"logprobs": "", "stated": ":stated", "sampled": f":sampled{self.samples}@{self.temperature}"}
+        return f"openai:{self.base_url or DEFAULT_URL}:{self.model}" + mode[self.scoring]
 
     def _api_key(self) -> str:
         key = os.environ.get(self.api_key_env)
@@ -175,8 +226,10 @@ class OpenAIChatModel(LargeModel):
 
     def _request(self, messages):
         if self.scoring == "stated":
-            asked = messages[:-1] + [{**messages[-1], "content": messages[-1]["content"] + STATED_SUFFIX}]
-            return dict(model=self.model, messages=asked, max_tokens=16, temperature=0.0)
+            return dict(model=self.model, messages=_with_text(messages, STATED_SUFFIX), max_tokens=16, temperature=0.0)
+        if self.scoring == "sampled":
+            return dict(model=self.model, messages=messages, max_tokens=8, temperature=self.temperature,
+                        n=self.samples)
         return dict(model=self.model, messages=messages, max_tokens=1, temperature=0.0, logprobs=True,
                     top_logprobs=self.top_logprobs)
 
@@ -193,6 +246,9 @@ class OpenAIChatModel(LargeModel):
         if self.scoring == "stated":
             content = getattr(getattr(response.choices[0], "message", None), "content", None)
             return Scored(stated_logprobs(content, labels), *tokens)
+        if self.scoring == "sampled":
+            contents = [getattr(getattr(choice, "message", None), "content", None) for choice in response.choices]
+            return Scored(sampled_logprobs(contents, labels), *tokens)
         try:
             first = response.choices[0].logprobs.content[0]
             top = [(alt.token, alt.logprob) for alt in first.top_logprobs] or [(first.token, first.logprob)]

@@ -11,44 +11,68 @@ from ..exceptions import ConfigError
 
 MAX_PROMPT_CHARS = 100_000
 TEMPLATE_FIELDS = ("instruction", "labels", "hint", "text")
+ITEM_LINE = "{noun}: {{text}}"
+ITEM_MARK = "\x00item\x00"  # where a non-text item goes in a formatted template
 DEFAULT_TEMPLATE = "{instruction}\nAnswer with exactly one word from this list: {labels}.\n{hint}\nText: {text}"
+
+
+def default_template(noun: str = "Text") -> str:
+    """The template used when a prompt gives none: the item introduced by its modality's noun.
+
+    Examples
+    --------
+    >>> default_template() == DEFAULT_TEMPLATE
+    True
+    """
+    return DEFAULT_TEMPLATE.replace("Text: {text}", ITEM_LINE.format(noun=noun))
 
 
 @dataclass(frozen=True)
 class Prompt:
     """A chat prompt that asks the large model for one label.
 
+    ``template`` None uses :func:`default_template` for the item's modality ("Text: ...",
+    "Image: ..."). An item that is not text (an image) enters the message as its own content part
+    where ``{text}`` stands.
+
     Examples
     --------
     >>> p = Prompt("Is this movie review positive or negative?")
     >>> p.messages("A gem.", ["negative", "positive"])[0]["content"].splitlines()[-1]
     'Text: A gem.'
+    >>> parts = p.messages({"type": "image_url", "image_url": {"url": "data:,"}}, ["cat", "dog"], noun="Image")
+    >>> [part["type"] for part in parts[0]["content"]]
+    ['text', 'image_url']
     """
 
     instruction: str = "Classify the text."
-    template: str = DEFAULT_TEMPLATE
+    template: str | None = None
     system: str | None = None
 
     def __post_init__(self):
-        for name in ("instruction", "template"):
-            if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"prompt {name} must be a string, got {type(getattr(self, name)).__name__}")
-        if self.system is not None and not isinstance(self.system, str):
-            raise ConfigError(f"prompt system must be a string or None, got {type(self.system).__name__}")
-        size = len(self.instruction) + len(self.template) + len(self.system or "")
+        if not isinstance(self.instruction, str):
+            raise ConfigError(f"prompt instruction must be a string, got {type(self.instruction).__name__}")
+        for name in ("template", "system"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ConfigError(f"prompt {name} must be a string or None, got {type(getattr(self, name)).__name__}")
+        size = len(self.instruction) + len(self.template or DEFAULT_TEMPLATE) + len(self.system or "")
         if size > MAX_PROMPT_CHARS:
             raise ConfigError(f"prompt instruction, template and system hold {size:,} characters; at most "
                               f"{MAX_PROMPT_CHARS:,} are sent with every item")
-        check_template(self.template)
+        if self.template is not None:
+            check_template(self.template)
 
-    def messages(self, text: str, labels: list[str], hint: str | None = None) -> list[dict]:
-        """Chat messages for one item; ``hint`` is extra knowledge placed before the text."""
-        content = self.template.format(
-            instruction=self.instruction,
-            labels=", ".join(labels),
-            hint=f"{hint}\n" if hint else "",
-            text=text,
-        )
+    def messages(self, item, labels: list[str], hint: str | None = None, noun: str = "Text") -> list[dict]:
+        """Chat messages for one item (a string, or a chat content part); ``hint`` is extra
+        knowledge placed before the item; ``noun`` introduces the item in the default template."""
+        fields = {"instruction": self.instruction, "labels": ", ".join(labels), "hint": f"{hint}\n" if hint else ""}
+        template = self.template if self.template is not None else default_template(noun)
+        if isinstance(item, str):
+            content = template.format(text=item, **fields)
+        else:
+            before, after = template.format(text=ITEM_MARK, **fields).split(ITEM_MARK, 1)
+            parts = [{"type": "text", "text": before}, item, {"type": "text", "text": after}]
+            content = [part for part in parts if part.get("type") != "text" or part["text"]]
         msgs = [{"role": "system", "content": self.system}] if self.system else []
         return msgs + [{"role": "user", "content": content}]
 

@@ -61,6 +61,7 @@ class ReplayModel(LargeModel):
     ([0.9, 0.1], "no recorded answer for input 'zzz'")
     """
 
+    modalities = ("text", "rows", "image")
     location_params = ("table",)
     _parameter_constraints = {
         "table": [pd.DataFrame, str, PurePath],
@@ -101,24 +102,33 @@ class ReplayModel(LargeModel):
             self._frame = frame.set_index(frame[self.key_column].astype(str))
         return self._frame
 
-    def predict_proba(self, inputs, labels, hints=None, candidates=None, progress: bool = False) -> LargeResult:
-        """Recorded answers for ``inputs``. Hints cannot change a recorded answer and are ignored;
-        ``candidates`` renormalise the recorded probabilities over the labels kept (a recorded
-        answer outside them is flagged)."""
+    def predict_proba(self, inputs, labels, hints=None, candidates=None, progress: bool = False,
+                      modality="auto") -> LargeResult:
+        """Recorded answers for ``inputs``, looked up by each item's key in its modality (a text
+        itself; an image's content hash, :meth:`datashunt.modalities.image.Image.key`). Hints cannot
+        change a recorded answer and are ignored; ``candidates`` renormalise the recorded
+        probabilities over the labels kept (a recorded answer outside them is flagged)."""
         check_params(self)
         labels = [str(label) for label in labels]
         if len(set(labels)) != len(labels) or not labels:
             raise ConfigError(f"labels must be distinct and non-empty, got {labels!r}")
+        if len(inputs) == 0:
+            return LargeResult(np.zeros((0, len(labels))), np.zeros(0), np.zeros(0, int), np.zeros(0, bool), [],
+                               np.zeros(0))
         frame = self._records()
-        keys = [str(x) for x in inputs]
+        batch = self._inputs(inputs, modality)
+        problems = batch.problems or [None] * len(batch)
+        keys = [batch.modality.key(item) if problem is None else None for item, problem in zip(batch.items, problems)]
         found = np.array([key in frame.index for key in keys], dtype=bool)
         rows = frame.reindex(keys)
         preds = rows[self.prediction_column].map(lambda v: None if pd.isna(v) else str(v)).tolist()
         scores = rows[self.confidence_column].to_numpy(float) if self.confidence_column else None
         proba = recorded_proba(preds, scores, labels)
         error = []
-        for key, ok, pred in zip(keys, found, preds):
-            if not ok:
+        for key, ok, pred, problem in zip(keys, found, preds, problems):
+            if problem is not None:
+                error.append(f"{problem}; not looked up")
+            elif not ok:
                 error.append(f"no recorded answer for input {key!r}")
             elif pred not in labels:
                 error.append(f"recorded answer {pred!r} for input {key!r} is not one of the labels {labels}")

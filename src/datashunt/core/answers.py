@@ -39,12 +39,12 @@ class Answers:
             self.flag[i] = message
 
 
-def answer(model, inputs, classes, labels, measure, progress=False, **prompt_args) -> Answers:
-    """Ask one stage about ``inputs``: a large-model backend by label names (``prompt_args``: Prompt
-    Pruning's hints or candidates), a classifier directly."""
+def answer(model, inputs, classes, labels, measure, progress=False, modality="auto", **prompt_args) -> Answers:
+    """Ask one stage about ``inputs``: a large-model backend by label names, reading the items as
+    ``modality`` (``prompt_args``: Prompt Pruning's hints or candidates), a classifier directly."""
     n = len(inputs)
     if isinstance(model, LargeModel):
-        result = model.predict_proba(list(inputs), labels, progress=progress, **prompt_args)
+        result = model.predict_proba(inputs, labels, progress=progress, modality=modality, **prompt_args)
         got = Answers(result.proba, np.full(n, np.nan), result.cost, model.price_of(result.prompt_tokens),
                       result.cached, result.prompt_tokens, list(result.error))
     else:

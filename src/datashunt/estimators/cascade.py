@@ -21,10 +21,11 @@ from ..core.calibration import (
 )
 from ..core.confidence import MEASURES, get_measure
 from ..core.deciding import outcome, run_stages, stop_stage
-from ..core.inputs import as_inputs, require_valid, training_sets
+from ..core.inputs import require_valid, training_sets
 from ..core.params import check_params
 from ..core.routes import FALLBACK, INVALID
 from ..exceptions import ConfigError, DataError, LargeModelError
+from ..modalities import NAMES, as_inputs
 
 
 class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
@@ -50,13 +51,14 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
     per_class : bool
         One δ per class the stage predicts: for two stages by :func:`~datashunt.core.calibration.per_class_thresholds`,
         for more by :func:`~datashunt.core.calibration.per_class_refine` from the best single thresholds.
-    confidence, label_names, validation_fraction, random_state, progress
+    confidence, label_names, modality, validation_fraction, random_state, progress
         As for :class:`~datashunt.ShuntClassifier`.
 
     Attributes
     ----------
     stages_ : list of (name, fitted model)
     classes_ : array of class labels
+    modality_ : str, the modality the items are read as
     thresholds_ : list of S - 1 thresholds (floats, or arrays over ``classes_``)
     sweep_ : DataFrame of every threshold combination tried, or None
     calibration_ : dict summarising the validation figures behind ``thresholds_``
@@ -87,6 +89,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         "per_class": ["boolean"],
         "confidence": [StrOptions(set(MEASURES)), callable],
         "label_names": [dict, None],
+        "modality": [StrOptions(set(NAMES))],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "random_state": ["random_state"],
         "progress": ["boolean"],
@@ -94,7 +97,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
 
     def __init__(self, stages, *, thresholds="auto", policy="match_last", tolerance=0.0, max_cost=None,
                  max_last_rate=None, target_accuracy=None, per_class=False, confidence="max_proba",
-                 label_names=None, validation_fraction=0.2, random_state=None, progress=False):
+                 label_names=None, modality="auto", validation_fraction=0.2, random_state=None, progress=False):
         self.stages = stages
         self.thresholds = thresholds
         self.policy = policy
@@ -105,6 +108,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         self.per_class = per_class
         self.confidence = confidence
         self.label_names = label_names
+        self.modality = modality
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.progress = progress
@@ -121,8 +125,11 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         """Train the classifier stages, then calibrate the thresholds on ``X_val, y_val`` (or a
         held-out share of ``X, y``), where every stage answers every validation item."""
         self._check_stages()
-        X, y, X_val, y_val = training_sets(X, y, X_val, y_val, self.validation_fraction, self.random_state,
-                                           "a cascade")
+        X, y, X_val, y_val, self.modality_ = training_sets(X, y, X_val, y_val, self.validation_fraction,
+                                                           self.random_state, "a cascade", self.modality)
+        for _, model in self.stages:
+            if isinstance(model, LargeModel):
+                model.check_modality(self.modality_)
         self.classes_ = np.unique(y)
         self.stages_ = [(name, clone(model) if isinstance(model, LargeModel) else clone(model).fit(X, y))
                         for name, model in self.stages]
@@ -166,7 +173,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
 
     def _calibrate(self, X_val, y_val):
         measure = get_measure(self.confidence)
-        answers = [answer(model, X_val, self.classes_, self.labels_, measure, self.progress)
+        answers = [answer(model, X_val, self.classes_, self.labels_, measure, self.progress, self.modality_)
                    for _, model in self.stages_]
         confidence = np.column_stack([a.confidence for a in answers])
         predicted = np.column_stack([np.nan_to_num(a.proba, nan=-1).argmax(axis=1) for a in answers])
@@ -208,9 +215,9 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities from the stage each item stopped at."""
         check_is_fitted(self, "thresholds_")
-        inputs, problems = as_inputs(X)
-        require_valid(problems, "inputs", hint="Clean them, or use route() to get a per-row flag.")
-        proba, table = self._route(inputs, problems)
+        batch = as_inputs(X, self.modality_)
+        require_valid(batch.problems, "inputs", hint="Clean them, or use route() to get a per-row flag.")
+        proba, table = self._route(batch.items, batch.problems)
         unanswered = np.flatnonzero(np.isnan(proba).any(axis=1))
         if len(unanswered):  # never a silent guess: say which items got no answer at all
             i = unanswered[0]
@@ -228,8 +235,8 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         the last stage asked (``reached``), its label and confidence, what the item cost over every
         stage it reached (zero for cached answers), and a flag."""
         check_is_fitted(self, "thresholds_")
-        inputs, problems = as_inputs(X)
-        proba, table = self._route(inputs, problems)
+        batch = as_inputs(X, self.modality_)
+        proba, table = self._route(batch.items, batch.problems)
         ok = ~np.isnan(proba).any(axis=1)
         labels = np.empty(len(ok), dtype=object)
         labels[ok] = self.classes_[proba[ok].argmax(axis=1)]
@@ -242,7 +249,8 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         valid = np.array([p is None for p in problems]) if problems is not None else np.ones(n, bool)
 
         def ask(s, rows, _):
-            return answer(self.stages_[s][1], inputs[rows], self.classes_, self.labels_, measure, self.progress)
+            return answer(self.stages_[s][1], inputs[rows], self.classes_, self.labels_, measure, self.progress,
+                          self.modality_)
 
         routed = run_stages(n, k, valid, ask, self.thresholds_)
         names = np.array([name for name, _ in self.stages_] + [INVALID], dtype=object)  # stage -1 indexes INVALID

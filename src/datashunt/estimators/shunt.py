@@ -15,10 +15,11 @@ from ..core.answers import answer
 from ..core.calibration import POLICIES, choose_threshold, threshold_sweep
 from ..core.confidence import MEASURES, get_measure, max_proba
 from ..core.deciding import keeps, run_stages
-from ..core.inputs import as_inputs, check_targets, require_valid, training_sets
+from ..core.inputs import check_targets, require_valid, training_sets
 from ..core.params import check_params
 from ..core.routes import FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
 from ..exceptions import DataError
+from ..modalities import NAMES, as_inputs
 
 
 @dataclass
@@ -70,6 +71,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     label_names : dict, optional
         Words the large model answers with, per class (``{0: "negative", 1: "positive"}``);
         by default the class labels themselves.
+    modality : {"auto", "text", "rows", "image"}
+        What an item is (:mod:`datashunt.modalities`); ``"auto"`` recognises it from the training
+        data. Give ``"image"`` for image file paths, which would otherwise read as texts.
     validation_fraction : float
         Share of the training data held out to calibrate δ when ``fit`` gets no ``X_val``.
     random_state : int, optional
@@ -82,6 +86,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     small_ : the fitted clone of ``small``
     large_ : the clone of ``large`` that answers (it holds the loaded model or client)
     classes_ : array of class labels
+    modality_ : str, the modality the items are read as
     threshold_ : float, the δ in use
     sweep_ : DataFrame (threshold, accuracy, large_rate, cost, n_large) or None when δ was given
     calibration_ : dict summarising the validation figures behind ``threshold_``
@@ -117,6 +122,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "pruning_level": [Interval(Real, 0, 1, closed="both")],
         "pruning_cutoff": [Interval(Real, 0, 1, closed="both")],
         "label_names": [dict, None],
+        "modality": [StrOptions(set(NAMES))],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "random_state": ["random_state"],
         "progress": ["boolean"],
@@ -124,8 +130,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def __init__(self, small, large, *, threshold="auto", policy="match_large", max_large_rate=None,
                  target_accuracy=None, match_z=2.0, confidence="max_proba", prompt_pruning=None, pruning_level=0.9,
-                 pruning_cutoff=0.1, label_names=None, validation_fraction=0.2,
-                 random_state=None, progress=False):
+                 pruning_cutoff=0.1, label_names=None, modality="auto",
+                 validation_fraction=0.2, random_state=None, progress=False):
         self.small = small
         self.large = large
         self.threshold = threshold
@@ -138,6 +144,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.pruning_level = pruning_level
         self.pruning_cutoff = pruning_cutoff
         self.label_names = label_names
+        self.modality = modality
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.progress = progress
@@ -148,9 +155,11 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         for stale in ("learnable_", "distillation_"):  # a refit starts over, without an earlier 2CD copy
             self.__dict__.pop(stale, None)
         self.check_params()
-        X, y, X_val, y_val = training_sets(X, y, X_val, y_val, self.validation_fraction, self.random_state, "a shunt")
-        self.small_ = clone(self.small).fit(X, y)
+        X, y, X_val, y_val, self.modality_ = training_sets(X, y, X_val, y_val, self.validation_fraction,
+                                                           self.random_state, "a shunt", self.modality)
         self.large_ = clone(self.large)
+        self.large_.check_modality(self.modality_)
+        self.small_ = clone(self.small).fit(X, y)
         self.classes_ = np.asarray(self.small_.classes_)
         if hasattr(self.small_, "n_features_in_"):
             self.n_features_in_ = self.small_.n_features_in_
@@ -225,8 +234,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         answer is used and ``flag`` says why) or ``invalid`` (no answer; ``flag`` says why).
         """
         check_is_fitted(self, "threshold_")
-        inputs, problems = as_inputs(X)
-        routing = self._route(inputs, problems=problems)
+        batch = as_inputs(X, self.modality_)
+        routing = self._route(batch.items, problems=batch.problems)
         ok = ~np.isnan(routing.proba).any(axis=1)
         labels = np.empty(len(ok), dtype=object)
         labels[ok] = self.classes_[routing.proba[ok].argmax(axis=1)]
@@ -248,9 +257,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         from ..collab.distill import learn, two_stage_targets
 
         check_is_fitted(self, "threshold_")
-        inputs, problems = as_inputs(X_pool)
-        ok = np.ones(len(inputs), bool) if problems is None else np.array([p is None for p in problems])
-        inputs = inputs[ok]
+        batch = as_inputs(X_pool, self.modality_)
+        ok = batch.valid
+        inputs = batch.items[ok]
         proba_s1 = self.small_.predict_proba(inputs)
         conf_s1 = np.asarray(get_measure(self.confidence)(proba_s1), dtype=float)
         unsure = np.flatnonzero(~keeps(conf_s1, self.threshold_))
@@ -258,16 +267,17 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         paid = 0.0
         if len(unsure):
             pruning = self.pruning_.prompt_args(proba_s1[unsure], self.labels_) if self.pruning_ else {}
-            result = self.large_.predict_proba(list(inputs[unsure]), self.labels_, progress=self.progress, **pruning)
+            result = self.large_.predict_proba(inputs[unsure], self.labels_, progress=self.progress,
+                                               modality=self.modality_, **pruning)
             proba_large[unsure] = result.proba
             paid = float(result.cost.sum())
         targets = two_stage_targets(proba_s1, conf_s1, proba_large, self.threshold_)
         self.learnable_ = learn(getattr(self, "learnable_", None), self.small_, inputs, targets, self.classes_,
                                 epochs=epochs, X_train=X_train, y_train=y_train)
         if X_val is not None:
-            X_val, problems = as_inputs(X_val)
-            require_valid(problems, "validation inputs")
-            self._calibrate(X_val, check_targets(y_val, len(X_val), type(self).__name__))
+            batch = as_inputs(X_val, self.modality_)
+            require_valid(batch.problems, "validation inputs")
+            self._calibrate(batch.items, check_targets(y_val, len(batch), type(self).__name__))
         self.distillation_ = {
             "n_pool": int(len(inputs)), "n_skipped_invalid": int((~ok).sum()),
             "n_from_small": int(targets.from_small.sum()), "n_from_large": int(targets.from_large.sum()),
@@ -277,9 +287,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _route_checked(self, X) -> Routing:
         check_is_fitted(self, "threshold_")
-        inputs, problems = as_inputs(X)
-        require_valid(problems)
-        return self._route(inputs)
+        batch = as_inputs(X, self.modality_)
+        require_valid(batch.problems)
+        return self._route(batch.items)
 
     def _route(self, inputs, problems=None, threshold=None) -> Routing:
         """Two stages on the cascade engine: the small model (the surer of the specific one and its
@@ -295,7 +305,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             if stage == 1:
                 pruning = self.pruning_.prompt_args(specific[rows], self.labels_) if self.pruning_ else {}
                 return answer(self.large_, inputs[rows], self.classes_, self.labels_, max_proba, self.progress,
-                              **pruning)
+                              self.modality_, **pruning)
             x = inputs[rows] if len(rows) < n else inputs
             got = answer(self.small_, x, self.classes_, self.labels_, measure)
             specific[rows] = got.proba

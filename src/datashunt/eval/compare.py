@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from ..core.inputs import as_inputs
 from ..core.routes import ASKED_LARGE, FALLBACK, ROUTES
 from ..exceptions import DataError, DatashuntWarning
+from ..modalities import as_inputs
 
 
 @dataclass
@@ -33,7 +33,8 @@ def compare(shunt, X, y, progress: bool = False) -> Evaluation:
     Items whose true label the shunt never saw in training count as errors for every system
     and are flagged in ``routes``. Failed large calls count as errors for large-only.
     """
-    inputs, problems = as_inputs(X)
+    batch = as_inputs(X, shunt.modality_)
+    inputs, problems = batch.items, batch.problems
     y = np.asarray(y, dtype=object)
     classes = shunt.classes_
     known = np.isin(y, classes)
@@ -53,7 +54,7 @@ def compare(shunt, X, y, progress: bool = False) -> Evaluation:
     small_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    large = shunt.large_.predict_proba(list(inputs[idx]), shunt.labels_, progress=progress)
+    large = shunt.large_.predict_proba(inputs[idx], shunt.labels_, progress=progress, modality=shunt.modality_)
     large_seconds = time.perf_counter() - start
     large_pred = np.full(len(y), None, dtype=object)
     large_pred[idx[large.ok]] = classes[large.proba[large.ok].argmax(axis=1)]
@@ -98,7 +99,8 @@ def compare_cascade(cascade, X, y, progress: bool = False) -> Evaluation:
     from ..core.answers import answer
     from ..core.confidence import get_measure
 
-    inputs, problems = as_inputs(X)
+    batch = as_inputs(X, cascade.modality_)
+    inputs, problems = batch.items, batch.problems
     y = np.asarray(y, dtype=object)
     valid = np.ones(len(y), bool) if problems is None else np.array([p is None for p in problems])
     if not valid.any():
@@ -109,7 +111,7 @@ def compare_cascade(cascade, X, y, progress: bool = False) -> Evaluation:
     rows, price, preds = [], np.zeros((len(y), last + 1)), {}
     for s, (name, model) in enumerate(cascade.stages_):
         start = time.perf_counter()
-        got = answer(model, inputs[idx], classes, cascade.labels_, measure, progress)
+        got = answer(model, inputs[idx], classes, cascade.labels_, measure, progress, cascade.modality_)
         pred = np.full(len(y), None, dtype=object)
         pred[idx[got.ok]] = classes[got.proba[got.ok].argmax(axis=1)]
         price[idx, s] = got.price

@@ -52,6 +52,7 @@ def save(shunt, folder) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     params = {k: v for k, v in shunt.get_params(deep=False).items() if k not in ("small", "large")}
+    params["modality"] = shunt.modality_  # what "auto" found, so a loaded model reads items the same way
     if callable(params["confidence"]):
         raise ConfigError("a shunt with a custom confidence function cannot be saved; use a named measure")
     meta = {
@@ -146,6 +147,7 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
         shunt.small_, shunt.large_ = small, large
         shunt.classes_ = np.asarray(meta["classes"])
         shunt.labels_ = shunt._labels()
+        shunt.modality_ = shunt.modality
     except ConfigError as exc:
         raise ModelFileError(f"{meta_path}: {exc}") from None
     if learnable is not None:
@@ -174,6 +176,7 @@ def _check_meta(meta, path) -> None:
     _check_keys(meta, META_TYPES, "", fail)
     if isinstance(meta["threshold"], bool) or meta["threshold"] != meta["threshold"]:
         fail(f"threshold must be a number, got {meta['threshold']!r}")
+    _older_params(meta["params"])
     _check_keys(meta["params"], dict.fromkeys(set(ShuntClassifier._get_param_names()) - {"small", "large"}, object),
                 "params.", fail)
     _check_keys(meta["large"], {"backend": str, "options": dict}, "large.", fail)
@@ -190,6 +193,12 @@ def _check_meta(meta, path) -> None:
             type(v) is int and v >= 0 for v in report["support"]):
         fail("class_report holds values of the wrong type (precision and recall in [0, 1], support counts, "
              "excels true or false)")
+
+
+def _older_params(params) -> None:
+    """Fill in parameters added since format 1 was first written (folders saved before them)."""
+    if isinstance(params, dict):
+        params.setdefault("modality", "auto")  # before modalities: recognised from the items, as then
 
 
 def _check_keys(record: dict, types: dict, prefix: str, fail) -> None:
@@ -259,6 +268,7 @@ def _save_cascade(cascade, folder: Path) -> Path:
 
     check_is_fitted(cascade, "thresholds_")
     params = {k: v for k, v in cascade.get_params(deep=False).items() if k != "stages"}
+    params["modality"] = cascade.modality_
     if callable(params["confidence"]):
         raise ConfigError("a cascade with a custom confidence function cannot be saved; use a named measure")
     folder.mkdir(parents=True, exist_ok=True)
@@ -299,6 +309,7 @@ def _load_cascade(folder: Path, large_options, trust: bool, trusted):
         fail(f"unsupported format {meta.get('format') if isinstance(meta, dict) else meta!r}")
     _check_keys(meta, {"format": int, "datashunt_version": str, "params": dict, "classes": list, "stages": list,
                        "calibration": dict, "thresholds": list}, "", fail)
+    _older_params(meta["params"])
     _check_keys(meta["params"], dict.fromkeys(set(Cascade._get_param_names()) - {"stages"}, object), "params.", fail)
     classes = meta["classes"]
     if not classes or not all(type(c) in (str, int, float) for c in classes) or len(set(classes)) != len(classes):
@@ -331,6 +342,7 @@ def _load_cascade(folder: Path, large_options, trust: bool, trusted):
         cascade._check_stages()
         cascade.classes_ = np.asarray(classes)
         cascade.labels_ = label_words(classes, cascade.label_names)
+        cascade.modality_ = cascade.modality
     except ConfigError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
     cascade.stages_ = stages

@@ -19,9 +19,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, column_or_1d
 
-from ..core.inputs import as_inputs, require_valid
+from ..core.inputs import require_valid
 from ..core.params import check_params
 from ..exceptions import DataError, require
+from ..modalities import as_inputs, get_modality
 from ..progress import track
 
 PAD, UNK = "<pad>", "<unk>"
@@ -58,11 +59,11 @@ def build_vocabulary(token_lists, max_vocab: int | None = None, min_count: int =
 
 def check_texts(X) -> np.ndarray:
     """Return X as an object array of texts; raise DataError naming the rows that are no non-blank string."""
-    values, problems = as_inputs(X)
-    if problems is None:
-        raise DataError(f"expected a 1-D list of texts, got an array of shape {np.shape(values)}")
-    require_valid(problems, what="texts", hint="Give each row a non-blank string.")
-    return values
+    if get_modality("auto", X).name != "text":
+        raise DataError(f"expected a 1-D list of texts, got an array of shape {np.shape(X)}")
+    batch = as_inputs(X, "text")
+    require_valid(batch.problems, what="texts", hint="Give each row a non-blank string.")
+    return batch.items
 
 
 def pad_batch(ids, min_len: int = 1) -> tuple[np.ndarray, np.ndarray]:
