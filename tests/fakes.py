@@ -77,7 +77,7 @@ class FakeOpenAIServer:
                     import time
 
                     time.sleep(server.delay)
-                text = body["messages"][-1]["content"]
+                text = json.dumps(body["messages"][-1]["content"])  # a string, or content parts (images)
                 raw = next((v for k, v in server.raw.items() if k in text), None)
                 content_type = "application/json"
                 if raw is not None:
@@ -101,15 +101,17 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     def completion(self, body):
-        text = body["messages"][-1]["content"]
+        """One choice per ``n`` asked (choice i answers the i-th token of the matching list, cycling)."""
+        text = json.dumps(body["messages"][-1]["content"])
         top = next((v for k, v in self.answers.items() if k in text), [("Hmm", -0.1)])
         logprobs = {"content": [{"token": top[0][0], "logprob": top[0][1], "bytes": None,
                                  "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top]}]}
+        n = body.get("n") or 1
         return {
             "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "length", "logprobs": logprobs if self.logprobs else None,
-                         "message": {"role": "assistant", "content": top[0][0]}}],
-            "usage": {"prompt_tokens": 42, "completion_tokens": 1, "total_tokens": 43},
+            "choices": [{"index": i, "finish_reason": "length", "logprobs": logprobs if self.logprobs else None,
+                         "message": {"role": "assistant", "content": top[i % len(top)][0]}} for i in range(n)],
+            "usage": {"prompt_tokens": 42, "completion_tokens": n, "total_tokens": 42 + n},
         }
 
     def __enter__(self):

@@ -203,3 +203,30 @@ def test_an_api_without_logprobs_can_state_its_confidence():
                                                     "0 to 100, e.g.: positive 85")
     assert model.describe().endswith("confidence stated by the model, not measured from log-probabilities")
     assert model.identity() != OpenAIChatModel("tiny", base_url=server.base_url).identity()  # cached apart
+
+
+def test_an_api_without_logprobs_can_vote_by_self_consistency():
+    answers = {"lovely": [(" positive", 0.0), ("Positive.", 0.0), ("negative", 0.0), ("positive", 0.0), ("Hmm", 0.0)],
+               "rambling": [("Hmm", 0.0), ("I think", 0.0), ("neg", 0.0), ("no", 0.0), ("?", 0.0)]}
+    with FakeOpenAIServer(answers, logprobs=False) as server:
+        model = OpenAIChatModel("tiny", base_url=server.base_url, scoring="sampled", samples=5, cache=False,
+                                min_label_mass=0.5, price={"per_million_output": 1e6})
+        result = model.predict_proba(["a lovely film", "a rambling film"], LABELS)
+    np.testing.assert_allclose(result.proba[0], [0.25, 0.75])  # 3 of the 4 votes that name a label
+    assert result.error[1].startswith("off-label answer: only 20.00% of the next-token probability")
+    body = server.requests[0]["body"]
+    assert body["n"] == 5 and body["temperature"] == 1.0 and "logprobs" not in body
+    assert result.cost[0] == pytest.approx(5.0)  # every sample's output token is paid
+    assert "votes of 5 samples at temperature 1.0 (self-consistency)" in model.describe()
+    assert model.identity() != OpenAIChatModel("tiny", base_url=server.base_url, scoring="stated").identity()
+
+
+def test_stated_confidence_is_asked_after_an_image_part():
+    image = np.zeros((4, 4, 3), np.uint8)
+    with FakeOpenAIServer({"image_url": [("positive 90", -0.1)]}, logprobs=False) as server:
+        model = OpenAIChatModel("vision", base_url=server.base_url, scoring="stated", cache=False)
+        result = model.predict_proba([image], LABELS, modality="image")
+    assert result.ok.all() and result.proba[0, 1] == pytest.approx(0.9)
+    parts = server.requests[0]["body"]["messages"][-1]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url", "text"]
+    assert parts[-1]["text"].endswith("e.g.: positive 85")
