@@ -37,6 +37,10 @@ class CalibrationWarning(DatashuntWarning):
     """The threshold policy could not meet its goal on the validation data."""
 
 
+class DriftWarning(DatashuntWarning):
+    """Live traffic differs from the data δ was calibrated on beyond chance."""
+
+
 def require(module: str, extra: str):
     """Import ``module`` or say which extra installs it.
 

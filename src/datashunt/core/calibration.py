@@ -99,11 +99,12 @@ def choose_threshold(
     max_large_rate: float | None = None,
     target_accuracy: float | None = None,
     match_z: float = 2.0,
+    tolerance: float = 0.0,
 ) -> Choice:
     """Pick δ from a sweep.
 
     ``match_large``: the lowest large-call rate whose accuracy is above the large model's own
-    (the last row of the sweep) by ``match_z`` standard errors of the paired gap, so that a lead
+    (the last row of the sweep) minus ``tolerance`` by ``match_z`` standard errors of the paired gap, so that a lead
     that validation noise could explain does not count (``match_z=0`` takes the point estimate;
     sending everything to the large model always qualifies). ``max_large_rate``: the best
     accuracy with at most that share of items sent to the large model. ``target_accuracy``: the
@@ -127,8 +128,9 @@ def choose_threshold(
     if policy == "match_large":
         if match_z < 0:
             raise ConfigError(f"match_z must be >= 0, got {match_z!r}")
-        goal = f"accuracy >= large-only accuracy ({acc[-1]:.4f}) + {match_z:g} standard errors"
-        ok = acc - acc[-1] - match_z * sweep["gap_se"].to_numpy() >= -eps
+        within = f" - {tolerance:g}" if tolerance else ""
+        goal = f"accuracy >= large-only accuracy ({acc[-1]:.4f}){within} + {match_z:g} standard errors"
+        ok = acc - acc[-1] - match_z * sweep["gap_se"].to_numpy() >= -tolerance - eps
         pick = _lowest_rate(ok, rate)
     elif policy == "max_large_rate":
         if max_large_rate is None or not 0.0 <= max_large_rate <= 1.0:

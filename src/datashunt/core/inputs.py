@@ -44,12 +44,13 @@ def check_targets(y, n: int, who: str) -> np.ndarray:
     return y
 
 
-def training_sets(X, y, X_val, y_val, fraction: float, random_state, who: str, modality="auto"):
+def training_sets(X, y, X_val, y_val, fraction: float | None, random_state, who: str, modality="auto"):
     """``X, y, X_val, y_val`` checked, at least two classes, with a validation set to calibrate on,
     and the name of the modality the items were read as.
 
     Without ``X_val`` a share ``fraction`` of the labelled items is held out, stratified by label
-    where every class has at least two items and the held-out share can hold them all.
+    where every class has at least two items and the held-out share can hold them all;
+    ``fraction=None`` holds nothing out (cross-fitting calibrates on every labelled item).
     """
     from sklearn.model_selection import train_test_split
 
@@ -66,6 +67,8 @@ def training_sets(X, y, X_val, y_val, fraction: float, random_state, who: str, m
         batch = as_inputs(X_val, kind)
         require_valid(batch.problems, "validation inputs")
         return X, y, batch.items, check_targets(y_val, len(batch), who), kind
+    if fraction is None:
+        return X, y, X, y, kind
     stratify = y if np.unique(y, return_counts=True)[1].min() >= 2 else None
     try:
         X, X_val, y, y_val = train_test_split(X, y, test_size=fraction, random_state=random_state, stratify=stratify)

@@ -1,7 +1,7 @@
 """ShuntClassifier: the small model answers what it is sure of, the large model the rest."""
 
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
@@ -11,14 +11,16 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..backends.prompt import label_words
 from ..collab.pruning import MODES, Pruning, class_report
-from ..core.answers import answer
+from ..core import drift
+from ..core.answers import Answers, answer
 from ..core.calibration import POLICIES, choose_threshold, threshold_sweep
 from ..core.confidence import MEASURES, get_measure, max_proba
 from ..core.deciding import keeps, run_stages
+from ..core.guarantee import choose_guaranteed
 from ..core.inputs import check_targets, require_valid, training_sets
 from ..core.params import check_params
-from ..core.routes import FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
-from ..exceptions import DataError
+from ..core.routes import ASKED_LARGE, FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
+from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
 
 
@@ -55,8 +57,17 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     max_large_rate, target_accuracy : float, optional
         The goal's figure for the two policies that need one.
     match_z : float
-        ``match_large`` only: by how many standard errors of the paired validation gap the shunt
-        must lead the large model, so that a lead within validation noise does not count.
+        ``match_large`` without ``confidence_level`` only: by how many standard errors of the
+        paired validation gap the shunt must lead the large model, so that a lead within
+        validation noise does not count (a guard, not a guarantee).
+    tolerance : float
+        ``match_large`` only: how far below the large model's accuracy the shunt may be (ε).
+    confidence_level : float, optional
+        With a value (say 0.9), δ comes with a guarantee: with at least this probability over the
+        validation draw, the goal holds on new data from the same source (Learn then Test, see
+        :mod:`datashunt.core.guarantee`): accuracy at least the large model's minus
+        ``tolerance``, a large-call share within ``max_large_rate``, or accuracy at least
+        ``target_accuracy``. None keeps the point estimate (guarded by ``match_z``).
     confidence : {"max_proba", "margin", "entropy"} or callable
         How sure the small model is (:mod:`datashunt.core.confidence`).
     prompt_pruning : {None, "soft", "hard"}
@@ -75,7 +86,17 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         What an item is (:mod:`datashunt.modalities`); ``"auto"`` recognises it from the training
         data. Give ``"image"`` for image file paths, which would otherwise read as texts.
     validation_fraction : float
-        Share of the training data held out to calibrate δ when ``fit`` gets no ``X_val``.
+        Share of the training data held out to calibrate δ when ``fit`` gets no ``X_val`` (and
+        no ``cv``).
+    cv : int, optional
+        Cross-fitting: the small model's confidences for calibration come out of ``cv`` folds over
+        every labelled item (each item scored by a copy trained without it) instead of a held-out
+        share, and the small model is then trained on everything. More evidence per label for δ,
+        at the price of ``cv`` extra trainings of the small model.
+    max_calibration_calls : int, optional
+        At most this many items are asked to the large model during calibration (a sample
+        stratified by label); ``calibration_["large_calls"]`` says how many were asked and what
+        they cost.
     random_state : int, optional
         Seed of the validation split.
     progress : bool
@@ -117,6 +138,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "max_large_rate": [Interval(Real, 0, 1, closed="both"), None],
         "target_accuracy": [Interval(Real, 0, 1, closed="both"), None],
         "match_z": [Interval(Real, 0, None, closed="left")],
+        "tolerance": [Interval(Real, 0, 1, closed="left")],
+        "confidence_level": [Interval(Real, 0, 1, closed="neither"), None],
         "confidence": [StrOptions(set(MEASURES)), callable],
         "prompt_pruning": [StrOptions({m for m in MODES if m}), None],
         "pruning_level": [Interval(Real, 0, 1, closed="both")],
@@ -124,14 +147,16 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "label_names": [dict, None],
         "modality": [StrOptions(set(NAMES))],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "cv": [Interval(Integral, 2, None, closed="left"), None],
+        "max_calibration_calls": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "progress": ["boolean"],
     }
 
     def __init__(self, small, large, *, threshold="auto", policy="match_large", max_large_rate=None,
-                 target_accuracy=None, match_z=2.0, confidence="max_proba", prompt_pruning=None, pruning_level=0.9,
+                 target_accuracy=None, match_z=2.0, tolerance=0.0, confidence_level=None, confidence="max_proba", prompt_pruning=None, pruning_level=0.9,
                  pruning_cutoff=0.1, label_names=None, modality="auto",
-                 validation_fraction=0.2, random_state=None, progress=False):
+                 validation_fraction=0.2, cv=None, max_calibration_calls=None, random_state=None, progress=False):
         self.small = small
         self.large = large
         self.threshold = threshold
@@ -139,6 +164,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.max_large_rate = max_large_rate
         self.target_accuracy = target_accuracy
         self.match_z = match_z
+        self.tolerance = tolerance
+        self.confidence_level = confidence_level
         self.confidence = confidence
         self.prompt_pruning = prompt_pruning
         self.pruning_level = pruning_level
@@ -146,6 +173,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.label_names = label_names
         self.modality = modality
         self.validation_fraction = validation_fraction
+        self.cv = cv
+        self.max_calibration_calls = max_calibration_calls
         self.random_state = random_state
         self.progress = progress
 
@@ -155,8 +184,11 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         for stale in ("learnable_", "distillation_"):  # a refit starts over, without an earlier 2CD copy
             self.__dict__.pop(stale, None)
         self.check_params()
-        X, y, X_val, y_val, self.modality_ = training_sets(X, y, X_val, y_val, self.validation_fraction,
-                                                           self.random_state, "a shunt", self.modality)
+        if self.cv is not None and X_val is not None:
+            raise ConfigError("give either X_val (calibrate on it) or cv (cross-fit on the training data), not both")
+        fraction = None if self.cv is not None else self.validation_fraction
+        X, y, X_val, y_val, self.modality_ = training_sets(X, y, X_val, y_val, fraction, self.random_state,
+                                                           "a shunt", self.modality)
         self.large_ = clone(self.large)
         self.large_.check_modality(self.modality_)
         self.small_ = clone(self.small).fit(X, y)
@@ -169,9 +201,11 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                             f"(classes: {self.classes_.tolist()})")
         get_measure(self.confidence)  # fail early on an unknown measure
         self.labels_ = self._labels()
-        self._fit_pruning(X_val, y_val)
+        small_proba = self._out_of_fold(X, y) if self.cv is not None else None
+        X_val, y_val, small_proba = self._calibration_sample(X_val, y_val, small_proba)
+        self._fit_pruning(X_val, y_val, small_proba)
         if self.threshold == "auto":
-            self._calibrate(X_val, y_val)
+            self._calibrate(X_val, y_val, small_proba)
         else:
             self.threshold_ = float(self.threshold)
             self.sweep_, self.calibration_ = None, {"policy": "fixed", "threshold": self.threshold_}
@@ -189,8 +223,36 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _labels(self) -> list[str]:
         return label_words(self.classes_.tolist(), self.label_names)
 
-    def _fit_pruning(self, X_val, y_val):
-        small_pred = self.classes_[self.small_.predict_proba(X_val).argmax(axis=1)]
+    def _out_of_fold(self, X, y) -> np.ndarray:
+        """Each item's small-model probabilities from a copy trained on the other ``cv`` - 1 folds."""
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        rarest = int(np.unique(y, return_counts=True)[1].min())
+        if rarest < self.cv:
+            raise DataError(f"cv={self.cv} needs at least {self.cv} labelled items of every class; the rarest "
+                            f"has {rarest}")
+        folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
+        return cross_val_predict(clone(self.small), X, y, cv=folds, method="predict_proba")
+
+    def _calibration_sample(self, X_val, y_val, small_proba):
+        """At most ``max_calibration_calls`` validation items, stratified by label where it can be."""
+        cap = self.max_calibration_calls
+        if cap is None or len(y_val) <= cap:
+            return X_val, y_val, small_proba
+        from sklearn.model_selection import train_test_split
+
+        index = np.arange(len(y_val))
+        stratify = y_val if np.unique(y_val, return_counts=True)[1].min() >= 2 else None
+        try:
+            index, _ = train_test_split(index, train_size=cap, stratify=stratify, random_state=self.random_state)
+        except ValueError:  # more classes than the cap can stratify
+            index, _ = train_test_split(index, train_size=cap, random_state=self.random_state)
+        index = np.sort(index)
+        return X_val[index], y_val[index], None if small_proba is None else small_proba[index]
+
+    def _fit_pruning(self, X_val, y_val, small_proba=None):
+        small_proba = self.small_.predict_proba(X_val) if small_proba is None else small_proba
+        small_pred = self.classes_[small_proba.argmax(axis=1)]
         self.class_report_ = class_report(y_val, small_pred, self.classes_, self.pruning_level)
         self._fit_pruning_from_report()
 
@@ -198,28 +260,40 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         excelled = tuple(int(j) for j in np.flatnonzero(self.class_report_["excels"].to_numpy()))
         self.pruning_ = Pruning(self.prompt_pruning, excelled, self.pruning_cutoff) if self.prompt_pruning else None
 
-    def _calibrate(self, X_val, y_val):
-        routing = self._route(X_val, threshold=np.inf)  # the large model sees every validation item
+    def _calibrate(self, X_val, y_val, small_proba=None):
+        routing = self._route(X_val, threshold=np.inf, small_proba=small_proba)  # the large model sees them all
         small_pred = self.classes_[routing.small_proba.argmax(axis=1)]
         large_pred = self.classes_[routing.proba.argmax(axis=1)]
         large_cost = self.large_.price_of(routing.prompt_tokens)
-        self.sweep_ = threshold_sweep(routing.confidence_small, small_pred == y_val, large_pred == y_val, large_cost)
-        choice = choose_threshold(self.sweep_, self.policy, max_large_rate=self.max_large_rate,
-                                  target_accuracy=self.target_accuracy, match_z=self.match_z)
+        small_ok, large_ok = small_pred == y_val, large_pred == y_val
+        self.sweep_ = threshold_sweep(routing.confidence_small, small_ok, large_ok, large_cost)
+        if self.confidence_level is None:
+            choice = choose_threshold(self.sweep_, self.policy, max_large_rate=self.max_large_rate,
+                                      target_accuracy=self.target_accuracy, match_z=self.match_z,
+                                      tolerance=self.tolerance)
+        else:
+            choice = choose_guaranteed(routing.confidence_small, small_ok, large_ok, self.policy,
+                                       confidence_level=self.confidence_level, tolerance=self.tolerance,
+                                       max_large_rate=self.max_large_rate, target_accuracy=self.target_accuracy)
         self.threshold_ = choice.threshold
-        row = self.sweep_.iloc[choice.row]
+        kept = keeps(routing.confidence_small, self.threshold_)
         self.calibration_ = {
             "policy": self.policy, "goal": choice.goal, "goal_met": choice.met, "threshold": self.threshold_,
-            "n_validation": int(len(y_val)), "accuracy": float(row["accuracy"]),
-            "large_rate": float(row["large_rate"]), "small_accuracy": float(self.sweep_["accuracy"].iloc[0]),
-            "large_accuracy": float(self.sweep_["accuracy"].iloc[-1]),
+            "n_validation": int(len(y_val)), "accuracy": float(np.where(kept, small_ok, large_ok).mean()),
+            "large_rate": float(1 - kept.mean()), "small_accuracy": float(small_ok.mean()),
+            "large_accuracy": float(large_ok.mean()),
             "large_failures": int(sum(f is not None for f in routing.flag)),
+            "large_calls": {"asked": int(len(y_val)), "paid": int((~routing.cached).sum()),
+                            "cost": float(routing.cost.sum())},
+            "cross_fitted": self.cv is not None,
+            "drift_reference": drift.reference(routing.confidence_small, self.threshold_),
         }
 
     # -- inference -----------------------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities: the small model's where it answered, the large model's elsewhere."""
         routing = self._route_checked(X)
+        self._drift(routing)
         return routing.proba
 
     def predict(self, X) -> np.ndarray:
@@ -230,8 +304,11 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def route(self, X) -> pd.DataFrame:
         """One record per item: route taken, confidences, label, cost, prompt tokens, whether cached, and a flag.
 
-        ``route`` is ``small``, ``learnable`` (the copy trained by :meth:`distill`), ``large``, ``fallback`` (the large model failed, the small model's
-        answer is used and ``flag`` says why) or ``invalid`` (no answer; ``flag`` says why).
+        ``route`` is ``small``, ``learnable`` (the copy trained by :meth:`distill`), ``large``,
+        ``fallback`` (the large model failed, the small model's answer is used and ``flag`` says
+        why) or ``invalid`` (no answer; ``flag`` says why). ``table.attrs["drift"]`` compares the
+        batch with the calibration data (:func:`datashunt.core.drift.check`; a
+        :class:`~datashunt.exceptions.DriftWarning` when it differs beyond chance), or is None.
         """
         check_is_fitted(self, "threshold_")
         batch = as_inputs(X, self.modality_)
@@ -239,11 +316,16 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         ok = ~np.isnan(routing.proba).any(axis=1)
         labels = np.empty(len(ok), dtype=object)
         labels[ok] = self.classes_[routing.proba[ok].argmax(axis=1)]
-        return pd.DataFrame({
+        table = pd.DataFrame({
             "route": routing.route, "confidence_small": routing.confidence_small,
             "confidence_large": routing.confidence_large, "label": labels, "cost": routing.cost,
             "prompt_tokens": routing.prompt_tokens, "cached": routing.cached, "flag": routing.flag,
         })
+        table.attrs["drift"] = self._drift(routing)
+        return table
+
+    def _drift(self, routing: Routing) -> dict | None:
+        return drift.check(self.calibration_.get("drift_reference"), routing.confidence_small, self.threshold_)
 
     def distill(self, X_pool, *, X_train=None, y_train=None, X_val=None, y_val=None, epochs=None):
         """One round of 2-Stage Confidence Distillation over unlabeled inputs (see :mod:`datashunt.collab.distill`).
@@ -260,18 +342,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         batch = as_inputs(X_pool, self.modality_)
         ok = batch.valid
         inputs = batch.items[ok]
-        proba_s1 = self.small_.predict_proba(inputs)
-        conf_s1 = np.asarray(get_measure(self.confidence)(proba_s1), dtype=float)
-        unsure = np.flatnonzero(~keeps(conf_s1, self.threshold_))
-        proba_large = np.full_like(proba_s1, np.nan)
-        paid = 0.0
-        if len(unsure):
-            pruning = self.pruning_.prompt_args(proba_s1[unsure], self.labels_) if self.pruning_ else {}
-            result = self.large_.predict_proba(inputs[unsure], self.labels_, progress=self.progress,
-                                               modality=self.modality_, **pruning)
-            proba_large[unsure] = result.proba
-            paid = float(result.cost.sum())
-        targets = two_stage_targets(proba_s1, conf_s1, proba_large, self.threshold_)
+        routing = self._route(inputs, specific_only=True)  # the large model answers what s1 is unsure of
+        proba_large = np.where((routing.route == LARGE)[:, None], routing.proba, np.nan)
+        targets = two_stage_targets(routing.small_proba, routing.confidence_small, proba_large, self.threshold_)
         self.learnable_ = learn(getattr(self, "learnable_", None), self.small_, inputs, targets, self.classes_,
                                 epochs=epochs, X_train=X_train, y_train=y_train)
         if X_val is not None:
@@ -281,7 +354,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.distillation_ = {
             "n_pool": int(len(inputs)), "n_skipped_invalid": int((~ok).sum()),
             "n_from_small": int(targets.from_small.sum()), "n_from_large": int(targets.from_large.sum()),
-            "n_large_asked": int(len(unsure)), "large_cost": paid, "threshold": self.threshold_,
+            "n_large_asked": int(np.isin(routing.route, ASKED_LARGE).sum()), "large_cost": float(routing.cost.sum()),
+            "threshold": self.threshold_,
         }
         return self
 
@@ -291,9 +365,10 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         require_valid(batch.problems)
         return self._route(batch.items)
 
-    def _route(self, inputs, problems=None, threshold=None) -> Routing:
+    def _route(self, inputs, problems=None, threshold=None, specific_only=False, small_proba=None) -> Routing:
         """Two stages on the cascade engine: the small model (the surer of the specific one and its
-        2CD copy), then the large model, prompted with Prompt Pruning from the specific one."""
+        2CD copy, or the specific one alone, or the given ``small_proba``), then the large model,
+        prompted with Prompt Pruning from the specific one."""
         threshold = self.threshold_ if threshold is None else threshold
         n, k = len(inputs), len(self.classes_)
         valid = np.ones(n, bool) if problems is None else np.array([p is None for p in problems], bool)
@@ -307,9 +382,14 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 return answer(self.large_, inputs[rows], self.classes_, self.labels_, max_proba, self.progress,
                               self.modality_, **pruning)
             x = inputs[rows] if len(rows) < n else inputs
+            if small_proba is not None:  # out-of-fold answers, from cross-fitting
+                got = Answers.empty(len(rows), k)
+                got.proba, got.confidence = small_proba[rows], np.asarray(measure(small_proba[rows]), dtype=float)
+                specific[rows] = got.proba
+                return got
             got = answer(self.small_, x, self.classes_, self.labels_, measure)
             specific[rows] = got.proba
-            if getattr(self, "learnable_", None) is not None:  # 2CD: the surer of the two small models answers
+            if getattr(self, "learnable_", None) is not None and not specific_only:  # 2CD: the surer of the two small models answers
                 copy = answer(self.learnable_, x, self.classes_, self.labels_, measure)
                 better = copy.confidence > got.confidence
                 got.proba[better], got.confidence[better] = copy.proba[better], copy.confidence[better]

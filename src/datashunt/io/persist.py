@@ -176,7 +176,7 @@ def _check_meta(meta, path) -> None:
     _check_keys(meta, META_TYPES, "", fail)
     if isinstance(meta["threshold"], bool) or meta["threshold"] != meta["threshold"]:
         fail(f"threshold must be a number, got {meta['threshold']!r}")
-    _older_params(meta["params"])
+    _older_params(meta["params"], ShuntClassifier._get_param_names())
     _check_keys(meta["params"], dict.fromkeys(set(ShuntClassifier._get_param_names()) - {"small", "large"}, object),
                 "params.", fail)
     _check_keys(meta["large"], {"backend": str, "options": dict}, "large.", fail)
@@ -195,10 +195,15 @@ def _check_meta(meta, path) -> None:
              "excels true or false)")
 
 
-def _older_params(params) -> None:
-    """Fill in parameters added since format 1 was first written (folders saved before them)."""
+def _older_params(params, names) -> None:
+    """Fill in parameters added since format 1 was first written (folders saved before them hold
+    none of these, and behave as they did then)."""
+    added = {"modality": "auto", "confidence_level": None, "tolerance": 0.0, "cv": None,
+             "max_calibration_calls": None}
     if isinstance(params, dict):
-        params.setdefault("modality", "auto")  # before modalities: recognised from the items, as then
+        for name, value in added.items():
+            if name in names:
+                params.setdefault(name, value)
 
 
 def _check_keys(record: dict, types: dict, prefix: str, fail) -> None:
@@ -309,7 +314,7 @@ def _load_cascade(folder: Path, large_options, trust: bool, trusted):
         fail(f"unsupported format {meta.get('format') if isinstance(meta, dict) else meta!r}")
     _check_keys(meta, {"format": int, "datashunt_version": str, "params": dict, "classes": list, "stages": list,
                        "calibration": dict, "thresholds": list}, "", fail)
-    _older_params(meta["params"])
+    _older_params(meta["params"], Cascade._get_param_names())
     _check_keys(meta["params"], dict.fromkeys(set(Cascade._get_param_names()) - {"stages"}, object), "params.", fail)
     classes = meta["classes"]
     if not classes or not all(type(c) in (str, int, float) for c in classes) or len(set(classes)) != len(classes):

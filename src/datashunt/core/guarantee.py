@@ -1,0 +1,232 @@
+"""Thresholds with a stated guarantee: Learn-then-Test over the paired disagreements.
+
+The point estimate picks the cheapest δ whose validation accuracy matches the large model's and
+so lands below it on about half of new data (the winner's curse). :func:`guaranteed_match`
+instead returns the cheapest δ for which, with probability at least ``1 - alpha`` over the draw
+of the validation set, the routed accuracy on the source the validation items came from is at
+least the large model's minus ``epsilon``.
+
+Method: Learn then Test (Angelopoulos, Bates, Candès, Jordan, Lei, 2021, arXiv:2110.01052) with
+fixed-sequence testing: candidate thresholds are tested from the safest (everything to the large
+model) to the cheapest, each at level ``alpha``, and testing stops at the first that cannot be
+certified, so the family-wise error stays at ``alpha`` without a multiplicity correction.
+Each test is exact and finite-sample. The shunt differs from the large model only on items the
+small model keeps *and* answers differently: a loss (small wrong, large right, probability
+``p_L``) or a win (``p_W``). The null hypothesis "accuracy below the large model's by more than
+ε" is ``p_L - p_W > ε``. With ``m`` disagreements among ``n`` items, the share of losses among
+them is exactly binomial given ``m`` (Clopper–Pearson upper bound ``q⁺`` at level ``0.9 alpha``),
+and ``m`` is binomial in ``n`` (upper bound ``d⁺`` on ``p_L + p_W`` at ``0.1 alpha``); under the
+null ``q ≥ 1/2 + ε / (2 (p_L + p_W))``, so δ is certified when ``q⁺ < 1/2 + ε / (2 d⁺)`` (a union
+bound keeps the level at ``alpha``).
+
+The budget and target policies use the same fixed-sequence scheme with exact binomial bounds on
+the share of items sent on (:func:`guaranteed_budget`) and on the routed accuracy
+(:func:`guaranteed_target`).
+
+Assumption: the validation items and the future ones are exchangeable (drawn from the same
+source); the guarantee says nothing about drift, which :mod:`datashunt` checks separately.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import beta
+
+from ..exceptions import CalibrationWarning, ConfigError
+
+SHARE_FOR_RATIO = 0.9  # of alpha: spent on the share of losses among the disagreements; the rest on their rate
+
+
+def binomial_upper(k, n, level: float) -> np.ndarray:
+    """Exact (Clopper–Pearson) one-sided upper confidence bound for a binomial proportion.
+
+    Examples
+    --------
+    >>> float(binomial_upper(0, 100, 0.05).round(4))
+    0.0295
+    """
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = beta.ppf(1 - level, k + 1, n - k)
+    return np.where(k >= n, 1.0, np.where(n > 0, bound, 1.0))
+
+
+def certified(losses, wins, n: int, epsilon: float, alpha: float) -> np.ndarray:
+    """Whether each (losses, wins) count rejects "accuracy below the large model's by more than ε" at level α.
+
+    Examples
+    --------
+    >>> certified([0, 30], [0, 30], 1000, epsilon=0.02, alpha=0.1).tolist()  # 30 losses and 30 wins in 1000
+    [True, True]
+    >>> certified([0, 30], [0, 30], 1000, epsilon=0.005, alpha=0.1).tolist()  # too close to tell
+    [True, False]
+    """
+    losses, wins = np.asarray(losses), np.asarray(wins)
+    m = losses + wins
+    ratio_up = binomial_upper(losses, m, SHARE_FOR_RATIO * alpha)
+    rate_up = binomial_upper(m, n, (1 - SHARE_FOR_RATIO) * alpha)
+    with np.errstate(divide="ignore"):
+        bar = np.where(rate_up > 0, 0.5 + epsilon / (2 * rate_up), np.inf)
+    # no disagreement at all: the shunt equals the large model on these items whatever happens
+    return (m == 0) | (ratio_up < bar)
+
+
+@dataclass(frozen=True)
+class Guaranteed:
+    """The chosen threshold, the candidates tested in order, and how many were certified."""
+
+    threshold: float
+    large_rate: float
+    n_certified: int
+    candidates: np.ndarray
+
+
+def guaranteed_match(confidence, small_correct, large_correct, *, epsilon: float = 0.0, alpha: float = 0.1,
+                     n_candidates: int = 50) -> Guaranteed:
+    """The cheapest δ whose routed accuracy is at least the large model's minus ``epsilon``, with
+    probability at least ``1 - alpha`` over the validation draw (see the module docstring).
+
+    Candidates (see :data:`GRID`) are tested from the highest down; returns δ = +inf
+    (everything to the large model) when none is certified.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> c = rng.uniform(size=2000)
+    >>> small = rng.uniform(size=2000) < 0.5 + 0.5 * c      # surer is righter
+    >>> large = rng.uniform(size=2000) < 0.9
+    >>> g = guaranteed_match(c, small, large, epsilon=0.01, alpha=0.1)
+    >>> 0 < g.large_rate < 1
+    True
+    """
+    c, small_correct, large_correct = _check(confidence, small_correct, large_correct, epsilon, alpha)
+    n = len(c)
+    candidates = _candidates(c, n_candidates)
+    kept = c[None, :] >= candidates[:, None]
+    ok = certified((kept & ~small_correct & large_correct).sum(axis=1), (kept & small_correct & ~large_correct).sum(axis=1),
+                   n, epsilon, alpha)
+    n_ok = _fixed_sequence(ok)
+    threshold = float(candidates[n_ok - 1]) if n_ok else np.inf
+    return Guaranteed(threshold, float(np.mean(c < threshold)), n_ok, candidates)
+
+
+def guaranteed_target(confidence, small_correct, large_correct, *, target: float, alpha: float = 0.1,
+                      n_candidates: int = 50) -> Guaranteed:
+    """The cheapest δ whose routed accuracy is at least ``target`` with probability ``1 - alpha``.
+
+    Candidates are tested from everything-to-the-large-model down, each by the exact lower
+    confidence bound of its validation accuracy; δ = +inf (all to the large model) when none
+    passes, which meets the target only if the large model does.
+
+    Examples
+    --------
+    >>> c = np.linspace(0, 1, 1000)
+    >>> g = guaranteed_target(c, c > 0.3, np.ones(1000, bool), target=0.95, alpha=0.1)
+    >>> 0.25 < g.large_rate < 0.3  # 25% would reach 0.95 exactly; the bound asks for a little more
+    True
+    """
+    c, small_correct, large_correct = _check(confidence, small_correct, large_correct, 0.0, alpha)
+    n = len(c)
+    candidates = _candidates(c, n_candidates)
+    kept = c[None, :] >= candidates[:, None]
+    right = np.where(kept, small_correct[None, :], large_correct[None, :]).sum(axis=1)
+    ok = 1 - binomial_upper(n - right, n, alpha) >= target
+    n_ok = _fixed_sequence(ok)
+    threshold = float(candidates[n_ok - 1]) if n_ok else np.inf
+    return Guaranteed(threshold, float(np.mean(c < threshold)), n_ok, candidates)
+
+
+def guaranteed_budget(confidence, small_correct, large_correct, *, max_large_rate: float, alpha: float = 0.1,
+                      n_candidates: int = 50) -> Guaranteed:
+    """The most accurate δ (on validation) among those whose share of items sent to the large
+    model stays within ``max_large_rate`` on new data, with probability ``1 - alpha``.
+
+    Candidates are tested from nothing-to-the-large-model up, each by the exact upper confidence
+    bound of its share; δ = -inf (nothing sent) when none passes.
+
+    Examples
+    --------
+    >>> c = np.linspace(0, 1, 1000)
+    >>> g = guaranteed_budget(c, c > 0.5, np.ones(1000, bool), max_large_rate=0.3, alpha=0.1)
+    >>> g.large_rate <= 0.3
+    True
+    """
+    c, small_correct, large_correct = _check(confidence, small_correct, large_correct, 0.0, alpha)
+    n = len(c)
+    candidates = _candidates(c, n_candidates)[::-1]  # cheapest (safest for a budget) first
+    sent = c[None, :] < candidates[:, None]
+    ok = binomial_upper(sent.sum(axis=1), n, alpha) <= max_large_rate
+    n_ok = _fixed_sequence(ok)
+    if not n_ok:
+        return Guaranteed(-np.inf, 0.0, 0, candidates)
+    right = np.where(sent[:n_ok], large_correct[None, :], small_correct[None, :]).sum(axis=1)
+    best = int(np.flatnonzero(right == right.max())[-1])  # ties: the one sending most, still within budget
+    return Guaranteed(float(candidates[best]), float(sent[best].mean()), n_ok, candidates)
+
+
+def _check(confidence, small_correct, large_correct, epsilon, alpha):
+    c = np.asarray(confidence, dtype=float)
+    small_correct, large_correct = np.asarray(small_correct, bool), np.asarray(large_correct, bool)
+    n = len(c)
+    if n == 0 or len(small_correct) != n or len(large_correct) != n or np.isnan(c).any():
+        raise ConfigError("guaranteed calibration needs confidences (no NaN) and correctness for the same, "
+                          "non-empty items")
+    if not 0 <= epsilon < 1 or not 0 < alpha < 1:
+        raise ConfigError(f"the tolerance must be in [0, 1) and alpha in (0, 1), got {epsilon} and {alpha}")
+    return c, small_correct, large_correct
+
+
+#: Thresholds tested for confidences in [0, 1] (every built-in measure): fixed before any data is
+#: seen, as fixed-sequence testing requires; fine near 1, where confident models put most items.
+GRID = np.unique(np.concatenate([np.linspace(0, 1, 101), 1 - np.logspace(-6, -1, 51)]))
+
+
+def _candidates(c, n_candidates: int) -> np.ndarray:
+    """The thresholds to test, highest (safest) first: :data:`GRID` for confidences in [0, 1],
+    else ``n_candidates`` quantiles of the confidences (for a custom scale; the order then depends
+    on the validation confidences, though not on correctness, so the guarantee is approximate)."""
+    if c.min() >= 0 and c.max() <= 1:
+        return GRID[::-1]
+    return np.unique(np.quantile(c, np.linspace(0, 1, n_candidates + 1)[1:]))[::-1]
+
+
+def _fixed_sequence(ok) -> int:
+    """How many hypotheses fixed-sequence testing rejects: all up to the first that is not."""
+    ok = np.asarray(ok, dtype=bool)
+    return len(ok) if ok.all() else int(np.argmin(ok))
+
+
+def choose_guaranteed(confidence, small_correct, large_correct, policy: str, *, confidence_level: float,
+                      tolerance: float = 0.0, max_large_rate=None, target_accuracy=None):
+    """δ for a shunt policy with a guarantee at ``confidence_level``, as a :class:`~datashunt.core.calibration.Choice`.
+
+    ``row`` is -1 (the guaranteed thresholds are quantiles of the confidences, not sweep rows);
+    ``met`` is False, with a warning, when no candidate could be certified.
+    """
+    from .calibration import POLICIES, Choice
+
+    alpha = 1 - confidence_level
+    level = f"with probability >= {confidence_level:g} (Learn then Test)"
+    if policy == "match_large":
+        found = guaranteed_match(confidence, small_correct, large_correct, epsilon=tolerance, alpha=alpha)
+        goal = f"accuracy >= large-only accuracy{f' - {tolerance:g}' if tolerance else ''} {level}"
+    elif policy == "max_large_rate":
+        if max_large_rate is None or not 0.0 <= max_large_rate <= 1.0:
+            raise ConfigError(f"policy 'max_large_rate' needs max_large_rate in [0, 1], got {max_large_rate!r}")
+        found = guaranteed_budget(confidence, small_correct, large_correct, max_large_rate=max_large_rate, alpha=alpha)
+        goal = f"large-call rate <= {max_large_rate:.4f} {level}"
+    elif policy == "target_accuracy":
+        if target_accuracy is None or not 0.0 <= target_accuracy <= 1.0:
+            raise ConfigError(f"policy 'target_accuracy' needs target_accuracy in [0, 1], got {target_accuracy!r}")
+        found = guaranteed_target(confidence, small_correct, large_correct, target=target_accuracy, alpha=alpha)
+        goal = f"accuracy >= {target_accuracy:.4f} {level}"
+    else:
+        raise ConfigError(f"unknown threshold policy {policy!r}; choose one of {list(POLICIES)}")
+    met = found.n_certified > 0
+    if not met:
+        fallback = "everything to the large model" if found.threshold > 0 else "nothing to the large model"
+        warnings.warn(f"no threshold could be certified for '{goal}' on {len(np.asarray(confidence))} validation "
+                      f"items; using {fallback}. More validation data, or a larger tolerance, gives the test "
+                      "more to go on", CalibrationWarning, stacklevel=3)
+    return Choice(found.threshold, -1, goal, met)

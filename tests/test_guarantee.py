@@ -1,0 +1,114 @@
+"""Guaranteed thresholds: exact tests, fixed-sequence order, the promise kept on known populations."""
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from fakes import FakeLargeModel
+
+from datashunt import ShuntClassifier
+from datashunt.backends.replay import ReplayModel
+from datashunt.core.guarantee import (
+    binomial_upper,
+    certified,
+    choose_guaranteed,
+    guaranteed_budget,
+    guaranteed_match,
+    guaranteed_target,
+)
+from datashunt.exceptions import CalibrationWarning, ConfigError
+from datashunt.io.persist import load, save
+from datashunt.small import make_small
+
+
+def test_binomial_upper_bound_is_exact_clopper_pearson():
+    assert binomial_upper(0, 10, 0.1) == pytest.approx(1 - 0.1 ** (1 / 10))
+    assert binomial_upper(10, 10, 0.1) == 1.0 and binomial_upper(0, 0, 0.1) == 1.0
+
+
+def test_more_losses_than_wins_is_never_certified_and_no_disagreement_always_is():
+    assert certified(0, 0, 100, epsilon=0.0, alpha=0.1)
+    assert not certified(20, 5, 1000, epsilon=0.0, alpha=0.1)
+    assert certified(2, 40, 1000, epsilon=0.0, alpha=0.1)  # far more wins: the shunt leads for sure
+
+
+def test_fixed_sequence_stops_at_the_first_threshold_it_cannot_certify():
+    # confident items: the small model is right; a middle band where it is always wrong; then right again
+    c = np.linspace(0, 1, 2000)
+    small = (c > 0.6) | (c < 0.4)
+    large = np.ones(2000, bool)
+    found = guaranteed_match(c, small, large, epsilon=0.0, alpha=0.1)
+    assert found.threshold >= 0.6 - 1e-9  # the band stops the sequence; the cheap region below it is never reached
+    assert found.large_rate == pytest.approx(np.mean(c < found.threshold))
+
+
+def test_guarantee_holds_on_a_population_with_known_truth():
+    """Over many validation draws, δ breaks "accuracy >= large - ε" on the population at most α of the time."""
+    rng = np.random.default_rng(0)
+    alpha, epsilon, violations, draws = 0.2, 0.005, 0, 150
+    grid = np.linspace(0.5, 1, 5001)
+    small_p, large_p = lambda c: 0.3 + 0.7 * c, lambda c: 0.9 + 0 * c  # small better only above c ≈ 0.86
+    for _ in range(draws):
+        c = rng.uniform(0.5, 1, 800)
+        found = guaranteed_match(c, rng.uniform(size=800) < small_p(c), rng.uniform(size=800) < large_p(c),
+                                 epsilon=epsilon, alpha=alpha)
+        kept = grid >= found.threshold
+        true_gap = np.mean(np.where(kept, small_p(grid) - large_p(grid), 0.0))
+        violations += true_gap < -epsilon
+    assert violations / draws <= alpha
+
+
+def test_budget_and_target_guarantees_choose_within_their_bounds():
+    rng = np.random.default_rng(1)
+    c = rng.uniform(size=3000)
+    small, large = rng.uniform(size=3000) < c, rng.uniform(size=3000) < 0.95
+    budget = guaranteed_budget(c, small, large, max_large_rate=0.3, alpha=0.1)
+    assert budget.large_rate <= 0.3 and budget.n_certified > 0
+    target = guaranteed_target(c, small, large, target=0.85, alpha=0.1)
+    routed = np.where(c >= target.threshold, small, large).mean()
+    assert routed >= 0.85 and 0 < target.large_rate < 1
+
+
+def test_nothing_certified_warns_and_sends_everything_to_the_large_model():
+    c = np.linspace(0, 1, 50)
+    with pytest.warns(CalibrationWarning, match="no threshold could be certified"):
+        choice = choose_guaranteed(c, np.zeros(50, bool), np.ones(50, bool), "target_accuracy",
+                                   confidence_level=0.9, target_accuracy=0.99)
+    assert choice.threshold == np.inf and not choice.met
+    with pytest.raises(ConfigError, match="needs max_large_rate"):
+        choose_guaranteed(c, c > 0.5, c > 0, "max_large_rate", confidence_level=0.9)
+    with pytest.raises(ConfigError, match="alpha in"):
+        guaranteed_match(c, c > 0.5, c > 0, alpha=1.5)
+
+
+def test_shunt_with_confidence_level_states_its_guarantee_and_saves_it(sentiment, tmp_path):
+    texts, labels = sentiment
+    flip = {"positive": "negative", "negative": "positive"}
+    answers = [flip[y] if i % 30 == 0 else y for i, y in enumerate(labels)]  # the large model is 97% right
+    table = tmp_path / "answers.csv"
+    pd.DataFrame({"id": texts, "prediction": answers}).to_csv(table, index=False)
+    shunt = ShuntClassifier(make_small("tfidf"), ReplayModel(str(table)), confidence_level=0.9, tolerance=0.02,
+                            random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)
+        shunt.fit(texts, labels)
+    goal = shunt.calibration_["goal"]
+    assert goal == "accuracy >= large-only accuracy - 0.02 with probability >= 0.9 (Learn then Test)"
+    assert shunt.calibration_["goal_met"] and shunt.calibration_["large_rate"] < 1
+    assert shunt.calibration_["accuracy"] >= shunt.calibration_["large_accuracy"] - 0.02
+    folder = save(shunt, tmp_path / "m")
+    loaded = load(folder, large_options={"table": str(table)})
+    assert loaded.confidence_level == 0.9 and loaded.threshold_ == shunt.threshold_
+    meta = json.loads((folder / "shunt.json").read_text())
+    del meta["params"]["confidence_level"], meta["params"]["tolerance"]  # written before guarantees existed
+    (folder / "shunt.json").write_text(json.dumps(meta))
+    assert load(folder, large_options={"table": str(table)}).confidence_level is None
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, 1.5, "high"])
+def test_bad_confidence_level_is_refused_at_fit(sentiment, bad):
+    texts, labels = sentiment
+    with pytest.raises(ConfigError, match="confidence_level"):
+        ShuntClassifier(make_small("tfidf"), FakeLargeModel(), confidence_level=bad).fit(texts, labels)
