@@ -1,4 +1,5 @@
-"""How often a calibrated δ keeps Data Shunt at or above the LLM on unseen items, by ``match_z``.
+"""How often a calibrated δ keeps Data Shunt at or above the LLM on unseen items: by ``match_z``,
+and with a guarantee (``confidence_level``, ``tolerance``: Learn then Test).
 
 Uses only the core benchmark's validation split (VADER movies, same seed): the small model is
 trained on the training split, the LLM answers every validation sentence (from the call cache
@@ -21,6 +22,7 @@ from datashunt import ShuntClassifier
 from datashunt.backends.llama_cpp import LlamaCppModel
 from datashunt.cli import DEMO_INSTRUCTION
 from datashunt.core.calibration import choose_threshold, threshold_sweep
+from datashunt.core.guarantee import guaranteed_match
 from datashunt.small import make_small
 
 
@@ -37,23 +39,39 @@ def validation_outcomes(small, model, seed, n_val, n_test):
     return routes["confidence_small"].to_numpy(), small_right, routes["label"].to_numpy() == y
 
 
+GUARANTEES = [(0.9, 0.0), (0.9, 0.005), (0.9, 0.01), (0.8, 0.005)]  # (confidence_level, tolerance)
+
+
 def split_half(confidence, small_right, large_right, z_values, repeats, seed):
     rng = np.random.default_rng(seed)
     n = len(confidence)
-    out = {z: {"gap": [], "large_rate": []} for z in z_values}
+    methods = [("match_z", z, 0.0) for z in z_values] + [("guaranteed", level, eps) for level, eps in GUARANTEES]
+    out = {m: {"gap": [], "large_rate": []} for m in methods}
     for _ in range(repeats):
         order = rng.permutation(n)
         fit, judge = order[: n // 2], order[n // 2:]
         sweep = threshold_sweep(confidence[fit], small_right[fit], large_right[fit])
-        for z in z_values:
-            delta = choose_threshold(sweep, "match_large", match_z=z).threshold
+        for method in methods:
+            kind, value, eps = method
+            if kind == "match_z":
+                delta = choose_threshold(sweep, "match_large", match_z=value).threshold
+            else:
+                delta = guaranteed_match(confidence[fit], small_right[fit], large_right[fit], epsilon=eps,
+                                         alpha=1 - value).threshold
             to_large = confidence[judge] < delta
             shunt_right = np.where(to_large, large_right[judge], small_right[judge])
-            out[z]["gap"].append(shunt_right.mean() - large_right[judge].mean())
-            out[z]["large_rate"].append(to_large.mean())
-    return [{"match_z": z, "mean_gap": float(np.mean(r["gap"])), "share_below_llm": float(np.mean(np.array(r["gap"]) < 0)),
-             "gap_5th_percentile": float(np.percentile(r["gap"], 5)), "mean_large_rate": float(np.mean(r["large_rate"]))}
-            for z, r in out.items()]
+            out[method]["gap"].append(shunt_right.mean() - large_right[judge].mean())
+            out[method]["large_rate"].append(to_large.mean())
+    rows = []
+    for (kind, value, eps), r in out.items():
+        gap = np.array(r["gap"])
+        row = {"method": kind, "match_z": value} if kind == "match_z" else {
+            "method": kind, "confidence_level": value, "tolerance": eps,
+            "share_below_tolerance": float(np.mean(gap < -eps - 1e-12))}
+        rows.append(row | {"mean_gap": float(gap.mean()), "share_below_llm": float(np.mean(gap < 0)),
+                           "gap_5th_percentile": float(np.percentile(gap, 5)),
+                           "mean_large_rate": float(np.mean(r["large_rate"]))})
+    return rows
 
 
 def main():

@@ -56,8 +56,34 @@ def calibration_table(result: dict) -> str:
              "| sent to the LLM (mean) |", "|---|---|---|---|---|---|"]
     for name, rows in result["small"].items():
         for r in rows:
-            lines.append(f"| {name} | {r['match_z']:g} | {r['mean_gap']:+.4f} | {r['gap_5th_percentile']:+.4f} | "
-                         f"{r['share_below_llm']:.0%} | {r['mean_large_rate']:.1%} |")
+            if r.get("method", "match_z") == "match_z":
+                lines.append(f"| {name} | {r['match_z']:g} | {r['mean_gap']:+.4f} | {r['gap_5th_percentile']:+.4f} | "
+                             f"{r['share_below_llm']:.0%} | {r['mean_large_rate']:.1%} |")
+    guaranteed = [(name, r) for name, rows in result["small"].items() for r in rows if r.get("method") == "guaranteed"]
+    if guaranteed:
+        lines += ["", "| small model | `confidence_level` | `tolerance` | shunt − LLM on the other half (mean) | "
+                  "5th percentile | halves below the LLM − tolerance (promise broken) | sent to the LLM (mean) |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, r in guaranteed:
+            lines.append(f"| {name} | {r['confidence_level']:g} | {r['tolerance']:g} | {r['mean_gap']:+.4f} | "
+                         f"{r['gap_5th_percentile']:+.4f} | {r['share_below_tolerance']:.0%} | "
+                         f"{r['mean_large_rate']:.1%} |")
+    return "\n".join(lines)
+
+
+def guarantee_table(result: dict) -> str:
+    """Violation rate and share sent to the large model, per setting, method, alpha and epsilon."""
+    lines = [f"`{result['command']}` (seed {result['seed']}; {result['draws']} validation draws of "
+             f"{result['n_validation']} items per setting)", "",
+             "| setting | ε | method | α | violation rate | bar (α + 0.01) | sent to large (mean) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(result["simulation"], key=lambda r: (result["settings"].index(r["setting"]), r["epsilon"],
+                                                         r["method"] != "point_estimate", r["method"],
+                                                         r["alpha"] or 0)):
+        alpha = "" if r["alpha"] is None else f"{r['alpha']:g}"
+        bar = "" if r["alpha"] is None else ("met" if r["violation_rate"] <= r["alpha"] + 0.01 else "**missed**")
+        lines.append(f"| {r['setting']} | {r['epsilon']:g} | {r['method']} | {alpha} | {r['violation_rate']:.1%} | "
+                     f"{bar} | {r['large_share']:.1%} |")
     return "\n".join(lines)
 
 
@@ -182,6 +208,10 @@ def main():
     if calibration.is_file():
         print()
         print(calibration_table(json.loads(calibration.read_text())))
+    guarantee = RESULTS / "guarantee.json"
+    if guarantee.is_file():
+        print()
+        print(guarantee_table(json.loads(guarantee.read_text())))
     overhead = RESULTS / "overhead.json"
     if overhead.is_file():
         print()

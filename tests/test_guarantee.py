@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from fakes import FakeLargeModel
 
-from datashunt import ShuntClassifier
+from datashunt import Cascade, ShuntClassifier
 from datashunt.backends.replay import ReplayModel
 from datashunt.core.guarantee import (
     binomial_upper,
@@ -112,3 +112,25 @@ def test_bad_confidence_level_is_refused_at_fit(sentiment, bad):
     texts, labels = sentiment
     with pytest.raises(ConfigError, match="confidence_level"):
         ShuntClassifier(make_small("tfidf"), FakeLargeModel(), confidence_level=bad).fit(texts, labels)
+
+
+def test_cascade_with_confidence_level_shares_one_certified_threshold(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 1500
+    truth = rng.choice(["neg", "pos"], size=n)
+    ids = [f"r{i}" for i in range(n)]
+
+    def service(accuracy, name, price):
+        right = rng.uniform(size=n) < accuracy
+        pred = np.where(right, truth, np.where(truth == "pos", "neg", "pos"))
+        conf = np.clip(np.where(right, rng.uniform(0.6, 1.0, n), rng.uniform(0.3, 0.8, n)), 0, 1)
+        table = pd.DataFrame({"id": ids, "prediction": pred, "conf": conf})
+        return name, ReplayModel(table, confidence_column="conf", name=name, price={"per_call": price})
+
+    stages = [service(0.8, "cheap", 0.0), service(0.88, "mid", 1.0), service(0.93, "best", 3.0)]
+    cascade = Cascade(stages, confidence_level=0.9, tolerance=0.01, random_state=0).fit(ids, truth)
+    assert len(set(cascade.thresholds_)) == 1 and np.isfinite(cascade.thresholds_[0])
+    assert cascade.calibration_["goal"] == "accuracy >= last stage's - 0.01 with probability >= 0.9 (Learn then Test)"
+    assert cascade.calibration_["reach"][-1] < 1
+    with pytest.raises(ConfigError, match="per-class thresholds do not come with a guarantee"):
+        Cascade(stages, confidence_level=0.9, per_class=True, random_state=0).fit(ids, truth)

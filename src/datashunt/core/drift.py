@@ -31,8 +31,8 @@ def reference(confidence, threshold: float) -> dict:
     c = np.asarray(confidence, dtype=float)
     c = c[~np.isnan(c)]
     edges = np.unique(np.quantile(c, np.linspace(0.1, 0.9, 9))) if len(c) else np.zeros(0)
-    return {"n": int(len(c)), "sent_on": int(np.sum(c < threshold)), "edges": edges.tolist(),
-            "counts": _counts(c, edges).tolist()}
+    return {"n": int(len(c)), "threshold": float(threshold), "sent_on": int(np.sum(c < threshold)),
+            "edges": edges.tolist(), "counts": _counts(c, edges).tolist()}
 
 
 def _counts(c, edges) -> np.ndarray:
@@ -42,7 +42,7 @@ def _counts(c, edges) -> np.ndarray:
 def check(ref: dict | None, confidence, threshold: float, level: float = LEVEL) -> dict | None:
     """Compare a live batch with the calibration :func:`reference`; warn and flag when it differs beyond chance.
 
-    Returns None when there is nothing to compare (no reference, or fewer than ``MIN_ITEMS`` items).
+    The shares sent on are compared only while δ is the one calibrated. Returns None when there is nothing to compare (no reference, or fewer than ``MIN_ITEMS`` items).
 
     Examples
     --------
@@ -55,7 +55,9 @@ def check(ref: dict | None, confidence, threshold: float, level: float = LEVEL) 
     if not ref or ref.get("n", 0) < MIN_ITEMS or len(c) < MIN_ITEMS:
         return None
     live_sent = int(np.sum(c < threshold))
-    share_p = float(fisher_exact([[ref["sent_on"], ref["n"] - ref["sent_on"]], [live_sent, len(c) - live_sent]])[1])
+    share_p = 1.0  # δ changed since calibration: the shares are not comparable, the confidences still are
+    if ref.get("threshold") == threshold:
+        share_p = float(fisher_exact([[ref["sent_on"], ref["n"] - ref["sent_on"]], [live_sent, len(c) - live_sent]])[1])
     table = np.vstack([ref["counts"], _counts(c, np.asarray(ref["edges"], dtype=float))])
     table = table[:, table.sum(axis=0) > 0]
     confidence_p = float(chi2_contingency(table)[1]) if table.shape[1] > 1 else 1.0

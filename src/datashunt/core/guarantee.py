@@ -111,6 +111,50 @@ def guaranteed_match(confidence, small_correct, large_correct, *, epsilon: float
     return Guaranteed(threshold, float(np.mean(c < threshold)), n_ok, candidates)
 
 
+def guaranteed_cascade(confidence, correct, *, policy: str = "match_last", epsilon: float = 0.0,
+                       target: float | None = None, alpha: float = 0.1, n_candidates: int = 50) -> Guaranteed:
+    """One δ shared by every stage but the last of a cascade, with the guarantee of
+    :func:`guaranteed_match` against the last stage (``policy="match_last"``) or of
+    :func:`guaranteed_target` (``"target_accuracy"``).
+
+    ``confidence`` and ``correct`` are (n, S) arrays over the stages. The candidates walk one
+    fixed path through the thresholds (the same δ at every stage, from everything-to-the-last
+    stage down), as fixed-sequence testing needs; ``large_rate`` is the share reaching the last stage.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> conf = rng.uniform(size=(3000, 3))
+    >>> correct = np.column_stack([rng.uniform(size=3000) < 0.4 + 0.6 * conf[:, 0],
+    ...                            rng.uniform(size=3000) < 0.5 + 0.5 * conf[:, 1], rng.uniform(size=3000) < 0.93])
+    >>> g = guaranteed_cascade(conf, correct, epsilon=0.01, alpha=0.1)
+    >>> 0 < g.large_rate < 1
+    True
+    """
+    from .deciding import stop_stage
+
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=bool)
+    n, stages = confidence.shape
+    _check(confidence[:, 0], correct[:, 0], correct[:, -1], epsilon, alpha)
+    if policy not in ("match_last", "target_accuracy") or (policy == "target_accuracy" and target is None):
+        raise ConfigError(f"a guaranteed cascade takes policy 'match_last', or 'target_accuracy' with a target; "
+                          f"got {policy!r}")
+    candidates = _candidates(confidence[:, :-1].ravel(), n_candidates)
+    ok, reach = [], []
+    for delta in candidates:
+        stop = stop_stage(confidence, [delta] * (stages - 1))
+        routed, last = correct[np.arange(n), stop], correct[:, -1]
+        reach.append(float(np.mean(stop == stages - 1)))
+        if policy == "match_last":
+            ok.append(bool(certified(int((~routed & last).sum()), int((routed & ~last).sum()), n, epsilon, alpha)))
+        else:
+            ok.append(bool(1 - binomial_upper(n - routed.sum(), n, alpha) >= target))
+    n_ok = _fixed_sequence(ok)
+    if not n_ok:
+        return Guaranteed(np.inf, 1.0, 0, candidates)
+    return Guaranteed(float(candidates[n_ok - 1]), reach[n_ok - 1], n_ok, candidates)
+
+
 def guaranteed_target(confidence, small_correct, large_correct, *, target: float, alpha: float = 0.1,
                       n_candidates: int = 50) -> Guaranteed:
     """The cheapest δ whose routed accuracy is at least ``target`` with probability ``1 - alpha``.

@@ -1,5 +1,6 @@
 """Cascade: N stages from cheapest to strongest; an item stops at the first stage sure enough of it."""
 
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -21,10 +22,11 @@ from ..core.calibration import (
 )
 from ..core.confidence import MEASURES, get_measure
 from ..core.deciding import outcome, run_stages, stop_stage
+from ..core.guarantee import guaranteed_cascade
 from ..core.inputs import require_valid, training_sets
 from ..core.params import check_params
 from ..core.routes import FALLBACK, INVALID
-from ..exceptions import ConfigError, DataError, LargeModelError
+from ..exceptions import CalibrationWarning, ConfigError, DataError, LargeModelError
 from ..modalities import NAMES, as_inputs
 
 
@@ -48,6 +50,12 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
     policy : {"match_last", "max_cost", "max_last_rate", "target_accuracy"}
         See :func:`datashunt.core.calibration.choose_point`; ``tolerance``, ``max_cost`` (money per
         item), ``max_last_rate`` and ``target_accuracy`` are its figures.
+    confidence_level : float, optional
+        With a value (say 0.9), the thresholds come with a guarantee: with at least this
+        probability over the validation draw, accuracy on new data from the same source is at
+        least the last stage's minus ``tolerance`` (``match_last``), or at least
+        ``target_accuracy``; one δ is shared by every stage but the last (see
+        :func:`datashunt.core.guarantee.guaranteed_cascade`). None keeps the point estimate.
     per_class : bool
         One δ per class the stage predicts: for two stages by :func:`~datashunt.core.calibration.per_class_thresholds`,
         for more by :func:`~datashunt.core.calibration.per_class_refine` from the best single thresholds.
@@ -87,6 +95,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         "max_last_rate": [Interval(Real, 0, 1, closed="both"), None],
         "target_accuracy": [Interval(Real, 0, 1, closed="both"), None],
         "per_class": ["boolean"],
+        "confidence_level": [Interval(Real, 0, 1, closed="neither"), None],
         "confidence": [StrOptions(set(MEASURES)), callable],
         "label_names": [dict, None],
         "modality": [StrOptions(set(NAMES))],
@@ -96,7 +105,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
     }
 
     def __init__(self, stages, *, thresholds="auto", policy="match_last", tolerance=0.0, max_cost=None,
-                 max_last_rate=None, target_accuracy=None, per_class=False, confidence="max_proba",
+                 max_last_rate=None, target_accuracy=None, confidence_level=None, per_class=False, confidence="max_proba",
                  label_names=None, modality="auto", validation_fraction=0.2, random_state=None, progress=False):
         self.stages = stages
         self.thresholds = thresholds
@@ -105,6 +114,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         self.max_cost = max_cost
         self.max_last_rate = max_last_rate
         self.target_accuracy = target_accuracy
+        self.confidence_level = confidence_level
         self.per_class = per_class
         self.confidence = confidence
         self.label_names = label_names
@@ -179,7 +189,10 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         predicted = np.column_stack([np.nan_to_num(a.proba, nan=-1).argmax(axis=1) for a in answers])
         correct = np.column_stack([a.ok & (self.classes_[p] == y_val) for a, p in zip(answers, predicted.T)])
         price = np.column_stack([a.price for a in answers])
-        if self.per_class and len(self.stages_) == 2:
+        if self.confidence_level is not None:
+            self.thresholds_, met, goal = self._guaranteed(confidence, correct)
+            self.sweep_ = cascade_sweep(confidence, correct, price)
+        elif self.per_class and len(self.stages_) == 2:
             self.thresholds_, met = self._per_class(confidence, predicted, correct)
             self.sweep_, goal = None, self.policy
         else:
@@ -198,6 +211,20 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
             "stage_accuracy": correct.mean(axis=0).tolist(),
             "failures": [int((~a.ok).sum()) for a in answers],
         }
+
+    def _guaranteed(self, confidence, correct):
+        if self.per_class:
+            raise ConfigError("per-class thresholds do not come with a guarantee yet; use per_class=False with "
+                              "confidence_level")
+        found = guaranteed_cascade(confidence, correct, policy=self.policy, epsilon=self.tolerance,
+                                   target=self.target_accuracy, alpha=1 - self.confidence_level)
+        goal = (f"accuracy >= last stage's{f' - {self.tolerance:g}' if self.tolerance else ''}"
+                if self.policy == "match_last" else f"accuracy >= {self.target_accuracy:.4f}")
+        goal += f" with probability >= {self.confidence_level:g} (Learn then Test)"
+        if not found.n_certified:
+            warnings.warn(f"no threshold could be certified for '{goal}'; every item goes to the last stage",
+                          CalibrationWarning, stacklevel=3)
+        return [found.threshold] * (len(self.stages_) - 1), found.n_certified > 0, goal
 
     def _accuracy_floor(self, correct) -> float:
         if self.policy == "match_last":
