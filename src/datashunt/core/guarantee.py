@@ -68,8 +68,8 @@ def certified(losses, wins, n: int, epsilon: float, alpha: float) -> np.ndarray:
     rate_up = binomial_upper(m, n, (1 - SHARE_FOR_RATIO) * alpha)
     with np.errstate(divide="ignore"):
         bar = np.where(rate_up > 0, 0.5 + epsilon / (2 * rate_up), np.inf)
-    # no disagreement at all: the shunt equals the large model on these items whatever happens
-    return (m == 0) | (ratio_up < bar)
+    # no disagreement observed proves nothing by itself: only a small enough bound on their rate does
+    return ratio_up < bar
 
 
 @dataclass(frozen=True)
