@@ -22,6 +22,8 @@ from datashunt import ShuntClassifier
 from datashunt.backends.llama_cpp import LlamaCppModel
 from datashunt.cli import DEMO_INSTRUCTION
 from datashunt.core.calibration import choose_threshold, threshold_sweep
+from datashunt.core.confidence import get_measure
+from datashunt.core.guarantee import guaranteed_match
 from datashunt.eval.compare import compare
 from datashunt.io.datasets.vader import load_vader
 from datashunt.small import make_small
@@ -111,6 +113,8 @@ def main():
             "threshold": shunt.threshold_,
             "calibration": shunt.calibration_,
             "point_estimate_match_z_0": point_estimate,
+            "guaranteed_0.9_0.01": guaranteed(shunt, val, routes["confidence_small"].to_numpy(), small_right,
+                                               large_right),
             "summary": evaluation.summary.to_dict("records"),
             "per_class": evaluation.per_class.to_dict("records"),
             "validation_sweep": shunt.sweep_.replace([np.inf, -np.inf], None).to_dict("list"),
@@ -122,6 +126,20 @@ def main():
     results["large_call_speed"] = large_call_speed(args.model, list(test["text"][:100]))
     args.out.write_text(json.dumps(results, indent=1, default=float))
     print(json.dumps(results["large_call_speed"]), flush=True)
+
+
+def guaranteed(shunt, val, test_confidence, small_right, large_right, level=0.9, tolerance=0.01):
+    """δ certified on the validation split (Learn then Test: accuracy >= the LLM's - tolerance with
+    probability >= level), judged on the test split."""
+    y_val = val["label"].to_numpy()
+    proba = shunt.small_.predict_proba(val["text"])
+    confidence = get_measure(shunt.confidence)(proba)
+    found = guaranteed_match(confidence, shunt.classes_[proba.argmax(1)] == y_val,
+                             compare_large_right(shunt, val["text"], y_val), epsilon=tolerance, alpha=1 - level)
+    to_large = test_confidence < found.threshold
+    return {"confidence_level": level, "tolerance": tolerance, "threshold": found.threshold,
+            "validation_large_rate": found.large_rate,
+            "accuracy": float(np.where(to_large, large_right, small_right).mean()), "large_rate": float(to_large.mean())}
 
 
 def compare_large_right(shunt, texts, y):

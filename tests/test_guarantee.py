@@ -135,3 +135,40 @@ def test_cascade_with_confidence_level_shares_one_certified_threshold(tmp_path):
     assert cascade.calibration_["reach"][-1] < 1
     with pytest.raises(ConfigError, match="per-class thresholds do not come with a guarantee"):
         Cascade(stages, confidence_level=0.9, per_class=True).fit(ids, truth, X_val=ids, y_val=truth)
+
+
+@pytest.mark.parametrize("k, n, level", [(0, 20, 0.1), (3, 20, 0.05), (7, 50, 0.01), (49, 50, 0.2)])
+def test_binomial_upper_bound_has_exactly_its_level(k, n, level):
+    from scipy.stats import binom
+
+    assert binom.cdf(k, n, binomial_upper(k, n, level)) == pytest.approx(level)
+
+
+@pytest.mark.parametrize("p_win", [0.0, 0.1, 0.25, 0.4])
+@pytest.mark.parametrize("excess", [0.0, 0.05])
+def test_certified_is_a_level_alpha_test_by_enumerating_every_outcome(p_win, excess):
+    """On the null (p_L - p_W >= ε), the chance of certifying, summed over every trinomial outcome, is <= α."""
+    from scipy.stats import multinomial
+
+    n, epsilon, alpha = 12, 0.1, 0.2
+    p_loss = p_win + epsilon + excess
+    outcomes = [(losses, wins) for losses in range(n + 1) for wins in range(n + 1 - losses)]
+    chance = sum(multinomial.pmf([losses, wins, n - losses - wins], n, [p_loss, p_win, 1 - p_loss - p_win])
+                 for losses, wins in outcomes if certified(losses, wins, n, epsilon, alpha))
+    assert chance <= alpha + 1e-12
+
+
+def test_guaranteed_match_equals_a_plain_loop_over_the_grid():
+    from datashunt.core.guarantee import GRID
+
+    rng = np.random.default_rng(3)
+    c = rng.uniform(size=400)
+    small, large = rng.uniform(size=400) < 0.6 + 0.4 * c, rng.uniform(size=400) < 0.9
+    expected = np.inf
+    for delta in sorted(GRID, reverse=True):
+        kept = c >= delta
+        losses, wins = int((kept & ~small & large).sum()), int((kept & small & ~large).sum())
+        if not certified(losses, wins, 400, 0.03, 0.1):
+            break
+        expected = delta
+    assert guaranteed_match(c, small, large, epsilon=0.03, alpha=0.1).threshold == expected
