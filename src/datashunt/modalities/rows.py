@@ -33,8 +33,10 @@ class Rows(Modality):
             return X.shape[1] != 1
         if isinstance(X, np.ndarray):
             return X.ndim == 2
-        return isinstance(X, (list, tuple)) and len(X) > 0 and isinstance(X[0], (list, tuple)) or (
-            isinstance(X, (list, tuple)) and len(X) > 0 and isinstance(X[0], np.ndarray) and X[0].ndim == 1)
+        if isinstance(X, (list, tuple)) and len(X) > 0:  # a list of rows
+            first = X[0]
+            return isinstance(first, (list, tuple)) or (isinstance(first, np.ndarray) and first.ndim == 1)
+        return False
 
     @classmethod
     def for_data(cls, X) -> "Rows":
