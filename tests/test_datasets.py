@@ -1,3 +1,6 @@
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -89,3 +92,44 @@ def test_output_is_written_atomically_with_the_usual_permissions(tmp_path, monke
     with pytest.raises(OSError, match="disk full"):
         write_csv(pd.DataFrame({"a": [2]}), path)
     assert path.read_text() == "a\n1\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_idx_reader_refuses_corrupt_and_truncated_files(tmp_path):
+    from datashunt.io.datasets.fashion_mnist import read_idx
+
+    (tmp_path / "bad").write_bytes(b"\x89PNG....")
+    with pytest.raises(DataError, match="is not an IDX file"):
+        read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 5, 1, 2]))
+    with pytest.raises(DataError, match=r"truncated or corrupt: header says \(5,\), the file holds 2 bytes"):
+        read_idx(tmp_path / "short")
+
+
+def test_fashion_mnist_missing_says_how_to_install(tmp_path):
+    from datashunt.io.datasets.fashion_mnist import load_fashion_mnist
+
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        load_fashion_mnist("train", folder=tmp_path)
+
+
+def test_long_tailed_draw_follows_the_profile_with_a_fixed_seed():
+    from datashunt.io.datasets.fashion_mnist import long_tailed
+
+    labels = np.repeat(np.arange(10), 600)
+    images = np.arange(6000 * 4, dtype=np.int64).reshape(6000, 2, 2)
+    first = long_tailed(images, labels, head=500, ratio=100, random_state=0)
+    again = long_tailed(images, labels, head=500, ratio=100, random_state=0)
+    assert np.array_equal(first.source_index, again.source_index)
+    assert np.bincount(first.labels).tolist() == first.counts.tolist() == [500, 299, 179, 107, 64, 38, 23, 13, 8, 5]
+    assert len(set(first.source_index.tolist())) == len(first.source_index)
+    assert first.groups == {"head": [0, 1, 2], "medium": [3, 4, 5, 6], "tail": [7, 8, 9]}
+    with pytest.raises(DataError, match="class 0 has 600 images; the profile asks for 700"):
+        long_tailed(images, labels, head=700)
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist not installed")
+def test_real_fashion_mnist_reads_from_the_debian_package():
+    from datashunt.io.datasets.fashion_mnist import load_fashion_mnist
+
+    images, labels = load_fashion_mnist("test")
+    assert images.shape == (10000, 28, 28) and np.bincount(labels).tolist() == [1000] * 10
