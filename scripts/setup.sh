@@ -11,3 +11,13 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 # llama-cpp-python compiles llama.cpp on first install (several minutes on 2 cores; pip caches the wheel).
 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 .venv/bin/datashunt setup "$@"
+# Fashion-MNIST for the long-tailed image data comes from Debian (IDX files, no download at run time).
+# Not needed by the tests; a machine without apt or root gets a note instead of a failed setup.
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null 2>&1 \
+      || echo "note: could not install dataset-fashion-mnist; the image data needs it" >&2
+  else
+    echo "note: 'apt-get install dataset-fashion-mnist' (as root) provides the image data" >&2
+  fi
+fi
