@@ -144,3 +144,12 @@ def _flatten(items):
 
 def _image_classifier():
     return make_pipeline(FunctionTransformer(_flatten), LogisticRegression())
+
+
+def test_a_single_image_or_a_wrong_batch_shape_is_refused_with_the_reason():
+    with pytest.raises(DataError, match="got a single one; wrap it in a list"):
+        as_inputs(PILImage.new("RGB", (2, 2)), "image")
+    with pytest.raises(DataError, match=r"has shape \(N, H, W\) or \(N, H, W, C\), got \(5, 5\)"):
+        as_inputs(np.zeros((5, 5)), "image")
+    with pytest.raises(DataError, match="no inputs: the batch of images is empty"):
+        as_inputs([], "image")
