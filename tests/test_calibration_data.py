@@ -2,10 +2,13 @@
 
 import warnings
 
+import numpy as np
+import pandas as pd
 import pytest
 from fakes import FakeLargeModel
 
-from datashunt import ShuntClassifier
+from datashunt import Cascade, ShuntClassifier
+from datashunt.backends.replay import ReplayModel
 from datashunt.exceptions import ConfigError, DataError, DriftWarning
 from datashunt.small import make_small
 
@@ -53,3 +56,25 @@ def test_drift_is_flagged_when_traffic_changes_and_not_on_like_traffic(sentiment
         report = shunt.route(ambiguous).attrs["drift"]
     assert report["drifted"] and report["live_large_share"] > report["calibration_large_share"]
     assert shunt.route(texts[400:420]).attrs["drift"] is None  # too few items to say
+
+
+def test_cascade_flags_drift_in_its_first_stage_too():
+    rng = np.random.default_rng(0)
+    n = 600
+    truth = rng.choice(["neg", "pos"], size=n)
+    ids = [f"r{i}" for i in range(n)]
+    conf = rng.uniform(0.5, 1.0, n)
+    first = pd.DataFrame({"id": ids, "prediction": truth, "conf": conf})
+    last = pd.DataFrame({"id": ids, "prediction": truth, "conf": 0.99})
+    cascade = Cascade([("cheap", ReplayModel(first, confidence_column="conf", name="cheap")),
+                       ("api", ReplayModel(last, confidence_column="conf", name="api"))],
+                      thresholds=[0.75]).fit(ids, truth)
+    cascade.calibration_ = {}  # fixed thresholds keep no reference: nothing to compare
+    assert cascade.route(ids).attrs["drift"] is None
+    calibrated = Cascade(cascade.stages, random_state=0).fit(ids, truth)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DriftWarning)
+        assert not calibrated.route(ids[:300]).attrs["drift"]["drifted"]
+    unsure = [i for i, c in zip(ids, conf) if c < 0.7]
+    with pytest.warns(DriftWarning, match="sent on by the first stage"):
+        assert calibrated.route(unsure).attrs["drift"]["drifted"]

@@ -13,14 +13,16 @@ import numpy as np
 from scipy.stats import chi2_contingency, fisher_exact
 
 from ..exceptions import DriftWarning
+from .deciding import keeps
 
 LEVEL = 0.001  # a p-value this small is not chance, even over many batches
 MIN_ITEMS = 50  # fewer live items than this say too little to test
 
 
-def reference(confidence, threshold: float) -> dict:
-    """What :func:`check` compares live traffic with: the validation size, how many were sent on,
-    and the validation confidences counted between their deciles.
+def reference(confidence, threshold, predicted=None) -> dict:
+    """What :func:`check` compares live traffic with: the validation size, how many the first stage
+    sent on (its δ: a number, or one per class with ``predicted``), and the validation
+    confidences counted between their deciles.
 
     Examples
     --------
@@ -28,18 +30,25 @@ def reference(confidence, threshold: float) -> dict:
     >>> ref["n"], ref["sent_on"], len(ref["edges"]), sum(ref["counts"])
     (101, 50, 9, 101)
     """
-    c = np.asarray(confidence, dtype=float)
-    c = c[~np.isnan(c)]
+    c, sent = _sent_on(confidence, threshold, predicted)
     edges = np.unique(np.quantile(c, np.linspace(0.1, 0.9, 9))) if len(c) else np.zeros(0)
-    return {"n": int(len(c)), "threshold": float(threshold), "sent_on": int(np.sum(c < threshold)),
+    return {"n": int(len(c)), "threshold": np.asarray(threshold, dtype=float).tolist(), "sent_on": int(sent.sum()),
             "edges": edges.tolist(), "counts": _counts(c, edges).tolist()}
+
+
+def _sent_on(confidence, threshold, predicted):
+    """The answered items' confidences, and which of them the stage passes on."""
+    c = np.asarray(confidence, dtype=float)
+    answered = ~np.isnan(c)
+    pred = None if predicted is None else np.asarray(predicted)[answered]
+    return c[answered], ~keeps(c[answered], threshold, pred)
 
 
 def _counts(c, edges) -> np.ndarray:
     return np.bincount(np.searchsorted(edges, c, side="right"), minlength=len(edges) + 1)
 
 
-def check(ref: dict | None, confidence, threshold: float, level: float = LEVEL) -> dict | None:
+def check(ref: dict | None, confidence, threshold, predicted=None, level: float = LEVEL) -> dict | None:
     """Compare a live batch with the calibration :func:`reference`; warn and flag when it differs beyond chance.
 
     The shares sent on are compared only while δ is the one calibrated. Returns None when there is nothing to compare (no reference, or fewer than ``MIN_ITEMS`` items).
@@ -50,13 +59,12 @@ def check(ref: dict | None, confidence, threshold: float, level: float = LEVEL) 
     >>> check(ref, np.random.default_rng(1).uniform(size=500), 0.5)["drifted"]
     False
     """
-    c = np.asarray(confidence, dtype=float)
-    c = c[~np.isnan(c)]
+    c, sent = _sent_on(confidence, threshold, predicted)
     if not ref or ref.get("n", 0) < MIN_ITEMS or len(c) < MIN_ITEMS:
         return None
-    live_sent = int(np.sum(c < threshold))
+    live_sent = int(sent.sum())
     share_p = 1.0  # δ changed since calibration: the shares are not comparable, the confidences still are
-    if ref.get("threshold") == threshold:
+    if ref.get("threshold") == np.asarray(threshold, dtype=float).tolist():
         share_p = float(fisher_exact([[ref["sent_on"], ref["n"] - ref["sent_on"]], [live_sent, len(c) - live_sent]])[1])
     table = np.vstack([ref["counts"], _counts(c, np.asarray(ref["edges"], dtype=float))])
     table = table[:, table.sum(axis=0) > 0]
@@ -66,7 +74,7 @@ def check(ref: dict | None, confidence, threshold: float, level: float = LEVEL) 
               "p_confidence": confidence_p, "drifted": bool(min(share_p, confidence_p) < level)}
     if result["drifted"]:
         warnings.warn(f"this batch differs from the calibration data: {result['live_large_share']:.1%} of "
-                      f"{len(c)} items are sent to the large model against {result['calibration_large_share']:.1%} "
+                      f"{len(c)} items are sent on by the first stage against {result['calibration_large_share']:.1%} "
                       f"on validation (p = {share_p:.2g}), confidence distribution p = {confidence_p:.2g}; "
                       "δ and its guarantee were calibrated for other data: recalibrate on fresh labelled items",
                       DriftWarning, stacklevel=3)

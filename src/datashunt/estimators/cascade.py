@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..backends.base import LargeModel
 from ..backends.prompt import label_words
+from ..core import drift
 from ..core.answers import answer
 from ..core.calibration import (
     CASCADE_POLICIES,
@@ -210,6 +211,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
             "accuracy": result["accuracy"], "cost_per_item": result["cost"] / len(y_val), "reach": result["reach"],
             "stage_accuracy": correct.mean(axis=0).tolist(),
             "failures": [int((~a.ok).sum()) for a in answers],
+            "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0], predicted[:, 0]),
         }
 
     def _guaranteed(self, confidence, correct):
@@ -260,7 +262,9 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
     def route(self, X) -> pd.DataFrame:
         """One record per item: the stage that answered (``route`` by name, ``stage`` by position),
         the last stage asked (``reached``), its label and confidence, what the item cost over every
-        stage it reached (zero for cached answers), and a flag."""
+        stage it reached (zero for cached answers), and a flag. ``table.attrs["drift"]`` compares the
+        first stage's confidences and share sent on with the calibration data
+        (:func:`datashunt.core.drift.check`), or is None."""
         check_is_fitted(self, "thresholds_")
         batch = as_inputs(X, self.modality_)
         proba, table = self._route(batch.items, batch.problems)
@@ -292,7 +296,11 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         confidence = np.full(n, np.nan)
         for s, got in enumerate(routed.answers):
             confidence[routed.stage == s] = got.confidence[routed.stage == s]
+
         table = pd.DataFrame({"route": route, "stage": routed.stage, "reached": routed.reached,
                               "confidence": confidence, "cost": sum(got.cost for got in routed.answers),
                               "flag": flag})
+        first = routed.answers[0]  # does the traffic still look like the calibration data?
+        table.attrs["drift"] = drift.check(self.calibration_.get("drift_reference"), first.confidence,
+                                           self.thresholds_[0], np.nan_to_num(first.proba, nan=-1.0).argmax(axis=1))
         return routed.proba(), table
