@@ -82,6 +82,8 @@ def test_nothing_certified_warns_and_sends_everything_to_the_large_model():
         choose_guaranteed(c, c > 0.5, c > 0, "max_large_rate", confidence_level=0.9)
     with pytest.raises(ConfigError, match="alpha in"):
         guaranteed_match(c, c > 0.5, c > 0, alpha=1.5)
+    with pytest.raises(ConfigError, match="for the same items, got 50, 49 and 50"):
+        guaranteed_match(c, c[1:] > 0.5, c > 0)
 
 
 def test_shunt_with_confidence_level_states_its_guarantee_and_saves_it(sentiment, tmp_path):

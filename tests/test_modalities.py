@@ -153,3 +153,13 @@ def test_a_single_image_or_a_wrong_batch_shape_is_refused_with_the_reason():
         as_inputs(np.zeros((5, 5)), "image")
     with pytest.raises(DataError, match="no inputs: the batch of images is empty"):
         as_inputs([], "image")
+
+
+def test_a_table_of_several_columns_is_refused_as_texts_or_images():
+    table = pd.DataFrame({"a": ["x"], "b": ["y"]})
+    with pytest.raises(DataError, match="texts come as one column, got a table of 2 columns"):
+        as_inputs(table, "text")
+    with pytest.raises(DataError, match="images come as one column, got a table of 2 columns"):
+        as_inputs(table, "image")
+    with pytest.raises(DataError, match="cannot read the feature rows"):
+        as_inputs([[1.0, np.nan]], "rows")

@@ -230,3 +230,11 @@ def test_stated_confidence_is_asked_after_an_image_part():
     parts = server.requests[0]["body"]["messages"][-1]["content"]
     assert [p["type"] for p in parts] == ["text", "image_url", "text"]
     assert parts[-1]["text"].endswith("e.g.: positive 85")
+
+
+def test_sampled_scoring_without_any_sample_is_an_error():
+    from datashunt.backends.openai_chat import sampled_logprobs
+    from datashunt.exceptions import LargeModelError
+
+    with pytest.raises(LargeModelError, match="returned no sampled answers"):
+        sampled_logprobs([], LABELS)

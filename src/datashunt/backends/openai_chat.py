@@ -90,13 +90,13 @@ def sampled_logprobs(contents, labels: list[str]) -> np.ndarray:
     >>> np.exp(sampled_logprobs(["positive", "Positive.", "negative", "no idea"], ["negative", "positive"])).tolist()
     [0.25, 0.5]
     """
+    if not len(contents):
+        raise LargeModelError("the endpoint returned no sampled answers")
     counts = np.zeros(len(labels))
     for content in contents:
         named = next(_named_labels(content if isinstance(content, str) else "", labels), None)
         if named is not None:
             counts[named[0]] += 1
-    if not len(contents):
-        raise LargeModelError("the endpoint returned no sampled answers")
     with np.errstate(divide="ignore"):
         return np.log(counts / len(contents))
 

@@ -100,15 +100,8 @@ def guaranteed_match(confidence, small_correct, large_correct, *, epsilon: float
     >>> 0 < g.large_rate < 1
     True
     """
-    c, small_correct, large_correct = _check(confidence, small_correct, large_correct, epsilon, alpha)
-    n = len(c)
-    candidates = _candidates(c, n_candidates)
-    kept = c[None, :] >= candidates[:, None]
-    ok = certified((kept & ~small_correct & large_correct).sum(axis=1), (kept & small_correct & ~large_correct).sum(axis=1),
-                   n, epsilon, alpha)
-    n_ok = _fixed_sequence(ok)
-    threshold = float(candidates[n_ok - 1]) if n_ok else np.inf
-    return Guaranteed(threshold, float(np.mean(c < threshold)), n_ok, candidates)
+    return guaranteed_cascade(*_two_stages(confidence, small_correct, large_correct), policy="match_last",
+                              epsilon=epsilon, alpha=alpha, n_candidates=n_candidates)
 
 
 def guaranteed_cascade(confidence, correct, *, policy: str = "match_last", epsilon: float = 0.0,
@@ -131,8 +124,6 @@ def guaranteed_cascade(confidence, correct, *, policy: str = "match_last", epsil
     >>> 0 < g.large_rate < 1
     True
     """
-    from .deciding import stop_stage
-
     confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=bool)
     n, stages = confidence.shape
     _check(confidence[:, 0], correct[:, 0], correct[:, -1], epsilon, alpha)
@@ -140,19 +131,17 @@ def guaranteed_cascade(confidence, correct, *, policy: str = "match_last", epsil
         raise ConfigError(f"a guaranteed cascade takes policy 'match_last', or 'target_accuracy' with a target; "
                           f"got {policy!r}")
     candidates = _candidates(confidence[:, :-1].ravel(), n_candidates)
-    ok, reach = [], []
-    for delta in candidates:
-        stop = stop_stage(confidence, [delta] * (stages - 1))
-        routed, last = correct[np.arange(n), stop], correct[:, -1]
-        reach.append(float(np.mean(stop == stages - 1)))
-        if policy == "match_last":
-            ok.append(bool(certified(int((~routed & last).sum()), int((routed & ~last).sum()), n, epsilon, alpha)))
-        else:
-            ok.append(bool(1 - binomial_upper(n - routed.sum(), n, alpha) >= target))
+    sure = confidence[None, :, :-1] >= candidates[:, None, None]  # (candidate, item, stage but the last)
+    stop = np.where(sure.any(axis=2), sure.argmax(axis=2), stages - 1)  # the first stage sure enough, per candidate
+    routed, last = correct[np.arange(n)[None, :], stop], correct[None, :, -1]
+    if policy == "match_last":
+        ok = certified((~routed & last).sum(axis=1), (routed & ~last).sum(axis=1), n, epsilon, alpha)
+    else:
+        ok = 1 - binomial_upper(n - routed.sum(axis=1), n, alpha) >= target
     n_ok = _fixed_sequence(ok)
     if not n_ok:
         return Guaranteed(np.inf, 1.0, 0, candidates)
-    return Guaranteed(float(candidates[n_ok - 1]), reach[n_ok - 1], n_ok, candidates)
+    return Guaranteed(float(candidates[n_ok - 1]), float(np.mean(stop[n_ok - 1] == stages - 1)), n_ok, candidates)
 
 
 def guaranteed_target(confidence, small_correct, large_correct, *, target: float, alpha: float = 0.1,
@@ -170,15 +159,8 @@ def guaranteed_target(confidence, small_correct, large_correct, *, target: float
     >>> 0.25 < g.large_rate < 0.3  # 25% would reach 0.95 exactly; the bound asks for a little more
     True
     """
-    c, small_correct, large_correct = _check(confidence, small_correct, large_correct, 0.0, alpha)
-    n = len(c)
-    candidates = _candidates(c, n_candidates)
-    kept = c[None, :] >= candidates[:, None]
-    right = np.where(kept, small_correct[None, :], large_correct[None, :]).sum(axis=1)
-    ok = 1 - binomial_upper(n - right, n, alpha) >= target
-    n_ok = _fixed_sequence(ok)
-    threshold = float(candidates[n_ok - 1]) if n_ok else np.inf
-    return Guaranteed(threshold, float(np.mean(c < threshold)), n_ok, candidates)
+    return guaranteed_cascade(*_two_stages(confidence, small_correct, large_correct), policy="target_accuracy",
+                              target=target, alpha=alpha, n_candidates=n_candidates)
 
 
 def guaranteed_budget(confidence, small_correct, large_correct, *, max_large_rate: float, alpha: float = 0.1,
@@ -207,6 +189,16 @@ def guaranteed_budget(confidence, small_correct, large_correct, *, max_large_rat
     right = np.where(sent[:n_ok], large_correct[None, :], small_correct[None, :]).sum(axis=1)
     best = int(np.flatnonzero(right == right.max())[-1])  # ties: the one sending most, still within budget
     return Guaranteed(float(candidates[best]), float(sent[best].mean()), n_ok, candidates)
+
+
+def _two_stages(confidence, small_correct, large_correct):
+    """A shunt as a two-stage cascade: (confidence, correct) arrays over the small and the large model."""
+    c = np.asarray(confidence, dtype=float).ravel()
+    small_correct, large_correct = np.asarray(small_correct, bool).ravel(), np.asarray(large_correct, bool).ravel()
+    if not len(c) == len(small_correct) == len(large_correct):
+        raise ConfigError(f"guaranteed calibration needs confidences and correctness for the same items, got "
+                          f"{len(c)}, {len(small_correct)} and {len(large_correct)}")
+    return np.column_stack([c, np.ones_like(c)]), np.column_stack([small_correct, large_correct])
 
 
 def _check(confidence, small_correct, large_correct, epsilon, alpha):
