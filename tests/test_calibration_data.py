@@ -15,7 +15,7 @@ from datashunt.small import make_small
 
 def test_cross_fitting_calibrates_on_every_labelled_item_and_trains_on_all(sentiment, oracle):
     texts, labels = sentiment
-    shunt = ShuntClassifier(make_small("tfidf"), oracle, cv=4, match_z=0, random_state=0).fit(texts, labels)
+    shunt = ShuntClassifier(make_small("tfidf"), oracle, cv=4, match_z=0, confidence_level=None, random_state=0).fit(texts, labels)
     assert shunt.calibration_["n_validation"] == len(texts) and shunt.calibration_["cross_fitted"]
     assert shunt.calibration_["large_calls"]["asked"] == len(texts) == shunt.large_.calls
     held_out = ShuntClassifier(make_small("tfidf"), oracle, random_state=0).fit(texts, labels)
@@ -46,7 +46,7 @@ def test_cross_fitting_refuses_what_it_cannot_do(sentiment, oracle):
 
 def test_drift_is_flagged_when_traffic_changes_and_not_on_like_traffic(sentiment, oracle):
     texts, labels = sentiment
-    shunt = ShuntClassifier(make_small("tfidf"), oracle, match_z=0, random_state=0).fit(texts[:400], labels[:400])
+    shunt = ShuntClassifier(make_small("tfidf"), oracle, match_z=0, confidence_level=None, random_state=0).fit(texts[:400], labels[:400])
     with warnings.catch_warnings():
         warnings.simplefilter("error", DriftWarning)
         same = shunt.route(texts[400:]).attrs["drift"]

@@ -44,7 +44,7 @@ def test_distillation_cuts_large_calls_without_losing_accuracy(drift, tmp_path):
     (X, y), (X_val, y_val), (pool, _), (X_test, y_test) = drift
     truth = dict(zip(X + X_val + pool + X_test, y + y_val + _ + y_test))
     large = FakeLargeModel(truth, accuracy=0.98, cache=tmp_path / "calls.sqlite")
-    shunt = ShuntClassifier(make_small("tfidf"), large, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    shunt = ShuntClassifier(make_small("tfidf"), large, confidence_level=None, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
     before = shunt.route(X_test)
     rate_before = (before["route"] == "large").mean()
     acc_before = (before["label"] == np.array(y_test)).mean()
@@ -64,7 +64,7 @@ def test_distillation_reuses_the_cache_and_pays_nothing_twice(drift, tmp_path):
     (X, y), (X_val, y_val), (pool, pool_y), _ = drift
     truth = dict(zip(X + X_val + pool, y + y_val + pool_y))
     large = FakeLargeModel(truth, cache=tmp_path / "calls.sqlite", price={"per_call": 1.0})
-    shunt = ShuntClassifier(make_small("tfidf"), large, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    shunt = ShuntClassifier(make_small("tfidf"), large, confidence_level=None, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
     shunt.distill(pool, X_train=X, y_train=y)
     first = shunt.distillation_["large_cost"]
     calls = shunt.large_.calls
@@ -75,7 +75,7 @@ def test_distillation_reuses_the_cache_and_pays_nothing_twice(drift, tmp_path):
 def test_distillation_skips_invalid_traffic(drift):
     (X, y), (X_val, y_val), (pool, pool_y), _ = drift
     large = FakeLargeModel(dict(zip(pool, pool_y)))
-    shunt = ShuntClassifier(make_small("tfidf"), large, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    shunt = ShuntClassifier(make_small("tfidf"), large, confidence_level=None, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
     shunt.distill(pool[:50] + ["", None], X_train=X, y_train=y)
     assert shunt.distillation_["n_skipped_invalid"] == 2 and shunt.distillation_["n_pool"] == 50
 

@@ -174,3 +174,24 @@ def test_guaranteed_match_equals_a_plain_loop_over_the_grid():
             break
         expected = delta
     assert guaranteed_match(c, small, large, epsilon=0.03, alpha=0.1).threshold == expected
+
+
+def test_the_default_threshold_comes_with_a_guarantee_and_says_why_it_saves_nothing_on_few_items(sentiment, oracle):
+    texts, labels = sentiment
+    shunt = ShuntClassifier(make_small("tfidf"), oracle, random_state=0)
+    assert (shunt.confidence_level, shunt.tolerance) == (0.9, 0.01)
+    with pytest.warns(CalibrationWarning, match=r"on 120 validation items \(with tolerance 0.01 and confidence_level "
+                                                r"0.9 it takes at least 459 even when the two models never disagree\)"):
+        shunt.fit(texts, labels)
+    assert shunt.calibration_["goal"].endswith("with probability >= 0.9 (Learn then Test)")
+    assert not shunt.calibration_["goal_met"] and shunt.calibration_["large_rate"] == 1.0
+    with pytest.warns(CalibrationWarning, match="cv= uses every labelled one.*confidence_level=None"):
+        ShuntClassifier(make_small("tfidf"), oracle, random_state=0).fit(texts, labels)
+
+
+def test_none_in_a_config_selects_the_point_estimate():
+    from datashunt.io.config import check_config
+
+    config = check_config({"large": {"backend": "openai", "model": "m"},
+                           "shunt": {"confidence_level": "none", "tolerance": 0.0}})
+    assert config["shunt"]["confidence_level"] is None and config["shunt"]["tolerance"] == 0.0

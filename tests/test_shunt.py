@@ -19,7 +19,7 @@ def make_shunt(large, **kwargs):
 
 def test_shunt_beats_both_models_and_sends_only_unsure_items(sentiment, oracle):
     texts, labels = sentiment
-    shunt = make_shunt(oracle, match_z=0).fit(texts[:400], labels[:400])  # the paper's point estimate
+    shunt = make_shunt(oracle, match_z=0, confidence_level=None).fit(texts[:400], labels[:400])  # the paper's point estimate
     table = shunt.route(texts[400:])
     y = np.array(labels[400:])
     acc = (table["label"].to_numpy() == y).mean()
@@ -99,7 +99,7 @@ def test_predict_and_predict_proba_agree_with_route(sentiment, oracle):
 
 def test_bad_texts_are_flagged_per_row_and_the_rest_is_answered(sentiment, oracle):
     texts, labels = sentiment
-    shunt = make_shunt(oracle, match_z=0).fit(texts[:400], labels[:400])  # the small model answers the clear ones
+    shunt = make_shunt(oracle, match_z=0, confidence_level=None).fit(texts[:400], labels[:400])  # the small model answers the clear ones
     table = shunt.route(["great great movie", "", "   ", None, float("nan"), 42, "awful dull movie"])
     assert table["route"].tolist()[1:6] == ["invalid"] * 5
     assert table["flag"].tolist()[1:6] == ["blank text", "blank text", "missing text (None/NaN)",
@@ -198,7 +198,7 @@ def _checks_expected_failures():
 
 
 @parametrize_with_checks(
-    [ShuntClassifier(LogisticRegression(), FakeLargeModel(), random_state=0)],
+    [ShuntClassifier(LogisticRegression(), FakeLargeModel(), confidence_level=None, random_state=0)],
     expected_failed_checks=lambda est: _checks_expected_failures(),
 )
 def test_sklearn_estimator_checks(estimator, check):

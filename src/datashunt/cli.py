@@ -71,6 +71,7 @@ def demo(
     from .eval.compare import (
         collaboration,
         compare,
+        describe_calibration,
         describe_collaboration,
         write_report,
     )
@@ -88,8 +89,8 @@ def demo(
                                           random_state=seed))
     start = time.perf_counter()
     shunt.fit(train["text"], train["label"], X_val=val["text"], y_val=val["label"])
-    console.print(f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f} "
-                  f"({shunt.calibration_['goal']}, validation large-call rate {shunt.calibration_['large_rate']:.1%})")
+    console.print(escape(f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f}; "
+                         f"{describe_calibration(shunt.calibration_)}"))
     evaluation = compare(shunt, test["text"], test["label"], progress=True)
     show_summary(evaluation, f"held-out test, {len(test)} sentences")
     console.print(escape(describe_collaboration(collaboration(shunt, evaluation))))
@@ -106,7 +107,7 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
     """Fit a shunt (or a cascade of [[stages]]) on data.train, calibrate δ, save it under output.dir/model."""
     import numpy as np
 
-    from .eval.compare import write_report
+    from .eval.compare import describe_calibration, write_report
     from .io.config import build_shunt, load_config, require_key
     from .io.datasets.files import load_labeled
     from .io.persist import save
@@ -126,7 +127,7 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
     write_report(out, None, shunt, {"command": f"datashunt fit {config}"})
     chosen = getattr(shunt, "threshold_", None)
     chosen = f"{chosen:.4f}" if chosen is not None else [np.round(t, 4).tolist() for t in shunt.thresholds_]
-    console.print(escape(f"δ = {chosen}: {shunt.calibration_}"))
+    console.print(escape(f"δ = {chosen}; {describe_calibration(shunt.calibration_)}"))
     console.print(f"saved to {out / 'model'}")
 
 

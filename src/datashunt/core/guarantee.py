@@ -72,6 +72,22 @@ def certified(losses, wins, n: int, epsilon: float, alpha: float) -> np.ndarray:
     return ratio_up < bar
 
 
+def min_validation(epsilon: float, alpha: float) -> int:
+    """The fewest validation items on which :func:`certified` can pass at all (zero disagreements seen).
+
+    Below it, ``match`` certifies no threshold however good the small model is.
+
+    Examples
+    --------
+    >>> min_validation(0.01, 0.1)
+    459
+    """
+    if epsilon <= 0:
+        return np.iinfo(np.int64).max
+    level = (1 - SHARE_FOR_RATIO) * alpha
+    return int(np.floor(np.log(level) / np.log1p(-epsilon))) + 1
+
+
 @dataclass(frozen=True)
 class Guaranteed:
     """The chosen threshold, the candidates tested in order, and how many were certified."""
@@ -261,8 +277,13 @@ def choose_guaranteed(confidence, small_correct, large_correct, policy: str, *, 
         raise ConfigError(f"unknown threshold policy {policy!r}; choose one of {list(POLICIES)}")
     met = found.n_certified > 0
     if not met:
+        n = len(np.asarray(confidence))
         fallback = "everything to the large model" if found.threshold > 0 else "nothing to the large model"
-        warnings.warn(f"no threshold could be certified for '{goal}' on {len(np.asarray(confidence))} validation "
-                      f"items; using {fallback}. More validation data, or a larger tolerance, gives the test "
-                      "more to go on", CalibrationWarning, stacklevel=3)
+        floor = min_validation(tolerance, alpha) if policy == "match_large" else 0
+        need = (f" (with tolerance {tolerance:g} and confidence_level {confidence_level:g} it takes at least {floor} "
+                "even when the two models never disagree)" if n < floor else "")
+        warnings.warn(f"no threshold could be certified for '{goal}' on {n} validation items{need}; using "
+                      f"{fallback}. More validation items (cv= uses every labelled one), a larger tolerance or "
+                      "confidence_level=None (the point estimate, no guarantee) saves large calls",
+                      CalibrationWarning, stacklevel=3)
     return Choice(found.threshold, -1, goal, met)

@@ -154,7 +154,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, small, large, *, threshold="auto", policy="match_large", max_large_rate=None,
-                 target_accuracy=None, match_z=2.0, tolerance=0.0, confidence_level=None, confidence="max_proba", prompt_pruning=None, pruning_level=0.9,
+                 target_accuracy=None, match_z=2.0, tolerance=0.01, confidence_level=0.9, confidence="max_proba", prompt_pruning=None, pruning_level=0.9,
                  pruning_cutoff=0.1, label_names=None, modality="auto",
                  validation_fraction=0.2, cv=None, max_calibration_calls=None, random_state=None, progress=False):
         self.small = small

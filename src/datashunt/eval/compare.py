@@ -215,6 +215,29 @@ def describe_collaboration(info: dict) -> str:
     return "; ".join(parts)
 
 
+def describe_calibration(calibration: dict) -> str:
+    """The promise behind δ and the validation figures, in one line for a terminal.
+
+    Examples
+    --------
+    >>> describe_calibration({"goal": "accuracy >= large-only accuracy - 0.01 with probability >= 0.9 "
+    ...                       "(Learn then Test)", "goal_met": True, "n_validation": 1000, "accuracy": 0.91,
+    ...                       "large_accuracy": 0.9, "large_rate": 0.43})
+    'promise: accuracy >= large-only accuracy - 0.01 with probability >= 0.9 (Learn then Test), certified; on 1000 validation items: accuracy 0.9100 (large only 0.9000), 43.0% sent to the large model'
+    """
+    status = "certified" if calibration["goal_met"] else "NOT met: see the warning above"
+    if "with probability" not in calibration["goal"]:
+        status = "met on validation (point estimate, no guarantee)" if calibration["goal_met"] else status
+    line = (f"promise: {calibration['goal']}, {status}; on {calibration['n_validation']} validation items: "
+            f"accuracy {calibration['accuracy']:.4f}")
+    if "large_accuracy" in calibration:
+        line += (f" (large only {calibration['large_accuracy']:.4f}), {calibration['large_rate']:.1%} sent to the "
+                 "large model")
+    elif "stage_accuracy" in calibration:
+        line += f" (last stage only {calibration['stage_accuracy'][-1]:.4f})"
+    return line
+
+
 def _jsonable(value):
     if isinstance(value, (np.integer,)):
         return int(value)

@@ -18,9 +18,14 @@
 
     [shunt]
     policy = "match_large"       # match_large | max_large_rate | target_accuracy
+    confidence_level = 0.9       # the guarantee's 1 - α; "none" for the point estimate
+    tolerance = 0.01             # ε
 
     [output]
     dir = "reports/run"
+
+TOML has no null: in ``[shunt]`` and ``[cascade]`` the string ``"none"`` stands for Python's
+None.
 
 A cascade of any number of stages replaces ``[small]``, ``[large]`` and ``[shunt]`` with a list of
 stages, cheapest first (each a small model by name, or a large backend with its options), and a
@@ -119,6 +124,8 @@ def check_config(config: dict, source: str = "config") -> dict:
             if not isinstance(value, keys[key]):
                 raise ConfigError(f"{source}: [{name}] {key} must be a {_TYPE_NAMES[keys[key]]}, "
                                   f"got {type(value).__name__} ({value!r})")
+            if SECTIONS[name] in ("ShuntClassifier", "Cascade") and value == "none":
+                section[key] = None
     config["data"].setdefault("text_column", "text")
     config["data"].setdefault("label_column", "label")
     config["data"].setdefault("encoding", "utf-8")
