@@ -4,6 +4,7 @@ import functools
 import time
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich import box
 from rich.console import Console
@@ -101,6 +102,53 @@ def demo(
     console.print(f"report: {out}/report.json, figure: {out}/sweep.png, fitted shunt: {out}/model")
 
 
+@app.command("demo-images")
+@friendly
+def demo_images(
+    small: str = typer.Option("resnet32", help="Small model trained from scratch: resnet32 or cnn."),
+    epochs: int = typer.Option(30, min=1, help="Training epochs of the small model."),
+    ratio: float = typer.Option(100, min=1, help="Imbalance: head class images / rarest class images (500 / ratio)."),
+    shots: int = typer.Option(5, min=1, help="Images per class the few-shot large model may see."),
+    n_validation: int = typer.Option(100, min=1, help="Balanced validation images per class for calibrating δ."),
+    n_test: int = typer.Option(2000, min=10, help="Test images (a balanced draw from the 10,000)."),
+    seed: int = typer.Option(0, help="Seed of the long-tailed draw, the splits and the training."),
+    out: Path = typer.Option(Path("reports/demo-images"), help="Report folder."),
+):
+    """Long-tailed Fashion-MNIST: a small CNN trained on the long tail against a few-shot generalist, by group."""
+    from .backends.fewshot import FewShotImageModel
+    from .estimators.shunt import ShuntClassifier
+    from .eval.compare import compare, describe_calibration, write_report
+    from .io.datasets.fashion_mnist import long_tailed_task
+    from .io.persist import save
+    from .small import make_small
+
+    task = long_tailed_task(ratio, n_validation=n_validation, random_state=seed)
+    rng = np.random.default_rng(seed)
+    per_class = max(n_test // 10, 1)
+    test = np.concatenate([rng.choice(np.flatnonzero(task.y_test == c), per_class, replace=False)
+                           for c in np.unique(task.y_test)])
+    console.print(f"Fashion-MNIST-LT (ratio {ratio:g}): train {len(task.y_train)} images "
+                  f"({', '.join(f'{c} {n}' for c, n in task.counts.items())}), validation {len(task.y_val)}, "
+                  f"test {len(test)} (seed {seed})")
+    large = FewShotImageModel(shots=shots, random_state=seed)
+    say_destination(large)
+    shunt = with_progress(ShuntClassifier(make_small(small, epochs=epochs, random_state=seed), large,
+                                          random_state=seed))
+    start = time.perf_counter()
+    shunt.fit(task.X_train, task.y_train, X_val=task.X_val, y_val=task.y_val)
+    console.print(escape(f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f}; "
+                         f"{describe_calibration(shunt.calibration_)}"))
+    evaluation = compare(shunt, task.X_test[test], task.y_test[test], progress=True, groups=task.group_of)
+    show_summary(evaluation, f"held-out test, {len(test)} images")
+    show_groups(evaluation.per_group)
+    info = {"command": "datashunt demo-images", "small": small, "epochs": epochs, "ratio": ratio,
+            "large": large.describe() + " (a few-shot stand-in for zero-shot CLIP)", "seed": seed,
+            "n_train": len(task.y_train), "n_validation": len(task.y_val), "n_test": len(test)}
+    write_report(out, evaluation, shunt, info)
+    save(shunt, out / "model")
+    console.print(f"report: {out}/report.json, figure: {out}/sweep.png, fitted shunt: {out}/model")
+
+
 @app.command()
 @friendly
 def fit(config: Path = typer.Argument(..., help="TOML config file.")):
@@ -108,17 +156,15 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
     import numpy as np
 
     from .eval.compare import describe_calibration, write_report
-    from .io.config import build_shunt, load_config, require_key
-    from .io.datasets.files import load_labeled
+    from .io.config import build_shunt, load_config, load_data, require_key
     from .io.persist import save
 
     cfg = load_config(config)
     data = cfg["data"]
-    X, y = load_labeled(require_key(cfg, "data", "train", "to fit"), data["text_column"], data["label_column"],
-                        data["encoding"])
+    X, y = load_data(cfg, require_key(cfg, "data", "train", "to fit"))
     X_val = y_val = None
     if data.get("validation"):
-        X_val, y_val = load_labeled(data["validation"], data["text_column"], data["label_column"], data["encoding"])
+        X_val, y_val = load_data(cfg, data["validation"])
     shunt = with_progress(build_shunt(cfg))
     say_destination(shunt)
     shunt.fit(X, y, X_val=X_val, y_val=y_val)
@@ -141,15 +187,16 @@ def predict(
     trust_model_locations: bool = TRUST_LOCATIONS,
 ):
     """Route and label new items; bad rows are flagged, not fatal. Re-running resumes from the call cache."""
-    from .io.config import load_config
-    from .io.datasets.files import check_writable, load_labeled, write_csv
+    from .io.config import load_config, load_data
+    from .io.datasets.files import check_writable, write_csv
 
     cfg = load_config(config)
     check_writable(output)
     shunt = load_shunt(cfg, model, trust_model_locations).set_params(progress=True)
-    texts, _ = load_labeled(input, cfg["data"]["text_column"], None, cfg["data"]["encoding"])
-    table = shunt.route(texts)
-    table.insert(0, "text", texts.to_numpy())
+    items, _ = load_data(cfg, input, labelled=False)
+    table = shunt.route(items)
+    table.insert(0, "path" if shunt.modality_ == "image" else "text", items.astype(str) if shunt.modality_ == "image"
+                 else items.to_numpy())
     write_csv(table, output)
     counts = table["route"].value_counts().to_dict()
     console.print(f"{len(table)} items -> {output}; routes: {counts}; cost {table['cost'].sum():.4f}")
@@ -170,22 +217,23 @@ def evaluate(
         describe_collaboration,
         write_report,
     )
-    from .io.config import load_config, require_key
-    from .io.datasets.files import load_labeled
+    from .io.config import groups_of, load_config, load_data, require_key
 
     cfg = load_config(config)
     data = cfg["data"]
     out = Path(cfg["output"]["dir"])
     shunt = load_shunt(cfg, model, trust_model_locations)
-    X, y = load_labeled(require_key(cfg, "data", "test", "to evaluate"), data["text_column"], data["label_column"],
-                        data["encoding"])
+    X, y = load_data(cfg, require_key(cfg, "data", "test", "to evaluate"))
+    groups = groups_of(cfg)
     if "stages" in cfg:
-        evaluation = compare_cascade(shunt, X, y, progress=True)
+        evaluation = compare_cascade(shunt, X, y, progress=True, groups=groups)
         show_summary(evaluation, str(data["test"]))
     else:
-        evaluation = compare(shunt, X, y, progress=True)
+        evaluation = compare(shunt, X, y, progress=True, groups=groups)
         show_summary(evaluation, str(data["test"]))
         console.print(escape(describe_collaboration(collaboration(shunt, evaluation))))
+    if evaluation.per_group is not None:
+        show_groups(evaluation.per_group)
     write_report(out, evaluation, shunt, {"command": f"datashunt evaluate {config}"})
     console.print(f"report: {out}/report.json")
 
@@ -202,8 +250,7 @@ def distill(
 ):
     """2-Stage Confidence Distillation over unlabeled traffic, reported round by round on data.test."""
     from .collab.distill import distill_rounds
-    from .io.config import load_config, require_key
-    from .io.datasets.files import load_labeled
+    from .io.config import load_config, load_data, require_key
     from .io.persist import save
 
     cfg = load_config(config)
@@ -213,16 +260,14 @@ def distill(
     data = cfg["data"]
     out = Path(cfg["output"]["dir"])
     shunt = load_shunt(cfg, model, trust_model_locations)
-    columns = (data["text_column"], data["label_column"], data["encoding"])
-    X_test, y_test = load_labeled(require_key(cfg, "data", "test", "to measure each round"), *columns)
-    X_train, y_train = load_labeled(require_key(cfg, "data", "train", "to keep what the small model knows"),
-                                    *columns)
+    X_test, y_test = load_data(cfg, require_key(cfg, "data", "test", "to measure each round"))
+    X_train, y_train = load_data(cfg, require_key(cfg, "data", "train", "to keep what the small model knows"))
     X_val = y_val = None
     if data.get("validation"):
-        X_val, y_val = load_labeled(data["validation"], *columns)
+        X_val, y_val = load_data(cfg, data["validation"])
     else:
         console.print("no data.validation: δ stays as calibrated at fit time")
-    texts, _ = load_labeled(pool, data["text_column"], None, data["encoding"])
+    texts, _ = load_data(cfg, pool, labelled=False)
     table = distill_rounds(shunt, texts, rounds, X_test, y_test, X_train=X_train, y_train=y_train, X_val=X_val,
                            y_val=y_val, epochs=epochs, progress=True)
     show = Table(title=f"2CD over {len(texts)} unlabeled items, measured on {data['test']}")
@@ -286,6 +331,18 @@ def with_progress(shunt):
 
 def _count(value) -> str:
     return "-" if value is None or value != value else str(int(value))
+
+
+def show_groups(per_group, console: Console = console) -> None:
+    """Accuracy and large share per group of classes (the paper's Table 2 layout)."""
+    table = Table(title="by group of classes", box=box.SIMPLE_HEAD, pad_edge=False)
+    measures = [c for c in per_group.columns if c.endswith("_accuracy") or c == "large_rate"]
+    for column in ["group", "items"] + [m.replace("_accuracy", "").replace("large_rate", "to large") for m in measures]:
+        table.add_column(column, justify="left" if column == "group" else "right", no_wrap=True)
+    for row in per_group.to_dict("records"):
+        table.add_row(str(row["group"]), str(row["support"]),
+                      *[f"{row[m]:.1%}" if m == "large_rate" else f"{row[m]:.4f}" for m in measures])
+    console.print(table)
 
 
 def show_summary(evaluation, title: str, console: Console = console) -> None:

@@ -8,6 +8,8 @@ REGISTRY = {
     "llama_cpp": ("datashunt.backends.llama_cpp", "LlamaCppModel"),
     "openai": ("datashunt.backends.openai_chat", "OpenAIChatModel"),
     "replay": ("datashunt.backends.replay", "ReplayModel"),
+    "fewshot": ("datashunt.backends.fewshot", "FewShotImageModel"),
+    "clip": ("datashunt.backends.clip", "ClipModel"),
 }
 BUILT_IN = frozenset(REGISTRY)
 _REGISTERED = {}  # classes registered by users, by name

@@ -36,8 +36,9 @@ class Scored:
 
 @dataclass(frozen=True)
 class Call:
-    """One prompt to send: the item's row, its cache key, the messages, the labels offered and the
-    item itself as checked by its modality (for backends that take it directly, such as images)."""
+    """One prompt to send: the item's row, its cache key, the messages, the labels offered, the
+    item itself as checked by its modality and the hint (for backends that take them directly,
+    such as image models; a hint from soft Prompt Pruning carries its probabilities as ``prior``)."""
 
     index: int
     key: str
@@ -45,6 +46,7 @@ class Call:
     labels: list
     keep: list
     item: object = None
+    hint: object = None
 
 
 @dataclass
@@ -193,7 +195,7 @@ class LargeModel(BaseEstimator, abc.ABC):
                 continue
             if key not in pending and not isinstance(stand_in, str):  # the real content, only for calls made
                 messages = prompt.messages(kind.content(item), offered, hint, kind.noun)
-            pending.setdefault(key, []).append(Call(i, key, messages, offered, keep, item))
+            pending.setdefault(key, []).append(Call(i, key, messages, offered, keep, item, hint))
         price = Price.coerce(getattr(self, "price", None))
         todo = [calls[0] for calls in pending.values()]
         for call, scored in self._score_many(todo, progress):
@@ -233,6 +235,22 @@ class LargeModel(BaseEstimator, abc.ABC):
         if name not in self.modalities:
             raise ConfigError(f"{type(self).__name__} answers about {', '.join(self.modalities)}, not "
                               f"{name} items; choose a backend that takes them")
+
+    def fit(self, X, y):
+        """Learn from the labelled training items what this backend may; most need nothing.
+
+        A shunt or cascade calls it on its own copy with the items it trains on (not the ones it
+        calibrates on); a few-shot backend draws its examples here.
+        """
+        return self
+
+    def fitted_state(self) -> dict | None:
+        """What :meth:`fit` learnt, as named numpy arrays for a saved model (None: nothing)."""
+        return None
+
+    def set_fitted_state(self, state: dict) -> "LargeModel":
+        """Restore :meth:`fitted_state`'s arrays, checking them (a saved file is data)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no fitted state")
 
     def price_of(self, prompt_tokens: np.ndarray) -> np.ndarray:
         """Uncached price of calls that used these prompt tokens (one output token each)."""

@@ -7,6 +7,8 @@ instruction and the label list), which a local model evaluates once and reuses.
 import string
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..exceptions import ConfigError
 
 MAX_PROMPT_CHARS = 100_000
@@ -119,6 +121,18 @@ def label_words(classes, names: dict | None) -> list[str]:
     if len(set(labels)) != len(labels):
         raise ConfigError(f"label names must be distinct, got {labels}")
     return labels
+
+
+def words_for(y, classes, labels: list[str]) -> list[str]:
+    """Each label in ``y`` as the word the large model answers with (``labels[j]`` for ``classes[j]``).
+
+    Examples
+    --------
+    >>> words_for([1, 0, 1], [0, 1], ["negative", "positive"])
+    ['positive', 'negative', 'positive']
+    """
+    word = dict(zip(np.asarray(classes).tolist(), labels))
+    return [word[v] for v in np.asarray(y).tolist()]
 
 
 def surface_forms(label: str) -> list[str]:

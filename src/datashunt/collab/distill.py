@@ -104,9 +104,10 @@ def distill_rounds(shunt, pool, rounds: int, X_test, y_test, *, X_train=None, y_
     """
     import pandas as pd
 
+    from ..modalities.base import object_column
     from ..progress import track
 
-    pool = np.asarray(list(pool), dtype=object)
+    pool = object_column(list(pool))  # texts or whole images, one per row
     y_test = np.asarray(y_test, dtype=object)
     parts = np.array_split(np.arange(len(pool)), rounds)
 

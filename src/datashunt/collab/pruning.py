@@ -10,18 +10,35 @@ from dataclasses import dataclass
 import pandas as pd
 
 
-def soft_hint(proba, labels: list[str], excelled: list[int]) -> str | None:
+class Hint(str):
+    """A soft Prompt Pruning hint: the sentence a chat model reads, with the probabilities it states
+    as ``prior`` (label to probability, rounded as stated) for models that take numbers, not words."""
+
+    prior: dict
+
+    def __new__(cls, text: str, prior: dict):
+        hint = super().__new__(cls, text)
+        hint.prior = prior
+        return hint
+
+
+def soft_hint(proba, labels: list[str], excelled: list[int]) -> Hint | None:
     """Soft Prompt Pruning: the small model's probabilities for the classes it excels in, as prior knowledge.
 
     Examples
     --------
-    >>> soft_hint([0.05, 0.7, 0.25], ["cat", "dog", "fox"], [0, 1])
+    >>> hint = soft_hint([0.05, 0.7, 0.25], ["cat", "dog", "fox"], [0, 1])
+    >>> str(hint)
     'Prior knowledge from a specialised classifier that is reliable on these classes: cat with probability 0.05, dog with probability 0.70.'
+    >>> hint.prior
+    {'cat': 0.05, 'dog': 0.7}
     """
     if not excelled:
         return None
     parts = [f"{labels[j]} with probability {proba[j]:.2f}" for j in excelled]
-    return "Prior knowledge from a specialised classifier that is reliable on these classes: " + ", ".join(parts) + "."
+    prior = {labels[j]: round(float(proba[j]), 2) for j in excelled}
+    return Hint("Prior knowledge from a specialised classifier that is reliable on these classes: "
+                + ", ".join(parts) + ".", prior)
 
 
 def hard_candidates(proba, excelled: list[int], cutoff: float) -> list[int]:

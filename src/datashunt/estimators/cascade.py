@@ -11,7 +11,7 @@ from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
 
 from ..backends.base import LargeModel
-from ..backends.prompt import label_words
+from ..backends.prompt import label_words, words_for
 from ..core import drift
 from ..core.answers import answer
 from ..core.calibration import (
@@ -150,6 +150,9 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
             if extra:
                 raise DataError(f"stage {name!r} knows classes {extra} that the training labels do not have")
         self.labels_ = label_words(self.classes_.tolist(), self.label_names)
+        for _, model in self.stages_:
+            if isinstance(model, LargeModel):
+                model.fit(X, words_for(y, self.classes_, self.labels_))  # a few-shot backend draws its shots
         if hasattr(self.stages_[0][1], "n_features_in_"):
             self.n_features_in_ = self.stages_[0][1].n_features_in_
         if self.thresholds == "auto":

@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clo
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ..backends.prompt import label_words
+from ..backends.prompt import label_words, words_for
 from ..collab.pruning import MODES, Pruning, class_report
 from ..core import drift
 from ..core.answers import Answers, answer
@@ -201,6 +201,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                             f"(classes: {self.classes_.tolist()})")
         get_measure(self.confidence)  # fail early on an unknown measure
         self.labels_ = self._labels()
+        self.large_.fit(X, words_for(y, self.classes_, self.labels_))  # a few-shot backend draws its shots
         small_proba = self._out_of_fold(X, y) if self.cv is not None else None
         X_val, y_val, small_proba = self._calibration_sample(X_val, y_val, small_proba)
         self._fit_pruning(X_val, y_val, small_proba)

@@ -17,14 +17,66 @@ from ..modalities import as_inputs
 
 @dataclass
 class Evaluation:
-    """``summary``: one row per system; ``per_class``: accuracy by true class; ``routes``: per item."""
+    """``summary``: one row per system; ``per_class``: accuracy by true class; ``routes``: per item;
+    ``per_group``: accuracy and large share by group of classes (head / medium / tail), when asked."""
 
     summary: pd.DataFrame
     per_class: pd.DataFrame
     routes: pd.DataFrame
+    per_group: pd.DataFrame | None = None
 
 
-def compare(shunt, X, y, progress: bool = False) -> Evaluation:
+GROUP_NAMES = ("head", "medium", "tail")
+
+
+def count_groups(y_train, sizes=None) -> dict:
+    """Each class's group by how many training items it has: ``head``, ``medium`` or ``tail``.
+
+    Classes are ranked from most to fewest items (ties by class) and cut into ``sizes`` classes
+    per group; by default into thirds, the medium group taking the remainder (10 classes: 3 / 4 / 3).
+
+    Examples
+    --------
+    >>> count_groups(["a"] * 9 + ["b"] * 5 + ["c"] * 2 + ["d"])
+    {'a': 'head', 'b': 'medium', 'c': 'medium', 'd': 'tail'}
+    """
+    counts = pd.Series(np.asarray(y_train).tolist()).value_counts()
+    ranked = sorted(counts.index, key=lambda c: (-counts[c], str(c)))
+    if sizes is None:
+        third = len(ranked) // 3
+        sizes = (third, len(ranked) - 2 * third, third)
+    if len(sizes) != 3 or sum(sizes) != len(ranked) or min(sizes) < 0:
+        raise DataError(f"group sizes {tuple(sizes)} must be three counts adding up to the {len(ranked)} classes")
+    names = [name for name, size in zip(GROUP_NAMES, sizes) for _ in range(size)]
+    return dict(zip(ranked, names))
+
+
+def per_group(per_class: pd.DataFrame, groups: dict) -> pd.DataFrame:
+    """Per-class rows pooled into groups: support and the support-weighted accuracies and large share.
+
+    ``groups`` maps a class to its group; classes it leaves out are pooled as ``"other"``.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"class": ["a", "b", "c"], "support": [10, 10, 20],
+    ...                      "small_accuracy": [1.0, 0.5, 0.25], "large_rate": [0.0, 0.5, 1.0]})
+    >>> per_group(rows, {"a": "head", "b": "head", "c": "tail"}).to_dict("records")[0]
+    {'group': 'head', 'support': 20, 'small_accuracy': 0.75, 'large_rate': 0.25}
+    """
+    named = {str(k): v for k, v in groups.items()}
+    group = per_class["class"].map(lambda c: named.get(str(c), "other"))
+    measures = [c for c in per_class.columns if c.endswith("_accuracy") or c == "large_rate"]
+    order = list(dict.fromkeys([g for g in GROUP_NAMES if g in set(group)] + sorted(set(group) - set(GROUP_NAMES))))
+    rows = []
+    for name in order:
+        part = per_class[group == name]
+        weight = part["support"].to_numpy(dtype=float)
+        rows.append({"group": name, "support": int(weight.sum()),
+                     **{m: float(np.average(part[m].to_numpy(dtype=float), weights=weight)) for m in measures}})
+    return pd.DataFrame(rows)
+
+
+def compare(shunt, X, y, progress: bool = False, groups: dict | None = None) -> Evaluation:
     """Accuracy, macro-F1, large-call rate and cost of small-only, large-only and Data Shunt.
 
     The large model is asked about every item once (for the large-only row); Data Shunt's own
@@ -32,6 +84,7 @@ def compare(shunt, X, y, progress: bool = False) -> Evaluation:
     (``cost`` in money, ``large_seconds`` in the large model's compute time as first measured).
     Items whose true label the shunt never saw in training count as errors for every system
     and are flagged in ``routes``. Failed large calls count as errors for large-only.
+    ``groups`` (class to group, e.g. from :func:`count_groups`) adds ``per_group``.
     """
     batch = as_inputs(X, shunt.modality_)
     inputs, problems = batch.items, batch.problems
@@ -87,14 +140,15 @@ def compare(shunt, X, y, progress: bool = False) -> Evaluation:
          "large_rate": float(routed[y == c].mean())}
         for c in classes if (y == c).any()
     ])
-    return Evaluation(summary, per_class, routes)
+    return Evaluation(summary, per_class, routes, None if groups is None else per_group(per_class, groups))
 
 
-def compare_cascade(cascade, X, y, progress: bool = False) -> Evaluation:
+def compare_cascade(cascade, X, y, progress: bool = False, groups: dict | None = None) -> Evaluation:
     """Accuracy, macro-F1, cost and the share reaching the last stage: each stage alone, then the cascade.
 
     Every stage answers every item once (its row); the cascade's own calls then come from the
-    cache, and its cost is the uncached price of every stage each item reached.
+    cache, and its cost is the uncached price of every stage each item reached. ``groups`` as
+    for :func:`compare`.
     """
     from ..core.answers import answer
     from ..core.confidence import get_measure
@@ -129,7 +183,7 @@ def compare_cascade(cascade, X, y, progress: bool = False) -> Evaluation:
     per_class = pd.DataFrame([{"class": c, "support": int((y == c).sum()),
                                **{f"{system}_accuracy": float(np.mean(p[y == c] == c)) for system, p in preds.items()}}
                               for c in classes if (y == c).any()])
-    return Evaluation(pd.DataFrame(rows), per_class, routes)
+    return Evaluation(pd.DataFrame(rows), per_class, routes, None if groups is None else per_group(per_class, groups))
 
 
 def _system_row(name, pred, y, classes, to_large, cost, large_seconds, failures, seconds) -> dict:
@@ -165,6 +219,8 @@ def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None
     if evaluation is not None:
         report["summary"] = evaluation.summary.to_dict("records")
         report["per_class"] = evaluation.per_class.astype({"class": str}).to_dict("records")
+        if evaluation.per_group is not None:
+            report["per_group"] = evaluation.per_group.to_dict("records")
         evaluation.routes.to_csv(folder / "routes.csv", index=False)
     if shunt.sweep_ is not None:
         shunt.sweep_.to_csv(folder / "sweep.csv", index=False)
@@ -225,6 +281,8 @@ def describe_calibration(calibration: dict) -> str:
     ...                       "large_accuracy": 0.9, "large_rate": 0.43})
     'promise: accuracy >= large-only accuracy - 0.01 with probability >= 0.9 (Learn then Test), certified; on 1000 validation items: accuracy 0.9100 (large only 0.9000), 43.0% sent to the large model'
     """
+    if calibration.get("policy") == "fixed":
+        return "given, not calibrated: no promise"
     status = "certified" if calibration["goal_met"] else "NOT met: see the warning above"
     if "with probability" not in calibration["goal"]:
         status = "met on validation (point estimate, no guarantee)" if calibration["goal_met"] else status

@@ -3,10 +3,11 @@
 .. code-block:: toml
 
     [data]
-    train = "train.csv"          # CSV, TSV, JSONL or Parquet
+    train = "train.csv"          # CSV, TSV, JSONL or Parquet; or a folder of images, one subfolder per class
     test = "test.csv"            # for `datashunt evaluate`
-    text_column = "text"
+    text_column = "text"          # with modality = "image": the column of image paths
     label_column = "label"
+    groups = "count"             # optional: report head / medium / tail classes by training count
 
     [small]
     model = "tfidf"              # tfidf | textcnn | lstm | minilm
@@ -54,7 +55,8 @@ from pathlib import Path
 from ..exceptions import ConfigError
 
 SECTIONS = {
-    "data": {"train": str, "validation": str, "test": str, "text_column": str, "label_column": str, "encoding": str},
+    "data": {"train": str, "validation": str, "test": str, "text_column": str, "label_column": str, "encoding": str,
+             "groups": (str, dict)},
     "small": {"model": str, "params": dict},
     "large": None,  # backend options, checked against the backend's constructor and constraints
     "shunt": "ShuntClassifier",  # the shunt's constructor arguments, less the two models
@@ -62,7 +64,7 @@ SECTIONS = {
     "stages": None,  # a list of stage tables, checked by check_stages
     "cascade": "Cascade",  # the cascade's constructor arguments, less the stages
 }
-_TYPE_NAMES = {str: "string", dict: "table", object: "value"}
+_TYPE_NAMES = {str: "string", dict: "table", object: "value", (str, dict): "string or table"}
 
 
 def load_config(path) -> dict:
@@ -187,6 +189,33 @@ def require_key(config: dict, section: str, key: str, why: str):
     if value is None:
         raise ConfigError(f"[{section}] {key} is required {why}")
     return value
+
+
+def load_data(config: dict, path, labelled: bool = True):
+    """Items and labels (None unless ``labelled``) from a data file or image folder, read as the
+    config's ``[data]`` says; image paths in a table when the shunt's ``modality`` is ``"image"``."""
+    from .datasets.files import load_labeled
+
+    data = config["data"]
+    images = "image" in (config.get("shunt", {}).get("modality"), config.get("cascade", {}).get("modality"))
+    return load_labeled(path, data["text_column"], data["label_column"] if labelled else None, data["encoding"],
+                        images=images)
+
+
+def groups_of(config: dict) -> dict | None:
+    """Class to group from ``[data] groups``: ``"count"`` (head / medium / tail thirds by training
+    count, see :func:`~datashunt.eval.compare.count_groups`) or a table of group = [labels]."""
+    from ..eval.compare import count_groups
+
+    groups = config["data"].get("groups")
+    if groups is None:
+        return None
+    if groups == "count":
+        _, y = load_data(config, require_key(config, "data", "train", "to group classes by training count"))
+        return count_groups(y)
+    if isinstance(groups, dict) and all(isinstance(v, list) for v in groups.values()):
+        return {str(label): name for name, labels in groups.items() for label in labels}
+    raise ConfigError(f'[data] groups must be "count" or a table of group = [labels], got {groups!r}')
 
 
 def large_options(config: dict) -> dict:

@@ -36,6 +36,8 @@ TRUSTED_TYPES = frozenset({
     "datashunt.small.textcnn.TextCNNClassifier",
     "datashunt.small.lstm.LSTMClassifier",
     "datashunt.small.minilm.MiniLMClassifier",
+    "datashunt.small.resnet.ResNet32Classifier",
+    "datashunt.small.cnn.SmallCNNClassifier",
 })
 
 
@@ -77,6 +79,7 @@ def save(shunt, folder) -> Path:
     elif (folder / "learnable.skops").exists():
         (folder / "learnable.skops").unlink()
     (folder / "shunt.json").write_text(text)
+    _save_state(shunt.large_, folder / "large_state.npz")
     if shunt.sweep_ is not None:
         shunt.sweep_.to_csv(folder / "sweep.csv", index=False)
     return folder
@@ -141,6 +144,7 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
                                  f"{None if found is None else np.asarray(found).tolist()}; the folder is inconsistent "
                                  "(a different order would swap labels)")
     large = _large(meta["large"], large_options, trust_saved_locations, meta_path)
+    _load_state(large, folder / "large_state.npz")
     shunt = ShuntClassifier(small, large, **meta["params"])
     try:
         check_params(shunt, "shunt")
@@ -250,6 +254,32 @@ def _large(saved: dict, given: dict | None, trust: bool, path):
     return large
 
 
+def _save_state(large, path: Path) -> None:
+    """What a large backend learnt in ``fit`` (a few-shot head), as plain arrays in ``path``."""
+    state = large.fitted_state()
+    if state is None:
+        path.unlink(missing_ok=True)
+    else:
+        np.savez(path, **state)
+
+
+def _load_state(large, path: Path) -> None:
+    """Give a large backend its saved state: arrays only (no pickles), checked by the backend."""
+    from ..backends.base import LargeModel
+
+    if type(large).fitted_state is LargeModel.fitted_state:
+        return
+    if not path.is_file():
+        raise ModelFileError(f"{path} is missing: the {type(large).__name__} was fitted and saved its state there")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            large.set_fitted_state({name: arrays[name] for name in arrays.files})
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ModelFileError(f"{path} is corrupt or holds objects, not arrays: {exc}") from None
+    except ConfigError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+
+
 def _read_sweep(path, columns):
     if not path.is_file():
         return None
@@ -282,6 +312,7 @@ def _save_cascade(cascade, folder: Path) -> Path:
         if isinstance(model, LargeModel):
             stages.append({"name": name, "kind": "large", "backend": backend_name(model),
                            "options": _large_options(model)})
+            _save_state(model, folder / f"stage_{i}_state.npz")
         else:
             sio.dump(model.estimator if isinstance(model, FrozenEstimator) else model, folder / f"stage_{i}.skops")
             stages.append({"name": name, "kind": "classifier"})
@@ -332,6 +363,7 @@ def _load_cascade(folder: Path, large_options, trust: bool, trusted):
         elif kind == "large":
             _check_keys(stage, {"name": str, "kind": str, "backend": str, "options": dict}, f"stages[{i}].", fail)
             model = _large(stage, given.pop(stage["name"], None), trust, path)
+            _load_state(model, folder / f"stage_{i}_state.npz")
         else:
             fail(f"stages[{i}] must be a classifier or a large model, got kind {kind!r}")
         stages.append((stage["name"], model))

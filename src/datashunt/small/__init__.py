@@ -1,4 +1,4 @@
-"""Small models: scikit-learn classifiers over texts, built by name.
+"""Small models: scikit-learn classifiers over texts and images, built by name.
 
 Any classifier with ``fit``, ``predict_proba`` and ``classes_`` can be a shunt's small model;
 these are the ones datashunt ships, importable by name for configuration files.
@@ -13,11 +13,13 @@ REGISTRY = {
     "textcnn": ("datashunt.small.textcnn", "TextCNNClassifier"),
     "lstm": ("datashunt.small.lstm", "LSTMClassifier"),
     "minilm": ("datashunt.small.minilm", "MiniLMClassifier"),
+    "resnet32": ("datashunt.small.resnet", "ResNet32Classifier"),
+    "cnn": ("datashunt.small.cnn", "SmallCNNClassifier"),
 }
 
 
 def make_small(name: str, **params):
-    """Build a small model by name: ``tfidf``, ``textcnn``, ``lstm`` or ``minilm``.
+    """Build a small model by name: ``tfidf``, ``textcnn``, ``lstm``, ``minilm`` (texts), ``resnet32`` or ``cnn`` (images).
 
     Examples
     --------

@@ -126,3 +126,41 @@ def long_tailed(images, labels, *, head: int = 500, ratio: float = 100.0, groups
     named = {name: [int(c) for c in classes[bounds[g]:bounds[g + 1]]]
              for g, name in enumerate(("head", "medium", "tail"))}
     return LongTailed(images[index], labels[index], index, counts, named)
+
+
+@dataclass(frozen=True)
+class LongTailedTask:
+    """Fashion-MNIST-LT as a task: long-tailed training images, a balanced validation set drawn from
+    the training images the long tail left out, the balanced test images, labels as class names,
+    and each class's group (head / medium / tail)."""
+
+    train: LongTailed
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    group_of: dict
+    X_pool: np.ndarray  # training images in neither set, drawn at random: unlabelled traffic for 2CD
+
+    @property
+    def counts(self) -> dict:
+        return dict(zip(CLASSES, self.train.counts.tolist()))
+
+
+def long_tailed_task(ratio: float = 100.0, *, head: int = 500, n_validation: int = 100, n_pool: int = 0,
+                     random_state=0, folder=None) -> LongTailedTask:
+    """Fashion-MNIST-LT at ``ratio`` with ``n_validation`` validation images per class and ``n_pool``
+    unlabelled ones (seed-fixed)."""
+    images, labels = load_fashion_mnist("train", folder)
+    X_test, y_test = load_fashion_mnist("test", folder)
+    lt = long_tailed(images, labels, head=head, ratio=ratio, random_state=random_state)
+    rng = np.random.default_rng(random_state)
+    free = np.setdiff1d(np.arange(len(labels)), lt.source_index)
+    val = np.concatenate([rng.choice(free[labels[free] == c], n_validation, replace=False)
+                          for c in np.unique(labels)])
+    names = np.array(CLASSES, dtype=object)
+    return LongTailedTask(lt, lt.images, names[lt.labels], images[val], names[labels[val]], X_test, names[y_test],
+                          {CLASSES[c]: g for g, members in lt.groups.items() for c in members},
+                          images[rng.permutation(np.setdiff1d(free, val))[:n_pool]])

@@ -1,4 +1,5 @@
-"""The user's own labelled data: CSV, TSV, JSONL or Parquet, with named text and label columns."""
+"""The user's own labelled data: CSV, TSV, JSONL or Parquet with named item and label columns, or
+a folder of images with one subfolder per class."""
 
 import os
 import tempfile
@@ -30,7 +31,7 @@ def read_table(path, encoding: str = "utf-8", text_columns=()) -> pd.DataFrame:
     """
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a file")
+        raise DataError(f"{path}: is a folder, not a file (a folder of images needs modality = \"image\")")
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(READERS)}")
@@ -89,13 +90,49 @@ def _umask() -> int:
     return mask
 
 
-def load_labeled(path, text_column: str = "text", label_column: str | None = "label",
-                 encoding: str = "utf-8") -> tuple[pd.Series, pd.Series | None]:
-    """Texts and labels (or None when ``label_column`` is None) from a table file.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
-    Rows whose label is missing are an error (drop them or fill them in); texts are checked later,
-    per row, by the shunt.
+
+def load_image_folder(root, labelled: bool = True) -> tuple[pd.Series, pd.Series | None]:
+    """Image paths and labels from ``root/<label>/*.png|jpg|…`` (labels: the subfolder names).
+
+    Unlabelled (``labelled=False``), every image file under ``root`` is taken, at any depth.
+    Files are not opened here: an unreadable one is flagged per item when the batch is checked.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ("cat/1.png", "cat/2.jpg", "dog/1.png", "dog/notes.txt"):
+    ...     (root / name).parent.mkdir(exist_ok=True); _ = (root / name).write_bytes(b"")
+    >>> paths, labels = load_image_folder(root)
+    >>> [p.name for p in paths], labels.tolist()
+    (['1.png', '2.jpg', '1.png'], ['cat', 'cat', 'dog'])
     """
+    root = Path(root)
+    if labelled:
+        files = [(f, d.name) for d in sorted(p for p in root.iterdir() if p.is_dir())
+                 for f in sorted(d.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+    else:
+        files = [(f, None) for f in sorted(root.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+    if not files:
+        where = "in its subfolders (one per class)" if labelled else "under it"
+        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) {where}")
+    paths = pd.Series([f for f, _ in files], name="path", dtype=object)
+    labels = pd.Series([label for _, label in files], name="label", dtype=object) if labelled else None
+    return paths, labels
+
+
+def load_labeled(path, text_column: str = "text", label_column: str | None = "label",
+                 encoding: str = "utf-8", images: bool = False) -> tuple[pd.Series, pd.Series | None]:
+    """Items and labels (or None when ``label_column`` is None) from a table file or an image folder.
+
+    With ``images``, a folder is read by :func:`load_image_folder` and a table's ``text_column``
+    holds image paths, relative ones resolved against the table's folder. Rows whose label is
+    missing are an error (drop them or fill them in); items are checked later, per row, by the shunt.
+    """
+    if images and Path(path).is_dir():
+        return load_image_folder(path, labelled=label_column is not None)
     frame = read_table(path, encoding, text_columns=[text_column])
     needed = [text_column] + ([label_column] if label_column else [])
     missing = [c for c in needed if c not in frame.columns]
@@ -107,4 +144,8 @@ def load_labeled(path, text_column: str = "text", label_column: str | None = "la
         if labels.isna().any():
             rows = labels.index[labels.isna()].tolist()[:5]
             raise DataError(f"{path}: {int(labels.isna().sum())} rows have no label (first rows: {rows})")
-    return frame[text_column], labels
+    items = frame[text_column]
+    if images:
+        base = Path(path).parent
+        items = items.map(lambda v: base / v if isinstance(v, str) and v.strip() else v)  # an absolute v stays
+    return items, labels
