@@ -110,7 +110,7 @@ def demo_images(
     ratio: float = typer.Option(100, min=1, help="Imbalance: head class images / rarest class images (500 / ratio)."),
     shots: int = typer.Option(5, min=1, help="Images per class the few-shot large model may see."),
     n_validation: int = typer.Option(100, min=1, help="Balanced validation images per class for calibrating δ."),
-    n_test: int = typer.Option(2000, min=10, help="Test images (a balanced draw from the 10,000)."),
+    n_test: int = typer.Option(1000, min=10, help="Test images (a balanced draw from the 10,000)."),
     seed: int = typer.Option(0, help="Seed of the long-tailed draw, the splits and the training."),
     out: Path = typer.Option(Path("reports/demo-images"), help="Report folder."),
 ):

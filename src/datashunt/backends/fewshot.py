@@ -23,7 +23,7 @@ from .base import SHARED_CONSTRAINTS
 from .vision import ImageLabelModel
 
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+PIXEL_SCALE = 0.5  # EfficientNet-Lite's own input scaling, (x - 0.5) / 0.5: pixels in [-1, 1]
 MEMO_SIZE = 20_000  # features of the images seen last in this process (about 100 MB)
 _network = {}  # the loaded network, per device: it is frozen, so every instance shares it
 _features = OrderedDict()  # (image size, image key) -> feature vector
@@ -37,8 +37,9 @@ class FewShotImageModel(ImageLabelModel):
     ----------
     shots : int, default=5
         Labelled images per class the head may see; lowered to the rarest class's count.
-    C : float, default=1.0
-        Inverse L2 strength of the head's logistic regression (on L2-normalised features).
+    C : float, default=10.0
+        Inverse L2 strength of the head's logistic regression (on L2-normalised features); 1.0
+        leaves its probabilities nearly flat (a mean top probability under 0.2 on Fashion-MNIST).
     image_size : int, default=224
         Side images are resized to (bilinear) before the network.
     batch_size : int, default=64
@@ -68,7 +69,7 @@ class FewShotImageModel(ImageLabelModel):
         "device": [StrOptions({"cpu", "cuda", "mps"} | {f"cuda:{i}" for i in range(16)})],
     }
 
-    def __init__(self, *, shots=5, C=1.0, image_size=224, batch_size=64, random_state=0, device="cpu", prompt=None,
+    def __init__(self, *, shots=5, C=10.0, image_size=224, batch_size=64, random_state=0, device="cpu", prompt=None,
                  price=None, cache=True, min_label_mass=0.0):
         self.shots = shots
         self.C = C
@@ -176,14 +177,12 @@ class FewShotImageModel(ImageLabelModel):
         network = _load_network(self.device)
         F = torch.nn.functional
         side = int(self.image_size)
-        mean = torch.tensor(IMAGENET_MEAN)[None, :, None, None]
-        std = torch.tensor(IMAGENET_STD)[None, :, None, None]
         batch = []
         for image in images:
             x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None].div(255.0)
             x = x.expand(1, 3, *x.shape[2:]) if x.shape[1] == 1 else x
             batch.append(F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False))
-        x = ((torch.cat(batch) - mean) / std).to(self.device)
+        x = ((torch.cat(batch) - PIXEL_SCALE) / PIXEL_SCALE).to(self.device)
         try:
             with torch.no_grad():
                 return network.extract_features(x).mean(dim=(2, 3)).float().cpu().numpy()
