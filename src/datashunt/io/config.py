@@ -10,11 +10,11 @@
     groups = "count"             # optional: report head / medium / tail classes by training count
 
     [small]
-    model = "tfidf"              # tfidf | textcnn | lstm | minilm
+    model = "tfidf"              # tfidf | textcnn | lstm | minilm | resnet32 | cnn
     params = { C = 4.0 }
 
     [large]
-    backend = "llama_cpp"        # llama_cpp | openai | replay; other keys are the backend's options
+    backend = "llama_cpp"        # llama_cpp | openai | replay | fewshot | clip; other keys: its options
     instruction = "Is the sentiment of this review positive or negative?"
 
     [shunt]
@@ -139,7 +139,7 @@ def check_config(config: dict, source: str = "config") -> dict:
                           "encoding (e.g. 'utf-8', 'latin-1')") from None
     config["small"].setdefault("model", "tfidf")
     if "stages" not in config and not isinstance(config["large"].get("backend"), str):
-        raise ConfigError(f"{source}: [large] needs a 'backend' (llama_cpp, openai or replay)")
+        raise ConfigError(f"{source}: [large] needs a 'backend' (llama_cpp, openai, replay, fewshot or clip)")
     config["output"].setdefault("dir", "reports/run")
     return config
 
