@@ -177,22 +177,24 @@ def longtail_tables(result: dict) -> str:
     for key in ratios:
         r = result[key]
         for system, name in (("small", "small only"), ("large", "large only (few-shot stand-in)"),
-                             ("ds", "Data Shunt")):
+                             ("ds", "Data Shunt, default policy"), ("ds_budget", "Data Shunt, budget")):
             row = r[system]
-            share = _share(row["large_share"]) if system == "ds" else ("0%" if system == "small" else "100%")
+            share = {"small": "0%", "large": "100%"}.get(system) or _share(row["large_share"])
             lines.append(f"| {key.removeprefix('imbalance_')} | {name} | {row['head']:.4f} | {row['medium']:.4f} | "
                          f"{row['tail']:.4f} | {row['overall']:.4f} | {share} |")
-    lines += ["", "| ratio | training images (head → rarest) | validation | k shots | δ | ResNet-32 training (s, 2 "
-              "cores) |", "|---|---|---|---|---|---|"]
+    lines += ["", "| ratio | training images (head → rarest) | validation | k shots | δ (default) | δ (budget) | "
+              "ResNet-32 training (s, 2 cores) |", "|---|---|---|---|---|---|---|"]
     for key in ratios:
         r = result[key]
         counts = list(r["train_counts"].values())
         lines.append(f"| {key.removeprefix('imbalance_')} | {r['n_train']} ({counts[0]} → {counts[-1]}) | "
-                     f"{r['n_validation']} | {r['shots']} | {r['threshold']:.4f} | {r['small_train_seconds']:.0f} |")
+                     f"{r['n_validation']} | {r['shots']} | {r['threshold']:.4f} | {r['ds_budget']['threshold']:.4f} | "
+                     f"{r['small_train_seconds']:.0f} |")
     first = result[ratios[0]]
-    ablation = [("DS", first["ds"]), ("DS-PP (soft)", first.get("ds_pp_soft")), ("DS-PP (hard)", first.get(
+    ablation = [("DS (budget)", first["ds_budget"]), ("DS-PP (soft)", first.get("ds_pp_soft")), ("DS-PP (hard)", first.get(
         "ds_pp_hard")), ("DS-2CD", first.get("ds_2cd")), ("DS-PP(hard)-2CD", first.get("ds_pp_2cd"))]
-    lines += ["", f"Ablation at ratio {ratios[0].removeprefix('imbalance_')} (the paper's Table 4):", "",
+    lines += ["", f"Ablation at ratio {ratios[0].removeprefix('imbalance_')} on the budget's δ (the paper's Table 4):",
+              "",
               "| system | head | medium | tail | overall | sent to large |", "|---|---|---|---|---|---|"]
     for name, row in ablation:
         if row is not None:

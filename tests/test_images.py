@@ -274,3 +274,20 @@ def test_a_table_of_image_paths_resolves_relative_paths_against_the_table(tmp_pa
 def test_calls_carry_their_hint_for_backends_that_read_numbers():
     call = Call(0, "k", [], ["a"], [0], None, soft_hint([0.3, 0.7], ["a", "b"], [1]))
     assert call.hint.prior == {"b": 0.7} and str(call.hint).startswith("Prior knowledge")
+
+
+def test_demo_images_runs_end_to_end_on_a_small_draw(tmp_path, monkeypatch):
+    from datashunt.io.datasets.fashion_mnist import load_fashion_mnist
+
+    try:
+        load_fashion_mnist("test")
+    except DataError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    monkeypatch.setenv("DATASHUNT_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, ["demo-images", "--small", "cnn", "--epochs", "1", "--n-validation", "3",
+                                      "--n-test", "20", "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [g["group"] for g in report["per_group"]] == ["head", "medium", "tail"]
+    assert report["calibration"]["goal"].startswith("large-call rate <= 0.7000 with probability >= 0.9")
+    assert "few-shot stand-in" in report["info"]["large"] and (tmp_path / "report" / "model").is_dir()
