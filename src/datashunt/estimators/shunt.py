@@ -60,14 +60,16 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         ``match_large`` without ``confidence_level`` only: by how many standard errors of the
         paired validation gap the shunt must lead the large model, so that a lead within
         validation noise does not count (a guard, not a guarantee).
-    tolerance : float
+    tolerance : float, default=0.01
         ``match_large`` only: how far below the large model's accuracy the shunt may be (ε).
-    confidence_level : float, optional
-        With a value (say 0.9), δ comes with a guarantee: with at least this probability over the
-        validation draw, the goal holds on new data from the same source (Learn then Test, see
+    confidence_level : float or None, default=0.9
+        δ comes with a guarantee: with at least this probability over the validation draw, the
+        goal holds on new data from the same source (Learn then Test, see
         :mod:`datashunt.core.guarantee`): accuracy at least the large model's minus
         ``tolerance``, a large-call share within ``max_large_rate``, or accuracy at least
-        ``target_accuracy``. None keeps the point estimate (guarded by ``match_z``).
+        ``target_accuracy``. A one-point promise needs about 460 validation items; with fewer,
+        nothing is certified and everything goes to the large model (with a warning). None
+        takes the point estimate instead (guarded by ``match_z``, no stated level).
     confidence : {"max_proba", "margin", "entropy"} or callable
         How sure the small model is (:mod:`datashunt.core.confidence`).
     prompt_pruning : {None, "soft", "hard"}
