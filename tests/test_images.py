@@ -291,3 +291,25 @@ def test_demo_images_runs_end_to_end_on_a_small_draw(tmp_path, monkeypatch):
     assert [g["group"] for g in report["per_group"]] == ["head", "medium", "tail"]
     assert report["calibration"]["goal"].startswith("large-call rate <= 0.7000 with probability >= 0.9")
     assert "few-shot stand-in" in report["info"]["large"] and (tmp_path / "report" / "model").is_dir()
+
+
+def test_a_cascade_with_a_few_shot_stage_saves_its_head_and_2cd_rounds_take_images(data, tmp_path):
+    from datashunt import Cascade
+    from datashunt.collab.distill import distill_rounds
+
+    (X, y), (X_test, y_test) = data
+    X_lt, y_lt = squares(0, counts=[40, 30, 10, 4], seed=5)
+    cascade = Cascade([("cnn", make_small("cnn", epochs=3, width=4, n_threads=1, random_state=0)),
+                       ("fewshot", FewShotImageModel(shots=4, image_size=32, cache=False))],
+                      thresholds=[0.6]).fit(X_lt, y_lt)
+    folder = save(cascade, tmp_path / "cascade")
+    assert (folder / "stage_1_state.npz").is_file() and not (folder / "stage_0_state.npz").exists()
+    loaded = load(folder, large_options={"fewshot": {"cache": False}})
+    np.testing.assert_allclose(loaded.predict_proba(X_test), cascade.predict_proba(X_test), atol=1e-6)
+
+    shunt = ShuntClassifier(make_small("cnn", epochs=3, width=4, n_threads=1, random_state=0),
+                            FewShotImageModel(shots=4, image_size=32, cache=False), threshold=0.9,
+                            random_state=0).fit(X_lt, y_lt, X_val=X, y_val=y)
+    rounds = distill_rounds(shunt, list(X_test[::2]), 2, X_test[1::2], y_test[1::2], X_train=X_lt, y_train=y_lt,
+                            epochs=1)
+    assert rounds["round"].tolist() == [0, 1, 2] and rounds["n_pool"].iloc[-1] == len(X_test[::2])
