@@ -162,8 +162,6 @@ def demo_images(
 @friendly
 def fit(config: Path = typer.Argument(..., help="TOML config file.")):
     """Fit a shunt (or a cascade of [[stages]]) on data.train, calibrate δ, save it under output.dir/model."""
-    import numpy as np
-
     from .eval.compare import describe_calibration, write_report
     from .io.config import build_shunt, load_config, load_data, require_key
     from .io.persist import save
