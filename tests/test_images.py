@@ -313,3 +313,11 @@ def test_a_cascade_with_a_few_shot_stage_saves_its_head_and_2cd_rounds_take_imag
     rounds = distill_rounds(shunt, list(X_test[::2]), 2, X_test[1::2], y_test[1::2], X_train=X_lt, y_train=y_lt,
                             epochs=1)
     assert rounds["round"].tolist() == [0, 1, 2] and rounds["n_pool"].iloc[-1] == len(X_test[::2])
+
+
+def test_a_bad_groups_setting_is_refused_with_what_it_takes():
+    from datashunt.io.config import groups_of
+
+    with pytest.raises(ConfigError, match='groups must be "count" or a table of group = \\[labels\\]'):
+        groups_of({"data": {"groups": "by size"}})
+    assert groups_of({"data": {"groups": {"rare": ["bag", "boot"]}}}) == {"bag": "rare", "boot": "rare"}
