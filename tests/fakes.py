@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from datashunt.backends.base import LargeModel, Scored
+from datashunt.backends.generate.base import Generated, Generator
 from datashunt.exceptions import LargeModelError
 
 
@@ -121,3 +122,35 @@ class FakeOpenAIServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class FakeGenerator(Generator):
+    """Answers from a lookup table of item -> (text, token probabilities); everything else in the
+    base class (prompt, cache, flags, cost) is real. Items in ``fail`` raise a LargeModelError,
+    items in ``no_logprobs`` come back without log-probabilities; the prompt seen last is kept."""
+
+    def __init__(self, table=None, *, name="fake", fail=(), no_logprobs=(), instruction="Translate.", template=None,
+                 max_new_tokens=16, stop=None, shots=0, price=None, cache=False):
+        self.table = table
+        self.name = name
+        self.fail = fail
+        self.no_logprobs = no_logprobs
+        self.instruction = instruction
+        self.template = template
+        self.max_new_tokens = max_new_tokens
+        self.stop = stop
+        self.shots = shots
+        self.price = price
+        self.cache = cache
+
+    def identity(self):
+        return f"fake_generator:{self.name}"
+
+    def _generate(self, messages, item):
+        self.calls = getattr(self, "calls", []) + [item]
+        self.last_messages = messages
+        if item in self.fail:
+            raise LargeModelError("upstream error 500")
+        text, probs = self.table[item]
+        logprob = None if item in self.no_logprobs else np.log(probs).tolist()
+        return Generated(text, logprob, prompt_tokens=10, completion_tokens=len(probs))

@@ -1,7 +1,8 @@
 """datashunt: a small model answers what it is sure of; a large model answers the rest."""
 
 from .estimators.cascade import Cascade
+from .estimators.generator import ShuntGenerator
 from .estimators.shunt import ShuntClassifier
 
 __version__ = "0.1.0"
-__all__ = ["Cascade", "ShuntClassifier", "__version__"]
+__all__ = ["Cascade", "ShuntClassifier", "ShuntGenerator", "__version__"]

@@ -97,18 +97,11 @@ SHARED_CONSTRAINTS = {
 }
 
 
-class LargeModel(BaseEstimator, abc.ABC):
-    """Base of the large-model backends: the contract every backend fulfils.
-
-    A backend implements :meth:`identity` and :meth:`_score` (or, for several calls at once,
-    :meth:`_score_many`); everything else (prompts, cache, cost meter, flags, renormalisation) is
-    shared here. Register it by name with :func:`datashunt.backends.register_backend`.
-
-    Parameters shared by every backend: ``prompt`` (a :class:`~datashunt.backends.prompt.Prompt` or
-    an instruction string), ``price`` (a :class:`~datashunt.backends.pricing.Price` or mapping),
-    ``cache`` (True for the default on-disk cache, False for none, or a path to a SQLite file)
-    and ``min_label_mass`` (answers that put less probability than this on all labels together
-    are flagged as off-label instead of being renormalised into a confident-looking guess).
+class Backend(BaseEstimator, abc.ABC):
+    """What every model behind a service boundary shares, whatever it answers (labels or text):
+    the modalities it reads, where its calls go, the persistent cache, the price and what it may
+    learn from training items. :class:`LargeModel` (labels) and
+    :class:`~datashunt.backends.generate.base.Generator` (text) build on it.
     """
 
     #: The modalities (:mod:`datashunt.modalities`) this backend can answer about.
@@ -134,6 +127,64 @@ class LargeModel(BaseEstimator, abc.ABC):
             Price.coerce(getattr(self, "price", None))
         except ConfigError as exc:
             raise InvalidParameterError(f"The 'price' parameter is invalid: {exc}.") from None
+
+    @abc.abstractmethod
+    def identity(self) -> str:
+        """What distinguishes this model's answers in the cache (backend and model name)."""
+
+    def _inputs(self, inputs, modality):
+        """The batch read as ``modality``, refused as a whole if this backend cannot answer about it."""
+        from ..modalities import as_inputs
+
+        batch = as_inputs(inputs, modality)
+        self.check_modality(batch.modality.name)
+        return batch
+
+    def check_modality(self, name: str) -> None:
+        """Refuse items of modality ``name`` if this backend cannot answer about them."""
+        if name not in self.modalities:
+            raise ConfigError(f"{type(self).__name__} answers about {', '.join(self.modalities)}, not "
+                              f"{name} items; choose a backend that takes them")
+
+    def fit(self, X, y):
+        """Learn from the labelled training items what this backend may; most need nothing.
+
+        A shunt or cascade calls it on its own copy with the items it trains on (not the ones it
+        calibrates on); a few-shot backend draws its examples here.
+        """
+        return self
+
+    def fitted_state(self) -> dict | None:
+        """What :meth:`fit` learnt, as named numpy arrays for a saved model (None: nothing)."""
+        return None
+
+    def set_fitted_state(self, state: dict) -> "Backend":
+        """Restore :meth:`fitted_state`'s arrays, checking them (a saved file is data)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no fitted state")
+
+    def _cache(self) -> CallCache | None:
+        cache = getattr(self, "cache", True)
+        if cache is False or cache is None:
+            return None
+        if getattr(self, "_cache_obj", None) is None or self._cache_spec != cache:
+            path = default_cache_dir() / "calls.sqlite" if cache is True else cache
+            self._cache_obj, self._cache_spec = CallCache(path), cache
+        return self._cache_obj
+
+
+class LargeModel(Backend):
+    """Base of the large-model backends: the contract every backend fulfils.
+
+    A backend implements :meth:`identity` and :meth:`_score` (or, for several calls at once,
+    :meth:`_score_many`); everything else (prompts, cache, cost meter, flags, renormalisation) is
+    shared here. Register it by name with :func:`datashunt.backends.register_backend`.
+
+    Parameters shared by every backend: ``prompt`` (a :class:`~datashunt.backends.prompt.Prompt` or
+    an instruction string), ``price`` (a :class:`~datashunt.backends.pricing.Price` or mapping),
+    ``cache`` (True for the default on-disk cache, False for none, or a path to a SQLite file)
+    and ``min_label_mass`` (answers that put less probability than this on all labels together
+    are flagged as off-label instead of being renormalised into a confident-looking guess).
+    """
 
     def predict_proba(self, inputs, labels, hints=None, candidates=None, progress: bool = False,
                       modality="auto") -> LargeResult:
@@ -222,46 +273,12 @@ class LargeModel(BaseEstimator, abc.ABC):
                                      "seconds": scored.seconds})
         return result
 
-    def _inputs(self, inputs, modality):
-        """The batch read as ``modality``, refused as a whole if this backend cannot answer about it."""
-        from ..modalities import as_inputs
-
-        batch = as_inputs(inputs, modality)
-        self.check_modality(batch.modality.name)
-        return batch
-
-    def check_modality(self, name: str) -> None:
-        """Refuse items of modality ``name`` if this backend cannot answer about them."""
-        if name not in self.modalities:
-            raise ConfigError(f"{type(self).__name__} answers about {', '.join(self.modalities)}, not "
-                              f"{name} items; choose a backend that takes them")
-
-    def fit(self, X, y):
-        """Learn from the labelled training items what this backend may; most need nothing.
-
-        A shunt or cascade calls it on its own copy with the items it trains on (not the ones it
-        calibrates on); a few-shot backend draws its examples here.
-        """
-        return self
-
-    def fitted_state(self) -> dict | None:
-        """What :meth:`fit` learnt, as named numpy arrays for a saved model (None: nothing)."""
-        return None
-
-    def set_fitted_state(self, state: dict) -> "LargeModel":
-        """Restore :meth:`fitted_state`'s arrays, checking them (a saved file is data)."""
-        raise NotImplementedError(f"{type(self).__name__} keeps no fitted state")
-
     def price_of(self, prompt_tokens: np.ndarray) -> np.ndarray:
         """Uncached price of calls that used these prompt tokens (one output token each)."""
         price = Price.coerce(getattr(self, "price", None))
         return np.array([price.cost(int(t), 1) for t in prompt_tokens], dtype=float)
 
     # -- what a backend provides -------------------------------------------------------------
-    @abc.abstractmethod
-    def identity(self) -> str:
-        """What distinguishes this model's answers in the cache (backend and model name)."""
-
     def _score(self, messages: list[dict], labels: list[str]) -> Scored:
         """Log-probability mass of each label as the model's next answer (for the default :meth:`_score_many`)."""
         raise NotImplementedError(f"{type(self).__name__} implements neither _score nor _score_many")
@@ -290,15 +307,6 @@ class LargeModel(BaseEstimator, abc.ABC):
         if isinstance(prompt, Prompt):
             return prompt
         raise ConfigError(f"prompt must be a Prompt or an instruction string, got {type(prompt).__name__}")
-
-    def _cache(self) -> CallCache | None:
-        cache = getattr(self, "cache", True)
-        if cache is False or cache is None:
-            return None
-        if getattr(self, "_cache_obj", None) is None or self._cache_spec != cache:
-            path = default_cache_dir() / "calls.sqlite" if cache is True else cache
-            self._cache_obj, self._cache_spec = CallCache(path), cache
-        return self._cache_obj
 
     def _normalise(self, label_logprob: np.ndarray, labels: list[str]) -> np.ndarray:
         logp = np.asarray(label_logprob, dtype=float)

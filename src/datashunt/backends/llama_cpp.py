@@ -18,6 +18,66 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
+def gguf_path(model) -> Path:
+    """The GGUF file of a known model name (installed by ``datashunt setup``) or a path, checked."""
+    if str(model) in MODELS:
+        if not is_installed(model):
+            raise ModelFileError(f"model {model!r} is not installed; run: datashunt setup --model {model}")
+        return model_path(model)
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ModelFileError(f"no GGUF file at {path}; give a known model name {sorted(MODELS)} or a .gguf path")
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ModelFileError(f"{path} is not a GGUF file (bad magic bytes); is it corrupt or another format?")
+    return path
+
+
+def load(path: Path, n_ctx: int, n_threads=None):
+    """A llama.cpp model from a GGUF file and the chat formatter its metadata asks for."""
+    llama_cpp = require("llama_cpp", "llama")
+    try:
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
+                              logits_all=False, verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"llama.cpp could not load {path}: {exc}. The file may be truncated or "
+                             "corrupt; delete it and run datashunt setup again") from None
+    template = llm.metadata.get("tokenizer.chat_template") or CHATML
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    def token_text(key):
+        tid = int(llm.metadata.get(key, -1))
+        return llm.detokenize([tid], special=True).decode("utf-8", "ignore") if tid >= 0 else ""
+
+    formatter = Jinja2ChatFormatter(template, eos_token=token_text("tokenizer.ggml.eos_token_id"),
+                                    bos_token=token_text("tokenizer.ggml.bos_token_id"))
+    return llm, formatter
+
+
+def eval_prompt(llm, tokens: list[int], reuse_prefix: bool) -> np.ndarray:
+    """Evaluate ``tokens`` (keeping the KV cache of the longest prefix shared with the last
+    prompt when ``reuse_prefix``) and return the next token's log-probabilities."""
+    keep = 0
+    if reuse_prefix:
+        cached = llm.input_ids[: llm.n_tokens]
+        limit = min(len(cached), len(tokens) - 1)
+        same = np.flatnonzero(np.asarray(cached[:limit]) != np.asarray(tokens[:limit]))
+        keep = int(same[0]) if len(same) else limit
+    llm.n_tokens = keep
+    try:
+        llm.eval(tokens[keep:])
+    except RuntimeError as exc:
+        llm.reset()
+        raise LargeModelError(f"llama.cpp failed to evaluate the prompt: {exc}") from None
+    return next_logprob(llm)
+
+
+def next_logprob(llm) -> np.ndarray:
+    """Log-probabilities of the token after what ``llm`` has evaluated."""
+    logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+    return log_softmax(logits.astype(np.float64))
+
+
 class LlamaCppModel(LargeModel):
     """A GGUF chat model run in-process; a label's probability is the summed next-token
     probability of the first tokens of its surface forms (``positive``, `` Positive``, ...),
@@ -68,17 +128,7 @@ class LlamaCppModel(LargeModel):
 
     # -- loading -------------------------------------------------------------------------------
     def _path(self) -> Path:
-        if str(self.model) in MODELS:
-            if not is_installed(self.model):
-                raise ModelFileError(f"model {self.model!r} is not installed; run: datashunt setup --model {self.model}")
-            return model_path(self.model)
-        path = Path(self.model).expanduser()
-        if not path.is_file():
-            raise ModelFileError(f"no GGUF file at {path}; give a known model name {sorted(MODELS)} or a .gguf path")
-        with open(path, "rb") as fh:
-            if fh.read(4) != b"GGUF":
-                raise ModelFileError(f"{path} is not a GGUF file (bad magic bytes); is it corrupt or another format?")
-        return path
+        return gguf_path(self.model)
 
     @classmethod
     def is_default_location(cls, name, value) -> bool:
@@ -97,25 +147,8 @@ class LlamaCppModel(LargeModel):
 
     def _llm(self):
         if getattr(self, "_loaded", None) is None:
-            llama_cpp = require("llama_cpp", "llama")
-            path = self._path()
-            try:
-                llm = llama_cpp.Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads or os.cpu_count(),
-                                      logits_all=False, verbose=False)
-            except (ValueError, RuntimeError) as exc:
-                raise ModelFileError(f"llama.cpp could not load {path}: {exc}. The file may be truncated or "
-                                     "corrupt; delete it and run datashunt setup again") from None
-            template = llm.metadata.get("tokenizer.chat_template") or CHATML
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            def token_text(key):
-                tid = int(llm.metadata.get(key, -1))
-                return llm.detokenize([tid], special=True).decode("utf-8", "ignore") if tid >= 0 else ""
-
-            self._formatter = Jinja2ChatFormatter(template, eos_token=token_text("tokenizer.ggml.eos_token_id"),
-                                                  bos_token=token_text("tokenizer.ggml.bos_token_id"))
+            self._loaded, self._formatter = load(self._path(), self.n_ctx, self.n_threads)
             self._label_ids = {}
-            self._loaded = llm
         return self._loaded
 
     def _first_tokens(self, labels: list[str]) -> list[list[int]]:
@@ -154,8 +187,7 @@ class LlamaCppModel(LargeModel):
                 total = logp[seq[0]]
                 for previous, token in zip(seq[:-1], seq[1:]):
                     llm.eval([previous])
-                    logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
-                    total += log_softmax(logits.astype(np.float64))[token]
+                    total += next_logprob(llm)[token]
                 llm.n_tokens = n_prompt  # back to the prompt for the next form (its KV cache is kept)
                 per_form.append(total)
             out.append(logsumexp(per_form))
@@ -170,20 +202,7 @@ class LlamaCppModel(LargeModel):
         if len(tokens) >= self.n_ctx:
             raise LargeModelError(f"prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}; "
                                   "shorten the text or raise n_ctx")
-        keep = 0
-        if self.reuse_prefix:
-            cached = llm.input_ids[: llm.n_tokens]
-            limit = min(len(cached), len(tokens) - 1)
-            same = np.flatnonzero(np.asarray(cached[:limit]) != np.asarray(tokens[:limit]))
-            keep = int(same[0]) if len(same) else limit
-        llm.n_tokens = keep
-        try:
-            llm.eval(tokens[keep:])
-        except RuntimeError as exc:
-            llm.reset()
-            raise LargeModelError(f"llama.cpp failed to evaluate the prompt: {exc}") from None
-        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
-        logp = log_softmax(logits.astype(np.float64))
+        logp = eval_prompt(llm, tokens, self.reuse_prefix)
         if label_ids is None:
             try:
                 label_logp = self._whole_labels(llm, len(tokens), logp, labels)

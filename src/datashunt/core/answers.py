@@ -31,6 +31,10 @@ class Answers:
     def ok(self) -> np.ndarray:
         return ~np.isnan(self.proba).any(axis=1)
 
+    def predicted(self) -> np.ndarray:
+        """Each item's most probable class index (-1 where there is no answer), for per-class δ."""
+        return np.nan_to_num(self.proba, nan=-1.0).argmax(axis=1)
+
     def put(self, rows: np.ndarray, other: "Answers") -> None:
         """Write ``other``'s answers into ``rows``."""
         for name in ("proba", "confidence", "cost", "price", "cached", "prompt_tokens"):

@@ -228,13 +228,16 @@ def per_class_thresholds(confidence, predicted, small_correct, large_correct, n_
 CASCADE_POLICIES = ("match_last", "max_cost", "max_last_rate", "target_accuracy")
 
 
-def cascade_sweep(confidence, correct, cost, n_grid: int = 40) -> pd.DataFrame:
+def cascade_sweep(confidence, correct, cost, n_grid: int = 40, quality=None) -> pd.DataFrame:
     """Accuracy, cost and reach of an N-stage cascade at every combination of single thresholds.
 
     Every stage has answered every validation item (``confidence``, ``correct``, ``cost`` are
-    (n, S)); each of the S - 1 thresholds takes ``n_grid`` quantiles of its stage's confidence
-    (midpoints, plus ±inf), and every combination is scored with
-    :func:`datashunt.core.deciding.outcome`. The row with all thresholds at +inf is the last stage alone.
+    (n, S); ``correct`` may be a quality score per item, for generation); each of the S - 1
+    thresholds takes ``n_grid`` quantiles of its stage's confidence (midpoints, plus ±inf), and
+    every combination is scored with :func:`datashunt.core.deciding.outcome`. ``quality``, when
+    given, replaces the mean of ``correct`` as the figure of merit: a function of the stage each
+    item stops at (a corpus-level metric such as BLEU is not a mean of item scores). The row with
+    all thresholds at +inf is the last stage alone.
 
     Returns a DataFrame with ``threshold_1`` ... ``threshold_{S-1}``, ``accuracy``, ``cost``
     (per item) and ``last_rate`` (share of items reaching the last stage).
@@ -260,8 +263,10 @@ def cascade_sweep(confidence, correct, cost, n_grid: int = 40) -> pd.DataFrame:
         axes.append(np.r_[-np.inf, (values[:-1] + values[1:]) / 2, np.inf])
     rows = []
     for point in itertools.product(*axes):
-        result = outcome(stop_stage(confidence, list(point)), correct, cost)
-        rows.append([*point, result["accuracy"], result["cost"] / len(confidence), result["reach"][-1]])
+        stage = stop_stage(confidence, list(point))
+        result = outcome(stage, correct, cost)
+        merit = result["accuracy"] if quality is None else float(quality(stage))
+        rows.append([*point, merit, result["cost"] / len(confidence), result["reach"][-1]])
     columns = [f"threshold_{s + 1}" for s in range(n_stages - 1)] + ["accuracy", "cost", "last_rate"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -274,7 +279,8 @@ def choose_point(sweep: pd.DataFrame, policy: str = "match_last", *, tolerance: 
     ``match_last``: the cheapest row whose accuracy is at least the last stage's alone minus
     ``tolerance``. ``max_cost`` (money per item) and ``max_last_rate`` (share of items reaching the
     last stage): the most accurate row within the budget, then the cheapest. ``target_accuracy``:
-    the cheapest row reaching it. A goal that cannot be met warns and takes the most accurate row.
+    the cheapest row reaching it. Between equally cheap rows (free local models), the one
+    sending fewer items to the last stage wins. A goal that cannot be met warns and takes the most accurate row.
     ``Choice.threshold`` is the row's first threshold; the row holds them all.
     """
     if policy not in CASCADE_POLICIES:
@@ -288,20 +294,20 @@ def choose_point(sweep: pd.DataFrame, policy: str = "match_last", *, tolerance: 
             raise ConfigError("policy 'target_accuracy' needs target_accuracy")
         goal = f"accuracy >= {floor:.4f}"
         ok = acc >= floor - eps
-        order = np.lexsort((-acc, cost))  # cheapest first, then the more accurate
+        order = np.lexsort((-acc, rate, cost))  # cheapest first, then fewest to the last stage, then accurate
     else:
         limit, column = (max_cost, cost) if policy == "max_cost" else (max_last_rate, rate)
         if limit is None:
             raise ConfigError(f"policy {policy!r} needs {policy}")
         goal = f"{'cost per item' if policy == 'max_cost' else 'share reaching the last stage'} <= {limit:g}"
         ok = column <= limit + eps
-        order = np.lexsort((cost, -acc))  # most accurate first, then the cheaper
+        order = np.lexsort((rate, cost, -acc))  # most accurate first, then the cheaper
     candidates = [i for i in order if ok[i]]
     met = bool(candidates)
     if not met:
         warnings.warn(f"no thresholds reach the goal '{goal}' on the validation data (best accuracy "
                       f"{acc.max():.4f}); using the most accurate ones instead", CalibrationWarning, stacklevel=2)
-        candidates = list(np.lexsort((cost, -acc)))
+        candidates = list(np.lexsort((rate, cost, -acc)))
     row = int(candidates[0])
     return Choice(float(sweep["threshold_1"].iloc[row]), row, goal, met)
 

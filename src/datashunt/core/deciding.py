@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..exceptions import ConfigError
-from .answers import Answers
 
 
 def keeps(confidence, threshold, predicted=None) -> np.ndarray:
@@ -74,8 +73,9 @@ def stop_stage(confidence, thresholds, predicted=None) -> np.ndarray:
 def outcome(stage, correct, cost) -> dict:
     """Accuracy, money and the share of items reaching each stage, for the stages items stopped at.
 
-    ``correct`` and ``cost`` are (n, S): whether each stage is right, and what asking it costs.
-    An item pays for every stage it reaches.
+    ``correct`` and ``cost`` are (n, S): whether each stage is right (or how good its answer is,
+    a number per item, for generation), and what asking it costs. An item pays for every stage
+    it reaches.
 
     Examples
     --------
@@ -83,7 +83,7 @@ def outcome(stage, correct, cost) -> dict:
     {'accuracy': 1.0, 'cost': 12.0, 'reach': [1.0, 0.5]}
     """
     stage = np.asarray(stage, dtype=int)
-    correct = np.asarray(correct, dtype=bool)
+    correct = np.asarray(correct, dtype=float)
     cost = np.asarray(cost, dtype=float)
     n, n_stages = correct.shape
     reached = np.arange(n_stages)[None, :] <= stage[:, None]
@@ -111,18 +111,22 @@ class Routed:
         return out
 
 
-def run_stages(n: int, k: int, valid, ask, thresholds) -> Routed:
+def run_stages(valid, ask, thresholds, blank) -> Routed:
     """Ask the stages in order; an item stops at the first whose confidence reaches its δ.
 
-    ``ask(s, rows, answers)`` returns stage ``s``'s :class:`Answers` for the batch ``rows`` (it
-    sees the earlier stages' answers, for hints). A stage that fails on an item passes it on; at
-    the last stage, the latest earlier answer stands.
+    ``ask(s, rows, answers)`` returns stage ``s``'s answers for the batch ``rows`` (it sees the
+    earlier stages' answers, for hints): an :class:`~datashunt.core.answers.Answers` (classes) or a
+    :class:`~datashunt.backends.generate.base.Generation` (text), whatever ``blank()`` makes empty
+    for every item. A stage that fails on an item passes it on; at the last stage, the latest
+    earlier answer stands.
     """
+    valid = np.asarray(valid, dtype=bool)
+    n = len(valid)
     stage, reached = np.full(n, -1), np.full(n, -1)
     answers = []
     remaining = np.flatnonzero(valid)
     for s in range(len(thresholds) + 1):
-        answers.append(Answers.empty(n, k))
+        answers.append(blank())
         if not len(remaining):
             continue
         got = ask(s, remaining, answers)
@@ -130,8 +134,7 @@ def run_stages(n: int, k: int, valid, ask, thresholds) -> Routed:
         reached[remaining] = s
         stage[remaining[got.ok]] = s
         if s < len(thresholds):
-            predicted = np.nan_to_num(got.proba, nan=-1.0).argmax(axis=1)
-            remaining = remaining[~keeps(got.confidence, thresholds[s], predicted)]
+            remaining = remaining[~keeps(got.confidence, thresholds[s], got.predicted())]
         else:
             remaining = remaining[:0]
     return Routed(stage, reached, answers)

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..backends.base import LargeModel
 from ..backends.prompt import label_words, words_for
 from ..core import drift
-from ..core.answers import answer
+from ..core.answers import Answers, answer
 from ..core.calibration import (
     CASCADE_POLICIES,
     cascade_sweep,
@@ -286,7 +286,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
             return answer(self.stages_[s][1], inputs[rows], self.classes_, self.labels_, measure, self.progress,
                           self.modality_)
 
-        routed = run_stages(n, k, valid, ask, self.thresholds_)
+        routed = run_stages(valid, ask, self.thresholds_, lambda: Answers.empty(n, k))
         names = np.array([name for name, _ in self.stages_] + [INVALID], dtype=object)  # stage -1 indexes INVALID
         route = np.where(routed.stage == routed.reached, names[routed.stage], FALLBACK)
         route[routed.stage < 0] = INVALID  # unreadable, or no stage could answer (the flag says which)

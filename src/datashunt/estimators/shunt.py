@@ -399,7 +399,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 learnable[rows[better]] = True
             return got
 
-        routed = run_stages(n, k, valid, ask, [threshold])
+        routed = run_stages(valid, ask, [threshold], lambda: Answers.empty(n, k))
         small, large = routed.answers
         route = np.select([routed.stage < 0, routed.reached == 0, routed.stage == 1],
                           [INVALID, np.where(learnable, LEARNABLE, SMALL), LARGE], FALLBACK).astype(object)

@@ -17,8 +17,9 @@ SECTIONS = ("admin", "database", "editors", "electronics", "fonts", "games", "gr
             "math", "net", "science", "sound", "text", "video", "web", "x11")
 
 
-def parse_index(text: str) -> pd.DataFrame:
-    """Package, section and synopsis of each paragraph of a Debian package index.
+def parse_index(text: str, extra=()) -> pd.DataFrame:
+    """Package, section and synopsis of each paragraph of a Debian package index (and the
+    ``extra`` fields asked for, empty where a paragraph lacks them).
 
     Examples
     --------
@@ -33,8 +34,9 @@ def parse_index(text: str) -> pd.DataFrame:
                 key, value = line.split(":", 1)
                 fields[key] = value.strip()
         if "Package" in fields and "Section" in fields and fields.get("Description"):
-            rows.append((fields["Package"], fields["Section"].split("/")[-1], fields["Description"]))
-    return pd.DataFrame(rows, columns=["package", "section", "text"])
+            rows.append((fields["Package"], fields["Section"].split("/")[-1], fields["Description"],
+                         *(fields.get(name, "") for name in extra)))
+    return pd.DataFrame(rows, columns=["package", "section", "text", *extra])
 
 
 def load_debian_sections(sections=SECTIONS) -> pd.DataFrame:

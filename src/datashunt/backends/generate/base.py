@@ -1,0 +1,316 @@
+"""The generator interface: text out, with the log-probability of every token it chose.
+
+A generating backend implements :meth:`Generator._generate` (or :meth:`Generator._generate_many`
+for several prompts at once); the prompt, the persistent cache, the cost meter and the per-row
+flags live here once, as for :class:`~datashunt.backends.base.LargeModel`. A trainable small
+generator (:class:`~datashunt.small.captioner.CaptionerGenerator`) fulfils the same contract, so
+every stage of a :class:`~datashunt.ShuntGenerator` is asked the same way.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+from numbers import Integral
+from pathlib import PurePath
+
+import numpy as np
+from sklearn.utils._param_validation import Interval
+
+from ...core.params import check_params
+from ...exceptions import ConfigError, LargeModelError
+from ..base import Backend
+from ..cache import call_key
+from ..pricing import Price
+
+DEFAULT_TEMPLATE = "{instruction}\n{hint}\n{noun}: {text}"
+
+
+@dataclass
+class Generated:
+    """One answer: the text, the log-probability of each token chosen (None when the service
+    gives none), and what it used."""
+
+    text: str
+    token_logprob: list | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Generation:
+    """Answers of one stage for a batch, as parallel lists and arrays.
+
+    ``text`` is None where the stage failed or was not asked (``flag`` says why);
+    ``token_logprob`` is None where the text came without log-probabilities (then its confidence
+    is unknown and the item is routed on). ``cost`` is what this batch paid (zero for cached
+    answers), ``price`` what each answer costs uncached, ``seconds`` how long it took to compute.
+    """
+
+    text: list
+    token_logprob: list
+    cost: np.ndarray
+    price: np.ndarray
+    cached: np.ndarray
+    prompt_tokens: np.ndarray
+    completion_tokens: np.ndarray
+    seconds: np.ndarray
+    flag: list = field(default_factory=list)
+    confidence: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls, n: int) -> "Generation":
+        """Rows for ``n`` items none of which was asked."""
+        return cls([None] * n, [None] * n, np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, int),
+                   np.zeros(n, int), np.full(n, np.nan), [None] * n, np.full(n, np.nan))
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.array([t is not None for t in self.text], dtype=bool)
+
+    def put(self, rows, other: "Generation") -> None:
+        """Write ``other``'s answers into ``rows``."""
+        for name in ("cost", "price", "cached", "prompt_tokens", "completion_tokens", "seconds", "confidence"):
+            getattr(self, name)[rows] = getattr(other, name)
+        for name in ("text", "token_logprob", "flag"):
+            mine = getattr(self, name)
+            for i, value in zip(rows, getattr(other, name)):
+                mine[i] = value
+
+    def predicted(self):
+        """Generations have no classes: thresholds are single numbers."""
+        return None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt to send: the item's row, its cache key, the chat messages and the checked item
+    (for backends that take it directly, such as image-to-text models)."""
+
+    index: int
+    key: str
+    messages: list
+    item: object = None
+
+
+def _usable(hit) -> dict | None:
+    """A cached answer written by :meth:`Generator.generate`, or None (then it is asked again)."""
+    if not isinstance(hit, dict) or not isinstance(hit.get("text"), str):
+        return None
+    lp = hit.get("token_logprob")
+    if lp is not None and not (isinstance(lp, list) and all(isinstance(v, int | float) and v <= 0 for v in lp)):
+        return None
+    if not all(type(hit.get(k, 0)) is int and hit.get(k, 0) >= 0 for k in ("prompt_tokens", "completion_tokens")):
+        return None
+    return hit
+
+
+GENERATOR_CONSTRAINTS = {
+    "instruction": [str],
+    "template": [str, None],
+    "max_new_tokens": [Interval(Integral, 1, 1 << 16, closed="both")],
+    "stop": [list, tuple, None],
+    "shots": [Interval(Integral, 0, 64, closed="both")],
+    "price": [Price, dict, None],
+    "cache": ["boolean", str, PurePath],
+}
+
+
+class Generator(Backend):
+    """Base of the generating backends: text for each item, with its tokens' log-probabilities.
+
+    Parameters shared by every generator: ``instruction`` (what to do with each item),
+    ``template`` (how the instruction, an optional ``{hint}`` and the item make the user message;
+    fields ``{instruction}``, ``{hint}``, ``{noun}``, ``{text}``), ``max_new_tokens``, ``stop``
+    (strings that end an answer, such as ``"\\n"`` for one-line answers), ``shots`` (how many of
+    the training pairs most like each item are shown first, as earlier turns of the chat,
+    :class:`~datashunt.collab.memory.ExampleMemory`; 0 for none), ``price`` and ``cache`` (as for
+    :class:`~datashunt.backends.base.LargeModel`).
+    """
+
+    modalities = ("text",)
+
+    def generate(self, inputs, hints=None, progress: bool = False, modality="auto") -> Generation:
+        """Generate for each input; failures are flagged per row, never raised.
+
+        ``hints`` (one string or None per input) is put where the template says ``{hint}``: a
+        smaller model's draft, for instance. Items that make the same prompt are asked once.
+        """
+        check_params(self)
+        n = len(inputs)
+        out = Generation.empty(n)
+        if n == 0:
+            return out
+        batch = self._inputs(inputs, modality)
+        kind = batch.modality
+        hints = [None] * n if hints is None else list(hints)
+        if len(hints) != n:
+            raise ConfigError(f"got {len(hints)} hints for {n} inputs")
+        problems = batch.problems or [None] * n
+        examples = self._examples(batch.items, problems)
+        cache = self._cache()
+        identity = self.identity()
+        pending: dict[str, list[Request]] = {}
+        for i, (item, problem, hint, shown) in enumerate(zip(batch.items, problems, hints, examples)):
+            if problem is not None:
+                out.flag[i] = f"{problem}; not sent"
+                continue
+            stand_in = kind.prompt_key(item)
+            key = call_key(identity, self._messages(stand_in, hint, kind.noun, shown), self.max_new_tokens,
+                           list(self.stop or ()))
+            hit = _usable(cache.get(key)) if cache is not None else None
+            if hit is not None:
+                self._store(out, i, Generated(hit["text"], hit.get("token_logprob"), hit.get("prompt_tokens", 0),
+                                              hit.get("completion_tokens", 0), hit.get("seconds", math.nan)))
+                out.cached[i] = True
+                continue
+            content = stand_in if isinstance(stand_in, str) else kind.content(item)
+            pending.setdefault(key, []).append(Request(i, key, self._messages(content, hint, kind.noun, shown), item))
+        price = Price.coerce(self.price)
+        for request, got in self._generate_many([calls[0] for calls in pending.values()], progress):
+            copies = pending[request.key]
+            if not isinstance(got, LargeModelError):
+                got = self._checked(got)
+            if isinstance(got, LargeModelError):
+                for copy in copies:
+                    out.flag[copy.index] = str(got)
+                continue
+            for copy in copies:
+                self._store(out, copy.index, got)
+                out.cached[copy.index] = copy is not request
+            out.cost[request.index] = price.cost(got.prompt_tokens, got.completion_tokens)
+            if cache is not None:
+                cache.put(request.key, {"text": got.text, "token_logprob": got.token_logprob,
+                                        "prompt_tokens": got.prompt_tokens,
+                                        "completion_tokens": got.completion_tokens, "seconds": got.seconds})
+        return out
+
+    def _store(self, out: Generation, i: int, got: Generated) -> None:
+        out.text[i] = got.text
+        out.token_logprob[i] = None if got.token_logprob is None else np.asarray(got.token_logprob, dtype=float)
+        out.prompt_tokens[i] = got.prompt_tokens
+        out.completion_tokens[i] = got.completion_tokens
+        out.seconds[i] = got.seconds
+        out.price[i] = Price.coerce(self.price).cost(got.prompt_tokens, got.completion_tokens)
+        if got.token_logprob is None:
+            out.flag[i] = "no log-probabilities: confidence unknown, routed on"
+
+    @staticmethod
+    def _checked(got: Generated):
+        """The answer, or a LargeModelError saying why it cannot be used (nothing is cached then)."""
+        if not isinstance(got.text, str) or not got.text.strip():
+            return LargeModelError("the generator returned no text")
+        if got.token_logprob is not None:
+            lp = np.asarray(got.token_logprob, dtype=float)
+            if lp.ndim != 1 or not len(lp) or np.isnan(lp).any() or (lp > 1e-6).any():
+                return LargeModelError(f"impossible token log-probabilities ({len(lp)} values, NaN or above 0); "
+                                       "the answer was not used or cached")
+            got.token_logprob = np.minimum(lp, 0.0).tolist()
+        return got
+
+    def _messages(self, text, hint, noun: str, examples=None) -> list[dict]:
+        template = self.template if self.template is not None else DEFAULT_TEMPLATE
+        turns = []
+        for shown, answer in examples or ():
+            turns += [{"role": "user", "content": fill(template, self.instruction, shown, None, noun)},
+                      {"role": "assistant", "content": answer}]
+        return turns + [{"role": "user", "content": fill(template, self.instruction, text, hint, noun)}]
+
+    # -- task knowledge ------------------------------------------------------------------------
+    def fit(self, X, references):
+        """Keep the training pairs to show as examples (``shots > 0``); otherwise nothing to learn."""
+        if self.shots:
+            from ...collab.memory import ExampleMemory
+
+            self.memory_ = ExampleMemory().fit(X, [_first(r) for r in references])
+        return self
+
+    def _examples(self, items, problems) -> list:
+        if not self.shots:
+            return [None] * len(items)
+        memory = getattr(self, "memory_", None)
+        if memory is None:
+            raise ConfigError(f"shots={self.shots} needs the training pairs: call fit(X, references) first")
+        rows = [i for i, p in enumerate(problems) if p is None and isinstance(items[i], str)]
+        out = [None] * len(items)
+        for i, pairs in zip(rows, memory.nearest([items[i] for i in rows], self.shots) if rows else []):
+            out[i] = pairs[::-1]  # the most similar example last, nearest the item
+        return out
+
+    def fitted_state(self) -> dict | None:
+        memory = getattr(self, "memory_", None)
+        return None if memory is None else {"example_texts": memory.texts_, "example_answers": memory.answers_}
+
+    def set_fitted_state(self, state: dict) -> "Generator":
+        from ...collab.memory import ExampleMemory
+
+        texts, answers = state.get("example_texts"), state.get("example_answers")
+        if not (isinstance(texts, np.ndarray) and isinstance(answers, np.ndarray) and texts.dtype.kind == "U"
+                and answers.dtype.kind == "U" and texts.ndim == answers.ndim == 1 and len(texts) == len(answers)):
+            raise ConfigError("the saved example memory must be two string arrays of equal length")
+        self.memory_ = ExampleMemory().fit(texts, answers)
+        return self
+
+    def price_of(self, prompt_tokens, completion_tokens) -> np.ndarray:
+        """Uncached price of answers that used these tokens."""
+        price = Price.coerce(self.price)
+        return np.array([price.cost(int(p), int(c)) for p, c in zip(prompt_tokens, completion_tokens)])
+
+    # -- what a backend provides -------------------------------------------------------------
+    def _generate(self, messages: list[dict], item) -> Generated:
+        """Greedy answer to one chat prompt (for the default :meth:`_generate_many`)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _generate nor _generate_many")
+
+    def _generate_many(self, todo: list[Request], progress: bool):
+        """Yield ``(request, Generated | LargeModelError)`` for each request; override to batch."""
+        from ...progress import track
+
+        for request in track(todo, "generator", enabled=progress):
+            start = time.perf_counter()
+            try:
+                got = self._generate(request.messages, request.item)
+            except LargeModelError as exc:
+                yield request, exc
+                continue
+            got.seconds = time.perf_counter() - start
+            yield request, got
+
+
+def cut_at_stop(text: str, stop) -> tuple[str, bool]:
+    """``text`` up to the first stop string, and whether one was found.
+
+    Examples
+    --------
+    >>> cut_at_stop("freie Software\\nMehr", ["\\n"])
+    ('freie Software', True)
+    """
+    ends = [text.find(s) for s in stop or () if s and s in text]
+    return (text[:min(ends)], True) if ends else (text, False)
+
+
+def _first(reference):
+    """The first reference of an item that has several (captions), or the reference itself."""
+    return reference if isinstance(reference, str) else next(iter(reference), "")
+
+
+def fill(template: str, instruction: str, text, hint, noun: str = "Text"):
+    """The user message: ``template`` with its fields filled; the ``{hint}`` line disappears when
+    there is no hint. A non-string item (an image part) makes a list of content parts.
+
+    Examples
+    --------
+    >>> fill(DEFAULT_TEMPLATE, "Translate into German.", "free software", None)
+    'Translate into German.\\nText: free software'
+    >>> fill(DEFAULT_TEMPLATE, "Translate into German.", "free software", "Draft: freie Software")
+    'Translate into German.\\nDraft: freie Software\\nText: free software'
+    """
+    from ..prompt import check_template
+
+    check_template(template.replace("{noun}", "").replace("{labels}", ""))
+    head, tail = template.split("{text}")
+    parts = [p.replace("{instruction}", instruction).replace("{noun}", noun) for p in (head, tail)]
+    parts = [p.replace("{hint}\n", "").replace("{hint}", "") if not hint else p.replace("{hint}", hint)
+             for p in parts]
+    if isinstance(text, str):
+        return parts[0] + text + parts[1]
+    return [{"type": "text", "text": parts[0]}, text, *([{"type": "text", "text": parts[1]}] if parts[1] else [])]

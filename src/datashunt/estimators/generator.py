@@ -1,0 +1,294 @@
+"""ShuntGenerator: Data Shunt for text generation and captioning (the paper's eq. 8 and Table 3)."""
+
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+from sklearn.base import MetaEstimatorMixin, clone
+from sklearn.model_selection import train_test_split
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metaestimators import _BaseComposition
+from sklearn.utils.validation import check_is_fitted
+
+from ..backends.generate.base import Generation
+from ..collab.drafts import draft_hint
+from ..core import drift
+from ..core.calibration import CASCADE_POLICIES, cascade_sweep, choose_point
+from ..core.deciding import outcome, run_stages, stop_stage
+from ..core.inputs import require_valid
+from ..core.params import check_params
+from ..core.routes import FALLBACK, INVALID
+from ..core.sequence import SEQUENCE_MEASURES, get_sequence_measure
+from ..eval.metrics import METRICS, Metric, get_metric
+from ..exceptions import ConfigError, DataError, LargeModelError
+from ..modalities import NAMES, as_inputs
+
+POLICIES = tuple(p.replace("accuracy", "quality") for p in CASCADE_POLICIES)
+
+
+class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
+    """Generators from cheapest to strongest; each item's text comes from the first stage sure
+    enough of what it wrote.
+
+    A stage's confidence in a text is a function of the probabilities of the tokens it chose
+    (``confidence``: the paper's mean token probability by default); the thresholds are
+    calibrated on validation references against a quality ``metric``, with the policies of
+    :class:`~datashunt.Cascade`. A stage that fails on an item (no text, an error) passes it on;
+    if the last one fails, the latest earlier text stands (route ``fallback``, flagged).
+
+    Parameters
+    ----------
+    stages : list of (name, generator)
+        From cheapest to strongest, at least two. A generator is a backend of
+        :mod:`datashunt.backends.generate` (llama.cpp, an OpenAI-compatible API, transformers) or
+        a trainable small model such as :class:`~datashunt.small.captioner.CaptionerGenerator`;
+        each is cloned and fitted on the training pairs (a prompted model keeps them as examples
+        when its ``shots`` > 0).
+    thresholds : "auto" or list of S - 1 numbers
+    policy : {"match_last", "max_cost", "max_last_rate", "target_quality"}
+        ``match_last``: the fewest items sent on (then the cheapest) whose validation quality is
+        at least the last stage's alone minus ``tolerance`` (in the metric's units);
+        ``max_cost`` / ``max_last_rate``: the best quality within that budget per item or share
+        reaching the last stage; ``target_quality``: the cheapest reaching it.
+    metric : str or Metric
+        ``chrf`` (default), ``bleu``, ``bleu1``..``bleu4``, ``rouge_l``, ``cider``,
+        ``exact_match`` or ``token_f1`` (:mod:`datashunt.eval.metrics`); corpus-level during
+        calibration, as reported.
+    confidence : str or callable
+        ``mean_proba`` (eq. 8), ``geometric_mean``, ``min_proba`` or ``length_normalised``
+        (:mod:`datashunt.core.sequence`).
+    hint : bool
+        Offer each stage the previous stage's text and confidence as a draft in its prompt
+        (:func:`datashunt.collab.drafts.draft_hint`).
+    n_grid : int
+        Candidate thresholds per stage (quantiles of its validation confidences).
+    modality, validation_fraction, random_state, progress
+        As for :class:`~datashunt.Cascade`.
+
+    Attributes
+    ----------
+    stages_, thresholds_, sweep_, calibration_, modality_
+
+    Examples
+    --------
+    Two local models, the smaller shown its closest training examples (needs ``datashunt setup
+    --model qwen2.5-coder-0.5b``)::
+
+        from datashunt import ShuntGenerator
+        from datashunt.backends.generate.llama_cpp import LlamaCppGenerator
+        ask = "Translate this Debian package synopsis into German. Answer with the translation only."
+        shunt = ShuntGenerator([
+            ("small", LlamaCppGenerator("qwen2.5-coder-0.5b", instruction=ask, shots=2, stop=["\\n"])),
+            ("large", LlamaCppGenerator("qwen2.5-coder-1.5b", instruction=ask, stop=["\\n"])),
+        ], metric="chrf").fit(texts, references)
+        shunt.route(["free software accounting program"])
+    """
+
+    _parameter_constraints = {
+        "stages": [list],
+        "thresholds": [StrOptions({"auto"}), list],
+        "policy": [StrOptions(set(POLICIES))],
+        "metric": [StrOptions(set(METRICS)), Metric],
+        "confidence": [StrOptions(set(SEQUENCE_MEASURES)), callable],
+        "tolerance": [Interval(Real, 0, None, closed="left")],
+        "max_cost": [Interval(Real, 0, None, closed="left"), None],
+        "max_last_rate": [Interval(Real, 0, 1, closed="both"), None],
+        "target_quality": [Interval(Real, 0, None, closed="left"), None],
+        "hint": ["boolean"],
+        "n_grid": [Interval(Integral, 2, 10_000, closed="both")],
+        "modality": [StrOptions(set(NAMES))],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "random_state": ["random_state"],
+        "progress": ["boolean"],
+    }
+
+    def __init__(self, stages, *, thresholds="auto", policy="match_last", metric="chrf", confidence="mean_proba",
+                 tolerance=0.0, max_cost=None, max_last_rate=None, target_quality=None, hint=False, n_grid=100,
+                 modality="auto", validation_fraction=0.2, random_state=None, progress=False):
+        self.stages = stages
+        self.thresholds = thresholds
+        self.policy = policy
+        self.metric = metric
+        self.confidence = confidence
+        self.tolerance = tolerance
+        self.max_cost = max_cost
+        self.max_last_rate = max_last_rate
+        self.target_quality = target_quality
+        self.hint = hint
+        self.n_grid = n_grid
+        self.modality = modality
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.progress = progress
+
+    def get_params(self, deep=True):
+        return self._get_params("stages", deep=deep)
+
+    def set_params(self, **params):
+        self._set_params("stages", **params)
+        return self
+
+    # -- learning ------------------------------------------------------------------------------
+    def fit(self, X, references, X_val=None, references_val=None):
+        """Fit each stage on the training pairs, then calibrate the thresholds on ``X_val,
+        references_val`` (or a held-out share of the pairs), where every stage answers every
+        validation item. A reference is a string, or a list of strings (several captions)."""
+        self._check_stages()
+        X, references, self.modality_ = self._pairs(X, references, "training")
+        if X_val is None:
+            if len(X) < 4:
+                raise DataError(f"{len(X)} training pairs are too few to hold some out for calibration; "
+                                "give X_val and references_val")
+            X, X_val, references, references_val = train_test_split(
+                X, references, test_size=self.validation_fraction, random_state=self.random_state)
+        else:
+            X_val, references_val, _ = self._pairs(X_val, references_val, "validation", self.modality_)
+        self.stages_ = []
+        for name, model in self.stages:
+            model = clone(model)
+            model.check_modality(self.modality_) if hasattr(model, "check_modality") else None
+            self.stages_.append((name, model.fit(X, references)))
+        if self.thresholds == "auto":
+            self._calibrate(X_val, references_val)
+        else:
+            if len(self.thresholds) != len(self.stages) - 1:
+                raise ConfigError(f"{len(self.stages)} stages need {len(self.stages) - 1} thresholds, "
+                                  f"got {len(self.thresholds)}")
+            self.thresholds_ = [float(t) for t in self.thresholds]
+            self.sweep_, self.calibration_ = None, {"policy": "fixed"}
+        return self
+
+    def _check_stages(self):
+        check_params(self, "shunt generator")
+        if len(self.stages) < 2 or not all(isinstance(s, tuple) and len(s) == 2 for s in self.stages):
+            raise ConfigError("stages must be a list of at least two (name, generator) pairs")
+        names = [name for name, _ in self.stages]
+        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"stage names must be distinct non-empty strings, got {names}")
+        self._validate_names(names)
+        for name, model in self.stages:
+            if not (HasMethods(["generate", "fit"]).is_satisfied_by(model)):
+                raise ConfigError(f"stage {name!r} is not a generator (it needs fit and generate methods), "
+                                  f"got {type(model).__name__}")
+
+    @staticmethod
+    def _pairs(X, references, what: str, modality="auto"):
+        batch = as_inputs(X, modality)
+        require_valid(batch.problems, f"{what} inputs")
+        if references is None or len(references) != len(batch.items):
+            raise DataError(f"{what}: expected one reference per item ({len(batch.items)}), got "
+                            f"{'none' if references is None else len(references)}")
+        references = list(references)
+        missing = [i for i, r in enumerate(references)
+                   if r is None or (isinstance(r, float) and np.isnan(r)) or (not isinstance(r, str) and not len(r))
+                   or (isinstance(r, str) and not r.strip())]
+        if missing:
+            raise DataError(f"{what}: {len(missing)} items have no reference (rows {missing[:5]}); drop them or "
+                            "give each a reference")
+        return batch.items, references, batch.modality.name
+
+    def _calibrate(self, X_val, references_val):
+        metric, n = get_metric(self.metric), len(X_val)
+        every = self._ask_all(X_val)
+        texts = [got.text for got in every]
+        confidence = np.column_stack([got.confidence for got in every])
+        item_quality = np.column_stack([metric.per_item(t, references_val) for t in texts])
+        price = np.column_stack([got.price for got in every])
+
+        def corpus(stage):
+            return metric.corpus(_standing(texts, stage), references_val)
+
+        self.sweep_ = cascade_sweep(confidence, item_quality, price, n_grid=self.n_grid, quality=corpus)
+        choice = choose_point(self.sweep_, self.policy.replace("quality", "accuracy"), tolerance=self.tolerance,
+                              max_cost=self.max_cost, max_last_rate=self.max_last_rate,
+                              target_accuracy=self.target_quality)
+        self.thresholds_ = self.sweep_.filter(like="threshold_").iloc[choice.row].tolist()
+        stage = stop_stage(confidence, self.thresholds_)
+        result = outcome(stage, item_quality, price)
+        self.calibration_ = {
+            "policy": self.policy, "goal": choice.goal.replace("accuracy", f"{metric.name}"), "goal_met": choice.met,
+            "metric": metric.name, "n_validation": n, "quality": corpus(stage),
+            "stage_quality": [metric.corpus(t, references_val) for t in texts],
+            "cost_per_item": result["cost"] / n, "reach": result["reach"],
+            "failures": [int((~got.ok).sum()) for got in every],
+            "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0]),
+        }
+
+    def _ask_all(self, X) -> list[Generation]:
+        """Every stage's answer to every item (what calibration needs), drafts passed on if ``hint``."""
+        every = []
+        for s, (_, model) in enumerate(self.stages_):
+            hints = self._hints(every[-1], np.arange(len(X))) if self.hint and s else None
+            every.append(self._ask(model, X, hints))
+        return every
+
+    def _ask(self, model, X, hints) -> Generation:
+        got = model.generate(X, hints=hints, progress=self.progress, modality=self.modality_)
+        got.confidence = np.asarray(get_sequence_measure(self.confidence)(got.token_logprob), dtype=float)
+        return got
+
+    @staticmethod
+    def _hints(previous: Generation, rows) -> list:
+        return [draft_hint(previous.text[i], previous.confidence[i]) for i in rows]
+
+    # -- inference -----------------------------------------------------------------------------
+    def generate(self, X) -> list[str]:
+        """The text of each item from the stage it stopped at; raises if an item got none (use
+        :meth:`route` for a per-row flag)."""
+        table = self.route(X)
+        missing = np.flatnonzero(table["text"].isna().to_numpy())
+        if len(missing):
+            i = missing[0]
+            raise LargeModelError(f"{len(missing)} items got no text from any stage (row {i}: "
+                                  f"{table['flag'].iloc[i]}); use route() for a per-row flag")
+        return table["text"].tolist()
+
+    def route(self, X) -> pd.DataFrame:
+        """One record per item: its ``text``, the stage that wrote it (``route`` by name, ``stage``
+        by position), the last stage asked (``reached``), that text's confidence, the tokens it
+        took, what the item cost over every stage it reached (zero for cached answers), and a
+        flag. ``table.attrs["drift"]`` compares the first stage's confidences with calibration."""
+        check_is_fitted(self, "thresholds_")
+        batch = as_inputs(X, self.modality_)
+        n = len(batch.items)
+        problems = batch.problems or [None] * n
+        valid = np.array([p is None for p in problems], dtype=bool)
+
+        def ask(s, rows, answers):
+            hints = self._hints(answers[s - 1], rows) if self.hint and s else None
+            return self._ask(self.stages_[s][1], batch.items[rows], hints)
+
+        routed = run_stages(valid, ask, self.thresholds_, lambda: Generation.empty(n))
+        names = np.array([name for name, _ in self.stages_] + [INVALID], dtype=object)
+        route = np.where(routed.stage == routed.reached, names[routed.stage], FALLBACK)
+        route[routed.stage < 0] = INVALID
+        text, confidence, tokens = [None] * n, np.full(n, np.nan), np.zeros(n, int)
+        for s, got in enumerate(routed.answers):
+            for i in np.flatnonzero(routed.stage == s):
+                text[i], confidence[i], tokens[i] = got.text[i], got.confidence[i], got.completion_tokens[i]
+        flag = list(problems)
+        for (name, _), got in zip(self.stages_, routed.answers):
+            for i in np.flatnonzero([f is not None for f in got.flag]):
+                flag[i] = "; ".join(filter(None, [flag[i], f"{name}: {got.flag[i]}"]))
+        for i in np.flatnonzero(valid & (routed.stage < 0)):
+            flag[i] = flag[i] or "no stage could answer"
+        table = pd.DataFrame({"text": pd.Series(text, dtype=object), "route": route, "stage": routed.stage, "reached": routed.reached,
+                              "confidence": confidence, "completion_tokens": tokens,
+                              "cost": sum(got.cost for got in routed.answers), "flag": flag})
+        table.attrs["drift"] = drift.check(self.calibration_.get("drift_reference"), routed.answers[0].confidence,
+                                           self.thresholds_[0])
+        return table
+
+    def score(self, X, references) -> float:
+        """Corpus quality of :meth:`generate` against ``references`` by ``metric``."""
+        return get_metric(self.metric).corpus(self.route(X)["text"].tolist(), references)
+
+
+def _standing(texts: list[list], stage: np.ndarray) -> list:
+    """The text each item keeps when it stops at ``stage``: that stage's, or if it failed there,
+    the latest earlier one's (None when no stage wrote one)."""
+    out = []
+    for i, s in enumerate(stage):
+        got = next((texts[t][i] for t in range(s, -1, -1) if texts[t][i] is not None), None)
+        out.append(got)
+    return out

@@ -1,0 +1,93 @@
+"""Debian package synopses with their human translations (the Debian Description Translation Project).
+
+A generation task with human references and no download beyond the distribution's own lists:
+each item is a package's one-line English synopsis, its reference the translation volunteers
+wrote ("Real-time strategy game of ancient warfare" -> "Echtzeit-Strategiespiel über antike
+Kriegsführung"). English comes from the package index (``apt-cache dumpavail``), translations from
+the ``Translation-<lang>`` lists apt fetches when asked for that language::
+
+    apt-get -o Acquire::Languages=de update
+
+Pairs are matched by ``Description-md5`` (the translation of exactly that English text); a synopsis
+shared by several packages is kept once.
+"""
+
+import glob
+import subprocess
+
+import pandas as pd
+
+from ...exceptions import DataError
+from .debian import parse_index
+
+LISTS = "/var/lib/apt/lists"
+
+
+def parse_translations(text: str, lang: str) -> pd.DataFrame:
+    """``md5`` and translated ``synopsis`` of each paragraph of a ``Translation-<lang>`` list.
+
+    Examples
+    --------
+    >>> parse_translations("Package: 0ad\\nDescription-md5: d9\\nDescription-de: Strategiespiel\\n long text\\n\\n",
+    ...                    "de").values.tolist()
+    [['0ad', 'd9', 'Strategiespiel']]
+    """
+    rows = []
+    for paragraph in text.split("\n\n"):
+        fields = {}
+        for line in paragraph.splitlines():
+            if line and not line[0].isspace() and ":" in line:
+                key, value = line.split(":", 1)
+                fields[key] = value.strip()
+        synopsis = fields.get(f"Description-{lang}")
+        if fields.get("Package") and fields.get("Description-md5") and synopsis:
+            rows.append((fields["Package"], fields["Description-md5"], synopsis))
+    return pd.DataFrame(rows, columns=["package", "md5", "synopsis"])
+
+
+def _read_list(path: str) -> str:
+    try:  # apt's own helper reads every compression apt writes (lz4, gz, xz, plain)
+        done = subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", path], capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise DataError(f"cannot read {path} ({exc}); this data set needs Debian's apt") from None
+    return done.stdout.decode("utf-8", "replace")
+
+
+def load_ddtp(lang: str = "de", lists: str = LISTS) -> pd.DataFrame:
+    """English synopses and their ``lang`` translations: columns ``text``, ``reference``, ``package``,
+    sorted by package name.
+
+    Raises :class:`~datashunt.exceptions.DataError` naming the apt command when the translation
+    list is missing.
+    """
+    if not (isinstance(lang, str) and lang.replace("_", "").isalnum()):
+        raise DataError(f"a language code such as 'de' or 'pt_BR', got {lang!r}")
+    paths = sorted(glob.glob(f"{lists}/*_i18n_Translation-{lang}*"))
+    if not paths:
+        raise DataError(f"no Translation-{lang} list under {lists}; run (as root): "
+                        f"apt-get -o Acquire::Languages={lang} update")
+    translated = pd.concat([parse_translations(_read_list(p), lang) for p in paths]).drop_duplicates("md5")
+    try:
+        done = subprocess.run(["apt-cache", "dumpavail"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise DataError(f"apt-cache dumpavail failed ({exc}); this data set needs Debian's apt") from None
+    english = parse_index(done.stdout, extra=("Description-md5",)).rename(columns={"Description-md5": "md5"})
+    pairs = english.drop(columns="section").merge(translated.drop(columns="package"), on="md5")
+    pairs = pairs.sort_values("package").drop_duplicates("text").rename(columns={"synopsis": "reference"})
+    if pairs.empty:
+        raise DataError(f"no English synopsis in the package index matches a Translation-{lang} entry; "
+                        "run apt-get update so both lists are from the same release")
+    return pairs.reset_index(drop=True)[["text", "reference", "package"]]
+
+
+def translation_task(lang: str = "de", n_validation: int = 200, n_test: int = 300, random_state: int = 0):
+    """Train, validation and test splits of :func:`load_ddtp` (frames with ``text`` and ``reference``),
+    drawn at random with ``random_state``; the training pairs are everything else."""
+    pairs = load_ddtp(lang)
+    if n_validation + n_test >= len(pairs):
+        raise DataError(f"{len(pairs)} pairs cannot give {n_validation} validation and {n_test} test items "
+                        "and leave some to train on")
+    order = pairs.sample(frac=1.0, random_state=random_state).index
+    test, val = order[:n_test], order[n_test:n_test + n_validation]
+    train = order[n_test + n_validation:]
+    return tuple(pairs.loc[idx].reset_index(drop=True) for idx in (train, val, test))

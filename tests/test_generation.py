@@ -1,0 +1,171 @@
+"""Generation: the generator contract, sequence confidence, quality metrics and ShuntGenerator."""
+
+import numpy as np
+import pytest
+from fakes import FakeGenerator
+
+from datashunt import ShuntGenerator
+from datashunt.core.sequence import get_sequence_measure
+from datashunt.eval.metrics import get_metric
+from datashunt.exceptions import ConfigError, DataError, LargeModelError
+
+N = 120
+ITEMS = [f"item {i}" for i in range(N)]
+REFS = [f"Referenz {i}" for i in range(N)]
+SURE = np.arange(N) % 3 != 0  # the small model is sure (and right) on two items in three
+
+
+def small_table():
+    return {x: (r, [0.95, 0.9]) if sure else (f"falsch {i}", [0.4, 0.5])
+            for i, (x, r, sure) in enumerate(zip(ITEMS, REFS, SURE))}
+
+
+def large_table():
+    return {x: (r, [0.8, 0.9]) for x, r in zip(ITEMS, REFS)}
+
+
+def shunt(**kw):
+    stages = kw.pop("stages", None) or [("small", FakeGenerator(small_table(), name="small")),
+                                        ("large", FakeGenerator(large_table(), name="large"))]
+    return ShuntGenerator(stages, metric="exact_match", random_state=0, **kw)
+
+
+def test_calibrated_threshold_keeps_the_sure_items_and_sends_the_rest():
+    model = shunt().fit(ITEMS[:60], REFS[:60], X_val=ITEMS[60:], references_val=REFS[60:])
+    assert 0.45 < model.thresholds_[0] < 0.925
+    assert model.calibration_["goal_met"] and model.calibration_["quality"] == 100.0
+    assert model.calibration_["stage_quality"] == pytest.approx([100 * SURE[60:].mean(), 100.0])
+    table = model.route(ITEMS[:30])
+    assert table["route"].tolist() == ["small" if s else "large" for s in SURE[:30]]
+    assert table["text"].tolist() == REFS[:30]
+    assert model.score(ITEMS[:30], REFS[:30]) == 100.0
+    assert table.loc[table.route == "small", "confidence"].tolist() == pytest.approx([0.925] * int(SURE[:30].sum()))
+
+
+def test_only_the_unsure_items_reach_the_large_stage():
+    model = shunt(thresholds=[0.7]).fit(ITEMS, REFS)
+    model.route(ITEMS[:30])
+    large = model.stages_[1][1]
+    assert large.calls == [x for x, s in zip(ITEMS[:30], SURE[:30]) if not s]
+
+
+def test_budget_policy_caps_the_share_sent_on():
+    model = shunt(policy="max_last_rate", max_last_rate=0.2).fit(ITEMS[:60], REFS[:60], ITEMS[60:], REFS[60:])
+    assert model.calibration_["reach"][1] <= 0.2
+    assert model.calibration_["goal_met"]
+
+
+def test_draft_and_its_confidence_reach_the_large_stage_as_a_hint():
+    model = shunt(hint=True, thresholds=[0.7]).fit(ITEMS, REFS)
+    model.route([ITEMS[0]])  # item 0: the small model is unsure
+    prompt = model.stages_[1][1].last_messages[-1]["content"]
+    assert "A smaller model drafted this answer (its confidence: 0.45); it may be wrong: falsch 0" in prompt
+    assert prompt.endswith("Text: item 0")
+
+
+def test_large_stage_failure_falls_back_to_the_draft_with_a_flag():
+    stages = [("small", FakeGenerator(small_table(), name="small")),
+              ("large", FakeGenerator(large_table(), name="large", fail=(ITEMS[0],)))]
+    table = shunt(stages=stages, thresholds=[0.7]).fit(ITEMS, REFS).route(ITEMS[:2])
+    assert table["route"].tolist() == ["fallback", "small"]
+    assert table["text"].iloc[0] == "falsch 0"
+    assert table["flag"].iloc[0] == "large: upstream error 500"
+
+
+def test_text_without_logprobs_is_flagged_and_routed_on():
+    stages = [("small", FakeGenerator(small_table(), name="small", no_logprobs=(ITEMS[1],))),
+              ("large", FakeGenerator(large_table(), name="large"))]
+    table = shunt(stages=stages, thresholds=[0.7]).fit(ITEMS, REFS).route(ITEMS[:2])
+    assert table["route"].iloc[1] == "large"  # item 1 was sure, but its confidence is unknown
+    assert table["flag"].iloc[1] == "small: no log-probabilities: confidence unknown, routed on"
+
+
+def test_blank_prompt_is_flagged_and_generate_refuses_to_guess():
+    model = shunt(thresholds=[0.7]).fit(ITEMS, REFS)
+    table = model.route([ITEMS[1], "  "])
+    assert table["route"].tolist() == ["small", "invalid"]
+    assert "blank" in table["flag"].iloc[1] and table["text"].iloc[1] is None
+    with pytest.raises(LargeModelError, match=r"1 items got no text from any stage \(row 1: .*blank"):
+        model.generate([ITEMS[1], "  "])
+
+
+def test_generator_returning_no_text_is_flagged():
+    table = {**small_table(), ITEMS[1]: ("   ", [0.9])}
+    got = FakeGenerator(table).generate(ITEMS[:2])
+    assert got.text[1] is None and got.flag[1] == "the generator returned no text"
+
+
+def test_impossible_logprobs_are_flagged_not_cached(tmp_path):
+    table = {**small_table(), ITEMS[1]: ("x", [1.5])}
+    gen = FakeGenerator(table, cache=str(tmp_path / "calls.sqlite"))
+    got = gen.generate(ITEMS[:2])
+    assert got.text[1] is None and "impossible token log-probabilities" in got.flag[1]
+    assert len(gen._cache()) == 1
+
+
+def test_answers_are_cached_and_not_paid_twice(tmp_path):
+    gen = FakeGenerator(small_table(), cache=str(tmp_path / "calls.sqlite"), price={"per_million_output": 1e6})
+    first = gen.generate(ITEMS[:3])
+    second = FakeGenerator(small_table(), cache=str(tmp_path / "calls.sqlite"),
+                           price={"per_million_output": 1e6}).generate(ITEMS[:3])
+    assert first.cost.tolist() == [2.0, 2.0, 2.0] and not first.cached.any()
+    assert second.cached.all() and second.cost.sum() == 0 and second.price.tolist() == [2.0, 2.0, 2.0]
+    assert second.text == first.text
+    np.testing.assert_allclose(second.token_logprob[0], first.token_logprob[0])
+
+
+def test_shots_show_the_closest_training_pairs_as_earlier_turns():
+    gen = FakeGenerator(small_table(), shots=2).fit(["free game", "image tool", "free software"], ["a", "b", "c"])
+    gen.generate([ITEMS[1]])
+    roles = [m["role"] for m in gen.last_messages]
+    assert roles == ["user", "assistant", "user", "assistant", "user"]
+    with pytest.raises(ConfigError, match="shots=2 needs the training pairs"):
+        FakeGenerator(small_table(), shots=2).generate([ITEMS[1]])
+    state = gen.fitted_state()
+    restored = FakeGenerator(small_table(), shots=2).set_fitted_state(state)
+    assert restored.memory_.nearest(["free games"], 1) == gen.memory_.nearest(["free games"], 1)
+
+
+def test_missing_references_are_refused_with_the_rows():
+    refs = REFS[:10] + [None] + REFS[11:]
+    with pytest.raises(DataError, match=r"training: 1 items have no reference \(rows \[10\]\)"):
+        shunt().fit(ITEMS, refs)
+    with pytest.raises(DataError, match=r"validation: expected one reference per item \(5\), got 4"):
+        shunt().fit(ITEMS, REFS, X_val=ITEMS[:5], references_val=REFS[:4])
+
+
+def test_a_stage_that_is_not_a_generator_is_refused():
+    with pytest.raises(ConfigError, match="stage 'x' is not a generator"):
+        ShuntGenerator([("x", object()), ("y", FakeGenerator(large_table()))]).fit(ITEMS, REFS)
+
+
+def test_sequence_measures_by_name_and_unknown_one():
+    lp = [np.log([0.9, 0.5]), None, np.array([])]
+    assert get_sequence_measure("mean_proba")(lp)[0] == pytest.approx(0.7)
+    assert np.isnan(get_sequence_measure("min_proba")(lp)[1:]).all()
+    with pytest.raises(ConfigError, match="unknown sequence confidence 'max'"):
+        get_sequence_measure("max")
+
+
+def test_chrf_is_sacrebleus_and_bootstrap_brackets_the_corpus_score():
+    sacrebleu = pytest.importorskip("sacrebleu")
+    hyps = ["freie Software", "ein Spiel für Kinder", "Bibliothek", "Werkzeug zum Zeichnen"]
+    refs = ["Freie Software", "Spiel für Kinder", "Laufzeitbibliothek", "Zeichenwerkzeug"]
+    chrf = get_metric("chrf")
+    assert chrf.corpus(hyps, refs) == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    low, high = chrf.bootstrap(hyps, refs, n=200)
+    assert low <= chrf.corpus(hyps, refs) <= high
+    with pytest.raises(DataError, match="item 1 has no reference"):
+        chrf.corpus(hyps[:2], ["x", None])
+    with pytest.raises(ConfigError, match="unknown metric 'meteor'"):
+        get_metric("meteor")
+
+
+def test_rouge_cider_and_token_f1_take_several_references():
+    pytest.importorskip("pycocoevalcap")
+    hyps = ["a dog runs on grass", "a red square"]
+    refs = [["a dog running on the grass", "dog on grass"], ["a red square", "red square on white"]]
+    assert get_metric("rouge_l").per_item(hyps, refs)[1] == 100.0
+    assert get_metric("token_f1").per_item(hyps, refs)[1] == 100.0
+    cider = get_metric("cider").per_item(hyps, refs)
+    assert cider.shape == (2,) and (cider >= 0).all()
