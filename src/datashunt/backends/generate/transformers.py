@@ -31,9 +31,10 @@ PREFIX_CAPTIONERS = frozenset({"blip", "blip-2", "git"})
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _POSITION_ATTRS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length")
-_SMALL_FILE = 1 << 20  # files up to this size are fingerprinted by content, larger ones by name and size
-_RUNTIME = ("_model", "_tokenizer", "_processor", "_image_processor", "_torch_device", "_loaded_spec", "_kind_spec",
-            "_limit", "_skip_ids", "_eos_ids", "_pad_id", "_cache_obj", "_cache_spec")
+_SMALL_FILE = 1 << 20  # files up to this size are fingerprinted by their whole content, larger ones sampled
+_SAMPLES, _CHUNK = 16, 1 << 16
+_RUNTIME = ("_model", "_tokenizer", "_processor", "_image_processor", "_chat", "_torch_device", "_loaded_spec",
+            "_kind_spec", "_limit", "_skip_ids", "_eos_ids", "_pad_id", "_cache_obj", "_cache_spec")
 
 
 @dataclass
@@ -49,16 +50,20 @@ class _Prepared:
 class TransformersGenerator(Generator):
     """Greedy decoding of a transformers model in this process: a causal LM (GPT-2, Llama, Qwen,
     SmolLM...), a sequence-to-sequence model (T5, BART, Marian...) or an image-to-text model
-    (a ``VisionEncoderDecoderModel`` such as ViT-GPT2, BLIP, BLIP-2, GIT) captioning H×W×C images.
+    (a ``VisionEncoderDecoderModel`` such as ViT-GPT2, BLIP, BLIP-2, GIT, a chat vision-language
+    model) answering about H×W×C images.
 
     The model is loaded on first use (needs ``pip install 'datashunt[clip]'``: torch and
     transformers). A causal model with a chat template gets the chat (``apply_chat_template`` with
     the generation prompt); any other text model gets the messages' contents joined by newlines. An
     image-to-text model captions the image: plainly by default, or, for a model that continues a
     text prefix (BLIP, BLIP-2, GIT), after ``instruction`` when it is not empty (such as
-    ``"a picture of"``); the prefix is not repeated in the answer. Its template and hints are not
-    read. The model's own generation settings (a repetition penalty, forced tokens) still shape
-    which token is chosen; the log-probability kept is that of the unprocessed logits.
+    ``"a picture of"``; template and hints are not read there). A chat vision-language model (its
+    processor has a chat template: LLaVA, Qwen2-VL, SmolVLM...) gets the chat, the image in the
+    user's turn. The prompt is never repeated in the answer, and ``prompt_tokens`` counts the text
+    prompt's tokens (with the image's placeholder tokens for a chat model; none for plain captions).
+    The model's own generation settings (a repetition penalty, forced tokens) still shape which token
+    is chosen; the log-probability kept is that of the unprocessed logits.
 
     Parameters
     ----------
@@ -196,7 +201,8 @@ class TransformersGenerator(Generator):
             if kind == "image-to-text":
                 require("PIL.Image", "clip")
                 auto = (getattr(transformers, "AutoModelForImageTextToText", None)
-                        or getattr(transformers, "AutoModelForVision2Seq", None) or transformers.VisionEncoderDecoderModel)
+                        or getattr(transformers, "AutoModelForVision2Seq", None)
+                        or transformers.VisionEncoderDecoderModel)
                 model = auto.from_pretrained(source, local_files_only=local, dtype=dtype)
                 processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=local)
                 image_processor = getattr(processor, "image_processor", None)
@@ -225,12 +231,15 @@ class TransformersGenerator(Generator):
             raise ConfigError(f"cannot move the model to device {self.device!r}: {exc}") from None
         self._model, self._tokenizer, self._torch_device = model, tokenizer, device
         self._processor, self._image_processor = processor, image_processor
+        self._chat = processor is not None and bool(getattr(processor, "chat_template", None))
+        if self._chat:
+            tokenizer.padding_side = "left"  # the prompts of a decoder-only batch end together
         self._limit = _max_positions(model.config, kind, tokenizer)
-        self._eos_ids = _ids(model.generation_config.eos_token_id) | _ids(tokenizer.eos_token_id)
-        self._pad_id = next(iter(_ids(tokenizer.pad_token_id) or _ids(model.generation_config.pad_token_id)
-                                 or self._eos_ids or {0}))
-        self._skip_ids = (self._eos_ids | _ids(self._pad_id) | _ids(model.generation_config.pad_token_id)
-                          | set(getattr(tokenizer, "all_special_ids", ())))
+        settings = getattr(model, "generation_config", None)
+        self._eos_ids = _ids(getattr(settings, "eos_token_id", None)) | _ids(tokenizer.eos_token_id)
+        pads = _ids(getattr(settings, "pad_token_id", None))
+        self._pad_id = min(_ids(tokenizer.pad_token_id) or pads or self._eos_ids or {0})
+        self._skip_ids = self._eos_ids | pads | {self._pad_id} | set(getattr(tokenizer, "all_special_ids", ()))
         self._loaded_spec = spec
         return model
 
@@ -304,14 +313,19 @@ class TransformersGenerator(Generator):
         if item.ndim != 3 or item.dtype != np.uint8 or item.shape[2] not in (1, 3):
             raise LargeModelError(f"expected an H×W×C uint8 image, got {item.dtype} of shape {item.shape}")
         image = pil.fromarray(np.repeat(item, 3, axis=2) if item.shape[2] == 1 else item)
-        prefix = self.instruction.strip()
-        takes_text = self._processor is not None and _model_type(self._model.config) in PREFIX_CAPTIONERS
-        text = prefix if prefix and takes_text else None
-        ids = [] if text is None else list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        if self._chat:  # a chat vision-language model: the user's turn with the image in its place
+            text = self._processor.apply_chat_template([_with_image(m) for m in request.messages],
+                                                       add_generation_prompt=True, tokenize=False)
+            ids = list(self._processor(images=[image], text=[text], return_tensors="np")["input_ids"][0])
+        else:
+            prefix = self.instruction.strip()
+            takes_text = self._processor is not None and _model_type(self._model.config) in PREFIX_CAPTIONERS
+            text = prefix if prefix and takes_text else None
+            ids = [] if text is None else list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
         if self._limit is not None and len(ids) + self.max_new_tokens > self._limit:
-            raise LargeModelError(f"text prompt of {len(ids)} tokens leaves less than max_new_tokens="
-                                  f"{self.max_new_tokens} of the model's {self._limit} text positions; not sent "
-                                  "(lower max_new_tokens or shorten the instruction)")
+            raise LargeModelError(f"prompt of {len(ids)} tokens leaves less than max_new_tokens={self.max_new_tokens} "
+                                  f"of the model's {self._limit} text positions; not sent (lower max_new_tokens or "
+                                  "shorten the instruction)")
         return _Prepared(request, ids, image, text)
 
     def _run(self, batch: list[_Prepared]) -> list[Generated]:
@@ -338,7 +352,8 @@ class TransformersGenerator(Generator):
                 pad = [self._pad_id] * (width - len(p.ids))
                 ids.append(pad + p.ids if left else p.ids + pad)
                 mask.append([0] * len(pad) + [1] * len(p.ids) if left else [1] * len(p.ids) + [0] * len(pad))
-            inputs = {"input_ids": torch.tensor(ids, device=device), "attention_mask": torch.tensor(mask, device=device)}
+            inputs = {"input_ids": torch.tensor(ids, device=device),
+                      "attention_mask": torch.tensor(mask, device=device)}
             options["pad_token_id"] = self._pad_id
         with torch.inference_mode():
             out = model.generate(**inputs, **options)
@@ -350,7 +365,7 @@ class TransformersGenerator(Generator):
         return [self._answer(tokens, values, len(p.ids)) for p, tokens, values in zip(batch, chosen, logprob)]
 
     def _answer(self, tokens: list, values: list, prompt_tokens: int) -> Generated:
-        """The text of the generated tokens (special ones left out, stop strings applied) and their log-probabilities."""
+        """The generated tokens' text (special tokens left out, stop strings applied) and their log-probabilities."""
         kept, logprobs = [], []
         for token, value in zip(tokens, values):
             if token in self._eos_ids:
@@ -389,8 +404,10 @@ def kind_of(config) -> str:
 
 
 def fingerprint(folder: Path) -> str:
-    """A digest of the model folder's files: small ones (configs, templates) by content, the rest
-    (weights, large tokenizer files) by name and size. Hidden files and ``*.md`` are left out."""
+    """A digest of the model folder's files: small ones (configs, templates) by content, larger ones
+    (weights, big tokenizer files) by name, size and 64 KiB read at 16 evenly spaced places, so that
+    retrained weights saved over the same folder get a new identity (and a copied folder keeps it).
+    Hidden files and ``*.md`` are left out."""
     digest = hashlib.sha256()
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.suffix == ".md" or not path.is_file():
@@ -399,6 +416,11 @@ def fingerprint(folder: Path) -> str:
         digest.update(f"{path.name}:{size}\n".encode())
         if size <= _SMALL_FILE:
             digest.update(path.read_bytes())
+            continue
+        with open(path, "rb") as fh:
+            for k in range(_SAMPLES):
+                fh.seek((size - _CHUNK) * k // (_SAMPLES - 1))
+                digest.update(fh.read(_CHUNK))
     return digest.hexdigest()[:16]
 
 
@@ -431,6 +453,16 @@ def _ids(value) -> set:
     if isinstance(value, (list, tuple, set)):
         return {int(v) for v in value if v is not None}
     return {int(value)}
+
+
+def _with_image(message: dict) -> dict:
+    """A chat message for a vision-language processor: text parts kept, the image part as ``{"type": "image"}``."""
+    content = message["content"]
+    if isinstance(content, str):
+        return {"role": message["role"], "content": [{"type": "text", "text": content}]}
+    parts = [part if part.get("type") == "text" else {"type": "image"} for part in content
+             if part.get("type") != "text" or part.get("text")]
+    return {"role": message["role"], "content": parts}
 
 
 def _text(content) -> str:
