@@ -58,11 +58,13 @@ class FakeOpenAIServer:
 
     ``answers`` maps a substring of the user message to a list of (token, logprob); ``status``
     makes every request fail with that HTTP status; ``delay`` sleeps before answering; ``raw``
-    maps a substring of the user message to a (body bytes, content type) sent instead of a completion.
+    maps a substring of the user message to a (body bytes, content type) sent instead of a completion;
+    ``sequence`` answers with all the tokens of the matching list, one logprob entry each (generation).
     """
 
-    def __init__(self, answers, status=None, delay=0.0, logprobs=True, raw=None):
+    def __init__(self, answers, status=None, delay=0.0, logprobs=True, raw=None, sequence=False):
         self.answers, self.status, self.delay, self.logprobs = answers, status, delay, logprobs
+        self.sequence = sequence
         self.raw = raw or {}
         self.requests = []
         server = self
@@ -108,6 +110,9 @@ class FakeOpenAIServer:
         logprobs = {"content": [{"token": top[0][0], "logprob": top[0][1], "bytes": None,
                                  "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top]}]}
         n = body.get("n") or 1
+        if self.sequence:
+            logprobs = {"content": [{"token": t, "logprob": lp, "bytes": None, "top_logprobs": []} for t, lp in top]}
+            top = [("".join(t for t, _ in top), 0.0)]
         return {
             "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": i, "finish_reason": "length", "logprobs": logprobs if self.logprobs else None,

@@ -169,3 +169,43 @@ def test_rouge_cider_and_token_f1_take_several_references():
     assert get_metric("token_f1").per_item(hyps, refs)[1] == 100.0
     cider = get_metric("cider").per_item(hyps, refs)
     assert cider.shape == (2,) and (cider >= 0).all()
+
+
+def test_openai_generator_reads_each_tokens_logprob_over_http(monkeypatch, tmp_path):
+    from fakes import FakeOpenAIServer
+
+    from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
+
+    monkeypatch.setenv("TEST_KEY", "sk-secret-123")
+    answers = {"free software": [("freie", -0.1), (" Software", -0.3)], "image tool": [("Bild", -1.2)]}
+    with FakeOpenAIServer(answers, sequence=True) as server:
+        gen = OpenAIChatGenerator("tiny", base_url=server.base_url, api_key_env="TEST_KEY", instruction="Translate.",
+                                  stop=["\n"], cache=str(tmp_path / "calls.sqlite"))
+        got = gen.generate(["free software", "image tool"])
+    assert got.text == ["freie Software", "Bild"]
+    np.testing.assert_allclose(got.token_logprob[0], [-0.1, -0.3])
+    body = server.requests[0]["body"]
+    assert body["logprobs"] is True and body["temperature"] == 0.0 and body["stop"] == ["\n"]
+    assert {r["auth"] for r in server.requests} == {"Bearer sk-secret-123"}
+    assert "sk-secret" not in (tmp_path / "calls.sqlite").read_bytes().decode("latin-1")
+
+
+def test_openai_generator_without_logprobs_flags_and_routes_on(monkeypatch):
+    from fakes import FakeOpenAIServer
+
+    from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
+
+    with FakeOpenAIServer({"free": [("frei", -0.1)]}, sequence=True, logprobs=False) as server:
+        got = OpenAIChatGenerator("tiny", base_url=server.base_url, cache=False).generate(["free"])
+    assert got.text == ["frei"] and got.token_logprob == [None]
+    assert got.flag == ["no log-probabilities: confidence unknown, routed on"]
+
+
+def test_openai_generator_server_error_is_flagged_per_row():
+    from fakes import FakeOpenAIServer
+
+    from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
+
+    with FakeOpenAIServer({}, status=500) as server:
+        got = OpenAIChatGenerator("tiny", base_url=server.base_url, max_retries=0, cache=False).generate(["a", "b"])
+    assert got.text == [None, None] and all("failed" in f and "500" in f for f in got.flag)

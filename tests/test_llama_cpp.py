@@ -115,3 +115,33 @@ def test_whole_labels_nearly_agree_with_first_tokens_where_labels_are_one_token(
     whole = LlamaCppModel(str(tiny_path), cache=False, label_scoring="whole").predict_proba(TEXTS, LABELS)
     np.testing.assert_allclose(whole.proba, first.proba, atol=0.01)
     assert (whole.proba.argmax(axis=1) == first.proba.argmax(axis=1)).all()
+
+
+def test_greedy_generation_keeps_each_chosen_tokens_logprob(tiny_path):
+    from scipy.special import log_softmax
+
+    from datashunt.backends.generate.llama_cpp import LlamaCppGenerator
+
+    gen = LlamaCppGenerator(str(tiny_path), instruction="Repeat the text.", max_new_tokens=6, cache=False)
+    got = gen.generate(["free software"])
+    assert got.ok.all(), got.flag
+    lp = got.token_logprob[0]
+    assert 1 <= len(lp) <= 6 and (lp <= 0).all() and got.completion_tokens[0] >= len(lp)
+    llm = gen._llm()  # the same tokens, scored again from scratch: each is the argmax and has that logprob
+    prompt = llm.tokenize(gen._formatter(messages=gen._messages("free software", None, "Text")).prompt.encode(),
+                          add_bos=False, special=True)
+    llm.reset()
+    llm.eval(prompt)
+    for expected in lp:
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).astype(np.float64)
+        token = int(np.argmax(logits))
+        np.testing.assert_allclose(log_softmax(logits)[token], expected, atol=1e-4)
+        llm.eval([token])
+
+
+def test_generation_prompt_that_leaves_no_room_is_flagged(tiny_path):
+    from datashunt.backends.generate.llama_cpp import LlamaCppGenerator
+
+    got = LlamaCppGenerator(str(tiny_path), n_ctx=160, max_new_tokens=32, cache=False).generate(["word " * 120, "ok"])
+    assert got.text[0] is None and "leaves less than max_new_tokens=32 of the context n_ctx=160" in got.flag[0]
+    assert got.ok[1]

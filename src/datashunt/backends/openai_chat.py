@@ -122,7 +122,112 @@ def _with_text(messages: list[dict], text: str) -> list[dict]:
     return messages[:-1] + [{**messages[-1], "content": content}]
 
 
-class OpenAIChatModel(LargeModel):
+class OpenAIEndpoint:
+    """The HTTP side shared by the OpenAI-compatible backends: the key from the environment (never
+    stored), the official client, concurrent requests, failures as per-row errors, redaction.
+    A backend using it provides ``_request(messages)`` and ``_parse(response, call)``."""
+
+    _progress_name = "large model"
+
+    def _validate_params(self):
+        super()._validate_params()
+        if not env_name(self.api_key_env):
+            raise InvalidParameterError(f"The 'api_key_env' parameter must name an environment variable "
+                                        f"(letters, digits, underscores), got {self.api_key_env!r}.")
+
+    def _api_key(self) -> str:
+        key = os.environ.get(self.api_key_env)
+        if key:
+            return key
+        if self.base_url is None:
+            raise ConfigError(f"set the environment variable {self.api_key_env} to your API key")
+        return "not-needed"  # local servers (vLLM, llama.cpp, Ollama) usually accept any key
+
+    def _client(self, asynchronous=False):
+        openai = require("openai", "openai")
+        cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+        return cls(api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout,
+                   max_retries=self.max_retries)
+
+    @contextlib.contextmanager
+    def _failures(self):
+        """Turn a failed request (HTTP error, time-out, a body that is not JSON) into a LargeModelError."""
+        openai = require("openai", "openai")
+        try:
+            yield
+        except (openai.APIError, json.JSONDecodeError) as exc:
+            raise LargeModelError(f"call to {self.model!r} failed: {self._redact(f'{type(exc).__name__}: {exc}')}") \
+                from None
+
+    def _redact(self, message: str) -> str:
+        """``message`` with the API key, if it appears, replaced by ``***``."""
+        key = os.environ.get(self.api_key_env)
+        return message.replace(key, "***") if key else message
+
+    async def _ascore(self, client, semaphore, call):
+        async with semaphore:
+            start = time.perf_counter()
+            try:
+                with self._failures():
+                    response = await client.chat.completions.create(**self._request(call.messages))
+                scored = self._parse(response, call)
+            except LargeModelError as exc:
+                return call, exc
+            scored.seconds = time.perf_counter() - start
+            return call, scored
+
+    def _run_all(self, todo, progress):
+        """Run the calls concurrently (at most ``max_concurrency`` at once), yielding each as it finishes.
+
+        The requests run on an event loop of their own in a worker thread, so this works the same in
+        a script and inside a running event loop (a notebook, an async server). Closing the generator
+        early cancels what is still in flight.
+        """
+        if not todo:
+            return
+        from ..progress import track
+
+        finished: queue.Queue = queue.Queue()
+        loop = asyncio.new_event_loop()
+
+        async def run():
+            client = self._client(asynchronous=True)
+            semaphore = asyncio.Semaphore(self.max_concurrency)
+            tasks = [asyncio.ensure_future(self._ascore(client, semaphore, call)) for call in todo]
+            try:
+                for done in asyncio.as_completed(tasks):
+                    finished.put(await done)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await client.close()
+
+        def work():
+            try:
+                loop.run_until_complete(run())
+            except BaseException as exc:  # noqa: BLE001 - handed over to the caller's thread, raised there
+                finished.put(exc)
+            finally:
+                loop.close()
+
+        def results():
+            for _ in todo:
+                item = finished.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+
+        worker = threading.Thread(target=work, name="datashunt-openai", daemon=True)
+        worker.start()
+        try:
+            yield from track(results(), self._progress_name, enabled=progress, total=len(todo))
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop may have closed already
+                loop.call_soon_threadsafe(lambda: [task.cancel() for task in asyncio.all_tasks(loop)])
+            worker.join()
+
+
+class OpenAIChatModel(OpenAIEndpoint, LargeModel):
     """A chat model behind an OpenAI-compatible HTTP API, asked for one token with ``top_logprobs``.
 
     Parameters
@@ -193,12 +298,6 @@ class OpenAIChatModel(LargeModel):
         self.cache = cache
         self.min_label_mass = min_label_mass
 
-    def _validate_params(self):
-        super()._validate_params()
-        if not env_name(self.api_key_env):
-            raise InvalidParameterError(f"The 'api_key_env' parameter must name an environment variable "
-                                        f"(letters, digits, underscores), got {self.api_key_env!r}.")
-
     def describe(self) -> str:
         mode = {"logprobs": "", "stated": "; confidence stated by the model, not measured from log-probabilities",
                 "sampled": f"; confidence from the votes of {self.samples} samples at temperature {self.temperature} "
@@ -210,20 +309,6 @@ class OpenAIChatModel(LargeModel):
         mode = {"logprobs": "", "stated": ":stated", "sampled": f":sampled{self.samples}@{self.temperature}"}
         return f"openai:{self.base_url or DEFAULT_URL}:{self.model}" + mode[self.scoring]
 
-    def _api_key(self) -> str:
-        key = os.environ.get(self.api_key_env)
-        if key:
-            return key
-        if self.base_url is None:
-            raise ConfigError(f"set the environment variable {self.api_key_env} to your API key")
-        return "not-needed"  # local servers (vLLM, llama.cpp, Ollama) usually accept any key
-
-    def _client(self, asynchronous=False):
-        openai = require("openai", "openai")
-        cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-        return cls(api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout,
-                   max_retries=self.max_retries)
-
     def _request(self, messages):
         if self.scoring == "stated":
             return dict(model=self.model, messages=_with_text(messages, STATED_SUFFIX), max_tokens=16, temperature=0.0)
@@ -233,7 +318,11 @@ class OpenAIChatModel(LargeModel):
         return dict(model=self.model, messages=messages, max_tokens=1, temperature=0.0, logprobs=True,
                     top_logprobs=self.top_logprobs)
 
-    def _parse(self, response, labels) -> Scored:
+    def _score_many(self, todo, progress):
+        return self._run_all(todo, progress)
+
+    def _parse(self, response, call) -> Scored:
+        labels = call.labels
         if not hasattr(response, "choices"):  # the client hands back the body when it is not JSON
             shown = self._redact(" ".join(str(response).split())[:80])
             raise LargeModelError(f"the endpoint answered with something that is not a chat completion: {shown!r}")
@@ -263,80 +352,3 @@ class OpenAIChatModel(LargeModel):
                                   f"numbers, NaN, above 0 or more than 1 in all): {top[:5]}; the answer was not "
                                   "used or cached")
         return Scored(label_logprobs(top, labels), *tokens)
-
-    @contextlib.contextmanager
-    def _failures(self):
-        """Turn a failed request (HTTP error, time-out, a body that is not JSON) into a LargeModelError."""
-        openai = require("openai", "openai")
-        try:
-            yield
-        except (openai.APIError, json.JSONDecodeError) as exc:
-            raise LargeModelError(f"call to {self.model!r} failed: {self._redact(f'{type(exc).__name__}: {exc}')}") \
-                from None
-
-    def _redact(self, message: str) -> str:
-        """``message`` with the API key, if it appears, replaced by ``***``."""
-        key = os.environ.get(self.api_key_env)
-        return message.replace(key, "***") if key else message
-
-    async def _ascore(self, client, semaphore, call):
-        async with semaphore:
-            start = time.perf_counter()
-            try:
-                with self._failures():
-                    response = await client.chat.completions.create(**self._request(call.messages))
-                scored = self._parse(response, call.labels)
-            except LargeModelError as exc:
-                return call, exc
-            scored.seconds = time.perf_counter() - start
-            return call, scored
-
-    def _score_many(self, todo, progress):
-        """Run the calls concurrently (at most ``max_concurrency`` at once), yielding each as it finishes.
-
-        The requests run on an event loop of their own in a worker thread, so this works the same in
-        a script and inside a running event loop (a notebook, an async server). Closing the generator
-        early cancels what is still in flight.
-        """
-        if not todo:
-            return
-        from ..progress import track
-
-        finished: queue.Queue = queue.Queue()
-        loop = asyncio.new_event_loop()
-
-        async def run():
-            client = self._client(asynchronous=True)
-            semaphore = asyncio.Semaphore(self.max_concurrency)
-            tasks = [asyncio.ensure_future(self._ascore(client, semaphore, call)) for call in todo]
-            try:
-                for done in asyncio.as_completed(tasks):
-                    finished.put(await done)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await client.close()
-
-        def work():
-            try:
-                loop.run_until_complete(run())
-            except BaseException as exc:  # noqa: BLE001 - handed over to the caller's thread, raised there
-                finished.put(exc)
-            finally:
-                loop.close()
-
-        def results():
-            for _ in todo:
-                item = finished.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-
-        worker = threading.Thread(target=work, name="datashunt-openai", daemon=True)
-        worker.start()
-        try:
-            yield from track(results(), "large model", enabled=progress, total=len(todo))
-        finally:
-            with contextlib.suppress(RuntimeError):  # the loop may have closed already
-                loop.call_soon_threadsafe(lambda: [task.cancel() for task in asyncio.all_tasks(loop)])
-            worker.join()
