@@ -412,3 +412,32 @@ def test_a_chat_vision_language_model_gets_the_image_in_the_users_turn(llava_fol
         assert out.text[i] == decode(tokens)
         np.testing.assert_allclose(out.token_logprob[i], logprobs, atol=1e-4)
     assert out.ok.sum() >= 2
+
+
+# -- the paper's captioning path: a small CNN-LSTM, a transformers image-to-text model last --------
+def test_captioning_shunt_routes_saves_and_distills_on_tiny_models(ved_folder, tmp_path):
+    from test_captioner import SETTINGS, make_shapes, references
+
+    from datashunt import ShuntGenerator
+    from datashunt.io.persist import load, save
+    from datashunt.small.captioner import CaptionerGenerator
+
+    X, truth = make_shapes(160, seed=0)
+    refs = references(truth)
+    stages = [("small", CaptionerGenerator(**{**SETTINGS, "epochs": 4})),
+              ("large", make(ved_folder, tmp_path, max_new_tokens=6))]
+    shunt = ShuntGenerator(stages, metric="bleu1", random_state=0)
+    shunt.fit(X[:100], refs[:100], X_val=X[100:140], references_val=refs[100:140])
+    assert shunt.modality_ == "image" and len(shunt.thresholds_) == 1
+    table = shunt.route(X[140:])
+    assert set(table["route"]) <= {"small", "large"} and table["text"].notna().all()
+    small_conf = table.loc[table["route"] == "small", "confidence"]
+    assert (small_conf >= shunt.thresholds_[0]).all()  # a kept caption cleared δ; the rest went on
+    folder = save(shunt, tmp_path / "saved")
+    again = load(folder, large_options={"large": {"model": str(ved_folder), "cache": str(tmp_path / "c.sqlite")}})
+    assert again.route(X[140:])["text"].tolist() == table["text"].tolist()
+    with pytest.raises(ConfigError, match="takes where its calls go only from you"):
+        load(folder)  # the large model's folder comes from the caller, never from the saved files
+    shunt.distill(X[140:], min_confidence=0.0, epochs=1)
+    assert shunt.distillation_["pool"] == 20 and shunt.learnable_ is not shunt.stages_[0][1]
+    assert set(shunt.route(X[140:])["route"]) <= {"small", "learnable", "large"}

@@ -17,7 +17,7 @@ from ..core.calibration import CASCADE_POLICIES, cascade_sweep, choose_point
 from ..core.deciding import outcome, run_stages, stop_stage
 from ..core.inputs import require_valid
 from ..core.params import check_params
-from ..core.routes import FALLBACK, INVALID
+from ..core.routes import FALLBACK, INVALID, LEARNABLE
 from ..core.sequence import SEQUENCE_MEASURES, get_sequence_measure
 from ..eval.metrics import METRICS, Metric, get_metric
 from ..exceptions import ConfigError, DataError, LargeModelError
@@ -219,10 +219,26 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
         every = []
         for s, (_, model) in enumerate(self.stages_):
             hints = self._hints(every[-1], np.arange(len(X))) if self.hint and s else None
-            every.append(self._ask(model, X, hints))
+            every.append(self._ask(model, X, hints, first=s == 0))
         return every
 
-    def _ask(self, model, X, hints) -> Generation:
+    def _ask(self, model, X, hints, first=False) -> Generation:
+        got = self._measured(model, X, hints)
+        learnable = getattr(self, "learnable_", None) if first else None
+        if learnable is not None:  # 2CD: the surer of the first stage and its distilled copy answers
+            copy = self._measured(learnable, X, hints)
+            better = np.nan_to_num(copy.confidence, nan=-1.0) > np.nan_to_num(got.confidence, nan=-1.0)
+            rows = np.flatnonzero(better)
+            sub = Generation.empty(len(rows))
+            for name in ("text", "token_logprob", "flag"):
+                setattr(sub, name, [getattr(copy, name)[i] for i in rows])
+            for name in ("cost", "price", "cached", "prompt_tokens", "completion_tokens", "seconds", "confidence"):
+                getattr(sub, name)[:] = getattr(copy, name)[rows]
+            got.put(rows, sub)
+            got.learnable = better
+        return got
+
+    def _measured(self, model, X, hints) -> Generation:
         got = model.generate(X, hints=hints, progress=self.progress, modality=self.modality_)
         got.confidence = np.asarray(get_sequence_measure(self.confidence)(got.token_logprob), dtype=float)
         return got
@@ -253,14 +269,19 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
         n = len(batch.items)
         problems = batch.problems or [None] * n
         valid = np.array([p is None for p in problems], dtype=bool)
+        learnable = np.zeros(n, bool)
 
         def ask(s, rows, answers):
             hints = self._hints(answers[s - 1], rows) if self.hint and s else None
-            return self._ask(self.stages_[s][1], batch.items[rows], hints)
+            got = self._ask(self.stages_[s][1], batch.items[rows], hints, first=s == 0)
+            if s == 0 and hasattr(got, "learnable"):
+                learnable[rows] = got.learnable
+            return got
 
         routed = run_stages(valid, ask, self.thresholds_, lambda: Generation.empty(n))
         names = np.array([name for name, _ in self.stages_] + [INVALID], dtype=object)
         route = np.where(routed.stage == routed.reached, names[routed.stage], FALLBACK)
+        route[(routed.stage == 0) & (routed.reached == 0) & learnable] = LEARNABLE
         route[routed.stage < 0] = INVALID
         text, confidence, tokens = [None] * n, np.full(n, np.nan), np.zeros(n, int)
         for s, got in enumerate(routed.answers):
@@ -278,6 +299,40 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
         table.attrs["drift"] = drift.check(self.calibration_.get("drift_reference"), routed.answers[0].confidence,
                                            self.thresholds_[0])
         return table
+
+    def distill(self, X_pool, *, min_confidence: float = 0.5, epochs=None, X_val=None, references_val=None):
+        """2-Stage Confidence Distillation for sequences: a copy of the first stage learns from the
+        texts the last stage wrote with confidence at least ``min_confidence`` (what the small model
+        was unsure of) and from the first stage's own confident texts (so it keeps what it knew).
+
+        The first stage must be trainable (a ``distill(X, references, epochs)`` method, such as
+        :class:`~datashunt.small.captioner.CaptionerGenerator`). Afterwards the surer of the first
+        stage and its copy answers (route ``learnable``); with ``X_val, references_val`` the
+        thresholds are calibrated again for the pair. No reference of ``X_pool`` is used.
+        """
+        import copy
+
+        check_is_fitted(self, "thresholds_")
+        first = self.stages_[0][1]
+        if not hasattr(first, "distill"):
+            raise ConfigError(f"the first stage ({type(first).__name__}) is not trainable: it has no distill method")
+        table = self.route(X_pool)
+        last = len(self.stages_) - 1
+        teach = ((table["stage"] == 0) | ((table["stage"] == last) & (table["confidence"] >= min_confidence))) \
+            & table["text"].notna()
+        if not teach.any():
+            raise DataError("no confident text in the pool to learn from; give a larger pool or a lower "
+                            "min_confidence")
+        items = as_inputs(X_pool, self.modality_).items
+        rows = np.flatnonzero(teach.to_numpy())
+        learnable = copy.deepcopy(getattr(self, "learnable_", None) or first)
+        self.learnable_ = learnable.distill(items[rows], table["text"].to_numpy()[rows].tolist(), epochs=epochs)
+        self.distillation_ = {"from_large": int((teach & (table["stage"] == last)).sum()),
+                              "from_small": int((teach & (table["stage"] == 0)).sum()), "pool": len(table)}
+        if X_val is not None:
+            X_val, references_val, _ = self._pairs(X_val, references_val, "validation", self.modality_)
+            self._calibrate(X_val, references_val)
+        return self
 
     def score(self, X, references) -> float:
         """Corpus quality of :meth:`generate` against ``references`` by ``metric``."""

@@ -38,6 +38,7 @@ TRUSTED_TYPES = frozenset({
     "datashunt.small.minilm.MiniLMClassifier",
     "datashunt.small.resnet.ResNet32Classifier",
     "datashunt.small.cnn.SmallCNNClassifier",
+    "datashunt.small.captioner.CaptionerGenerator",
 })
 
 
@@ -47,9 +48,12 @@ def save(shunt, folder) -> Path:
 
     from ..backends import backend_name
     from ..estimators.cascade import Cascade
+    from ..estimators.generator import ShuntGenerator
 
     if isinstance(shunt, Cascade):
         return _save_cascade(shunt, Path(folder))
+    if isinstance(shunt, ShuntGenerator):
+        return _save_generator(shunt, Path(folder))
     check_is_fitted(shunt, "threshold_")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -87,10 +91,10 @@ def save(shunt, folder) -> Path:
 
 def load(folder, *, large_options: dict | None = None, trust_saved_locations: bool = False,
          trusted: list[str] | None = None):
-    """Load a shunt (or a :class:`~datashunt.Cascade`) saved by :func:`save`.
+    """Load a shunt (or a :class:`~datashunt.Cascade`, a :class:`~datashunt.ShuntGenerator`) saved by :func:`save`.
 
     A folder is data: nothing in it runs, and nothing in it decides where texts or keys go. For a
-    cascade, ``large_options`` maps each large stage's name to its options.
+    cascade or a generator, ``large_options`` maps each backend stage's name to its options.
 
     - ``small.skops`` and ``learnable.skops`` may hold only the exact types listed in
       :data:`TRUSTED_TYPES` (what datashunt's own small models are made of); any other type is
@@ -126,6 +130,8 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
     folder = Path(folder)
     if (folder / "cascade.json").is_file():
         return _load_cascade(folder, large_options, trust_saved_locations, trusted)
+    if (folder / "generator.json").is_file():
+        return _load_generator(folder, large_options, trust_saved_locations, trusted)
     meta_path, small_path = folder / "shunt.json", folder / "small.skops"
     if not meta_path.is_file() or not small_path.is_file():
         raise ModelFileError(f"{folder} is not a saved shunt (needs shunt.json and small.skops)")
@@ -219,9 +225,14 @@ def _check_keys(record: dict, types: dict, prefix: str, fail) -> None:
             fail(f"{prefix}{key} has the wrong type ({type(record[key]).__name__})")
 
 
-def _large(saved: dict, given: dict | None, trust: bool, path):
-    """The large backend: settings from the folder, locations only from the caller (or a trusted folder)."""
-    from ..backends import backend_class, make_large
+def _large(saved: dict, given: dict | None, trust: bool, path, generating: bool = False):
+    """The large backend (a generator with ``generating``): settings from the folder, locations only
+    from the caller (or a trusted folder)."""
+    if generating:
+        from ..backends.generate import generator_class as backend_class
+        from ..backends.generate import make_generator as make_large
+    else:
+        from ..backends import backend_class, make_large
 
     cls = backend_class(saved["backend"])
     options = {k: v for k, v in saved["options"].items() if k != "cache"}  # a cache belongs to a machine
@@ -265,9 +276,9 @@ def _save_state(large, path: Path) -> None:
 
 def _load_state(large, path: Path) -> None:
     """Give a large backend its saved state: arrays only (no pickles), checked by the backend."""
-    from ..backends.base import LargeModel
+    from ..backends.base import Backend
 
-    if type(large).fitted_state is LargeModel.fitted_state:
+    if type(large).fitted_state is Backend.fitted_state:
         return
     if not path.is_file():
         raise ModelFileError(f"{path} is missing: the {type(large).__name__} was fitted and saved its state there")
@@ -390,7 +401,7 @@ def _load_cascade(folder: Path, large_options, trust: bool, trusted):
     return cascade
 
 
-def _load_skops(path, trusted):
+def _load_skops(path, trusted, generator: bool = False):
     """A small model from a skops file: only trusted types, bounded size, settings that touch nothing outside."""
     try:
         with zipfile.ZipFile(path) as zf:
@@ -412,18 +423,106 @@ def _load_skops(path, trusted):
         model = sio.load(path, trusted=untrusted)
     except Exception as exc:  # noqa: BLE001 - any failure to build a model from a file means the file is bad
         raise ModelFileError(f"{path} is corrupt: {type(exc).__name__}: {exc}") from None
-    _check_small(model, path)
+    _check_small(model, path, generator)
     return model
 
 
-def _check_small(model, path) -> None:
+def _save_generator(shunt, folder: Path) -> Path:
+    """A fitted ShuntGenerator as ``generator.json``, each backend stage's settings (and retrieved
+    examples as arrays), each trainable stage in skops, and ``sweep.csv``."""
+    from sklearn.utils.validation import check_is_fitted
+
+    from ..backends.base import Backend
+    from ..backends.generate import generator_name
+
+    check_is_fitted(shunt, "thresholds_")
+    params = {k: v for k, v in shunt.get_params(deep=False).items() if k != "stages"}
+    params["modality"] = shunt.modality_
+    if callable(params["confidence"]) or not isinstance(params["metric"], str):
+        raise ConfigError("a generator shunt with a custom confidence function or metric cannot be saved; "
+                          "use named ones")
+    folder.mkdir(parents=True, exist_ok=True)
+    stages = []
+    for i, (name, model) in enumerate(shunt.stages_):
+        if isinstance(model, Backend):
+            stages.append({"name": name, "kind": "backend", "backend": generator_name(model),
+                           "options": _large_options(model)})
+            _save_state(model, folder / f"stage_{i}_state.npz")
+        else:
+            sio.dump(model, folder / f"stage_{i}.skops")
+            stages.append({"name": name, "kind": "trainable"})
+    meta = {"format": FORMAT, "datashunt_version": __version__, "params": params, "stages": stages,
+            "calibration": shunt.calibration_, "thresholds": [float(t) for t in shunt.thresholds_]}
+    try:
+        (folder / "generator.json").write_text(json.dumps(meta, indent=2, default=_plain))
+    except TypeError as exc:
+        raise ConfigError(f"cannot save this generator shunt's settings as JSON: {exc}") from None
+    if shunt.sweep_ is not None:
+        shunt.sweep_.to_csv(folder / "sweep.csv", index=False)
+    return folder
+
+
+def _load_generator(folder: Path, stage_options, trust: bool, trusted):
+    """The ShuntGenerator in ``folder``, under the same rules as a cascade."""
+    from ..estimators.generator import ShuntGenerator
+
+    path = folder / "generator.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise ModelFileError(f"{path} is corrupt: {exc}") from None
+
+    def fail(why):
+        raise ModelFileError(f"{path}: {why}; it was not written by this version of datashunt, or it was changed")
+
+    if not isinstance(meta, dict) or type(meta.get("format")) is not int or meta["format"] != FORMAT:
+        fail(f"unsupported format {meta.get('format') if isinstance(meta, dict) else meta!r}")
+    _check_keys(meta, {"format": int, "datashunt_version": str, "params": dict, "stages": list, "calibration": dict,
+                       "thresholds": list}, "", fail)
+    _check_keys(meta["params"], dict.fromkeys(set(ShuntGenerator._get_param_names()) - {"stages"}, object),
+                "params.", fail)
+    given = dict(stage_options or {})
+    stages = []
+    for i, stage in enumerate(meta["stages"]):
+        kind = stage.get("kind") if isinstance(stage, dict) else None
+        if kind == "trainable":
+            _check_keys(stage, {"name": str, "kind": str}, f"stages[{i}].", fail)
+            model = _load_skops(folder / f"stage_{i}.skops", trusted, generator=True)
+        elif kind == "backend":
+            _check_keys(stage, {"name": str, "kind": str, "backend": str, "options": dict}, f"stages[{i}].", fail)
+            model = _large(stage, given.pop(stage["name"], None), trust, path, generating=True)
+            if getattr(model, "shots", 0):  # retrieved examples: the training pairs, saved as arrays
+                _load_state(model, folder / f"stage_{i}_state.npz")
+        else:
+            fail(f"stages[{i}] must be a backend or a trainable generator, got kind {kind!r}")
+        stages.append((stage["name"], model))
+    if given:
+        raise ConfigError(f"stage options name stages {sorted(given)} that this generator has no backend for")
+    thresholds = meta["thresholds"]
+    if len(thresholds) != len(stages) - 1 or not all(type(t) in (int, float) and t == t for t in thresholds):
+        fail(f"thresholds must be {len(stages) - 1} numbers")
+    shunt = ShuntGenerator(stages, **meta["params"])
+    try:
+        shunt._check_stages()
+    except ConfigError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    shunt.stages_, shunt.modality_ = stages, shunt.modality
+    shunt.thresholds_ = [float(t) for t in thresholds]
+    shunt.calibration_ = meta["calibration"]
+    shunt.sweep_ = _read_sweep(folder / "sweep.csv", ["threshold_1", "accuracy", "cost", "last_rate"])
+    return shunt
+
+
+def _check_small(model, path, generator: bool = False) -> None:
     """Refuse settings that would make a loaded model read files, cache texts on disk, run a callable or hang.
 
     The types are trusted; this checks their values: the parameter constraints of every step, no
     function or class among the parameters (NumPy dtypes aside), no ``memory`` cache folder, texts
     read as content (not as file names), and the default token pattern (a crafted one can take hours).
     """
-    if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
+    if generator and not (hasattr(model, "generate") and hasattr(model, "vocabulary_")):
+        raise ModelFileError(f"{path} does not hold a fitted generator")
+    if not generator and (not hasattr(model, "predict_proba") or not hasattr(model, "classes_")):
         raise ModelFileError(f"{path} does not hold a fitted classifier with predict_proba")
     try:
         check_params(model, "small model")
