@@ -29,13 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from datashunt import ShuntGenerator
 from datashunt.backends.generate.llama_cpp import LlamaCppGenerator
-from datashunt.core.deciding import stop_stage
 from datashunt.core.sequence import SEQUENCE_MEASURES
-from datashunt.eval.metrics import get_metric
+from datashunt.eval.generation import compare_generation
 from datashunt.io.datasets.ddtp import translation_task
 
 RESULTS = Path(__file__).parent / "results" / "generation.json"
@@ -43,7 +40,6 @@ INSTRUCTION = "Translate this Debian package synopsis from English into {languag
               "translation only."
 LANGUAGES = {"de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "pt_BR": "Brazilian Portuguese",
              "ru": "Russian", "nl": "Dutch", "ja": "Japanese", "zh_CN": "Simplified Chinese"}
-SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def generator(model: str, args, shots: int = 0) -> LlamaCppGenerator:
@@ -52,36 +48,10 @@ def generator(model: str, args, shots: int = 0) -> LlamaCppGenerator:
                              max_new_tokens=64)
 
 
-def stage_figures(table, got, metric, references, args) -> dict:
-    """Quality with its bootstrap interval, tokens and seconds per item of one stage on the test split."""
-    low, high = metric.bootstrap(got.text, references, n=args.bootstrap, seed=args.seed)
-    return {"quality": metric.corpus(got.text, references), "ci95": [low, high],
-            "bleu": get_metric("bleu").corpus(got.text, references),
-            "rouge_l": get_metric("rouge_l").corpus(got.text, references),
-            "completion_tokens_per_item": float(np.mean(got.completion_tokens)),
-            "prompt_tokens_per_item": float(np.mean(got.prompt_tokens)),
-            "seconds_per_item": float(np.nanmean(got.seconds)), "failures": int((~got.ok).sum())}
-
-
-def curve(confidence, texts, references, metric) -> list:
-    """Test chrF when the least confident ``share`` of items go to the large stage (Fig. 3)."""
-    order = np.argsort(confidence, kind="stable")  # NaN (unknown) sorts last: send those first below
-    order = np.r_[order[np.isnan(confidence[order])], order[~np.isnan(confidence[order])]]
-    out = []
-    for share in SHARES:
-        stage = np.zeros(len(confidence), int)
-        stage[order[:int(round(share * len(confidence)))]] = 1
-        out.append({"large_share": share, "quality": metric.corpus(_pick(texts, stage), references)})
-    return out
-
-
-def _pick(texts, stage):
-    return [texts[s][i] if texts[s][i] is not None else texts[0][i] for i, s in enumerate(stage)]
-
-
 def run(name, small, large, task, args, hint=False) -> dict:
+    """One two-stage configuration: each stage alone and Data Shunt on the test split, for every
+    sequence confidence (the default, ``mean_proba``, also gives the curve and the stage figures)."""
     train, val, test = task
-    metric = get_metric("chrf")
     refs = test.reference.tolist()
     result = {}
     for measure in SEQUENCE_MEASURES:
@@ -89,21 +59,21 @@ def run(name, small, large, task, args, hint=False) -> dict:
         shunt = ShuntGenerator([("small", small), ("large", large)], metric="chrf", confidence=measure, hint=hint,
                                random_state=args.seed)
         shunt.fit(train.text.tolist(), train.reference.tolist(), val.text.tolist(), val.reference.tolist())
-        table = shunt.route(test.text.tolist())
-        sent = float((table["reached"] == 1).mean())
-        low, high = metric.bootstrap(table["text"].tolist(), refs, n=args.bootstrap, seed=args.seed)
-        result[measure] = {"quality": metric.corpus(table["text"].tolist(), refs), "ci95": [low, high],
-                           "large_share": sent, "threshold": shunt.thresholds_[0],
+        evaluation = compare_generation(shunt, test.text.tolist(), refs, n_bootstrap=args.bootstrap, seed=args.seed)
+        rows = evaluation.summary.set_index("system")
+        ds = rows.loc["data shunt"]
+        result[measure] = {"quality": ds.quality, "ci95": [ds.ci_low, ds.ci_high], "large_share": ds.last_share,
+                           "threshold": shunt.thresholds_[0], "seconds_per_item": ds.seconds_per_item,
                            "validation": {k: shunt.calibration_[k] for k in ("quality", "stage_quality", "reach",
                                                                              "goal", "goal_met")},
-                           "seconds": time.perf_counter() - start}
+                           "fit_seconds": time.perf_counter() - start}
         if measure == "mean_proba":
-            every = shunt._ask_all(test.text.tolist())
-            result["small"] = stage_figures(table, every[0], metric, refs, args)
-            result["large"] = stage_figures(table, every[1], metric, refs, args)
-            result["curve"] = curve(every[0].confidence, [every[0].text, every[1].text], refs, metric)
-            stage = stop_stage(np.column_stack([every[0].confidence, np.ones(len(refs))]), shunt.thresholds_)
-            assert table["text"].tolist() == _pick([every[0].text, every[1].text], stage)
+            for stage in ("small", "large"):
+                row = rows.loc[f"{stage} only"]
+                result[stage] = {"quality": row.quality, "ci95": [row.ci_low, row.ci_high],
+                                 "completion_tokens_per_item": row.completion_tokens,
+                                 "seconds_per_item": row.seconds_per_item, "unanswered": int(row.unanswered)}
+            result["curve"] = evaluation.curve.to_dict("records")
         print(name, measure, json.dumps({k: round(v, 3) if isinstance(v, float) else v
                                          for k, v in result[measure].items() if k != "validation"}), flush=True)
     result["ds"] = result["mean_proba"]

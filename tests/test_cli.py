@@ -299,3 +299,72 @@ def test_cascade_config_mistakes_are_one_line(project, edit, message):
     path.write_text(edit(path.read_text()))
     result = runner.invoke(app, ["fit", str(path)])
     assert result.exit_code == 2 and message in " ".join(result.output.split())
+
+
+GENERATE_PAIRS = [("free software", "freie Software"), ("image viewer", "Bildbetrachter"),
+                  ("text editor", "Texteditor"), ("music player", "Musikspieler"), ("web browser", "Webbrowser"),
+                  ("chess game", "Schachspiel"), ("font files", "Schriftdateien"), ("mail client", "E-Mail-Client")]
+
+
+def test_generation_config_fits_predicts_and_evaluates_on_a_real_tiny_model(tmp_path):
+    from test_llama_cpp import installed_tiny
+
+    tiny = installed_tiny()
+    if tiny is None:
+        pytest.skip("run `datashunt setup` first (installs the tiny test model)")
+    frame = pd.DataFrame(GENERATE_PAIRS * 3, columns=["english", "german"])
+    frame.to_csv(tmp_path / "pairs.csv", index=False)
+    frame[["english"]].to_csv(tmp_path / "new.csv", index=False)
+    stage = f'backend = "llama_cpp"\nmodel = "{tiny}"\nmax_new_tokens = 6\nstop = ["\\n"]\ncache = "{tmp_path / "c.sqlite"}"'
+    (tmp_path / "gen.toml").write_text(f"""
+task = "generate"
+[data]
+train = "{tmp_path / 'pairs.csv'}"
+validation = "{tmp_path / 'pairs.csv'}"
+test = "{tmp_path / 'pairs.csv'}"
+text_column = "english"
+reference_column = "german"
+
+[[stages]]
+name = "small"
+{stage}
+instruction = "Translate into German."
+
+[[stages]]
+name = "large"
+{stage}
+instruction = "Translate this English text into German. Answer with the translation only."
+shots = 2
+
+[generate]
+metric = "chrf"
+policy = "max_last_rate"
+max_last_rate = 0.5
+
+[output]
+dir = "{tmp_path / 'out'}"
+""")
+    fitted = runner.invoke(app, ["fit", str(tmp_path / "gen.toml")])
+    assert fitted.exit_code == 0, fitted.output
+    assert "sent to the last stage" in fitted.output and (tmp_path / "out/model/generator.json").is_file()
+    assert (tmp_path / "out/model/stage_1_state.npz").is_file()  # the large stage's examples, as arrays
+    predicted = runner.invoke(app, ["predict", str(tmp_path / "gen.toml"), "-i", str(tmp_path / "new.csv"),
+                                    "-o", str(tmp_path / "out.csv")])
+    assert predicted.exit_code == 0, predicted.output
+    table = pd.read_csv(tmp_path / "out.csv")
+    assert list(table.columns[:3]) == ["input", "text", "route"] and len(table) == 24
+    assert set(table["route"]) <= {"small", "large"}
+    evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "gen.toml")])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((tmp_path / "out/report.json").read_text())
+    assert [r["system"] for r in report["summary"]] == ["small only", "large only", "data shunt"]
+    assert report["metric"] == "chrf" and len(report["curve"]) == 11
+
+
+def test_generation_config_refuses_classification_sections(tmp_path):
+    (tmp_path / "bad.toml").write_text('task = "generate"\n[small]\nmodel = "tfidf"\n[large]\nbackend = "replay"\n')
+    result = runner.invoke(app, ["fit", str(tmp_path / "bad.toml")])
+    assert result.exit_code == 2
+    assert 'task = "generate" takes [[stages]] of generators and [generate]' in result.output
+    (tmp_path / "bad2.toml").write_text('task = "summarise"\n')
+    assert "task must be one of ['classify', 'generate']" in runner.invoke(app, ["fit", str(tmp_path / "bad2.toml")]).output

@@ -174,8 +174,18 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
         X_val, y_val = load_data(cfg, data["validation"])
     shunt = with_progress(build_shunt(cfg))
     say_destination(shunt)
-    shunt.fit(X, y, X_val=X_val, y_val=y_val)
     out = Path(cfg["output"]["dir"])
+    if cfg["task"] == "generate":
+        from .eval.generation import describe_calibration as describe
+        from .eval.generation import write_report as write
+
+        shunt.fit(X, y.tolist(), X_val, None if y_val is None else y_val.tolist())
+        save(shunt, out / "model")
+        write(out, None, shunt, {"command": f"datashunt fit {config}"})
+        console.print(escape(f"δ = {np.round(shunt.thresholds_, 4).tolist()}; {describe(shunt.calibration_)}"))
+        console.print(f"saved to {out / 'model'}")
+        return
+    shunt.fit(X, y, X_val=X_val, y_val=y_val)
     save(shunt, out / "model")
     write_report(out, None, shunt, {"command": f"datashunt fit {config}"})
     chosen = getattr(shunt, "threshold_", None)
@@ -202,8 +212,8 @@ def predict(
     shunt = load_shunt(cfg, model, trust_model_locations).set_params(progress=True)
     items, _ = load_data(cfg, input, labelled=False)
     table = shunt.route(items)
-    table.insert(0, "path" if shunt.modality_ == "image" else "text", items.astype(str) if shunt.modality_ == "image"
-                 else items.to_numpy())
+    name = "path" if shunt.modality_ == "image" else "input" if cfg["task"] == "generate" else "text"
+    table.insert(0, name, items.astype(str) if shunt.modality_ == "image" else items.to_numpy())
     write_csv(table, output)
     counts = table["route"].value_counts().to_dict()
     console.print(f"{len(table)} items -> {output}; routes: {counts}; cost {table['cost'].sum():.4f}")
@@ -231,6 +241,15 @@ def evaluate(
     out = Path(cfg["output"]["dir"])
     shunt = load_shunt(cfg, model, trust_model_locations)
     X, y = load_data(cfg, require_key(cfg, "data", "test", "to evaluate"))
+    if cfg["task"] == "generate":
+        from .eval.generation import compare_generation
+        from .eval.generation import write_report as write
+
+        evaluation = compare_generation(shunt, X, y.tolist())
+        show_generation(evaluation, str(data["test"]))
+        write(out, evaluation, shunt, {"command": f"datashunt evaluate {config}"})
+        console.print(f"report: {out}/report.json")
+        return
     groups = groups_of(cfg)
     if "stages" in cfg:
         evaluation = compare_cascade(shunt, X, y, progress=True, groups=groups)
@@ -292,19 +311,22 @@ def distill(
 
 
 def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
-    """A saved shunt (or cascade) whose large models' locations come from the config (or, trusted, the folder)."""
-    from .estimators.cascade import Cascade
+    """A saved shunt (cascade, generator) whose large models' locations come from the config (or,
+    trusted, the folder)."""
     from .io.config import large_options, stage_options
     from .io.persist import load
 
-    cascade = "stages" in cfg
-    folder = model or Path(cfg["output"]["dir"]) / "model"
-    if cascade != (Path(folder) / "cascade.json").is_file():
-        raise ConfigError(f"the config describes a {'cascade' if cascade else 'shunt'} but {folder} holds a "
-                          f"{'shunt' if cascade else 'cascade'} (or nothing); fit it with this config first")
-    shunt = load(folder, large_options=stage_options(cfg) if cascade else large_options(cfg),
+    kind = "generate" if cfg["task"] == "generate" else "cascade" if "stages" in cfg else "shunt"
+    folder = Path(model or Path(cfg["output"]["dir"]) / "model")
+    files = {"generate": "generator.json", "cascade": "cascade.json", "shunt": "shunt.json"}
+    found = next((k for k, f in files.items() if (folder / f).is_file()), None)
+    if found != kind:
+        raise ConfigError(f"the config describes a {kind} model but {folder} holds a {found or 'nothing'} "
+                          "model; fit it with this config first")
+    shunt = load(folder, large_options=large_options(cfg) if kind == "shunt" else stage_options(cfg),
                  trust_saved_locations=trust_locations)
-    fitted, section = shunt.get_params(deep=False), "cascade" if isinstance(shunt, Cascade) else "shunt"
+    fitted = shunt.get_params(deep=False)
+    section = kind
     for key, value in cfg[section].items():
         if fitted[key] != value:
             console.print(escape(f"note: [{section}] {key} = {value!r} applies when fitting; the saved model has "
@@ -315,13 +337,12 @@ def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
 
 def say_destination(model) -> None:
     """Print where each large model's calls will go, before the first one is made."""
-    from .backends.base import LargeModel
-    from .estimators.cascade import Cascade
+    from .backends.base import Backend, LargeModel
 
-    if isinstance(model, Cascade):
+    if hasattr(model, "stages"):  # a cascade, or a generator shunt
         stages = model.stages_ if hasattr(model, "stages_") else model.stages
         for name, stage in stages:
-            if isinstance(stage, LargeModel):
+            if isinstance(stage, Backend):
                 console.print(escape(f"stage {name}: {stage.describe()}"), highlight=False)
         return
     large = model if isinstance(model, LargeModel) else getattr(model, "large_", model.large)
@@ -349,6 +370,18 @@ def show_groups(per_group, console: Console = console) -> None:
     for row in per_group.to_dict("records"):
         table.add_row(str(row["group"]), str(row["support"]),
                       *[f"{row[m]:.1%}" if m == "large_rate" else f"{row[m]:.4f}" for m in measures])
+    console.print(table)
+
+
+def show_generation(evaluation, title: str, console: Console = console) -> None:
+    """Each stage alone and Data Shunt: quality with its bootstrap interval, share sent on, tokens, time."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("system", evaluation.metric, "95% interval", "to last", "tokens", "time/item", "cost/item"):
+        table.add_column(column, justify="left" if column == "system" else "right", no_wrap=True)
+    for row in evaluation.summary.itertuples():
+        table.add_row(row.system, f"{row.quality:.2f}", f"{row.ci_low:.2f}-{row.ci_high:.2f}", f"{row.last_share:.1%}",
+                      f"{row.completion_tokens:.1f}", "n/a" if row.seconds_per_item != row.seconds_per_item
+                      else f"{row.seconds_per_item:.2f} s", f"{row.cost_per_item:.5f}")
     console.print(table)
 
 

@@ -189,7 +189,7 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
 
     def _calibrate(self, X_val, references_val):
         metric, n = get_metric(self.metric), len(X_val)
-        every = self._ask_all(X_val)
+        every = self.answers(X_val)
         texts = [got.text for got in every]
         confidence = np.column_stack([got.confidence for got in every])
         item_quality = np.column_stack([metric.per_item(t, references_val) for t in texts])
@@ -214,8 +214,9 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
             "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0]),
         }
 
-    def _ask_all(self, X) -> list[Generation]:
-        """Every stage's answer to every item (what calibration needs), drafts passed on if ``hint``."""
+    def answers(self, X) -> list[Generation]:
+        """Every stage's answer to every item (what calibration and comparisons need), drafts passed on
+        if ``hint``; the first stage is the surer of it and its 2CD copy where there is one."""
         every = []
         for s, (_, model) in enumerate(self.stages_):
             hints = self._hints(every[-1], np.arange(len(X))) if self.hint and s else None

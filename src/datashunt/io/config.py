@@ -25,8 +25,38 @@
     [output]
     dir = "reports/run"
 
-TOML has no null: in ``[shunt]`` and ``[cascade]`` the string ``"none"`` stands for Python's
-None.
+TOML has no null: in ``[shunt]``, ``[cascade]`` and ``[generate]`` the string ``"none"`` stands
+for Python's None.
+
+Generation (``task = "generate"``, a :class:`~datashunt.ShuntGenerator`) reads a reference column
+and lists generator stages, cheapest first (``backend``: ``llama_cpp``, ``openai``,
+``transformers`` or the trainable ``captioner``, with its options), and takes the shunt's
+arguments from ``[generate]``:
+
+.. code-block:: toml
+
+    task = "generate"
+
+    [data]
+    train = "pairs.csv"
+    reference_column = "reference"
+
+    [[stages]]
+    name = "small"
+    backend = "llama_cpp"
+    model = "qwen2.5-coder-0.5b"
+    instruction = "Translate into German. Answer with the translation only."
+    shots = 2
+    stop = ["\n"]
+
+    [[stages]]
+    name = "large"
+    backend = "llama_cpp"
+    model = "qwen2.5-coder-1.5b"
+    instruction = "Translate into German. Answer with the translation only."
+
+    [generate]
+    metric = "chrf"
 
 A cascade of any number of stages replaces ``[small]``, ``[large]`` and ``[shunt]`` with a list of
 stages, cheapest first (each a small model by name, or a large backend with its options), and a
@@ -54,16 +84,21 @@ from pathlib import Path
 
 from ..exceptions import ConfigError
 
+TASKS = ("classify", "generate")
 SECTIONS = {
     "data": {"train": str, "validation": str, "test": str, "text_column": str, "label_column": str, "encoding": str,
-             "groups": (str, dict)},
+             "groups": (str, dict), "reference_column": str},
     "small": {"model": str, "params": dict},
     "large": None,  # backend options, checked against the backend's constructor and constraints
     "shunt": "ShuntClassifier",  # the shunt's constructor arguments, less the two models
     "output": {"dir": str},
     "stages": None,  # a list of stage tables, checked by check_stages
     "cascade": "Cascade",  # the cascade's constructor arguments, less the stages
+    "generate": "ShuntGenerator",  # a generator shunt's constructor arguments, less the stages
 }
+ESTIMATORS = {"ShuntClassifier": ("..estimators.shunt", "ShuntClassifier"),
+              "Cascade": ("..estimators.cascade", "Cascade"),
+              "ShuntGenerator": ("..estimators.generator", "ShuntGenerator")}
 _TYPE_NAMES = {str: "string", dict: "table", object: "value", (str, dict): "string or table"}
 
 
@@ -94,10 +129,22 @@ def check_config(config: dict, source: str = "config") -> dict:
     ...
     datashunt.exceptions.ConfigError: config: [output] dir must be a string, got int (5)
     """
+    task = config.pop("task", "classify")
+    if task not in TASKS:
+        raise ConfigError(f"{source}: task must be one of {list(TASKS)}, got {task!r}")
     unknown = sorted(set(config) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)}")
-    if "stages" in config:
+        raise ConfigError(f"{source}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)} and task")
+    generating = task == "generate"
+    if "generate" in config and not generating:
+        raise ConfigError(f'{source}: [generate] needs task = "generate"')
+    if generating:
+        stray = sorted({"small", "large", "shunt", "cascade"} & set(config))
+        if stray or "stages" not in config:
+            raise ConfigError(f'{source}: task = "generate" takes [[stages]] of generators and [generate], '
+                              f"not {stray or 'a config without [[stages]]'}")
+        check_stages(config["stages"], source, generating=True)
+    elif "stages" in config:
         mixed = sorted({"small", "large", "shunt"} & set(config))
         if mixed:
             raise ConfigError(f"{source}: a config has either [[stages]] (a cascade) or [small]/[large]/[shunt] "
@@ -108,11 +155,11 @@ def check_config(config: dict, source: str = "config") -> dict:
     for name, keys in SECTIONS.items():
         if name == "stages":
             continue
-        if keys in ("ShuntClassifier", "Cascade"):
-            from ..estimators.cascade import Cascade
-            from ..estimators.shunt import ShuntClassifier
+        if isinstance(keys, str):
+            import importlib
 
-            cls = ShuntClassifier if keys == "ShuntClassifier" else Cascade
+            module, attr = ESTIMATORS[keys]
+            cls = getattr(importlib.import_module(module, __package__), attr)
             keys = dict.fromkeys(set(cls._get_param_names()) - {"small", "large", "stages", "progress"}, object)
         section = config.setdefault(name, {})
         if not isinstance(section, dict):
@@ -126,10 +173,11 @@ def check_config(config: dict, source: str = "config") -> dict:
             if not isinstance(value, keys[key]):
                 raise ConfigError(f"{source}: [{name}] {key} must be a {_TYPE_NAMES[keys[key]]}, "
                                   f"got {type(value).__name__} ({value!r})")
-            if SECTIONS[name] in ("ShuntClassifier", "Cascade") and value == "none":
+            if isinstance(SECTIONS[name], str) and value == "none":
                 section[key] = None
     config["data"].setdefault("text_column", "text")
     config["data"].setdefault("label_column", "label")
+    config["data"].setdefault("reference_column", "reference")
     config["data"].setdefault("encoding", "utf-8")
     try:
         if not codecs.lookup(config["data"]["encoding"])._is_text_encoding:
@@ -141,11 +189,13 @@ def check_config(config: dict, source: str = "config") -> dict:
     if "stages" not in config and not isinstance(config["large"].get("backend"), str):
         raise ConfigError(f"{source}: [large] needs a 'backend' (llama_cpp, openai, replay, fewshot or clip)")
     config["output"].setdefault("dir", "reports/run")
+    config["task"] = task
     return config
 
 
-def check_stages(stages, source: str = "config") -> None:
-    """Each stage a table with a ``name`` and either ``small`` (+ ``params``) or a ``backend`` (+ its options).
+def check_stages(stages, source: str = "config", generating: bool = False) -> None:
+    """Each stage a table with a ``name`` and either ``small`` (+ ``params``) or a ``backend`` (+ its
+    options); generator stages (``generating``) name a ``backend`` only.
 
     Examples
     --------
@@ -161,6 +211,9 @@ def check_stages(stages, source: str = "config") -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{source}: [[stages]] {i} needs a name")
         kinds = [k for k in ("small", "backend") if k in stage]
+        if generating and kinds != ["backend"]:
+            raise ConfigError(f"{source}: [[stages]] {i} ({name!r}) of a generation task needs backend = "
+                              '"<llama_cpp | openai | transformers | captioner>" and its options')
         if len(kinds) != 1 or not isinstance(stage[kinds[0]], str):
             raise ConfigError(f"{source}: [[stages]] {i} ({name!r}) needs either small = \"<model>\" or "
                               "backend = \"<name>\"")
@@ -171,15 +224,18 @@ def check_stages(stages, source: str = "config") -> None:
 
 
 def stage_options(config: dict) -> dict:
-    """The options of each large stage of a cascade config, by stage name (``backend`` included), checked."""
+    """The options of each backend stage of a cascade or generation config, by stage name
+    (``backend`` included), checked."""
     from ..backends import make_large
+    from ..backends.generate import make_generator
     from ..core.params import check_params
 
+    make = make_generator if config.get("task") == "generate" else make_large
     options = {}
     for stage in config["stages"]:
         if "backend" in stage:
             options[stage["name"]] = {k: v for k, v in stage.items() if k != "name"}
-            check_params(make_large(**options[stage["name"]]), f"[[stages]] {stage['name']!r}")
+            check_params(make(**options[stage["name"]]), f"[[stages]] {stage['name']!r}")
     return options
 
 
@@ -193,13 +249,14 @@ def require_key(config: dict, section: str, key: str, why: str):
 
 def load_data(config: dict, path, labelled: bool = True):
     """Items and labels (None unless ``labelled``) from a data file or image folder, read as the
-    config's ``[data]`` says; image paths in a table when the shunt's ``modality`` is ``"image"``."""
+    config's ``[data]`` says; image paths in a table when the shunt's ``modality`` is ``"image"``.
+    For a generation task the "labels" are the references (a JSON list in a cell: several)."""
     from .datasets.files import load_labeled
 
     data = config["data"]
-    images = "image" in (config.get("shunt", {}).get("modality"), config.get("cascade", {}).get("modality"))
-    return load_labeled(path, data["text_column"], data["label_column"] if labelled else None, data["encoding"],
-                        images=images)
+    images = "image" in (config[s].get("modality") for s in ("shunt", "cascade", "generate"))
+    target = data["reference_column"] if config.get("task") == "generate" else data["label_column"]
+    return load_labeled(path, data["text_column"], target if labelled else None, data["encoding"], images=images)
 
 
 def groups_of(config: dict) -> dict | None:
@@ -230,11 +287,19 @@ def large_options(config: dict) -> dict:
 
 def build_shunt(config: dict):
     """Constructor arguments from a checked config, assembled into a ShuntClassifier (or, with
-    ``[[stages]]``, a Cascade) and checked."""
+    ``[[stages]]``, a Cascade; with ``task = "generate"``, a ShuntGenerator) and checked."""
     from ..backends import make_large
     from ..estimators.shunt import ShuntClassifier
     from ..small import make_small
 
+    if config.get("task") == "generate":
+        from ..backends.generate import make_generator
+        from ..estimators.generator import ShuntGenerator
+
+        shunt = ShuntGenerator([(name, make_generator(**options)) for name, options in stage_options(config).items()],
+                               **config["generate"])
+        shunt._check_stages()
+        return shunt
     if "stages" in config:
         from ..estimators.cascade import Cascade
 

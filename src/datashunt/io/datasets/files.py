@@ -143,7 +143,7 @@ def load_labeled(path, text_column: str = "text", label_column: str | None = "la
         labels = frame[label_column]
         if labels.isna().any():
             rows = labels.index[labels.isna()].tolist()[:5]
-            raise DataError(f"{path}: {int(labels.isna().sum())} rows have no label (first rows: {rows})")
+            raise DataError(f"{path}: {int(labels.isna().sum())} rows have no {label_column} (first rows: {rows})")
     items = frame[text_column]
     if images:
         base = Path(path).parent
