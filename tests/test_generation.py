@@ -6,7 +6,7 @@ from fakes import FakeGenerator
 
 from datashunt import ShuntGenerator
 from datashunt.core.sequence import get_sequence_measure
-from datashunt.eval.metrics import get_metric
+from datashunt.eval.metrics import Metric, get_metric
 from datashunt.exceptions import ConfigError, DataError, LargeModelError
 
 N = 120
@@ -155,6 +155,8 @@ def test_chrf_is_sacrebleus_and_bootstrap_brackets_the_corpus_score():
     assert chrf.corpus(hyps, refs) == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
     low, high = chrf.bootstrap(hyps, refs, n=200)
     assert low <= chrf.corpus(hyps, refs) <= high
+    slow = Metric("chrf", chrf.corpus_fn, chrf.item_fn)  # every resample scored from scratch
+    assert slow.bootstrap(hyps, refs, n=200) == pytest.approx((low, high))
     with pytest.raises(DataError, match="item 1 has no reference"):
         chrf.corpus(hyps[:2], ["x", None])
     with pytest.raises(ConfigError, match="unknown metric 'meteor'"):

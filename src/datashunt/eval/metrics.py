@@ -57,6 +57,7 @@ class Metric:
     corpus_fn: Callable
     item_fn: Callable
     scale: float = 100.0
+    resampler: Callable | None = None  # (texts, references) -> f(indices) -> corpus score, fast
 
     def corpus(self, texts, references) -> float:
         hyps = _hyps(texts)
@@ -70,16 +71,18 @@ class Metric:
         """95% interval of the corpus score over items resampled with replacement."""
         hyps, refs = _hyps(texts), _refs(references, len(texts))
         rng = np.random.default_rng(seed)
-        scores = []
-        for _ in range(n):
-            idx = rng.integers(0, len(hyps), len(hyps))
-            scores.append(self.corpus_fn([hyps[i] for i in idx], [refs[i] for i in idx]))
+        if self.resampler is not None:
+            score = self.resampler(hyps, refs)
+        else:
+            def score(idx):
+                return self.corpus_fn([hyps[i] for i in idx], [refs[i] for i in idx])
+        scores = [score(rng.integers(0, len(hyps), len(hyps))) for _ in range(n)]
         low, high = np.percentile(scores, [2.5, 97.5])
         return float(low), float(high)
 
 
 def _sacre(kind: str, **kwargs):
-    sacrebleu = require("sacrebleu", "generate")
+    sacrebleu = require("sacrebleu", "generate")  # its sentence statistics: sacrebleu>=2.4,<3
     cls = {"chrf": sacrebleu.metrics.CHRF, "bleu": sacrebleu.metrics.BLEU}[kind]
     corpus_scorer = cls(**kwargs)
     item_scorer = cls(**kwargs, **({"effective_order": True} if kind == "bleu" else {}))
@@ -90,7 +93,13 @@ def _sacre(kind: str, **kwargs):
     def per_item(hyps, refs):
         return [item_scorer.sentence_score(h, r).score for h, r in zip(hyps, refs)]
 
-    return corpus, per_item
+    def resampler(hyps, refs):
+        """Each sentence's statistics once, then the corpus score of any resample from their sum
+        (as sacrebleu's own significance tests do)."""
+        stats = np.asarray(corpus_scorer._extract_corpus_statistics(hyps, _by_reference_slot(refs)), dtype=float)
+        return lambda idx: corpus_scorer._compute_score_from_stats(list(stats[idx].sum(axis=0))).score
+
+    return corpus, per_item, resampler
 
 
 def _rouge_l():
@@ -100,7 +109,16 @@ def _rouge_l():
     def per_item(hyps, refs):
         return [100 * max(scorer.score(r, h)["rougeL"].fmeasure for r in rs) for h, rs in zip(hyps, refs)]
 
-    return (lambda hyps, refs: float(np.mean(per_item(hyps, refs)))), per_item
+    return (lambda hyps, refs: float(np.mean(per_item(hyps, refs)))), per_item, _mean_resampler(per_item)
+
+
+def _mean_resampler(item_fn):
+    """For a metric that is the mean of its item scores: score the items once, resample the mean."""
+    def resampler(hyps, refs):
+        each = np.asarray(item_fn(hyps, refs), dtype=float)
+        return lambda idx: float(each[idx].mean())
+
+    return resampler
 
 
 def _cider():
@@ -143,24 +161,28 @@ def _mean(fn):
     return lambda hyps, refs: float(np.mean(fn(hyps, refs)))
 
 
+def _with_resampler(name, corpus_fn, item_fn, resampler) -> Metric:
+    return Metric(name, corpus_fn, item_fn, resampler=resampler)
+
+
 def get_metric(name) -> Metric:
     """A metric by name: ``chrf``, ``bleu`` (up to 4-grams), ``bleu1`` ... ``bleu4``, ``rouge_l``,
     ``cider``, ``exact_match``, ``token_f1``; a :class:`Metric` passes through."""
     if isinstance(name, Metric):
         return name
     if name == "chrf":
-        return Metric(name, *_sacre("chrf"))
+        return _with_resampler(name, *_sacre("chrf"))
     match = re.fullmatch(r"bleu([1-4]?)", str(name))
     if match:
-        return Metric(name, *_sacre("bleu", max_ngram_order=int(match.group(1) or 4)))
+        return _with_resampler(name, *_sacre("bleu", max_ngram_order=int(match.group(1) or 4)))
     if name == "rouge_l":
-        return Metric(name, *_rouge_l())
+        return _with_resampler(name, *_rouge_l())
     if name == "cider":
         return Metric(name, *_cider(), scale=10.0)
     if name == "exact_match":
-        return Metric(name, _mean(_exact), _exact)
+        return Metric(name, _mean(_exact), _exact, resampler=_mean_resampler(_exact))
     if name == "token_f1":
-        return Metric(name, _mean(_token_f1), _token_f1)
+        return Metric(name, _mean(_token_f1), _token_f1, resampler=_mean_resampler(_token_f1))
     raise ConfigError(f"unknown metric {name!r}; choose one of {list(METRICS)}")
 
 
