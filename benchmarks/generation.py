@@ -33,18 +33,11 @@ from datashunt import ShuntGenerator
 from datashunt.backends.generate.llama_cpp import LlamaCppGenerator
 from datashunt.core.sequence import SEQUENCE_MEASURES
 from datashunt.eval.generation import compare_generation
-from datashunt.io.datasets.ddtp import translation_task
+from datashunt.io.datasets.ddtp import translation_instruction, translation_task
 
 RESULTS = Path(__file__).parent / "results" / "generation.json"
-INSTRUCTION = "Translate this Debian package synopsis from English into {language}. Answer with the {language} " \
-              "translation only."
-LANGUAGES = {"de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "pt_BR": "Brazilian Portuguese",
-             "ru": "Russian", "nl": "Dutch", "ja": "Japanese", "zh_CN": "Simplified Chinese"}
-
-
 def generator(model: str, args, shots: int = 0) -> LlamaCppGenerator:
-    language = LANGUAGES.get(args.lang, args.lang)
-    return LlamaCppGenerator(model, instruction=INSTRUCTION.format(language=language), shots=shots, stop=["\n"],
+    return LlamaCppGenerator(model, instruction=translation_instruction(args.lang), shots=shots, stop=["\n"],
                              max_new_tokens=64)
 
 

@@ -21,3 +21,12 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     echo "note: 'apt-get install dataset-fashion-mnist' (as root) provides the image data" >&2
   fi
 fi
+# Debian's package-description translations (German) for the generation demo and benchmark: apt's own lists.
+if ! ls /var/lib/apt/lists/*_i18n_Translation-de* >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get -o Acquire::Languages=de update -qq >/dev/null 2>&1 \
+      || echo "note: could not fetch Debian's Translation-de list; the generation demo needs it" >&2
+  else
+    echo "note: 'apt-get -o Acquire::Languages=de update' (as root) provides the generation data" >&2
+  fi
+fi

@@ -91,3 +91,20 @@ def translation_task(lang: str = "de", n_validation: int = 200, n_test: int = 30
     test, val = order[:n_test], order[n_test:n_test + n_validation]
     train = order[n_test + n_validation:]
     return tuple(pairs.loc[idx].reset_index(drop=True) for idx in (train, val, test))
+
+
+LANGUAGES = {"de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "pt_BR": "Brazilian Portuguese",
+             "ru": "Russian", "nl": "Dutch", "ja": "Japanese", "zh_CN": "Simplified Chinese"}
+
+
+def translation_instruction(lang: str = "de") -> str:
+    """The instruction a prompted model gets for this task.
+
+    Examples
+    --------
+    >>> translation_instruction("de")
+    'Translate this Debian package synopsis from English into German. Answer with the German translation only.'
+    """
+    language = LANGUAGES.get(lang, lang)
+    return (f"Translate this Debian package synopsis from English into {language}. Answer with the {language} "
+            "translation only.")
