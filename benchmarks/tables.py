@@ -203,6 +203,42 @@ def longtail_tables(result: dict) -> str:
     return "\n".join(lines)
 
 
+CONFIG_NAMES = {"zero": "0.5B zero-shot → 1.5B zero-shot", "shots": "0.5B + examples → 1.5B zero-shot",
+                "hint": "0.5B + examples → 1.5B zero-shot given the draft",
+                "shots_both": "0.5B + examples → 1.5B + examples"}
+
+
+def generation_tables(result: dict) -> str:
+    """Each configuration: small, large and Data Shunt (default policy, eq. 8 confidence) on the test
+    split; every sequence confidence; the quality-share curve (Fig. 3)."""
+    task = result["task"]
+    lines = [f"`{result['command']}` ({task['data']}; {task['n_train']:,} training pairs used only as retrieved "
+             f"examples, {task['shots']} per item; validation {task['n_validation']}, test {task['n_test']}; seed "
+             f"{task['seed']}; chrF by sacrebleu, bootstrap 95% intervals over test items)", "",
+             "| configuration | small only | large only (95% interval) | Data Shunt (95% interval) | sent to large | "
+             "δ | s/item small | s/item large | s/item Data Shunt |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in result["configs"].items():
+        ds = r["ds"]
+        lines.append(f"| {CONFIG_NAMES.get(name, name)} | {r['small']['quality']:.1f} | {r['large']['quality']:.1f} "
+                     f"({r['large']['ci95'][0]:.1f}–{r['large']['ci95'][1]:.1f}) | {ds['quality']:.1f} "
+                     f"({ds['ci95'][0]:.1f}–{ds['ci95'][1]:.1f}) | {_share(ds['large_share'])} | "
+                     f"{ds['threshold']:.3f} | {r['small']['seconds_per_item']:.2f} | "
+                     f"{r['large']['seconds_per_item']:.2f} | {ds['seconds_per_item']:.2f} |")
+    measures = ("mean_proba", "geometric_mean", "min_proba", "length_normalised")
+    lines += ["", "Data Shunt by sequence confidence (chrF, share sent to large):", "",
+              "| configuration | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures)]
+    for name, r in result["configs"].items():
+        cells = [f"{r[m]['quality']:.1f} ({_share(r[m]['large_share'])})" for m in measures]
+        lines.append(f"| {CONFIG_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
+    shares = [row["share"] for row in next(iter(result["configs"].values()))["curve"]]
+    lines += ["", "Test chrF when the least confident share goes to the large stage (the paper's Fig. 3):", "",
+              "| configuration | " + " | ".join(f"{s:.0%}" for s in shares) + " |", "|---|" + "---|" * len(shares)]
+    for name, r in result["configs"].items():
+        lines.append(f"| {CONFIG_NAMES.get(name, name)} | " + " | ".join(f"{row['quality']:.1f}" for row in r["curve"])
+                     + " |")
+    return "\n".join(lines)
+
+
 def _share(value) -> str:
     return "-" if value is None or value != value else f"{value:.1%}"
 
@@ -266,6 +302,10 @@ def main():
     if longtail.is_file():
         print()
         print(longtail_tables(json.loads(longtail.read_text())))
+    generation = RESULTS / "generation.json"
+    if generation.is_file():
+        print()
+        print(generation_tables(json.loads(generation.read_text())))
     for path in sorted(RESULTS.glob("cascade_yelp*.json")):
         print(f"\n### {path.stem}\n")
         print(cascade_table(json.loads(path.read_text())))
