@@ -128,8 +128,10 @@ def test_shots_show_the_closest_training_pairs_as_earlier_turns():
 
 def test_missing_references_are_refused_with_the_rows():
     refs = REFS[:10] + [None] + REFS[11:]
-    with pytest.raises(DataError, match=r"training: 1 items have no reference \(rows \[10\]\)"):
+    with pytest.raises(DataError, match=r"training: 1 items have no reference, or one that is not text \(rows \[10\]\)"):
         shunt().fit(ITEMS, refs)
+    with pytest.raises(DataError, match=r"rows \[3, 4\]"):
+        shunt().fit(ITEMS, REFS[:3] + [5.0, ["  "]] + REFS[5:])
     with pytest.raises(DataError, match=r"validation: expected one reference per item \(5\), got 4"):
         shunt().fit(ITEMS, REFS, X_val=ITEMS[:5], references_val=REFS[:4])
 

@@ -146,7 +146,7 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
         self.stages_ = []
         for name, model in self.stages:
             model = clone(model)
-            model.check_modality(self.modality_) if hasattr(model, "check_modality") else None
+            model.check_modality(self.modality_)
             self.stages_.append((name, model.fit(X, references)))
         if self.thresholds == "auto":
             self._calibrate(X_val, references_val)
@@ -167,9 +167,9 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
             raise ConfigError(f"stage names must be distinct non-empty strings, got {names}")
         self._validate_names(names)
         for name, model in self.stages:
-            if not (HasMethods(["generate", "fit"]).is_satisfied_by(model)):
-                raise ConfigError(f"stage {name!r} is not a generator (it needs fit and generate methods), "
-                                  f"got {type(model).__name__}")
+            if not HasMethods(["fit", "generate", "check_modality"]).is_satisfied_by(model):
+                raise ConfigError(f"stage {name!r} is not a generator (it needs fit, generate and check_modality "
+                                  f"methods), got {type(model).__name__}")
 
     @staticmethod
     def _pairs(X, references, what: str, modality="auto"):
@@ -179,12 +179,10 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
             raise DataError(f"{what}: expected one reference per item ({len(batch.items)}), got "
                             f"{'none' if references is None else len(references)}")
         references = list(references)
-        missing = [i for i, r in enumerate(references)
-                   if r is None or (isinstance(r, float) and np.isnan(r)) or (not isinstance(r, str) and not len(r))
-                   or (isinstance(r, str) and not r.strip())]
+        missing = [i for i, r in enumerate(references) if not _has_text(r)]
         if missing:
-            raise DataError(f"{what}: {len(missing)} items have no reference (rows {missing[:5]}); drop them or "
-                            "give each a reference")
+            raise DataError(f"{what}: {len(missing)} items have no reference, or one that is not text (rows "
+                            f"{missing[:5]}); drop them or give each a reference")
         return batch.items, references, batch.modality.name
 
     def _calibrate(self, X_val, references_val):
@@ -338,6 +336,15 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
     def score(self, X, references) -> float:
         """Corpus quality of :meth:`generate` against ``references`` by ``metric``."""
         return get_metric(self.metric).corpus(self.route(X)["text"].tolist(), references)
+
+
+def _has_text(reference) -> bool:
+    """A reference is a non-blank string, or a list of strings with at least one non-blank."""
+    if isinstance(reference, str):
+        return bool(reference.strip())
+    if isinstance(reference, list | tuple | np.ndarray):
+        return all(isinstance(r, str) for r in reference) and any(r.strip() for r in reference)
+    return False
 
 
 def _standing(texts: list[list], stage: np.ndarray) -> list:
