@@ -228,7 +228,7 @@ def generation_tables(result: dict) -> str:
     lines += ["", "Data Shunt by sequence confidence (chrF, share sent to large):", "",
               "| configuration | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures)]
     for name, r in result["configs"].items():
-        cells = [f"{r[m]['quality']:.1f} ({_share(r[m]['large_share'])})" for m in measures]
+        cells = [f"{r[m]['quality']:.1f} ({_share(r[m]['large_share'])})" if m in r else "-" for m in measures]
         lines.append(f"| {CONFIG_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
     shares = [row["share"] for row in next(iter(result["configs"].values()))["curve"]]
     lines += ["", "Test chrF when the least confident share goes to the large stage (the paper's Fig. 3):", "",
