@@ -33,6 +33,13 @@ def gguf_path(model) -> Path:
     return path
 
 
+def model_identity(model) -> str:
+    """A known model's name, or a GGUF file's name, with a fingerprint of the file (name and size)."""
+    path = gguf_path(model)
+    fingerprint = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode()).hexdigest()[:16]
+    return f"{model if str(model) in MODELS else path.name}:{fingerprint}"
+
+
 def load(path: Path, n_ctx: int, n_threads=None):
     """A llama.cpp model from a GGUF file and the chat formatter its metadata asks for."""
     llama_cpp = require("llama_cpp", "llama")
@@ -139,11 +146,8 @@ class LlamaCppModel(LargeModel):
         return f"local llama.cpp model {self.model} (in this process, no network)"
 
     def identity(self) -> str:
-        path = self._path()
-        stat = path.stat()
-        fingerprint = hashlib.sha256(f"{path.name}:{stat.st_size}".encode()).hexdigest()[:16]
         whole = ":whole" if self.label_scoring == "whole" else ""  # answers scored otherwise are cached apart
-        return f"llama_cpp:{self.model if str(self.model) in MODELS else path.name}:{fingerprint}{whole}"
+        return f"llama_cpp:{model_identity(self.model)}{whole}"
 
     def _llm(self):
         if getattr(self, "_loaded", None) is None:

@@ -159,6 +159,19 @@ class OpenAIEndpoint:
             raise LargeModelError(f"call to {self.model!r} failed: {self._redact(f'{type(exc).__name__}: {exc}')}") \
                 from None
 
+    def _usage(self, response) -> list[int]:
+        """Prompt and completion tokens of a chat completion, after checking it is one with choices."""
+        if not hasattr(response, "choices"):  # the client hands back the body when it is not JSON
+            shown = self._redact(" ".join(str(response).split())[:80])
+            raise LargeModelError(f"the endpoint answered with something that is not a chat completion: {shown!r}")
+        if not response.choices:
+            raise LargeModelError(f"the endpoint returned no choices for model {self.model!r}")
+        usage = getattr(response, "usage", None)
+        tokens = [getattr(usage, name, 0) or 0 for name in ("prompt_tokens", "completion_tokens")]
+        if not all(type(t) is int and 0 <= t < MAX_TOKENS for t in tokens):
+            raise LargeModelError(f"the endpoint reported impossible token counts {tokens} for model {self.model!r}")
+        return tokens
+
     def _redact(self, message: str) -> str:
         """``message`` with the API key, if it appears, replaced by ``***``."""
         key = os.environ.get(self.api_key_env)
@@ -323,15 +336,7 @@ class OpenAIChatModel(OpenAIEndpoint, LargeModel):
 
     def _parse(self, response, call) -> Scored:
         labels = call.labels
-        if not hasattr(response, "choices"):  # the client hands back the body when it is not JSON
-            shown = self._redact(" ".join(str(response).split())[:80])
-            raise LargeModelError(f"the endpoint answered with something that is not a chat completion: {shown!r}")
-        if not response.choices:
-            raise LargeModelError(f"the endpoint returned no choices for model {self.model!r}")
-        usage = getattr(response, "usage", None)
-        tokens = [getattr(usage, name, 0) or 0 for name in ("prompt_tokens", "completion_tokens")]
-        if not all(type(t) is int and 0 <= t < MAX_TOKENS for t in tokens):
-            raise LargeModelError(f"the endpoint reported impossible token counts {tokens} for model {self.model!r}")
+        tokens = self._usage(response)
         if self.scoring == "stated":
             content = getattr(getattr(response.choices[0], "message", None), "content", None)
             return Scored(stated_logprobs(content, labels), *tokens)

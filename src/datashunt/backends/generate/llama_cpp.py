@@ -1,6 +1,5 @@
 """A local GGUF chat model generating greedily through llama.cpp, keeping each chosen token's log-probability."""
 
-import hashlib
 from numbers import Integral
 from pathlib import PurePath
 
@@ -8,7 +7,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval
 
 from ...exceptions import LargeModelError
-from ..llama_cpp import eval_prompt, gguf_path, load, next_logprob
+from ..llama_cpp import eval_prompt, gguf_path, load, model_identity, next_logprob
 from ..weights import DEFAULT_MODEL, MODELS
 from .base import GENERATOR_CONSTRAINTS, Generated, Generator, cut_at_stop
 
@@ -68,9 +67,7 @@ class LlamaCppGenerator(Generator):
         return f"local llama.cpp model {self.model}, generating (in this process, no network)"
 
     def identity(self) -> str:
-        path = gguf_path(self.model)
-        fingerprint = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode()).hexdigest()[:16]
-        return f"llama_cpp_generate:{self.model if str(self.model) in MODELS else path.name}:{fingerprint}"
+        return f"llama_cpp_generate:{model_identity(self.model)}"
 
     def _llm(self):
         if getattr(self, "_loaded", None) is None:

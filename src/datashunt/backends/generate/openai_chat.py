@@ -5,7 +5,7 @@ from numbers import Integral, Real
 from sklearn.utils._param_validation import Interval
 
 from ...exceptions import LargeModelError
-from ..openai_chat import DEFAULT_URL, MAX_TOKENS, OpenAIEndpoint
+from ..openai_chat import DEFAULT_URL, OpenAIEndpoint
 from .base import GENERATOR_CONSTRAINTS, Generated, Generator, cut_at_stop
 
 
@@ -77,15 +77,7 @@ class OpenAIChatGenerator(OpenAIEndpoint, Generator):
         return request
 
     def _parse(self, response, call) -> Generated:
-        if not hasattr(response, "choices"):  # the client hands back the body when it is not JSON
-            shown = self._redact(" ".join(str(response).split())[:80])
-            raise LargeModelError(f"the endpoint answered with something that is not a chat completion: {shown!r}")
-        if not response.choices:
-            raise LargeModelError(f"the endpoint returned no choices for model {self.model!r}")
-        usage = getattr(response, "usage", None)
-        tokens = [getattr(usage, name, 0) or 0 for name in ("prompt_tokens", "completion_tokens")]
-        if not all(type(t) is int and 0 <= t < MAX_TOKENS for t in tokens):
-            raise LargeModelError(f"the endpoint reported impossible token counts {tokens} for model {self.model!r}")
+        tokens = self._usage(response)
         choice = response.choices[0]
         content = getattr(getattr(choice, "message", None), "content", None)
         if not isinstance(content, str):

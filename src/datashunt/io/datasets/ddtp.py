@@ -18,7 +18,7 @@ import subprocess
 import pandas as pd
 
 from ...exceptions import DataError
-from .debian import parse_index
+from .debian import paragraphs, parse_index
 
 LISTS = "/var/lib/apt/lists"
 
@@ -33,12 +33,7 @@ def parse_translations(text: str, lang: str) -> pd.DataFrame:
     [['0ad', 'd9', 'Strategiespiel']]
     """
     rows = []
-    for paragraph in text.split("\n\n"):
-        fields = {}
-        for line in paragraph.splitlines():
-            if line and not line[0].isspace() and ":" in line:
-                key, value = line.split(":", 1)
-                fields[key] = value.strip()
+    for fields in paragraphs(text):
         synopsis = fields.get(f"Description-{lang}")
         if fields.get("Package") and fields.get("Description-md5") and synopsis:
             rows.append((fields["Package"], fields["Description-md5"], synopsis))

@@ -17,6 +17,18 @@ SECTIONS = ("admin", "database", "editors", "electronics", "fonts", "games", "gr
             "math", "net", "science", "sound", "text", "video", "web", "x11")
 
 
+def paragraphs(text: str):
+    """The fields of each paragraph of a Debian control-style file (first lines only: a field's
+    continuation lines are left out)."""
+    for paragraph in text.split("\n\n"):
+        fields = {}
+        for line in paragraph.splitlines():
+            if line and not line[0].isspace() and ":" in line:
+                key, value = line.split(":", 1)
+                fields[key] = value.strip()
+        yield fields
+
+
 def parse_index(text: str, extra=()) -> pd.DataFrame:
     """Package, section and synopsis of each paragraph of a Debian package index (and the
     ``extra`` fields asked for, empty where a paragraph lacks them).
@@ -27,12 +39,7 @@ def parse_index(text: str, extra=()) -> pd.DataFrame:
     [['0ad', 'games', 'Real-time strategy game']]
     """
     rows = []
-    for paragraph in text.split("\n\n"):
-        fields = {}
-        for line in paragraph.splitlines():
-            if line and not line[0].isspace() and ":" in line:
-                key, value = line.split(":", 1)
-                fields[key] = value.strip()
+    for fields in paragraphs(text):
         if "Package" in fields and "Section" in fields and fields.get("Description"):
             rows.append((fields["Package"], fields["Section"].split("/")[-1], fields["Description"],
                          *(fields.get(name, "") for name in extra)))
