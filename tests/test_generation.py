@@ -213,3 +213,15 @@ def test_openai_generator_server_error_is_flagged_per_row():
     with FakeOpenAIServer({}, status=500) as server:
         got = OpenAIChatGenerator("tiny", base_url=server.base_url, max_retries=0, cache=False).generate(["a", "b"])
     assert got.text == [None, None] and all("failed" in f and "500" in f for f in got.flag)
+
+
+def test_a_changed_or_corrupt_generator_folder_is_refused(tmp_path):
+    from datashunt.exceptions import ModelFileError
+    from datashunt.io.persist import load
+
+    (tmp_path / "generator.json").write_text('{"format": 99}')
+    with pytest.raises(ModelFileError, match="unsupported format 99"):
+        load(tmp_path)
+    (tmp_path / "generator.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="generator.json is corrupt"):
+        load(tmp_path)

@@ -339,11 +339,9 @@ def _save_cascade(cascade, folder: Path) -> Path:
     return folder
 
 
-def _load_cascade(folder: Path, large_options, trust: bool, trusted):
-    """The Cascade in ``folder``, under the same rules as a shunt; ``large_options`` is keyed by stage name."""
-    from ..estimators.cascade import Cascade
-
-    path = folder / "cascade.json"
+def _read_meta(path: Path, keys: dict):
+    """A multi-stage model's JSON, checked for its format and exactly ``keys``, and the function
+    that refuses it (for the caller's further checks)."""
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, RecursionError) as exc:
@@ -354,8 +352,17 @@ def _load_cascade(folder: Path, large_options, trust: bool, trusted):
 
     if not isinstance(meta, dict) or type(meta.get("format")) is not int or meta["format"] != FORMAT:
         fail(f"unsupported format {meta.get('format') if isinstance(meta, dict) else meta!r}")
-    _check_keys(meta, {"format": int, "datashunt_version": str, "params": dict, "classes": list, "stages": list,
-                       "calibration": dict, "thresholds": list}, "", fail)
+    _check_keys(meta, keys, "", fail)
+    return meta, fail
+
+
+def _load_cascade(folder: Path, large_options, trust: bool, trusted):
+    """The Cascade in ``folder``, under the same rules as a shunt; ``large_options`` is keyed by stage name."""
+    from ..estimators.cascade import Cascade
+
+    path = folder / "cascade.json"
+    meta, fail = _read_meta(path, {"format": int, "datashunt_version": str, "params": dict, "classes": list,
+                                   "stages": list, "calibration": dict, "thresholds": list})
     _older_params(meta["params"], Cascade._get_param_names())
     _check_keys(meta["params"], dict.fromkeys(set(Cascade._get_param_names()) - {"stages"}, object), "params.", fail)
     classes = meta["classes"]
@@ -467,18 +474,8 @@ def _load_generator(folder: Path, stage_options, trust: bool, trusted):
     from ..estimators.generator import ShuntGenerator
 
     path = folder / "generator.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as exc:
-        raise ModelFileError(f"{path} is corrupt: {exc}") from None
-
-    def fail(why):
-        raise ModelFileError(f"{path}: {why}; it was not written by this version of datashunt, or it was changed")
-
-    if not isinstance(meta, dict) or type(meta.get("format")) is not int or meta["format"] != FORMAT:
-        fail(f"unsupported format {meta.get('format') if isinstance(meta, dict) else meta!r}")
-    _check_keys(meta, {"format": int, "datashunt_version": str, "params": dict, "stages": list, "calibration": dict,
-                       "thresholds": list}, "", fail)
+    meta, fail = _read_meta(path, {"format": int, "datashunt_version": str, "params": dict, "stages": list,
+                                   "calibration": dict, "thresholds": list})
     _check_keys(meta["params"], dict.fromkeys(set(ShuntGenerator._get_param_names()) - {"stages"}, object),
                 "params.", fail)
     given = dict(stage_options or {})
