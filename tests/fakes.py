@@ -59,12 +59,16 @@ class FakeOpenAIServer:
     ``answers`` maps a substring of the user message to a list of (token, logprob); ``status``
     makes every request fail with that HTTP status; ``delay`` sleeps before answering; ``raw``
     maps a substring of the user message to a (body bytes, content type) sent instead of a completion;
-    ``sequence`` answers with all the tokens of the matching list, one logprob entry each (generation).
+    ``sequence`` answers with all the tokens of the matching list, one logprob entry each (generation);
+    ``refuse`` answers the first requests with these HTTP statuses in turn (429 and 503 with a
+    ``Retry-After`` of ``retry_after`` seconds), then normally. Each request's arrival time is kept.
     """
 
-    def __init__(self, answers, status=None, delay=0.0, logprobs=True, raw=None, sequence=False):
+    def __init__(self, answers, status=None, delay=0.0, logprobs=True, raw=None, sequence=False, refuse=(),
+                 retry_after="1"):
         self.answers, self.status, self.delay, self.logprobs = answers, status, delay, logprobs
         self.sequence = sequence
+        self.refuse, self.retry_after = list(refuse), retry_after
         self.raw = raw or {}
         self.requests = []
         server = self
@@ -75,10 +79,20 @@ class FakeOpenAIServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
-                if server.delay:
-                    import time
+                import time
 
+                server.requests.append({"body": body, "auth": self.headers.get("Authorization"),
+                                        "at": time.monotonic()})
+                if server.refuse:
+                    data = json.dumps({"error": {"message": "slow down", "type": "rate_limit"}}).encode()
+                    self.send_response(server.refuse.pop(0))
+                    self.send_header("Retry-After", server.retry_after)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                if server.delay:
                     time.sleep(server.delay)
                 text = json.dumps(body["messages"][-1]["content"])  # a string, or content parts (images)
                 raw = next((v for k, v in server.raw.items() if k in text), None)

@@ -246,25 +246,102 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
 @friendly
 def predict(
     config: Path = typer.Argument(..., help="TOML config file (for the data columns)."),
-    input: Path = typer.Option(..., "--input", "-i", help="CSV, JSONL or Parquet file with a text column."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write one row per item (CSV)."),
+    input: Path = typer.Option(..., "--input", "-i", help="CSV, TSV, JSONL or Parquet file with the item column "
+                               "(or a folder of images)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write one row per item: .csv, .tsv, .jsonl, or "
+                                ".parquet (a folder of part files)."),
     model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
+    keep: list[str] = typer.Option([], help="Input column to carry into the output, such as an id (repeatable)."),
+    chunk_rows: int = typer.Option(10_000, min=1, help="Rows read, routed and written at a time."),
+    max_cost: float = typer.Option(None, min=0, help="Stop cleanly before a chunk that could take the cost past this."),
+    restart: bool = typer.Option(False, help="Start afresh even where a killed run of this job could be resumed."),
+    engine: str = typer.Option("local", help="local (this process) or ray (Ray Data; the 'ray' extra)."),
     trust_model_locations: bool = TRUST_LOCATIONS,
 ):
-    """Route and label new items; bad rows are flagged, not fatal. Re-running resumes from the call cache."""
-    from .io.config import load_config, load_data
-    from .io.datasets.files import check_writable, write_csv
+    """Route and label new items a chunk at a time; bad rows are flagged, not fatal.
+
+    A run that is killed resumes where it stopped when the same command is given again: the
+    output keeps every finished row once, and answers already paid for come from the call cache.
+    """
+    from .io.config import load_config
+    from .io.datasets.files import check_writable
 
     cfg = load_config(config)
-    check_writable(output)
-    shunt = load_shunt(cfg, model, trust_model_locations).set_params(progress=True)
-    items, _ = load_data(cfg, input, labelled=False)
-    table = shunt.route(items)
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"--engine must be local or ray, got {engine!r}")
+    if output.suffix.lower() != ".parquet":  # a .parquet output is a folder of parts
+        check_writable(output)
+    folder = Path(model or Path(cfg["output"]["dir"]) / "model")
+    shunt = load_shunt(cfg, folder, trust_model_locations).set_params(progress=False)
     name = "path" if shunt.modality_ == "image" else "input" if cfg["task"] == "generate" else "text"
-    table.insert(0, name, items.astype(str) if shunt.modality_ == "image" else items.to_numpy())
-    write_csv(table, output)
-    counts = table["route"].value_counts().to_dict()
-    console.print(f"{len(table)} items -> {output}; routes: {counts}; cost {table['cost'].sum():.4f}")
+    column = cfg["data"]["text_column"]
+    if input.is_dir() and shunt.modality_ == "image":
+        input, column = _image_list(input, output), "path"
+    if engine == "ray":
+        from .jobs.ray_engine import run_ray
+
+        done = run_ray(folder, cfg, input, output, column=column, item_name=name, keep=keep, chunk_rows=chunk_rows,
+                       trust_locations=trust_model_locations)
+        console.print(f"{done} items -> {output} (Ray Data)")
+        return
+    _run_local(cfg, shunt, folder, input, output, column, name, keep, chunk_rows, max_cost, restart)
+
+
+def _image_list(folder: Path, output: Path) -> Path:
+    """A folder of images as a one-column table of paths (beside the output), for the chunked reader."""
+    import pandas as pd
+
+    from .io.datasets.files import load_image_folder
+
+    paths, _ = load_image_folder(folder, labelled=False)
+    listing = output.with_name(f".{output.name}.images.csv")
+    pd.DataFrame({"path": paths.astype(str)}).to_csv(listing, index=False)
+    return listing
+
+
+def _run_local(cfg, shunt, folder, input, output, column, name, keep, chunk_rows, max_cost, restart):
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from .jobs.batch import job_key, run_batch
+
+    key = job_key(input, _digest(folder), column, keep, chunk_rows, cfg["data"])
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                   console=console, transient=True)
+
+    def report(done):
+        if not bar.task_ids:
+            bar.add_task("routing", total=done.total)
+            if done.resumed_from:
+                console.print(f"resuming after {done.resumed_from:,} rows already written to {output}")
+        bar.update(bar.task_ids[0], completed=done.position,
+                   description=f"{done.rows_done:,} rows · cost {done.cost:.4f} · to large {done.large_share:.1%}")
+
+    with bar:
+        done = run_batch(shunt, input, output, column=column, key=key, item_name=name, keep=keep,
+                         chunk_rows=chunk_rows, encoding=cfg["data"]["encoding"], max_cost=max_cost, restart=restart,
+                         images=shunt.modality_ == "image", report=report)
+    if done.stopped == "budget":
+        console.print(f"[yellow]stopped at the budget[/]: {done.rows_done:,} rows done, cost {done.cost:.4f} "
+                      f"(--max-cost {max_cost}); the same command with a larger --max-cost goes on from there")
+        raise typer.Exit(3)
+    console.print(f"{done.rows_done:,} items -> {output}; routes: {done.routes}; cost {done.cost:.4f}")
+
+
+def _digest(folder: Path) -> str:
+    """The contents of a saved model folder, hashed: a changed model is a different job."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 @app.command()
