@@ -102,6 +102,9 @@ class FakeOpenAIServer:
                 elif server.status:
                     payload, code = {"error": {"message": "boom", "type": "server_error"}}, server.status
                     data = json.dumps(payload).encode()
+                elif body.get("stream"):
+                    self.stream(server.completion(body))
+                    return
                 else:
                     data, code = json.dumps(server.completion(body)).encode(), 200
                 self.send_response(code)
@@ -109,6 +112,22 @@ class FakeOpenAIServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def stream(self, completion):
+                """The completion as server-sent events: a role chunk, one chunk per word, [DONE]."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                head = {k: completion[k] for k in ("id", "created", "model")}
+                words = re.findall(r"\S*\s*", completion["choices"][0]["message"]["content"])
+                deltas = [{"role": "assistant", "content": ""}] + [{"content": w} for w in words if w]
+                for i, delta in enumerate(deltas + [{}]):
+                    chunk = {**head, "object": "chat.completion.chunk",
+                             "choices": [{"index": 0, "delta": delta, "finish_reason": None if delta or not i
+                                          else "stop"}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -435,6 +435,72 @@ def distill(
     console.print(f"distilled shunt saved to {out / 'model'}; rounds in {out / 'distill_rounds.csv'}")
 
 
+@app.command()
+@friendly
+def serve(
+    model: Path = typer.Argument(..., help="Saved model folder (a shunt, cascade or generator)."),
+    config: Path = typer.Option(None, help="TOML config: where the large models' calls go, and a [serve] table."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    name: str = typer.Option(None, help="Model name the API shows (default: the folder's name)."),
+    upstream_url: str = typer.Option(None, help="Chat proxy: OpenAI-compatible base URL for what the first stage "
+                                     "is unsure of (default: the generator's last stage, if it is such an endpoint)."),
+    upstream_model: str = typer.Option(None, help="Chat proxy: the upstream's model name."),
+    upstream_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the upstream's key."),
+    max_concurrency: int = typer.Option(None, help="Requests worked on at once (default 32)."),
+    max_pending: int = typer.Option(None, help="Requests that may wait beyond those; more get 503 (default 64)."),
+    max_items: int = typer.Option(None, help="Items per /v1/classify request; more get 413 (default 256)."),
+    request_timeout: float = typer.Option(None, help="Seconds per request before 504 (default 60)."),
+    micro_batching: bool = typer.Option(None, "--micro-batching/--no-micro-batching",
+                                        help="Answer concurrent classify requests in one call of the model."),
+    no_auth: bool = typer.Option(False, help="Serve without API keys on an address other than loopback."),
+    trust_model_locations: bool = TRUST_LOCATIONS,
+):
+    """Serve a fitted model over HTTP: /v1/classify, an OpenAI-compatible /v1/chat/completions proxy,
+    /healthz, /readyz and /metrics (the 'serve' extra).
+
+    API keys: set DATASHUNT_API_KEY_SHA256 (or [serve] api_key_sha256) to the SHA-256 hex digests of the
+    accepted keys (``printf %s "$KEY" | sha256sum``); clients send ``Authorization: Bearer <key>``.
+    """
+    from .exceptions import require
+    from .io.config import load_config
+    from .io.persist import load
+    from .serve.settings import ServeSettings
+
+    uvicorn = require("uvicorn", "serve")
+    require("fastapi", "serve")
+    from .serve.app import create_app
+    from .serve.proxy import Upstream
+
+    cfg = load_config(config) if config else None
+    shunt = load_shunt(cfg, model, trust_model_locations) if cfg else load(model, trust_saved_locations=
+                                                                           trust_model_locations)
+    if not cfg:
+        say_destination(shunt)
+    settings = ServeSettings.from_sources(cfg.get("serve") if cfg else None, max_concurrency=max_concurrency,
+                                          max_pending=max_pending, max_items=max_items,
+                                          request_timeout=request_timeout, micro_batching=micro_batching)
+    if not settings.api_key_sha256 and host not in ("127.0.0.1", "localhost", "::1") and not no_auth:
+        raise ConfigError(f"refusing to serve on {host} without API keys: set DATASHUNT_API_KEY_SHA256 to the "
+                          "SHA-256 digests of the keys to accept, or pass --no-auth")
+    upstream = None
+    if upstream_url:
+        if not upstream_model:
+            raise ConfigError("--upstream-url needs --upstream-model")
+        upstream = Upstream(upstream_url, upstream_model, upstream_key_env)
+    elif hasattr(shunt, "stages_") and hasattr(shunt, "generate"):
+        from .backends.generate.openai_chat import OpenAIChatGenerator
+        from .backends.openai_chat import DEFAULT_URL
+
+        last = shunt.stages_[-1][1]
+        if isinstance(last, OpenAIChatGenerator):
+            upstream = Upstream(last.base_url or DEFAULT_URL, last.model, last.api_key_env, last.timeout)
+    app_ = create_app(shunt, settings, name=name or model.resolve().name, upstream=upstream)
+    console.print(f"serving {model} on http://{host}:{port} "
+                  f"({'API keys required' if settings.api_key_sha256 else 'no API keys'})")
+    uvicorn.run(app_, host=host, port=port, log_level="info")
+
+
 def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
     """A saved shunt (cascade, generator) whose large models' locations come from the config (or,
     trusted, the folder)."""

@@ -95,6 +95,7 @@ SECTIONS = {
     "stages": None,  # a list of stage tables, checked by check_stages
     "cascade": "Cascade",  # the cascade's constructor arguments, less the stages
     "generate": "ShuntGenerator",  # a generator shunt's constructor arguments, less the stages
+    "serve": None,  # the service's limits and key digests, checked by datashunt.serve.settings.ServeSettings
 }
 ESTIMATORS = {"ShuntClassifier": ("..estimators.shunt", "ShuntClassifier"),
               "Cascade": ("..estimators.cascade", "Cascade"),

@@ -158,14 +158,46 @@ class Generator(Backend):
             stand_in = kind.prompt_key(item)
             key = call_key(identity, self._messages(stand_in, hint, kind.noun, shown), self.max_new_tokens,
                            list(self.stop or ()))
-            hit = _usable(cache.get(key)) if cache is not None else None
-            if hit is not None:
-                self._store(out, i, Generated(hit["text"], hit.get("token_logprob"), hit.get("prompt_tokens", 0),
-                                              hit.get("completion_tokens", 0), hit.get("seconds", math.nan)))
-                out.cached[i] = True
+            if self._from_cache(out, i, cache, key):
                 continue
             content = stand_in if isinstance(stand_in, str) else kind.content(item)
             pending.setdefault(key, []).append(Request(i, key, self._messages(content, hint, kind.noun, shown), item))
+        self._ask(out, pending, cache, progress)
+        return out
+
+    def chat(self, conversations, progress: bool = False) -> Generation:
+        """Answer whole chat conversations (each a list of ``{"role", "content"}`` messages) as
+        given: no instruction, template or examples are added. Cached and metered as :meth:`generate`.
+
+        Examples
+        --------
+        >>> from datashunt.backends.generate.llama_cpp import LlamaCppGenerator
+        >>> LlamaCppGenerator("smollm2-135m").chat([]).text
+        []
+        """
+        check_params(self)
+        out = Generation.empty(len(conversations))
+        cache = self._cache()
+        identity = self.identity()
+        pending: dict[str, list[Request]] = {}
+        for i, messages in enumerate(conversations):
+            key = call_key(identity, messages, self.max_new_tokens, list(self.stop or ()))
+            if not self._from_cache(out, i, cache, key):
+                pending.setdefault(key, []).append(Request(i, key, messages))
+        self._ask(out, pending, cache, progress)
+        return out
+
+    def _from_cache(self, out: Generation, i: int, cache, key: str) -> bool:
+        hit = _usable(cache.get(key)) if cache is not None else None
+        if hit is None:
+            return False
+        self._store(out, i, Generated(hit["text"], hit.get("token_logprob"), hit.get("prompt_tokens", 0),
+                                      hit.get("completion_tokens", 0), hit.get("seconds", math.nan)))
+        out.cached[i] = True
+        return True
+
+    def _ask(self, out: Generation, pending: dict, cache, progress: bool) -> None:
+        """Ask one request per distinct prompt, fan each answer out to its copies, meter and cache it."""
         price = Price.coerce(self.price)
         for request, got in self._generate_many([calls[0] for calls in pending.values()], progress):
             copies = pending[request.key]
@@ -183,7 +215,6 @@ class Generator(Backend):
                 cache.put(request.key, {"text": got.text, "token_logprob": got.token_logprob,
                                         "prompt_tokens": got.prompt_tokens,
                                         "completion_tokens": got.completion_tokens, "seconds": got.seconds})
-        return out
 
     def _store(self, out: Generation, i: int, got: Generated) -> None:
         out.text[i] = got.text

@@ -1,0 +1,183 @@
+"""The OpenAI-compatible routing proxy: the cheap stage answers a chat completion when its
+sequence confidence clears the calibrated δ; otherwise the request goes to the upstream model.
+
+The cheap stage must finish its answer before its confidence is known, so a streamed request
+answered locally is streamed from the finished text; a forwarded one streams as the upstream
+sends it. Every response says who answered: the ``X-Datashunt-Route`` header (``small`` or
+``large``) and a ``datashunt`` field that OpenAI clients ignore.
+"""
+
+import asyncio
+import json
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+import httpx
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..core.params import env_name
+from ..core.sequence import get_sequence_measure
+from ..exceptions import ConfigError
+
+ROUTE_HEADER = "X-Datashunt-Route"
+SAMPLING_ONLY = ("tools", "functions", "tool_choice", "response_format", "logit_bias")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where forwarded requests go: an OpenAI-compatible ``base_url`` and ``model``, the key read
+    from ``api_key_env`` at each request (never stored or logged), and a time limit.
+
+    Examples
+    --------
+    >>> Upstream("http://127.0.0.1:8000/v1", "big-model").url
+    'http://127.0.0.1:8000/v1/chat/completions'
+    """
+
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 120.0
+
+    def __post_init__(self):
+        if not re.match(r"https?://", self.base_url):
+            raise ConfigError(f"the upstream base_url must start with http:// or https://, got {self.base_url!r}")
+        if not env_name(self.api_key_env):
+            raise ConfigError(f"api_key_env must name an environment variable, got {self.api_key_env!r}")
+
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+    def headers(self) -> dict:
+        key = os.environ.get(self.api_key_env)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def redact(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env)
+        return text.replace(key, "***") if key else text
+
+
+def _failure(*args, **kwargs):
+    from .app import Failure
+
+    return Failure(*args, **kwargs)
+
+
+def check_messages(body) -> list:
+    """The request's ``messages``, checked enough to be answered (422 otherwise)."""
+    if not isinstance(body, dict):
+        raise _failure(422, "the body must be a JSON object (a chat completion request)")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _failure(422, "'messages' must be a non-empty list of {\"role\", \"content\"} objects")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
+            raise _failure(422, f"messages[{i}] must be an object with a 'role' string and a 'content'")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise _failure(422, "'stream' must be true or false")
+    return messages
+
+
+class ChatRouter:
+    """Answers chat completions with a fitted :class:`~datashunt.ShuntGenerator`'s first stage
+    and its δ, forwarding the rest to ``upstream``. A request the cheap stage cannot honour as
+    asked (tools, a response format, several choices) goes straight to the upstream."""
+
+    def __init__(self, shunt, upstream: Upstream | None, executor, metrics):
+        self.name, self.cheap = shunt.stages_[0]
+        self.threshold = float(shunt.thresholds_[0])
+        self.measure = get_sequence_measure(shunt.confidence)
+        self.upstream, self.executor, self.metrics = upstream, executor, metrics
+        self.client = httpx.AsyncClient(timeout=upstream.timeout if upstream else 60.0)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def complete(self, body):
+        messages = check_messages(body)
+        stream = bool(body.get("stream"))
+        confidence = None
+        if not any(body.get(k) for k in SAMPLING_ONLY) and (body.get("n") or 1) == 1:
+            got = await asyncio.get_running_loop().run_in_executor(self.executor, self.cheap.chat, [messages])
+            confidence = float(self.measure(got.token_logprob)[0])
+            if got.text[0] is not None and confidence >= self.threshold:
+                self._count("small")
+                usage = {"prompt_tokens": int(got.prompt_tokens[0]), "completion_tokens": int(got.completion_tokens[0]),
+                         "total_tokens": int(got.prompt_tokens[0] + got.completion_tokens[0])}
+                return self._local(body, got.text[0], usage, confidence, stream)
+        return await self._forward(body, stream, confidence)
+
+    def _count(self, route: str) -> None:
+        self.metrics.routed("/v1/chat/completions", [route], [route == "large"])
+
+    def _local(self, body, text: str, usage: dict, confidence: float, stream: bool):
+        info = {"route": "small", "stage": self.name, "confidence": confidence, "threshold": self.threshold}
+        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.get("model") or
+                self.name}
+        headers = {ROUTE_HEADER: "small"}
+        if not stream:
+            return JSONResponse({**head, "object": "chat.completion", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                 "logprobs": None}], "usage": usage, "datashunt": info}, headers=headers)
+
+        def chunk(delta, finish=None, **extra):
+            return "data: " + json.dumps({**head, "object": "chat.completion.chunk", "choices": [
+                {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}) + "\n\n"
+
+        async def events():
+            yield chunk({"role": "assistant", "content": ""}, datashunt=info)
+            for piece in re.findall(r"\S*\s*", text):
+                if piece:
+                    yield chunk({"content": piece})
+            yield chunk({}, "stop", usage=usage)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    async def _forward(self, body, stream: bool, confidence):
+        if self.upstream is None:
+            raise _failure(503, "the first stage is unsure of this request and no upstream is configured",
+                           "not_ready")
+        self._count("large")
+        request = self.client.build_request("POST", self.upstream.url, json={**body, "model": self.upstream.model},
+                                            headers=self.upstream.headers())
+        try:
+            response = await self.client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            self.metrics.upstream_errors.inc()
+            raise _failure(502, self.upstream.redact(f"the upstream could not be reached: {type(exc).__name__}: "
+                                                     f"{exc}"), "upstream_error") from None
+        headers = {ROUTE_HEADER: "large"}
+        if response.status_code >= 400:
+            detail = (await response.aread()).decode("utf-8", "replace")[:300]
+            await response.aclose()
+            self.metrics.upstream_errors.inc()
+            raise _failure(502, self.upstream.redact(f"the upstream answered {response.status_code}: {detail}"),
+                           "upstream_error", headers)
+        if stream:
+            async def relay():
+                try:
+                    async for part in response.aiter_raw():
+                        yield part
+                finally:
+                    await response.aclose()
+
+            return StreamingResponse(relay(), status_code=response.status_code, headers=headers,
+                                     media_type=response.headers.get("content-type", "text/event-stream"))
+        try:
+            answer = json.loads(await response.aread())
+        except ValueError:
+            self.metrics.upstream_errors.inc()
+            raise _failure(502, "the upstream answered with something that is not JSON", "upstream_error",
+                           headers) from None
+        finally:
+            await response.aclose()
+        if isinstance(answer, dict):
+            known = confidence is not None and confidence == confidence  # NaN: the cheap stage gave no confidence
+            answer["datashunt"] = {"route": "large", "stage": "upstream", "confidence": confidence if known else None,
+                                   "threshold": self.threshold}
+        return JSONResponse(answer, headers=headers)
