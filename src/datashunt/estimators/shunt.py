@@ -304,8 +304,12 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "threshold_")
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
-    def route(self, X) -> pd.DataFrame:
+    def route(self, X, first_stage: pd.DataFrame | None = None) -> pd.DataFrame:
         """One record per item: route taken, confidences, label, cost, prompt tokens, whether cached, and a flag.
+
+        ``first_stage`` (from :meth:`first_stage` on the same items, perhaps on another worker)
+        stands in for asking the small models again: only the large model is asked, and only
+        about the items the small side is unsure of.
 
         ``route`` is ``small``, ``learnable`` (the copy trained by :meth:`distill`), ``large``,
         ``fallback`` (the large model failed, the small model's answer is used and ``flag`` says
@@ -315,7 +319,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "threshold_")
         batch = as_inputs(X, self.modality_)
-        routing = self._route(batch.items, problems=batch.problems)
+        routing = self._route(batch.items, problems=batch.problems, first=first_stage)
         ok = ~np.isnan(routing.proba).any(axis=1)
         labels = np.empty(len(ok), dtype=object)
         labels[ok] = self.classes_[routing.proba[ok].argmax(axis=1)]
@@ -326,6 +330,34 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         })
         table.attrs["drift"] = self._drift(routing)
         return table
+
+    def first_stage(self, X) -> pd.DataFrame:
+        """The small side's answers alone, no large-model call: per item, the specific model's
+        probabilities (``specific``, for Prompt Pruning), the answer used (``proba``: the surer of
+        it and its 2CD copy) and whether the copy gave it (``learnable``); NaN rows for items that
+        cannot be read. Hand the table to :meth:`route` to finish the job.
+        """
+        check_is_fitted(self, "threshold_")
+        batch = as_inputs(X, self.modality_)
+        n, k = len(batch), len(self.classes_)
+        specific, proba, learnable = np.full((n, k), np.nan), np.full((n, k), np.nan), np.zeros(n, bool)
+        rows = np.flatnonzero(batch.valid)
+        if len(rows):
+            got, specific[rows], learnable[rows] = self._small(batch.items[rows] if len(rows) < n else batch.items)
+            proba[rows] = got.proba
+        return pd.DataFrame({"specific": list(specific), "proba": list(proba), "learnable": learnable})
+
+    def _small(self, x, specific_only=False):
+        """The small side on ``x``: the answers used, the specific model's probabilities, and
+        where the 2CD copy was the surer and answered instead."""
+        measure = get_measure(self.confidence)
+        got = answer(self.small_, x, self.classes_, self.labels_, measure)
+        specific, learnable = got.proba.copy(), np.zeros(len(x), bool)
+        if getattr(self, "learnable_", None) is not None and not specific_only:  # 2CD: the surer one answers
+            copy = answer(self.learnable_, x, self.classes_, self.labels_, measure)
+            learnable = copy.confidence > got.confidence
+            got.proba[learnable], got.confidence[learnable] = copy.proba[learnable], copy.confidence[learnable]
+        return got, specific, learnable
 
     def _drift(self, routing: Routing) -> dict | None:
         return drift.check(self.calibration_.get("drift_reference"), routing.confidence_small, self.threshold_)
@@ -368,12 +400,15 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         require_valid(batch.problems)
         return self._route(batch.items)
 
-    def _route(self, inputs, problems=None, threshold=None, specific_only=False, small_proba=None) -> Routing:
+    def _route(self, inputs, problems=None, threshold=None, specific_only=False, small_proba=None,
+               first=None) -> Routing:
         """Two stages on the cascade engine: the small model (the surer of the specific one and its
         2CD copy, or the specific one alone, or the given ``small_proba``), then the large model,
         prompted with Prompt Pruning from the specific one."""
         threshold = self.threshold_ if threshold is None else threshold
         n, k = len(inputs), len(self.classes_)
+        if first is not None and len(first) != n:
+            raise DataError(f"first_stage has {len(first)} rows for {n} items")
         valid = np.ones(n, bool) if problems is None else np.array([p is None for p in problems], bool)
         measure = get_measure(self.confidence)
         specific = np.full((n, k), np.nan)  # the specific small model's probabilities, for Prompt Pruning
@@ -384,19 +419,21 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 pruning = self.pruning_.prompt_args(specific[rows], self.labels_) if self.pruning_ else {}
                 return answer(self.large_, inputs[rows], self.classes_, self.labels_, max_proba, self.progress,
                               self.modality_, **pruning)
-            x = inputs[rows] if len(rows) < n else inputs
             if small_proba is not None:  # out-of-fold answers, from cross-fitting
                 got = Answers.empty(len(rows), k)
                 got.proba, got.confidence = small_proba[rows], np.asarray(measure(small_proba[rows]), dtype=float)
                 specific[rows] = got.proba
                 return got
-            got = answer(self.small_, x, self.classes_, self.labels_, measure)
-            specific[rows] = got.proba
-            if getattr(self, "learnable_", None) is not None and not specific_only:  # 2CD: the surer of the two small models answers
-                copy = answer(self.learnable_, x, self.classes_, self.labels_, measure)
-                better = copy.confidence > got.confidence
-                got.proba[better], got.confidence[better] = copy.proba[better], copy.confidence[better]
-                learnable[rows[better]] = True
+            if first is not None:  # computed earlier, perhaps elsewhere (first_stage)
+                got = Answers.empty(len(rows), k)
+                got.proba = np.array(first["proba"].tolist(), dtype=float).reshape(-1, k)[rows]
+                ok = got.ok
+                got.confidence[ok] = np.asarray(measure(got.proba[ok]), dtype=float)
+                specific[rows] = np.array(first["specific"].tolist(), dtype=float).reshape(-1, k)[rows]
+                learnable[rows] = first["learnable"].to_numpy(bool)[rows]
+                return got
+            got, specific[rows], learnable[rows] = self._small(inputs[rows] if len(rows) < n else inputs,
+                                                                specific_only)
             return got
 
         routed = run_stages(valid, ask, [threshold], lambda: Answers.empty(n, k))

@@ -26,6 +26,12 @@ def _suffix(path: Path, what: str) -> str:
     return suffix
 
 
+def as_text(items: pd.Series) -> pd.Series:
+    """Numbers in the item column are texts ("42" is a fine review), as in ``read_table``; the rest
+    is left for the shunt to check per row."""
+    return items.map(lambda v: str(v) if isinstance(v, (int, float)) and v == v else v)
+
+
 class ChunkReader:
     """The rows of a CSV, TSV, JSONL or Parquet file, ``chunk_rows`` at a time.
 
@@ -87,8 +93,7 @@ class ChunkReader:
         if missing:
             raise DataError(f"{self.path}: missing column(s) {missing}; columns present: {list(frame.columns)}")
         frame = frame[self.columns].reset_index(drop=True)
-        # numbers in the item column are texts ("42" is a fine review), as in read_table
-        frame[self.column] = frame[self.column].map(lambda v: str(v) if isinstance(v, (int, float)) and v == v else v)
+        frame[self.column] = as_text(frame[self.column])
         return frame
 
     def _csv_chunks(self, handle):

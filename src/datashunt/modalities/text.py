@@ -53,7 +53,7 @@ def _column(X):
 
 
 def _problem(value) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
         return "missing text (None/NaN)"
     if not isinstance(value, str):
         return f"not a string ({type(value).__name__})"
