@@ -131,6 +131,20 @@ def test_backpressure_and_timeout(shunt):
         assert httpx.get(url + "/readyz").json()["status"] == "ready"
 
 
+class Broken:
+    def route(self, items):
+        raise RuntimeError("out of memory")
+
+
+@pytest.mark.parametrize("micro_batching", [True, False])
+def test_a_failing_model_is_a_500_with_the_reason_and_the_service_stays_up(shunt, micro_batching):
+    with running(create_app(Broken(), ServeSettings(micro_batching=micro_batching))) as url:
+        failed = httpx.post(url + "/v1/classify", json={"items": ["fine"]})
+        assert failed.status_code == 500
+        assert failed.json()["error"]["message"] == "the model failed on this batch: RuntimeError: out of memory"
+        assert httpx.get(url + "/healthz").status_code == 200
+
+
 def test_metrics_count_requests_routes_and_cost(shunt, sentiment):
     with running(create_app(shunt)) as url:
         body = httpx.post(url + "/v1/classify", json={"items": sentiment[0][300:350]}).json()

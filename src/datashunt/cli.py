@@ -269,6 +269,8 @@ def predict(
     cfg = load_config(config)
     if engine not in ("local", "ray"):
         raise ConfigError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray" and max_cost is not None:
+        raise ConfigError("--max-cost works with the local engine (it stops between chunks it runs in order)")
     if output.suffix.lower() != ".parquet":  # a .parquet output is a folder of parts
         check_writable(output)
     folder = Path(model or Path(cfg["output"]["dir"]) / "model")

@@ -80,6 +80,7 @@ def run_batch(model, input_path, output, *, column: str, key: str, item_name: st
     Examples
     --------
     >>> import tempfile
+    >>> import pandas as pd
     >>> from datashunt.estimators.shunt import ShuntClassifier
     >>> from datashunt.backends.replay import ReplayModel
     >>> from sklearn.dummy import DummyClassifier

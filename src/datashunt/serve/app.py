@@ -196,11 +196,15 @@ def create_app(model, settings: ServeSettings | None = None, *, name: str = "dat
         if len(items) > settings.max_items:
             raise Failure(413, f"{len(items)} items is more than this service takes in one request "
                           f"({settings.max_items}, max_items)", "request_too_large")
-        if settings.micro_batching:
-            table = await batcher.submit(items)
-        else:
-            metrics.batch_items.observe(len(items))
-            table = await asyncio.get_running_loop().run_in_executor(executor, classify_work, items)
+        try:
+            if settings.micro_batching:
+                table = await batcher.submit(items)
+            else:
+                metrics.batch_items.observe(len(items))
+                table = await asyncio.get_running_loop().run_in_executor(executor, classify_work, items)
+        except Exception as exc:  # a failure of the model itself (bad rows are flagged, not raised)
+            raise Failure(500, f"the model failed on this batch: {type(exc).__name__}: {exc}", "server_error") \
+                from None
         sent = _sent_on(table)
         metrics.routed("/v1/classify", table["route"].tolist(), sent)
         metrics.cost.inc(float(table["cost"].sum()))
