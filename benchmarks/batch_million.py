@@ -2,7 +2,7 @@
 stage) over a CSV of VADER movie sentences repeated to a million rows, timed end to end in a
 subprocess, with its peak resident memory (``ru_maxrss`` of the child).
 
-The replay holds the gold label of each of the 10,605 distinct sentences (traffic that repeats
+The replay holds the gold label of each distinct sentence (traffic that repeats
 itself, as real traffic does); the TF-IDF model is trained on the demo's training split, δ
 calibrated on its validation split for a budget of 30% sent on.
 

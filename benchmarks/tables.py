@@ -239,6 +239,31 @@ def generation_tables(result: dict) -> str:
     return "\n".join(lines)
 
 
+def serve_table(result: dict) -> str:
+    """The load test: each run's throughput, latency and errors, against the in-process rate."""
+    lines = [f"`{result['command']}` (seed {result['seed']}; {result['items_per_request']} items per request; "
+             f"in process, `ShuntClassifier.predict` on batches of {result['items_per_request']}: "
+             f"**{result['in_process_items_per_s']:,.0f} items/s**)", "",
+             "| micro-batching | clients | requests/s | items/s | vs in process | p50 ms | p95 ms | p99 ms | errors "
+             "| answered by small |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        lines.append(f"| {'on' if r['micro_batching'] else 'off'} | {r['concurrency']} | {r['requests_per_s']:,.1f} | "
+                     f"{r['items_per_s']:,.0f} | {r['vs_in_process']:.0%} | {r['p50_ms']:,.0f} | {r['p95_ms']:,.0f} | "
+                     f"{r['p99_ms']:,.0f} | {r['errors']} | {_share(r['small_share'])} |")
+    return "\n".join(lines)
+
+
+def batch_table(result: dict) -> str:
+    """The million-row batch run."""
+    routes = ", ".join(f"{k} {v:,}" for k, v in result["routes"].items())
+    return "\n".join([f"`{result['command']}` (seed {result['seed']})", "",
+                      "| rows | input | chunk rows | wall clock | rows/s | peak RSS | every id once | routes |",
+                      "|---|---|---|---|---|---|---|---|",
+                      f"| {result['rows']:,} | {result['input_bytes'] / 2**20:,.0f} MiB CSV | {result['chunk_rows']:,} | "
+                      f"{result['seconds']:,.0f} s | {result['rows_per_s']:,.0f} | {result['peak_rss_mib']:,.0f} MiB | "
+                      f"{'yes' if result['ids_exactly_once'] else 'NO'} | {routes} |"])
+
+
 def _share(value) -> str:
     return "-" if value is None or value != value else f"{value:.1%}"
 
@@ -306,6 +331,10 @@ def main():
     if generation.is_file():
         print()
         print(generation_tables(json.loads(generation.read_text())))
+    for name, table in (("serve_load", serve_table), ("batch_million", batch_table)):
+        if (RESULTS / f"{name}.json").is_file():
+            print()
+            print(table(json.loads((RESULTS / f"{name}.json").read_text())))
     for path in sorted(RESULTS.glob("cascade_yelp*.json")):
         print(f"\n### {path.stem}\n")
         print(cascade_table(json.loads(path.read_text())))

@@ -262,3 +262,27 @@ def test_the_serve_command_starts_a_real_server(tmp_path, sentiment):
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threshold, route", [(0.0, "small"), (1.01, "large")])
+def test_a_local_gguf_model_as_the_cheap_stage(threshold, route):
+    """SmolLM2-135M through llama.cpp answers what clears δ; the rest goes to the upstream."""
+    from pathlib import Path
+
+    from datashunt.backends.generate.llama_cpp import LlamaCppGenerator
+
+    path = Path.home() / ".cache" / "datashunt" / "models" / "smollm2-135m.gguf"
+    if not path.is_file():
+        pytest.skip("run `datashunt setup` first (installs the tiny test model)")
+    with FakeOpenAIServer({"": [("Upstream", -0.1)]}, sequence=True) as big:
+        stages = [("local", LlamaCppGenerator(str(path), max_new_tokens=6, cache=False)),
+                  ("big", OpenAIChatGenerator("big", base_url=big.base_url, cache=False))]
+        shunt = ShuntGenerator(stages, thresholds=[threshold]).fit(["a", "b"] * 2, ["x", "y"] * 2)
+        with running(create_app(shunt, upstream=Upstream(big.base_url, "big"))) as url:
+            client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+            raw = client.chat.completions.with_raw_response.create(
+                model="m", stream=True, messages=[{"role": "user", "content": "Say hello."}])
+            text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    assert raw.headers["x-datashunt-route"] == route and text.strip()
+    assert (text == "Upstream") == (route == "large") and len(big.requests) == (route == "large")
