@@ -297,7 +297,9 @@ def _image_list(folder: Path, output: Path) -> Path:
 
     paths, _ = load_image_folder(folder, labelled=False)
     listing = output.with_name(f".{output.name}.images.csv")
-    pd.DataFrame({"path": paths.astype(str)}).to_csv(listing, index=False)
+    text = pd.DataFrame({"path": paths.astype(str)}).to_csv(index=False)
+    if not listing.is_file() or listing.read_text() != text:  # unchanged: same job, so a killed run resumes
+        listing.write_text(text)
     return listing
 
 
