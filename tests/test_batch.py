@@ -195,3 +195,11 @@ def _rows(path) -> int:
         return max(sum(1 for _ in open(path)) - 1, 0)
     except FileNotFoundError:
         return 0
+
+
+def test_a_negative_budget_and_a_jsonl_row_that_is_not_json_are_refused(shunt, tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"review": "fine"}\n{"review": \n')
+    with pytest.raises(DataError, match="max_cost must be at least 0, got -1"):
+        run_batch(shunt, tmp_path / "in.jsonl", tmp_path / "out.csv", column="review", key="k", max_cost=-1)
+    with pytest.raises(DataError, match=r"in.jsonl: row 2 is not JSON \(Expecting value\)"):
+        run_batch(shunt, tmp_path / "in.jsonl", tmp_path / "out.csv", column="review", key="k")

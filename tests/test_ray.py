@@ -46,3 +46,21 @@ dir = "{tmp_path / 'out'}"
     assert list(a.columns) == list(b.columns) and a["id"].tolist() == list(range(200))
     pd.testing.assert_frame_equal(a, b, check_dtype=False)
     assert (a["route"] == "large").any() and (a["route"] == "small").any() and a.loc[7, "route"] == "invalid"
+
+
+def test_ray_engine_refuses_what_it_cannot_do(tmp_path):
+    (tmp_path / "run.toml").write_text('[large]\nbackend = "replay"\ntable = "t.csv"\n')
+    (tmp_path / "in.csv").write_text("text\nfine\n")
+    args = ["predict", str(tmp_path / "run.toml"), "-i", str(tmp_path / "in.csv"), "--engine", "ray"]
+    budget = runner.invoke(app, args + ["-o", str(tmp_path / "o.parquet"), "--max-cost", "1"])
+    assert budget.exit_code == 2 and "--max-cost works with the local engine" in budget.output
+    engine = runner.invoke(app, ["predict", str(tmp_path / "run.toml"), "-i", "x.csv", "-o", "o.csv", "--engine", "spark"])
+    assert engine.exit_code == 2 and "--engine must be local or ray, got 'spark'" in engine.output
+
+
+def test_ray_engine_writes_parquet_only(tmp_path):
+    from datashunt.exceptions import ConfigError
+    from datashunt.jobs.ray_engine import run_ray
+
+    with pytest.raises(ConfigError, match="the Ray engine writes Parquet: give an output ending in .parquet"):
+        run_ray(tmp_path, {}, tmp_path / "in.csv", tmp_path / "out.csv", column="text", item_name="text")

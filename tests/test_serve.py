@@ -286,3 +286,23 @@ def test_a_local_gguf_model_as_the_cheap_stage(threshold, route):
             text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
     assert raw.headers["x-datashunt-route"] == route and text.strip()
     assert (text == "Upstream") == (route == "large") and len(big.requests) == (route == "large")
+
+
+def test_settings_and_upstream_refuse_bad_values(monkeypatch):
+    from datashunt.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="api_key_sha256 must hold SHA-256 hex digests .*; 1 do not"):
+        ServeSettings(api_key_sha256=["my-plain-key"])
+    with pytest.raises(ConfigError, match="max_items must be a whole number of at least 1, got 0"):
+        ServeSettings(max_items=0)
+    with pytest.raises(ConfigError, match="request_timeout must be a positive number of seconds, got -1"):
+        ServeSettings(request_timeout=-1)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['port'\] in \[serve\]"):
+        ServeSettings.from_sources({"port": 80})
+    monkeypatch.setenv("DATASHUNT_API_KEY_SHA256", f" {hash_key('a')} ,{hash_key('b')}")
+    both = ServeSettings.from_sources({"api_key_sha256": [hash_key("c")]}, max_items=None)
+    assert all(both.accepts(k) for k in "abc") and not both.accepts("d") and both.max_items == 256
+    with pytest.raises(ConfigError, match="the upstream base_url must start with http:// or https://"):
+        Upstream("file:///etc/passwd", "m")
+    with pytest.raises(ConfigError, match="api_key_env must name an environment variable"):
+        Upstream("http://127.0.0.1:1/v1", "m", api_key_env="A B")
