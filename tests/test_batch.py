@@ -75,17 +75,18 @@ class CrashingShunt:
         return self.shunt.route(items)
 
 
-@pytest.mark.parametrize("target", ["out.csv", "out.parquet"])
-def test_a_run_killed_mid_way_resumes_without_losing_or_repeating_rows(shunt, items, tmp_path, target):
+@pytest.mark.parametrize("source, target", [("in.csv", "out.csv"), ("in.jsonl", "out.parquet"),
+                                            ("in.parquet", "out.csv")])
+def test_a_run_killed_mid_way_resumes_without_losing_or_repeating_rows(shunt, items, tmp_path, source, target):
     output = tmp_path / target
     with pytest.raises(Crash):
-        run(CrashingShunt(shunt, 3), tmp_path / "in.csv", output)
+        run(CrashingShunt(shunt, 3), tmp_path / source, output)
     assert state_path(output).exists()
     if target == "out.csv":  # a torn write after the last recorded chunk is cut off on resume
         with open(output, "a") as handle:
             handle.write("999,half a row")
     seen = []
-    done = run(shunt, tmp_path / "in.csv", output, report=seen.append)
+    done = run(shunt, tmp_path / source, output, report=seen.append)
     assert seen[0].resumed_from == 128 and done.rows_done == 300
     out = pd.read_csv(output) if target == "out.csv" else pd.read_parquet(output)
     assert out["id"].tolist() == items["id"].tolist()
@@ -203,3 +204,21 @@ def test_a_negative_budget_and_a_jsonl_row_that_is_not_json_are_refused(shunt, t
         run_batch(shunt, tmp_path / "in.jsonl", tmp_path / "out.csv", column="review", key="k", max_cost=-1)
     with pytest.raises(DataError, match=r"in.jsonl: row 2 is not JSON \(Expecting value\)"):
         run_batch(shunt, tmp_path / "in.jsonl", tmp_path / "out.csv", column="review", key="k")
+
+
+def test_empty_unreadable_and_vanished_files_are_said_plainly(shunt, items, tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="empty.csv: the file is empty"):
+        list(ChunkReader(tmp_path / "empty.csv", "review"))
+    (tmp_path / "header.csv").write_text("review\n")
+    with pytest.raises(DataError, match="header.csv: the file has no rows"):
+        run_batch(shunt, tmp_path / "header.csv", tmp_path / "out.csv", column="review", key="k")
+    (tmp_path / "fake.parquet").write_text("not parquet")
+    with pytest.raises(DataError, match="fake.parquet: could not be read as Parquet"):
+        ChunkReader(tmp_path / "fake.parquet", "review")
+    with pytest.raises(Crash):
+        run(CrashingShunt(shunt, 2), tmp_path / "in.csv", tmp_path / "out.csv")
+    (tmp_path / "out.csv").unlink()
+    with pytest.raises(DataError, match="out.csv: the output of the run to resume is gone; start afresh with --restart"):
+        run(shunt, tmp_path / "in.csv", tmp_path / "out.csv")
+    assert run(shunt, tmp_path / "in.csv", tmp_path / "out.csv", restart=True).rows_done == 300

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from ..exceptions import ConfigError, DataError, require
-from .tables import as_text
+from ..io.datasets.files import as_text
 
 
 def _load(folder, cfg: dict, trust: bool):

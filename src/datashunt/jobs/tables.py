@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..exceptions import DataError
+from ..io.datasets.files import as_text
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
 SUFFIXES = TEXT_SUFFIXES + (".parquet",)
@@ -24,12 +25,6 @@ def _suffix(path: Path, what: str) -> str:
     if suffix not in SUFFIXES:
         raise DataError(f"{path}: unsupported {what} type {suffix!r}; use one of {list(SUFFIXES)}")
     return suffix
-
-
-def as_text(items: pd.Series) -> pd.Series:
-    """Numbers in the item column are texts ("42" is a fine review), as in ``read_table``; the rest
-    is left for the shunt to check per row."""
-    return items.map(lambda v: str(v) if isinstance(v, (int, float)) and v == v else v)
 
 
 class ChunkReader:
@@ -70,7 +65,7 @@ class ChunkReader:
 
     def __iter__(self):
         try:
-            yield from self._chunks()
+            yield from (chunk for chunk in self._chunks() if len(chunk))  # a header alone makes no chunk
         except UnicodeDecodeError as exc:
             raise DataError(f"{self.path}: not valid {self.encoding} ({exc.reason}) near byte {self.position:,}; "
                             "set the file's encoding, e.g. encoding = 'latin-1'") from None
@@ -138,11 +133,10 @@ class ChunkReader:
             raise DataError(f"{self.path}: missing column(s) {missing}; columns present: {names}")
         done = 0
         for batch in source.iter_batches(batch_size=self.chunk_rows, columns=self.columns):
-            frame = batch.to_pandas()
-            if done + len(frame) <= self.skip_rows:
-                done += len(frame)
+            if done + batch.num_rows <= self.skip_rows:  # done by the run being resumed
+                done += batch.num_rows
                 continue
-            frame = frame.iloc[max(self.skip_rows - done, 0):]
+            frame = batch.slice(max(self.skip_rows - done, 0)).to_pandas()
             done += batch.num_rows
             self.position = done
             yield self._check(frame)

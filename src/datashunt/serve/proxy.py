@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ..core.params import env_name
 from ..core.sequence import get_sequence_measure
 from ..exceptions import ConfigError
+from .app import Failure
 
 ROUTE_HEADER = "X-Datashunt-Route"
 SAMPLING_ONLY = ("tools", "functions", "tool_choice", "response_format", "logit_bias")
@@ -61,24 +62,18 @@ class Upstream:
         return text.replace(key, "***") if key else text
 
 
-def _failure(*args, **kwargs):
-    from .app import Failure
-
-    return Failure(*args, **kwargs)
-
-
 def check_messages(body) -> list:
     """The request's ``messages``, checked enough to be answered (422 otherwise)."""
     if not isinstance(body, dict):
-        raise _failure(422, "the body must be a JSON object (a chat completion request)")
+        raise Failure(422, "the body must be a JSON object (a chat completion request)")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise _failure(422, "'messages' must be a non-empty list of {\"role\", \"content\"} objects")
+        raise Failure(422, "'messages' must be a non-empty list of {\"role\", \"content\"} objects")
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
-            raise _failure(422, f"messages[{i}] must be an object with a 'role' string and a 'content'")
+            raise Failure(422, f"messages[{i}] must be an object with a 'role' string and a 'content'")
     if "stream" in body and not isinstance(body["stream"], bool):
-        raise _failure(422, "'stream' must be true or false")
+        raise Failure(422, "'stream' must be true or false")
     return messages
 
 
@@ -140,7 +135,7 @@ class ChatRouter:
 
     async def _forward(self, body, stream: bool, confidence):
         if self.upstream is None:
-            raise _failure(503, "the first stage is unsure of this request and no upstream is configured",
+            raise Failure(503, "the first stage is unsure of this request and no upstream is configured",
                            "not_ready")
         self._count("large")
         request = self.client.build_request("POST", self.upstream.url, json={**body, "model": self.upstream.model},
@@ -149,14 +144,14 @@ class ChatRouter:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
             self.metrics.upstream_errors.inc()
-            raise _failure(502, self.upstream.redact(f"the upstream could not be reached: {type(exc).__name__}: "
+            raise Failure(502, self.upstream.redact(f"the upstream could not be reached: {type(exc).__name__}: "
                                                      f"{exc}"), "upstream_error") from None
         headers = {ROUTE_HEADER: "large"}
         if response.status_code >= 400:
             detail = (await response.aread()).decode("utf-8", "replace")[:300]
             await response.aclose()
             self.metrics.upstream_errors.inc()
-            raise _failure(502, self.upstream.redact(f"the upstream answered {response.status_code}: {detail}"),
+            raise Failure(502, self.upstream.redact(f"the upstream answered {response.status_code}: {detail}"),
                            "upstream_error", headers)
         if stream:
             async def relay():
@@ -172,7 +167,7 @@ class ChatRouter:
             answer = json.loads(await response.aread())
         except ValueError:
             self.metrics.upstream_errors.inc()
-            raise _failure(502, "the upstream answered with something that is not JSON", "upstream_error",
+            raise Failure(502, "the upstream answered with something that is not JSON", "upstream_error",
                            headers) from None
         finally:
             await response.aclose()

@@ -48,10 +48,22 @@ def read_table(path, encoding: str = "utf-8", text_columns=()) -> pd.DataFrame:
         raise DataError(f"{path}: could not be read as {path.suffix}: {exc}") from None
     if frame.empty:
         raise DataError(f"{path}: the file has no rows")
-    for column in text_columns:  # numbers in a text column are texts ("42" is a fine review)
+    for column in text_columns:
         if column in frame.columns:
-            frame[column] = frame[column].map(lambda v: str(v) if isinstance(v, (int, float)) and v == v else v)
+            frame[column] = as_text(frame[column])
     return frame
+
+
+def as_text(items: pd.Series) -> pd.Series:
+    """Numbers in a text column are texts ("42" is a fine review); the rest is left for the shunt
+    to check per row.
+
+    Examples
+    --------
+    >>> as_text(pd.Series([42, 4.5, "fine"])).tolist()
+    ['42', '4.5', 'fine']
+    """
+    return items.map(lambda v: str(v) if isinstance(v, (int, float)) and v == v else v)
 
 
 def check_writable(path) -> None:
