@@ -4,8 +4,10 @@ The malicious folders are built here, from a real saved shunt, the way an attack
 """
 
 import json
+import re
 import zipfile
 
+import numpy as np
 import pandas as pd
 import pytest
 from fakes import FakeOpenAIServer
@@ -180,7 +182,7 @@ def test_cli_sends_calls_where_the_config_says_and_says_so_first(folder, tmp_pat
     (lambda m: m["params"].pop("match_z"), r"missing key\(s\) \['params.match_z'\]"),
     (lambda m: m["large"].update(command="x"), r"unknown key\(s\) \['large.command'\]"),
     (lambda m: m.update(threshold="0.7"), r"threshold has the wrong type \(str\)"),
-    (lambda m: m.update(threshold=True), r"threshold must be a number, got True"),
+    (lambda m: m.update(threshold=True), r"threshold must be a number within \[0, 1\] .* got True"),
     (lambda m: m["params"].update(match_z="2"), r"'match_z' parameter of ShuntClassifier must be a float"),
     (lambda m: m["params"].update(label_names=["a", "b"]), r"'label_names' parameter of ShuntClassifier must be"),
     (lambda m: m["classes"].reverse() or m["class_report"]["class"].reverse(),
@@ -213,6 +215,7 @@ def _replace_small(folder, model):
     ("memory", "/tmp/somewhere"),  # joblib would write every text there, and unpickle what it finds there
     ("tfidf__input", "filename"),  # every "text" would be opened as a file path
     ("tfidf__token_pattern", r"(\w+\s?)+$"),  # catastrophic backtracking: hours per sentence
+    ("tfidf__preprocessor", np.negative),  # a ufunc skops trusts: any function is code, not a setting
 ])
 def test_a_small_model_whose_settings_reach_outside_is_refused(folder, sentiment, setting, value):
     texts, labels = sentiment
@@ -283,3 +286,235 @@ def test_trusting_the_folder_fills_in_only_what_the_config_leaves_out(folder, tm
         assert result.exit_code == 0, result.output
         assert f"large model: model 'tiny' at {expected} " in result.output
     assert "note: [shunt] threshold = 0.5 applies when fitting; the saved model has 0.7" in result.output
+
+
+# -- everything reachable from a loaded model is checked, not only what get_params shows ----------
+def _fitted_tfidf(sentiment, **settings):
+    texts, labels = sentiment
+    return make_small("tfidf").fit(texts[:400], labels[:400]).set_params(**settings)
+
+
+@pytest.mark.parametrize("setting, value", [("input", "filename"), ("token_pattern", "(a+)+$")])
+def test_a_model_hidden_in_fitted_attributes_is_checked_like_the_rest(folder, sentiment, setting, value):
+    from sklearn.ensemble import VotingClassifier
+
+    texts, labels = sentiment
+    voting = VotingClassifier([("words", make_small("tfidf"))], voting="soft").fit(texts[:400], labels[:400])
+    voting.estimators_[0].set_params(**{f"tfidf__{setting}": value})  # the fitted copy, not the one in the params
+    assert voting.get_params(deep=True)[f"words__tfidf__{setting}"] != value
+    _replace_small(folder, voting)
+    with pytest.raises(ModelFileError, match=rf"small.skops: the small model's setting estimators_\[0\]__tfidf__"
+                                             rf"{setting}={re.escape(repr(value))} is not allowed in a loaded model"):
+        load(folder, large_options=MINE, trusted=["sklearn.utils._bunch.Bunch"])
+
+
+def test_a_model_inside_a_calibrated_classifier_is_checked_like_the_rest(folder, sentiment):
+    from sklearn.calibration import CalibratedClassifierCV
+
+    texts, labels = sentiment
+    calibrated = CalibratedClassifierCV(make_small("tfidf"), cv=2).fit(texts[:400], labels[:400])
+    calibrated.calibrated_classifiers_[1].estimator.set_params(memory=str(folder))
+    _replace_small(folder, calibrated)
+    with pytest.raises(ModelFileError, match=r"setting calibrated_classifiers_\[1\]\.estimator__memory='.*model' is "
+                                             "not allowed"):
+        load(folder, large_options=MINE, trusted=["sklearn.calibration._CalibratedClassifier",
+                                                  "sklearn.calibration._SigmoidCalibration"])
+
+
+def test_a_model_nested_beyond_any_real_one_is_refused(folder, sentiment):
+    from datashunt.io.checks import MAX_NESTING
+
+    model = _fitted_tfidf(sentiment)
+    deep = []
+    for _ in range(MAX_NESTING + 5):
+        deep = [deep]
+    model[-1].notes_ = deep
+    _replace_small(folder, model)
+    with pytest.raises(ModelFileError, match=rf"small.skops: the small model nests objects more than {MAX_NESTING} "
+                                             r"levels deep \(at clf__notes_\[0\]"):
+        load(folder, large_options=MINE)
+
+
+def test_a_function_among_the_fitted_attributes_is_refused(folder, sentiment):
+    model = _fitted_tfidf(sentiment)
+    model[-1].hooks_ = {"before": np.negative}
+    _replace_small(folder, model)
+    with pytest.raises(ModelFileError, match=r"setting clf__hooks_\['before'\]=<ufunc 'negative'> is not allowed in a "
+                                             r"loaded model \(a saved model holds data, not functions; if you know "
+                                             r"numpy.negative and trust the file, pass trusted=\['numpy.negative'\]\)"):
+        load(folder, large_options=MINE)
+
+
+def test_a_function_the_caller_trusts_by_name_loads(folder, sentiment):
+    _replace_small(folder, _fitted_tfidf(sentiment, tfidf__preprocessor=np.negative))
+    with pytest.raises(ModelFileError, match=r"setting tfidf__preprocessor=<ufunc 'negative'> is not allowed"):
+        load(folder, large_options=MINE, trusted=["numpy.positive"])
+    assert load(folder, large_options=MINE, trusted=["numpy.negative"]).small_[0].preprocessor is np.negative
+
+
+def test_a_model_missing_one_of_its_settings_is_refused_as_incomplete(folder, sentiment):
+    model = _fitted_tfidf(sentiment)
+    del model[-1].C
+    _replace_small(folder, model)
+    with pytest.raises(ModelFileError, match=r"small.skops: the small model is incomplete \('LogisticRegression' "
+                                             r"object has no attribute 'C'\); it was not written by datashunt"):
+        load(folder, large_options=MINE)
+
+
+# -- label names, thresholds and drift references are what fit writes ---------------------------------
+@pytest.mark.parametrize("names, message", [
+    ({"positive": "negative", "negative": "positive"},
+     "label_names gives class 'negative' the word 'positive', the name of class 'positive'"),
+    ({"positive": "Negative"}, "label_names gives class 'positive' the word 'Negative', the name of class 'negative'"),
+    ({"positive": "good", "neutral": "meh"}, r"label_names does not match the classes .*\['neutral'\] are not classes"),
+])
+def test_label_names_that_do_not_match_the_classes_are_refused(folder, names, message):
+    _tamper(folder, lambda m: m["params"].update(label_names=names))
+    with pytest.raises(ModelFileError, match=rf"shunt.json: {message}"):
+        load(folder, large_options=MINE)
+
+
+def test_label_names_that_match_the_classes_load(folder):
+    _tamper(folder, lambda m: m["params"].update(label_names={"positive": "good", "negative": "bad"}))
+    assert load(folder, large_options=MINE).labels_ == ["bad", "good"]
+
+
+@pytest.mark.parametrize("threshold", [-5, 1.5, 1e308, 10 ** 400, float("nan")])
+def test_a_threshold_no_confidence_can_reach_is_refused(folder, threshold):
+    _tamper(folder, lambda m: m.update(threshold=threshold))
+    with pytest.raises(ModelFileError, match=r"shunt.json: threshold must be a number within \[0, 1\] \(the range of "
+                                             r"the confidence\) or ±Infinity"):
+        load(folder, large_options=MINE)
+
+
+@pytest.mark.parametrize("threshold", [float("inf"), float("-inf"), 0, 1])
+def test_a_threshold_fit_can_write_loads(folder, threshold):
+    _tamper(folder, lambda m: m.update(threshold=threshold))
+    assert load(folder, large_options=MINE).threshold_ == threshold
+
+
+@pytest.mark.parametrize("reference", [
+    "garbage",
+    {"n": 10 ** 400, "sent_on": 0, "edges": [], "counts": [10 ** 400]},
+    {"n": 3, "sent_on": 1, "edges": [0.2, 10 ** 400], "counts": [1, 1, 1]},
+    {"n": 3, "sent_on": 1, "edges": [0.5], "counts": [1, 1]},
+    {"n": 2, "sent_on": 1, "edges": [0.5], "counts": [1, 1], "threshold": "0.5"},
+    {"n": 2, "sent_on": 1, "edges": [0.5], "counts": [1, 1], "command": "x"},
+])
+def test_a_drift_reference_unlike_what_fit_writes_is_refused(folder, reference):
+    _tamper(folder, lambda m: m["calibration"].update(drift_reference=reference))
+    with pytest.raises(ModelFileError, match="shunt.json: calibration.drift_reference is not a drift reference"):
+        load(folder, large_options=MINE)
+
+
+# -- every file is bounded by size before it is read ------------------------------------------------
+@pytest.mark.parametrize("member", ["shunt.json", "sweep.csv", "small.skops"])
+def test_a_huge_file_is_refused_unread(folder, member):
+    from datashunt.io.checks import MAX_META_BYTES, MAX_MODEL_BYTES
+
+    size = (MAX_MODEL_BYTES if member.endswith(".skops") else 32 * MAX_META_BYTES) + 1
+    if member == "sweep.csv":
+        (folder / member).write_text("threshold,accuracy,large_rate\n0.5,0.9,0.1\n")
+    with open(folder / member, "r+b") as f:  # sparse: costs no disk
+        f.truncate(size)
+    with pytest.raises(ModelFileError, match=rf"{member} is {size:,} bytes, more than the "
+                                             rf"{MAX_MODEL_BYTES if member.endswith('.skops') else MAX_META_BYTES:,} "
+                                             "a saved model's file of this kind may hold; refused unread"):
+        load(folder, large_options=MINE)
+
+
+def test_a_fifo_in_place_of_a_file_is_refused_without_waiting(folder):
+    import os
+
+    os.mkfifo(folder / "sweep.csv")
+    with pytest.raises(ModelFileError, match="sweep.csv is not a regular file; refused unread"):
+        load(folder, large_options=MINE)
+
+
+# -- a backend's resources and model come from the caller --------------------------------------------
+@pytest.fixture
+def generator_folder(tmp_path):
+    """A real saved generator shunt: a local model first, an OpenAI-compatible endpoint last."""
+    from datashunt import ShuntGenerator
+    from datashunt.backends.generate.llama_cpp import LlamaCppGenerator
+    from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
+
+    stages = [("small", LlamaCppGenerator("smollm2-135m", instruction="Translate.", shots=1)),
+              ("large", OpenAIChatGenerator("tiny", base_url="http://127.0.0.1:9/v1", instruction="Translate."))]
+    items = [f"item {i}" for i in range(20)]
+    shunt = ShuntGenerator(stages, thresholds=[0.5], metric="exact_match").fit(items, [f"Ding {i}" for i in range(20)])
+    return save(shunt, tmp_path / "generator")
+
+
+GENERATOR_MINE = {"large": {"model": "tiny", "base_url": "http://127.0.0.1:9/v1"}}
+
+
+@pytest.mark.parametrize("member, limit", [("generator.json", "MAX_META_BYTES"), ("sweep.csv", "MAX_META_BYTES"),
+                                           ("stage_0_state.npz", "MAX_MODEL_BYTES")])
+def test_a_huge_file_in_a_generator_folder_is_refused_unread(generator_folder, member, limit):
+    from datashunt.io import checks
+
+    assert load(generator_folder, large_options=GENERATOR_MINE).stages_[0][1].memory_ is not None
+    limit = getattr(checks, limit)
+    with open(generator_folder / member, "a+b") as f:  # sparse: costs no disk
+        f.truncate(limit + 1)
+    with pytest.raises(ModelFileError, match=rf"{member} is {limit + 1:,} bytes, more than the {limit:,}"):
+        load(generator_folder, large_options=GENERATOR_MINE)
+
+
+def _tamper_stage(folder, stage, **options):
+    meta = json.loads((folder / "generator.json").read_text())
+    meta["stages"][stage]["options"].update(options)
+    (folder / "generator.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("stage, setting, value, bound", [
+    (0, "n_ctx", 131072, "at most 32,768 tokens"),
+    (0, "n_threads", "cpus + 1", "at most this machine's"),
+    (1, "max_concurrency", 1000, "at most 64"),
+])
+def test_a_generator_folder_cannot_choose_what_a_stage_takes_of_this_machine(generator_folder, stage, setting,
+                                                                             value, bound):
+    import os
+
+    value = (os.cpu_count() or 1) + 1 if value == "cpus + 1" else value
+    _tamper_stage(generator_folder, stage, **{setting: value})
+    name = ["small", "large"][stage]
+    with pytest.raises(ModelFileError, match=rf"generator.json \(stage '{name}'\) asks for {setting}={value} "
+                                             rf"\({bound}.*\): a loaded model takes what it may spend of this machine "
+                                             rf"within these bounds only. If you want it, pass large_options="
+                                             rf"\{{'{name}': \{{'{setting}': {value}\}}\}}"):
+        load(generator_folder, large_options=GENERATOR_MINE)
+    mine = {**GENERATOR_MINE, name: {**GENERATOR_MINE.get(name, {}), setting: value}}
+    assert getattr(load(generator_folder, large_options=mine).stages_[stage][1], setting) == value
+
+
+def test_a_generator_folder_cannot_choose_a_stages_model_file(generator_folder):
+    _tamper_stage(generator_folder, 0, model="/home/someone/evil.gguf")
+    with pytest.raises(ConfigError, match=r"uses model='/home/someone/evil.gguf'\. A loaded model takes where its "
+                                          "calls go only from you"):
+        load(generator_folder, large_options=GENERATOR_MINE)
+    _tamper_stage(generator_folder, 1, model="other")
+    with pytest.raises(ConfigError, match=r"uses model='other'"):
+        load(generator_folder, large_options={"small": {"model": "smollm2-135m"}})
+
+
+@pytest.mark.parametrize("thresholds", [[-5], [float("nan")], [1e308], [0.5, 0.5], ["0.5"]])
+def test_generator_thresholds_no_confidence_can_reach_are_refused(generator_folder, thresholds):
+    meta = json.loads((generator_folder / "generator.json").read_text())
+    meta["thresholds"] = thresholds
+    (generator_folder / "generator.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=r"generator.json: thresholds must be 1 numbers, each within \[0, 1\]"):
+        load(generator_folder, large_options=GENERATOR_MINE)
+
+
+def test_a_shunt_folder_cannot_choose_the_context_of_its_local_model(tmp_path, sentiment):
+    texts, labels = sentiment
+    local = ShuntClassifier(make_small("tfidf"), LlamaCppModel("smollm2-135m"), threshold=0.7).fit(texts, labels)
+    folder = save(local, tmp_path / "local")
+    _tamper(folder, lambda m: m["large"]["options"].update(n_ctx=1 << 20))
+    with pytest.raises(ModelFileError, match=r"shunt.json asks for n_ctx=1048576 \(at most 32,768 tokens\): .* If "
+                                             r"you want it, pass large_options=\{'n_ctx': 1048576\}"):
+        load(folder)
+    assert load(folder, large_options={"n_ctx": 1 << 20}).large_.n_ctx == 1 << 20
+

@@ -6,7 +6,7 @@ name and settings: never an API key, never the call cache), ``sweep.csv`` and ``
 :func:`load` trusts, and where a loaded model's calls may go, is stated there.
 """
 
-import inspect
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -19,6 +19,18 @@ from .. import __version__
 from ..backends.prompt import Prompt, label_words
 from ..core.params import check_params
 from ..exceptions import ConfigError, ModelFileError
+from .checks import (
+    check_archive,
+    check_calibration,
+    check_label_names,
+    check_resources,
+    check_small,
+    check_thresholds,
+    read_bounded,
+    saved_threshold,
+    short,
+    threshold_ok,
+)
 
 FORMAT = 1
 META_TYPES = {"format": int, "datashunt_version": str, "params": dict, "classes": list, "threshold": (int, float),
@@ -29,8 +41,6 @@ SWEEP_COLUMNS = ("threshold", "accuracy", "large_rate")
 #: scikit-learn, NumPy and SciPy types and plain containers). Reviewed: the torch models accept only
 #: their parameters (checked against their constraints) and known fitted arrays; the MiniLM
 #: architecture comes from the installed package, the file gives weights only.
-MAX_MODEL_BYTES = 4 << 30  # far above any small model; guards against zip bombs
-TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # scikit-learn's, the one datashunt's TF-IDF uses
 TRUSTED_TYPES = frozenset({
     "datashunt.small.tfidf.CompactTfidfVectorizer",
     "datashunt.small.textcnn.TextCNNClassifier",
@@ -61,12 +71,13 @@ def save(shunt, folder) -> Path:
     params["modality"] = shunt.modality_  # what "auto" found, so a loaded model reads items the same way
     if callable(params["confidence"]):
         raise ConfigError("a shunt with a custom confidence function cannot be saved; use a named measure")
+    check_label_names(params["label_names"], shunt.classes_.tolist(), _refuse_save)
     meta = {
         "format": FORMAT,
         "datashunt_version": __version__,
         "params": params,
         "classes": shunt.classes_.tolist(),
-        "threshold": shunt.threshold_,
+        "threshold": saved_threshold(shunt.threshold_),
         "calibration": shunt.calibration_,
         "class_report": shunt.class_report_.to_dict("list"),
         "distillation": getattr(shunt, "distillation_", None),
@@ -99,12 +110,21 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
     - ``small.skops`` and ``learnable.skops`` may hold only the exact types listed in
       :data:`TRUSTED_TYPES` (what datashunt's own small models are made of); any other type is
       refused unless you name it in ``trusted`` after checking it.
-    - ``shunt.json`` is checked key by key: a missing or unknown key, a value of the wrong type, or
-      a class list that differs from the small model's is refused.
+    - ``shunt.json`` is checked key by key: a missing or unknown key, a value of the wrong type, a
+      class list that differs from the small model's, label names that do not match the classes,
+      a threshold no confidence can reach or a drift reference unlike what ``fit`` writes is refused.
+    - Every estimator reachable from a small model, through its parameters and its fitted
+      attributes, is checked: no function, no file or cache folder, the default token pattern.
+    - Every file is bounded by size before it is read (:data:`~datashunt.io.checks.MAX_META_BYTES`
+      for JSON and CSV, :data:`~datashunt.io.checks.MAX_MODEL_BYTES` for skops and npz).
     - Where the large model's calls go (an endpoint ``base_url``, the environment variable holding
       the key ``api_key_env``, a replay ``table``, a GGUF file path) comes from ``large_options``;
       a saved location other than the backend's default is refused unless you pass
       ``trust_saved_locations=True``. The call cache is never taken from the folder.
+    - What the large model may take of this machine (a context ``n_ctx``, ``n_threads``, a
+      ``device``, ``batch_size``, ``max_concurrency``) comes from the folder only within
+      :data:`~datashunt.io.checks.RESOURCE_LIMITS`; beyond them, or another device, only from
+      ``large_options``.
 
     Parameters
     ----------
@@ -116,7 +136,8 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
     trust_saved_locations : bool
         Use the locations written in the folder; only for folders whose author you trust.
     trusted : list of str, optional
-        Further types to trust in the skops files.
+        Further types to trust in the skops files, and functions a small model may hold, by
+        qualified name (``numpy.log1p``).
 
     Raises
     ------
@@ -135,10 +156,7 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
     meta_path, small_path = folder / "shunt.json", folder / "small.skops"
     if not meta_path.is_file() or not small_path.is_file():
         raise ModelFileError(f"{folder} is not a saved shunt (needs shunt.json and small.skops)")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as exc:  # bad JSON or encoding, a 5000-digit number, deep nesting
-        raise ModelFileError(f"{meta_path} is corrupt: {exc}") from None
+    meta = _read_json(meta_path)
     _check_meta(meta, meta_path)
     small = _load_skops(small_path, trusted)
     learnable_path = folder / "learnable.skops"
@@ -154,6 +172,7 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
     shunt = ShuntClassifier(small, large, **meta["params"])
     try:
         check_params(shunt, "shunt")
+        check_label_names(shunt.label_names, meta["classes"], _refuser(meta_path))
         shunt.small_, shunt.large_ = small, large
         shunt.classes_ = np.asarray(meta["classes"])
         shunt.labels_ = shunt._labels()
@@ -176,16 +195,16 @@ def _check_meta(meta, path) -> None:
     """Refuse a shunt.json whose keys or value types are not exactly what :func:`save` writes."""
     from ..estimators.shunt import ShuntClassifier
 
-    def fail(why):
-        raise ModelFileError(f"{path}: {why}; it was not written by this version of datashunt, or it was changed")
-
+    fail = _refuser(path)
     if not isinstance(meta, dict):
         fail(f"expected a JSON object, got {type(meta).__name__}")
     if type(meta.get("format")) is not int or meta["format"] != FORMAT:
         raise ModelFileError(f"{path}: unsupported format {meta.get('format')!r} (this version reads {FORMAT})")
     _check_keys(meta, META_TYPES, "", fail)
-    if isinstance(meta["threshold"], bool) or meta["threshold"] != meta["threshold"]:
-        fail(f"threshold must be a number, got {meta['threshold']!r}")
+    if not threshold_ok(meta["threshold"]):
+        fail(f"threshold must be a number within [0, 1] (the range of the confidence) or ±Infinity, got "
+             f"{short(meta['threshold'])}")
+    check_calibration(meta["calibration"], None, fail)
     _older_params(meta["params"], ShuntClassifier._get_param_names())
     _check_keys(meta["params"], dict.fromkeys(set(ShuntClassifier._get_param_names()) - {"small", "large"}, object),
                 "params.", fail)
@@ -225,6 +244,26 @@ def _check_keys(record: dict, types: dict, prefix: str, fail) -> None:
             fail(f"{prefix}{key} has the wrong type ({type(record[key]).__name__})")
 
 
+def _refuser(path):
+    """The function that refuses ``path`` for a reason, as written by this version or changed."""
+    def fail(why):
+        raise ModelFileError(f"{path}: {why}; it was not written by this version of datashunt, or it was changed")
+    return fail
+
+
+def _refuse_save(why):
+    raise ConfigError(f"cannot save this model: {why}")
+
+
+def _read_json(path: Path):
+    """The JSON in ``path``, read only when it is a regular file of at most
+    :data:`~datashunt.io.checks.MAX_META_BYTES`."""
+    try:
+        return json.loads(read_bounded(path).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad JSON or encoding, a 5000-digit number, deep nesting
+        raise ModelFileError(f"{path} is corrupt: {exc}") from None
+
+
 def _large(saved: dict, given: dict | None, trust: bool, path, generating: bool = False):
     """The large backend (a generator with ``generating``): settings from the folder, locations only
     from the caller (or a trusted folder)."""
@@ -251,6 +290,7 @@ def _large(saved: dict, given: dict | None, trust: bool, path, generating: bool 
             f"pass large_options with {', '.join(f.split('=')[0] for f in foreign)} (CLI: set them under [large] "
             "in your config), or trust_saved_locations=True (CLI: --trust-model-locations) if you trust whoever "
             "made this folder")
+    saved_options = dict(options)
     options.update(given)
     if isinstance(options.get("prompt"), dict):
         try:
@@ -262,6 +302,7 @@ def _large(saved: dict, given: dict | None, trust: bool, path, generating: bool 
         check_params(large, "large model")
     except ConfigError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
+    check_resources(large, saved_options, given, path, saved.get("name"))
     return large
 
 
@@ -282,6 +323,7 @@ def _load_state(large, path: Path) -> None:
         return
     if not path.is_file():
         raise ModelFileError(f"{path} is missing: the {type(large).__name__} was fitted and saved its state there")
+    check_archive(path)
     try:
         with np.load(path, allow_pickle=False) as arrays:
             large.set_fitted_state({name: arrays[name] for name in arrays.files})
@@ -292,10 +334,11 @@ def _load_state(large, path: Path) -> None:
 
 
 def _read_sweep(path, columns):
-    if not path.is_file():
+    if not path.exists():
         return None
+    data = read_bounded(path)
     try:
-        sweep = pd.read_csv(path)
+        sweep = pd.read_csv(io.BytesIO(data))
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise ModelFileError(f"{path} is corrupt: {exc}") from None
     missing = sorted(set(columns) - set(sweep.columns))
@@ -327,9 +370,10 @@ def _save_cascade(cascade, folder: Path) -> Path:
         else:
             sio.dump(model.estimator if isinstance(model, FrozenEstimator) else model, folder / f"stage_{i}.skops")
             stages.append({"name": name, "kind": "classifier"})
+    check_label_names(params["label_names"], cascade.classes_.tolist(), _refuse_save)
     meta = {"format": FORMAT, "datashunt_version": __version__, "params": params,
             "classes": cascade.classes_.tolist(), "stages": stages, "calibration": cascade.calibration_,
-            "thresholds": [np.asarray(t).tolist() for t in cascade.thresholds_]}
+            "thresholds": [np.vectorize(saved_threshold, otypes=[float])(t).tolist() for t in cascade.thresholds_]}
     try:
         (folder / "cascade.json").write_text(json.dumps(meta, indent=2, default=_plain))
     except TypeError as exc:
@@ -342,14 +386,7 @@ def _save_cascade(cascade, folder: Path) -> Path:
 def _read_meta(path: Path, keys: dict):
     """A multi-stage model's JSON, checked for its format and exactly ``keys``, and the function
     that refuses it (for the caller's further checks)."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as exc:
-        raise ModelFileError(f"{path} is corrupt: {exc}") from None
-
-    def fail(why):
-        raise ModelFileError(f"{path}: {why}; it was not written by this version of datashunt, or it was changed")
-
+    meta, fail = _read_json(path), _refuser(path)
     if not isinstance(meta, dict) or type(meta.get("format")) is not int or meta["format"] != FORMAT:
         fail(f"unsupported format {meta.get('format') if isinstance(meta, dict) else meta!r}")
     _check_keys(meta, keys, "", fail)
@@ -388,13 +425,12 @@ def _load_cascade(folder: Path, large_options, trust: bool, trusted):
     if given:
         raise ConfigError(f"large_options names stages {sorted(given)} that this cascade has no large model for")
     thresholds = meta["thresholds"]
-    if len(thresholds) != len(stages) - 1 or not all(
-            (type(t) in (int, float) and t == t) or (isinstance(t, list) and len(t) == len(classes) and all(
-                type(v) in (int, float) and v == v for v in t)) for t in thresholds):
-        fail(f"thresholds must be {len(stages) - 1} numbers or per-class lists of {len(classes)}")
+    check_thresholds(thresholds, len(stages) - 1, len(classes), fail)
+    check_calibration(meta["calibration"], len(classes), fail)
     cascade = Cascade(stages, **meta["params"])
     try:
         cascade._check_stages()
+        check_label_names(cascade.label_names, classes, fail)
         cascade.classes_ = np.asarray(classes)
         cascade.labels_ = label_words(classes, cascade.label_names)
         cascade.modality_ = cascade.modality
@@ -410,14 +446,8 @@ def _load_cascade(folder: Path, large_options, trust: bool, trusted):
 
 def _load_skops(path, trusted, generator: bool = False):
     """A small model from a skops file: only trusted types, bounded size, settings that touch nothing outside."""
+    check_archive(path)
     try:
-        with zipfile.ZipFile(path) as zf:
-            members = zf.infolist()
-        size = sum(m.file_size for m in members)
-        if size > MAX_MODEL_BYTES or any(m.file_size > (1 << 20) and m.file_size > 100 * m.compress_size
-                                         for m in members):
-            raise ModelFileError(f"{path} unpacks to {size:,} bytes or is compressed beyond any real model; "
-                                 "refused (a zip bomb?)")
         untrusted = sio.get_untrusted_types(file=path)
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, RecursionError, OSError) as exc:
         raise ModelFileError(f"{path} is corrupt: {exc}") from None
@@ -430,7 +460,7 @@ def _load_skops(path, trusted, generator: bool = False):
         model = sio.load(path, trusted=untrusted)
     except Exception as exc:  # noqa: BLE001 - any failure to build a model from a file means the file is bad
         raise ModelFileError(f"{path} is corrupt: {type(exc).__name__}: {exc}") from None
-    _check_small(model, path, generator)
+    check_small(model, path, generator, trusted)
     return model
 
 
@@ -459,7 +489,7 @@ def _save_generator(shunt, folder: Path) -> Path:
             sio.dump(model, folder / f"stage_{i}.skops")
             stages.append({"name": name, "kind": "trainable"})
     meta = {"format": FORMAT, "datashunt_version": __version__, "params": params, "stages": stages,
-            "calibration": shunt.calibration_, "thresholds": [float(t) for t in shunt.thresholds_]}
+            "calibration": shunt.calibration_, "thresholds": [saved_threshold(t) for t in shunt.thresholds_]}
     try:
         (folder / "generator.json").write_text(json.dumps(meta, indent=2, default=_plain))
     except TypeError as exc:
@@ -496,8 +526,8 @@ def _load_generator(folder: Path, stage_options, trust: bool, trusted):
     if given:
         raise ConfigError(f"stage options name stages {sorted(given)} that this generator has no backend for")
     thresholds = meta["thresholds"]
-    if len(thresholds) != len(stages) - 1 or not all(type(t) in (int, float) and t == t for t in thresholds):
-        fail(f"thresholds must be {len(stages) - 1} numbers")
+    check_thresholds(thresholds, len(stages) - 1, None, fail)
+    check_calibration(meta["calibration"], None, fail)
     shunt = ShuntGenerator(stages, **meta["params"])
     try:
         shunt._check_stages()
@@ -508,30 +538,6 @@ def _load_generator(folder: Path, stage_options, trust: bool, trusted):
     shunt.calibration_ = meta["calibration"]
     shunt.sweep_ = _read_sweep(folder / "sweep.csv", ["threshold_1", "accuracy", "cost", "last_rate"])
     return shunt
-
-
-def _check_small(model, path, generator: bool = False) -> None:
-    """Refuse settings that would make a loaded model read files, cache texts on disk, run a callable or hang.
-
-    The types are trusted; this checks their values: the parameter constraints of every step, no
-    function or class among the parameters (NumPy dtypes aside), no ``memory`` cache folder, texts
-    read as content (not as file names), and the default token pattern (a crafted one can take hours).
-    """
-    if generator and not (hasattr(model, "generate") and hasattr(model, "vocabulary_")):
-        raise ModelFileError(f"{path} does not hold a fitted generator")
-    if not generator and (not hasattr(model, "predict_proba") or not hasattr(model, "classes_")):
-        raise ModelFileError(f"{path} does not hold a fitted classifier with predict_proba")
-    try:
-        check_params(model, "small model")
-    except ConfigError as exc:
-        raise ModelFileError(f"{path}: {exc}") from None
-    for name, value in model.get_params(deep=True).items():
-        leaf = name.rsplit("__", 1)[-1]
-        code = inspect.isroutine(value) or (isinstance(value, type) and not issubclass(value, np.generic))
-        if code or (leaf == "memory" and value is not None) or (leaf == "input" and value != "content") \
-                or (leaf == "token_pattern" and value != TOKEN_PATTERN):
-            raise ModelFileError(f"{path}: the small model's setting {name}={value!r} is not allowed in a loaded "
-                                 "model (it could read files, write texts to disk, run code or hang)")
 
 
 def _large_options(large) -> dict:
