@@ -192,3 +192,49 @@ class FakeGenerator(Generator):
         text, probs = self.table[item]
         logprob = None if item in self.no_logprobs else np.log(probs).tolist()
         return Generated(text, logprob, prompt_tokens=10, completion_tokens=len(probs))
+
+
+class EndlessStreamServer:
+    """An OpenAI-compatible upstream on 127.0.0.1 that streams chat-completion chunks every
+    ``every`` seconds and never ends. ``closed`` is set once the client has hung up on it."""
+
+    def __init__(self, every=0.05):
+        self.every, self.requests, self.closed = every, [], threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                import time
+
+                server.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                chunk = {"id": "cmpl-endless", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                         "choices": [{"index": 0, "delta": {"content": "more "}, "finish_reason": None}]}
+                try:
+                    while True:
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                        time.sleep(server.every)
+                except OSError:  # the client hung up
+                    server.closed.set()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

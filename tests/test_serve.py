@@ -1,21 +1,25 @@
 """The HTTP service on loopback: a real uvicorn server, the official openai client, fake upstreams."""
 
 import asyncio
+import json
+import logging
+import socket
 import time
+import uuid
 
 import httpx
 import numpy as np
 import openai
 import pandas as pd
 import pytest
-from fakes import FakeOpenAIServer
+from fakes import EndlessStreamServer, FakeOpenAIServer
 
 from datashunt import ShuntGenerator
 from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
 from datashunt.backends.replay import ReplayModel
 from datashunt.estimators.shunt import ShuntClassifier
-from datashunt.serve.app import create_app, running
-from datashunt.serve.proxy import Upstream
+from datashunt.serve.app import CHAT, CLASSIFY, HEALTHZ, METRICS, create_app, running
+from datashunt.serve.proxy import ROUTE_HEADER, Upstream
 from datashunt.serve.settings import ServeSettings, hash_key
 from datashunt.small import make_small
 
@@ -297,6 +301,10 @@ def test_settings_and_upstream_refuse_bad_values(monkeypatch):
         ServeSettings(max_items=0)
     with pytest.raises(ConfigError, match="request_timeout must be a positive number of seconds, got -1"):
         ServeSettings(request_timeout=-1)
+    with pytest.raises(ConfigError, match="body_timeout must be a positive number of seconds, got 0"):
+        ServeSettings(body_timeout=0)
+    with pytest.raises(ConfigError, match="max_connections must be a whole number of at least 1, got 0"):
+        ServeSettings(max_connections=0)
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['port'\] in \[serve\]"):
         ServeSettings.from_sources({"port": 80})
     monkeypatch.setenv("DATASHUNT_API_KEY_SHA256", f" {hash_key('a')} ,{hash_key('b')}")
@@ -306,3 +314,288 @@ def test_settings_and_upstream_refuse_bad_values(monkeypatch):
         Upstream("file:///etc/passwd", "m")
     with pytest.raises(ConfigError, match="api_key_env must name an environment variable"):
         Upstream("http://127.0.0.1:1/v1", "m", api_key_env="A B")
+
+
+# -- reliability: clear refusals, bounded resources, exact counts -----------------------------
+def strict_json(text: str):
+    """JSON as the standard has it: NaN and Infinity are not numbers."""
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def connect(url: str, data: bytes = b"") -> socket.socket:
+    """A raw connection to the service, having sent ``data``."""
+    sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+    sock.sendall(data)
+    return sock
+
+
+def answer_on(sock: socket.socket, timeout: float = 10.0) -> tuple[int, bytes]:
+    """The status and body the service sends on ``sock`` before closing it."""
+    sock.settimeout(timeout)
+    data = b""
+    with sock:
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+class Odd:
+    """The shunt, with an infinite confidence on the first item and NaN on the second."""
+
+    def __init__(self, shunt):
+        self.shunt = shunt
+
+    def route(self, items):
+        table = self.shunt.route(items)
+        table.loc[0, "confidence_small"], table.loc[1, "confidence_small"] = np.inf, np.nan
+        return table
+
+
+def test_classify_writes_non_finite_numbers_as_null(shunt):
+    with running(create_app(Odd(shunt))) as url:
+        answer = httpx.post(url + CLASSIFY, json={"items": ["great movie", "awful movie", "fine"]})
+    assert answer.status_code == 200
+    results = strict_json(answer.text)["results"]
+    assert [r["confidence_small"] for r in results[:2]] == [None, None] and 0 <= results[2]["confidence_small"] <= 1
+
+
+def test_proxy_infinite_threshold_and_nan_upstream_numbers_answer_200(proxy):
+    shunt, upstream, cheap, big = proxy
+    always = ShuntGenerator(shunt.stages, thresholds=[float("inf")]).fit(["a", "b"] * 2, ["x", "y"] * 2)
+    big.raw["nan please"] = (b'{"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [], '
+                             b'"usage": {"prompt_tokens": NaN, "completion_tokens": Infinity}}', "application/json")
+    with running(create_app(always, upstream=upstream)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        easy = client.chat.completions.with_raw_response.create(
+            model="m", messages=[{"role": "user", "content": "an easy one"}])
+        odd = httpx.post(url + CHAT, json={"messages": [{"role": "user", "content": "nan please"}]})
+    assert easy.http_response.status_code == 200 and easy.headers[ROUTE_HEADER] == "large"
+    info = strict_json(easy.http_response.text)["datashunt"]
+    assert info["threshold"] is None and info["confidence"] == pytest.approx(np.exp([-0.01, -0.02, -0.01]).mean())
+    assert easy.parse().choices[0].message.content == "Grande réponse"
+    assert odd.status_code == 200
+    assert strict_json(odd.text)["usage"] == {"prompt_tokens": None, "completion_tokens": None}
+    assert len(big.requests) == 2  # each paid call answered
+
+
+def test_slow_bodies_hold_no_place_and_are_refused_with_408(shunt):
+    settings = ServeSettings(max_concurrency=2, max_pending=0, body_timeout=2.0)
+    head = b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    with running(create_app(shunt, settings)) as url:
+        slow = [connect(url, head + b'{"items"') for _ in range(20)]
+        time.sleep(0.3)  # every slow request is waiting for the rest of its body
+        start = time.perf_counter()
+        normal = [httpx.post(url + CLASSIFY, json={"items": ["fine"]}).status_code for _ in range(10)]
+        took = time.perf_counter() - start
+        refused = [answer_on(sock) for sock in slow]
+        waited = time.perf_counter() - start
+    assert normal == [200] * 10 and took < 1.5
+    assert {status for status, _ in refused} == {408} and waited < 4.0
+    assert strict_json(refused[0][1])["error"]["message"] == (
+        "the body did not arrive within 2 s (body_timeout; 8 bytes came); send the whole body at once")
+
+
+def test_uvicorn_limits_bound_headers_connections_and_idle_keep_alive(shunt):
+    settings = ServeSettings(max_connections=4, max_header_bytes=2048, keep_alive_timeout=1)
+    with running(create_app(shunt, settings)) as url:
+        endless_header = connect(url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"x" * 4096)
+        assert answer_on(endless_header)[0] == 400  # refused before the header ends
+        idle = [connect(url) for _ in range(4)]
+        crowded = httpx.get(url + HEALTHZ)
+        for sock in idle:
+            sock.close()
+        time.sleep(0.2)
+        kept = connect(url, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        start = time.perf_counter()
+        status, _ = answer_on(kept)  # answered, then closed once idle for keep_alive_timeout
+        idle_for = time.perf_counter() - start
+    assert crowded.status_code == 503 and crowded.text == "Service Unavailable"
+    assert status == 200 and 0.8 < idle_for < 3.0
+
+
+def test_metrics_label_routes_by_template_and_unmatched_paths_as_other(shunt):
+    with running(create_app(shunt)) as url, httpx.Client(base_url=url) as client:
+        for _ in range(300):
+            assert client.get(f"/{uuid.uuid4().hex}/{uuid.uuid4().hex}").status_code == 404
+        client.post(CLASSIFY, json={"items": ["fine"]})
+        client.get(CLASSIFY)
+        metrics = client.get(METRICS).text
+    series = sorted(line for line in metrics.splitlines() if line.startswith("datashunt_requests_total{"))
+    assert series == ['datashunt_requests_total{endpoint="/v1/classify",status="200"} 1.0',
+                      'datashunt_requests_total{endpoint="/v1/classify",status="405"} 1.0',
+                      'datashunt_requests_total{endpoint="other",status="404"} 300.0']
+    assert sum(line.startswith("datashunt_request_seconds_count{") for line in metrics.splitlines()) == 2
+
+
+def test_deep_json_is_a_400_and_the_service_keeps_answering(shunt):
+    settings = ServeSettings(max_body_bytes=1 << 20)
+    with running(create_app(shunt, settings)) as url, httpx.Client(base_url=url) as client:
+        deep = client.post(CLASSIFY, content=b"[" * 400_000 + b"]" * 400_000)
+        nested = client.post(CLASSIFY, json={"items": [json.loads("[" * 80 + "]" * 80)]})
+        after = client.post(CLASSIFY, json={"items": ["fine"]})
+        chunked = client.post(CLASSIFY, content=iter([b'{"items": ["' + b"x" * 600_000, b"x" * 600_000 + b'"]}']))
+        fresh = httpx.post(url + CLASSIFY, json={"items": ["fine"]})
+    message = "the JSON body nests deeper than 64 levels, the most this service reads; send a flatter body"
+    for refused in (deep, nested):
+        assert refused.status_code == 400 and refused.json()["error"]["message"] == message
+    assert after.status_code == 200 and fresh.status_code == 200
+    assert "content-length" not in chunked.request.headers and chunked.status_code == 413
+    assert chunked.json()["error"]["message"] == "the body is over 1,048,576 bytes (max_body_bytes)"
+
+
+def test_proxy_content_parts_are_joined_and_other_content_is_refused(proxy):
+    shunt, upstream, cheap, big = proxy
+
+    def post(content, **extra):
+        return httpx.post(url + CHAT, json={"messages": [{"role": "system", "content": "be brief"},
+                                                         {"role": "user", "content": content, **extra}]})
+
+    with running(create_app(shunt, upstream=upstream)) as url:
+        parts = post([{"type": "text", "text": "an easy"}, {"type": "text", "text": "one"}])
+        image = post([{"type": "text", "text": "easy, with a picture"},
+                      {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}])
+        tool_turn = httpx.post(url + CHAT, json={"messages": [
+            {"role": "user", "content": "easy"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+                                                                   "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "42"}]})
+        refused = {kind: post(content) for kind, content in [
+            ("null", None), ("an object", {"text": "hi"}), ("a number", 5),
+            ("part", [{"type": "text", "text": "hi"}, {"type": "video", "video": {}}])]}
+    assert parts.status_code == 200 and parts.headers[ROUTE_HEADER] == "small"
+    assert cheap.requests[0]["body"]["messages"][1]["content"] == "an easy\none"
+    assert image.status_code == 200 and image.headers[ROUTE_HEADER] == "large" and len(cheap.requests) == 1
+    assert big.requests[0]["body"]["messages"][1]["content"][1]["type"] == "image_url"
+    assert tool_turn.status_code == 200 and tool_turn.headers[ROUTE_HEADER] == "large" and len(cheap.requests) == 1
+    for kind in ("null", "an object", "a number"):
+        assert refused[kind].status_code == 400
+        assert refused[kind].json()["error"]["message"] == (
+            f'messages[1].content is {kind}; send a string or a list of content parts ({{"type": "text", '
+            '"text": ...})')
+    assert refused["part"].status_code == 400
+    assert refused["part"].json()["error"]["message"].startswith(
+        "messages[1].content[1] is not a content part this service takes")
+    assert len(big.requests) == 2
+
+
+def test_proxy_lone_surrogates_in_messages_are_a_400(proxy):
+    shunt, upstream, cheap, big = proxy
+    with running(create_app(shunt, upstream=upstream)) as url:
+        plain = httpx.post(url + CHAT, content=b'{"messages": [{"role": "user", "content": "x \\ud800"}]}')
+        part = httpx.post(url + CHAT, content=b'{"messages": [{"role": "user", "content": '
+                                              b'[{"type": "text", "text": "\\udfff"}]}]}')
+    assert plain.status_code == 400 and plain.json()["error"]["message"] == (
+        "messages[0].content is not valid Unicode (a lone surrogate U+D800 at character 2); send text that encodes "
+        "as UTF-8")
+    assert part.status_code == 400 and "messages[0].content[0].text is not valid Unicode" in part.text
+    assert not cheap.requests and not big.requests
+
+
+def test_proxy_stream_holds_its_place_and_ends_at_request_timeout(proxy):
+    shunt, upstream, cheap, big = proxy
+    settings = ServeSettings(max_concurrency=1, max_pending=0, request_timeout=1.5)
+    hard = {"stream": True, "messages": [{"role": "user", "content": "hard"}]}
+    with EndlessStreamServer() as endless, \
+            running(create_app(shunt, settings, upstream=Upstream(endless.base_url, "m"))) as url:
+        start = time.perf_counter()
+        with httpx.stream("POST", url + CHAT, json=hard) as stream:
+            lines = stream.iter_lines()
+            first = next(lines)
+            during = httpx.post(url + CHAT, json={"messages": [{"role": "user", "content": "easy"}]})
+            rest = list(lines)
+        took = time.perf_counter() - start
+        hung_up = endless.closed.wait(5)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.APIError, match=r"the request took longer than 1.5 s \(request_timeout\)"):
+            for _ in client.chat.completions.create(model="m", **hard):
+                pass
+        after = httpx.post(url + CHAT, json={"messages": [{"role": "user", "content": "easy"}]})
+    assert first.startswith("data: ") and stream.status_code == 200
+    assert during.status_code == 503 and during.json()["error"]["type"] == "overloaded"
+    events = [strict_json(line[len("data: "):]) for line in rest if line.startswith("data: ")]
+    assert events[-1] == {"error": {"message": "the request took longer than 1.5 s (request_timeout)",
+                                    "type": "timeout", "code": 504}}
+    assert all("choices" in e for e in events[:-1]) and 1.5 <= took < 3.5
+    assert hung_up and after.status_code == 200
+
+
+def test_access_log_never_shows_query_strings_and_url_keys_are_refused(shunt):
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    keep, access = Keep(), logging.getLogger("uvicorn.access")
+    with running(create_app(shunt, ServeSettings(api_key_sha256=[hash_key(KEY)])), log_level="info") as url:
+        access.addHandler(keep)
+        try:
+            in_url = httpx.post(url + CLASSIFY, params={"api_key": KEY}, json={"items": ["fine"]})
+            both = httpx.post(url + CLASSIFY, params={"api_key": KEY, "page": 2}, json={"items": ["fine"]},
+                              headers={"Authorization": f"Bearer {KEY}"})
+        finally:
+            access.removeHandler(keep)
+    assert in_url.status_code == 401 and in_url.json()["error"]["message"] == (
+        "a valid API key is needed: send it as 'Authorization: Bearer <key>' (a key in the URL is never accepted: "
+        "URLs end up in logs)")
+    assert both.status_code == 200
+    assert len(lines) == 2 and not any(KEY in line for line in lines)
+    assert 'POST /v1/classify?[query redacted] HTTP/1.1" 401' in lines[0]
+
+
+class Picky:
+    """The shunt, failing a whole call of the model when one item is not valid Unicode; keeps each call's size."""
+
+    def __init__(self, shunt):
+        self.shunt, self.calls = shunt, []
+
+    def route(self, items):
+        self.calls.append(len(items))
+        time.sleep(0.02)
+        if any(isinstance(x, str) and "\ud800" in x for x in items):
+            raise ValueError("surrogates not allowed")
+        return self.shunt.route(items)
+
+
+def mixed_bodies(texts, bad: bytes) -> list:
+    """40 requests of two texts each, with ``bad`` as every eleventh of 44."""
+    good = [json.dumps({"items": texts[i:i + 2]}).encode() for i in range(0, 80, 2)]
+    return [bad if k % 11 == 5 else good.pop(0) for k in range(44)]
+
+
+async def post_all(url: str, bodies: list) -> list:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        return await asyncio.gather(*[client.post(CLASSIFY, content=b, headers={"Content-Type": "application/json"})
+                                      for b in bodies])
+
+
+def test_a_failing_request_never_fails_its_micro_batch_neighbours(shunt, sentiment):
+    texts = sentiment[0][300:380]
+    bodies = mixed_bodies(texts, b'{"items": ["x \\ud800"]}')
+    picky = Picky(shunt)
+    with running(create_app(picky, ServeSettings(micro_batching=True))) as url:
+        answers = asyncio.run(post_all(url, bodies))
+    good = [a for a, b in zip(answers, bodies) if b"ud800" not in b]
+    bad = [a for a, b in zip(answers, bodies) if b"ud800" in b]
+    assert max(picky.calls) > 2  # requests were pooled
+    assert [a.status_code for a in good] == [200] * 40 and [a.status_code for a in bad] == [500] * 4
+    assert [r["label"] for a in good for r in a.json()["results"]] == shunt.predict(texts).tolist()
+    assert bad[0].json()["error"]["message"] == "the model failed on this batch: ValueError: surrogates not allowed"
+
+
+def test_lone_surrogates_are_flagged_per_item_among_concurrent_requests(shunt, sentiment):
+    texts = sentiment[0][300:380]
+    bodies = mixed_bodies(texts, b'{"items": ["fine", "x \\ud800"]}')
+    with running(create_app(Slow(shunt, 0.02), ServeSettings(micro_batching=True))) as url:
+        answers = asyncio.run(post_all(url, bodies))
+    assert [a.status_code for a in answers] == [200] * 44
+    rows = [a.json()["results"] for a in answers]
+    bad = [r for r, b in zip(rows, bodies) if b"ud800" in b]
+    assert all(r[0]["route"] != "invalid" and r[1]["route"] == "invalid" for r in bad)
+    assert all("lone surrogate U+D800" in r[1]["flag"] for r in bad)  # the text modality's own words
+    good = [row["label"] for r, b in zip(rows, bodies) if b"ud800" not in b for row in r]
+    assert good == shunt.predict(texts).tolist()

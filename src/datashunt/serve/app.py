@@ -2,89 +2,43 @@
 and ``/v1/models``, ``/healthz``, ``/readyz`` and ``/metrics``.
 
 Every error is an OpenAI-style body ``{"error": {"message", "type", "code"}}`` with a status that
-says what to do: 401 (no or wrong API key), 413 (body or item count over the limits), 422 (the
-body is not what the endpoint takes, with the reason), 503 with ``Retry-After`` (too busy), 504
-(over the per-request time), 502 (the upstream failed).
+says what to do: 401 (no or wrong API key), 400 (a body nested too deeply, a chat message whose
+content the proxy does not take), 408 (the body came too slowly), 413 (body or item count over the
+limits), 422 (the body is not what the endpoint takes, with the reason), 503 with ``Retry-After``
+(too busy), 504 (over the per-request time), 502 (the upstream failed). Numbers JSON cannot hold
+(an infinite δ, a missing confidence) are written as ``null``. Admission, limits and metrics by
+route: :mod:`datashunt.serve.admission`.
 """
 
 import asyncio
 import contextlib
-import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pandas as pd
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
+from .admission import Admission, keys_in_query, redact_access_log
 from .batching import MicroBatcher
 from .metrics import Metrics
 from .settings import ServeSettings
+from .wire import Failure, SafeJSONResponse, failure_response, parse_json
 
-
-class Failure(Exception):
-    """An answer other than 200: its status, message, error type and extra headers."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers=None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
-
-
-def failure_response(exc: Failure) -> JSONResponse:
-    return JSONResponse({"error": {"message": exc.message, "type": exc.kind, "code": exc.status}},
-                        status_code=exc.status, headers=exc.headers)
-
-
-class Gate:
-    """Admission: ``max_concurrency`` requests worked on at once, ``max_pending`` more waiting,
-    any further one turned away at once (503, ``Retry-After``) rather than queued without end."""
-
-    def __init__(self, settings: ServeSettings):
-        self.settings, self.admitted = settings, 0
-        self.slots = asyncio.Semaphore(settings.max_concurrency)
-
-    @contextlib.asynccontextmanager
-    async def enter(self):
-        limit = self.settings.max_concurrency + self.settings.max_pending
-        if self.admitted >= limit:
-            raise Failure(503, f"the service is busy ({self.admitted} requests in progress or waiting, the most it "
-                          f"takes); retry after {self.settings.retry_after} s", "overloaded",
-                          {"Retry-After": str(self.settings.retry_after)})
-        self.admitted += 1
-        try:
-            async with self.slots:
-                yield
-        finally:
-            self.admitted -= 1
-
-
-async def read_json(request: Request, settings: ServeSettings):
-    """The request body as JSON, refusing one over ``max_body_bytes`` before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-        raise Failure(413, f"the body is {int(declared):,} bytes; this service takes at most "
-                      f"{settings.max_body_bytes:,} (max_body_bytes)", "request_too_large")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > settings.max_body_bytes:
-            raise Failure(413, f"the body is over {settings.max_body_bytes:,} bytes (max_body_bytes)",
-                          "request_too_large")
-    try:
-        return json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise Failure(422, f"the body is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except ValueError as exc:
-        raise Failure(422, f"the body is not valid JSON: {exc}") from None
+CLASSIFY = "/v1/classify"
+CHAT = "/v1/chat/completions"
+MODELS = "/v1/models"
+HEALTHZ, READYZ, METRICS = "/healthz", "/readyz", "/metrics"
 
 
 def _plain(value):
-    """A JSON-safe cell: NaN and NA become null, numpy scalars plain numbers."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
+    """A JSON-safe cell: NaN, infinities and NA become null, numpy scalars plain numbers."""
     if isinstance(value, np.generic):
-        return _plain(value.item())
+        value = value.item()
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and not math.isfinite(value)):
+        return None
     return value
 
 
@@ -122,7 +76,7 @@ def create_app(model, settings: ServeSettings | None = None, *, name: str = "dat
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        app.state.gate = Gate(settings)
+        redact_access_log()
         if settings.micro_batching and not generating:
             await batcher.start()
         yield
@@ -130,64 +84,48 @@ def create_app(model, settings: ServeSettings | None = None, *, name: str = "dat
         if chat is not None:
             await chat.close()
 
-    app = FastAPI(title="datashunt", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="datashunt", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  default_response_class=SafeJSONResponse)
     app.state.settings, app.state.metrics = settings, metrics
+
+    def authorize(headers, query: list) -> None:
+        if not settings.api_key_sha256:
+            return
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not settings.accepts(token.strip() or None):
+            url = " (a key in the URL is never accepted: URLs end up in logs)" if keys_in_query(query) else ""
+            raise Failure(401, f"a valid API key is needed: send it as 'Authorization: Bearer <key>'{url}",
+                          "authentication_error", {"WWW-Authenticate": "Bearer"})
+
+    app.add_middleware(Admission, settings=settings, metrics=metrics, router=app.router, authorize=authorize)
 
     @app.exception_handler(Failure)
     async def on_failure(request, exc: Failure):
         return failure_response(exc)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        start = time.perf_counter()
-        endpoint = request.url.path
-        try:
-            if endpoint.startswith("/v1/"):
-                authorize(request)
-                async with request.app.state.gate.enter():
-                    response = await asyncio.wait_for(call_next(request), settings.request_timeout)
-            else:
-                response = await call_next(request)
-        except Failure as exc:
-            response = failure_response(exc)
-        except TimeoutError:
-            response = failure_response(Failure(504, f"the request took longer than {settings.request_timeout:g} s "
-                                                     "(request_timeout)", "timeout"))
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-        return response
-
-    def authorize(request: Request) -> None:
-        if not settings.api_key_sha256:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not settings.accepts(token.strip() or None):
-            raise Failure(401, "a valid API key is needed: send it as 'Authorization: Bearer <key>'",
-                          "authentication_error", {"WWW-Authenticate": "Bearer"})
-
-    @app.get("/healthz")
+    @app.get(HEALTHZ)
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(READYZ)
     async def readyz():
         if chat is not None and chat.upstream is None:
             raise Failure(503, "no upstream is configured for the items the first stage is unsure of", "not_ready")
         return {"status": "ready", "model": name, "task": "generate" if generating else "classify"}
 
-    @app.get("/metrics")
+    @app.get(METRICS)
     async def prometheus():
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    @app.get("/v1/models")
+    @app.get(MODELS)
     async def models():
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "datashunt"}]}
 
-    @app.post("/v1/classify")
+    @app.post(CLASSIFY)
     async def classify(request: Request):
         if generating:
-            raise Failure(404, "this model generates text: use /v1/chat/completions", "not_found")
-        body = await read_json(request, settings)
+            raise Failure(404, f"this model generates text: use {CHAT}", "not_found")
+        body = parse_json(await request.body())
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, list):
             raise Failure(422, "the body must be a JSON object whose 'items' is a list of texts")
@@ -206,7 +144,7 @@ def create_app(model, settings: ServeSettings | None = None, *, name: str = "dat
             raise Failure(500, f"the model failed on this batch: {type(exc).__name__}: {exc}", "server_error") \
                 from None
         sent = _sent_on(table)
-        metrics.routed("/v1/classify", table["route"].tolist(), sent)
+        metrics.routed(CLASSIFY, table["route"].tolist(), sent)
         metrics.cost.inc(float(table["cost"].sum()))
         if "cached" in table:
             metrics.cache_hits.inc(int((table["cached"] & sent).sum()))
@@ -215,18 +153,35 @@ def create_app(model, settings: ServeSettings | None = None, *, name: str = "dat
         return {"object": "list", "model": name, "results": results,
                 "usage": {"items": len(items), "cost": float(table["cost"].sum()), "large_share": float(sent.mean())}}
 
-    @app.post("/v1/chat/completions")
+    @app.post(CHAT)
     async def chat_completions(request: Request):
         if chat is None:
-            raise Failure(404, "this model classifies: use /v1/classify", "not_found")
-        return await chat.complete(await read_json(request, settings))
+            raise Failure(404, f"this model classifies: use {CLASSIFY}", "not_found")
+        return await chat.complete(parse_json(await request.body()))
 
     return app
 
 
+def server_options(settings: ServeSettings) -> dict:
+    """uvicorn's own limits for ``settings``, to pass to ``uvicorn.run`` or ``uvicorn.Config``: the
+    h11 parser (its bound on the request line and headers, ``max_header_bytes``, holds only there),
+    open connections (``max_connections``; uvicorn answers 503 beyond), idle keep-alive
+    (``keep_alive_timeout``) and the wait for requests under way at shutdown (``request_timeout``).
+
+    Examples
+    --------
+    >>> server_options(ServeSettings())["limit_concurrency"]
+    512
+    """
+    return {"http": "h11", "h11_max_incomplete_event_size": settings.max_header_bytes,
+            "limit_concurrency": settings.max_connections, "timeout_keep_alive": settings.keep_alive_timeout,
+            "timeout_graceful_shutdown": math.ceil(settings.request_timeout)}
+
+
 @contextlib.contextmanager
-def running(app, host: str = "127.0.0.1", port: int = 0):
-    """Run ``app`` with uvicorn in a background thread (notebooks, tests, load tests); yields its URL.
+def running(app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+    """Run ``app`` with uvicorn (and :func:`server_options`) in a background thread (notebooks,
+    tests, load tests); yields its URL.
 
     Examples
     --------
@@ -240,7 +195,8 @@ def running(app, host: str = "127.0.0.1", port: int = 0):
 
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    limits = server_options(getattr(app.state, "settings", None) or ServeSettings())
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, **limits))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

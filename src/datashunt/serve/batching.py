@@ -9,7 +9,8 @@ class MicroBatcher:
 
     A batch is whatever has queued up while the previous one ran (at most ``max_items``, whole
     requests only): no waiting is added under light load, and under heavy load the model sees
-    large batches. ``on_batch(n)`` is told each batch's size.
+    large batches. ``on_batch(n)`` is told each batch's size. When ``work`` raises for a batch of
+    several requests, each is tried again on its own, so only a request that fails alone fails.
 
     Examples
     --------
@@ -64,13 +65,35 @@ class MicroBatcher:
                 self.on_batch(n)
             try:
                 table = await loop.run_in_executor(self.executor, self.work, [x for items, _ in batch for x in items])
-            except Exception as exc:  # every request of the batch gets the error
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+            except Exception as exc:  # any failure of the model: find the request(s) it came from
+                if len(batch) == 1:
+                    raise_into(batch[0][1], exc)
+                else:
+                    await self._one_by_one(batch)
                 continue
             start = 0
             for items, future in batch:
                 if not future.done():
                     future.set_result(table.iloc[start:start + len(items)].reset_index(drop=True))
                 start += len(items)
+
+    async def _one_by_one(self, batch) -> None:
+        loop = asyncio.get_running_loop()
+        for items, future in batch:
+            if future.done():
+                continue
+            if self.on_batch:
+                self.on_batch(len(items))
+            try:
+                table = await loop.run_in_executor(self.executor, self.work, items)
+            except Exception as exc:  # this request's own failure, told to it alone
+                raise_into(future, exc)
+            else:
+                if not future.done():
+                    future.set_result(table)
+
+
+def raise_into(future, exc: BaseException) -> None:
+    """Fail ``future`` with ``exc`` unless it is already settled (its request timed out)."""
+    if not future.done():
+        future.set_exception(exc)

@@ -25,7 +25,8 @@ class Metrics:
                                 registry=r)
         self.routes = Counter("datashunt_routed_items", "Items (classify) and completions (chat) by route",
                               ["endpoint", "route"], registry=r)
-        self.large_share = Gauge("datashunt_large_share", "Share of items so far sent past the first stage", ["endpoint"], registry=r)
+        self.large_share = Gauge("datashunt_large_share", "Share of items so far sent past the first stage",
+                                 ["endpoint"], registry=r)
         self.latency = Histogram("datashunt_request_seconds", "Time to answer a request", ["endpoint"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.batch_items = Histogram("datashunt_model_batch_items", "Items per call of the model (micro-batches)",

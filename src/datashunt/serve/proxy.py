@@ -5,6 +5,10 @@ The cheap stage must finish its answer before its confidence is known, so a stre
 answered locally is streamed from the finished text; a forwarded one streams as the upstream
 sends it. Every response says who answered: the ``X-Datashunt-Route`` header (``small`` or
 ``large``) and a ``datashunt`` field that OpenAI clients ignore.
+
+A message's ``content`` is a string or a list of content parts. Text parts are joined (one line
+each) for the cheap stage; a request with image, audio or file parts goes to the upstream as it
+came, since the cheap stage reads text only. Anything else is refused with 400 naming the message.
 """
 
 import asyncio
@@ -15,16 +19,21 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import anyio
 import httpx
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from ..core.params import env_name
 from ..core.sequence import get_sequence_measure
 from ..exceptions import ConfigError
-from .app import Failure
+from .app import CHAT
+from .wire import Failure, SafeJSONResponse, dumps, lone_surrogate
 
 ROUTE_HEADER = "X-Datashunt-Route"
 SAMPLING_ONLY = ("tools", "functions", "tool_choice", "response_format", "logit_bias")
+TEXT_PARTS = {"text": "text", "refusal": "refusal"}  # part type -> the key holding its text
+MEDIA_PARTS = ("image_url", "input_audio", "file")
+JSON_KINDS = {type(None): "null", dict: "an object", bool: "true or false", int: "a number", float: "a number"}
 
 
 @dataclass(frozen=True)
@@ -62,19 +71,60 @@ class Upstream:
         return text.replace(key, "***") if key else text
 
 
-def check_messages(body) -> list:
-    """The request's ``messages``, checked enough to be answered (422 otherwise)."""
+def check_messages(body) -> tuple[list, bool]:
+    """The request's messages as the cheap stage takes them (each ``content`` a string), and
+    whether the request must go to the upstream as it came (media parts, tool-call turns).
+    422 for a body that is not a chat request, 400 for a message content this service does not take."""
     if not isinstance(body, dict):
         raise Failure(422, "the body must be a JSON object (a chat completion request)")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise Failure(422, "'messages' must be a non-empty list of {\"role\", \"content\"} objects")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise Failure(422, "'stream' must be true or false")
+    plain, upstream_only = [], False
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str) or "content" not in message:
             raise Failure(422, f"messages[{i}] must be an object with a 'role' string and a 'content'")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise Failure(422, "'stream' must be true or false")
-    return messages
+        text, media = _content_text(message, f"messages[{i}].content")
+        upstream_only |= media or text is None
+        plain.append({**message, "content": text})
+    return plain, upstream_only
+
+
+def _content_text(message: dict, where: str) -> tuple[str | None, bool]:
+    """A message's text (None for an assistant's tool-call turn without content) and whether it has media parts."""
+    content = message["content"]
+    if content is None and message["role"] == "assistant" and (message.get("tool_calls") or
+                                                                message.get("function_call")):
+        return None, False
+    if isinstance(content, str):
+        _valid_unicode(content, where)
+        return content, False
+    if not isinstance(content, list):
+        kind = JSON_KINDS.get(type(content), type(content).__name__)
+        raise Failure(400, f"{where} is {kind}; send a string or a list of content parts "
+                      '({"type": "text", "text": ...})')
+    texts, media = [], False
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        key = TEXT_PARTS.get(kind)
+        if key is not None and isinstance(part.get(key), str):
+            _valid_unicode(part[key], f"{where}[{j}].{key}")
+            texts.append(part[key])
+        elif kind in MEDIA_PARTS and isinstance(part.get(kind), dict | str):
+            media = True
+        else:
+            raise Failure(400, f"{where}[{j}] is not a content part this service takes: send "
+                          '{"type": "text", "text": "..."} (or an image_url, input_audio or file part, which go '
+                          "to the upstream)")
+    return "\n".join(texts), media
+
+
+def _valid_unicode(text: str, where: str) -> None:
+    problem = lone_surrogate(text)
+    if problem:
+        raise Failure(400, f"{where} is not valid Unicode ({problem}); send text that encodes as UTF-8")
 
 
 class ChatRouter:
@@ -93,10 +143,10 @@ class ChatRouter:
         await self.client.aclose()
 
     async def complete(self, body):
-        messages = check_messages(body)
+        messages, upstream_only = check_messages(body)
         stream = bool(body.get("stream"))
         confidence = None
-        if not any(body.get(k) for k in SAMPLING_ONLY) and (body.get("n") or 1) == 1:
+        if not upstream_only and not any(body.get(k) for k in SAMPLING_ONLY) and (body.get("n") or 1) == 1:
             got = await asyncio.get_running_loop().run_in_executor(self.executor, self.cheap.chat, [messages])
             confidence = float(self.measure(got.token_logprob)[0])
             if got.text[0] is not None and confidence >= self.threshold:
@@ -107,7 +157,7 @@ class ChatRouter:
         return await self._forward(body, stream, confidence)
 
     def _count(self, route: str) -> None:
-        self.metrics.routed("/v1/chat/completions", [route], [route == "large"])
+        self.metrics.routed(CHAT, [route], [route == "large"])
 
     def _local(self, body, text: str, usage: dict, confidence: float, stream: bool):
         info = {"route": "small", "stage": self.name, "confidence": confidence, "threshold": self.threshold}
@@ -115,12 +165,12 @@ class ChatRouter:
                 self.name}
         headers = {ROUTE_HEADER: "small"}
         if not stream:
-            return JSONResponse({**head, "object": "chat.completion", "choices": [
+            return SafeJSONResponse({**head, "object": "chat.completion", "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
                  "logprobs": None}], "usage": usage, "datashunt": info}, headers=headers)
 
         def chunk(delta, finish=None, **extra):
-            return "data: " + json.dumps({**head, "object": "chat.completion.chunk", "choices": [
+            return "data: " + dumps({**head, "object": "chat.completion.chunk", "choices": [
                 {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}) + "\n\n"
 
         async def events():
@@ -138,8 +188,9 @@ class ChatRouter:
             raise Failure(503, "the first stage is unsure of this request and no upstream is configured",
                            "not_ready")
         self._count("large")
-        request = self.client.build_request("POST", self.upstream.url, json={**body, "model": self.upstream.model},
-                                            headers=self.upstream.headers())
+        request = self.client.build_request("POST", self.upstream.url,
+                                            content=dumps({**body, "model": self.upstream.model}).encode(),
+                                            headers={**self.upstream.headers(), "Content-Type": "application/json"})
         try:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -154,12 +205,13 @@ class ChatRouter:
             raise Failure(502, self.upstream.redact(f"the upstream answered {response.status_code}: {detail}"),
                            "upstream_error", headers)
         if stream:
-            async def relay():
+            async def relay():  # whole lines, so that a stream cut at request_timeout ends between events
                 try:
-                    async for part in response.aiter_raw():
-                        yield part
+                    async for line in response.aiter_lines():
+                        yield line + "\n"
                 finally:
-                    await response.aclose()
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
 
             return StreamingResponse(relay(), status_code=response.status_code, headers=headers,
                                      media_type=response.headers.get("content-type", "text/event-stream"))
@@ -171,8 +223,7 @@ class ChatRouter:
                            headers) from None
         finally:
             await response.aclose()
-        if isinstance(answer, dict):
-            known = confidence is not None and confidence == confidence  # NaN: the cheap stage gave no confidence
-            answer["datashunt"] = {"route": "large", "stage": "upstream", "confidence": confidence if known else None,
+        if isinstance(answer, dict):  # a NaN confidence (none from the cheap stage) or an infinite δ is written null
+            answer["datashunt"] = {"route": "large", "stage": "upstream", "confidence": confidence,
                                    "threshold": self.threshold}
-        return JSONResponse(answer, headers=headers)
+        return SafeJSONResponse(answer, headers=headers)

@@ -21,8 +21,12 @@ class ServeSettings:
     are never stored); empty means no authentication. ``max_body_bytes`` and ``max_items`` bound a
     request (413 beyond); ``request_timeout`` bounds the time spent on one (504 beyond);
     ``max_concurrency`` requests are worked on at once and ``max_pending`` more wait, further ones
-    are turned away with 503 and ``Retry-After``. ``micro_batching`` pools the items of concurrent
-    classify requests into one call of the model (at most ``max_batch_items``).
+    are turned away with 503 and ``Retry-After``; a request holds no place until its whole body has
+    come, which must take at most ``body_timeout`` seconds (408 beyond). ``micro_batching`` pools
+    the items of concurrent classify requests into one call of the model (at most
+    ``max_batch_items``). uvicorn's own limits (:func:`~datashunt.serve.app.server_options`):
+    ``max_connections`` open at once (503 beyond), ``max_header_bytes`` of request line and headers,
+    ``keep_alive_timeout`` seconds before an idle connection is closed.
 
     Examples
     --------
@@ -40,6 +44,10 @@ class ServeSettings:
     micro_batching: bool = True
     max_batch_items: int = 256
     retry_after: int = 1
+    body_timeout: float = 10.0
+    max_connections: int = 512
+    max_header_bytes: int = 16384
+    keep_alive_timeout: int = 5
 
     def __post_init__(self):
         digests = [str(d).strip().lower() for d in self.api_key_sha256]
@@ -47,13 +55,16 @@ class ServeSettings:
         if bad:
             raise ConfigError(f"api_key_sha256 must hold SHA-256 hex digests (64 hex digits); {len(bad)} do not")
         self.api_key_sha256 = digests
-        for name in ("max_body_bytes", "max_items", "max_concurrency", "max_batch_items", "retry_after"):
+        for name in ("max_body_bytes", "max_items", "max_concurrency", "max_batch_items", "retry_after",
+                     "max_connections", "max_header_bytes", "keep_alive_timeout"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a whole number of at least 1, got {getattr(self, name)!r}")
         if not isinstance(self.max_pending, int) or self.max_pending < 0:
             raise ConfigError(f"max_pending must be a whole number of at least 0, got {self.max_pending!r}")
-        if not isinstance(self.request_timeout, int | float) or not self.request_timeout > 0:
-            raise ConfigError(f"request_timeout must be a positive number of seconds, got {self.request_timeout!r}")
+        for name in ("request_timeout", "body_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
 
     @classmethod
     def from_sources(cls, table: dict | None = None, **overrides) -> "ServeSettings":
