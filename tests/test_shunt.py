@@ -108,6 +108,16 @@ def test_bad_texts_are_flagged_per_row_and_the_rest_is_answered(sentiment, oracl
     assert table["label"].iloc[1:6].isna().all()
 
 
+def test_lone_surrogate_is_flagged_and_its_batch_answered(sentiment, tmp_path):
+    texts, labels = sentiment
+    large = FakeLargeModel(dict(zip(texts, labels)), cache=tmp_path / "calls.sqlite")  # the cache keys every item
+    shunt = make_shunt(large, threshold=1.0).fit(texts[:400], labels[:400])  # everything goes to the large model
+    table = shunt.route([texts[401], "x \ud800", texts[402]])
+    assert table["route"].tolist() == ["large", "invalid", "large"]
+    assert table["flag"].iloc[1] == "not valid Unicode: a lone surrogate U+D800 at character 2"
+    assert table["label"].tolist()[::2] == [labels[401], labels[402]]
+
+
 def test_predict_on_bad_texts_raises_with_rows(sentiment, oracle):
     texts, labels = sentiment
     shunt = make_shunt(oracle).fit(texts[:400], labels[:400])

@@ -14,6 +14,8 @@ class Text(Modality):
     --------
     >>> Text().check(["fine", "  ", None, 3])[1]
     [None, 'blank text', 'missing text (None/NaN)', 'not a string (int)']
+    >>> Text().check(["x \\ud800"])[1]
+    ['not valid Unicode: a lone surrogate U+D800 at character 2']
     """
 
     name = "text"
@@ -59,4 +61,8 @@ def _problem(value) -> str | None:
         return f"not a string ({type(value).__name__})"
     if not value.strip():
         return "blank text"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode: a lone surrogate U+{ord(value[exc.start]):04X} at character {exc.start}"
     return None
