@@ -133,3 +133,23 @@ def test_real_fashion_mnist_reads_from_the_debian_package():
 
     images, labels = load_fashion_mnist("test")
     assert images.shape == (10000, 28, 28) and np.bincount(labels).tolist() == [1000] * 10
+
+
+def test_ddtp_pairs_are_kept_once_read_and_survive_apt_dropping_its_list(tmp_path, monkeypatch):
+    from datashunt.io.datasets import ddtp
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "deb.debian.org_debian_dists_bookworm_main_i18n_Translation-de").write_text(
+        "Package: 0ad\nDescription-md5: d9\nDescription-de: Echtzeit-Strategiespiel\n\n")
+    monkeypatch.setattr(ddtp, "_read_list", lambda path: Path(path).read_text())
+    monkeypatch.setattr(ddtp.subprocess, "run", lambda *a, **k: type("Done", (), {"stdout": (
+        "Package: 0ad\nSection: games\nDescription: Real-time strategy game\n long\nDescription-md5: d9\n\n")})())
+    first = ddtp.load_ddtp("de", lists=str(lists), cache_dir=tmp_path / "cache")
+    assert first.values.tolist() == [["Real-time strategy game", "Echtzeit-Strategiespiel", "0ad"]]
+    for path in lists.iterdir():
+        path.unlink()  # a later apt-get update for another language
+    again = ddtp.load_ddtp("de", lists=str(lists), cache_dir=tmp_path / "cache")
+    pd.testing.assert_frame_equal(first, again)
+    with pytest.raises(DataError, match=r"no Translation-fr list .*apt-get -o Acquire::Languages=fr update"):
+        ddtp.load_ddtp("fr", lists=str(lists), cache_dir=tmp_path / "cache")

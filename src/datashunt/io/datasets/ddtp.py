@@ -9,14 +9,20 @@ the ``Translation-<lang>`` lists apt fetches when asked for that language::
     apt-get -o Acquire::Languages=de update
 
 Pairs are matched by ``Description-md5`` (the translation of exactly that English text); a synopsis
-shared by several packages is kept once.
+shared by several packages is kept once. The pairs are kept in the cache folder the first time they
+are read (``datashunt setup`` does it), since the next ``apt-get update`` without that language
+deletes apt's list.
 """
 
 import glob
+import os
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 
+from ...backends.cache import default_cache_dir
 from ...exceptions import DataError
 from .debian import paragraphs, parse_index
 
@@ -48,15 +54,41 @@ def _read_list(path: str) -> str:
     return done.stdout.decode("utf-8", "replace")
 
 
-def load_ddtp(lang: str = "de", lists: str = LISTS) -> pd.DataFrame:
-    """English synopses and their ``lang`` translations: columns ``text``, ``reference``, ``package``,
-    sorted by package name.
-
-    Raises :class:`~datashunt.exceptions.DataError` naming the apt command when the translation
-    list is missing.
-    """
+def pairs_path(lang: str, cache_dir=None) -> Path:
+    """Where the ``lang`` pairs are kept once read."""
     if not (isinstance(lang, str) and lang.replace("_", "").isalnum()):
         raise DataError(f"a language code such as 'de' or 'pt_BR', got {lang!r}")
+    return Path(cache_dir or default_cache_dir()) / "data" / "ddtp" / f"pairs-{lang}.parquet"
+
+
+def install_ddtp(lang: str = "de", lists: str = LISTS, cache_dir=None) -> Path:
+    """Read the pairs from apt's lists once and keep them in the cache folder (written atomically)."""
+    target = pairs_path(lang, cache_dir)
+    if target.is_file():
+        return target
+    pairs = _pairs_from_apt(lang, lists)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        pairs.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def load_ddtp(lang: str = "de", lists: str = LISTS, cache_dir=None) -> pd.DataFrame:
+    """English synopses and their ``lang`` translations: columns ``text``, ``reference``, ``package``,
+    sorted by package name: the kept copy, else apt's lists (then kept).
+
+    Raises :class:`~datashunt.exceptions.DataError` naming the apt command when neither exists.
+    """
+    return pd.read_parquet(install_ddtp(lang, lists, cache_dir))
+
+
+def _pairs_from_apt(lang: str, lists: str) -> pd.DataFrame:
     paths = sorted(glob.glob(f"{lists}/*_i18n_Translation-{lang}*"))
     if not paths:
         raise DataError(f"no Translation-{lang} list under {lists}; run (as root): "
@@ -75,10 +107,11 @@ def load_ddtp(lang: str = "de", lists: str = LISTS) -> pd.DataFrame:
     return pairs.reset_index(drop=True)[["text", "reference", "package"]]
 
 
-def translation_task(lang: str = "de", n_validation: int = 200, n_test: int = 300, random_state: int = 0):
+def translation_task(lang: str = "de", n_validation: int = 200, n_test: int = 300, random_state: int = 0,
+                     cache_dir=None):
     """Train, validation and test splits of :func:`load_ddtp` (frames with ``text`` and ``reference``),
     drawn at random with ``random_state``; the training pairs are everything else."""
-    pairs = load_ddtp(lang)
+    pairs = load_ddtp(lang, cache_dir=cache_dir)
     if n_validation + n_test >= len(pairs):
         raise DataError(f"{len(pairs)} pairs cannot give {n_validation} validation and {n_test} test items "
                         "and leave some to train on")
