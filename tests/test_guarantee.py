@@ -181,7 +181,7 @@ def test_the_default_threshold_comes_with_a_guarantee_and_says_why_it_saves_noth
     shunt = ShuntClassifier(make_small("tfidf"), oracle, random_state=0)
     assert (shunt.confidence_level, shunt.tolerance) == (0.9, 0.01)
     with pytest.warns(CalibrationWarning, match=r"on 120 validation items \(with tolerance 0.01 and confidence_level "
-                                                r"0.9 it takes at least 459 even when the two models never disagree\)"):
+                                                r"0.9 it takes at least 309 even when the two models never disagree\)"):
         shunt.fit(texts, labels)
     assert shunt.calibration_["goal"].endswith("with probability >= 0.9 (Learn then Test)")
     assert not shunt.calibration_["goal_met"] and shunt.calibration_["large_rate"] == 1.0

@@ -29,7 +29,9 @@ def threshold_sweep(
     confidence : array of shape (n,)
         The small model's confidence on held-out items.
     small_correct, large_correct : bool arrays of shape (n,)
-        Whether each model's answer was right.
+        Whether each model's answer was right. ``large_correct`` may also hold estimates (an
+        inverse-probability weighted value for a sampled item, NaN where unknown): the accuracy of
+        a threshold that sends an unknown item on is then NaN.
     large_cost : array of shape (n,), optional
         What asking the large model about each item costs (uncached price).
 
@@ -53,11 +55,11 @@ def threshold_sweep(
     if n == 0:
         raise ConfigError("cannot calibrate a threshold on an empty validation set")
     small_correct = np.asarray(small_correct, dtype=bool)
-    large_correct = np.asarray(large_correct, dtype=bool)
+    large_correct = np.asarray(large_correct, dtype=float)
     cost = np.zeros(n) if large_cost is None else np.asarray(large_cost, dtype=float)
     order = np.argsort(c, kind="stable")
     c = c[order]
-    gain = (large_correct[order].astype(int) - small_correct[order].astype(int))
+    gain = large_correct[order] - small_correct[order]
     # Items strictly below δ go large. Cut points: after each run of equal confidences.
     cuts = np.r_[0, np.flatnonzero(np.diff(c) > 0) + 1, n]
     cum_gain = np.r_[0, np.cumsum(gain)]

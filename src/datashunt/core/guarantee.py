@@ -277,13 +277,19 @@ def choose_guaranteed(confidence, small_correct, large_correct, policy: str, *, 
         raise ConfigError(f"unknown threshold policy {policy!r}; choose one of {list(POLICIES)}")
     met = found.n_certified > 0
     if not met:
-        n = len(np.asarray(confidence))
-        fallback = "everything to the large model" if found.threshold > 0 else "nothing to the large model"
         floor = min_validation(tolerance, alpha) if policy == "match_large" else 0
-        need = (f" (with tolerance {tolerance:g} and confidence_level {confidence_level:g} it takes at least {floor} "
-                "even when the two models never disagree)" if n < floor else "")
-        warnings.warn(f"no threshold could be certified for '{goal}' on {n} validation items{need}; using "
-                      f"{fallback}. More validation items (cv= uses every labelled one), a larger tolerance or "
-                      "confidence_level=None (the point estimate, no guarantee) saves large calls",
-                      CalibrationWarning, stacklevel=3)
+        warn_uncertified(goal, len(np.asarray(confidence)), found.threshold, floor, tolerance, confidence_level)
     return Choice(found.threshold, -1, goal, met)
+
+
+def warn_uncertified(goal: str, n: int, threshold: float, floor: int, tolerance: float,
+                     confidence_level: float) -> None:
+    """Say that no threshold met ``goal`` on ``n`` validation items, which side everything goes to,
+    and, below ``floor`` items, that no data of that size could have."""
+    need = (f" (with tolerance {tolerance:g} and confidence_level {confidence_level:g} it takes at least {floor} "
+            "even when the two models never disagree)" if n < floor else "")
+    fallback = "everything to the large model" if threshold > 0 else "nothing to the large model"
+    warnings.warn(f"no threshold could be certified for '{goal}' on {n} validation items{need}; using "
+                  f"{fallback}. More validation items (cv= uses every labelled one), a larger tolerance or "
+                  "confidence_level=None (the point estimate, no guarantee) saves large calls",
+                  CalibrationWarning, stacklevel=4)

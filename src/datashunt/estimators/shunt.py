@@ -17,11 +17,13 @@ from ..core.calibration import POLICIES, choose_threshold, threshold_sweep
 from ..core.confidence import MEASURES, get_measure, max_proba
 from ..core.deciding import keeps, run_stages
 from ..core.guarantee import choose_guaranteed
+from ..core.stratified import choose_match, estimated_sweep, plan_calls
 from ..core.inputs import check_targets, require_valid, training_sets
 from ..core.params import check_params
 from ..core.routes import ASKED_LARGE, FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
+from . import require_answers
 
 
 @dataclass
@@ -95,10 +97,19 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         every labelled item (each item scored by a copy trained without it) instead of a held-out
         share, and the small model is then trained on everything. More evidence per label for δ,
         at the price of ``cv`` extra trainings of the small model.
+    certification : {"stratified", "paired"}, default="stratified"
+        How a guaranteed ``match_large`` threshold is certified. ``"stratified"`` uses every
+        validation label for the small side and asks the large model only about the small model's
+        wrong answers (most confident first) and a random sample of its right ones, within
+        ``max_calibration_calls`` (:mod:`datashunt.core.stratified`); labels are cheap, so a larger
+        validation set costs no more calls. ``"paired"`` asks the large model about every
+        validation item (:mod:`datashunt.core.guarantee`). Other policies, and ``confidence_level=None``,
+        always use the paired answers.
     max_calibration_calls : int, optional
-        At most this many items are asked to the large model during calibration (a sample
-        stratified by label); ``calibration_["large_calls"]`` says how many were asked and what
-        they cost.
+        At most this many items are asked to the large model during calibration: under
+        ``"stratified"`` certification, where they tighten the bound most; otherwise a sample of
+        the validation items stratified by label. None asks as many as the method can use.
+        ``calibration_["large_calls"]`` says how many were asked and what they cost.
     random_state : int, optional
         Seed of the validation split.
     progress : bool
@@ -150,6 +161,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "modality": [StrOptions(set(NAMES))],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "cv": [Interval(Integral, 2, None, closed="left"), None],
+        "certification": [StrOptions({"stratified", "paired"})],
         "max_calibration_calls": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "progress": ["boolean"],
@@ -158,7 +170,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def __init__(self, small, large, *, threshold="auto", policy="match_large", max_large_rate=None,
                  target_accuracy=None, match_z=2.0, tolerance=0.01, confidence_level=0.9, confidence="max_proba", prompt_pruning=None, pruning_level=0.9,
                  pruning_cutoff=0.1, label_names=None, modality="auto",
-                 validation_fraction=0.2, cv=None, max_calibration_calls=None, random_state=None, progress=False):
+                 validation_fraction=0.2, cv=None, certification="stratified", max_calibration_calls=None,
+                 random_state=None, progress=False):
         self.small = small
         self.large = large
         self.threshold = threshold
@@ -176,6 +189,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.modality = modality
         self.validation_fraction = validation_fraction
         self.cv = cv
+        self.certification = certification
         self.max_calibration_calls = max_calibration_calls
         self.random_state = random_state
         self.progress = progress
@@ -205,7 +219,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.labels_ = self._labels()
         self.large_.fit(X, words_for(y, self.classes_, self.labels_))  # a few-shot backend draws its shots
         small_proba = self._out_of_fold(X, y) if self.cv is not None else None
-        X_val, y_val, small_proba = self._calibration_sample(X_val, y_val, small_proba)
+        if not self._stratified():
+            X_val, y_val, small_proba = self._calibration_sample(X_val, y_val, small_proba)
         self._fit_pruning(X_val, y_val, small_proba)
         if self.threshold == "auto":
             self._calibrate(X_val, y_val, small_proba)
@@ -263,8 +278,16 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         excelled = tuple(int(j) for j in np.flatnonzero(self.class_report_["excels"].to_numpy()))
         self.pruning_ = Pruning(self.prompt_pruning, excelled, self.pruning_cutoff) if self.prompt_pruning else None
 
+    def _stratified(self) -> bool:
+        """Whether δ is certified from labels and a stratified sample of large answers."""
+        return (self.threshold == "auto" and self.certification == "stratified" and self.confidence_level is not None
+                and self.policy == "match_large")
+
     def _calibrate(self, X_val, y_val, small_proba=None):
+        if self._stratified():
+            return self._calibrate_stratified(X_val, y_val, small_proba)
         routing = self._route(X_val, threshold=np.inf, small_proba=small_proba)  # the large model sees them all
+        require_answers([f is None for f in routing.flag], routing.flag, "the large model")
         small_pred = self.classes_[routing.small_proba.argmax(axis=1)]
         large_pred = self.classes_[routing.proba.argmax(axis=1)]
         large_cost = self.large_.price_of(routing.prompt_tokens)
@@ -288,8 +311,40 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "large_failures": int(sum(f is not None for f in routing.flag)),
             "large_calls": {"asked": int(len(y_val)), "paid": int((~routing.cached).sum()),
                             "cost": float(routing.cost.sum())},
-            "cross_fitted": self.cv is not None,
+            "cross_fitted": self.cv is not None, "certification": "paired" if self.confidence_level else None,
             "drift_reference": drift.reference(routing.confidence_small, self.threshold_),
+        }
+
+    def _calibrate_stratified(self, X_val, y_val, small_proba=None):
+        """Certify δ on every validation label, asking the large model only where the bound needs it."""
+        small_proba = self.small_.predict_proba(X_val) if small_proba is None else small_proba
+        confidence = np.asarray(get_measure(self.confidence)(small_proba), dtype=float)
+        small_ok = self.classes_[small_proba.argmax(axis=1)] == y_val
+        plan = plan_calls(confidence, small_ok, self.max_calibration_calls, random_state=self.random_state)
+        routing = self._route(X_val[plan.ask], threshold=np.inf, small_proba=small_proba[plan.ask])
+        failed = np.array([f is not None for f in routing.flag], dtype=bool)
+        require_answers(~failed, routing.flag, "the large model")
+        # a failed call counts as a right large answer: a loss where the small model is wrong, never a win
+        large_ok = (self.classes_[routing.proba.argmax(axis=1)] == y_val[plan.ask]) | failed
+        large_cost = self.large_.price_of(routing.prompt_tokens)
+        self.sweep_ = estimated_sweep(confidence, small_ok, plan, large_ok, large_cost)
+        choice = choose_match(confidence, small_ok, plan, large_ok, confidence_level=self.confidence_level,
+                              tolerance=self.tolerance)
+        self.threshold_ = choice.threshold
+        kept = keeps(confidence, self.threshold_)
+        row = self.sweep_.iloc[int(np.searchsorted(self.sweep_["large_rate"].to_numpy(), 1 - kept.mean()))]
+        self.calibration_ = {
+            "policy": self.policy, "goal": choice.goal, "goal_met": choice.met, "threshold": self.threshold_,
+            "n_validation": int(len(y_val)), "accuracy": _number(row["accuracy"]),
+            "large_rate": float(1 - kept.mean()), "small_accuracy": float(small_ok.mean()),
+            "large_accuracy": _number(self.sweep_["accuracy"].iloc[-1]),
+            "large_failures": int(failed.sum()),
+            "large_calls": {"asked": int(len(plan.ask)), "paid": int((~routing.cached).sum()),
+                            "cost": float(routing.cost.sum()), "budget": self.max_calibration_calls,
+                            "small_wrong": int((~small_ok[plan.ask]).sum()),
+                            "small_right_sampled": int(plan.sampled_right.sum())},
+            "cross_fitted": self.cv is not None, "certification": "stratified",
+            "drift_reference": drift.reference(confidence, self.threshold_),
         }
 
     # -- inference -----------------------------------------------------------------------------
@@ -444,3 +499,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return Routing(proba=routed.proba(), route=route, confidence_small=small.confidence,
                        confidence_large=large.confidence, cost=large.cost, cached=large.cached, flag=flag,
                        small_proba=small.proba, prompt_tokens=large.prompt_tokens)
+
+
+def _number(value) -> float | None:
+    """A float, or None where an estimate is unknown (NaN)."""
+    return None if value is None or np.isnan(value) else float(value)

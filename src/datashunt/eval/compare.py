@@ -286,14 +286,21 @@ def describe_calibration(calibration: dict) -> str:
     status = "certified" if calibration["goal_met"] else "NOT met: see the warning above"
     if "with probability" not in calibration["goal"]:
         status = "met on validation (point estimate, no guarantee)" if calibration["goal_met"] else status
-    line = (f"promise: {calibration['goal']}, {status}; on {calibration['n_validation']} validation items: "
-            f"accuracy {calibration['accuracy']:.4f}")
+    calls = calibration.get("large_calls") or {}
+    spent = f", {calls['asked']} large calls" if calibration.get("certification") == "stratified" and calls else ""
+    line = f"promise: {calibration['goal']}, {status}; on {calibration['n_validation']} validation items{spent}: "
+    line += "accuracy " + _figure(calibration["accuracy"])
     if "large_accuracy" in calibration:
-        line += (f" (large only {calibration['large_accuracy']:.4f}), {calibration['large_rate']:.1%} sent to the "
-                 "large model")
+        line += (f" (large only {_figure(calibration['large_accuracy'])}), {calibration['large_rate']:.1%} sent to "
+                 "the large model")
     elif "stage_accuracy" in calibration:
         line += f" (last stage only {calibration['stage_accuracy'][-1]:.4f})"
     return line
+
+
+def _figure(value) -> str:
+    """An accuracy to four places, or "unknown" where it could not be estimated."""
+    return "unknown" if value is None else f"{value:.4f}"
 
 
 def _jsonable(value):

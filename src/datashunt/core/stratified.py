@@ -1,0 +1,241 @@
+"""Certifying δ from labels, asking the large model only where the bound needs it.
+
+Routing changes an answer only on items the small model keeps, so at threshold δ
+
+    accuracy(shunt) - accuracy(large) = p_W(δ) - p_L(δ),
+
+with ``p_L(δ) = P(c ≥ δ, small wrong, large right)`` (a loss) and ``p_W(δ) = P(c ≥ δ, small
+right, large wrong)`` (a win). Which labelled items the small model gets wrong is known from the
+labels alone, so a loss can only hide among those few: :func:`plan_calls` asks the large model
+about the small model's wrong answers (most confident first) and about a simple random sample of
+its right ones, within a budget of calls. :func:`certify_match` then certifies the cheapest δ with
+
+    p_L(δ) - p_W(δ) <= ε    with probability at least 1 - α over the draw of the labelled items,
+
+using three exact, finite-sample bounds joined by a union bound:
+
+- ``L(δ)``, the losses counted over the whole labelled pool (a wrong answer that was not asked
+  about counts as a loss), is Binomial(N, p_L): Clopper–Pearson upper bound on ``p_L``;
+- the wins in the sample are hypergeometric given the pool: exact lower bound on the pool's wins
+  ``W(δ)`` (exact count, and no level spent, when every right answer at or above δ was asked);
+- ``W(δ)`` is Binomial(N, p_W): Clopper–Pearson lower bound on ``p_W``.
+
+Thresholds come from a grid fixed before any data is seen and are tested in a fixed sequence from
+"everything to the large model" down (Learn then Test; Angelopoulos et al., 2021), each test at
+the level left after "keep everything" was tested on its own with a share ``keep_all_share`` of α:
+a small model that already meets the goal alone is kept whatever happens along the way.
+Unlike the paired test of :mod:`datashunt.core.guarantee`, the statistic is a rate over the whole
+pool, so one early disagreement cannot stop the walk near the top.
+
+Assumption: the labelled pool and future items are exchangeable (drawn from the same source), and
+the small model never saw the pool in training (a held-out split).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import beta, hypergeom
+
+from ..exceptions import ConfigError
+from .guarantee import Guaranteed, _candidates, _fixed_sequence, binomial_upper, warn_uncertified
+
+#: Share of the budget spent on the small model's wrong answers when they do not all fit.
+WRONG_SHARE = 0.5
+#: Share of α spent on testing "keep everything" on its own.
+KEEP_ALL_SHARE = 0.1
+#: Share of the wins' half of α spent on bounding the pool's wins from the sampled ones (none when every
+#: right answer is asked).
+POOL_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """Which labelled items the large model is asked about.
+
+    ``ask`` holds sorted pool indices; ``floor`` is the lowest confidence down to which every
+    wrong answer is asked (-inf: all of them); ``sampled_right`` marks, over the pool, the right
+    answers in the simple random sample drawn among the right answers at or above ``floor``.
+    """
+
+    ask: np.ndarray
+    floor: float
+    sampled_right: np.ndarray
+
+
+def plan_calls(confidence, small_correct, budget: int | None = None, *, random_state=None) -> CallPlan:
+    """Choose at most ``budget`` pool items to ask the large model about (None: every item).
+
+    The small model's wrong answers are asked from the most confident down, all of them when they
+    fit in half the budget, else down to the lowest grid threshold they fit above; the calls left
+    go to a simple random sample of its right answers at or above that floor. Nothing here looks
+    at a large-model answer.
+
+    Examples
+    --------
+    >>> c = np.linspace(0.5, 1, 1000)
+    >>> right = np.random.default_rng(0).uniform(size=1000) < c
+    >>> plan = plan_calls(c, right, 300, random_state=0)
+    >>> len(plan.ask) <= 300, plan.floor > 0.5
+    (True, True)
+    """
+    c, right = _pool(confidence, small_correct)
+    budget = len(c) if budget is None else int(budget)
+    if budget < 1:
+        raise ConfigError(f"the budget of calibration calls must be at least 1, got {budget}")
+    floor = -np.inf
+    if (~right).sum() > budget // 2:
+        candidates = _candidates(c, 50)  # highest first
+        fits = [(c[~right] >= value).sum() <= budget // 2 for value in candidates]
+        floor = float(candidates[_fixed_sequence(fits) - 1]) if fits[0] else np.inf
+    asked_wrong = np.flatnonzero(~right & (c >= floor))
+    pool_right = np.flatnonzero(right & (c >= floor))
+    k = min(len(pool_right), budget - len(asked_wrong))
+    sample = np.random.default_rng(random_state).choice(pool_right, size=k, replace=False)
+    sampled = np.zeros(len(c), dtype=bool)
+    sampled[sample] = True
+    return CallPlan(np.sort(np.r_[asked_wrong, sample]).astype(int), floor, sampled)
+
+
+def binomial_lower(k, n, level: float) -> np.ndarray:
+    """Exact (Clopper–Pearson) one-sided lower confidence bound for a binomial proportion.
+
+    Examples
+    --------
+    >>> float(binomial_lower(100, 100, 0.05).round(4))
+    0.9705
+    """
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = beta.ppf(level, k, n - k + 1)
+    return np.where(k <= 0, 0.0, bound)
+
+
+def hypergeom_lower(successes: int, draws: int, population: int, level: float) -> int:
+    """Exact lower confidence bound on the successes in a finite population, from a simple random
+    sample of ``draws`` that held ``successes``.
+
+    Examples
+    --------
+    >>> hypergeom_lower(10, 100, 100, 0.05)  # the whole population was drawn
+    10
+    >>> hypergeom_lower(10, 100, 1000, 0.05) < 100
+    True
+    """
+    if draws >= population or successes <= 0:
+        return int(successes)
+    # the smallest K whose chance of showing at least `successes` exceeds the level
+    counts = np.arange(successes, population - (draws - successes) + 1)
+    tail = hypergeom.sf(successes - 1, population, counts, draws)
+    return int(counts[np.argmax(tail > level)]) if (tail > level).any() else int(counts[-1])
+
+
+def certify_match(confidence, small_correct, plan: CallPlan, large_correct_asked, *, epsilon: float,
+                  alpha: float) -> Guaranteed:
+    """The cheapest δ whose routed accuracy is at least the large model's minus ``epsilon`` with
+    probability at least ``1 - alpha`` (see the module docstring); δ = +inf when none is certified.
+
+    ``large_correct_asked`` says, for each of ``plan.ask`` in order, whether the large model was
+    right (count a failed call as right: the conservative side for both losses and wins).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> c = rng.uniform(0.5, 1, size=4000)
+    >>> small = rng.uniform(size=4000) < c                  # surer is righter
+    >>> large = rng.uniform(size=4000) < 0.9
+    >>> plan = plan_calls(c, small, 600, random_state=0)
+    >>> g = certify_match(c, small, plan, large[plan.ask], epsilon=0.01, alpha=0.1)
+    >>> 0 < g.large_rate < 1
+    True
+    """
+    c, right = _pool(confidence, small_correct)
+    if not 0 <= epsilon < 1 or not 0 < alpha < 1:
+        raise ConfigError(f"the tolerance must be in [0, 1) and alpha in (0, 1), got {epsilon} and {alpha}")
+    asked_ok = np.asarray(large_correct_asked, dtype=bool).ravel()
+    if len(asked_ok) != len(plan.ask) or len(plan.sampled_right) != len(c):
+        raise ConfigError(f"the plan asks {len(plan.ask)} of {len(plan.sampled_right)} items; got {len(asked_ok)} "
+                          f"answers for a pool of {len(c)}")
+    large_ok = np.ones(len(c), dtype=bool)  # not asked: treated as right (wrong answers count as losses)
+    large_ok[plan.ask] = asked_ok
+    candidates = _candidates(c, 50)
+    keep_all = np.array([-np.inf])
+    ok_all = _bounds(c, right, large_ok, plan, keep_all, epsilon, KEEP_ALL_SHARE * alpha)[0]
+    if ok_all:
+        return Guaranteed(-np.inf, 0.0, len(candidates) + 1, candidates)
+    ok = _bounds(c, right, large_ok, plan, candidates, epsilon, (1 - KEEP_ALL_SHARE) * alpha)
+    n_ok = _fixed_sequence(ok)
+    if not n_ok:
+        return Guaranteed(np.inf, 1.0, 0, candidates)
+    chosen = float(candidates[n_ok - 1])
+    return Guaranteed(chosen, float(np.mean(c < chosen)), n_ok, candidates)
+
+
+def _bounds(c, right, large_ok, plan, thresholds, epsilon, alpha) -> np.ndarray:
+    """Whether each threshold passes ``upper(p_L) - lower(p_W) <= epsilon`` at level ``alpha``, up to
+    the first that does not (the rest are reported as not passing: a fixed sequence stops there)."""
+    n = len(c)
+    kept = c[None, :] >= np.asarray(thresholds)[:, None]
+    upper_loss = binomial_upper((kept & ~right & large_ok).sum(axis=1), n, alpha / 2)
+    region = kept & (c >= plan.floor)[None, :]  # the sample speaks only for right answers at or above the floor
+    population = (region & right).sum(axis=1)
+    draws = (region & plan.sampled_right).sum(axis=1)
+    seen_wins = (region & plan.sampled_right & ~large_ok).sum(axis=1)
+    level_pool = 0.0 if np.all(draws == population) else POOL_SHARE * alpha / 2
+    ok = np.zeros(len(thresholds), dtype=bool)
+    for i in range(len(thresholds)):
+        if upper_loss[i] > epsilon:  # wins are needed to pass
+            wins = hypergeom_lower(seen_wins[i], draws[i], population[i], level_pool)
+            if upper_loss[i] - binomial_lower(wins, n, alpha / 2 - level_pool) > epsilon:
+                break
+        ok[i] = True
+    return ok
+
+
+def _pool(confidence, small_correct):
+    c = np.asarray(confidence, dtype=float).ravel()
+    right = np.asarray(small_correct, dtype=bool).ravel()
+    if len(c) == 0 or len(c) != len(right) or np.isnan(c).any():
+        raise ConfigError("certification needs the small model's confidence (no NaN) and correctness for the same, "
+                          "non-empty labelled items")
+    return c, right
+
+
+def estimated_sweep(confidence, small_correct, plan: CallPlan, large_correct_asked, large_cost_asked=None):
+    """:func:`~datashunt.core.calibration.threshold_sweep` from the plan's answers: a sampled right
+    answer stands for the unsampled ones by inverse-probability weighting; where a threshold would
+    send on an item whose large answer cannot be estimated (below the floor), accuracy is NaN.
+    ``cost`` counts the mean price of the asked items for every item sent; ``gap_se`` is NaN."""
+    from .calibration import threshold_sweep
+
+    c, right = _pool(confidence, small_correct)
+    large = np.full(len(c), np.nan)
+    above = c >= plan.floor
+    share = plan.sampled_right.sum() / max((right & above).sum(), 1)
+    large[right & above] = 1.0  # an unsampled right answer adds nothing; a sampled one stands for 1 / share
+    asked = np.zeros(len(c), dtype=bool)
+    asked[plan.ask] = True
+    answered = np.zeros(len(c))
+    answered[plan.ask] = np.asarray(large_correct_asked, dtype=float)
+    large[plan.sampled_right] = 1.0 + (answered[plan.sampled_right] - 1.0) / share
+    large[asked & ~right] = answered[asked & ~right]
+    price = 0.0 if large_cost_asked is None or len(plan.ask) == 0 else float(np.mean(large_cost_asked))
+    sweep = threshold_sweep(c, right, large, np.full(len(c), price))
+    sweep["gap_se"] = np.nan
+    return sweep
+
+
+def choose_match(confidence, small_correct, plan: CallPlan, large_correct_asked, *, confidence_level: float,
+                 tolerance: float):
+    """δ for ``match_large`` certified by :func:`certify_match`, as a
+    :class:`~datashunt.core.calibration.Choice` (``met`` False, with a warning, when none is certified)."""
+    from .calibration import Choice
+
+    found = certify_match(confidence, small_correct, plan, large_correct_asked, epsilon=tolerance,
+                          alpha=1 - confidence_level)
+    goal = (f"accuracy >= large-only accuracy{f' - {tolerance:g}' if tolerance else ''} with probability >= "
+            f"{confidence_level:g} (Learn then Test)")
+    if not found.n_certified:
+        level = (1 - KEEP_ALL_SHARE) * (1 - confidence_level) / 2  # of the losses' bound, with none seen
+        floor = int(np.floor(np.log(level) / np.log1p(-tolerance))) + 1 if tolerance > 0 else np.iinfo(np.int64).max
+        warn_uncertified(goal, len(plan.sampled_right), found.threshold, floor, tolerance, confidence_level)
+    return Choice(found.threshold, -1, goal, found.n_certified > 0)

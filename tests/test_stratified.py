@@ -1,0 +1,137 @@
+"""Certifying δ from labels plus a stratified sample of large answers."""
+
+import numpy as np
+import pytest
+from fakes import FakeLargeModel
+from scipy.stats import hypergeom
+
+from datashunt import ShuntClassifier
+from datashunt.core.guarantee import guaranteed_match
+from datashunt.core.stratified import (
+    binomial_lower,
+    certify_match,
+    estimated_sweep,
+    hypergeom_lower,
+    plan_calls,
+)
+from datashunt.exceptions import ConfigError
+from datashunt.small import make_small
+
+
+def population(n, rng, small_at=0.5, large=0.9):
+    """Confidences in [0.5, 1]; the small model is right with probability ``small_at + (1 - small_at) * c``."""
+    c = rng.uniform(0.5, 1.0, size=n)
+    return c, rng.uniform(size=n) < small_at + (1 - small_at) * c, rng.uniform(size=n) < large
+
+
+def test_bounds_are_exact_clopper_pearson_and_hypergeometric():
+    assert binomial_lower(10, 10, 0.1) == pytest.approx(0.1 ** (1 / 10))
+    assert binomial_lower(0, 10, 0.1) == 0.0
+    low = hypergeom_lower(12, 100, 400, 0.05)
+    assert hypergeom.sf(11, 400, low, 100) > 0.05 >= hypergeom.sf(11, 400, low - 1, 100)
+    assert hypergeom_lower(12, 400, 400, 0.05) == 12  # the whole population was drawn
+
+
+def test_plan_asks_every_wrong_answer_that_fits_and_samples_the_right_ones():
+    rng = np.random.default_rng(0)
+    c, small, _ = population(2000, rng, small_at=0.8)
+    plan = plan_calls(c, small, 600, random_state=0)
+    assert len(plan.ask) == 600 and plan.floor == -np.inf
+    assert set(np.flatnonzero(~small)) <= set(plan.ask.tolist())  # all the small model's wrong answers
+    assert plan.sampled_right.sum() == 600 - (~small).sum() and small[plan.sampled_right].all()
+    again = plan_calls(c, small, 600, random_state=0)
+    assert (again.ask == plan.ask).all()  # the same seed, the same plan: nothing depends on large answers
+
+
+def test_plan_reaches_down_from_the_most_confident_wrong_answers_when_they_do_not_fit():
+    rng = np.random.default_rng(1)
+    c, small, _ = population(2000, rng, small_at=0.0)
+    plan = plan_calls(c, small, 200, random_state=0)
+    assert len(plan.ask) <= 200 and plan.floor > 0.5
+    wrong_above = np.flatnonzero(~small & (c >= plan.floor))
+    assert set(wrong_above) <= set(plan.ask.tolist()) and len(wrong_above) <= 100
+    assert not (plan.sampled_right & (c < plan.floor)).any()
+
+
+def test_a_small_model_far_better_than_the_large_one_keeps_everything():
+    rng = np.random.default_rng(2)
+    c, small, large = population(500, rng, small_at=0.9, large=0.85)
+    plan = plan_calls(c, small, 200, random_state=0)
+    found = certify_match(c, small, plan, large[plan.ask], epsilon=0.01, alpha=0.1)
+    assert found.threshold == -np.inf and found.large_rate == 0.0
+
+
+def test_one_early_loss_does_not_stop_the_walk_near_the_top():
+    rng = np.random.default_rng(3)
+    c, small, large = population(500, rng, small_at=0.6, large=0.92)
+    top = np.argmax(c)
+    small[top], large[top] = False, True  # the most confident answer is a loss
+    paired = guaranteed_match(c, small, large, epsilon=0.01, alpha=0.1)
+    plan = plan_calls(c, small, None, random_state=0)
+    found = certify_match(c, small, plan, large[plan.ask], epsilon=0.01, alpha=0.1)
+    assert paired.large_rate == 1.0  # the paired walk stops at its first candidate
+    assert found.large_rate < 0.9
+
+
+def test_answers_that_do_not_match_the_plan_are_refused():
+    c, small, large = population(100, np.random.default_rng(4))
+    plan = plan_calls(c, small, 50, random_state=0)
+    with pytest.raises(ConfigError, match="the plan asks 50 of 100 items; got 49 answers"):
+        certify_match(c, small, plan, large[plan.ask][:-1], epsilon=0.01, alpha=0.1)
+    with pytest.raises(ConfigError, match="budget of calibration calls must be at least 1"):
+        plan_calls(c, small, 0)
+
+
+def test_estimated_sweep_matches_the_exact_one_when_everything_was_asked():
+    from datashunt.core.calibration import threshold_sweep
+
+    c, small, large = population(300, np.random.default_rng(5))
+    plan = plan_calls(c, small, None, random_state=0)
+    estimated = estimated_sweep(c, small, plan, large[plan.ask])
+    exact = threshold_sweep(c, small, large)
+    np.testing.assert_allclose(estimated["accuracy"], exact["accuracy"])
+    np.testing.assert_allclose(estimated["large_rate"], exact["large_rate"])
+
+
+def test_estimated_sweep_is_unbiased_for_a_sample_and_unknown_below_the_floor():
+    rng = np.random.default_rng(6)
+    c, small, large = population(3000, rng, small_at=0.7)
+    estimates = []
+    for seed in range(40):
+        plan = plan_calls(c, small, 1500, random_state=seed)
+        estimates.append(estimated_sweep(c, small, plan, large[plan.ask])["accuracy"].iloc[-1])
+    assert np.mean(estimates) == pytest.approx(large.mean(), abs=0.005)
+    plan = plan_calls(c, small, 100, random_state=0)
+    sweep = estimated_sweep(c, small, plan, large[plan.ask])
+    assert np.isnan(sweep["accuracy"].iloc[-1]) and not np.isnan(sweep["accuracy"].iloc[0])
+
+
+def test_shunt_certifies_from_labels_within_its_budget_of_calls(sentiment):
+    texts, labels = sentiment
+    large = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.9)
+    shunt = ShuntClassifier(make_small("tfidf"), large, validation_fraction=0.8, max_calibration_calls=150,
+                            random_state=0).fit(texts, labels)
+    calls = shunt.calibration_["large_calls"]
+    assert shunt.calibration_["certification"] == "stratified" and shunt.calibration_["n_validation"] == 480
+    assert shunt.large_.calls == calls["asked"] <= 150
+    assert shunt.calibration_["goal_met"] and shunt.calibration_["large_rate"] < 0.5
+
+
+def test_the_paired_method_stays_available_by_name(sentiment):
+    texts, labels = sentiment
+    large = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.9)
+    shunt = ShuntClassifier(make_small("tfidf"), large, certification="paired", validation_fraction=0.8,
+                            random_state=0).fit(texts, labels)
+    assert shunt.calibration_["certification"] == "paired"
+    assert shunt.large_.calls == shunt.calibration_["large_calls"]["asked"] == 480
+
+
+def test_failed_large_calls_count_against_the_shunt(sentiment):
+    texts, labels = sentiment
+    answered = ShuntClassifier(make_small("tfidf"), FakeLargeModel(dict(zip(texts, labels)), accuracy=0.8),
+                               validation_fraction=0.8, random_state=0).fit(texts, labels)
+    failing = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.8, fail=texts[::2])
+    shunt = ShuntClassifier(make_small("tfidf"), failing, validation_fraction=0.8, random_state=0)
+    shunt.fit(texts, labels)
+    assert 0 < shunt.calibration_["large_failures"] < shunt.calibration_["large_calls"]["asked"]
+    assert shunt.threshold_ >= answered.threshold_  # a failure is never a win
