@@ -1,6 +1,7 @@
 """Batch runs that survive: chunked reading and writing, resuming, the budget, a real kill -9."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fakes import FakeOpenAIServer
+from fakes import FakeLargeModel, FakeOpenAIServer
 
 from datashunt.backends.openai_chat import OpenAIChatModel
 from datashunt.backends.replay import ReplayModel
@@ -189,6 +190,9 @@ dir = "{tmp_path / 'out'}"
     sent = out["route"].isin(["large", "fallback"]).sum()
     assert before > 0 and len(asked) == sent  # every routed item reached the upstream
     assert repeated <= 2, f"{repeated} calls were paid twice (at most the 2 in flight at the kill may be)"
+    reported = float(re.search(r"cost (\d+\.\d+)", resumed.stdout).group(1))
+    answered = len(server.requests)  # each request the upstream answered was paid, ...
+    assert answered - 2 <= round(reported / 0.001) <= answered  # ... bar the 2 in flight, whose answers never came
 
 
 def _rows(path) -> int:
@@ -222,3 +226,288 @@ def test_empty_unreadable_and_vanished_files_are_said_plainly(shunt, items, tmp_
     with pytest.raises(DataError, match="out.csv: the output of the run to resume is gone; start afresh with --restart"):
         run(shunt, tmp_path / "in.csv", tmp_path / "out.csv")
     assert run(shunt, tmp_path / "in.csv", tmp_path / "out.csv", restart=True).rows_done == 300
+
+
+# -- the output is never the input -------------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["same path", "symbolic link", "hard link", "parquet folder"])
+def test_run_refuses_an_output_that_is_the_input_and_leaves_it_intact(shunt, items, tmp_path, how):
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    if how == "same path":
+        output = source
+    elif how == "symbolic link":
+        output.symlink_to(source)
+    elif how == "hard link":
+        os.link(source, output)
+    else:
+        source, output = tmp_path / "out.parquet" / "part-000000.parquet", tmp_path / "out.parquet"
+        output.mkdir()
+        os.replace(tmp_path / "in.parquet", source)
+    before = source.read_bytes()
+    with pytest.raises(DataError, match="the output would overwrite the input|the output folder holds the input"):
+        run(shunt, source, output)
+    assert source.read_bytes() == before and not state_path(output).exists()
+
+
+# -- a spending limit is a limit -----------------------------------------------------------------------------------
+def priced_shunt(sentiment, price):
+    texts, labels = sentiment
+    large = FakeLargeModel(dict(zip(texts, labels)), price=price, cache=True)
+    return ShuntClassifier(make_small("tfidf"), large, threshold=0.8).fit(texts[:300], labels[:300])
+
+
+def paid(model) -> float:
+    """What the fake large models inside ``model`` were paid: each answer they gave, at their price
+    (summed exactly, as money is: ten answers at 0.001 cost 0.01)."""
+    from decimal import Decimal
+
+    backends = [model.large_] if hasattr(model, "large_") else [stage for _, stage in model.stages_]
+    return float(sum((Decimal(repr(c)) for b in backends for c in getattr(b, "paid", [])), Decimal(0)))
+
+
+def metered(model):
+    """Make each priced fake inside ``model`` add the price of every answer it gives to ``paid``."""
+    from datashunt.backends.pricing import Price
+
+    backends = [model.large_] if hasattr(model, "large_") else [stage for _, stage in model.stages_]
+    for backend in backends:
+        if not hasattr(backend, "_score") and not hasattr(backend, "_generate"):
+            continue
+        name = "_score" if hasattr(backend, "_score") else "_generate"
+        real, price = getattr(backend, name), Price.coerce(backend.price)
+
+        def answer(*args, real=real, price=price, backend=backend):
+            got = real(*args)
+            backend.paid = getattr(backend, "paid", []) + [price.cost(got.prompt_tokens, got.completion_tokens)]
+            return got
+
+        setattr(backend, name, answer)
+    return model
+
+
+@pytest.mark.parametrize("price, slack", [({"per_call": 0.001}, 0.0), ({"per_million_input": 100.0}, 0.004)])
+def test_the_budget_holds_to_one_call_and_a_larger_one_goes_on(sentiment, items, tmp_path, price, slack):
+    model = metered(priced_shunt(sentiment, price))
+    first = run(model, tmp_path / "in.csv", tmp_path / "out.csv", max_cost=0.01)
+    assert first.stopped == "budget" and 0 < first.rows_done < 300
+    assert first.cost == pytest.approx(paid(model)) and paid(model) <= 0.01 + slack  # slack: one call's price
+    written = pd.read_csv(tmp_path / "out.csv")
+    assert len(written) == first.rows_done and (written["flag"].isna()).all()
+    second = run(model, tmp_path / "in.csv", tmp_path / "out.csv", max_cost=0.02)
+    assert second.stopped == "budget" and first.rows_done < second.rows_done < 300
+    assert paid(model) <= 0.02 + slack and second.cost == pytest.approx(paid(model))
+    rest = run(model, tmp_path / "in.csv", tmp_path / "out.csv")
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert rest.stopped is None and out["id"].tolist() == items["id"].tolist()
+    assert rest.cost == pytest.approx(paid(model))  # each answer paid once: the cache kept them
+
+
+def test_a_zero_budget_writes_the_rows_the_small_model_answers_and_stops_at_the_first_call(sentiment, items,
+                                                                                             tmp_path):
+    model = metered(priced_shunt(sentiment, {"per_call": 0.001}))
+    items.iloc[1:].to_csv(tmp_path / "in.csv", index=False)  # the first item the small model is unsure of is later
+    done = run(model, tmp_path / "in.csv", tmp_path / "out.csv", max_cost=0)
+    assert done.stopped == "budget" and done.cost == 0 and paid(model) == 0
+    first_call = int(np.flatnonzero(model.route(items["review"].to_numpy()[1:])["route"] != "small")[0])
+    assert done.rows_done == first_call > 0 and len(pd.read_csv(tmp_path / "out.csv")) == first_call
+
+
+def test_the_budget_bounds_cascades_and_generators_alike(sentiment, items, tmp_path):
+    from fakes import FakeGenerator
+
+    from datashunt import Cascade, ShuntGenerator
+
+    texts, labels = sentiment
+    oracle = FakeLargeModel(dict(zip(texts, labels)), price={"per_call": 0.001})
+    cascade = metered(Cascade([("tfidf", make_small("tfidf")), ("llm", oracle)], thresholds=[0.8])
+                      .fit(texts[:300], labels[:300]))
+    done = run(cascade, tmp_path / "in.csv", tmp_path / "cascade.csv", max_cost=0.01)
+    assert done.stopped == "budget" and 0 < done.rows_done < 300 and paid(cascade) <= 0.01
+    reviews = items["review"].tolist()
+    small = FakeGenerator({t: ("kurz", [0.9] if i % 3 else [0.2]) for i, t in enumerate(texts)}, name="small")
+    large = FakeGenerator({t: ("lang", [0.9]) for t in texts}, name="large", price={"per_call": 0.002})
+    generator = metered(ShuntGenerator([("small", small), ("large", large)], thresholds=[0.5])
+                        .fit(texts[:300], labels[:300]))
+    done = run(generator, tmp_path / "in.csv", tmp_path / "generated.csv", max_cost=0.01)
+    assert done.stopped == "budget" and paid(generator) == pytest.approx(0.01) and done.cost == pytest.approx(0.01)
+    out = pd.read_csv(tmp_path / "generated.csv")
+    assert out["review"].tolist() == reviews[:done.rows_done] and out["text"].notna().all()
+
+
+# -- what a killed run paid is counted -------------------------------------------------------------------------
+def test_a_run_killed_mid_chunk_reports_every_call_it_paid_after_resuming(sentiment, items, tmp_path):
+    model = metered(priced_shunt(sentiment, {"per_call": 0.001}))
+    large, answered = model.large_, []
+    real = large._score
+
+    def dies_after_20(messages, labels):
+        if len(answered) == 20:
+            raise Crash  # the process is killed with answers paid (and cached) in a chunk not yet written
+        answered.append(messages)
+        return real(messages, labels)
+
+    large._score = dies_after_20
+    with pytest.raises(Crash):
+        run(model, tmp_path / "in.csv", tmp_path / "out.csv")
+    large._score = real
+    done = run(model, tmp_path / "in.csv", tmp_path / "out.csv")
+    assert done.rows_done == 300 and done.cost == pytest.approx(paid(model))
+    assert pd.read_csv(tmp_path / "out.csv")["cost"].sum() < paid(model)  # rows answered from the cache cost 0
+
+
+# -- a resumed output must be what the run wrote ------------------------------------------------------------------
+@pytest.mark.parametrize("change", ["trimmed", "rewritten tail", "part removed"])
+def test_resuming_refuses_an_output_changed_after_the_kill(shunt, items, tmp_path, change):
+    output = tmp_path / ("out.parquet" if change == "part removed" else "out.csv")
+    with pytest.raises(Crash):
+        run(CrashingShunt(shunt, 4), tmp_path / "in.csv", output)
+    if change == "trimmed":
+        output.write_bytes(output.read_bytes()[:-500])
+    elif change == "rewritten tail":
+        data = output.read_bytes()
+        output.write_bytes(data[:-40] + b"x" * 40)
+    else:
+        (output / "part-000001.parquet").unlink()
+    before = output.read_bytes() if output.is_file() else sorted(p.name for p in output.iterdir())
+    with pytest.raises(DataError, match="changed after the run stopped.*--restart"):
+        run(shunt, tmp_path / "in.csv", output)
+    assert before == (output.read_bytes() if output.is_file() else sorted(p.name for p in output.iterdir()))
+    assert run(shunt, tmp_path / "in.csv", output, restart=True).rows_done == 300
+
+
+# -- one run per output -----------------------------------------------------------------------------------------
+def test_a_second_run_on_the_same_output_fails_fast_naming_it(shunt, items, tmp_path):
+    import fcntl
+
+    from datashunt.jobs.paths import lock_path
+
+    output = tmp_path / "out.csv"
+    with open(lock_path(output), "w") as held:  # another run holds the output
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        start = time.monotonic()
+        with pytest.raises(DataError, match=r"out.csv: another run is writing this output"):
+            run(shunt, tmp_path / "in.csv", output)
+        assert time.monotonic() - start < 2 and not output.exists()
+    assert run(shunt, tmp_path / "in.csv", output).rows_done == 300
+    assert not lock_path(output).exists()
+
+
+def test_two_processes_on_one_output_write_each_row_once(shunt, items, tmp_path):
+    import pickle
+
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(shunt))
+    script = f"""
+import pickle, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from datashunt.jobs.batch import run_batch
+from datashunt.exceptions import DataError
+model = pickle.loads(open({str(tmp_path / 'model.pkl')!r}, 'rb').read())
+try:
+    run_batch(model, {str(tmp_path / 'in.csv')!r}, {str(tmp_path / 'out.csv')!r}, column="review", key="job",
+              keep=["id"], chunk_rows=8)
+except DataError as exc:
+    print(exc)
+    sys.exit(2)
+"""
+    runs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    codes = sorted(p.wait(timeout=120) for p in runs)
+    said = " ".join(p.stdout.read() for p in runs)
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert out["id"].tolist() == items["id"].tolist()
+    assert codes == [0, 0] or (codes == [0, 2] and "another run is writing this output" in said)
+
+
+# -- temporary files are the run's own --------------------------------------------------------------------------
+def test_planted_links_beside_the_output_are_never_followed(shunt, items, tmp_path):
+    output = tmp_path / "out.csv"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    for name in (".out.csv.run.json.tmp", ".out.csv.run.json", ".out.csv.run.ledger", ".out.csv.lock"):
+        if name != ".out.csv.lock":
+            (tmp_path / name).symlink_to(victim)
+    with pytest.raises(Crash):
+        run(CrashingShunt(shunt, 3), tmp_path / "in.csv", output)
+    assert victim.read_text() == "precious"
+    assert run(shunt, tmp_path / "in.csv", output).rows_done == 300 and victim.read_text() == "precious"
+
+
+# -- an output that cannot be written --------------------------------------------------------------------------
+def test_an_output_that_fails_mid_run_is_one_clear_error_and_keeps_finished_rows(shunt, items, tmp_path,
+                                                                                  monkeypatch):
+    import errno
+
+    from datashunt.jobs.tables import ChunkWriter
+
+    real, writes = ChunkWriter.write, []
+
+    def fails_on_the_third(self, frame):
+        writes.append(len(frame))
+        if len(writes) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, frame)
+
+    monkeypatch.setattr(ChunkWriter, "write", fails_on_the_third)
+    with pytest.raises(DataError, match=r"out.csv: cannot write \(No space left on device\); the 128 rows finished"):
+        run(shunt, tmp_path / "in.csv", tmp_path / "out.csv")
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 128
+    monkeypatch.setattr(ChunkWriter, "write", real)
+    done = run(shunt, tmp_path / "in.csv", tmp_path / "out.csv")
+    assert done.resumed_from == 128 and pd.read_csv(tmp_path / "out.csv")["id"].tolist() == items["id"].tolist()
+
+
+# -- odd cells ----------------------------------------------------------------------------------------------------
+def test_a_lone_surrogate_in_jsonl_is_passed_through_and_its_neighbours_answered(shunt, tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"review": "great superb movie"}\n{"review": "x \\ud800"}\n'
+                                       '{"review": "awful dull movie"}\n')
+    chunks = list(ChunkReader(tmp_path / "in.jsonl", "review"))
+    assert chunks[0]["review"].tolist()[1] == "x \ud800"
+    for target in ("out.csv", "out.jsonl", "out.parquet"):
+        done = run_batch(shunt, tmp_path / "in.jsonl", tmp_path / target, column="review", key="k")
+        out = {"out.csv": pd.read_csv, "out.jsonl": lambda p: pd.read_json(p, lines=True),
+               "out.parquet": pd.read_parquet}[target](tmp_path / target)
+        assert done.rows_done == 3 and out["label"].tolist()[::2] == ["positive", "negative"]
+        assert out["route"].tolist()[1] == "invalid" and out["review"].tolist()[1] == "x \\ud800"
+
+
+def test_a_flag_quotes_at_most_a_bounded_part_of_a_huge_cell(sentiment, tmp_path):
+    texts, labels = sentiment
+    replay = ReplayModel(pd.DataFrame({"id": texts, "prediction": labels}))
+    model = ShuntClassifier(make_small("tfidf"), replay, threshold=1.0).fit(texts[:300], labels[:300])
+    pd.DataFrame({"review": ["fine film " * 1_000_000, "great superb movie"]}).to_csv(tmp_path / "in.csv", index=False)
+    run_batch(model, tmp_path / "in.csv", tmp_path / "out.csv", column="review", key="k")
+    flags = pd.read_csv(tmp_path / "out.csv")["flag"].tolist()
+    assert flags[0].startswith("no recorded answer for input 'fine film fine film")
+    assert len(flags[0]) == 200 and flags[0].endswith("…")
+    assert flags[1] == "no recorded answer for input 'great superb movie'"
+
+
+# -- the job's identity -------------------------------------------------------------------------------------------
+def test_the_model_digest_reads_only_the_saved_format_in_bounded_memory(sentiment, tmp_path):
+    import tracemalloc
+
+    from datashunt.io.persist import save
+    from datashunt.jobs.batch import model_digest
+
+    texts, labels = sentiment
+    pd.DataFrame({"id": texts, "prediction": labels}).to_csv(tmp_path / "answers.csv", index=False)
+    shunt = ShuntClassifier(make_small("tfidf"), ReplayModel(tmp_path / "answers.csv"), threshold=0.8)
+    folder = save(shunt.fit(texts[:300], labels[:300]), tmp_path / "model")
+    before = model_digest(folder)
+    with open(folder / "notes.bin", "wb") as handle:  # 2 GB that take no disk
+        handle.truncate(2 << 30)
+    start = time.monotonic()
+    assert model_digest(folder) == before and time.monotonic() - start < 2
+    with open(folder / "large_state.npz", "ab") as handle:  # a saved file grown to 64 MB, sparse
+        handle.truncate(64 << 20)
+    tracemalloc.start()
+    changed = model_digest(folder)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert changed != before and peak < 8 << 20
+
+
+def test_a_model_the_meter_cannot_see_into_is_stopped_between_chunks(shunt, items, tmp_path):
+    opaque = CrashingShunt(shunt, 0)  # routes like the shunt; its priced parts are hidden from the meter
+    done = run(opaque, tmp_path / "in.csv", tmp_path / "out.csv", max_cost=0.5)
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert done.stopped == "budget" and 0 < done.rows_done < 300 and len(out) == done.rows_done
+    assert done.cost == pytest.approx(out["cost"].sum()) and done.cost <= 0.5

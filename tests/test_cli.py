@@ -368,3 +368,116 @@ def test_generation_config_refuses_classification_sections(tmp_path):
     assert 'task = "generate" takes [[stages]] of generators and [generate]' in result.output
     (tmp_path / "bad2.toml").write_text('task = "summarise"\n')
     assert "task must be one of ['classify', 'generate']" in runner.invoke(app, ["fit", str(tmp_path / "bad2.toml")]).output
+
+
+def predict(project, *args):
+    return runner.invoke(app, ["predict", str(project / "run.toml"), *map(str, args)])
+
+
+def said(result) -> str:
+    return " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("how", ["same path", "symbolic link", "parquet file"])
+def test_predict_refuses_to_write_over_its_input_and_leaves_it_intact(project, how):
+    assert runner.invoke(app, ["fit", str(project / "run.toml")]).exit_code == 0
+    source = project / "data.csv"
+    pd.read_parquet(project / "new.parquet").to_csv(source, index=False)
+    output = source
+    if how == "symbolic link":
+        output = project / "link.csv"
+        output.symlink_to(source)
+    elif how == "parquet file":
+        source = output = project / "new.parquet"
+    before = source.read_bytes()
+    result = predict(project, "-i", source, "-o", output)
+    assert result.exit_code == 2 and "the output would overwrite the input" in said(result)
+    assert "Traceback" not in result.output and said(result).count("error:") == 1
+    assert source.read_bytes() == before
+
+
+def test_predict_stops_within_the_budget_with_exit_3_and_a_larger_one_goes_on(project):
+    assert runner.invoke(app, ["fit", str(project / "run.toml")]).exit_code == 0
+    args = ["-i", project / "new.parquet", "-o", project / "labels.csv", "--chunk-rows", "1000"]
+    stopped = predict(project, *args, "--max-cost", "0.01")
+    assert stopped.exit_code == 3, stopped.output
+    written = pd.read_csv(project / "labels.csv")
+    assert 0 < len(written) < 200 and written["cost"].sum() <= 0.01 + 1e-12
+    assert f"stopped at the budget: {len(written)} rows done, cost 0.0100" in said(stopped)
+    finished = predict(project, *args, "--max-cost", "1")
+    assert finished.exit_code == 0, finished.output
+    out = pd.read_csv(project / "labels.csv")
+    assert out["text"].tolist() == pd.read_parquet(project / "new.parquet")["review"].tolist()
+    assert f"cost {out['cost'].sum():.4f}" in said(finished)
+
+
+def test_predict_says_plainly_what_is_wrong_with_its_files_and_columns(project):
+    assert runner.invoke(app, ["fit", str(project / "run.toml")]).exit_code == 0
+    missing = predict(project, "-i", project / "nope.csv", "-o", project / "labels.csv")
+    assert missing.exit_code == 2 and "nope.csv: no such file" in said(missing)
+    pd.DataFrame({"review": ["great superb movie"], "label": ["x"]}).to_csv(project / "new.csv", index=False)
+    clash = predict(project, "-i", project / "new.csv", "-o", project / "labels.csv", "--keep", "label")
+    assert clash.exit_code == 2 and "--keep 'label' clashes with the output column of that name" in said(clash)
+    assert not (project / "labels.csv").exists()  # refused before any routing
+    for result in (missing, clash):
+        assert "Traceback" not in result.output and said(result).count("error:") == 1
+
+
+def test_predict_on_an_output_another_run_holds_fails_fast(project):
+    import fcntl
+
+    assert runner.invoke(app, ["fit", str(project / "run.toml")]).exit_code == 0
+    with open(project / ".labels.csv.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = predict(project, "-i", project / "new.parquet", "-o", project / "labels.csv")
+    assert result.exit_code == 2 and "labels.csv: another run is writing this output now" in said(result)
+
+
+def test_predict_that_cannot_write_its_output_mid_run_says_so_and_keeps_the_rows(project, monkeypatch):
+    import errno
+
+    from datashunt.jobs.tables import ChunkWriter
+
+    assert runner.invoke(app, ["fit", str(project / "run.toml")]).exit_code == 0
+    real = ChunkWriter.write
+
+    def full_after_two(self, frame):
+        if self.size and pd.read_csv(self.path).shape[0] >= 100:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, frame)
+
+    monkeypatch.setattr(ChunkWriter, "write", full_after_two)
+    args = ["-i", project / "new.parquet", "-o", project / "labels.csv", "--chunk-rows", "50"]
+    result = predict(project, *args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "labels.csv: cannot write (No space left on device); the 100 rows finished before are kept" in said(result)
+    assert len(pd.read_csv(project / "labels.csv")) == 100
+    monkeypatch.setattr(ChunkWriter, "write", real)
+    resumed = predict(project, *args)
+    assert resumed.exit_code == 0 and "resuming after 100 rows" in said(resumed)
+    assert len(pd.read_csv(project / "labels.csv")) == 200
+
+
+def test_fit_refuses_an_output_dir_that_is_a_file_before_training(project):
+    path = project / "run.toml"
+    (project / "taken").write_text("not a folder")
+    path.write_text(path.read_text().replace(f'dir = "{project / "out"}"', f'dir = "{project / "taken"}"'))
+    result = runner.invoke(app, ["fit", str(path)])
+    assert result.exit_code == 2 and f"[output] dir: {project / 'taken'} is a file, not a folder" in said(result)
+    assert "δ =" not in result.output and "large model:" not in result.output  # nothing was trained
+    assert (project / "taken").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("base_url, message", [
+    ("ftp://x", "[large]: The 'base_url' parameter must be an http:// or https:// URL with a host"),
+    ("http://127.0.0.1:9/v1", "all 80 calls to the large model on the validation data failed (the first: call to "
+                              "'m' failed: APIConnectionError"),
+])
+def test_fit_with_a_large_model_that_cannot_answer_fails_and_saves_nothing(project, base_url, message):
+    path = project / "run.toml"
+    large = f'[large]\nbackend = "openai"\nmodel = "m"\nbase_url = "{base_url}"\nmax_retries = 0\ncache = false\n'
+    text = path.read_text()
+    path.write_text(text.split("[large]")[0] + large + "[shunt]" + text.split("[shunt]")[1])
+    result = runner.invoke(app, ["fit", str(path)])
+    assert result.exit_code == 2 and message in said(result)
+    assert not (project / "out" / "model").exists()

@@ -238,3 +238,38 @@ def test_sampled_scoring_without_any_sample_is_an_error():
 
     with pytest.raises(LargeModelError, match="returned no sampled answers"):
         sampled_logprobs([], LABELS)
+
+
+@pytest.mark.parametrize("base_url", ["ftp://x", "localhost:8000/v1", "http://", "http://host:port/v1", "file:///etc"])
+def test_a_base_url_that_is_not_an_http_endpoint_is_refused_before_any_call(base_url):
+    from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
+    from datashunt.core.params import check_params
+
+    with pytest.raises(ConfigError, match=re.escape(f"'base_url' parameter must be an http:// or https:// URL with "
+                                                    f"a host, such as http://127.0.0.1:8000/v1, got {base_url!r}")):
+        OpenAIChatModel("tiny", base_url=base_url, cache=False).predict_proba(["x"], LABELS)
+    with pytest.raises(ConfigError, match="'base_url' parameter must be an http:// or https:// URL"):
+        check_params(OpenAIChatGenerator("tiny", base_url=base_url))
+
+
+def test_calibrating_on_an_endpoint_that_fails_every_call_is_refused(sentiment):
+    from datashunt import Cascade, ShuntGenerator
+    from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
+    from datashunt.estimators.shunt import ShuntClassifier
+    from datashunt.exceptions import LargeModelError
+    from datashunt.small import make_small
+
+    texts, labels = sentiment
+    with FakeOpenAIServer(ANSWERS, status=500) as server:
+        large = OpenAIChatModel("tiny", base_url=server.base_url, max_retries=0, cache=False)
+        first = r"\(the first: call to 'tiny' failed: InternalServerError"
+        with pytest.raises(LargeModelError, match=r"all 40 calls to the large model on the validation data failed "
+                                                  + first):
+            ShuntClassifier(make_small("tfidf"), large, confidence_level=None).fit(texts[:200], labels[:200])
+        with pytest.raises(LargeModelError, match=r"all 40 calls to stage 'llm' on the validation data failed "
+                                                  + first):
+            Cascade([("tfidf", make_small("tfidf")), ("llm", large)]).fit(texts[:200], labels[:200])
+        writer = OpenAIChatGenerator("tiny", base_url=server.base_url, max_retries=0, cache=False)
+        generator = ShuntGenerator([("a", writer), ("b", writer)])
+        with pytest.raises(LargeModelError, match=r"all 8 calls to stage 'a' on the validation data failed " + first):
+            generator.fit(texts[:40], labels[:40])

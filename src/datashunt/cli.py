@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .exceptions import ConfigError, DatashuntError
+from .jobs.paths import check_output_folder
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Route what a small model is sure of to it, and only the rest to a large model.")
@@ -81,6 +82,7 @@ def demo(
     from .io.persist import save
     from .small import make_small
 
+    check_output_folder(out, "--out")
     frame = load_vader("movies")
     rest, test = train_test_split(frame, test_size=n_test, random_state=seed, stratify=frame["label"])
     train, val = train_test_split(rest, test_size=n_validation, random_state=seed, stratify=rest["label"])
@@ -130,6 +132,7 @@ def demo_images(
     from .io.persist import save
     from .small import make_small
 
+    check_output_folder(out, "--out")
     task = long_tailed_task(ratio, n_validation=n_validation, random_state=seed)
     rng = np.random.default_rng(seed)
     per_class = max(n_test // 10, 1)
@@ -184,6 +187,7 @@ def demo_generate(
     from .io.datasets.ddtp import translation_instruction, translation_task
     from .io.persist import save
 
+    check_output_folder(out, "--out")
     train, val, test = translation_task(lang, n_validation, n_test, seed)
     console.print(f"Debian synopses English -> {lang}: {len(train)} training pairs (examples only), "
                   f"validation {len(val)}, test {len(test)} (seed {seed})")
@@ -216,13 +220,13 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
 
     cfg = load_config(config)
     data = cfg["data"]
+    out = check_output_folder(cfg["output"]["dir"])  # before training, not after it
     X, y = load_data(cfg, require_key(cfg, "data", "train", "to fit"))
     X_val = y_val = None
     if data.get("validation"):
         X_val, y_val = load_data(cfg, data["validation"])
     shunt = with_progress(build_shunt(cfg))
     say_destination(shunt)
-    out = Path(cfg["output"]["dir"])
     if cfg["task"] == "generate":
         from .eval.generation import describe_calibration as describe
         from .eval.generation import write_report as write
@@ -253,7 +257,7 @@ def predict(
     model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
     keep: list[str] = typer.Option([], help="Input column to carry into the output, such as an id (repeatable)."),
     chunk_rows: int = typer.Option(10_000, min=1, help="Rows read, routed and written at a time."),
-    max_cost: float = typer.Option(None, min=0, help="Stop cleanly before a chunk that could take the cost past this."),
+    max_cost: float = typer.Option(None, min=0, help="Spending limit: stop cleanly within one call of it (exit 3)."),
     restart: bool = typer.Option(False, help="Start afresh even where a killed run of this job could be resumed."),
     engine: str = typer.Option("local", help="local (this process) or ray (Ray Data; the 'ray' extra)."),
     trust_model_locations: bool = TRUST_LOCATIONS,
@@ -265,12 +269,15 @@ def predict(
     """
     from .io.config import load_config
     from .io.datasets.files import check_writable
+    from .jobs.batch import check_columns, route_columns
+    from .jobs.paths import check_distinct, check_input, image_list
 
     cfg = load_config(config)
     if engine not in ("local", "ray"):
         raise ConfigError(f"--engine must be local or ray, got {engine!r}")
     if engine == "ray" and max_cost is not None:
-        raise ConfigError("--max-cost works with the local engine (it stops between chunks it runs in order)")
+        raise ConfigError("--max-cost works with the local engine (it meters each call as it is made)")
+    check_distinct(check_input(input), output)  # before anything is written: the input stays intact
     if output.suffix.lower() != ".parquet":  # a .parquet output is a folder of parts
         check_writable(output)
     folder = Path(model or Path(cfg["output"]["dir"]) / "model")
@@ -278,7 +285,8 @@ def predict(
     name = "path" if shunt.modality_ == "image" else "input" if cfg["task"] == "generate" else "text"
     column = cfg["data"]["text_column"]
     if input.is_dir() and shunt.modality_ == "image":
-        input, column = _image_list(input, output), "path"
+        input, column = image_list(input, output), "path"
+    check_columns(route_columns(shunt) or [], keep, name, column)  # before any call
     if engine == "ray":
         from .jobs.ray_engine import run_ray
 
@@ -287,20 +295,6 @@ def predict(
         console.print(f"{done} items -> {output} (Ray Data)")
         return
     _run_local(cfg, shunt, folder, input, output, column, name, keep, chunk_rows, max_cost, restart)
-
-
-def _image_list(folder: Path, output: Path) -> Path:
-    """A folder of images as a one-column table of paths (beside the output), for the chunked reader."""
-    import pandas as pd
-
-    from .io.datasets.files import load_image_folder
-
-    paths, _ = load_image_folder(folder, labelled=False)
-    listing = output.with_name(f".{output.name}.images.csv")
-    text = pd.DataFrame({"path": paths.astype(str)}).to_csv(index=False)
-    if not listing.is_file() or listing.read_text() != text:  # unchanged: same job, so a killed run resumes
-        listing.write_text(text)
-    return listing
 
 
 def _run_local(cfg, shunt, folder, input, output, column, name, keep, chunk_rows, max_cost, restart):
@@ -312,9 +306,9 @@ def _run_local(cfg, shunt, folder, input, output, column, name, keep, chunk_rows
         TimeRemainingColumn,
     )
 
-    from .jobs.batch import job_key, run_batch
+    from .jobs.batch import job_key, model_digest, run_batch
 
-    key = job_key(input, _digest(folder), column, keep, chunk_rows, cfg["data"])
+    key = job_key(input, model_digest(folder), column, keep, chunk_rows, cfg["data"])
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
                    console=console, transient=True)
 
@@ -335,17 +329,6 @@ def _run_local(cfg, shunt, folder, input, output, column, name, keep, chunk_rows
                       f"(--max-cost {max_cost}); the same command with a larger --max-cost goes on from there")
         raise typer.Exit(3)
     console.print(f"{done.rows_done:,} items -> {output}; routes: {done.routes}; cost {done.cost:.4f}")
-
-
-def _digest(folder: Path) -> str:
-    """The contents of a saved model folder, hashed: a changed model is a different job."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 @app.command()
@@ -413,7 +396,7 @@ def distill(
         raise ConfigError("2-Stage Confidence Distillation works on a shunt ([small] and [large]), not yet on a "
                           "cascade of [[stages]]")
     data = cfg["data"]
-    out = Path(cfg["output"]["dir"])
+    out = check_output_folder(cfg["output"]["dir"])  # before the rounds, not after them
     shunt = load_shunt(cfg, model, trust_model_locations)
     X_test, y_test = load_data(cfg, require_key(cfg, "data", "test", "to measure each round"))
     X_train, y_train = load_data(cfg, require_key(cfg, "data", "train", "to keep what the small model knows"))

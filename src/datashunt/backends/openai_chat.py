@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from numbers import Integral, Real
+from urllib.parse import urlsplit
 
 import numpy as np
 from scipy.special import logsumexp
@@ -115,6 +116,21 @@ def _named_labels(text: str, labels: list[str]):
 SCORING = ("logprobs", "stated", "sampled")
 
 
+def http_url(text: str) -> bool:
+    """Whether ``text`` is an http or https URL with a host: the only endpoints a chat client can reach.
+
+    Examples
+    --------
+    >>> http_url("https://api.openai.com/v1"), http_url("ftp://x"), http_url("localhost:8000/v1")
+    (True, False, False)
+    """
+    try:
+        parts = urlsplit(text)
+        return parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # an unbalanced bracket in the host, a port that is not a number
+        return False
+
+
 def _with_text(messages: list[dict], text: str) -> list[dict]:
     """``messages`` with ``text`` added to the end of the last one (a string, or a list of content parts)."""
     content = messages[-1]["content"]
@@ -134,6 +150,9 @@ class OpenAIEndpoint:
         if not env_name(self.api_key_env):
             raise InvalidParameterError(f"The 'api_key_env' parameter must name an environment variable "
                                         f"(letters, digits, underscores), got {self.api_key_env!r}.")
+        if self.base_url is not None and not http_url(self.base_url):
+            raise InvalidParameterError(f"The 'base_url' parameter must be an http:// or https:// URL with a host, "
+                                        f"such as http://127.0.0.1:8000/v1, got {self.base_url!r}.")
 
     def _api_key(self) -> str:
         key = os.environ.get(self.api_key_env)

@@ -29,6 +29,7 @@ from ..core.params import check_params
 from ..core.routes import FALLBACK, INVALID
 from ..exceptions import CalibrationWarning, ConfigError, DataError, LargeModelError
 from ..modalities import NAMES, as_inputs
+from . import require_answers
 
 
 class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
@@ -189,6 +190,8 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         measure = get_measure(self.confidence)
         answers = [answer(model, X_val, self.classes_, self.labels_, measure, self.progress, self.modality_)
                    for _, model in self.stages_]
+        for (name, _), got in zip(self.stages_, answers):
+            require_answers(got.ok, got.flag, f"stage {name!r}")
         confidence = np.column_stack([a.confidence for a in answers])
         predicted = np.column_stack([np.nan_to_num(a.proba, nan=-1).argmax(axis=1) for a in answers])
         correct = np.column_stack([a.ok & (self.classes_[p] == y_val) for a, p in zip(answers, predicted.T)])

@@ -22,6 +22,7 @@ from ..core.sequence import SEQUENCE_MEASURES, get_sequence_measure
 from ..eval.metrics import METRICS, Metric, get_metric
 from ..exceptions import ConfigError, DataError, LargeModelError
 from ..modalities import NAMES, as_inputs
+from . import require_answers
 
 POLICIES = tuple(p.replace("accuracy", "quality") for p in CASCADE_POLICIES)
 
@@ -188,6 +189,8 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
     def _calibrate(self, X_val, references_val):
         metric, n = get_metric(self.metric), len(X_val)
         every = self.answers(X_val)
+        for (name, _), got in zip(self.stages_, every):
+            require_answers(got.ok, got.flag, f"stage {name!r}")
         texts = [got.text for got in every]
         confidence = np.column_stack([got.confidence for got in every])
         item_quality = np.column_stack([metric.per_item(t, references_val) for t in texts])

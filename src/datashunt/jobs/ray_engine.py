@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ..exceptions import ConfigError, DataError, require
 from ..io.datasets.files import as_text
+from .batch import exclusive
+from .paths import check_distinct
 
 
 def _load(folder, cfg: dict, trust: bool):
@@ -84,6 +86,7 @@ def run_ray(folder, cfg: dict, input_path, output, *, column: str, item_name: st
         raise ConfigError(f"the Ray engine writes Parquet: give an output ending in .parquet, not {output.name!r}")
     if not input_path.is_file():
         raise DataError(f"{input_path}: no such file")
+    check_distinct(input_path, output)
     if type(_load(folder, cfg, trust_locations)).__name__ != "ShuntClassifier":
         raise ConfigError("the Ray engine runs a shunt of a small and a large model; run cascades and generators "
                           "with --engine local")
@@ -103,10 +106,11 @@ def run_ray(folder, cfg: dict, input_path, output, *, column: str, item_name: st
     data = data.map_batches(LargeStage, fn_constructor_args=(folder, cfg, trust_locations, column, item_name,
                                                              list(keep)),
                             batch_size=chunk_rows, batch_format="pandas", concurrency=large_workers, num_cpus=0.25)
-    if output.is_dir():
-        for old in output.glob("*.parquet"):
-            old.unlink()
-    data.write_parquet(str(output))
+    with exclusive(output):
+        if output.is_dir():
+            for old in output.glob("*.parquet"):
+                old.unlink()
+        data.write_parquet(str(output))
     import pyarrow.parquet as pq
 
     return sum(pq.ParquetFile(part).metadata.num_rows for part in output.glob("*.parquet"))

@@ -2,13 +2,16 @@
 
 A :class:`ChunkReader` yields the item column (and any columns to carry through) in chunks and
 says how far it is, for an ETA; a :class:`ChunkWriter` appends chunks to the output so that a run
-killed at any moment leaves a prefix that :meth:`ChunkWriter.truncate` restores exactly.
+killed at any moment leaves a prefix that :meth:`ChunkWriter.resume` checks and restores exactly.
 """
 
+import contextlib
+import hashlib
 import io
 import itertools
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +21,7 @@ from ..io.datasets.files import as_text
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl")
 SUFFIXES = TEXT_SUFFIXES + (".parquet",)
+TAIL_BYTES = 1 << 16  # how much of a text output's end a resume checks
 
 
 def _suffix(path: Path, what: str) -> str:
@@ -88,7 +92,14 @@ class ChunkReader:
         if missing:
             raise DataError(f"{self.path}: missing column(s) {missing}; columns present: {list(frame.columns)}")
         frame = frame[self.columns].reset_index(drop=True)
-        frame[self.column] = as_text(frame[self.column])
+        items = frame[self.column]
+        odd = items.map(_unstorable).to_numpy(bool)
+        if odd.any():  # strings pandas' own string type cannot hold stay as they are, for the model to flag
+            items = items.astype(object)
+            items[~odd] = as_text(items[~odd]).astype(object)
+            frame[self.column] = items
+        else:
+            frame[self.column] = as_text(items)
         return frame
 
     def _csv_chunks(self, handle):
@@ -123,7 +134,8 @@ class ChunkReader:
                 if not isinstance(record, dict):
                     raise DataError(f"{self.path}: row {row} is not a JSON object")
                 records.append({c: record.get(c) for c in self.columns} if self.column in record else record)
-            yield self._check(pd.DataFrame.from_records(records))
+            names = dict.fromkeys(name for record in records for name in record)
+            yield self._check(pd.DataFrame({name: _column([r.get(name) for r in records]) for name in names}))
 
     def _parquet_chunks(self):
         source = self._parquet()
@@ -142,20 +154,35 @@ class ChunkReader:
             yield self._check(frame)
 
 
+def _column(values: list) -> pd.Series:
+    """A column of JSON values; one holding a lone surrogate (an escaped JSON string may) stays plain
+    Python strings, which pandas' own string type cannot hold, so the row reaches the model to be flagged."""
+    try:
+        return pd.Series(values)
+    except UnicodeEncodeError:
+        return pd.Series(values, dtype=object)
+
+
 class ChunkWriter:
     """Appends chunks to a CSV, TSV or JSONL file (flushed to disk each time) or, for ``.parquet``,
     writes each chunk as one part file of a folder (a Parquet dataset pandas, pyarrow and Ray read
-    whole). :attr:`size` is what a resume must :meth:`truncate` back to."""
+    whole). :attr:`size` and :meth:`fingerprint` are what a resume checks and :meth:`resume` cuts back to.
+
+    Text that cannot be stored as UTF-8 (a lone surrogate, read from an escaped JSON string) is
+    written with that character as its escape (``\\ud800``), so the row is kept and the file stays valid.
+    """
 
     def __init__(self, path):
         self.path = Path(path)
         self.suffix = _suffix(self.path, "output")
         self.parts = self.suffix == ".parquet"
+        self._rows = 0  # rows in the parts written (Parquet)
 
     def start(self) -> None:
         """Begin a fresh output (an existing one is replaced)."""
+        self._rows = 0
         if self.parts:
-            if self.path.is_file():
+            if self.path.is_file() or self.path.is_symlink():
                 self.path.unlink()
             self.path.mkdir(parents=True, exist_ok=True)
             for old in self.path.glob("part-*.parquet"):
@@ -171,10 +198,44 @@ class ChunkWriter:
             return len(list(self.path.glob("part-*.parquet")))
         return self.path.stat().st_size
 
-    def truncate(self, size: int) -> None:
-        """Drop anything written after ``size`` (the tail of a chunk a killed run did not record)."""
+    def fingerprint(self) -> str:
+        """What the output written so far ends with: the hash of a text file's last 64 KiB, or the rows
+        in a Parquet folder's parts; a resume checks the output still has it."""
+        return str(self._rows) if self.parts else self._tail(self.size)
+
+    def _tail(self, size: int) -> str:
+        with open(self.path, "rb") as handle:
+            handle.seek(max(size - TAIL_BYTES, 0))
+            return hashlib.sha256(handle.read(min(size, TAIL_BYTES))).hexdigest()
+
+    def _rows_in(self, parts: int) -> int:
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(self._part(i)).metadata.num_rows for i in range(parts))
+
+    def resume(self, size: int, fingerprint: str = "") -> None:
+        """Go on after ``size`` bytes (or parts) ending in ``fingerprint``: drop anything written after
+        them (the tail of a chunk a killed run did not record). An output that no longer holds them, cut
+        short or changed, is refused before anything is touched."""
         if not self.path.exists():
             raise DataError(f"{self.path}: the output of the run to resume is gone; start afresh with --restart")
+        changed = (f"{self.path}: the output was changed after the run stopped (%s), so the run cannot go on from "
+                   "it; start afresh with --restart, or restore the output")
+        if self.parts:
+            missing = [i for i in range(size) if not self._part(i).is_file()]
+            if missing:
+                raise DataError(changed % f"part {self._part(missing[0]).name} of the {size} written is gone")
+        elif self.size < size:
+            raise DataError(changed % f"it holds {self.size:,} bytes of the {size:,} written")
+        try:
+            if self.parts:
+                self._rows = self._rows_in(size)
+            ok = not fingerprint or fingerprint == (str(self._rows) if self.parts else self._tail(size))
+        except (OSError, ValueError) as exc:  # pyarrow says a damaged part with these
+            raise DataError(changed % f"it cannot be read back: {exc}") from None
+        if not ok:
+            raise DataError(changed % ("its parts no longer hold the rows written" if self.parts
+                                       else "its last rows differ from those written"))
         if self.parts:
             for part in self.path.glob("part-*.parquet"):
                 if int(part.stem.split("-")[1]) >= size:
@@ -183,12 +244,23 @@ class ChunkWriter:
             with open(self.path, "r+b") as handle:
                 handle.truncate(size)
 
+    def _part(self, i: int) -> Path:
+        return self.path / f"part-{i:06d}.parquet"
+
     def write(self, frame: pd.DataFrame) -> None:
+        frame = _storable(frame)
         if self.parts:
-            part = self.path / f"part-{self.size:06d}.parquet"
-            tmp = part.with_name(f".{part.name}.tmp")
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, part)
+            part = self._part(self.size)
+            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{part.name}.", suffix=".tmp")
+            try:
+                with open(fd, "wb") as handle:
+                    frame.to_parquet(handle, index=False)
+                os.replace(tmp, part)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            self._rows += len(frame)
             return
         header = self.size == 0
         with open(self.path, "a", encoding="utf-8", newline="") as handle:
@@ -198,3 +270,28 @@ class ChunkWriter:
                 frame.to_csv(handle, index=False, header=header, sep="\t" if self.suffix == ".tsv" else ",")
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def _unstorable(value) -> bool:
+    """Whether ``value`` is a string UTF-8 cannot hold (it has a lone surrogate)."""
+    if not isinstance(value, str) or value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _storable(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every string UTF-8 cannot hold (lone surrogates) written with escapes instead."""
+    def fix(value):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8") if _unstorable(value) else value
+
+    columns = [c for c in frame.columns if pd.api.types.is_object_dtype(frame[c])]  # pandas' own strings are valid
+    if not columns:
+        return frame
+    frame = frame.copy()
+    for c in columns:
+        frame[c] = frame[c].map(fix)
+    return frame
