@@ -10,7 +10,6 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install --quiet --upgrade pip
 # llama-cpp-python compiles llama.cpp on first install (several minutes on 2 cores; pip caches the wheel).
 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev]'
-.venv/bin/datashunt setup "$@"
 # Fashion-MNIST for the long-tailed image data comes from Debian (IDX files, no download at run time).
 # Not needed by the tests; a machine without apt or root gets a note instead of a failed setup.
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
@@ -21,7 +20,8 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     echo "note: 'apt-get install dataset-fashion-mnist' (as root) provides the image data" >&2
   fi
 fi
-# Debian's package-description translations (German) for the generation demo and benchmark: apt's own lists.
+# Debian's package-description translations (German) for the generation demo and benchmark: apt's own lists,
+# which `datashunt setup` then keeps in the cache folder (a later apt-get update may delete them).
 if ! ls /var/lib/apt/lists/*_i18n_Translation-de* >/dev/null 2>&1; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get -o Acquire::Languages=de update -qq >/dev/null 2>&1 \
@@ -30,3 +30,4 @@ if ! ls /var/lib/apt/lists/*_i18n_Translation-de* >/dev/null 2>&1; then
     echo "note: 'apt-get -o Acquire::Languages=de update' (as root) provides the generation data" >&2
   fi
 fi
+.venv/bin/datashunt setup "$@"

