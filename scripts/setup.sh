@@ -20,6 +20,15 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     echo "note: 'apt-get install dataset-fashion-mnist' (as root) provides the image data" >&2
   fi
 fi
+# Debian's chromium, for the test that opens the HTML report in a real browser (skipped without it).
+if ! command -v chromium >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+      || echo "note: could not install chromium; the browser test of the report will be skipped" >&2
+  else
+    echo "note: 'apt-get install chromium' (as root) lets the tests open the HTML report in a browser" >&2
+  fi
+fi
 # Debian's package-description translations (German) for the generation demo and benchmark: apt's own lists,
 # which `datashunt setup` then keeps in the cache folder (a later apt-get update may delete them).
 if ! ls /var/lib/apt/lists/*_i18n_Translation-de* >/dev/null 2>&1; then

@@ -1,11 +1,13 @@
 """Certifying δ from labels plus a stratified sample of large answers."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from fakes import FakeLargeModel
 from scipy.stats import hypergeom
 
 from datashunt import ShuntClassifier
+from datashunt.backends.replay import ReplayModel
 from datashunt.core.guarantee import guaranteed_match
 from datashunt.core.stratified import (
     binomial_lower,
@@ -15,6 +17,7 @@ from datashunt.core.stratified import (
     plan_calls,
 )
 from datashunt.exceptions import ConfigError
+from datashunt.io.persist import load, save
 from datashunt.small import make_small
 
 
@@ -135,3 +138,15 @@ def test_failed_large_calls_count_against_the_shunt(sentiment):
     shunt.fit(texts, labels)
     assert 0 < shunt.calibration_["large_failures"] < shunt.calibration_["large_calls"]["asked"]
     assert shunt.threshold_ >= answered.threshold_  # a failure is never a win
+
+
+def test_a_shunt_certified_on_a_sample_saves_and_loads(sentiment, tmp_path):
+    texts, labels = sentiment
+    table = tmp_path / "answers.csv"
+    pd.DataFrame({"id": texts, "prediction": labels}).to_csv(table, index=False)
+    shunt = ShuntClassifier(make_small("tfidf"), ReplayModel(str(table)), validation_fraction=0.8,
+                            max_calibration_calls=40, random_state=0).fit(texts, labels)
+    assert shunt.sweep_["accuracy"].isna().any()  # below the floor nothing is known
+    loaded = load(save(shunt, tmp_path / "m"), large_options={"table": str(table)})
+    assert loaded.threshold_ == shunt.threshold_ and loaded.calibration_["certification"] == "stratified"
+    assert (loaded.predict(texts[:50]) == shunt.predict(texts[:50])).all()

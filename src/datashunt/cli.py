@@ -65,13 +65,20 @@ def setup(
 def demo(
     small: str = typer.Option("minilm", help="Small model: minilm (fine-tuned MiniLM-L6), tfidf, textcnn or lstm."),
     model: str = typer.Option("qwen2.5-coder-1.5b", help="Local GGUF model name or path."),
-    n_validation: int = typer.Option(500, help="Sentences for calibrating δ (each is asked to the LLM once)."),
+    n_validation: int = typer.Option(2000, min=1, help="Labelled sentences δ is certified on (labels only: the LLM "
+                                     "is asked about at most --calibration-calls of them)."),
+    calibration_calls: int = typer.Option(400, min=1, help="Most LLM calls spent certifying δ, where they tighten "
+                                          "the bound most."),
     n_test: int = typer.Option(300, help="Held-out sentences for the comparison (each is asked to the LLM once)."),
     policy: str = typer.Option("match_large", help="match_large, max_large_rate or target_accuracy."),
     seed: int = typer.Option(0, help="Seed of the train/validation/test split."),
     out: Path = typer.Option(Path("reports/demo"), help="Report folder."),
 ):
-    """Movie-review sentiment end to end: small only, large only and Data Shunt on held-out sentences."""
+    """Movie-review sentiment end to end: small only, large only and Data Shunt on held-out sentences.
+
+    δ comes with a promise certified on ``--n-validation`` labelled sentences: the small model is
+    judged on all of them from their labels, the LLM asked about at most ``--calibration-calls``.
+    """
     from sklearn.model_selection import train_test_split
 
     from .backends.llama_cpp import LlamaCppModel
@@ -95,7 +102,7 @@ def demo(
     large = LlamaCppModel(model, prompt=DEMO_INSTRUCTION)
     say_destination(large)
     shunt = with_progress(ShuntClassifier(make_small(small, random_state=seed), large, policy=policy,
-                                          random_state=seed))
+                                          max_calibration_calls=calibration_calls, random_state=seed))
     start = time.perf_counter()
     shunt.fit(train["text"], train["label"], X_val=val["text"], y_val=val["label"])
     console.print(escape(f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f}; "
@@ -104,10 +111,11 @@ def demo(
     show_summary(evaluation, f"held-out test, {len(test)} sentences")
     console.print(escape(describe_collaboration(collaboration(shunt, evaluation))))
     info = {"command": "datashunt demo", "small": small, "large": model, "seed": seed,
-            "n_train": len(train), "n_validation": len(val), "n_test": len(test)}
-    write_report(out, evaluation, shunt, info)
+            "n_train": len(train), "n_validation": len(val), "calibration_calls": calibration_calls,
+            "n_test": len(test), "seconds": round(time.perf_counter() - start, 1)}
+    write_report(out, evaluation, shunt, info, texts=test["text"])
     save(shunt, out / "model")
-    console.print(f"report: {out}/report.json, figure: {out}/sweep.png, fitted shunt: {out}/model")
+    console.print(f"report: {out}/report.html (one page), {out}/report.json, fitted shunt: {out}/model")
 
 
 @app.command("demo-images")
@@ -377,8 +385,9 @@ def evaluate(
         console.print(escape(describe_collaboration(collaboration(shunt, evaluation))))
     if evaluation.per_group is not None:
         show_groups(evaluation.per_group)
-    write_report(out, evaluation, shunt, {"command": f"datashunt evaluate {config}"})
-    console.print(f"report: {out}/report.json")
+    write_report(out, evaluation, shunt, {"command": f"datashunt evaluate {config}"},
+                 texts=X if shunt.modality_ == "text" else None)
+    console.print(f"report: {out}/report.html (one page), {out}/report.json")
 
 
 @app.command()

@@ -13,6 +13,7 @@ from sklearn.metrics import f1_score
 from ..core.routes import ASKED_LARGE, FALLBACK, ROUTES
 from ..exceptions import DataError, DatashuntWarning
 from ..modalities import as_inputs
+from .html import report_html
 
 
 @dataclass
@@ -121,6 +122,8 @@ def compare(shunt, X, y, progress: bool = False, groups: dict | None = None) -> 
     shunt_seconds = time.perf_counter() - start
     routed = routes["route"].isin(ASKED_LARGE).to_numpy()
     routes.insert(0, "true_label", y)
+    routes.insert(1, "small_label", small_pred)
+    routes.insert(2, "large_label", large_pred)
     routes.loc[~known, "flag"] = "label unseen in training"
 
     def row(name, pred, to_large, seconds, failures):
@@ -198,8 +201,10 @@ def _system_row(name, pred, y, classes, to_large, cost, large_seconds, failures,
             "seconds": seconds}
 
 
-def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None = None) -> Path:
-    """A report folder: ``report.json``, ``sweep.csv``, ``routes.csv`` and ``sweep.png`` (when matplotlib is there)."""
+def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None = None, texts=None) -> Path:
+    """A report folder: ``report.json``, ``sweep.csv``, ``routes.csv``, ``sweep.png`` (when
+    matplotlib is there) and ``report.html`` (all of it in one page; ``texts``, the evaluated items
+    as text, show beside the sample of routed items)."""
     from ..estimators.cascade import Cascade
 
     folder = Path(folder)
@@ -233,6 +238,14 @@ def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None
         except ImportError:
             report["figure"] = None
     (folder / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable))
+    routes = None
+    if evaluation is not None:
+        routes = evaluation.routes if texts is None else evaluation.routes.assign(text=list(texts))
+    figure = folder / "sweep.png"
+    page = report_html(json.loads((folder / "report.json").read_text()), routes,
+                       figure.read_bytes() if report.get("figure") and figure.is_file() else None,
+                       title=f"Data Shunt report: {(info or {}).get('command', folder.name)}")
+    (folder / "report.html").write_text(page, encoding="utf-8")
     return folder
 
 

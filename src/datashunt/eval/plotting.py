@@ -23,11 +23,12 @@ def plot_sweep(sweep: pd.DataFrame, ax=None, threshold: float | None = None, lab
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
     finite = sweep[np.isfinite(sweep["threshold"])]
-    large_acc = float(sweep["accuracy"].iloc[-1])
+    large_acc = float(sweep["accuracy"].iloc[-1])  # NaN where it was estimated from a sample that cannot tell
     ax.plot(finite["threshold"], finite["accuracy"], "-", color="C0", label=f"{label} accuracy")
-    above = finite[finite["accuracy"] >= large_acc]
-    ax.plot(above["threshold"], above["accuracy"], "o", color="C0", markersize=3, label="≥ large model")
-    ax.axhline(large_acc, color="C3", linestyle="--", linewidth=1, label=f"large only ({large_acc:.3f})")
+    if np.isfinite(large_acc):
+        above = finite[finite["accuracy"] >= large_acc]
+        ax.plot(above["threshold"], above["accuracy"], "o", color="C0", markersize=3, label="≥ large model")
+        ax.axhline(large_acc, color="C3", linestyle="--", linewidth=1, label=f"large only ({large_acc:.3f})")
     if threshold is not None and np.isfinite(threshold):
         ax.axvline(threshold, color="grey", linewidth=1, label=f"chosen δ = {threshold:.3f}")
     ax.set_xlabel("threshold δ (small-model confidence)")
