@@ -7,13 +7,18 @@ that the small model is right given c, and the chance that the large model is ri
 Each draw samples ``--n-validation`` items, calibrates δ three ways, and checks the promise on the
 population:
 
-- ``guaranteed``: :func:`datashunt.core.guarantee.guaranteed_match` at level α (Learn then Test);
+- ``guaranteed``: the default, :func:`datashunt.core.stratified.certify_match` at level α: every
+  sampled item is labelled, the large model's answers are used only for the
+  ``--calibration-calls`` items :func:`~datashunt.core.stratified.plan_calls` picks;
+- ``paired``: :func:`datashunt.core.guarantee.guaranteed_match` at level α, the large model's
+  answer on every item (the default before stratified certification);
 - ``point_estimate``: the cheapest δ whose validation accuracy is at least the large model's − ε;
 - ``match_z2``: the same, with the shunt's validation accuracy lowered by 2 standard errors of the
   paired gap (the default of ``ShuntClassifier`` before guarantees).
 
 ``violation_rate`` is the share of draws whose δ breaks the promise on the population;
-``large_share`` the mean true share of items sent to the large model.
+``large_share`` the mean true share of items sent to the large model; ``calls`` the mean number of
+large answers the method used.
 
     .venv/bin/python benchmarks/guarantee.py --seed 0
 """
@@ -28,6 +33,7 @@ from scipy.stats import beta
 
 from datashunt.core.calibration import threshold_sweep
 from datashunt.core.guarantee import guaranteed_match
+from datashunt.core.stratified import certify_match, plan_calls
 
 RESULTS = Path(__file__).resolve().parent / "results" / "guarantee.json"
 ALPHAS = (0.05, 0.1, 0.2)
@@ -38,6 +44,7 @@ SETTINGS = {
     "calibrated small": (3.0, 1.5, lambda c: c, lambda c: 0.93 + 0 * c),
     "small never better": (4.0, 1.5, lambda c: 0.3 + 0.6 * c, lambda c: 0.92 + 0 * c),
     "both find the same items easy": (3.0, 2.0, lambda c: c, lambda c: 0.75 + 0.22 * c),
+    "small far better": (4.0, 1.2, lambda c: 0.6 + 0.4 * c, lambda c: 0.886 + 0 * c),
 }
 GRID = 40_001
 
@@ -73,29 +80,34 @@ def point_threshold(sweep, epsilon, z):
     return float(sweep["threshold"].iloc[idx[np.argmin(rate[idx])]])
 
 
-def run(n_validation, draws, seed):
+def run(n_validation, calls, draws, seed):
     records = []
     for s, (name, spec) in enumerate(SETTINGS.items()):
         population = Population(*spec)
         rng = np.random.default_rng([seed, s])
-        chosen = {}  # (method, alpha, epsilon) -> list of δ
-        for _ in range(draws):
+        chosen = {}  # (method, alpha, epsilon) -> list of (δ, large answers used)
+        for draw in range(draws):
             c, small, large = population.draw(n_validation, rng)
             sweep = threshold_sweep(c, small, large)
+            plan = plan_calls(c, small, calls, random_state=[seed, s, draw])
             for epsilon in EPSILONS:
-                chosen.setdefault(("point_estimate", None, epsilon), []).append(point_threshold(sweep, epsilon, 0.0))
-                chosen.setdefault(("match_z2", None, epsilon), []).append(point_threshold(sweep, epsilon, 2.0))
+                chosen.setdefault(("point_estimate", None, epsilon), []).append(
+                    (point_threshold(sweep, epsilon, 0.0), n_validation))
+                chosen.setdefault(("match_z2", None, epsilon), []).append(
+                    (point_threshold(sweep, epsilon, 2.0), n_validation))
                 for alpha in ALPHAS:
                     g = guaranteed_match(c, small, large, epsilon=epsilon, alpha=alpha)
-                    chosen.setdefault(("guaranteed", alpha, epsilon), []).append(g.threshold)
-        for (method, alpha, epsilon), deltas in chosen.items():
-            deltas = np.array(deltas)
+                    chosen.setdefault(("paired", alpha, epsilon), []).append((g.threshold, n_validation))
+                    g = certify_match(c, small, plan, large[plan.ask], epsilon=epsilon, alpha=alpha)
+                    chosen.setdefault(("guaranteed", alpha, epsilon), []).append((g.threshold, len(plan.ask)))
+        for (method, alpha, epsilon), picked in chosen.items():
+            deltas = np.array([d for d, _ in picked])
             gaps = np.array([population.gap(d) for d in deltas])
             records.append({
                 "setting": name, "method": method, "alpha": alpha, "epsilon": epsilon,
                 "violation_rate": float(np.mean(gaps < -epsilon - 1e-9)),
                 "large_share": float(np.mean([population.large_share(d) for d in deltas])),
-                "mean_true_gap": float(gaps.mean()),
+                "mean_true_gap": float(gaps.mean()), "calls": float(np.mean([k for _, k in picked])),
             })
         best = max(population.tail_gap)
         print(f"{name}: best true gap over δ {best:+.4f}", file=sys.stderr)
@@ -106,14 +118,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-validation", type=int, default=1000)
+    parser.add_argument("--calibration-calls", type=int, default=400,
+                        help="Large answers the stratified method may use per draw.")
     parser.add_argument("--draws", type=int, default=1000)
     args = parser.parse_args()
-    records = run(args.n_validation, args.draws, args.seed)
+    records = run(args.n_validation, args.calibration_calls, args.draws, args.seed)
     guaranteed = [r for r in records if r["method"] == "guaranteed"]
     bar_met = all(r["violation_rate"] <= r["alpha"] + 0.01 for r in guaranteed)
     result = {
         "command": "python benchmarks/guarantee.py " + " ".join(sys.argv[1:]),
-        "seed": args.seed, "n_validation": args.n_validation, "draws": args.draws,
+        "seed": args.seed, "n_validation": args.n_validation, "calibration_calls": args.calibration_calls,
+        "draws": args.draws,
         "alphas": list(ALPHAS), "epsilons": list(EPSILONS), "settings": list(SETTINGS),
         "bar": "guaranteed violation_rate <= alpha + 0.01 in every setting", "bar_met": bar_met,
         "simulation": records,

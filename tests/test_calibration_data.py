@@ -23,14 +23,24 @@ def test_cross_fitting_calibrates_on_every_labelled_item_and_trains_on_all(senti
     assert shunt.score(texts, labels) >= held_out.score(texts, labels) - 0.02
 
 
-def test_cap_on_calibration_calls_asks_a_stratified_sample(sentiment):
+def test_cap_on_calibration_calls_asks_a_sample_stratified_by_label_under_paired_certification(sentiment):
     texts, labels = sentiment
     large = FakeLargeModel(dict(zip(texts, labels)))
-    shunt = ShuntClassifier(make_small("tfidf"), large, cv=3, max_calibration_calls=60, random_state=0)
+    shunt = ShuntClassifier(make_small("tfidf"), large, cv=3, certification="paired", max_calibration_calls=60,
+                            random_state=0)
     shunt.fit(texts, labels)
     calls = shunt.calibration_["large_calls"]
     assert calls["asked"] == 60 and calls["paid"] == 60 and shunt.large_.calls == 60
     assert shunt.calibration_["n_validation"] == 60
+
+
+def test_cap_on_calibration_calls_bounds_the_calls_but_not_the_labels_under_stratified_certification(sentiment):
+    texts, labels = sentiment
+    large = FakeLargeModel(dict(zip(texts, labels)))
+    shunt = ShuntClassifier(make_small("tfidf"), large, cv=3, max_calibration_calls=60, random_state=0)
+    shunt.fit(texts, labels)
+    assert shunt.large_.calls == shunt.calibration_["large_calls"]["asked"] <= 60
+    assert shunt.calibration_["n_validation"] == 600
 
 
 def test_cross_fitting_refuses_what_it_cannot_do(sentiment, oracle):

@@ -76,8 +76,8 @@ def demo(
 ):
     """Movie-review sentiment end to end: small only, large only and Data Shunt on held-out sentences.
 
-    δ comes with a promise certified on ``--n-validation`` labelled sentences: the small model is
-    judged on all of them from their labels, the LLM asked about at most ``--calibration-calls``.
+    δ comes with a promise certified on --n-validation labelled sentences: the small model is
+    judged on all of them from their labels, the LLM asked about at most --calibration-calls.
     """
     from sklearn.model_selection import train_test_split
 
