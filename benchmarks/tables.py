@@ -14,8 +14,8 @@ def core_tables(result: dict) -> str:
              f"{result['n_validation']}, test {result['n_test']}; large model {result['large']})", "",
              "| small model | small only | large only | Data Shunt (default: guaranteed) | sent to large (test) | δ "
              "| sent to large (validation) | point estimate (`match_z=0`) | sent to large | former default "
-             "(`match_z=2`) | sent to large | fit + calibration (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "(`match_z=2`) | sent to large | fit + calibration (s) | calibration calls |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["small_models"].items():
         rows = {row["system"]: row for row in r["summary"]}
         point, guarded = r["point_estimate_match_z_0"], r["point_estimate_match_z_2"]
@@ -23,7 +23,7 @@ def core_tables(result: dict) -> str:
                      f"{rows['data shunt']['accuracy']:.4f} | {rows['data shunt']['large_rate']:.1%} | "
                      f"{r['threshold']:.4f} | {r['calibration']['large_rate']:.1%} | {point['accuracy']:.4f} | "
                      f"{point['large_rate']:.1%} | {guarded['accuracy']:.4f} | {guarded['large_rate']:.1%} | "
-                     f"{r['fit_seconds']:.0f} |")
+                     f"{r['fit_seconds']:.0f} | {r['calibration'].get('large_calls', {}).get('asked', '')} |")
     lines += ["", "| small model | small path, direct `predict_proba` (items/s) | through the shunt (items/s) | overhead |",
               "|---|---|---|---|"]
     for name, r in result["small_models"].items():
@@ -75,17 +75,20 @@ def calibration_table(result: dict) -> str:
 
 def guarantee_table(result: dict) -> str:
     """Violation rate and share sent to the large model, per setting, method, alpha and epsilon."""
+    calls = f", at most {result['calibration_calls']} large answers for `guaranteed`" if "calibration_calls" in \
+        result else ""
     lines = [f"`{result['command']}` (seed {result['seed']}; {result['draws']} validation draws of "
-             f"{result['n_validation']} items per setting)", "",
-             "| setting | ε | method | α | violation rate | bar (α + 0.01) | sent to large (mean) |",
-             "|---|---|---|---|---|---|---|"]
+             f"{result['n_validation']} items per setting{calls})", "",
+             "| setting | ε | method | α | violation rate | bar (α + 0.01) | sent to large (mean) | large answers used |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sorted(result["simulation"], key=lambda r: (result["settings"].index(r["setting"]), r["epsilon"],
                                                          r["method"] != "point_estimate", r["method"],
                                                          r["alpha"] or 0)):
         alpha = "" if r["alpha"] is None else f"{r['alpha']:g}"
         bar = "" if r["alpha"] is None else ("met" if r["violation_rate"] <= r["alpha"] + 0.01 else "**missed**")
+        used = f"{r['calls']:,.0f}" if "calls" in r else ""
         lines.append(f"| {r['setting']} | {r['epsilon']:g} | {r['method']} | {alpha} | {r['violation_rate']:.1%} | "
-                     f"{bar} | {r['large_share']:.1%} |")
+                     f"{bar} | {r['large_share']:.1%} | {used} |")
     movies = result.get("movies_split_half")
     if movies:
         lines += ["", f"`{movies['command']}`: the promise \"accuracy >= the LLM's - 0.01\" on {movies['halves']} "
@@ -253,6 +256,35 @@ def serve_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def demo_table(result: dict) -> str:
+    """The main job on an empty cache: time, calls and the three systems on the test sentences."""
+    return "\n".join([
+        f"`{result['command']}` (seed {result['seed']}; `{result['demo']}`)", "",
+        "| wall clock | calibration LLM calls (of labelled) | small only | LLM only | Data Shunt | sent to the LLM "
+        "| δ | promise |", "|---|---|---|---|---|---|---|---|",
+        f"| {result['seconds']:.0f} s | {result['calibration_large_calls']} (of {result['n_validation']}) | "
+        f"{result['small']['accuracy']:.4f} | {result['large']['accuracy']:.4f} | {result['ds']['accuracy']:.4f} | "
+        f"{result['ds']['large_share']:.1%} | {result['threshold']:.4f} | {result['promise']}"
+        f"{', certified' if result['promise_certified'] else ', not certified'} |"])
+
+
+def mixed_load_table(result: dict) -> str:
+    """The service with slow and poisoned clients mixed in: the normal clients' errors and latency."""
+    lines = [f"`{result['command']}` ({result['service']}; {result['normal_clients']} normal clients, "
+             f"{result['slow_body_connections']} slow-body connections, {result['poisoned_clients']} poisoned "
+             "clients)", "", "| normal clients | requests | requests/s | errors | p50 ms | p99 ms |",
+             "|---|---|---|---|---|---|"]
+    for name in ("alone", "mixed"):
+        r = result[name]
+        lines.append(f"| {name} | {r['requests']:,} | {r['requests_per_s']:,.1f} | {r['errors']} | "
+                     f"{r['p50_ms']:,.0f} | {r['p99_ms']:,.0f} |")
+    lines += ["", "| bad client | statuses it got | expected |", "|---|---|---|"]
+    for kind, outcomes in result["mixed"]["bad_clients"].items():
+        got = ", ".join(f"{status}: {n}" for status, n in outcomes.items())
+        lines.append(f"| {kind} | {got} | {result['expected_status'][kind]} |")
+    return "\n".join(lines)
+
+
 def batch_table(result: dict) -> str:
     """The batch runs (100,000 and 1,000,000 rows)."""
     lines = [f"`{result['command']}` (seed {result['seed']})", "",
@@ -333,7 +365,8 @@ def main():
     if generation.is_file():
         print()
         print(generation_tables(json.loads(generation.read_text())))
-    for name, table in (("serve_load", serve_table), ("batch_million", batch_table)):
+    for name, table in (("demo", demo_table), ("serve_load", serve_table), ("serve_load_mixed", mixed_load_table),
+                        ("batch_million", batch_table)):
         if (RESULTS / f"{name}.json").is_file():
             print()
             print(table(json.loads((RESULTS / f"{name}.json").read_text())))

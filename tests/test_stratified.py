@@ -94,6 +94,7 @@ def test_estimated_sweep_matches_the_exact_one_when_everything_was_asked():
     exact = threshold_sweep(c, small, large)
     np.testing.assert_allclose(estimated["accuracy"], exact["accuracy"])
     np.testing.assert_allclose(estimated["large_rate"], exact["large_rate"])
+    np.testing.assert_allclose(estimated["gain"], exact["accuracy"] - exact["accuracy"].iloc[-1], atol=1e-12)
 
 
 def test_estimated_sweep_is_unbiased_for_a_sample_and_unknown_below_the_floor():
@@ -107,6 +108,8 @@ def test_estimated_sweep_is_unbiased_for_a_sample_and_unknown_below_the_floor():
     plan = plan_calls(c, small, 100, random_state=0)
     sweep = estimated_sweep(c, small, plan, large[plan.ask])
     assert np.isnan(sweep["accuracy"].iloc[-1]) and not np.isnan(sweep["accuracy"].iloc[0])
+    above = sweep["threshold"] >= plan.floor
+    assert sweep.loc[above, "gain"].notna().all()  # what the kept items gain is known down to the floor
 
 
 def test_shunt_certifies_from_labels_within_its_budget_of_calls(sentiment):

@@ -293,6 +293,11 @@ def describe_calibration(calibration: dict) -> str:
     ...                       "(Learn then Test)", "goal_met": True, "n_validation": 1000, "accuracy": 0.91,
     ...                       "large_accuracy": 0.9, "large_rate": 0.43})
     'promise: accuracy >= large-only accuracy - 0.01 with probability >= 0.9 (Learn then Test), certified; on 1000 validation items: accuracy 0.9100 (large only 0.9000), 43.0% sent to the large model'
+    >>> describe_calibration({"goal": "accuracy >= large-only accuracy - 0.01 with probability >= 0.9 "
+    ...                       "(Learn then Test)", "goal_met": True, "n_validation": 2000, "accuracy": None,
+    ...                       "large_accuracy": None, "small_accuracy": 0.88, "large_rate": 0.47,
+    ...                       "certification": "stratified", "large_calls": {"asked": 400}}).split("; ")[1]
+    'on 2000 validation items, 400 large calls: small only 0.8800, 47.0% sent to the large model'
     """
     if calibration.get("policy") == "fixed":
         return "given, not calibrated: no promise"
@@ -302,8 +307,12 @@ def describe_calibration(calibration: dict) -> str:
     calls = calibration.get("large_calls") or {}
     spent = f", {calls['asked']} large calls" if calibration.get("certification") == "stratified" and calls else ""
     line = f"promise: {calibration['goal']}, {status}; on {calibration['n_validation']} validation items{spent}: "
-    line += "accuracy " + _figure(calibration["accuracy"])
-    if "large_accuracy" in calibration:
+    if calibration["accuracy"] is None:  # estimated from a sample that cannot tell: say what the labels show
+        line += (f"small only {_figure(calibration.get('small_accuracy'))}, {calibration['large_rate']:.1%} sent to "
+                 "the large model")
+    else:
+        line += f"accuracy {calibration['accuracy']:.4f}"
+    if "large_accuracy" in calibration and calibration["accuracy"] is not None:
         line += (f" (large only {_figure(calibration['large_accuracy'])}), {calibration['large_rate']:.1%} sent to "
                  "the large model")
     elif "stage_accuracy" in calibration:

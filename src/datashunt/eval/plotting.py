@@ -23,16 +23,21 @@ def plot_sweep(sweep: pd.DataFrame, ax=None, threshold: float | None = None, lab
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
     finite = sweep[np.isfinite(sweep["threshold"])]
-    large_acc = float(sweep["accuracy"].iloc[-1])  # NaN where it was estimated from a sample that cannot tell
-    ax.plot(finite["threshold"], finite["accuracy"], "-", color="C0", label=f"{label} accuracy")
+    large_acc = float(sweep["accuracy"].iloc[-1])
     if np.isfinite(large_acc):
+        ax.plot(finite["threshold"], finite["accuracy"], "-", color="C0", label=f"{label} accuracy")
         above = finite[finite["accuracy"] >= large_acc]
         ax.plot(above["threshold"], above["accuracy"], "o", color="C0", markersize=3, label="≥ large model")
         ax.axhline(large_acc, color="C3", linestyle="--", linewidth=1, label=f"large only ({large_acc:.3f})")
+        ax.set_ylabel("accuracy")
+    else:  # estimated from a sample of large answers: only the gain over the large model is known
+        known = finite[np.isfinite(finite["gain"])]
+        ax.plot(known["threshold"], known["gain"], "-", color="C0", label=f"{label} accuracy − large model's (est.)")
+        ax.axhline(0.0, color="C3", linestyle="--", linewidth=1, label="large only")
+        ax.set_ylabel("accuracy minus the large model's")
     if threshold is not None and np.isfinite(threshold):
         ax.axvline(threshold, color="grey", linewidth=1, label=f"chosen δ = {threshold:.3f}")
     ax.set_xlabel("threshold δ (small-model confidence)")
-    ax.set_ylabel("accuracy")
     right = ax.twinx()
     right.plot(finite["threshold"], finite["large_rate"], ":", color="C1", label="share sent to large model")
     right.set_ylabel("share sent to the large model")
