@@ -48,7 +48,7 @@ SLOW_BODY_BYTES, TRICKLE_SECONDS = 2_000, 0.5
 
 
 def fit_shunt(seed: int, folder: Path, small: str = "minilm"):
-    train, val, test = split(seed, 500, 300)  # the split of `datashunt demo`
+    train, val, test = split(seed, 500, 300)  # the test sentences of `datashunt demo`; 500 to calibrate on
     frame = pd.concat([train, val, test]).drop_duplicates("text")
     table = folder / "answers.csv"
     pd.DataFrame({"id": frame["text"], "prediction": frame["label"]}).to_csv(table, index=False)

@@ -95,6 +95,7 @@ def test_estimated_sweep_matches_the_exact_one_when_everything_was_asked():
     np.testing.assert_allclose(estimated["accuracy"], exact["accuracy"])
     np.testing.assert_allclose(estimated["large_rate"], exact["large_rate"])
     np.testing.assert_allclose(estimated["gain"], exact["accuracy"] - exact["accuracy"].iloc[-1], atol=1e-12)
+    np.testing.assert_allclose(estimated["gap_se"], exact["gap_se"])
 
 
 def test_estimated_sweep_is_unbiased_for_a_sample_and_unknown_below_the_floor():

@@ -206,7 +206,7 @@ def estimated_sweep(confidence, small_correct, plan: CallPlan, large_correct_ask
     send on an item whose large answer cannot be estimated (below the floor), accuracy is NaN.
     ``gain``, the shunt's accuracy minus the large model's, is known wherever the kept items are
     (at and above the floor). ``cost`` counts the mean price of the asked items for every item
-    sent; ``gap_se`` is NaN."""
+    sent; ``gap_se`` is NaN unless every item was asked."""
     from .calibration import threshold_sweep
 
     c, right = _pool(confidence, small_correct)
@@ -222,7 +222,8 @@ def estimated_sweep(confidence, small_correct, plan: CallPlan, large_correct_ask
     large[asked & ~right] = answered[asked & ~right]
     price = 0.0 if large_cost_asked is None or len(plan.ask) == 0 else float(np.mean(large_cost_asked))
     sweep = threshold_sweep(c, right, large, np.full(len(c), price))
-    sweep["gap_se"] = np.nan
+    if len(plan.ask) < len(c):  # the paired standard error needs every large answer
+        sweep["gap_se"] = np.nan
     order = np.argsort(c, kind="stable")  # the sweep's rows keep the items from position n_large on
     kept_gain = np.r_[np.cumsum((right[order] - large[order])[::-1])[::-1], 0.0]
     sweep["gain"] = kept_gain[sweep["n_large"].to_numpy()] / len(c)

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..backends.base import LargeModel
 from ..backends.prompt import label_words, words_for
 from ..core import drift
-from ..core.answers import Answers, answer
+from ..core.answers import Answers, answer, require_answers
 from ..core.calibration import (
     CASCADE_POLICIES,
     cascade_sweep,
@@ -29,7 +29,6 @@ from ..core.params import check_params
 from ..core.routes import FALLBACK, INVALID
 from ..exceptions import CalibrationWarning, ConfigError, DataError, LargeModelError
 from ..modalities import NAMES, as_inputs
-from . import require_answers
 
 
 class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):

@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..backends.generate.base import Generation
 from ..collab.drafts import draft_hint
 from ..core import drift
+from ..core.answers import require_answers
 from ..core.calibration import CASCADE_POLICIES, cascade_sweep, choose_point
 from ..core.deciding import outcome, run_stages, stop_stage
 from ..core.inputs import require_valid
@@ -22,7 +23,6 @@ from ..core.sequence import SEQUENCE_MEASURES, get_sequence_measure
 from ..eval.metrics import METRICS, Metric, get_metric
 from ..exceptions import ConfigError, DataError, LargeModelError
 from ..modalities import NAMES, as_inputs
-from . import require_answers
 
 POLICIES = tuple(p.replace("accuracy", "quality") for p in CASCADE_POLICIES)
 
