@@ -154,3 +154,12 @@ def test_a_shunt_certified_on_a_sample_saves_and_loads(sentiment, tmp_path):
     loaded = load(save(shunt, tmp_path / "m"), large_options={"table": str(table)})
     assert loaded.threshold_ == shunt.threshold_ and loaded.calibration_["certification"] == "stratified"
     assert (loaded.predict(texts[:50]) == shunt.predict(texts[:50])).all()
+
+
+def test_a_shunt_whose_small_model_beats_the_large_one_keeps_everything(sentiment):
+    texts, labels = sentiment
+    weak = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.6)
+    shunt = ShuntClassifier(make_small("tfidf"), weak, validation_fraction=0.8, max_calibration_calls=200,
+                            random_state=0).fit(texts, labels)
+    assert shunt.calibration_["goal_met"] and shunt.threshold_ == -np.inf
+    assert (shunt.route(texts[:100])["route"] == "small").all()  # never below the small model alone

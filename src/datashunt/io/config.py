@@ -21,6 +21,7 @@
     policy = "match_large"       # match_large | max_large_rate | target_accuracy
     confidence_level = 0.9       # the guarantee's 1 - α; "none" for the point estimate
     tolerance = 0.01             # ε
+    max_calibration_calls = 400  # large calls to certify δ; every validation label is used either way
 
     [output]
     dir = "reports/run"
