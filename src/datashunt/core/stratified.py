@@ -17,12 +17,12 @@ using three exact, finite-sample bounds joined by a union bound:
 - ``L(δ)``, the losses counted over the whole labelled pool (a wrong answer that was not asked
   about counts as a loss), is Binomial(N, p_L): Clopper–Pearson upper bound on ``p_L``;
 - the wins in the sample are hypergeometric given the pool: exact lower bound on the pool's wins
-  ``W(δ)`` (exact count, and no level spent, when every right answer at or above δ was asked);
+  ``W(δ)`` (the exact count, and no level spent, when every right answer was asked);
 - ``W(δ)`` is Binomial(N, p_W): Clopper–Pearson lower bound on ``p_W``.
 
 Thresholds come from a grid fixed before any data is seen and are tested in a fixed sequence from
 "everything to the large model" down (Learn then Test; Angelopoulos et al., 2021), each test at
-the level left after "keep everything" was tested on its own with a share ``keep_all_share`` of α:
+the level left after "keep everything" was tested on its own with a share :data:`KEEP_ALL_SHARE` of α:
 a small model that already meets the goal alone is kept whatever happens along the way.
 Unlike the paired test of :mod:`datashunt.core.guarantee`, the statistic is a rate over the whole
 pool, so one early disagreement cannot stop the walk near the top.
@@ -66,7 +66,8 @@ def plan_calls(confidence, small_correct, budget: int | None = None, *, random_s
     """Choose at most ``budget`` pool items to ask the large model about (None: every item).
 
     The small model's wrong answers are asked from the most confident down, all of them when they
-    fit in half the budget, else down to the lowest grid threshold they fit above; the calls left
+    fit in a share :data:`WRONG_SHARE` of the budget, else down to the lowest grid threshold they
+    fit above; the calls left
     go to a simple random sample of its right answers at or above that floor. Nothing here looks
     at a large-model answer.
 
@@ -83,9 +84,10 @@ def plan_calls(confidence, small_correct, budget: int | None = None, *, random_s
     if budget < 1:
         raise ConfigError(f"the budget of calibration calls must be at least 1, got {budget}")
     floor = -np.inf
-    if (~right).sum() > budget // 2:
+    room = int(budget * WRONG_SHARE)
+    if (~right).sum() > room and budget < len(c):  # a budget for every item asks every item
         candidates = _candidates(c, 50)  # highest first
-        fits = [(c[~right] >= value).sum() <= budget // 2 for value in candidates]
+        fits = [(c[~right] >= value).sum() <= room for value in candidates]
         floor = float(candidates[_fixed_sequence(fits) - 1]) if fits[0] else np.inf
     asked_wrong = np.flatnonzero(~right & (c >= floor))
     pool_right = np.flatnonzero(right & (c >= floor))
