@@ -17,10 +17,10 @@ from ..core.calibration import POLICIES, choose_threshold, threshold_sweep
 from ..core.confidence import MEASURES, get_measure, max_proba
 from ..core.deciding import keeps, run_stages
 from ..core.guarantee import choose_guaranteed
-from ..core.stratified import choose_match, estimated_sweep, plan_calls
 from ..core.inputs import check_targets, require_valid, training_sets
 from ..core.params import check_params
 from ..core.routes import ASKED_LARGE, FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
+from ..core.stratified import choose_match, estimated_sweep, plan_calls
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
 
@@ -331,7 +331,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                               tolerance=self.tolerance)
         self.threshold_ = choice.threshold
         kept = keeps(confidence, self.threshold_)
-        row = self.sweep_.iloc[int(np.searchsorted(self.sweep_["large_rate"].to_numpy(), 1 - kept.mean()))]
+        row = self.sweep_.loc[self.sweep_["n_large"] == int((~kept).sum())].iloc[0]
         self.calibration_ = {
             "policy": self.policy, "goal": choice.goal, "goal_met": choice.met, "threshold": self.threshold_,
             "n_validation": int(len(y_val)), "accuracy": _number(row["accuracy"]),
