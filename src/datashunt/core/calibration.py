@@ -37,9 +37,9 @@ def threshold_sweep(
 
     Returns
     -------
-    DataFrame with columns ``threshold``, ``accuracy``, ``large_rate``, ``cost``, ``n_large`` and
-    ``gap_se``, one row per threshold from "nothing to the large model" (-inf) to "everything"
-    (+inf). ``gap_se`` is the standard error of the paired difference between the shunt's accuracy
+    DataFrame with columns ``threshold``, ``accuracy``, ``large_rate``, ``cost``, ``n_large``,
+    ``gap_se`` and ``gain`` (accuracy minus the large model's), one row per threshold from "nothing
+    to the large model" (-inf) to "everything" (+inf). ``gap_se`` is the standard error of the paired difference between the shunt's accuracy
     and the large model's alone: only items kept by the small model on which the two disagree add
     to it, so it measures how much of that difference could be validation noise.
 
@@ -80,6 +80,7 @@ def threshold_sweep(
             "cost": cum_cost[cuts],
             "n_large": cuts,
             "gap_se": gap_se,
+            "gain": gap,
         }
     )
 

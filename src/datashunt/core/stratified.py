@@ -227,7 +227,7 @@ def estimated_sweep(confidence, small_correct, plan: CallPlan, large_correct_ask
     if len(plan.ask) < len(c):  # the paired standard error needs every large answer
         sweep["gap_se"] = np.nan
     order = np.argsort(c, kind="stable")  # the sweep's rows keep the items from position n_large on
-    kept_gain = np.r_[np.cumsum((right[order] - large[order])[::-1])[::-1], 0.0]
+    kept_gain = np.r_[np.cumsum((right[order] - large[order])[::-1])[::-1], 0.0]  # from the top: no NaN above
     sweep["gain"] = kept_gain[sweep["n_large"].to_numpy()] / len(c)
     return sweep
 
