@@ -53,7 +53,28 @@ class FakeLargeModel(LargeModel):
         return Scored(np.log(p * 0.95), prompt_tokens=len(text.split()) + 20, completion_tokens=1)
 
 
-class FakeOpenAIServer:
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 serving ``handler``; a context manager, ``base_url`` its /v1."""
+
+    def _serve(self, handler):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FakeOpenAIServer(LoopbackServer):
     """A real HTTP server on 127.0.0.1 speaking the chat-completions API with logprobs.
 
     ``answers`` maps a substring of the user message to a list of (token, logprob); ``status``
@@ -129,12 +150,7 @@ class FakeOpenAIServer:
                     self.wfile.flush()
                 self.wfile.write(b"data: [DONE]\n\n")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._serve(Handler)
 
     def completion(self, body):
         """One choice per ``n`` asked (choice i answers the i-th token of the matching list, cycling)."""
@@ -152,14 +168,6 @@ class FakeOpenAIServer:
                          "message": {"role": "assistant", "content": top[i % len(top)][0]}} for i in range(n)],
             "usage": {"prompt_tokens": 42, "completion_tokens": n, "total_tokens": 42 + n},
         }
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 class FakeGenerator(Generator):
@@ -194,7 +202,7 @@ class FakeGenerator(Generator):
         return Generated(text, logprob, prompt_tokens=10, completion_tokens=len(probs))
 
 
-class EndlessStreamServer:
+class EndlessStreamServer(LoopbackServer):
     """An OpenAI-compatible upstream on 127.0.0.1 that streams chat-completion chunks every
     ``every`` seconds and never ends. ``closed`` is set once the client has hung up on it."""
 
@@ -223,18 +231,4 @@ class EndlessStreamServer:
                 except OSError:  # the client hung up
                     server.closed.set()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
