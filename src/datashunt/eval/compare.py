@@ -237,12 +237,13 @@ def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None
             report["figure"] = "sweep.png"
         except ImportError:
             report["figure"] = None
-    (folder / "report.json").write_text(json.dumps(report, indent=2, default=_jsonable))
+    text = json.dumps(report, indent=2, default=_jsonable)
+    (folder / "report.json").write_text(text)
     routes = None
     if evaluation is not None:
         routes = evaluation.routes if texts is None else evaluation.routes.assign(text=list(texts))
     figure = folder / "sweep.png"
-    page = report_html(json.loads((folder / "report.json").read_text()), routes,
+    page = report_html(json.loads(text), routes,
                        figure.read_bytes() if report.get("figure") and figure.is_file() else None,
                        title=f"Data Shunt report: {(info or {}).get('command', folder.name)}")
     (folder / "report.html").write_text(page, encoding="utf-8")
