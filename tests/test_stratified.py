@@ -1,5 +1,6 @@
 """Certifying δ from labels plus a stratified sample of large answers."""
 
+import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -163,3 +164,60 @@ def test_a_shunt_whose_small_model_beats_the_large_one_keeps_everything(sentimen
                             random_state=0).fit(texts, labels)
     assert shunt.calibration_["goal_met"] and shunt.threshold_ == -np.inf
     assert (shunt.route(texts[:100])["route"] == "small").all()  # never below the small model alone
+
+
+def test_a_cascade_certifies_like_a_shunt_when_only_its_first_stage_can_keep():
+    rng = np.random.default_rng(7)
+    c, small, large = population(3000, rng, small_at=0.6, large=0.92)
+    plan = plan_calls(c, small, 500, random_state=0)
+    shunt = certify_match(c, small, plan, large[plan.ask], epsilon=0.01, alpha=0.1)
+    never = np.column_stack([c, np.full(len(c), -np.inf)])  # a middle stage that is never sure
+    both = np.column_stack([small, rng.uniform(size=len(c)) < 0.5])
+    wide = plan_calls(never, both[:, :1].repeat(2, axis=1), 500, random_state=0)
+    assert (wide.ask == plan.ask).all()
+    cascade = certify_match(never, both[:, :1].repeat(2, axis=1), wide, large[wide.ask], epsilon=0.01, alpha=0.1)
+    assert (cascade.threshold, cascade.large_rate) == (shunt.threshold, shunt.large_rate)
+
+
+def three_services(n, folder, seed=0):
+    """Three recorded services on ``n`` items, saved as tables in ``folder``: 0.8, 0.88 and 0.93
+    accurate, surer when right."""
+    rng = np.random.default_rng(seed)
+    truth = rng.choice(["neg", "pos"], size=n)
+    ids = [f"r{i}" for i in range(n)]
+    stages = []
+    for accuracy, name, price in [(0.8, "cheap", 0.0), (0.88, "mid", 1.0), (0.93, "best", 3.0)]:
+        right = rng.uniform(size=n) < accuracy
+        pred = np.where(right, truth, np.where(truth == "pos", "neg", "pos"))
+        conf = np.clip(np.where(right, rng.uniform(0.6, 1.0, n), rng.uniform(0.3, 0.8, n)), 0, 1)
+        table = folder / f"{name}.csv"
+        pd.DataFrame({"id": ids, "prediction": pred, "conf": conf}).to_csv(table, index=False)
+        stages.append((name, ReplayModel(str(table), confidence_column="conf", name=name, price={"per_call": price})))
+    return ids, truth, stages
+
+
+def test_a_cascade_asks_its_last_stage_only_within_the_budget(tmp_path):
+    from datashunt import Cascade
+
+    ids, truth, stages = three_services(3000, tmp_path)
+    cascade = Cascade(stages, confidence_level=0.9, tolerance=0.01, max_calibration_calls=600, random_state=0)
+    cascade.fit(ids, truth, X_val=ids, y_val=truth)
+    calls = cascade.calibration_["large_calls"]
+    assert cascade.calibration_["certification"] == "stratified" and calls["asked"] <= 600
+    assert cascade.calibration_["goal_met"] and cascade.calibration_["reach"][-1] < 0.9
+    assert len(set(cascade.thresholds_)) == 1
+    assert list(cascade.sweep_.columns) == ["threshold_1", "threshold_2", "accuracy", "cost", "last_rate"]
+    paired = Cascade(stages, confidence_level=0.9, tolerance=0.01, certification="paired", random_state=0)
+    paired.fit(ids, truth, X_val=ids, y_val=truth)
+    assert "large_calls" not in paired.calibration_ and len(paired.sweep_) > len(cascade.sweep_)
+    routes = cascade.route(ids)
+    assert (routes["route"] == "best").mean() == pytest.approx(cascade.calibration_["reach"][-1])
+    folder = save(cascade, tmp_path / "cascade")
+    tables = {name: {"table": str(tmp_path / f"{name}.csv")} for name, _ in stages}
+    pd.testing.assert_frame_equal(load(folder, large_options=tables).route(ids[:200]), cascade.route(ids[:200]))
+    meta = json.loads((folder / "cascade.json").read_text())
+    for name in ("certification", "max_calibration_calls"):  # a folder written before stratified certification
+        del meta["params"][name]
+    (folder / "cascade.json").write_text(json.dumps(meta))
+    older = load(folder, large_options=tables)
+    assert older.certification == "paired" and older.max_calibration_calls is None

@@ -365,3 +365,14 @@ def per_class_refine(confidence, predicted, correct, cost, start: list, n_classe
         if not changed:
             break
     return current, bool(best[0])
+
+
+def known(value) -> float | None:
+    """A float, or None where an estimate is unknown (NaN).
+
+    Examples
+    --------
+    >>> known(np.float64(0.5)), known(float("nan"))
+    (0.5, None)
+    """
+    return None if value is None or np.isnan(value) else float(value)

@@ -27,6 +27,12 @@ a small model that already meets the goal alone is kept whatever happens along t
 Unlike the paired test of :mod:`datashunt.core.guarantee`, the statistic is a rate over the whole
 pool, so one early disagreement cannot stop the walk near the top.
 
+A cascade sharing one δ between its stages but the last is certified the same way against its
+last stage: pass every earlier stage's confidence and correctness as (n, S - 1) arrays. An item
+then "keeps" at δ when some earlier stage is sure enough, with the answer of the first such stage;
+it is at risk of a loss when any earlier stage is wrong (asked from the highest such confidence
+down), and can only be a win or a tie when they are all right (sampled).
+
 Assumption: the labelled pool and future items are exchangeable (drawn from the same source), and
 the small model never saw the pool in training (a held-out split).
 """
@@ -34,6 +40,7 @@ the small model never saw the pool in training (a held-out split).
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.stats import beta, hypergeom
 
 from ..exceptions import ConfigError
@@ -65,6 +72,9 @@ class CallPlan:
 def plan_calls(confidence, small_correct, budget: int | None = None, *, random_state=None) -> CallPlan:
     """Choose at most ``budget`` pool items to ask the large model about (None: every item).
 
+    ``confidence`` and ``small_correct`` are (n,) for a shunt, or (n, S - 1) over a cascade's
+    stages but the last (an item is then "wrong" when any of them is, at its highest confidence).
+
     The small model's wrong answers are asked from the most confident down, all of them when they
     fit in a share :data:`WRONG_SHARE` of the budget, else down to the lowest grid threshold they
     fit above; the calls left
@@ -79,7 +89,7 @@ def plan_calls(confidence, small_correct, budget: int | None = None, *, random_s
     >>> len(plan.ask) <= 300, plan.floor > 0.5
     (True, True)
     """
-    c, right = _pool(confidence, small_correct)
+    c, right = _reach(*_pool(confidence, small_correct))
     budget = len(c) if budget is None else int(budget)
     if budget < 1:
         raise ConfigError(f"the budget of calibration calls must be at least 1, got {budget}")
@@ -136,6 +146,8 @@ def certify_match(confidence, small_correct, plan: CallPlan, large_correct_asked
     """The cheapest δ whose routed accuracy is at least the large model's minus ``epsilon`` with
     probability at least ``1 - alpha`` (see the module docstring); δ = +inf when none is certified.
 
+    ``confidence`` and ``small_correct`` are (n,) for a shunt, or (n, S - 1) over the stages but
+    the last of a cascade that shares δ (``large_rate`` is then the share reaching the last stage).
     ``large_correct_asked`` says, for each of ``plan.ask`` in order, whether the large model was
     right (count a failed call as right: the conservative side for both losses and wins).
 
@@ -150,53 +162,85 @@ def certify_match(confidence, small_correct, plan: CallPlan, large_correct_asked
     >>> 0 < g.large_rate < 1
     True
     """
-    c, right = _pool(confidence, small_correct)
+    early = _pool(confidence, small_correct)
     if not 0 <= epsilon < 1 or not 0 < alpha < 1:
         raise ConfigError(f"the tolerance must be in [0, 1) and alpha in (0, 1), got {epsilon} and {alpha}")
-    asked_ok = np.asarray(large_correct_asked, dtype=bool).ravel()
-    if len(asked_ok) != len(plan.ask) or len(plan.sampled_right) != len(c):
-        raise ConfigError(f"the plan asks {len(plan.ask)} of {len(plan.sampled_right)} items; got {len(asked_ok)} "
-                          f"answers for a pool of {len(c)}")
-    large_ok = np.ones(len(c), dtype=bool)  # not asked: treated as right (wrong answers count as losses)
-    large_ok[plan.ask] = asked_ok
-    candidates = _candidates(c, 50)
-    keep_all = np.array([-np.inf])
-    ok_all = _bounds(c, right, large_ok, plan, keep_all, epsilon, KEEP_ALL_SHARE * alpha)[0]
-    if ok_all:
+    large_ok = _answers(plan, large_correct_asked, len(early[0]))
+    candidates = _thresholds(early[0])
+    if _passes(early, large_ok, plan, np.array([-np.inf]), epsilon, KEEP_ALL_SHARE * alpha)[0]:
         return Guaranteed(-np.inf, 0.0, len(candidates) + 1, candidates)
-    ok = _bounds(c, right, large_ok, plan, candidates, epsilon, (1 - KEEP_ALL_SHARE) * alpha)
+    ok = _passes(early, large_ok, plan, candidates, epsilon, (1 - KEEP_ALL_SHARE) * alpha)
     n_ok = _fixed_sequence(ok)
     if not n_ok:
         return Guaranteed(np.inf, 1.0, 0, candidates)
     chosen = float(candidates[n_ok - 1])
-    return Guaranteed(chosen, float(np.mean(c < chosen)), n_ok, candidates)
+    return Guaranteed(chosen, float(1 - _kept(early, [chosen])[0].mean()), n_ok, candidates)
 
 
-def _bounds(c, right, large_ok, plan, thresholds, epsilon, alpha) -> np.ndarray:
+def _passes(early, large_ok, plan, thresholds, epsilon, alpha) -> np.ndarray:
     """Whether each threshold passes ``upper(p_L) - lower(p_W) <= epsilon`` at level ``alpha``, up to
     the first that does not (the rest are reported as not passing: a fixed sequence stops there)."""
-    n = len(c)
-    kept = c[None, :] >= np.asarray(thresholds)[:, None]
-    upper_loss = binomial_upper((kept & ~right & large_ok).sum(axis=1), n, alpha / 2)
-    region = kept & (c >= plan.floor)[None, :]  # the sample speaks only for right answers at or above the floor
-    population = (region & right).sum(axis=1)
+    reach, safe = _reach(*early)
+    n = len(reach)
+    kept, kept_right = _kept(early, thresholds)
+    upper_loss = binomial_upper((kept & ~kept_right & large_ok).sum(axis=1), n, alpha / 2)
+    asked = np.zeros(n, dtype=bool)
+    asked[plan.ask] = True
+    known_wins = (kept & kept_right & ~safe & asked & ~large_ok).sum(axis=1)  # at-risk items asked: exact
+    region = kept & (safe & (reach >= plan.floor))[None, :]  # the sample speaks only for safe items above the floor
+    population = region.sum(axis=1)
     draws = (region & plan.sampled_right).sum(axis=1)
     seen_wins = (region & plan.sampled_right & ~large_ok).sum(axis=1)
     level_pool = 0.0 if np.all(draws == population) else POOL_SHARE * alpha / 2
     ok = np.zeros(len(thresholds), dtype=bool)
     for i in range(len(thresholds)):
         if upper_loss[i] > epsilon:  # wins are needed to pass
-            wins = hypergeom_lower(seen_wins[i], draws[i], population[i], level_pool)
+            wins = known_wins[i] + hypergeom_lower(seen_wins[i], draws[i], population[i], level_pool)
             if upper_loss[i] - binomial_lower(wins, n, alpha / 2 - level_pool) > epsilon:
                 break
         ok[i] = True
     return ok
 
 
+def _thresholds(confidence) -> np.ndarray:
+    """The candidates to test, highest first, from the finite confidences (-inf: a stage that failed)."""
+    finite = confidence[np.isfinite(confidence)]
+    return _candidates(finite if len(finite) else np.zeros(1), 50)
+
+
+def _kept(early, thresholds):
+    """(kept, kept and right) at each threshold: (T, n) arrays; with several earlier stages, an item
+    stops at the first one sure enough and takes its answer."""
+    confidence, correct = early
+    sure = confidence[None, :, :] >= np.asarray(thresholds, dtype=float)[:, None, None]
+    first = sure.argmax(axis=2)
+    kept = sure.any(axis=2)
+    return kept, kept & correct[np.arange(confidence.shape[0])[None, :], first]
+
+
+def _reach(confidence, correct):
+    """Per item: the highest δ at which it stops before the last stage, and whether every earlier
+    stage is right (then it can only be a win or a tie)."""
+    return confidence.max(axis=1), correct.all(axis=1)
+
+
+def _answers(plan: CallPlan, large_correct_asked, n: int) -> np.ndarray:
+    """The large model's correctness over the pool; an item not asked counts as right (a wrong small
+    answer there is a loss, a right one no win)."""
+    asked_ok = np.asarray(large_correct_asked, dtype=bool).ravel()
+    if len(asked_ok) != len(plan.ask) or len(plan.sampled_right) != n:
+        raise ConfigError(f"the plan asks {len(plan.ask)} of {len(plan.sampled_right)} items; got {len(asked_ok)} "
+                          f"answers for a pool of {n}")
+    large_ok = np.ones(n, dtype=bool)
+    large_ok[plan.ask] = asked_ok
+    return large_ok
+
+
 def _pool(confidence, small_correct):
-    c = np.asarray(confidence, dtype=float).ravel()
-    right = np.asarray(small_correct, dtype=bool).ravel()
-    if len(c) == 0 or len(c) != len(right) or np.isnan(c).any():
+    """(n, S - 1) confidence and correctness of the stages before the last (one column for a shunt)."""
+    c, right = np.asarray(confidence, dtype=float), np.asarray(small_correct, dtype=bool)
+    c, right = (c[:, None], right[:, None]) if c.ndim == 1 else (c, right)
+    if c.ndim != 2 or c.size == 0 or c.shape != right.shape or np.isnan(c).any():
         raise ConfigError("certification needs the small model's confidence (no NaN) and correctness for the same, "
                           "non-empty labelled items")
     return c, right
@@ -211,17 +255,8 @@ def estimated_sweep(confidence, small_correct, plan: CallPlan, large_correct_ask
     sent; ``gap_se`` is NaN unless every item was asked."""
     from .calibration import threshold_sweep
 
-    c, right = _pool(confidence, small_correct)
-    large = np.full(len(c), np.nan)
-    above = c >= plan.floor
-    share = plan.sampled_right.sum() / max((right & above).sum(), 1)
-    large[right & above] = 1.0  # an unsampled right answer adds nothing; a sampled one stands for 1 / share
-    asked = np.zeros(len(c), dtype=bool)
-    asked[plan.ask] = True
-    answered = np.zeros(len(c))
-    answered[plan.ask] = np.asarray(large_correct_asked, dtype=float)
-    large[plan.sampled_right] = 1.0 + (answered[plan.sampled_right] - 1.0) / share
-    large[asked & ~right] = answered[asked & ~right]
+    c, right = (a[:, 0] for a in _pool(confidence, small_correct))
+    large = _large_estimates(c, right, plan, large_correct_asked)
     price = 0.0 if large_cost_asked is None or len(plan.ask) == 0 else float(np.mean(large_cost_asked))
     sweep = threshold_sweep(c, right, large, np.full(len(c), price))
     if len(plan.ask) < len(c):  # the paired standard error needs every large answer
@@ -230,6 +265,49 @@ def estimated_sweep(confidence, small_correct, plan: CallPlan, large_correct_ask
     kept_gain = np.r_[np.cumsum((right[order] - large[order])[::-1])[::-1], 0.0]  # from the top: no NaN above
     sweep["gain"] = kept_gain[sweep["n_large"].to_numpy()] / len(c)
     return sweep
+
+
+def estimated_path(confidence, correct, plan: CallPlan, last_correct_asked, price) -> pd.DataFrame:
+    """A cascade's sweep along the shared δ that :func:`certify_match` walks, estimated as in
+    :func:`estimated_sweep`: columns ``threshold_1`` ... ``threshold_{S-1}`` (all δ), ``accuracy``
+    (NaN where an item whose last answer cannot be estimated reaches the last stage), ``cost``
+    (per item; the last stage's price is the mean over the asked items) and ``last_rate``.
+
+    ``confidence``, ``correct`` are (n, S - 1) over the stages but the last; ``price`` is (n, S),
+    its last column read only at ``plan.ask``.
+    """
+    early = _pool(confidence, correct)
+    reach, safe = _reach(*early)
+    last = _large_estimates(reach, safe, plan, last_correct_asked)
+    price = np.array(price, dtype=float)
+    price[:, -1] = price[plan.ask, -1].mean() if len(plan.ask) else 0.0
+    thresholds = np.r_[np.inf, _thresholds(early[0]), -np.inf]
+    kept, kept_right = _kept(early, thresholds)
+    sure = early[0][None, :, :] >= thresholds[:, None, None]
+    stop = np.where(kept, sure.argmax(axis=2), early[0].shape[1])  # (T, n): the stage each item stops at
+    reached = np.arange(price.shape[1])[None, None, :] <= stop[:, :, None]
+    with np.errstate(invalid="ignore"):
+        accuracy = np.where(kept, kept_right, last[None, :]).mean(axis=1)
+    columns = {f"threshold_{s + 1}": thresholds for s in range(early[0].shape[1])}
+    return pd.DataFrame(columns | {"accuracy": accuracy, "cost": (reached * price[None]).sum(axis=(1, 2)) / len(reach),
+                                   "last_rate": 1 - kept.mean(axis=1)})
+
+
+def _large_estimates(reach, safe, plan: CallPlan, large_correct_asked) -> np.ndarray:
+    """Each pool item's large-model correctness, or its inverse-probability stand-in: an asked
+    at-risk item its answer; a sampled safe item ``1 + (answer - 1) / share``; an unsampled safe one
+    above the floor 1 (it adds nothing); NaN for what cannot be estimated (below the floor)."""
+    large = np.full(len(reach), np.nan)
+    above = reach >= plan.floor
+    share = plan.sampled_right.sum() / max((safe & above).sum(), 1)
+    large[safe & above] = 1.0
+    asked = np.zeros(len(reach), dtype=bool)
+    asked[plan.ask] = True
+    answered = np.zeros(len(reach))
+    answered[plan.ask] = np.asarray(large_correct_asked, dtype=float)
+    large[plan.sampled_right] = 1.0 + (answered[plan.sampled_right] - 1.0) / share
+    large[asked & ~safe] = answered[asked & ~safe]
+    return large
 
 
 def choose_match(confidence, small_correct, plan: CallPlan, large_correct_asked, *, confidence_level: float,

@@ -1,7 +1,7 @@
 """Cascade: N stages from cheapest to strongest; an item stops at the first stage sure enough of it."""
 
 import warnings
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
@@ -18,12 +18,14 @@ from ..core.calibration import (
     CASCADE_POLICIES,
     cascade_sweep,
     choose_point,
+    known,
     per_class_refine,
     per_class_thresholds,
 )
 from ..core.confidence import MEASURES, get_measure
 from ..core.deciding import outcome, run_stages, stop_stage
 from ..core.guarantee import guaranteed_cascade
+from ..core.stratified import choose_match, estimated_path, plan_calls
 from ..core.inputs import require_valid, training_sets
 from ..core.params import check_params
 from ..core.routes import FALLBACK, INVALID
@@ -57,6 +59,15 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         least the last stage's minus ``tolerance`` (``match_last``), or at least
         ``target_accuracy``; one δ is shared by every stage but the last (see
         :func:`datashunt.core.guarantee.guaranteed_cascade`). None keeps the point estimate.
+    certification : {"stratified", "paired"}, default="stratified"
+        How a guaranteed ``match_last`` threshold is certified. ``"stratified"`` asks every stage
+        but the last about every validation item, and the last stage only where the bound needs it:
+        about the items some earlier stage gets wrong and a random sample of the rest, at most
+        ``max_calibration_calls`` (:mod:`datashunt.core.stratified`). ``"paired"`` asks every stage
+        about every validation item (:func:`datashunt.core.guarantee.guaranteed_cascade`).
+    max_calibration_calls : int, optional
+        The most validation items the last stage is asked about under ``"stratified"``
+        certification. None asks as many as the method can use.
     per_class : bool
         One δ per class the stage predicts: for two stages by :func:`~datashunt.core.calibration.per_class_thresholds`,
         for more by :func:`~datashunt.core.calibration.per_class_refine` from the best single thresholds.
@@ -97,6 +108,8 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         "target_accuracy": [Interval(Real, 0, 1, closed="both"), None],
         "per_class": ["boolean"],
         "confidence_level": [Interval(Real, 0, 1, closed="neither"), None],
+        "certification": [StrOptions({"stratified", "paired"})],
+        "max_calibration_calls": [Interval(Integral, 1, None, closed="left"), None],
         "confidence": [StrOptions(set(MEASURES)), callable],
         "label_names": [dict, None],
         "modality": [StrOptions(set(NAMES))],
@@ -106,8 +119,9 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
     }
 
     def __init__(self, stages, *, thresholds="auto", policy="match_last", tolerance=0.0, max_cost=None,
-                 max_last_rate=None, target_accuracy=None, confidence_level=None, per_class=False, confidence="max_proba",
-                 label_names=None, modality="auto", validation_fraction=0.2, random_state=None, progress=False):
+                 max_last_rate=None, target_accuracy=None, confidence_level=None, certification="stratified",
+                 max_calibration_calls=None, per_class=False, confidence="max_proba", label_names=None,
+                 modality="auto", validation_fraction=0.2, random_state=None, progress=False):
         self.stages = stages
         self.thresholds = thresholds
         self.policy = policy
@@ -116,6 +130,8 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         self.max_last_rate = max_last_rate
         self.target_accuracy = target_accuracy
         self.confidence_level = confidence_level
+        self.certification = certification
+        self.max_calibration_calls = max_calibration_calls
         self.per_class = per_class
         self.confidence = confidence
         self.label_names = label_names
@@ -185,10 +201,18 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
             out.append(float(t) if t.ndim == 0 else t)
         return out
 
+    def _stratified(self) -> bool:
+        """Whether the shared δ is certified from labels and a stratified sample of last-stage answers."""
+        return (self.confidence_level is not None and self.certification == "stratified"
+                and self.policy == "match_last" and not self.per_class)
+
     def _calibrate(self, X_val, y_val):
         measure = get_measure(self.confidence)
+        stages = self.stages_[:-1] if self._stratified() else self.stages_
         answers = [answer(model, X_val, self.classes_, self.labels_, measure, self.progress, self.modality_)
-                   for _, model in self.stages_]
+                   for _, model in stages]
+        if self._stratified():
+            return self._calibrate_stratified(X_val, y_val, answers, measure)
         for (name, _), got in zip(self.stages_, answers):
             require_answers(got.ok, got.flag, f"stage {name!r}")
         confidence = np.column_stack([a.confidence for a in answers])
@@ -217,6 +241,40 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
             "stage_accuracy": correct.mean(axis=0).tolist(),
             "failures": [int((~a.ok).sum()) for a in answers],
             "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0], predicted[:, 0]),
+        }
+
+    def _calibrate_stratified(self, X_val, y_val, answers, measure):
+        """Certify the shared δ on every validation label, asking the last stage only where the bound needs it."""
+        for (name, _), got in zip(self.stages_, answers):
+            require_answers(got.ok, got.flag, f"stage {name!r}")
+        confidence = np.column_stack([np.nan_to_num(a.confidence, nan=-np.inf) for a in answers])  # failed: pass on
+        correct = np.column_stack([a.ok & (self.classes_[np.nan_to_num(a.proba, nan=-1).argmax(axis=1)] == y_val)
+                                   for a in answers])
+        plan = plan_calls(confidence, correct, self.max_calibration_calls, random_state=self.random_state)
+        name, last = self.stages_[-1]
+        got = answer(last, X_val[plan.ask], self.classes_, self.labels_, measure, self.progress, self.modality_)
+        require_answers(got.ok, got.flag, f"stage {name!r}")
+        # a failed call counts as a right last answer: a loss where the earlier answer is wrong, never a win
+        last_ok = ~got.ok | (self.classes_[np.nan_to_num(got.proba, nan=-1).argmax(axis=1)] == y_val[plan.ask])
+        price = np.column_stack([a.price for a in answers] + [np.zeros(len(y_val))])
+        price[plan.ask, -1] = got.price
+        self.sweep_ = estimated_path(confidence, correct, plan, last_ok, price)
+        choice = choose_match(confidence, correct, plan, last_ok, confidence_level=self.confidence_level,
+                              tolerance=self.tolerance)
+        self.thresholds_ = [choice.threshold] * (len(self.stages_) - 1)
+        row = self.sweep_.loc[self.sweep_["threshold_1"] == choice.threshold].iloc[0]
+        stop = stop_stage(np.column_stack([confidence, np.ones(len(y_val))]), self.thresholds_)
+        self.calibration_ = {
+            "policy": self.policy, "goal": choice.goal.replace("large-only accuracy", "last stage's"),
+            "goal_met": choice.met, "n_validation": int(len(y_val)), "accuracy": known(row["accuracy"]),
+            "cost_per_item": known(row["cost"]), "reach": [float((stop >= s).mean()) for s in range(len(self.stages_))],
+            "stage_accuracy": correct.mean(axis=0).tolist() + [known(self.sweep_["accuracy"].iloc[0])],
+            "failures": [int((~a.ok).sum()) for a in answers] + [int((~got.ok).sum())],
+            "large_calls": {"asked": int(len(plan.ask)), "budget": self.max_calibration_calls,
+                            "at_risk": int((~correct.all(axis=1))[plan.ask].sum()),
+                            "safe_sampled": int(plan.sampled_right.sum())},
+            "certification": "stratified",
+            "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0], None),
         }
 
     def _guaranteed(self, confidence, correct):

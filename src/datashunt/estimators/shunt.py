@@ -13,7 +13,7 @@ from ..backends.prompt import label_words, words_for
 from ..collab.pruning import MODES, Pruning, class_report
 from ..core import drift
 from ..core.answers import Answers, answer, require_answers
-from ..core.calibration import POLICIES, choose_threshold, threshold_sweep
+from ..core.calibration import POLICIES, choose_threshold, known, threshold_sweep
 from ..core.confidence import MEASURES, get_measure, max_proba
 from ..core.deciding import keeps, run_stages
 from ..core.guarantee import choose_guaranteed
@@ -334,9 +334,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         row = self.sweep_.loc[self.sweep_["n_large"] == int((~kept).sum())].iloc[0]
         self.calibration_ = {
             "policy": self.policy, "goal": choice.goal, "goal_met": choice.met, "threshold": self.threshold_,
-            "n_validation": int(len(y_val)), "accuracy": _number(row["accuracy"]),
+            "n_validation": int(len(y_val)), "accuracy": known(row["accuracy"]),
             "large_rate": float(1 - kept.mean()), "small_accuracy": float(small_ok.mean()),
-            "large_accuracy": _number(self.sweep_["accuracy"].iloc[-1]),
+            "large_accuracy": known(self.sweep_["accuracy"].iloc[-1]),
             "large_failures": int(failed.sum()),
             "large_calls": {"asked": int(len(plan.ask)), "paid": int((~routing.cached).sum()),
                             "cost": float(routing.cost.sum()), "budget": self.max_calibration_calls,
@@ -498,8 +498,3 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return Routing(proba=routed.proba(), route=route, confidence_small=small.confidence,
                        confidence_large=large.confidence, cost=large.cost, cached=large.cached, flag=flag,
                        small_proba=small.proba, prompt_tokens=large.prompt_tokens)
-
-
-def _number(value) -> float | None:
-    """A float, or None where an estimate is unknown (NaN)."""
-    return None if value is None or np.isnan(value) else float(value)

@@ -308,17 +308,18 @@ def describe_calibration(calibration: dict) -> str:
     calls = calibration.get("large_calls") or {}
     spent = f", {calls['asked']} large calls" if calibration.get("certification") == "stratified" and calls else ""
     line = f"promise: {calibration['goal']}, {status}; on {calibration['n_validation']} validation items{spent}: "
+    if "stage_accuracy" in calibration:  # a cascade
+        first, last = calibration["stage_accuracy"][0], calibration["stage_accuracy"][-1]
+        line += (f"first stage only {_figure(first)}" if calibration["accuracy"] is None
+                 else f"accuracy {calibration['accuracy']:.4f} (last stage only {_figure(last)})")
+        return line + (f", {calibration['reach'][-1]:.1%} sent to the last stage" if calibration.get("reach") else "")
     if calibration["accuracy"] is None:  # estimated from a sample that cannot tell: say what the labels show
-        line += (f"small only {_figure(calibration.get('small_accuracy'))}, {calibration['large_rate']:.1%} sent to "
-                 "the large model")
+        line += f"small only {_figure(calibration.get('small_accuracy'))}"
     else:
         line += f"accuracy {calibration['accuracy']:.4f}"
-    if "large_accuracy" in calibration and calibration["accuracy"] is not None:
-        line += (f" (large only {_figure(calibration['large_accuracy'])}), {calibration['large_rate']:.1%} sent to "
-                 "the large model")
-    elif "stage_accuracy" in calibration:
-        line += f" (last stage only {calibration['stage_accuracy'][-1]:.4f})"
-    return line
+        if "large_accuracy" in calibration:
+            line += f" (large only {_figure(calibration['large_accuracy'])})"
+    return line + (f", {calibration['large_rate']:.1%} sent to the large model" if "large_rate" in calibration else "")
 
 
 def _figure(value) -> str:

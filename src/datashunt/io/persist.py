@@ -228,7 +228,7 @@ def _older_params(params, names) -> None:
     """Fill in parameters added since format 1 was first written (folders saved before them hold
     none of these, and behave as they did then)."""
     added = {"modality": "auto", "confidence_level": None, "tolerance": 0.0, "cv": None,
-             "max_calibration_calls": None}
+             "max_calibration_calls": None, "certification": "paired"}
     if isinstance(params, dict):
         for name, value in added.items():
             if name in names:
