@@ -12,12 +12,16 @@ from datashunt.backends.replay import ReplayModel
 from datashunt.core.guarantee import guaranteed_match
 from datashunt.core.stratified import (
     binomial_lower,
+    budget_limit,
     certify_match,
+    certify_target,
+    choose_budget,
     estimated_sweep,
     hypergeom_lower,
     plan_calls,
+    sample_calls,
 )
-from datashunt.exceptions import ConfigError
+from datashunt.exceptions import CalibrationWarning, ConfigError
 from datashunt.io.persist import load, save
 from datashunt.small import make_small
 
@@ -221,3 +225,45 @@ def test_a_cascade_asks_its_last_stage_only_within_the_budget(tmp_path):
     (folder / "cascade.json").write_text(json.dumps(meta))
     older = load(folder, large_options=tables)
     assert older.certification == "paired" and older.max_calibration_calls is None
+
+
+def test_target_and_budget_use_every_label_and_a_sample_of_large_answers(sentiment):
+    texts, labels = sentiment
+    large = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.95)
+    target = ShuntClassifier(make_small("tfidf"), large, policy="target_accuracy", target_accuracy=0.8,
+                             validation_fraction=0.8, max_calibration_calls=150, random_state=0).fit(texts, labels)
+    calls = target.calibration_["large_calls"]
+    assert target.calibration_["certification"] == "stratified" and target.large_.calls == calls["asked"] == 150
+    assert target.calibration_["goal_met"] and target.calibration_["large_rate"] < 1
+    assert target.calibration_["goal"] == "accuracy >= 0.8000 with probability >= 0.9 (Learn then Test)"
+    budget = ShuntClassifier(make_small("tfidf"), large, policy="max_large_rate", max_large_rate=0.3,
+                             validation_fraction=0.8, max_calibration_calls=100, random_state=0).fit(texts, labels)
+    assert budget.calibration_["goal_met"] and budget.calibration_["large_rate"] <= 0.3
+    assert budget.large_.calls == budget.calibration_["large_calls"]["asked"] <= 100
+    assert budget.calibration_["large_rate"] > 0
+
+
+def test_a_budget_of_nothing_sent_asks_the_large_model_nothing(sentiment):
+    texts, labels = sentiment
+    large = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.95)
+    with pytest.warns(CalibrationWarning, match="nothing to the large model"):
+        shunt = ShuntClassifier(make_small("tfidf"), large, policy="max_large_rate", max_large_rate=0.0,
+                                validation_fraction=0.8, random_state=0).fit(texts, labels)
+    assert shunt.threshold_ == -np.inf and getattr(shunt.large_, "calls", 0) == 0
+
+
+def test_certify_target_and_choose_budget_hold_their_bounds():
+    rng = np.random.default_rng(8)
+    c, small, large = population(4000, rng, small_at=0.5, large=0.95)
+    asked = sample_calls(c, 4000, random_state=0)  # everything asked: the sample is the pool
+    g = certify_target(c, small, asked, large[asked], target=0.9, alpha=0.1)
+    kept = c >= g.threshold
+    assert np.where(kept, small, large).mean() >= 0.9
+    top = budget_limit(c, max_large_rate=0.25, alpha=0.1)
+    assert (c < top).mean() <= 0.25
+    few = sample_calls(c, 300, below=top, random_state=0)
+    assert (c[few] < top).all() and len(few) == 300
+    chosen = choose_budget(c, small, few, large[few], max_large_rate=0.25, alpha=0.1)
+    assert chosen.threshold <= top and chosen.large_rate <= 0.25
+    with pytest.raises(ConfigError, match="300 items were asked about; got 299 answers"):
+        certify_target(c, small, few, large[few][:-1], target=0.9, alpha=0.1)

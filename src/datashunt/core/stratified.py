@@ -246,6 +246,131 @@ def _pool(confidence, small_correct):
     return c, right
 
 
+def sample_calls(confidence, budget: int | None = None, *, below: float = np.inf, random_state=None) -> np.ndarray:
+    """A simple random sample of at most ``budget`` pool items whose confidence is below ``below``
+    (None: all of them), sorted: where :func:`certify_target` and :func:`choose_budget` ask the
+    large model, since they need its answers on the items sent to it, whatever the small model says.
+
+    Examples
+    --------
+    >>> len(sample_calls(np.linspace(0, 1, 100), 10, below=0.5, random_state=0))
+    10
+    """
+    c = np.ravel(np.asarray(confidence, dtype=float))
+    if budget is not None and int(budget) < 1:
+        raise ConfigError(f"the budget of calibration calls must be at least 1, got {budget}")
+    region = np.flatnonzero(c < below)
+    k = len(region) if budget is None else min(len(region), int(budget))
+    return np.sort(np.random.default_rng(random_state).choice(region, size=k, replace=False)).astype(int)
+
+
+def hypergeom_upper(successes: int, draws: int, population: int, level: float) -> int:
+    """Exact upper confidence bound on the successes in a finite population (see :func:`hypergeom_lower`).
+
+    Examples
+    --------
+    >>> hypergeom_upper(0, 100, 100, 0.05)
+    0
+    >>> hypergeom_upper(0, 100, 1000, 0.05) > 0
+    True
+    """
+    return int(population - hypergeom_lower(draws - successes, draws, population, level))
+
+
+def certify_target(confidence, small_correct, asked, large_correct_asked, *, target: float,
+                   alpha: float) -> Guaranteed:
+    """The cheapest δ whose routed accuracy is at least ``target`` with probability ``1 - alpha``,
+    from every label and the large model's answers on a simple random sample ``asked`` of the pool
+    (:func:`sample_calls`); δ = +inf when none is certified.
+
+    The errors split into those of kept items, counted over the whole pool from the labels alone
+    (Clopper–Pearson at ``alpha / 2``), and the large model's on items sent, bounded from the
+    sample (hypergeometric for the pool's count at a share :data:`POOL_SHARE` of the other half,
+    then Clopper–Pearson); thresholds are tested in a fixed sequence from everything sent down.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> c = rng.uniform(0.5, 1, size=5000)
+    >>> small = rng.uniform(size=5000) < c
+    >>> large = rng.uniform(size=5000) < 0.95
+    >>> asked = sample_calls(c, 800, random_state=0)
+    >>> g = certify_target(c, small, asked, large[asked], target=0.9, alpha=0.1)
+    >>> 0 < g.large_rate < 1
+    True
+    """
+    c, right = (a[:, 0] for a in _pool(confidence, small_correct))
+    if not 0 <= target <= 1 or not 0 < alpha < 1:
+        raise ConfigError(f"the target must be in [0, 1] and alpha in (0, 1), got {target} and {alpha}")
+    asked = np.asarray(asked, dtype=int)
+    wrong = ~np.asarray(large_correct_asked, dtype=bool).ravel()
+    if len(wrong) != len(asked):
+        raise ConfigError(f"{len(asked)} items were asked about; got {len(wrong)} answers")
+    n = len(c)
+    candidates = np.r_[np.inf, _thresholds(c[:, None])]
+    level_pool = 0.0 if len(asked) == n else POOL_SHARE * alpha / 2
+    ok = np.zeros(len(candidates), dtype=bool)
+    for i, delta in enumerate(candidates):
+        kept_wrong = binomial_upper(int((~right & (c >= delta)).sum()), n, alpha / 2)
+        sent = c[asked] < delta
+        pool_wrong = hypergeom_upper(int((wrong & sent).sum()), int(sent.sum()), int((c < delta).sum()), level_pool)
+        if 1 - kept_wrong - binomial_upper(pool_wrong, n, alpha / 2 - level_pool) < target:
+            break
+        ok[i] = True
+    n_ok = _fixed_sequence(ok)
+    if not n_ok:
+        return Guaranteed(np.inf, 1.0, 0, candidates)
+    chosen = float(candidates[n_ok - 1])
+    return Guaranteed(chosen, float(np.mean(c < chosen)), n_ok, candidates)
+
+
+def choose_budget(confidence, small_correct, asked, large_correct_asked, *, max_large_rate: float,
+                  alpha: float) -> Guaranteed:
+    """The δ with the best estimated accuracy among those whose share of items sent stays within
+    ``max_large_rate`` with probability ``1 - alpha``.
+
+    The share sent depends on the small model's confidence alone, so it is certified on every pool
+    item (:func:`~datashunt.core.guarantee.guaranteed_budget`'s exact bound) with no large call;
+    the calls (``asked``: a sample of the items below the highest certified δ, from
+    :func:`sample_calls`) only choose among the certified thresholds. δ = -inf (nothing sent) when
+    none is certified.
+
+    Examples
+    --------
+    >>> c = np.linspace(0, 1, 1000)
+    >>> top = budget_limit(c, max_large_rate=0.3, alpha=0.1)
+    >>> asked = sample_calls(c, 200, below=top, random_state=0)
+    >>> g = choose_budget(c, c > 0.5, asked, np.ones(len(asked), bool), max_large_rate=0.3, alpha=0.1)
+    >>> g.large_rate <= 0.3
+    True
+    """
+    c, right = (a[:, 0] for a in _pool(confidence, small_correct))
+    top = budget_limit(c, max_large_rate=max_large_rate, alpha=alpha)
+    candidates = _thresholds(c[:, None])[::-1]
+    passing = candidates[candidates <= top]
+    if not len(passing):
+        return Guaranteed(-np.inf, 0.0, 0, candidates)
+    asked = np.asarray(asked, dtype=int)
+    large_ok = np.asarray(large_correct_asked, dtype=float).ravel()
+    weight = (c < top).sum() / max(len(asked), 1)  # each sampled item stands for this many in the band
+    # accuracy over the band below the top, relative to keeping all of it: what sending gains there
+    gain = np.array([((large_ok - right[asked]) * (c[asked] < d)).sum() * weight for d in passing])
+    best = int(np.flatnonzero(gain >= gain.max() - 1e-12)[-1])  # ties: the one sending most
+    return Guaranteed(float(passing[best]), float(np.mean(c < passing[best])), len(passing), candidates)
+
+
+def budget_limit(confidence, *, max_large_rate: float, alpha: float) -> float:
+    """The highest grid threshold whose share of items sent is within ``max_large_rate`` with
+    probability ``1 - alpha`` (exact binomial bound, fixed sequence from the cheapest), or -inf."""
+    c = np.ravel(np.asarray(confidence, dtype=float))
+    if not 0 <= max_large_rate <= 1 or not 0 < alpha < 1:
+        raise ConfigError(f"max_large_rate must be in [0, 1] and alpha in (0, 1), got {max_large_rate} and {alpha}")
+    candidates = _thresholds(c[:, None])[::-1]  # cheapest first
+    ok = binomial_upper((c[None, :] < candidates[:, None]).sum(axis=1), len(c), alpha) <= max_large_rate
+    n_ok = _fixed_sequence(ok)
+    return float(candidates[n_ok - 1]) if n_ok else -np.inf
+
+
 def estimated_sweep(confidence, small_correct, plan: CallPlan, large_correct_asked, large_cost_asked=None):
     """:func:`~datashunt.core.calibration.threshold_sweep` from the plan's answers: a sampled right
     answer stands for the unsampled ones by inverse-probability weighting; where a threshold would
@@ -310,18 +435,78 @@ def _large_estimates(reach, safe, plan: CallPlan, large_correct_asked) -> np.nda
     return large
 
 
-def choose_match(confidence, small_correct, plan: CallPlan, large_correct_asked, *, confidence_level: float,
-                 tolerance: float):
-    """δ for ``match_large`` certified by :func:`certify_match`, as a
-    :class:`~datashunt.core.calibration.Choice` (``met`` False, with a warning, when none is certified)."""
+def sampled_sweep(confidence, small_correct, asked, large_correct_asked, large_cost_asked=None, *,
+                  below: float = np.inf) -> pd.DataFrame:
+    """:func:`~datashunt.core.calibration.threshold_sweep` from a simple random sample of the items
+    below ``below`` (:func:`sample_calls`): a sampled item's large answer stands for ``1 / share``
+    of them, an unsampled one for none; above ``below`` it is unknown (NaN accuracy where sent)."""
+    from .calibration import threshold_sweep
+
+    c, right = (a[:, 0] for a in _pool(confidence, small_correct))
+    asked = np.asarray(asked, dtype=int)
+    region = c < below
+    large = np.where(region, 0.0, np.nan)
+    large[asked] = np.asarray(large_correct_asked, dtype=float) * region.sum() / max(len(asked), 1)
+    price = 0.0 if large_cost_asked is None or len(asked) == 0 else float(np.mean(large_cost_asked))
+    sweep = threshold_sweep(c, right, large, np.full(len(c), price))
+    if len(asked) < len(c):
+        sweep["gap_se"] = np.nan
+    return sweep
+
+
+def calls_for(policy: str, confidence, small_correct, budget: int | None, *, alpha: float,
+              max_large_rate: float | None = None, random_state=None):
+    """Which pool items a guaranteed ``policy`` asks the large model about: a :class:`CallPlan`
+    for ``match_large`` (:func:`plan_calls`), sorted indices for the others (:func:`sample_calls`:
+    over the whole pool for ``target_accuracy``, below the certified budget for ``max_large_rate``)."""
+    if policy == "match_large":
+        return plan_calls(confidence, small_correct, budget, random_state=random_state)
+    below = sampled_below(policy, confidence, alpha=alpha, max_large_rate=max_large_rate)
+    return sample_calls(confidence, budget, below=below, random_state=random_state)
+
+
+def sampled_below(policy: str, confidence, *, alpha: float, max_large_rate: float | None = None) -> float:
+    """The confidence below which ``target_accuracy`` (+inf: everywhere) and ``max_large_rate``
+    (the highest threshold certified within budget) sample the items they ask about."""
+    if policy != "max_large_rate":
+        return np.inf
+    if max_large_rate is None:
+        raise ConfigError("policy 'max_large_rate' needs max_large_rate in [0, 1], got None")
+    return budget_limit(confidence, max_large_rate=max_large_rate, alpha=alpha)
+
+
+def asked_of(calls) -> np.ndarray:
+    """The pool indices asked under :func:`calls_for`'s result."""
+    return calls.ask if isinstance(calls, CallPlan) else calls
+
+
+def choose_stratified(policy: str, confidence, small_correct, calls, large_correct_asked, *,
+                      confidence_level: float, tolerance: float = 0.0, max_large_rate=None, target_accuracy=None):
+    """δ for a guaranteed shunt ``policy`` from every label and the answers :func:`calls_for` asked
+    for, as a :class:`~datashunt.core.calibration.Choice` (``met`` False, with a warning, when no
+    threshold is certified); its ``sweep`` estimate comes from :func:`estimated_sweep` or
+    :func:`sampled_sweep`."""
     from .calibration import Choice
 
-    found = certify_match(confidence, small_correct, plan, large_correct_asked, epsilon=tolerance,
-                          alpha=1 - confidence_level)
-    goal = (f"accuracy >= large-only accuracy{f' - {tolerance:g}' if tolerance else ''} with probability >= "
-            f"{confidence_level:g} (Learn then Test)")
+    alpha = 1 - confidence_level
+    level = f"with probability >= {confidence_level:g} (Learn then Test)"
+    n = len(np.ravel(confidence))
+    floor = 0
+    if policy == "match_large":
+        found = certify_match(confidence, small_correct, calls, large_correct_asked, epsilon=tolerance, alpha=alpha)
+        goal = f"accuracy >= large-only accuracy{f' - {tolerance:g}' if tolerance else ''} {level}"
+        share = (1 - KEEP_ALL_SHARE) * alpha / 2  # of the losses' bound, with none seen
+        floor = int(np.floor(np.log(share) / np.log1p(-tolerance))) + 1 if tolerance > 0 else np.iinfo(np.int64).max
+    elif policy == "target_accuracy":
+        if target_accuracy is None:
+            raise ConfigError("policy 'target_accuracy' needs target_accuracy in [0, 1], got None")
+        found = certify_target(confidence, small_correct, calls, large_correct_asked, target=target_accuracy,
+                               alpha=alpha)
+        goal = f"accuracy >= {target_accuracy:.4f} {level}"
+    else:
+        found = choose_budget(confidence, small_correct, calls, large_correct_asked, max_large_rate=max_large_rate,
+                              alpha=alpha)
+        goal = f"large-call rate <= {max_large_rate:.4f} {level}"
     if not found.n_certified:
-        level = (1 - KEEP_ALL_SHARE) * (1 - confidence_level) / 2  # of the losses' bound, with none seen
-        floor = int(np.floor(np.log(level) / np.log1p(-tolerance))) + 1 if tolerance > 0 else np.iinfo(np.int64).max
-        warn_uncertified(goal, len(plan.sampled_right), found.threshold, floor, tolerance, confidence_level)
+        warn_uncertified(goal, n, found.threshold, floor, tolerance, confidence_level)
     return Choice(found.threshold, -1, goal, found.n_certified > 0)

@@ -25,7 +25,7 @@ from ..core.calibration import (
 from ..core.confidence import MEASURES, get_measure
 from ..core.deciding import outcome, run_stages, stop_stage
 from ..core.guarantee import guaranteed_cascade
-from ..core.stratified import choose_match, estimated_path, plan_calls
+from ..core.stratified import choose_stratified, estimated_path, plan_calls
 from ..core.inputs import require_valid, training_sets
 from ..core.params import check_params
 from ..core.routes import FALLBACK, INVALID
@@ -259,8 +259,8 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         price = np.column_stack([a.price for a in answers] + [np.zeros(len(y_val))])
         price[plan.ask, -1] = got.price
         self.sweep_ = estimated_path(confidence, correct, plan, last_ok, price)
-        choice = choose_match(confidence, correct, plan, last_ok, confidence_level=self.confidence_level,
-                              tolerance=self.tolerance)
+        choice = choose_stratified("match_large", confidence, correct, plan, last_ok,
+                                   confidence_level=self.confidence_level, tolerance=self.tolerance)
         self.thresholds_ = [choice.threshold] * (len(self.stages_) - 1)
         row = self.sweep_.loc[self.sweep_["threshold_1"] == choice.threshold].iloc[0]
         stop = stop_stage(np.column_stack([confidence, np.ones(len(y_val))]), self.thresholds_)

@@ -20,7 +20,15 @@ from ..core.guarantee import choose_guaranteed
 from ..core.inputs import check_targets, require_valid, training_sets
 from ..core.params import check_params
 from ..core.routes import ASKED_LARGE, FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
-from ..core.stratified import choose_match, estimated_sweep, plan_calls
+from ..core.stratified import (
+    CallPlan,
+    asked_of,
+    calls_for,
+    choose_stratified,
+    estimated_sweep,
+    sampled_below,
+    sampled_sweep,
+)
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
 
@@ -97,13 +105,16 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         share, and the small model is then trained on everything. More evidence per label for δ,
         at the price of ``cv`` extra trainings of the small model.
     certification : {"stratified", "paired"}, default="stratified"
-        How a guaranteed ``match_large`` threshold is certified. ``"stratified"`` uses every
-        validation label for the small side and asks the large model only about the small model's
-        wrong answers (most confident first) and a random sample of its right ones, within
-        ``max_calibration_calls`` (:mod:`datashunt.core.stratified`); labels are cheap, so a larger
-        validation set costs no more calls. ``"paired"`` asks the large model about every
-        validation item (:mod:`datashunt.core.guarantee`). Other policies, and ``confidence_level=None``,
-        always use the paired answers.
+        How a guaranteed threshold is certified. ``"stratified"`` uses every validation label for
+        the small side and asks the large model, within ``max_calibration_calls``, only where the
+        bound needs it (:mod:`datashunt.core.stratified`): for ``match_large`` about the small
+        model's wrong answers (most confident first) and a random sample of its right ones; for
+        ``target_accuracy`` about a random sample of the items (its errors on the items sent); for
+        ``max_large_rate`` none is needed for the guarantee (the share sent depends on the
+        confidence alone), and a sample of the items below the certified budget chooses among
+        the thresholds. Labels are cheap, so a larger validation set costs no more calls.
+        ``"paired"`` asks the large model about every validation item
+        (:mod:`datashunt.core.guarantee`); ``confidence_level=None`` always does.
     max_calibration_calls : int, optional
         At most this many items are asked to the large model during calibration: under
         ``"stratified"`` certification, where they tighten the bound most; otherwise a sample of
@@ -279,8 +290,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _stratified(self) -> bool:
         """Whether δ is certified from labels and a stratified sample of large answers."""
-        return (self.threshold == "auto" and self.certification == "stratified" and self.confidence_level is not None
-                and self.policy == "match_large")
+        return self.threshold == "auto" and self.certification == "stratified" and self.confidence_level is not None
 
     def _calibrate(self, X_val, y_val, small_proba=None):
         if self._stratified():
@@ -319,16 +329,27 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         small_proba = self.small_.predict_proba(X_val) if small_proba is None else small_proba
         confidence = np.asarray(get_measure(self.confidence)(small_proba), dtype=float)
         small_ok = self.classes_[small_proba.argmax(axis=1)] == y_val
-        plan = plan_calls(confidence, small_ok, self.max_calibration_calls, random_state=self.random_state)
-        routing = self._route(X_val[plan.ask], threshold=np.inf, small_proba=small_proba[plan.ask])
+        calls = calls_for(self.policy, confidence, small_ok, self.max_calibration_calls,
+                          alpha=1 - self.confidence_level, max_large_rate=self.max_large_rate,
+                          random_state=self.random_state)
+        ask = asked_of(calls)
+        routing = self._route(X_val[ask], threshold=np.inf, small_proba=small_proba[ask])
         failed = np.array([f is not None for f in routing.flag], dtype=bool)
         require_answers(~failed, routing.flag, "the large model")
-        # a failed call counts as a right large answer: a loss where the small model is wrong, never a win
-        large_ok = (self.classes_[routing.proba.argmax(axis=1)] == y_val[plan.ask]) | failed
+        large_ok = self.classes_[routing.proba.argmax(axis=1)] == y_val[ask]
         large_cost = self.large_.price_of(routing.prompt_tokens)
-        self.sweep_ = estimated_sweep(confidence, small_ok, plan, large_ok, large_cost)
-        choice = choose_match(confidence, small_ok, plan, large_ok, confidence_level=self.confidence_level,
-                              tolerance=self.tolerance)
+        if isinstance(calls, CallPlan):
+            # a failed call counts as a right large answer: a loss where the small model is wrong, never a win
+            large_ok |= failed
+            self.sweep_ = estimated_sweep(confidence, small_ok, calls, large_ok, large_cost)
+        else:  # a failed call counts as a wrong large answer: an error where the item is sent
+            large_ok &= ~failed
+            below = sampled_below(self.policy, confidence, alpha=1 - self.confidence_level,
+                                  max_large_rate=self.max_large_rate)
+            self.sweep_ = sampled_sweep(confidence, small_ok, ask, large_ok, large_cost, below=below)
+        choice = choose_stratified(self.policy, confidence, small_ok, calls, large_ok,
+                                   confidence_level=self.confidence_level, tolerance=self.tolerance,
+                                   max_large_rate=self.max_large_rate, target_accuracy=self.target_accuracy)
         self.threshold_ = choice.threshold
         kept = keeps(confidence, self.threshold_)
         row = self.sweep_.loc[self.sweep_["n_large"] == int((~kept).sum())].iloc[0]
@@ -338,10 +359,10 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "large_rate": float(1 - kept.mean()), "small_accuracy": float(small_ok.mean()),
             "large_accuracy": known(self.sweep_["accuracy"].iloc[-1]),
             "large_failures": int(failed.sum()),
-            "large_calls": {"asked": int(len(plan.ask)), "paid": int((~routing.cached).sum()),
-                            "cost": float(routing.cost.sum()), "budget": self.max_calibration_calls,
-                            "small_wrong": int((~small_ok[plan.ask]).sum()),
-                            "small_right_sampled": int(plan.sampled_right.sum())},
+            "large_calls": {"asked": int(len(ask)), "paid": int((~routing.cached).sum()),
+                            "cost": float(routing.cost.sum()), "budget": self.max_calibration_calls}
+            | ({"small_wrong": int((~small_ok[ask]).sum()), "small_right_sampled": int(calls.sampled_right.sum())}
+               if isinstance(calls, CallPlan) else {}),
             "cross_fitted": self.cv is not None, "certification": "stratified",
             "drift_reference": drift.reference(confidence, self.threshold_),
         }
