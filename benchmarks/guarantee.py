@@ -16,11 +16,17 @@ population:
 - ``match_z2``: the same, with the shunt's validation accuracy lowered by 2 standard errors of the
   paired gap (the default of ``ShuntClassifier`` before guarantees).
 
+The same draws check the stratified guarantees of the other policies (``--part policies``):
+``target_accuracy`` at the large model's true accuracy minus 0.02
+(:func:`~datashunt.core.stratified.certify_target` on a random sample of ``--calibration-calls``
+items) and ``max_large_rate`` at 0.2 and 0.5 (:func:`~datashunt.core.stratified.choose_budget`).
+
 ``violation_rate`` is the share of draws whose δ breaks the promise on the population;
 ``large_share`` the mean true share of items sent to the large model; ``calls`` the mean number of
 large answers the method used.
 
-    .venv/bin/python benchmarks/guarantee.py --seed 0
+    .venv/bin/python benchmarks/guarantee.py --seed 0                   # both parts
+    .venv/bin/python benchmarks/guarantee.py --seed 0 --part policies   # only the target and budget rows
 """
 
 import argparse
@@ -33,7 +39,14 @@ from scipy.stats import beta
 
 from datashunt.core.calibration import threshold_sweep
 from datashunt.core.guarantee import guaranteed_match
-from datashunt.core.stratified import certify_match, plan_calls
+from datashunt.core.stratified import (
+    budget_limit,
+    certify_match,
+    certify_target,
+    choose_budget,
+    plan_calls,
+    sample_calls,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "guarantee.json"
 ALPHAS = (0.05, 0.1, 0.2)
@@ -60,6 +73,7 @@ class Population:
         self.mid = mid
         # gap(δ) = ∫_{c ≥ δ} (s(c) - l(c)) dF(c): cumulative from the top
         self.tail_gap = np.concatenate([np.cumsum(((small(mid) - large(mid)) * self.mass)[::-1])[::-1], [0.0]])
+        self.large_accuracy = float((large(mid) * self.mass).sum())
 
     def gap(self, delta):
         return self.tail_gap[np.searchsorted(self.mid, delta, side="left")]
@@ -114,6 +128,38 @@ def run(n_validation, calls, draws, seed):
     return records
 
 
+BUDGETS = (0.2, 0.5)
+
+
+def run_policies(n_validation, calls, draws, seed):
+    """Violation rates of the stratified target and budget guarantees (method ``guaranteed``)."""
+    records = []
+    for s, (name, spec) in enumerate(SETTINGS.items()):
+        population = Population(*spec)
+        rng = np.random.default_rng([seed, s, 1])
+        target = population.large_accuracy - 0.02
+        chosen = {}
+        for draw in range(draws):
+            c, small, large = population.draw(n_validation, rng)
+            asked = sample_calls(c, calls, random_state=[seed, s, draw])
+            for alpha in ALPHAS:
+                g = certify_target(c, small, asked, large[asked], target=target, alpha=alpha)
+                chosen.setdefault(("target_accuracy", target, alpha), []).append(g.threshold)
+                for rate in BUDGETS:
+                    top = budget_limit(c, max_large_rate=rate, alpha=alpha)
+                    few = sample_calls(c, calls, below=top, random_state=[seed, s, draw])
+                    g = choose_budget(c, small, few, large[few], max_large_rate=rate, alpha=alpha)
+                    chosen.setdefault(("max_large_rate", rate, alpha), []).append(g.threshold)
+        for (policy, goal, alpha), deltas in chosen.items():
+            shares = np.array([population.large_share(d) for d in deltas])
+            accuracy = np.array([population.large_accuracy + population.gap(d) for d in deltas])
+            broken = accuracy < goal - 1e-9 if policy == "target_accuracy" else shares > goal + 1e-9
+            records.append({"setting": name, "method": "guaranteed", "policy": policy, "goal": goal, "alpha": alpha,
+                            "violation_rate": float(np.mean(broken)), "large_share": float(shares.mean()),
+                            "mean_true_accuracy": float(accuracy.mean()), "calls": calls})
+    return records
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -121,20 +167,29 @@ def main():
     parser.add_argument("--calibration-calls", type=int, default=400,
                         help="Large answers the stratified method may use per draw.")
     parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--part", choices=("all", "match", "policies"), default="all",
+                        help="Run only the match_large methods or only the target and budget policies; the other "
+                             "part's rows are kept from the results file.")
     args = parser.parse_args()
-    records = run(args.n_validation, args.calibration_calls, args.draws, args.seed)
-    guaranteed = [r for r in records if r["method"] == "guaranteed"]
+    earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    records = (run(args.n_validation, args.calibration_calls, args.draws, args.seed) if args.part != "policies"
+               else earlier.get("simulation", []))
+    policies = (run_policies(args.n_validation, args.calibration_calls, args.draws, args.seed)
+                if args.part != "match" else earlier.get("policies", []))
+    guaranteed = [r for r in records + policies if r["method"] == "guaranteed"]
     bar_met = all(r["violation_rate"] <= r["alpha"] + 0.01 for r in guaranteed)
+    command = "python benchmarks/guarantee.py " + " ".join(sys.argv[1:])
     result = {
-        "command": "python benchmarks/guarantee.py " + " ".join(sys.argv[1:]),
+        "command": command,
+        "commands": {part: command if args.part in ("all", part) else earlier.get("commands", {}).get(part, "")
+                     for part in ("match", "policies")},
         "seed": args.seed, "n_validation": args.n_validation, "calibration_calls": args.calibration_calls,
         "draws": args.draws,
         "alphas": list(ALPHAS), "epsilons": list(EPSILONS), "settings": list(SETTINGS),
         "bar": "guaranteed violation_rate <= alpha + 0.01 in every setting", "bar_met": bar_met,
-        "simulation": records,
+        "simulation": records, "policies": policies,
     }
-    if RESULTS.is_file():  # the movie split-half figures come from benchmarks/calibration.py
-        result |= {k: v for k, v in json.loads(RESULTS.read_text()).items() if k == "movies_split_half"}
+    result |= {k: v for k, v in earlier.items() if k == "movies_split_half"}  # from benchmarks/calibration.py
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"bar met: {bar_met}; wrote {RESULTS}")
 

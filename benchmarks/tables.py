@@ -77,7 +77,8 @@ def guarantee_table(result: dict) -> str:
     """Violation rate and share sent to the large model, per setting, method, alpha and epsilon."""
     calls = f", at most {result['calibration_calls']} large answers for `guaranteed`" if "calibration_calls" in \
         result else ""
-    lines = [f"`{result['command']}` (seed {result['seed']}; {result['draws']} validation draws of "
+    command = result.get("commands", {}).get("match") or result["command"]
+    lines = [f"`{command}` (seed {result['seed']}; {result['draws']} validation draws of "
              f"{result['n_validation']} items per setting{calls})", "",
              "| setting | ε | method | α | violation rate | bar (α + 0.01) | sent to large (mean) | large answers used |",
              "|---|---|---|---|---|---|---|---|"]
@@ -89,6 +90,17 @@ def guarantee_table(result: dict) -> str:
         used = f"{r['calls']:,.0f}" if "calls" in r else ""
         lines.append(f"| {r['setting']} | {r['epsilon']:g} | {r['method']} | {alpha} | {r['violation_rate']:.1%} | "
                      f"{bar} | {r['large_share']:.1%} | {used} |")
+    if result.get("policies"):
+        lines += ["", f"`{result['commands']['policies']}`: the stratified guarantees of the other policies (target: "
+                  "the large model's true accuracy - 0.02; a random sample of "
+                  f"{result['calibration_calls']} items asked)", "",
+                  "| setting | policy | goal | α | violation rate | bar (α + 0.01) | sent to large (mean) | "
+                  "true accuracy (mean) |", "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(result["policies"], key=lambda r: (result["settings"].index(r["setting"]), r["policy"],
+                                                           r["goal"], r["alpha"])):
+            bar = "met" if r["violation_rate"] <= r["alpha"] + 0.01 else "**missed**"
+            lines.append(f"| {r['setting']} | {r['policy']} | {r['goal']:.3f} | {r['alpha']:g} | "
+                         f"{r['violation_rate']:.1%} | {bar} | {r['large_share']:.1%} | {r['mean_true_accuracy']:.4f} |")
     movies = result.get("movies_split_half")
     if movies:
         lines += ["", f"`{movies['command']}`: the promise \"accuracy >= the LLM's - 0.01\" on {movies['halves']} "
