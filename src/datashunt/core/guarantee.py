@@ -195,16 +195,36 @@ def guaranteed_budget(confidence, small_correct, large_correct, *, max_large_rat
     True
     """
     c, small_correct, large_correct = _check(confidence, small_correct, large_correct, 0.0, alpha)
-    n = len(c)
     candidates = _candidates(c, n_candidates)[::-1]  # cheapest (safest for a budget) first
-    sent = c[None, :] < candidates[:, None]
-    ok = binomial_upper(sent.sum(axis=1), n, alpha) <= max_large_rate
-    n_ok = _fixed_sequence(ok)
+    n_ok = int((candidates <= budget_limit(c, max_large_rate=max_large_rate, alpha=alpha,
+                                           n_candidates=n_candidates)).sum())
     if not n_ok:
         return Guaranteed(-np.inf, 0.0, 0, candidates)
-    right = np.where(sent[:n_ok], large_correct[None, :], small_correct[None, :]).sum(axis=1)
+    sent = c[None, :] < candidates[:n_ok, None]
+    right = np.where(sent, large_correct[None, :], small_correct[None, :]).sum(axis=1)
     best = int(np.flatnonzero(right == right.max())[-1])  # ties: the one sending most, still within budget
     return Guaranteed(float(candidates[best]), float(sent[best].mean()), n_ok, candidates)
+
+
+def budget_limit(confidence, *, max_large_rate: float, alpha: float, n_candidates: int = 50) -> float:
+    """The highest candidate threshold whose share of items sent is within ``max_large_rate`` with
+    probability ``1 - alpha`` (exact binomial bound, fixed sequence from the cheapest), or -inf.
+    The share depends on the confidence alone: no answer of either model is needed.
+
+    Examples
+    --------
+    >>> c = np.linspace(0, 1, 1000)
+    >>> top = budget_limit(c, max_large_rate=0.3, alpha=0.1)
+    >>> float(top), float((c < top).mean())  # 28% sent: the bound asks for a margin below 30%
+    (0.28, 0.28)
+    """
+    c = np.ravel(np.asarray(confidence, dtype=float))
+    if not 0 <= max_large_rate <= 1 or not 0 < alpha < 1:
+        raise ConfigError(f"max_large_rate must be in [0, 1] and alpha in (0, 1), got {max_large_rate} and {alpha}")
+    candidates = _candidates(c, n_candidates)[::-1]  # cheapest first
+    ok = binomial_upper((c[None, :] < candidates[:, None]).sum(axis=1), len(c), alpha) <= max_large_rate
+    n_ok = _fixed_sequence(ok)
+    return float(candidates[n_ok - 1]) if n_ok else -np.inf
 
 
 def _two_stages(confidence, small_correct, large_correct):

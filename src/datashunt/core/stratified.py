@@ -44,7 +44,14 @@ import pandas as pd
 from scipy.stats import beta, hypergeom
 
 from ..exceptions import ConfigError
-from .guarantee import Guaranteed, _candidates, _fixed_sequence, binomial_upper, warn_uncertified
+from .guarantee import (
+    Guaranteed,
+    _candidates,
+    _fixed_sequence,
+    binomial_upper,
+    budget_limit,
+    warn_uncertified,
+)
 
 #: Share of the budget spent on the small model's wrong answers when they do not all fit.
 WRONG_SHARE = 0.5
@@ -357,18 +364,6 @@ def choose_budget(confidence, small_correct, asked, large_correct_asked, *, max_
     gain = np.array([((large_ok - right[asked]) * (c[asked] < d)).sum() * weight for d in passing])
     best = int(np.flatnonzero(gain >= gain.max() - 1e-12)[-1])  # ties: the one sending most
     return Guaranteed(float(passing[best]), float(np.mean(c < passing[best])), len(passing), candidates)
-
-
-def budget_limit(confidence, *, max_large_rate: float, alpha: float) -> float:
-    """The highest grid threshold whose share of items sent is within ``max_large_rate`` with
-    probability ``1 - alpha`` (exact binomial bound, fixed sequence from the cheapest), or -inf."""
-    c = np.ravel(np.asarray(confidence, dtype=float))
-    if not 0 <= max_large_rate <= 1 or not 0 < alpha < 1:
-        raise ConfigError(f"max_large_rate must be in [0, 1] and alpha in (0, 1), got {max_large_rate} and {alpha}")
-    candidates = _thresholds(c[:, None])[::-1]  # cheapest first
-    ok = binomial_upper((c[None, :] < candidates[:, None]).sum(axis=1), len(c), alpha) <= max_large_rate
-    n_ok = _fixed_sequence(ok)
-    return float(candidates[n_ok - 1]) if n_ok else -np.inf
 
 
 def estimated_sweep(confidence, small_correct, plan: CallPlan, large_correct_asked, large_cost_asked=None):
