@@ -267,3 +267,17 @@ def test_certify_target_and_choose_budget_hold_their_bounds():
     assert chosen.threshold <= top and chosen.large_rate <= 0.25
     with pytest.raises(ConfigError, match="300 items were asked about; got 299 answers"):
         certify_target(c, small, few, large[few][:-1], target=0.9, alpha=0.1)
+
+
+def test_bad_settings_of_the_sampled_policies_are_clear_errors(sentiment):
+    c, small, large = population(200, np.random.default_rng(9))
+    with pytest.raises(ConfigError, match="budget of calibration calls must be at least 1, got 0"):
+        sample_calls(c, 0)
+    with pytest.raises(ConfigError, match=r"the target must be in \[0, 1\] and alpha in \(0, 1\), got 1.5"):
+        certify_target(c, small, np.arange(10), large[:10], target=1.5, alpha=0.1)
+    with pytest.raises(ConfigError, match=r"max_large_rate must be in \[0, 1\] and alpha in \(0, 1\), got -0.1"):
+        budget_limit(c, max_large_rate=-0.1, alpha=0.1)
+    texts, labels = sentiment
+    with pytest.raises(ConfigError, match="policy 'max_large_rate' needs max_large_rate in \\[0, 1\\], got None"):
+        ShuntClassifier(make_small("tfidf"), FakeLargeModel(dict(zip(texts, labels))), policy="max_large_rate",
+                        validation_fraction=0.8, random_state=0).fit(texts, labels)
