@@ -310,6 +310,17 @@ def batch_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def large_batch_table(result: dict) -> str:
+    """Items per second of the local LLM by batch_size, and agreement with one at a time."""
+    lines = [f"`{result['command']}` (seed {result['seed']}; {result['n']} movie sentences, {result['model']}, no cache)",
+             "", "| batch_size | items/s | speedup | accuracy | largest probability difference | labels changed |",
+             "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['batch_size']} | {r['items_per_s']:.2f} | {r['speedup']:.2f}× | {r['accuracy']:.3f} | "
+                     f"{r['max_proba_difference']:.3f} | {r['label_changes']:.1%} |")
+    return "\n".join(lines)
+
+
 def _share(value) -> str:
     return "-" if value is None or value != value else f"{value:.1%}"
 
@@ -365,6 +376,10 @@ def main():
     if guarantee.is_file():
         print()
         print(guarantee_table(json.loads(guarantee.read_text())))
+    batched = RESULTS / "large_batch.json"
+    if batched.is_file():
+        print()
+        print(large_batch_table(json.loads(batched.read_text())))
     overhead = RESULTS / "overhead.json"
     if overhead.is_file():
         print()

@@ -145,3 +145,47 @@ def test_generation_prompt_that_leaves_no_room_is_flagged(tiny_path):
     got = LlamaCppGenerator(str(tiny_path), n_ctx=160, max_new_tokens=32, cache=False).generate(["word " * 120, "ok"])
     assert got.text[0] is None and "leaves less than max_new_tokens=32 of the context n_ctx=160" in got.flag[0]
     assert got.ok[1]
+
+
+MORE = TEXTS + ["Not my kind of movie.", "A masterpiece of quiet grace.", "The plot made no sense at all, and the "
+                "actors seemed bored.", "Funny.", "I walked out halfway through."]
+
+
+def test_prompts_scored_in_batches_answer_like_one_at_a_time(tiny_path):
+    one = LlamaCppModel(str(tiny_path), cache=False, batch_size=1).predict_proba(MORE, LABELS)
+    batched = LlamaCppModel(str(tiny_path), cache=False, batch_size=4).predict_proba(MORE, LABELS)
+    assert batched.ok.all(), batched.error
+    np.testing.assert_allclose(batched.proba, one.proba, atol=0.05)  # rounding of a different evaluation order
+    assert (batched.proba.argmax(axis=1) == one.proba.argmax(axis=1)).all()
+    np.testing.assert_array_equal(batched.prompt_tokens, one.prompt_tokens)
+
+
+def test_a_prompt_too_long_is_flagged_and_its_batch_neighbours_answered(tiny_path, monkeypatch):
+    from datashunt.backends import llama_cpp as backend
+
+    sizes, evaluate = [], backend.Batched.logprobs
+    monkeypatch.setattr(backend.Batched, "logprobs", lambda self, p: sizes.append(len(p)) or evaluate(self, p))
+    long = [f"{i}. {MORE[5]} Then it ended, and I was glad." for i in range(4)]  # no shared start
+    items = long[:2] + ["word " * 200] + long[2:]
+    result = LlamaCppModel(str(tiny_path), cache=False, n_ctx=128, batch_size=4).predict_proba(items, LABELS)
+    assert "does not fit the context of 128" in result.error[2]
+    assert result.ok[[0, 1, 3, 4]].all() and sizes == [2, 2]  # too long for 128 tokens together: split in two
+
+
+def test_a_failed_batch_flags_its_calls_and_the_next_batch_starts_clean(tiny_path, monkeypatch):
+    from datashunt.backends import llama_cpp as backend
+
+    model = LlamaCppModel(str(tiny_path), cache=False, batch_size=4)
+    original, failures = backend.Batched._decode, iter([True])
+
+    def flaky(self, parts):
+        if next(failures, False):
+            raise RuntimeError("llama_decode returned 1")
+        return original(self, parts)
+
+    monkeypatch.setattr(backend.Batched, "_decode", flaky)
+    result = model.predict_proba(MORE, LABELS)
+    assert all("failed to evaluate a batch of prompts: llama_decode returned 1" in e for e in result.error[:4])
+    assert result.ok[4:].all()
+    clean = LlamaCppModel(str(tiny_path), cache=False, batch_size=1).predict_proba(MORE[4:], LABELS)
+    np.testing.assert_allclose(result.proba[4:], clean.proba, atol=0.05)
