@@ -123,8 +123,9 @@ class Batched:
                 for at in range(0, start, self.n_batch):
                     self._decode([(prompts[0][at:min(start, at + self.n_batch)], 0, at)])
                 self.prefix = prompts[0][:start]
-            for seq in range(1, len(prompts) + 1):
+            for seq in range(1, self.size + 1):  # every earlier batch's sequences go, so the cells are free
                 lib.llama_memory_seq_rm(memory, seq, -1, -1)
+            for seq in range(1, len(prompts) + 1):
                 lib.llama_memory_seq_cp(memory, 0, seq, -1, -1)
             rows = self._decode([(p[start:], seq, start) for seq, p in enumerate(prompts, start=1)])
         except RuntimeError as exc:
