@@ -4,7 +4,8 @@ For each data set: Data Shunt alone, with soft and with hard Prompt Pruning, wit
 Confidence Distillation, and with both. δ comes from ``match_large`` on validation or, with
 ``--max-large-rate``, from that budget (for data where the LLM alone is worse than the small
 model, so that ``match_large`` would send it nothing), or with ``--large-share`` as the δ that
-sends that share of the validation items (where even the budget's best point sends almost none). Prompt Pruning keeps the δ calibrated
+sends that share of the validation items (where even the budget's best point sends almost none).
+Prompt Pruning keeps the δ calibrated
 without it, so the items sent to the large model are the same and only its answers differ. The
 level that decides which classes the small model excels in is chosen per mode on the validation
 items routed to the large model, from ``--pruning-levels``; the mode used with 2CD is the one
@@ -16,7 +17,8 @@ collaborations, not calibrations. Nothing is chosen on the test split.
 
     .venv/bin/python benchmarks/ablation.py --seed 0 --data tweets --max-large-rate 0.3 --n-pool 2000
     .venv/bin/python benchmarks/ablation.py --seed 0 --data movies --n-pool 1500 [--match-z 0] [--no-recalibrate]
-    .venv/bin/python benchmarks/ablation.py --seed 0 --data debian --large-share 0.3 --rounds 0 --n-validation 500 --n-test 500 --n-pool 100
+    .venv/bin/python benchmarks/ablation.py --seed 0 --data debian --large-share 0.3 --rounds 0 \
+        --n-validation 500 --n-test 500 --n-pool 100
 """
 
 import argparse
@@ -51,8 +53,10 @@ def load(name):
     if name == "debian":
         from datashunt.io.datasets.debian import load_debian_sections
 
-        return (load_debian_sections(),
-                "This is the one-line description of a Debian package. Which archive section does it belong to?")
+        return (
+            load_debian_sections(),
+            "This is the one-line description of a Debian package. Which archive section does it belong to?",
+        )
     raise SystemExit(f"unknown data set {name}")
 
 
@@ -75,12 +79,16 @@ def measure(shunt, X, y, group_of):
     y = np.asarray(y, dtype=object)
     right = routes["label"].to_numpy() == y
     sent = routes["route"].isin(["large", "fallback"]).to_numpy()
-    out = {"accuracy": float(right.mean()), "large_rate": float(sent.mean()),
-           "large_accuracy_on_routed": float(right[sent].mean()) if sent.any() else None,
-           "large_prompt_tokens": int(routes["prompt_tokens"].sum()),
-           "per_class": {str(c): float(right[y == c].mean()) for c in shunt.classes_ if (y == c).any()},
-           "per_class_routed_large_accuracy": {
-               str(c): float(right[sent & (y == c)].mean()) for c in shunt.classes_ if (sent & (y == c)).any()}}
+    out = {
+        "accuracy": float(right.mean()),
+        "large_rate": float(sent.mean()),
+        "large_accuracy_on_routed": float(right[sent].mean()) if sent.any() else None,
+        "large_prompt_tokens": int(routes["prompt_tokens"].sum()),
+        "per_class": {str(c): float(right[y == c].mean()) for c in shunt.classes_ if (y == c).any()},
+        "per_class_routed_large_accuracy": {
+            str(c): float(right[sent & (y == c)].mean()) for c in shunt.classes_ if (sent & (y == c)).any()
+        },
+    }
     for name, members in group_of.items():
         mask = np.isin(y, members)
         out[f"{name}_accuracy"] = float(right[mask].mean()) if mask.any() else None
@@ -92,8 +100,15 @@ def run(name, args):
     train, val, test, pool = split(frame, args.seed, args.n_validation, args.n_test, args.n_pool)
     large = LlamaCppModel(args.model, prompt=instruction)
     group_of = groups(train["label"])
-    data = {"n_train": len(train), "n_validation": len(val), "n_test": len(test), "n_pool": len(pool),
-            "classes": sorted(map(str, frame["label"].unique())), "groups": group_of, "systems": {}}
+    data = {
+        "n_train": len(train),
+        "n_validation": len(val),
+        "n_test": len(test),
+        "n_pool": len(pool),
+        "classes": sorted(map(str, frame["label"].unique())),
+        "groups": group_of,
+        "systems": {},
+    }
     fit_kwargs = dict(X_val=val["text"], y_val=val["label"])
     small = make_small(args.small, random_state=args.seed)
 
@@ -118,18 +133,37 @@ def run(name, args):
     for mode in ("soft", "hard"):
         tried = {}
         for level in args.pruning_levels:
-            excelled = tuple(base.class_report_["class"][(base.class_report_["precision"] >= level)
-                                                         & (base.class_report_["recall"] >= level)])
+            excelled = tuple(
+                base.class_report_["class"][
+                    (base.class_report_["precision"] >= level) & (base.class_report_["recall"] >= level)
+                ]
+            )
             if not excelled or excelled in tried:
                 continue
             shunt = clone(base).set_params(prompt_pruning=mode, pruning_level=level, threshold=base.threshold_)
             shunt.fit(train["text"], train["label"], **fit_kwargs)
             on_val = measure(shunt, val["text"], val["label"], group_of)[0]["large_accuracy_on_routed"]
             tried[excelled] = (on_val, shunt)
-            data["pp_validation"].append({"mode": mode, "level": level, "excelled_classes": list(map(str, excelled)),
-                                          "large_accuracy_on_routed": on_val, "plain": plain_on_val})
-            print(name, mode, level, excelled, "routed LLM accuracy on validation", on_val, "plain", plain_on_val,
-                  flush=True)
+            data["pp_validation"].append(
+                {
+                    "mode": mode,
+                    "level": level,
+                    "excelled_classes": list(map(str, excelled)),
+                    "large_accuracy_on_routed": on_val,
+                    "plain": plain_on_val,
+                }
+            )
+            print(
+                name,
+                mode,
+                level,
+                excelled,
+                "routed LLM accuracy on validation",
+                on_val,
+                "plain",
+                plain_on_val,
+                flush=True,
+            )
         if not tried:
             print(name, mode, "no class reaches any pruning level: Prompt Pruning changes nothing", flush=True)
             continue
@@ -139,7 +173,8 @@ def run(name, args):
         data["systems"][key], _ = measure(shunt, test["text"], test["label"], group_of)
         data["systems"][key]["pruning_level"] = shunt.pruning_level
         data["systems"][key]["excelled_classes"] = [
-            str(c) for c in shunt.class_report_.loc[shunt.class_report_["excels"], "class"]]
+            str(c) for c in shunt.class_report_.loc[shunt.class_report_["excels"], "class"]
+        ]
         print(name, key, data["systems"][key]["accuracy"], data["systems"][key]["large_accuracy_on_routed"], flush=True)
     systems = [("DS + 2CD", clone(base))] if args.rounds else []
     if pruned and args.rounds:
@@ -150,8 +185,16 @@ def run(name, args):
         shunt.set_params(progress=True)
         shunt.fit(train["text"], train["label"], **fit_kwargs)
         recalibrate = {"X_val": val["text"], "y_val": val["label"]} if args.recalibrate else {}
-        rounds = distill_rounds(shunt, pool["text"], args.rounds, test["text"], test["label"],
-                                X_train=train["text"], y_train=train["label"], **recalibrate)
+        rounds = distill_rounds(
+            shunt,
+            pool["text"],
+            args.rounds,
+            test["text"],
+            test["label"],
+            X_train=train["text"],
+            y_train=train["label"],
+            **recalibrate,
+        )
         data["systems"][label], _ = measure(shunt, test["text"], test["label"], group_of)
         data["systems"][label]["rounds"] = rounds.to_dict("records")
         print(name, label, rounds[["round", "accuracy", "large_rate"]].to_string(index=False), flush=True)
@@ -169,14 +212,24 @@ def main():
     parser.add_argument("--n-pool", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of 2CD; 0 measures Prompt Pruning only")
     parser.add_argument("--max-large-rate", type=float, help="δ from this budget instead of match_large")
-    parser.add_argument("--large-share", type=float,
-                        help="δ that sends this share of the validation items to the LLM (to measure Prompt Pruning)")
-    parser.add_argument("--recalibrate", action=argparse.BooleanOptionalAction, default=True,
-                        help="recalibrate δ on validation after each 2CD round (--no-recalibrate keeps it)")
+    parser.add_argument(
+        "--large-share",
+        type=float,
+        help="δ that sends this share of the validation items to the LLM (to measure Prompt Pruning)",
+    )
+    parser.add_argument(
+        "--recalibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="recalibrate δ on validation after each 2CD round (--no-recalibrate keeps it)",
+    )
     parser.add_argument("--match-z", type=float, help="match_large's noise guard (default: the shunt's own)")
-    parser.add_argument("--confidence-level", type=float,
-                        help="δ with a guarantee at this level (default: none, the point estimate guarded by "
-                             "--match-z, as the committed results were measured)")
+    parser.add_argument(
+        "--confidence-level",
+        type=float,
+        help="δ with a guarantee at this level (default: none, the point estimate guarded by "
+        "--match-z, as the committed results were measured)",
+    )
     parser.add_argument("--pruning-levels", nargs="+", type=float, default=[0.9, 0.8, 0.7])
     args = parser.parse_args()
     command = "python benchmarks/ablation.py " + " ".join(sys.argv[1:])
@@ -184,8 +237,7 @@ def main():
     for name in args.data:
         suffix = ("" if args.match_z is None else f"_z{args.match_z:g}") + ("" if args.recalibrate else "_fixed_delta")
         out = RESULTS / f"ablation_{name}{suffix}.json"
-        result = {"command": command, "seed": args.seed, "large": args.model, "small": args.small,
-                  **run(name, args)}
+        result = {"command": command, "seed": args.seed, "large": args.model, "small": args.small, **run(name, args)}
         out.write_text(json.dumps(result, indent=1, default=float))
 
 

@@ -44,9 +44,23 @@ def batch_run(folder: Path, frame: pd.DataFrame, n: int, args) -> dict:
     datashunt = str(Path(sys.executable).parent / "datashunt")
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as log:
-        run = subprocess.Popen([datashunt, "predict", str(folder / "run.toml"), "-i", str(folder / "rows.csv"), "-o",
-                                str(folder / "labels.csv"), "--keep", "id", "--chunk-rows", str(args.chunk_rows)],
-                               stdout=log, stderr=subprocess.STDOUT)
+        run = subprocess.Popen(
+            [
+                datashunt,
+                "predict",
+                str(folder / "run.toml"),
+                "-i",
+                str(folder / "rows.csv"),
+                "-o",
+                str(folder / "labels.csv"),
+                "--keep",
+                "id",
+                "--chunk-rows",
+                str(args.chunk_rows),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         peak_kib = 0
         while run.poll() is None:  # VmHWM: the peak of the program itself (ru_maxrss would count the
             peak_kib = max(peak_kib, _vm_hwm_kib(run.pid))  # pages of this process it was forked from)
@@ -57,11 +71,17 @@ def batch_run(folder: Path, frame: pd.DataFrame, n: int, args) -> dict:
             raise SystemExit(log.read())
     out = pd.read_csv(folder / "labels.csv", usecols=["id", "route", "label"])
     gold = frame.set_index("text").loc[rows["text"], "label"].to_numpy()
-    result = {"rows": n, "input_bytes": size, "chunk_rows": args.chunk_rows, "seconds": seconds,
-              "rows_per_s": n / seconds, "peak_rss_mib": peak_kib / 1024,
-              "ids_exactly_once": bool(out["id"].is_unique and len(out) == n and out["id"].tolist() == list(range(n))),
-              "routes": out["route"].value_counts().to_dict(),
-              "accuracy_vs_gold": float((out["label"].to_numpy() == gold).mean())}
+    result = {
+        "rows": n,
+        "input_bytes": size,
+        "chunk_rows": args.chunk_rows,
+        "seconds": seconds,
+        "rows_per_s": n / seconds,
+        "peak_rss_mib": peak_kib / 1024,
+        "ids_exactly_once": bool(out["id"].is_unique and len(out) == n and out["id"].tolist() == list(range(n))),
+        "routes": out["route"].value_counts().to_dict(),
+        "accuracy_vs_gold": float((out["label"].to_numpy() == gold).mean()),
+    }
     print(json.dumps(result), flush=True)
     return result
 
@@ -83,27 +103,32 @@ def main():
         pd.DataFrame({"id": frame["text"], "prediction": frame["label"]}).to_csv(folder / "answers.csv", index=False)
         (folder / "run.toml").write_text(f"""
 [data]
-train = "{folder / 'train.csv'}"
-validation = "{folder / 'val.csv'}"
+train = "{folder / "train.csv"}"
+validation = "{folder / "val.csv"}"
 [small]
 model = "tfidf"
 [large]
 backend = "replay"
-table = "{folder / 'answers.csv'}"
+table = "{folder / "answers.csv"}"
 [shunt]
 policy = "max_large_rate"
 max_large_rate = 0.3
 random_state = {args.seed}
 [output]
-dir = "{folder / 'out'}"
+dir = "{folder / "out"}"
 """)
         fitted = CliRunner().invoke(app, ["fit", str(folder / "run.toml")])  # in this process: the only
-        assert fitted.exit_code == 0, fitted.output                         # children measured are the runs
+        assert fitted.exit_code == 0, fitted.output  # children measured are the runs
         runs = [batch_run(folder, frame, rows, args) for rows in args.rows]
-    results = {"command": command, "seed": args.seed, "machine": f"{platform.machine()}, 2 CPU cores, no GPU",
-               "runs": runs, "note": "wall clock includes starting the process, loading the model and writing the "
-                                     "CSV output; accuracy is against the gold labels of sentences partly seen in "
-                                     "training, a check that rows kept their labels, not a quality figure"}
+    results = {
+        "command": command,
+        "seed": args.seed,
+        "machine": f"{platform.machine()}, 2 CPU cores, no GPU",
+        "runs": runs,
+        "note": "wall clock includes starting the process, loading the model and writing the "
+        "CSV output; accuracy is against the gold labels of sentences partly seen in "
+        "training, a check that rows kept their labels, not a quality figure",
+    }
     (RESULTS / "batch_million.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1), flush=True)
 

@@ -29,8 +29,13 @@ from datashunt.small import make_small
 def validation_outcomes(small, model, seed, n_val, n_test):
     """Per validation item: the small model's confidence and whether each model was right."""
     train, val, _ = split(seed, n_val, n_test)
-    shunt = ShuntClassifier(make_small(small, random_state=seed), LlamaCppModel(model, prompt=DEMO_INSTRUCTION),
-                            threshold=np.inf, random_state=seed, progress=True)
+    shunt = ShuntClassifier(
+        make_small(small, random_state=seed),
+        LlamaCppModel(model, prompt=DEMO_INSTRUCTION),
+        threshold=np.inf,
+        random_state=seed,
+        progress=True,
+    )
     shunt.fit(train["text"], train["label"], X_val=val["text"], y_val=val["label"])
     routes = shunt.route(val["text"])  # δ = +inf: every item is answered by the LLM
     y = val["label"].to_numpy(dtype=object)
@@ -46,20 +51,24 @@ WITHIN = 0.01  # the tolerance at which the heuristics are compared with the gua
 def split_half(confidence, small_right, large_right, z_values, repeats, seed):
     rng = np.random.default_rng(seed)
     n = len(confidence)
-    methods = ([("match_z", z, 0.0) for z in z_values] + [("guaranteed", level, eps) for level, eps in GUARANTEES]
-               + [("match_z", z, WITHIN) for z in (0.0, 2.0)])  # the same promise as the guarantee's, heuristically
+    methods = (
+        [("match_z", z, 0.0) for z in z_values]
+        + [("guaranteed", level, eps) for level, eps in GUARANTEES]
+        + [("match_z", z, WITHIN) for z in (0.0, 2.0)]
+    )  # the same promise as the guarantee's, heuristically
     out = {m: {"gap": [], "large_rate": []} for m in methods}
     for _ in range(repeats):
         order = rng.permutation(n)
-        fit, judge = order[: n // 2], order[n // 2:]
+        fit, judge = order[: n // 2], order[n // 2 :]
         sweep = threshold_sweep(confidence[fit], small_right[fit], large_right[fit])
         for method in methods:
             kind, value, eps = method
             if kind == "match_z":
                 delta = choose_threshold(sweep, "match_large", match_z=value, tolerance=eps).threshold
             else:
-                delta = guaranteed_match(confidence[fit], small_right[fit], large_right[fit], epsilon=eps,
-                                         alpha=1 - value).threshold
+                delta = guaranteed_match(
+                    confidence[fit], small_right[fit], large_right[fit], epsilon=eps, alpha=1 - value
+                ).threshold
             to_large = confidence[judge] < delta
             shunt_right = np.where(to_large, large_right[judge], small_right[judge])
             out[method]["gap"].append(shunt_right.mean() - large_right[judge].mean())
@@ -67,12 +76,25 @@ def split_half(confidence, small_right, large_right, z_values, repeats, seed):
     rows = []
     for (kind, value, eps), r in out.items():
         gap = np.array(r["gap"])
-        row = {"method": kind, "match_z": value} if kind == "match_z" and not eps else {
-            "method": kind, "confidence_level" if kind == "guaranteed" else "match_z": value, "tolerance": eps,
-            "share_below_tolerance": float(np.mean(gap < -eps - 1e-12))}
-        rows.append(row | {"mean_gap": float(gap.mean()), "share_below_llm": float(np.mean(gap < 0)),
-                           "gap_5th_percentile": float(np.percentile(gap, 5)),
-                           "mean_large_rate": float(np.mean(r["large_rate"]))})
+        row = (
+            {"method": kind, "match_z": value}
+            if kind == "match_z" and not eps
+            else {
+                "method": kind,
+                "confidence_level" if kind == "guaranteed" else "match_z": value,
+                "tolerance": eps,
+                "share_below_tolerance": float(np.mean(gap < -eps - 1e-12)),
+            }
+        )
+        rows.append(
+            row
+            | {
+                "mean_gap": float(gap.mean()),
+                "share_below_llm": float(np.mean(gap < 0)),
+                "gap_5th_percentile": float(np.percentile(gap, 5)),
+                "mean_large_rate": float(np.mean(r["large_rate"])),
+            }
+        )
     return rows
 
 
@@ -83,8 +105,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=500)
     args = parser.parse_args()
     command = "python benchmarks/calibration.py " + " ".join(sys.argv[1:])
-    result = {"command": command, "seed": args.seed, "repeats": args.repeats, "half": args.n_validation // 2,
-              "small": {}}
+    result = {
+        "command": command,
+        "seed": args.seed,
+        "repeats": args.repeats,
+        "half": args.n_validation // 2,
+        "small": {},
+    }
     for small in args.small:
         outcomes = validation_outcomes(small, args.model, args.seed, args.n_validation, args.n_test)
         result["small"][small] = split_half(*outcomes, args.z, args.repeats, args.seed)
@@ -105,12 +132,23 @@ def record_in_guarantee(result):
         for r in rows:
             if r.get("tolerance") != WITHIN or (r["method"] == "guaranteed" and r["confidence_level"] != 0.9):
                 continue
-            real.append({"small": small, "method": names.get(r.get("match_z"), r["method"]),
-                         "alpha": 0.1 if r["method"] == "guaranteed" else None, "epsilon": WITHIN,
-                         "violation_rate": r["share_below_tolerance"], "large_share": r["mean_large_rate"]})
+            real.append(
+                {
+                    "small": small,
+                    "method": names.get(r.get("match_z"), r["method"]),
+                    "alpha": 0.1 if r["method"] == "guaranteed" else None,
+                    "epsilon": WITHIN,
+                    "violation_rate": r["share_below_tolerance"],
+                    "large_share": r["mean_large_rate"],
+                }
+            )
     guarantee = json.loads(path.read_text())
-    guarantee["movies_split_half"] = {"command": result["command"], "halves": result["repeats"],
-                                      "half": result["half"], "records": real}
+    guarantee["movies_split_half"] = {
+        "command": result["command"],
+        "halves": result["repeats"],
+        "half": result["half"],
+        "records": real,
+    }
     path.write_text(json.dumps(guarantee, indent=2) + "\n")
 
 

@@ -50,16 +50,23 @@ def calibrate(arrays: dict, min_accuracy: float, per_class: bool):
     """Thresholds for the cascade: a joint grid of single thresholds, or per class (two stages:
     Lagrangian; more: refined class by class from the grid's choice)."""
     if per_class and arrays["confidence"].shape[1] == 2:
-        delta, met = per_class_thresholds(arrays["confidence"][:, 0], arrays["predicted"][:, 0],
-                                          arrays["correct"][:, 0], arrays["correct"][:, 1], 2, min_accuracy)
+        delta, met = per_class_thresholds(
+            arrays["confidence"][:, 0],
+            arrays["predicted"][:, 0],
+            arrays["correct"][:, 0],
+            arrays["correct"][:, 1],
+            2,
+            min_accuracy,
+        )
         return [delta], met
     sweep = cascade_sweep(arrays["confidence"], arrays["correct"], arrays["cost"], n_grid=60)
     choice = choose_point(sweep, "target_accuracy", target_accuracy=min_accuracy)
     single = sweep.filter(like="threshold_").iloc[choice.row].tolist()
     if not per_class:
         return single, choice.met
-    return per_class_refine(arrays["confidence"], arrays["predicted"], arrays["correct"], arrays["cost"], single, 2,
-                            min_accuracy)
+    return per_class_refine(
+        arrays["confidence"], arrays["predicted"], arrays["correct"], arrays["cost"], single, 2, min_accuracy
+    )
 
 
 def evaluate(arrays: dict, thresholds) -> dict:
@@ -79,7 +86,7 @@ def main():
     print(command, flush=True)
     table = pd.read_csv(TABLE)
     order = np.random.default_rng(args.seed).permutation(len(table))
-    calib, report = table.iloc[order[: len(table) // 2]], table.iloc[order[len(table) // 2:]]
+    calib, report = table.iloc[order[: len(table) // 2]], table.iloc[order[len(table) // 2 :]]
 
     google_cal, google_rep = (stage_arrays(t, ("google",)) for t in (calib, report))
     google_cost = float(google_rep["cost"].sum())
@@ -95,23 +102,36 @@ def main():
             if not per_class:  # the curve of every single-threshold setting, traced on the report half
                 curve = cascade_sweep(rep["confidence"], rep["correct"], rep["cost"], n_grid=60)
                 peers = peer_metrics(curve["last_rate"], curve["accuracy"], weak, strong)
-            rows.append({
-                "cascade": " > ".join(stages), "thresholds": "per class" if per_class else "single",
-                "delta": [np.asarray(t).tolist() for t in thresholds], "goal_met_on_calibration": met,
-                "calibration_accuracy": fitted["accuracy"], "calibration_cost_ratio": fitted["cost"] / google_cost,
-                "accuracy": tested["accuracy"], "cost_ratio": tested["cost"] / google_cost,
-                "large_share": tested["last_share"], "reach": tested["reach"],
-                "random_routing_accuracy": random_routing_accuracy(tested["last_share"], weak, strong), **peers,
-            })
+            rows.append(
+                {
+                    "cascade": " > ".join(stages),
+                    "thresholds": "per class" if per_class else "single",
+                    "delta": [np.asarray(t).tolist() for t in thresholds],
+                    "goal_met_on_calibration": met,
+                    "calibration_accuracy": fitted["accuracy"],
+                    "calibration_cost_ratio": fitted["cost"] / google_cost,
+                    "accuracy": tested["accuracy"],
+                    "cost_ratio": tested["cost"] / google_cost,
+                    "large_share": tested["last_share"],
+                    "reach": tested["reach"],
+                    "random_routing_accuracy": random_routing_accuracy(tested["last_share"], weak, strong),
+                    **peers,
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     eligible = [r for r in rows if r["goal_met_on_calibration"] and r["cascade"].endswith("google")]
     best = min(eligible, key=lambda r: r["calibration_cost_ratio"])
     results = {
-        "command": command, "seed": args.seed, "tolerance": args.tolerance,
-        "n_calibration": len(calib), "n_report": len(report),
+        "command": command,
+        "seed": args.seed,
+        "tolerance": args.tolerance,
+        "n_calibration": len(calib),
+        "n_report": len(report),
         "google": {"accuracy": float(google_rep["correct"].mean()), "cost_ratio": 1.0},
-        "amazon": {"accuracy": float(stage_arrays(report, ("amazon",))["correct"].mean()),
-                   "cost_ratio": PRICE_PER_CALL["amazon"] / PRICE_PER_CALL["google"]},
+        "amazon": {
+            "accuracy": float(stage_arrays(report, ("amazon",))["correct"].mean()),
+            "cost_ratio": PRICE_PER_CALL["amazon"] / PRICE_PER_CALL["google"],
+        },
         "cascade": {k: best[k] for k in ("cascade", "thresholds", "delta", "accuracy", "cost_ratio", "large_share")},
         "all": rows,
     }

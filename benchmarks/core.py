@@ -69,8 +69,12 @@ def routing_overhead(shunt, texts, repeats=7):
     threshold, shunt.threshold_ = shunt.threshold_, -np.inf  # every item takes the small path
     routed = items_per_second(shunt.predict_proba, texts, repeats)
     shunt.threshold_ = threshold
-    return {"items": len(texts), "direct_items_per_s": direct, "shunt_items_per_s": routed,
-            "overhead": direct / routed - 1.0}
+    return {
+        "items": len(texts),
+        "direct_items_per_s": direct,
+        "shunt_items_per_s": routed,
+        "overhead": direct / routed - 1.0,
+    }
 
 
 def large_call_speed(model, texts):
@@ -88,17 +92,28 @@ def main():
     parser = split_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--small", nargs="+", default=["tfidf", "textcnn", "lstm", "minilm"])
     parser.add_argument("--out", type=Path, default=RESULTS / "core.json")
-    parser.add_argument("--cv", type=int, default=None,
-                        help="Cross-fit on training + validation labels instead of holding validation out.")
+    parser.add_argument(
+        "--cv",
+        type=int,
+        default=None,
+        help="Cross-fit on training + validation labels instead of holding validation out.",
+    )
     args = parser.parse_args()
     command = "python benchmarks/core.py " + " ".join(sys.argv[1:])
     print(command, flush=True)
 
     train, val, test = split(args.seed, args.n_validation, args.n_test)
     large = LlamaCppModel(args.model, prompt=DEMO_INSTRUCTION)
-    results = {"command": command, "seed": args.seed, "large": args.model, "machine": platform.processor() or
-               platform.machine(), "n_train": len(train), "n_validation": len(val), "n_test": len(test),
-               "small_models": {}}
+    results = {
+        "command": command,
+        "seed": args.seed,
+        "large": args.model,
+        "machine": platform.processor() or platform.machine(),
+        "n_train": len(train),
+        "n_validation": len(val),
+        "n_test": len(test),
+        "small_models": {},
+    }
     if args.out.is_file():  # the small models not run now keep their entries
         earlier = json.loads(args.out.read_text())
         kept = {k: v for k, v in earlier["small_models"].items() if k not in args.small}
@@ -106,8 +121,14 @@ def main():
         results["large_call_speed"] = earlier.get("large_call_speed")
     for name in args.small:
         start = time.perf_counter()
-        shunt = ShuntClassifier(make_small(name, random_state=args.seed), large, policy="match_large",
-                                cv=args.cv, random_state=args.seed, progress=True)
+        shunt = ShuntClassifier(
+            make_small(name, random_state=args.seed),
+            large,
+            policy="match_large",
+            cv=args.cv,
+            random_state=args.seed,
+            progress=True,
+        )
         if args.cv:  # every label trains the small model and calibrates δ
             labelled = pd.concat([train, val])
             shunt.fit(labelled["text"], labelled["label"])
@@ -123,7 +144,8 @@ def main():
         test_sweep = threshold_sweep(confidence, small_right, large_right)
         # The paper's rule (match_z=0) and the former default (match_z=2), on the same validation sweep.
         results["small_models"][name] = {
-            "command": command, "cv": args.cv,
+            "command": command,
+            "cv": args.cv,
             "fit_seconds": fit_seconds,
             "threshold": shunt.threshold_,
             "calibration": shunt.calibration_,
@@ -146,8 +168,11 @@ def point_estimate(shunt, match_z, test_confidence, small_right, large_right):
     """δ by the point estimate (guarded by ``match_z``) on the shunt's validation sweep, judged on the test split."""
     delta = choose_threshold(shunt.sweep_, "match_large", match_z=match_z).threshold
     to_large = test_confidence < delta
-    return {"threshold": delta, "accuracy": float(np.where(to_large, large_right, small_right).mean()),
-            "large_rate": float(to_large.mean())}
+    return {
+        "threshold": delta,
+        "accuracy": float(np.where(to_large, large_right, small_right).mean()),
+        "large_rate": float(to_large.mean()),
+    }
 
 
 def compare_large_right(shunt, texts, y):

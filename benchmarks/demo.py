@@ -32,8 +32,15 @@ def main():
     with tempfile.TemporaryDirectory() as fresh:
         for name in ("models", "data"):
             os.symlink(installed / name, Path(fresh) / name)
-        command = [str(Path(sys.executable).with_name("datashunt")), "demo", "--seed", str(args.seed),
-                   "--out", str(args.out), *args.demo_args]
+        command = [
+            str(Path(sys.executable).with_name("datashunt")),
+            "demo",
+            "--seed",
+            str(args.seed),
+            "--out",
+            str(args.out),
+            *args.demo_args,
+        ]
         start = time.perf_counter()
         subprocess.run(command, check=True, env={**os.environ, "DATASHUNT_CACHE_DIR": fresh})
         seconds = time.perf_counter() - start
@@ -42,19 +49,25 @@ def main():
     calibration = report["calibration"]
     result = {
         "command": "python benchmarks/demo.py " + " ".join(sys.argv[1:]),
-        "seed": args.seed, "demo": " ".join(["datashunt", *command[1:]]),
+        "seed": args.seed,
+        "demo": " ".join(["datashunt", *command[1:]]),
         "seconds": round(seconds, 1),
         "calibration_large_calls": calibration["large_calls"]["asked"],
-        "n_validation": calibration["n_validation"], "n_test": report["info"]["n_test"],
+        "n_validation": calibration["n_validation"],
+        "n_test": report["info"]["n_test"],
         "small": {"accuracy": rows["small only"]["accuracy"]},
         "large": {"accuracy": rows["large only"]["accuracy"]},
         "ds": {"accuracy": rows["data shunt"]["accuracy"], "large_share": rows["data shunt"]["large_rate"]},
         "threshold": report["threshold"],
-        "promise": calibration["goal"], "promise_certified": calibration["goal_met"],
+        "promise": calibration["goal"],
+        "promise_certified": calibration["goal_met"],
     }
     result["bar"] = "ds.accuracy >= large.accuracy - 0.01, ds.large_share <= 0.50, seconds <= 600"
-    result["bar_met"] = bool(result["ds"]["accuracy"] >= result["large"]["accuracy"] - 0.01
-                             and result["ds"]["large_share"] <= 0.5 and result["seconds"] <= 600)
+    result["bar_met"] = bool(
+        result["ds"]["accuracy"] >= result["large"]["accuracy"] - 0.01
+        and result["ds"]["large_share"] <= 0.5
+        and result["seconds"] <= 600
+    )
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -36,9 +36,12 @@ from datashunt.eval.generation import compare_generation
 from datashunt.io.datasets.ddtp import translation_instruction, translation_task
 
 RESULTS = Path(__file__).parent / "results" / "generation.json"
+
+
 def generator(model: str, args, shots: int = 0) -> LlamaCppGenerator:
-    return LlamaCppGenerator(model, instruction=translation_instruction(args.lang), shots=shots, stop=["\n"],
-                             max_new_tokens=64)
+    return LlamaCppGenerator(
+        model, instruction=translation_instruction(args.lang), shots=shots, stop=["\n"], max_new_tokens=64
+    )
 
 
 def run(name, small, large, task, args, hint=False) -> dict:
@@ -51,26 +54,41 @@ def run(name, small, large, task, args, hint=False) -> dict:
     # would make new prompts (and calls): the hint configuration uses the default measure only.
     for measure in ("mean_proba",) if hint else SEQUENCE_MEASURES:
         start = time.perf_counter()
-        shunt = ShuntGenerator([("small", small), ("large", large)], metric="chrf", confidence=measure, hint=hint,
-                               random_state=args.seed)
+        shunt = ShuntGenerator(
+            [("small", small), ("large", large)], metric="chrf", confidence=measure, hint=hint, random_state=args.seed
+        )
         shunt.fit(train.text.tolist(), train.reference.tolist(), val.text.tolist(), val.reference.tolist())
         evaluation = compare_generation(shunt, test.text.tolist(), refs, n_bootstrap=args.bootstrap, seed=args.seed)
         rows = evaluation.summary.set_index("system")
         ds = rows.loc["data shunt"]
-        result[measure] = {"quality": ds.quality, "ci95": [ds.ci_low, ds.ci_high], "large_share": ds.last_share,
-                           "threshold": shunt.thresholds_[0], "seconds_per_item": ds.seconds_per_item,
-                           "validation": {k: shunt.calibration_[k] for k in ("quality", "stage_quality", "reach",
-                                                                             "goal", "goal_met")},
-                           "fit_seconds": time.perf_counter() - start}
+        result[measure] = {
+            "quality": ds.quality,
+            "ci95": [ds.ci_low, ds.ci_high],
+            "large_share": ds.last_share,
+            "threshold": shunt.thresholds_[0],
+            "seconds_per_item": ds.seconds_per_item,
+            "validation": {k: shunt.calibration_[k] for k in ("quality", "stage_quality", "reach", "goal", "goal_met")},
+            "fit_seconds": time.perf_counter() - start,
+        }
         if measure == "mean_proba":
             for stage in ("small", "large"):
                 row = rows.loc[f"{stage} only"]
-                result[stage] = {"quality": row.quality, "ci95": [row.ci_low, row.ci_high],
-                                 "completion_tokens_per_item": row.completion_tokens,
-                                 "seconds_per_item": row.seconds_per_item, "unanswered": int(row.unanswered)}
+                result[stage] = {
+                    "quality": row.quality,
+                    "ci95": [row.ci_low, row.ci_high],
+                    "completion_tokens_per_item": row.completion_tokens,
+                    "seconds_per_item": row.seconds_per_item,
+                    "unanswered": int(row.unanswered),
+                }
             result["curve"] = evaluation.curve.to_dict("records")
-        print(name, measure, json.dumps({k: round(v, 3) if isinstance(v, float) else v
-                                         for k, v in result[measure].items() if k != "validation"}), flush=True)
+        print(
+            name,
+            measure,
+            json.dumps(
+                {k: round(v, 3) if isinstance(v, float) else v for k, v in result[measure].items() if k != "validation"}
+            ),
+            flush=True,
+        )
     result["ds"] = result["mean_proba"]
     return result
 
@@ -83,8 +101,12 @@ def main():
     parser.add_argument("--n-test", type=int, default=300)
     parser.add_argument("--shots", type=int, default=2)
     parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--configs", nargs="+", default=["zero", "shots", "hint", "shots_both"],
-                        choices=["zero", "shots", "hint", "shots_both"])
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["zero", "shots", "hint", "shots_both"],
+        choices=["zero", "shots", "hint", "shots_both"],
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     task = translation_task(args.lang, args.n_validation, args.n_test, args.seed)
@@ -92,8 +114,12 @@ def main():
     small_shots = generator("qwen2.5-coder-0.5b", args, args.shots)
     large = generator("qwen2.5-coder-1.5b", args)
     large_shots = generator("qwen2.5-coder-1.5b", args, args.shots)
-    plan = {"zero": (small_zero, large, False), "shots": (small_shots, large, False),
-            "hint": (small_shots, large, True), "shots_both": (small_shots, large_shots, False)}
+    plan = {
+        "zero": (small_zero, large, False),
+        "shots": (small_shots, large, False),
+        "hint": (small_shots, large, True),
+        "shots_both": (small_shots, large_shots, False),
+    }
     configs = {}
     for name in args.configs:
         small, big, hint = plan[name]
@@ -105,13 +131,23 @@ def main():
     results = {
         "command": "python " + " ".join(sys.argv),
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}; 2 cores",
-        "task": {"data": f"Debian package synopses, English -> {args.lang} (DDTP)", "n_train": len(task[0]),
-                 "n_validation": args.n_validation, "n_test": args.n_test, "seed": args.seed, "shots": args.shots},
-        "stages": {"small": "Qwen2.5-Coder-0.5B-Instruct GGUF, greedy",
-                   "large": "Qwen2.5-Coder-1.5B-Instruct GGUF, greedy"},
+        "task": {
+            "data": f"Debian package synopses, English -> {args.lang} (DDTP)",
+            "n_train": len(task[0]),
+            "n_validation": args.n_validation,
+            "n_test": args.n_test,
+            "seed": args.seed,
+            "shots": args.shots,
+        },
+        "stages": {
+            "small": "Qwen2.5-Coder-0.5B-Instruct GGUF, greedy",
+            "large": "Qwen2.5-Coder-1.5B-Instruct GGUF, greedy",
+        },
         "headline": headline,
         "metric": "chrf",
-        "small": main_config["small"], "large": main_config["large"], "ds": main_config["ds"],
+        "small": main_config["small"],
+        "large": main_config["large"],
+        "ds": main_config["ds"],
         "configs": configs,
     }
     args.out.write_text(json.dumps(results, indent=1, default=float))

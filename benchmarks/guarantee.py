@@ -106,9 +106,11 @@ def run(n_validation, calls, draws, seed):
             plan = plan_calls(c, small, calls, random_state=[seed, s, draw])
             for epsilon in EPSILONS:
                 chosen.setdefault(("point_estimate", None, epsilon), []).append(
-                    (point_threshold(sweep, epsilon, 0.0), n_validation))
+                    (point_threshold(sweep, epsilon, 0.0), n_validation)
+                )
                 chosen.setdefault(("match_z2", None, epsilon), []).append(
-                    (point_threshold(sweep, epsilon, 2.0), n_validation))
+                    (point_threshold(sweep, epsilon, 2.0), n_validation)
+                )
                 for alpha in ALPHAS:
                     g = guaranteed_match(c, small, large, epsilon=epsilon, alpha=alpha)
                     chosen.setdefault(("paired", alpha, epsilon), []).append((g.threshold, n_validation))
@@ -117,12 +119,18 @@ def run(n_validation, calls, draws, seed):
         for (method, alpha, epsilon), picked in chosen.items():
             deltas = np.array([d for d, _ in picked])
             gaps = np.array([population.gap(d) for d in deltas])
-            records.append({
-                "setting": name, "method": method, "alpha": alpha, "epsilon": epsilon,
-                "violation_rate": float(np.mean(gaps < -epsilon - 1e-9)),
-                "large_share": float(np.mean([population.large_share(d) for d in deltas])),
-                "mean_true_gap": float(gaps.mean()), "calls": float(np.mean([k for _, k in picked])),
-            })
+            records.append(
+                {
+                    "setting": name,
+                    "method": method,
+                    "alpha": alpha,
+                    "epsilon": epsilon,
+                    "violation_rate": float(np.mean(gaps < -epsilon - 1e-9)),
+                    "large_share": float(np.mean([population.large_share(d) for d in deltas])),
+                    "mean_true_gap": float(gaps.mean()),
+                    "calls": float(np.mean([k for _, k in picked])),
+                }
+            )
         best = max(population.tail_gap)
         print(f"{name}: best true gap over δ {best:+.4f}", file=sys.stderr)
     return records
@@ -154,9 +162,19 @@ def run_policies(n_validation, calls, draws, seed):
             shares = np.array([population.large_share(d) for d in deltas])
             accuracy = np.array([population.large_accuracy + population.gap(d) for d in deltas])
             broken = accuracy < goal - 1e-9 if policy == "target_accuracy" else shares > goal + 1e-9
-            records.append({"setting": name, "method": "guaranteed", "policy": policy, "goal": goal, "alpha": alpha,
-                            "violation_rate": float(np.mean(broken)), "large_share": float(shares.mean()),
-                            "mean_true_accuracy": float(accuracy.mean()), "calls": calls})
+            records.append(
+                {
+                    "setting": name,
+                    "method": "guaranteed",
+                    "policy": policy,
+                    "goal": goal,
+                    "alpha": alpha,
+                    "violation_rate": float(np.mean(broken)),
+                    "large_share": float(shares.mean()),
+                    "mean_true_accuracy": float(accuracy.mean()),
+                    "calls": calls,
+                }
+            )
     return records
 
 
@@ -164,30 +182,49 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-validation", type=int, default=1000)
-    parser.add_argument("--calibration-calls", type=int, default=400,
-                        help="Large answers the stratified method may use per draw.")
+    parser.add_argument(
+        "--calibration-calls", type=int, default=400, help="Large answers the stratified method may use per draw."
+    )
     parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--part", choices=("all", "match", "policies"), default="all",
-                        help="Run only the match_large methods or only the target and budget policies; the other "
-                             "part's rows are kept from the results file.")
+    parser.add_argument(
+        "--part",
+        choices=("all", "match", "policies"),
+        default="all",
+        help="Run only the match_large methods or only the target and budget policies; the other "
+        "part's rows are kept from the results file.",
+    )
     args = parser.parse_args()
     earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    records = (run(args.n_validation, args.calibration_calls, args.draws, args.seed) if args.part != "policies"
-               else earlier.get("simulation", []))
-    policies = (run_policies(args.n_validation, args.calibration_calls, args.draws, args.seed)
-                if args.part != "match" else earlier.get("policies", []))
+    records = (
+        run(args.n_validation, args.calibration_calls, args.draws, args.seed)
+        if args.part != "policies"
+        else earlier.get("simulation", [])
+    )
+    policies = (
+        run_policies(args.n_validation, args.calibration_calls, args.draws, args.seed)
+        if args.part != "match"
+        else earlier.get("policies", [])
+    )
     guaranteed = [r for r in records + policies if r["method"] == "guaranteed"]
     bar_met = all(r["violation_rate"] <= r["alpha"] + 0.01 for r in guaranteed)
     command = "python benchmarks/guarantee.py " + " ".join(sys.argv[1:])
     result = {
         "command": command,
-        "commands": {part: command if args.part in ("all", part) else earlier.get("commands", {}).get(part, "")
-                     for part in ("match", "policies")},
-        "seed": args.seed, "n_validation": args.n_validation, "calibration_calls": args.calibration_calls,
+        "commands": {
+            part: command if args.part in ("all", part) else earlier.get("commands", {}).get(part, "")
+            for part in ("match", "policies")
+        },
+        "seed": args.seed,
+        "n_validation": args.n_validation,
+        "calibration_calls": args.calibration_calls,
         "draws": args.draws,
-        "alphas": list(ALPHAS), "epsilons": list(EPSILONS), "settings": list(SETTINGS),
-        "bar": "guaranteed violation_rate <= alpha + 0.01 in every setting", "bar_met": bar_met,
-        "simulation": records, "policies": policies,
+        "alphas": list(ALPHAS),
+        "epsilons": list(EPSILONS),
+        "settings": list(SETTINGS),
+        "bar": "guaranteed violation_rate <= alpha + 0.01 in every setting",
+        "bar_met": bar_met,
+        "simulation": records,
+        "policies": policies,
     }
     result |= {k: v for k, v in earlier.items() if k == "movies_split_half"}  # from benchmarks/calibration.py
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

@@ -43,17 +43,35 @@ def main():
         seconds = time.perf_counter() - start
         base = result.proba if base is None else base
         predicted = np.asarray(LABELS)[result.proba.argmax(axis=1)]
-        rows.append({"batch_size": size, "items_per_s": len(texts) / seconds, "seconds": seconds,
-                     "failed": int((~result.ok).sum()), "accuracy": float((predicted == truth).mean()),
-                     "max_proba_difference": float(np.abs(result.proba - base).max()),
-                     "label_changes": float((result.proba.argmax(axis=1) != base.argmax(axis=1)).mean())})
+        rows.append(
+            {
+                "batch_size": size,
+                "items_per_s": len(texts) / seconds,
+                "seconds": seconds,
+                "failed": int((~result.ok).sum()),
+                "accuracy": float((predicted == truth).mean()),
+                "max_proba_difference": float(np.abs(result.proba - base).max()),
+                "label_changes": float((result.proba.argmax(axis=1) != base.argmax(axis=1)).mean()),
+            }
+        )
         print(rows[-1], file=sys.stderr)
     one = rows[0]["items_per_s"]
     for row in rows:
         row["speedup"] = row["items_per_s"] / one
-    RESULTS.write_text(json.dumps({"command": "python benchmarks/large_batch.py " + " ".join(sys.argv[1:]),
-                                   "seed": args.seed, "n": args.n, "model": args.model, "machine": platform.machine(),
-                                   "rows": rows}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "command": "python benchmarks/large_batch.py " + " ".join(sys.argv[1:]),
+                "seed": args.seed,
+                "n": args.n,
+                "model": args.model,
+                "machine": platform.machine(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {RESULTS}")
 
 

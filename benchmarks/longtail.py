@@ -45,8 +45,9 @@ def groups_summary(evaluation) -> dict:
     overall = evaluation.summary.set_index("system")
     for key, column in systems.items():
         row = {g: float(groups.loc[g, column]) for g in ("head", "medium", "tail")}
-        row["overall"] = float(overall.loc[{"small": "small only", "large": "large only", "ds": "data shunt"}[key],
-                                           "accuracy"])
+        row["overall"] = float(
+            overall.loc[{"small": "small only", "large": "large only", "ds": "data shunt"}[key], "accuracy"]
+        )
         out[key] = row
     out["ds"]["large_share"] = float(overall.loc["data shunt", "large_rate"])
     out["ds"]["large_share_by_group"] = {g: float(groups.loc[g, "large_rate"]) for g in ("head", "medium", "tail")}
@@ -65,11 +66,18 @@ def routed_summary(shunt, X_test, y_test, group_of) -> dict:
 
 
 def run_ratio(ratio, args, ablation: bool) -> dict:
-    task = long_tailed_task(ratio, n_validation=args.n_validation, n_pool=args.n_pool if ablation else 0,
-                            random_state=args.seed)
+    task = long_tailed_task(
+        ratio, n_validation=args.n_validation, n_pool=args.n_pool if ablation else 0, random_state=args.seed
+    )
     X_lt, y_lt, X_val, y_val = task.X_train, task.y_train, task.X_val, task.y_val
-    test = np.sort(np.concatenate([np.random.default_rng(args.seed).permutation(np.flatnonzero(task.y_test == c))
-                                   [:args.n_test // 10] for c in np.unique(task.y_test)]))
+    test = np.sort(
+        np.concatenate(
+            [
+                np.random.default_rng(args.seed).permutation(np.flatnonzero(task.y_test == c))[: args.n_test // 10]
+                for c in np.unique(task.y_test)
+            ]
+        )
+    )
     X_test, y_te = task.X_test[test], task.y_test[test]
     group_of = task.group_of
 
@@ -82,12 +90,18 @@ def run_ratio(ratio, args, ablation: bool) -> dict:
     shunt.fit(X_lt, y_lt, X_val=X_val, y_val=y_val)
     calibrate_seconds = time.perf_counter() - start
     evaluation = compare(shunt, X_test, y_te, progress=True, groups=group_of)
-    result = {"train_counts": task.counts,
-              "groups": {g: [CLASSES[c] for c in members] for g, members in task.train.groups.items()},
-              "n_train": int(len(y_lt)), "n_validation": int(len(y_val)), "shots": shunt.large_.shots_,
-              "small_train_seconds": train_seconds, "calibration_seconds": calibrate_seconds,
-              "threshold": shunt.threshold_, "calibration": shunt.calibration_,
-              **groups_summary(evaluation)}
+    result = {
+        "train_counts": task.counts,
+        "groups": {g: [CLASSES[c] for c in members] for g, members in task.train.groups.items()},
+        "n_train": int(len(y_lt)),
+        "n_validation": int(len(y_val)),
+        "shots": shunt.large_.shots_,
+        "small_train_seconds": train_seconds,
+        "calibration_seconds": calibrate_seconds,
+        "threshold": shunt.threshold_,
+        "calibration": shunt.calibration_,
+        **groups_summary(evaluation),
+    }
     # The paper's setting: a budget of large calls (with the default guarantee: share within it with
     # probability 0.9), the most accurate δ on validation inside it.
     budget = dict(policy="max_large_rate", max_large_rate=args.budget)
@@ -103,20 +117,26 @@ def run_ratio(ratio, args, ablation: bool) -> dict:
     # its answers differ); 2CD recalibrates it under the same budget after learning.
     pp = {}
     for mode in ("soft", "hard"):
-        variant = ShuntClassifier(FrozenEstimator(small), large, threshold=shunt.threshold_, prompt_pruning=mode,
-                                  random_state=args.seed, progress=True)
+        variant = ShuntClassifier(
+            FrozenEstimator(small),
+            large,
+            threshold=shunt.threshold_,
+            prompt_pruning=mode,
+            random_state=args.seed,
+            progress=True,
+        )
         variant.fit(X_lt, y_lt, X_val=X_val, y_val=y_val)
         pp[mode] = routed_summary(variant, X_test, y_te, group_of)
         pp[mode]["excelled"] = [str(c) for c in variant.class_report_.loc[variant.class_report_["excels"], "class"]]
     result["ds_pp_soft"], result["ds_pp_hard"] = pp["soft"], pp["hard"]
     for key, mode in (("ds_2cd", None), ("ds_pp_2cd", "hard")):
         start = time.perf_counter()
-        variant = ShuntClassifier(FrozenEstimator(small), large, prompt_pruning=mode, random_state=args.seed,
-                                  progress=True, **budget)
+        variant = ShuntClassifier(
+            FrozenEstimator(small), large, prompt_pruning=mode, random_state=args.seed, progress=True, **budget
+        )
         variant.fit(X_lt, y_lt, X_val=X_val, y_val=y_val)
         # 2CD trains a copy of the ResNet-32 (the frozen wrapper passes distill through to it) and recalibrates δ
-        variant.distill(task.X_pool, X_train=X_lt, y_train=y_lt, X_val=X_val, y_val=y_val,
-                        epochs=args.distill_epochs)
+        variant.distill(task.X_pool, X_train=X_lt, y_train=y_lt, X_val=X_val, y_val=y_val, epochs=args.distill_epochs)
         row = routed_summary(variant, X_test, y_te, group_of)
         row["threshold"] = variant.threshold_
         row.update({k: variant.distillation_[k] for k in ("n_pool", "n_from_small", "n_from_large")})
@@ -141,13 +161,17 @@ def main():
     args = parser.parse_args()
     command = "python benchmarks/longtail.py " + " ".join(sys.argv[1:])
     print(command, flush=True)
-    results = {"command": command, "seed": args.seed, "machine": platform.processor() or platform.machine(),
-               "small": f"ResNet-32, {args.epochs} epochs, from scratch",
-               "large": f"EfficientNet-Lite0 (ImageNet, frozen) + logistic regression on {args.shots} images per "
-                        "class: a few-shot stand-in for zero-shot CLIP",
-               "policy": "ds: match_large, confidence_level 0.9, tolerance 0.01 (the default); ds_budget and the "
-                         f"ablation: max_large_rate {args.budget:g} with confidence_level 0.9",
-               "n_test": args.n_test}
+    results = {
+        "command": command,
+        "seed": args.seed,
+        "machine": platform.processor() or platform.machine(),
+        "small": f"ResNet-32, {args.epochs} epochs, from scratch",
+        "large": f"EfficientNet-Lite0 (ImageNet, frozen) + logistic regression on {args.shots} images per "
+        "class: a few-shot stand-in for zero-shot CLIP",
+        "policy": "ds: match_large, confidence_level 0.9, tolerance 0.01 (the default); ds_budget and the "
+        f"ablation: max_large_rate {args.budget:g} with confidence_level 0.9",
+        "n_test": args.n_test,
+    }
     for i, ratio in enumerate(args.ratios):
         results[f"imbalance_{ratio:g}"] = run_ratio(ratio, args, ablation=i == 0)
         args.out.write_text(json.dumps(results, indent=1, default=float))

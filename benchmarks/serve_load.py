@@ -52,8 +52,13 @@ def fit_shunt(seed: int, folder: Path, small: str = "minilm"):
     frame = pd.concat([train, val, test]).drop_duplicates("text")
     table = folder / "answers.csv"
     pd.DataFrame({"id": frame["text"], "prediction": frame["label"]}).to_csv(table, index=False)
-    shunt = ShuntClassifier(make_small(small, random_state=seed), ReplayModel(str(table)),
-                            policy="max_large_rate", max_large_rate=0.3, random_state=seed)
+    shunt = ShuntClassifier(
+        make_small(small, random_state=seed),
+        ReplayModel(str(table)),
+        policy="max_large_rate",
+        max_large_rate=0.3,
+        random_state=seed,
+    )
     start = time.perf_counter()
     shunt.fit(train["text"], train["label"], X_val=val["text"], y_val=val["label"])
     print(f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f}", flush=True)
@@ -67,7 +72,7 @@ def in_process(shunt, texts, seconds: float) -> float:
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         i = (done // ITEMS_PER_REQUEST) % (len(texts) // ITEMS_PER_REQUEST)
-        shunt.predict(texts[i * ITEMS_PER_REQUEST:(i + 1) * ITEMS_PER_REQUEST])
+        shunt.predict(texts[i * ITEMS_PER_REQUEST : (i + 1) * ITEMS_PER_REQUEST])
         done += ITEMS_PER_REQUEST
     return done / (time.perf_counter() - start)
 
@@ -75,7 +80,9 @@ def in_process(shunt, texts, seconds: float) -> float:
 async def load(url: str, texts, concurrency: int, seconds: float, warmup: float = 2.0, bad=()) -> dict:
     """Normal clients' throughput and latency; ``bad`` clients (coroutine functions of the URL and
     the stop time, returning a Counter of (kind, outcome)) run alongside, and their tally is returned."""
-    batches = [texts[i:i + ITEMS_PER_REQUEST] for i in range(0, len(texts) - ITEMS_PER_REQUEST + 1, ITEMS_PER_REQUEST)]
+    batches = [
+        texts[i : i + ITEMS_PER_REQUEST] for i in range(0, len(texts) - ITEMS_PER_REQUEST + 1, ITEMS_PER_REQUEST)
+    ]
     latencies, errors, small, items = [], 0, 0, 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
@@ -103,19 +110,28 @@ async def load(url: str, texts, concurrency: int, seconds: float, warmup: float 
                 small += sum(r == "small" for r in routes)
                 items += len(routes)
 
-        tallies = await asyncio.gather(*[client_loop(k) for k in range(concurrency)],
-                                       *[client(url, stop_at) for client in bad])
+        tallies = await asyncio.gather(
+            *[client_loop(k) for k in range(concurrency)], *[client(url, stop_at) for client in bad]
+        )
         elapsed = time.perf_counter() - measure_from
     ms = np.array(latencies) * 1000
     got = sum((t for t in tallies if t), collections.Counter())
-    tally = {kind: dict(sorted((outcome, n) for (k, outcome), n in got.items() if k == kind))
-             for kind in sorted({k for k, _ in got})}
-    run = {"concurrency": concurrency, "seconds": round(elapsed, 2), "requests": len(latencies),
-           "requests_per_s": len(latencies) / elapsed, "items_per_s": items / elapsed,
-           "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
-           "p95_ms": float(np.percentile(ms, 95)) if len(ms) else None,
-           "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
-           "errors": errors, "small_share": small / items if items else None}
+    tally = {
+        kind: dict(sorted((outcome, n) for (k, outcome), n in got.items() if k == kind))
+        for kind in sorted({k for k, _ in got})
+    }
+    run = {
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 2),
+        "requests": len(latencies),
+        "requests_per_s": len(latencies) / elapsed,
+        "items_per_s": items / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+        "p95_ms": float(np.percentile(ms, 95)) if len(ms) else None,
+        "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
+        "errors": errors,
+        "small_share": small / items if items else None,
+    }
     return {**run, "bad_clients": tally} if bad else run
 
 
@@ -126,7 +142,7 @@ def poisoned_bodies() -> dict:
         "lone_surrogate": (b'{"items": ["fine", "x \\ud800"]}', 200),  # answered, the bad item flagged
         "deep_json": (b"[" * 100_000 + b"]" * 100_000, 400),
         "huge_body": (huge, 413),
-        "huge_chunked_body": ([huge[i:i + 65536] for i in range(0, len(huge), 65536)], 413),
+        "huge_chunked_body": ([huge[i : i + 65536] for i in range(0, len(huge), 65536)], 413),
         "not_json": (b'{"items": ["unfinished', 422),
         "items_not_a_list": (b'{"items": "one text"}', 422),
         "odd_items": (b'{"items": [null, {"a": 1}, 42, ""]}', 200),  # answered, every item flagged
@@ -148,8 +164,9 @@ async def poisoned_client(url: str, stop_at: float, offset: int = 0) -> collecti
             kind, (body, _) = kinds[k % len(kinds)]
             content = chunked(body) if isinstance(body, list) else body
             try:
-                answer = await client.post("/v1/classify", content=content,
-                                           headers={"Content-Type": "application/json"})
+                answer = await client.post(
+                    "/v1/classify", content=content, headers={"Content-Type": "application/json"}
+                )
                 tally[kind, str(answer.status_code)] += 1
             except httpx.HTTPError as exc:
                 tally[kind, type(exc).__name__] += 1
@@ -162,8 +179,10 @@ async def slow_body_client(url: str, stop_at: float) -> collections.Counter:
     """One connection at a time that declares a body and trickles it; counts what the service answered."""
     host, port = url.removeprefix("http://").split(":")
     tally = collections.Counter()
-    head = (f"POST /v1/classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {SLOW_BODY_BYTES}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {SLOW_BODY_BYTES}\r\n\r\n"
+    ).encode()
     while time.perf_counter() < stop_at:
         reader, writer = await asyncio.open_connection(host, int(port))
         status = asyncio.create_task(reader.readline())
@@ -188,9 +207,18 @@ def serve(folder: Path, micro_batching: bool):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [str(Path(sys.executable).parent / "datashunt"), "serve", str(folder / "model"), "--config",
-               str(folder / "serve.toml"), "--port", str(port), "--max-concurrency", "64",
-               "--micro-batching" if micro_batching else "--no-micro-batching"]
+    command = [
+        str(Path(sys.executable).parent / "datashunt"),
+        "serve",
+        str(folder / "model"),
+        "--config",
+        str(folder / "serve.toml"),
+        "--port",
+        str(port),
+        "--max-concurrency",
+        "64",
+        "--micro-batching" if micro_batching else "--no-micro-batching",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -203,8 +231,7 @@ def serve(folder: Path, micro_batching: bool):
     raise RuntimeError("the service did not start")
 
 
-def mixed(folder: Path, texts, seconds: float, command: str, out: Path, threshold: float,
-          body_timeout: float) -> None:
+def mixed(folder: Path, texts, seconds: float, command: str, out: Path, threshold: float, body_timeout: float) -> None:
     """The 32 normal clients alone, then with slow-body and poisoned clients mixed in (module docstring)."""
     with open(folder / "serve.toml", "a") as config:
         config.write(f"[serve]\nbody_timeout = {body_timeout}\n")
@@ -221,18 +248,28 @@ def mixed(folder: Path, texts, seconds: float, command: str, out: Path, threshol
         process.terminate()
         process.wait(10)
     alone, mixed_run = runs["alone"], runs["mixed"]
-    unexpected = {kind: {o: n for o, n in outcomes.items() if o != expected[kind]}
-                  for kind, outcomes in mixed_run["bad_clients"].items()}
+    unexpected = {
+        kind: {o: n for o, n in outcomes.items() if o != expected[kind]}
+        for kind, outcomes in mixed_run["bad_clients"].items()
+    }
     results = {
-        "command": command, "machine": f"{platform.machine()}, 2 CPU cores, no GPU", "threshold": threshold,
+        "command": command,
+        "machine": f"{platform.machine()}, 2 CPU cores, no GPU",
+        "threshold": threshold,
         "service": f"datashunt serve, micro-batching, --max-concurrency 64, body_timeout {body_timeout:g} s, "
-                   "other settings at their defaults",
-        "normal_clients": 32, "slow_body_connections": 16, "poisoned_clients": 8,
-        "expected_status": expected, "alone": alone, "mixed": mixed_run,
-        "bar": {"normal_errors_mixed": mixed_run["errors"],
-                "p99_mixed_vs_alone": (mixed_run["p99_ms"] / alone["p99_ms"]) if alone["p99_ms"] else None,
-                "bad_clients_unexpected": {k: v for k, v in unexpected.items() if v},
-                "met": mixed_run["errors"] == 0 and not any(unexpected.values())},
+        "other settings at their defaults",
+        "normal_clients": 32,
+        "slow_body_connections": 16,
+        "poisoned_clients": 8,
+        "expected_status": expected,
+        "alone": alone,
+        "mixed": mixed_run,
+        "bar": {
+            "normal_errors_mixed": mixed_run["errors"],
+            "p99_mixed_vs_alone": (mixed_run["p99_ms"] / alone["p99_ms"]) if alone["p99_ms"] else None,
+            "bad_clients_unexpected": {k: v for k, v in unexpected.items() if v},
+            "met": mixed_run["errors"] == 0 and not any(unexpected.values()),
+        },
     }
     out.write_text(json.dumps(results, indent=1))
     print(json.dumps(results["bar"]), flush=True)
@@ -253,8 +290,15 @@ def main():
         folder = Path(tmp)
         shunt, texts = fit_shunt(args.seed, folder, args.small)
         if args.mixed:
-            mixed(folder, texts, args.seconds, command, args.out or RESULTS / "serve_load_mixed.json",
-                  shunt.threshold_, args.body_timeout)
+            mixed(
+                folder,
+                texts,
+                args.seconds,
+                command,
+                args.out or RESULTS / "serve_load_mixed.json",
+                shunt.threshold_,
+                args.body_timeout,
+            )
             return
         rate = in_process(shunt, texts, args.seconds)
         print(f"in process: {rate:.1f} items/s", flush=True)
@@ -272,13 +316,19 @@ def main():
                 process.wait(10)
     best32 = max(r["items_per_s"] for r in runs if r["concurrency"] == 32)
     results = {
-        "command": command, "seed": args.seed, "machine": f"{platform.machine()}, 2 CPU cores, no GPU",
-        "items_per_request": ITEMS_PER_REQUEST, "threshold": shunt.threshold_,
+        "command": command,
+        "seed": args.seed,
+        "machine": f"{platform.machine()}, 2 CPU cores, no GPU",
+        "items_per_request": ITEMS_PER_REQUEST,
+        "threshold": shunt.threshold_,
         "large": "replay of the gold labels (the service is measured, not an LLM)",
-        "in_process_items_per_s": rate, "runs": runs,
-        "bar": {"zero_errors_at_32": all(r["errors"] == 0 for r in runs if r["concurrency"] == 32),
-                "best_items_per_s_at_32_vs_in_process": best32 / rate,
-                "met": all(r["errors"] == 0 for r in runs if r["concurrency"] == 32) and best32 >= 0.5 * rate},
+        "in_process_items_per_s": rate,
+        "runs": runs,
+        "bar": {
+            "zero_errors_at_32": all(r["errors"] == 0 for r in runs if r["concurrency"] == 32),
+            "best_items_per_s_at_32_vs_in_process": best32 / rate,
+            "met": all(r["errors"] == 0 for r in runs if r["concurrency"] == 32) and best32 >= 0.5 * rate,
+        },
     }
     (args.out or RESULTS / "serve_load.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results["bar"]), flush=True)

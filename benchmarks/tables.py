@@ -1,6 +1,6 @@
 """Markdown tables (pasted into benchmarks/README.md) and figures from the committed results.
 
-    .venv/bin/python benchmarks/tables.py
+.venv/bin/python benchmarks/tables.py
 """
 
 import json
@@ -10,32 +10,44 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def core_tables(result: dict) -> str:
-    lines = [f"`{result['command']}` (seed {result['seed']}; train {result['n_train']}, validation "
-             f"{result['n_validation']}, test {result['n_test']}; large model {result['large']})", "",
-             "| small model | small only | large only | Data Shunt (default: guaranteed) | sent to large (test) | δ "
-             "| sent to large (validation) | point estimate (`match_z=0`) | sent to large | former default "
-             "(`match_z=2`) | sent to large | fit + calibration (s) | calibration calls |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"`{result['command']}` (seed {result['seed']}; train {result['n_train']}, validation "
+        f"{result['n_validation']}, test {result['n_test']}; large model {result['large']})",
+        "",
+        "| small model | small only | large only | Data Shunt (default: guaranteed) | sent to large (test) | δ "
+        "| sent to large (validation) | point estimate (`match_z=0`) | sent to large | former default "
+        "(`match_z=2`) | sent to large | fit + calibration (s) | calibration calls |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in result["small_models"].items():
         rows = {row["system"]: row for row in r["summary"]}
         point, guarded = r["point_estimate_match_z_0"], r["point_estimate_match_z_2"]
-        lines.append(f"| {name} | {rows['small only']['accuracy']:.4f} | {rows['large only']['accuracy']:.4f} | "
-                     f"{rows['data shunt']['accuracy']:.4f} | {rows['data shunt']['large_rate']:.1%} | "
-                     f"{r['threshold']:.4f} | {r['calibration']['large_rate']:.1%} | {point['accuracy']:.4f} | "
-                     f"{point['large_rate']:.1%} | {guarded['accuracy']:.4f} | {guarded['large_rate']:.1%} | "
-                     f"{r['fit_seconds']:.0f} | {r['calibration'].get('large_calls', {}).get('asked', '')} |")
-    lines += ["", "| small model | small path, direct `predict_proba` (items/s) | through the shunt (items/s) | overhead |",
-              "|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {rows['small only']['accuracy']:.4f} | {rows['large only']['accuracy']:.4f} | "
+            f"{rows['data shunt']['accuracy']:.4f} | {rows['data shunt']['large_rate']:.1%} | "
+            f"{r['threshold']:.4f} | {r['calibration']['large_rate']:.1%} | {point['accuracy']:.4f} | "
+            f"{point['large_rate']:.1%} | {guarded['accuracy']:.4f} | {guarded['large_rate']:.1%} | "
+            f"{r['fit_seconds']:.0f} | {r['calibration'].get('large_calls', {}).get('asked', '')} |"
+        )
+    lines += [
+        "",
+        "| small model | small path, direct `predict_proba` (items/s) | through the shunt (items/s) | overhead |",
+        "|---|---|---|---|",
+    ]
     for name, r in result["small_models"].items():
         o = r["routing_overhead"]
-        lines.append(f"| {name} | {o['direct_items_per_s']:,.0f} | {o['shunt_items_per_s']:,.0f} | "
-                     f"{o['overhead']:+.1%} |")
+        lines.append(
+            f"| {name} | {o['direct_items_per_s']:,.0f} | {o['shunt_items_per_s']:,.0f} | {o['overhead']:+.1%} |"
+        )
     speed = result.get("large_call_speed")
     if speed:
         s = speed["seconds_per_call"]
-        lines += ["", f"Large calls ({speed['items']} test sentences, no cache): "
-                  f"{s['without_prefix_reuse']:.3f} s each without reusing the shared prompt prefix, "
-                  f"{s['with_prefix_reuse']:.3f} s with it."]
+        lines += [
+            "",
+            f"Large calls ({speed['items']} test sentences, no cache): "
+            f"{s['without_prefix_reuse']:.3f} s each without reusing the shared prompt prefix, "
+            f"{s['with_prefix_reuse']:.3f} s with it.",
+        ]
     return "\n".join(lines)
 
 
@@ -52,64 +64,105 @@ def sweep_table(result: dict, name: str, every: float = 0.1) -> str:
 
 
 def calibration_table(result: dict) -> str:
-    lines = [f"`{result['command']}` ({result['repeats']} random halves of {result['half']} validation sentences: "
-             "δ calibrated on one half, judged on the other)", "",
-             "| small model | `match_z` | shunt − LLM on the other half (mean) | 5th percentile | halves below the LLM "
-             "| sent to the LLM (mean) |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"`{result['command']}` ({result['repeats']} random halves of {result['half']} validation sentences: "
+        "δ calibrated on one half, judged on the other)",
+        "",
+        "| small model | `match_z` | shunt − LLM on the other half (mean) | 5th percentile | halves below the LLM "
+        "| sent to the LLM (mean) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, rows in result["small"].items():
         for r in rows:
             if r.get("method", "match_z") == "match_z" and not r.get("tolerance"):
-                lines.append(f"| {name} | {r['match_z']:g} | {r['mean_gap']:+.4f} | {r['gap_5th_percentile']:+.4f} | "
-                             f"{r['share_below_llm']:.0%} | {r['mean_large_rate']:.1%} |")
+                lines.append(
+                    f"| {name} | {r['match_z']:g} | {r['mean_gap']:+.4f} | {r['gap_5th_percentile']:+.4f} | "
+                    f"{r['share_below_llm']:.0%} | {r['mean_large_rate']:.1%} |"
+                )
     guaranteed = [(name, r) for name, rows in result["small"].items() for r in rows if r.get("method") == "guaranteed"]
     if guaranteed:
-        lines += ["", "| small model | `confidence_level` | `tolerance` | shunt − LLM on the other half (mean) | "
-                  "5th percentile | halves below the LLM − tolerance (promise broken) | sent to the LLM (mean) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| small model | `confidence_level` | `tolerance` | shunt − LLM on the other half (mean) | "
+            "5th percentile | halves below the LLM − tolerance (promise broken) | sent to the LLM (mean) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, r in guaranteed:
-            lines.append(f"| {name} | {r['confidence_level']:g} | {r['tolerance']:g} | {r['mean_gap']:+.4f} | "
-                         f"{r['gap_5th_percentile']:+.4f} | {r['share_below_tolerance']:.0%} | "
-                         f"{r['mean_large_rate']:.1%} |")
+            lines.append(
+                f"| {name} | {r['confidence_level']:g} | {r['tolerance']:g} | {r['mean_gap']:+.4f} | "
+                f"{r['gap_5th_percentile']:+.4f} | {r['share_below_tolerance']:.0%} | "
+                f"{r['mean_large_rate']:.1%} |"
+            )
     return "\n".join(lines)
 
 
 def guarantee_table(result: dict) -> str:
     """Violation rate and share sent to the large model, per setting, method, alpha and epsilon."""
-    calls = f", at most {result['calibration_calls']} large answers for `guaranteed`" if "calibration_calls" in \
-        result else ""
+    calls = (
+        f", at most {result['calibration_calls']} large answers for `guaranteed`"
+        if "calibration_calls" in result
+        else ""
+    )
     command = result.get("commands", {}).get("match") or result["command"]
-    lines = [f"`{command}` (seed {result['seed']}; {result['draws']} validation draws of "
-             f"{result['n_validation']} items per setting{calls})", "",
-             "| setting | ε | method | α | violation rate | bar (α + 0.01) | sent to large (mean) | large answers used |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(result["simulation"], key=lambda r: (result["settings"].index(r["setting"]), r["epsilon"],
-                                                         r["method"] != "point_estimate", r["method"],
-                                                         r["alpha"] or 0)):
+    lines = [
+        f"`{command}` (seed {result['seed']}; {result['draws']} validation draws of "
+        f"{result['n_validation']} items per setting{calls})",
+        "",
+        "| setting | ε | method | α | violation rate | bar (α + 0.01) | sent to large (mean) | large answers used |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(
+        result["simulation"],
+        key=lambda r: (
+            result["settings"].index(r["setting"]),
+            r["epsilon"],
+            r["method"] != "point_estimate",
+            r["method"],
+            r["alpha"] or 0,
+        ),
+    ):
         alpha = "" if r["alpha"] is None else f"{r['alpha']:g}"
         bar = "" if r["alpha"] is None else ("met" if r["violation_rate"] <= r["alpha"] + 0.01 else "**missed**")
         used = f"{r['calls']:,.0f}" if "calls" in r else ""
-        lines.append(f"| {r['setting']} | {r['epsilon']:g} | {r['method']} | {alpha} | {r['violation_rate']:.1%} | "
-                     f"{bar} | {r['large_share']:.1%} | {used} |")
+        lines.append(
+            f"| {r['setting']} | {r['epsilon']:g} | {r['method']} | {alpha} | {r['violation_rate']:.1%} | "
+            f"{bar} | {r['large_share']:.1%} | {used} |"
+        )
     if result.get("policies"):
-        lines += ["", f"`{result['commands']['policies']}`: the stratified guarantees of the other policies (target: "
-                  "the large model's true accuracy - 0.02; a random sample of "
-                  f"{result['calibration_calls']} items asked)", "",
-                  "| setting | policy | goal | α | violation rate | bar (α + 0.01) | sent to large (mean) | "
-                  "true accuracy (mean) |", "|---|---|---|---|---|---|---|---|"]
-        for r in sorted(result["policies"], key=lambda r: (result["settings"].index(r["setting"]), r["policy"],
-                                                           r["goal"], r["alpha"])):
+        lines += [
+            "",
+            f"`{result['commands']['policies']}`: the stratified guarantees of the other policies (target: "
+            "the large model's true accuracy - 0.02; a random sample of "
+            f"{result['calibration_calls']} items asked)",
+            "",
+            "| setting | policy | goal | α | violation rate | bar (α + 0.01) | sent to large (mean) | "
+            "true accuracy (mean) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(
+            result["policies"],
+            key=lambda r: (result["settings"].index(r["setting"]), r["policy"], r["goal"], r["alpha"]),
+        ):
             bar = "met" if r["violation_rate"] <= r["alpha"] + 0.01 else "**missed**"
-            lines.append(f"| {r['setting']} | {r['policy']} | {r['goal']:.3f} | {r['alpha']:g} | "
-                         f"{r['violation_rate']:.1%} | {bar} | {r['large_share']:.1%} | {r['mean_true_accuracy']:.4f} |")
+            lines.append(
+                f"| {r['setting']} | {r['policy']} | {r['goal']:.3f} | {r['alpha']:g} | "
+                f"{r['violation_rate']:.1%} | {bar} | {r['large_share']:.1%} | {r['mean_true_accuracy']:.4f} |"
+            )
     movies = result.get("movies_split_half")
     if movies:
-        lines += ["", f"`{movies['command']}`: the promise \"accuracy >= the LLM's - 0.01\" on {movies['halves']} "
-                  f"random halves of {movies['half']} movie sentences (δ from one half, judged on the other)", "",
-                  "| small model | method | α | promise broken | sent to the LLM (mean) |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f'`{movies["command"]}`: the promise "accuracy >= the LLM\'s - 0.01" on {movies["halves"]} '
+            f"random halves of {movies['half']} movie sentences (δ from one half, judged on the other)",
+            "",
+            "| small model | method | α | promise broken | sent to the LLM (mean) |",
+            "|---|---|---|---|---|",
+        ]
         for r in movies["records"]:
             alpha = "" if r["alpha"] is None else f"{r['alpha']:g}"
-            lines.append(f"| {r['small']} | {r['method']} | {alpha} | {r['violation_rate']:.1%} | "
-                         f"{r['large_share']:.1%} |")
+            lines.append(
+                f"| {r['small']} | {r['method']} | {alpha} | {r['violation_rate']:.1%} | {r['large_share']:.1%} |"
+            )
     return "\n".join(lines)
 
 
@@ -119,177 +172,280 @@ def ablation_tables(result: dict) -> str:
     tiers = [g for g, members in result["groups"].items() if members]  # none worth naming with two classes
     tiers = tiers if len(tiers) == 3 else []
     groups = "".join(f"; {g}: {', '.join(result['groups'][g])}" for g in tiers)
-    lines = [f"`{result['command']}` (seed {result['seed']}; small model {result['small']}, large model "
-             f"{result['large']}; train {result['n_train']}, validation {result['n_validation']}, test "
-             f"{result['n_test']}, unlabeled pool {result['n_pool']}{groups})", "",
-             "| system | accuracy | " + "".join(f"{g} | " for g in tiers) + "sent to the LLM | "
-             "LLM accuracy on the items sent | LLM prompt tokens |", "|---|---|" + "---|" * len(tiers) + "---|---|---|"]
+    lines = [
+        f"`{result['command']}` (seed {result['seed']}; small model {result['small']}, large model "
+        f"{result['large']}; train {result['n_train']}, validation {result['n_validation']}, test "
+        f"{result['n_test']}, unlabeled pool {result['n_pool']}{groups})",
+        "",
+        "| system | accuracy | " + "".join(f"{g} | " for g in tiers) + "sent to the LLM | "
+        "LLM accuracy on the items sent | LLM prompt tokens |",
+        "|---|---|" + "---|" * len(tiers) + "---|---|---|",
+    ]
     for name, r in systems.items():
-        lines.append(f"| {name} | {r['accuracy']:.4f} | " + "".join(f"{_num(r[f'{g}_accuracy'])} | " for g in tiers)
-                     + f"{r['large_rate']:.1%} | {_num(r['large_accuracy_on_routed'])} | {r['large_prompt_tokens']:,} |")
+        lines.append(
+            f"| {name} | {r['accuracy']:.4f} | "
+            + "".join(f"{_num(r[f'{g}_accuracy'])} | " for g in tiers)
+            + f"{r['large_rate']:.1%} | {_num(r['large_accuracy_on_routed'])} | {r['large_prompt_tokens']:,} |"
+        )
     pp = [name for name in systems if name.endswith(" PP")]
-    lines += ["", "| class | " + " | ".join(f"LLM on items sent, {name}" for name in ["DS", *pp]) + " |",
-              "|---|" + "---|" * (len(pp) + 1)]
+    lines += [
+        "",
+        "| class | " + " | ".join(f"LLM on items sent, {name}" for name in ["DS", *pp]) + " |",
+        "|---|" + "---|" * (len(pp) + 1),
+    ]
     for c in result["classes"]:
         cells = [systems[name]["per_class_routed_large_accuracy"].get(c) for name in ["DS", *pp]]
         lines.append(f"| {c} | " + " | ".join(_num(v, 3) for v in cells) + " |")
     if result.get("pp_validation"):
-        lines += ["", "Prompt Pruning level chosen on validation (LLM accuracy on the validation items sent):", "",
-                  "| mode | level | classes the small model excels in | with PP | without |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Prompt Pruning level chosen on validation (LLM accuracy on the validation items sent):",
+            "",
+            "| mode | level | classes the small model excels in | with PP | without |",
+            "|---|---|---|---|---|",
+        ]
         for r in result["pp_validation"]:
-            lines.append(f"| {r['mode']} | {r['level']:g} | {', '.join(r['excelled_classes'])} | "
-                         f"{r['large_accuracy_on_routed']:.4f} | {r['plain']:.4f} |")
+            lines.append(
+                f"| {r['mode']} | {r['level']:g} | {', '.join(r['excelled_classes'])} | "
+                f"{r['large_accuracy_on_routed']:.4f} | {r['plain']:.4f} |"
+            )
     for name, r in systems.items():
         if "rounds" in r:
-            lines += ["", f"{name}, round by round (test):", "", "| round | δ | accuracy | sent to the LLM | "
-                      "answered by the learnable copy | learned from s1 | learned from the LLM |", "|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"{name}, round by round (test):",
+                "",
+                "| round | δ | accuracy | sent to the LLM | "
+                "answered by the learnable copy | learned from s1 | learned from the LLM |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for row in r["rounds"]:
-                lines.append(f"| {row['round']} | {row['threshold']:.4f} | {row['accuracy']:.4f} | "
-                             f"{row['large_rate']:.1%} | {row['learnable_rate']:.1%} | {_count(row.get('n_from_small'))} | "
-                             f"{_count(row.get('n_from_large'))} |")
+                lines.append(
+                    f"| {row['round']} | {row['threshold']:.4f} | {row['accuracy']:.4f} | "
+                    f"{row['large_rate']:.1%} | {row['learnable_rate']:.1%} | {_count(row.get('n_from_small'))} | "
+                    f"{_count(row.get('n_from_large'))} |"
+                )
     return "\n".join(lines)
 
 
 def cascade_table(result: dict) -> str:
     """Cascades of recorded APIs on the Yelp replay: every candidate, reported on the held-out half."""
-    lines = [f"`{result['command']}` (seed {result['seed']}; calibrated on {result['n_calibration']:,} reviews, "
-             f"reported on {result['n_report']:,}; tolerance {result['tolerance']:g})", "",
-             "| cascade | thresholds | accuracy | cost / Google's | share reaching the last stage | "
-             "random routing, same share | APGR | CPT(50%) | CPT(80%) | calibration half: accuracy, cost / Google's |",
-             "|---|---|---|---|---|---|---|---|---|---|",
-             f"| Google alone | - | {result['google']['accuracy']:.4f} | 1.000 | 100% | - | - | - | - | - |",
-             f"| Amazon alone | - | {result['amazon']['accuracy']:.4f} | {result['amazon']['cost_ratio']:.3f} | - | - | "
-             "- | - | - | - |"]
+    lines = [
+        f"`{result['command']}` (seed {result['seed']}; calibrated on {result['n_calibration']:,} reviews, "
+        f"reported on {result['n_report']:,}; tolerance {result['tolerance']:g})",
+        "",
+        "| cascade | thresholds | accuracy | cost / Google's | share reaching the last stage | "
+        "random routing, same share | APGR | CPT(50%) | CPT(80%) | calibration half: accuracy, cost / Google's |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| Google alone | - | {result['google']['accuracy']:.4f} | 1.000 | 100% | - | - | - | - | - |",
+        f"| Amazon alone | - | {result['amazon']['accuracy']:.4f} | {result['amazon']['cost_ratio']:.3f} | - | - | "
+        "- | - | - | - |",
+    ]
     for r in result["all"]:
         peers = " | ".join(_num(r.get(k), 3) if k == "apgr" else _share(r.get(k)) for k in ("apgr", "cpt_50", "cpt_80"))
-        lines.append(f"| {r['cascade']} | {r['thresholds']} | {r['accuracy']:.4f} | {r['cost_ratio']:.3f} | "
-                     f"{r['large_share']:.1%} | {r['random_routing_accuracy']:.4f} | {peers} | "
-                     f"{r['calibration_accuracy']:.4f}, {r['calibration_cost_ratio']:.3f} |")
+        lines.append(
+            f"| {r['cascade']} | {r['thresholds']} | {r['accuracy']:.4f} | {r['cost_ratio']:.3f} | "
+            f"{r['large_share']:.1%} | {r['random_routing_accuracy']:.4f} | {peers} | "
+            f"{r['calibration_accuracy']:.4f}, {r['calibration_cost_ratio']:.3f} |"
+        )
     best = result["cascade"]
-    lines += ["", f"Chosen on the calibration half (cheapest meeting its goal there): **{best['cascade']}, "
-              f"{best['thresholds']} thresholds**: accuracy {best['accuracy']:.4f} against Google's "
-              f"{result['google']['accuracy']:.4f}, cost ratio {best['cost_ratio']:.3f}."]
+    lines += [
+        "",
+        f"Chosen on the calibration half (cheapest meeting its goal there): **{best['cascade']}, "
+        f"{best['thresholds']} thresholds**: accuracy {best['accuracy']:.4f} against Google's "
+        f"{result['google']['accuracy']:.4f}, cost ratio {best['cost_ratio']:.3f}.",
+    ]
     return "\n".join(lines)
 
 
 def overhead_table(result: dict) -> str:
     """Items per second on the small-model path: direct, through ShuntClassifier and through Cascade."""
-    lines = [f"`{result['command']}` (seed {result['seed']})", "",
-             "| small model | direct `predict_proba` (items/s) | `ShuntClassifier` (items/s) | overhead | "
-             "two-stage `Cascade` (items/s) | overhead |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"`{result['command']}` (seed {result['seed']})",
+        "",
+        "| small model | direct `predict_proba` (items/s) | `ShuntClassifier` (items/s) | overhead | "
+        "two-stage `Cascade` (items/s) | overhead |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in result["small_models"].items():
-        lines.append(f"| {name} | {r['direct_items_per_s']:,.0f} | {r['shunt_items_per_s']:,.0f} | "
-                     f"{r['shunt_overhead']:+.1%} | {r['cascade_items_per_s']:,.0f} | {r['cascade_overhead']:+.1%} |")
+        lines.append(
+            f"| {name} | {r['direct_items_per_s']:,.0f} | {r['shunt_items_per_s']:,.0f} | "
+            f"{r['shunt_overhead']:+.1%} | {r['cascade_items_per_s']:,.0f} | {r['cascade_overhead']:+.1%} |"
+        )
     return "\n".join(lines)
 
 
 def longtail_tables(result: dict) -> str:
     """Table 2 (per ratio: small only, large only, Data Shunt by group) and Table 4 (the ablation)."""
-    lines = [f"`{result['command']}` (seed {result['seed']}; {result['n_test']:,} balanced test images; small: "
-             f"{result['small']}; large: {result['large']}; δ: {result['policy']})", "",
-             "| ratio | system | head | medium | tail | overall | sent to large |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"`{result['command']}` (seed {result['seed']}; {result['n_test']:,} balanced test images; small: "
+        f"{result['small']}; large: {result['large']}; δ: {result['policy']})",
+        "",
+        "| ratio | system | head | medium | tail | overall | sent to large |",
+        "|---|---|---|---|---|---|---|",
+    ]
     ratios = [key for key in result if key.startswith("imbalance_")]
     for key in ratios:
         r = result[key]
-        for system, name in (("small", "small only"), ("large", "large only (few-shot stand-in)"),
-                             ("ds", "Data Shunt, default policy"), ("ds_budget", "Data Shunt, budget")):
+        for system, name in (
+            ("small", "small only"),
+            ("large", "large only (few-shot stand-in)"),
+            ("ds", "Data Shunt, default policy"),
+            ("ds_budget", "Data Shunt, budget"),
+        ):
             row = r[system]
             share = {"small": "0%", "large": "100%"}.get(system) or _share(row["large_share"])
-            lines.append(f"| {key.removeprefix('imbalance_')} | {name} | {row['head']:.4f} | {row['medium']:.4f} | "
-                         f"{row['tail']:.4f} | {row['overall']:.4f} | {share} |")
-    lines += ["", "| ratio | training images (head → rarest) | validation | k shots | δ (default) | δ (budget) | "
-              "ResNet-32 training (s, 2 cores) |", "|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {key.removeprefix('imbalance_')} | {name} | {row['head']:.4f} | {row['medium']:.4f} | "
+                f"{row['tail']:.4f} | {row['overall']:.4f} | {share} |"
+            )
+    lines += [
+        "",
+        "| ratio | training images (head → rarest) | validation | k shots | δ (default) | δ (budget) | "
+        "ResNet-32 training (s, 2 cores) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key in ratios:
         r = result[key]
         counts = list(r["train_counts"].values())
-        lines.append(f"| {key.removeprefix('imbalance_')} | {r['n_train']} ({counts[0]} → {counts[-1]}) | "
-                     f"{r['n_validation']} | {r['shots']} | {r['threshold']:.4f} | {r['ds_budget']['threshold']:.4f} | "
-                     f"{r['small_train_seconds']:.0f} |")
+        lines.append(
+            f"| {key.removeprefix('imbalance_')} | {r['n_train']} ({counts[0]} → {counts[-1]}) | "
+            f"{r['n_validation']} | {r['shots']} | {r['threshold']:.4f} | {r['ds_budget']['threshold']:.4f} | "
+            f"{r['small_train_seconds']:.0f} |"
+        )
     first = result[ratios[0]]
-    ablation = [("DS (budget)", first["ds_budget"]), ("DS-PP (soft)", first.get("ds_pp_soft")), ("DS-PP (hard)", first.get(
-        "ds_pp_hard")), ("DS-2CD", first.get("ds_2cd")), ("DS-PP(hard)-2CD", first.get("ds_pp_2cd"))]
-    lines += ["", f"Ablation at ratio {ratios[0].removeprefix('imbalance_')} on the budget's δ (the paper's Table 4):",
-              "",
-              "| system | head | medium | tail | overall | sent to large |", "|---|---|---|---|---|---|"]
+    ablation = [
+        ("DS (budget)", first["ds_budget"]),
+        ("DS-PP (soft)", first.get("ds_pp_soft")),
+        ("DS-PP (hard)", first.get("ds_pp_hard")),
+        ("DS-2CD", first.get("ds_2cd")),
+        ("DS-PP(hard)-2CD", first.get("ds_pp_2cd")),
+    ]
+    lines += [
+        "",
+        f"Ablation at ratio {ratios[0].removeprefix('imbalance_')} on the budget's δ (the paper's Table 4):",
+        "",
+        "| system | head | medium | tail | overall | sent to large |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, row in ablation:
         if row is not None:
-            lines.append(f"| {name} | {row['head']:.4f} | {row['medium']:.4f} | {row['tail']:.4f} | "
-                         f"{row['overall']:.4f} | {_share(row['large_share'])} |")
+            lines.append(
+                f"| {name} | {row['head']:.4f} | {row['medium']:.4f} | {row['tail']:.4f} | "
+                f"{row['overall']:.4f} | {_share(row['large_share'])} |"
+            )
     return "\n".join(lines)
 
 
-CONFIG_NAMES = {"zero": "0.5B zero-shot → 1.5B zero-shot", "shots": "0.5B + examples → 1.5B zero-shot",
-                "hint": "0.5B + examples → 1.5B zero-shot given the draft",
-                "shots_both": "0.5B + examples → 1.5B + examples"}
+CONFIG_NAMES = {
+    "zero": "0.5B zero-shot → 1.5B zero-shot",
+    "shots": "0.5B + examples → 1.5B zero-shot",
+    "hint": "0.5B + examples → 1.5B zero-shot given the draft",
+    "shots_both": "0.5B + examples → 1.5B + examples",
+}
 
 
 def generation_tables(result: dict) -> str:
     """Each configuration: small, large and Data Shunt (default policy, eq. 8 confidence) on the test
     split; every sequence confidence; the quality-share curve (Fig. 3)."""
     task = result["task"]
-    lines = [f"`{result['command']}` ({task['data']}; {task['n_train']:,} training pairs used only as retrieved "
-             f"examples, {task['shots']} per item; validation {task['n_validation']}, test {task['n_test']}; seed "
-             f"{task['seed']}; chrF by sacrebleu, bootstrap 95% intervals over test items)", "",
-             "| configuration | small only | large only (95% interval) | Data Shunt (95% interval) | sent to large | "
-             "δ | s/item small | s/item large | s/item Data Shunt |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"`{result['command']}` ({task['data']}; {task['n_train']:,} training pairs used only as retrieved "
+        f"examples, {task['shots']} per item; validation {task['n_validation']}, test {task['n_test']}; seed "
+        f"{task['seed']}; chrF by sacrebleu, bootstrap 95% intervals over test items)",
+        "",
+        "| configuration | small only | large only (95% interval) | Data Shunt (95% interval) | sent to large | "
+        "δ | s/item small | s/item large | s/item Data Shunt |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in result["configs"].items():
         ds = r["ds"]
-        lines.append(f"| {CONFIG_NAMES.get(name, name)} | {r['small']['quality']:.1f} | {r['large']['quality']:.1f} "
-                     f"({r['large']['ci95'][0]:.1f}–{r['large']['ci95'][1]:.1f}) | {ds['quality']:.1f} "
-                     f"({ds['ci95'][0]:.1f}–{ds['ci95'][1]:.1f}) | {_share(ds['large_share'])} | "
-                     f"{ds['threshold']:.3f} | {r['small']['seconds_per_item']:.2f} | "
-                     f"{r['large']['seconds_per_item']:.2f} | {ds['seconds_per_item']:.2f} |")
+        lines.append(
+            f"| {CONFIG_NAMES.get(name, name)} | {r['small']['quality']:.1f} | {r['large']['quality']:.1f} "
+            f"({r['large']['ci95'][0]:.1f}–{r['large']['ci95'][1]:.1f}) | {ds['quality']:.1f} "
+            f"({ds['ci95'][0]:.1f}–{ds['ci95'][1]:.1f}) | {_share(ds['large_share'])} | "
+            f"{ds['threshold']:.3f} | {r['small']['seconds_per_item']:.2f} | "
+            f"{r['large']['seconds_per_item']:.2f} | {ds['seconds_per_item']:.2f} |"
+        )
     measures = ("mean_proba", "geometric_mean", "min_proba", "length_normalised")
-    lines += ["", "Data Shunt by sequence confidence (chrF, share sent to large):", "",
-              "| configuration | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures)]
+    lines += [
+        "",
+        "Data Shunt by sequence confidence (chrF, share sent to large):",
+        "",
+        "| configuration | " + " | ".join(measures) + " |",
+        "|---|" + "---|" * len(measures),
+    ]
     for name, r in result["configs"].items():
         cells = [f"{r[m]['quality']:.1f} ({_share(r[m]['large_share'])})" if m in r else "-" for m in measures]
         lines.append(f"| {CONFIG_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
     shares = [row["share"] for row in next(iter(result["configs"].values()))["curve"]]
-    lines += ["", "Test chrF when the least confident share goes to the large stage (the paper's Fig. 3):", "",
-              "| configuration | " + " | ".join(f"{s:.0%}" for s in shares) + " |", "|---|" + "---|" * len(shares)]
+    lines += [
+        "",
+        "Test chrF when the least confident share goes to the large stage (the paper's Fig. 3):",
+        "",
+        "| configuration | " + " | ".join(f"{s:.0%}" for s in shares) + " |",
+        "|---|" + "---|" * len(shares),
+    ]
     for name, r in result["configs"].items():
-        lines.append(f"| {CONFIG_NAMES.get(name, name)} | " + " | ".join(f"{row['quality']:.1f}" for row in r["curve"])
-                     + " |")
+        lines.append(
+            f"| {CONFIG_NAMES.get(name, name)} | " + " | ".join(f"{row['quality']:.1f}" for row in r["curve"]) + " |"
+        )
     return "\n".join(lines)
 
 
 def serve_table(result: dict) -> str:
     """The load test: each run's throughput, latency and errors, against the in-process rate."""
-    lines = [f"`{result['command']}` (seed {result['seed']}; {result['items_per_request']} items per request; "
-             f"in process, `ShuntClassifier.predict` on batches of {result['items_per_request']}: "
-             f"**{result['in_process_items_per_s']:,.0f} items/s**)", "",
-             "| micro-batching | clients | requests/s | items/s | vs in process | p50 ms | p95 ms | p99 ms | errors "
-             "| answered by small |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"`{result['command']}` (seed {result['seed']}; {result['items_per_request']} items per request; "
+        f"in process, `ShuntClassifier.predict` on batches of {result['items_per_request']}: "
+        f"**{result['in_process_items_per_s']:,.0f} items/s**)",
+        "",
+        "| micro-batching | clients | requests/s | items/s | vs in process | p50 ms | p95 ms | p99 ms | errors "
+        "| answered by small |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
-        lines.append(f"| {'on' if r['micro_batching'] else 'off'} | {r['concurrency']} | {r['requests_per_s']:,.1f} | "
-                     f"{r['items_per_s']:,.0f} | {r['vs_in_process']:.0%} | {r['p50_ms']:,.0f} | {r['p95_ms']:,.0f} | "
-                     f"{r['p99_ms']:,.0f} | {r['errors']} | {_share(r['small_share'])} |")
+        lines.append(
+            f"| {'on' if r['micro_batching'] else 'off'} | {r['concurrency']} | {r['requests_per_s']:,.1f} | "
+            f"{r['items_per_s']:,.0f} | {r['vs_in_process']:.0%} | {r['p50_ms']:,.0f} | {r['p95_ms']:,.0f} | "
+            f"{r['p99_ms']:,.0f} | {r['errors']} | {_share(r['small_share'])} |"
+        )
     return "\n".join(lines)
 
 
 def demo_table(result: dict) -> str:
     """The main job on an empty cache: time, calls and the three systems on the test sentences."""
-    return "\n".join([
-        f"`{result['command']}` (seed {result['seed']}; `{result['demo']}`)", "",
-        "| wall clock | calibration LLM calls (of labelled) | small only | LLM only | Data Shunt | sent to the LLM "
-        "| δ | promise |", "|---|---|---|---|---|---|---|---|",
-        f"| {result['seconds']:.0f} s | {result['calibration_large_calls']} (of {result['n_validation']}) | "
-        f"{result['small']['accuracy']:.4f} | {result['large']['accuracy']:.4f} | {result['ds']['accuracy']:.4f} | "
-        f"{result['ds']['large_share']:.1%} | {result['threshold']:.4f} | {result['promise']}"
-        f"{', certified' if result['promise_certified'] else ', not certified'} |"])
+    return "\n".join(
+        [
+            f"`{result['command']}` (seed {result['seed']}; `{result['demo']}`)",
+            "",
+            "| wall clock | calibration LLM calls (of labelled) | small only | LLM only | Data Shunt | sent to the LLM "
+            "| δ | promise |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {result['seconds']:.0f} s | {result['calibration_large_calls']} (of {result['n_validation']}) | "
+            f"{result['small']['accuracy']:.4f} | {result['large']['accuracy']:.4f} | {result['ds']['accuracy']:.4f} | "
+            f"{result['ds']['large_share']:.1%} | {result['threshold']:.4f} | {result['promise']}"
+            f"{', certified' if result['promise_certified'] else ', not certified'} |",
+        ]
+    )
 
 
 def mixed_load_table(result: dict) -> str:
     """The service with slow and poisoned clients mixed in: the normal clients' errors and latency."""
-    lines = [f"`{result['command']}` ({result['service']}; {result['normal_clients']} normal clients, "
-             f"{result['slow_body_connections']} slow-body connections, {result['poisoned_clients']} poisoned "
-             "clients)", "", "| normal clients | requests | requests/s | errors | p50 ms | p99 ms |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"`{result['command']}` ({result['service']}; {result['normal_clients']} normal clients, "
+        f"{result['slow_body_connections']} slow-body connections, {result['poisoned_clients']} poisoned "
+        "clients)",
+        "",
+        "| normal clients | requests | requests/s | errors | p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in ("alone", "mixed"):
         r = result[name]
-        lines.append(f"| {name} | {r['requests']:,} | {r['requests_per_s']:,.1f} | {r['errors']} | "
-                     f"{r['p50_ms']:,.0f} | {r['p99_ms']:,.0f} |")
+        lines.append(
+            f"| {name} | {r['requests']:,} | {r['requests_per_s']:,.1f} | {r['errors']} | "
+            f"{r['p50_ms']:,.0f} | {r['p99_ms']:,.0f} |"
+        )
     lines += ["", "| bad client | statuses it got | expected |", "|---|---|---|"]
     for kind, outcomes in result["mixed"]["bad_clients"].items():
         got = ", ".join(f"{status}: {n}" for status, n in outcomes.items())
@@ -299,25 +455,35 @@ def mixed_load_table(result: dict) -> str:
 
 def batch_table(result: dict) -> str:
     """The batch runs (100,000 and 1,000,000 rows)."""
-    lines = [f"`{result['command']}` (seed {result['seed']})", "",
-             "| rows | input | chunk rows | wall clock | rows/s | peak RSS | every id once, in order | routes |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"`{result['command']}` (seed {result['seed']})",
+        "",
+        "| rows | input | chunk rows | wall clock | rows/s | peak RSS | every id once, in order | routes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["runs"]:
         routes = ", ".join(f"{k} {v:,}" for k, v in r["routes"].items())
-        lines.append(f"| {r['rows']:,} | {r['input_bytes'] / 2**20:,.0f} MiB CSV | {r['chunk_rows']:,} | "
-                     f"{r['seconds']:,.0f} s | {r['rows_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} MiB | "
-                     f"{'yes' if r['ids_exactly_once'] else 'NO'} | {routes} |")
+        lines.append(
+            f"| {r['rows']:,} | {r['input_bytes'] / 2**20:,.0f} MiB CSV | {r['chunk_rows']:,} | "
+            f"{r['seconds']:,.0f} s | {r['rows_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} MiB | "
+            f"{'yes' if r['ids_exactly_once'] else 'NO'} | {routes} |"
+        )
     return "\n".join(lines)
 
 
 def large_batch_table(result: dict) -> str:
     """Items per second of the local LLM by batch_size, and agreement with one at a time."""
-    lines = [f"`{result['command']}` (seed {result['seed']}; {result['n']} movie sentences, {result['model']}, no cache)",
-             "", "| batch_size | items/s | speedup | accuracy | largest probability difference | labels changed |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"`{result['command']}` (seed {result['seed']}; {result['n']} movie sentences, {result['model']}, no cache)",
+        "",
+        "| batch_size | items/s | speedup | accuracy | largest probability difference | labels changed |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['batch_size']} | {r['items_per_s']:.2f} | {r['speedup']:.2f}× | {r['accuracy']:.3f} | "
-                     f"{r['max_proba_difference']:.3f} | {r['label_changes']:.1%} |")
+        lines.append(
+            f"| {r['batch_size']} | {r['items_per_s']:.2f} | {r['speedup']:.2f}× | {r['accuracy']:.3f} | "
+            f"{r['max_proba_difference']:.3f} | {r['label_changes']:.1%} |"
+        )
     return "\n".join(lines)
 
 
@@ -350,8 +516,7 @@ def core_figure(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4 * rows), squeeze=False)
     for ax, name in zip(axes.ravel(), names):
         r = result["small_models"][name]
-        sweep = pd.DataFrame(r["test_sweep_for_figure_only"]).astype({"threshold": float}).fillna(
-            {"threshold": np.inf})
+        sweep = pd.DataFrame(r["test_sweep_for_figure_only"]).astype({"threshold": float}).fillna({"threshold": np.inf})
         plot_sweep(sweep, ax=ax, threshold=r["threshold"], label=name)
         ax.set_title(f"{name} + {result['large']}")
     fig.tight_layout()
@@ -392,8 +557,12 @@ def main():
     if generation.is_file():
         print()
         print(generation_tables(json.loads(generation.read_text())))
-    for name, table in (("demo", demo_table), ("serve_load", serve_table), ("serve_load_mixed", mixed_load_table),
-                        ("batch_million", batch_table)):
+    for name, table in (
+        ("demo", demo_table),
+        ("serve_load", serve_table),
+        ("serve_load_mixed", mixed_load_table),
+        ("batch_million", batch_table),
+    ):
         if (RESULTS / f"{name}.json").is_file():
             print()
             print(table(json.loads((RESULTS / f"{name}.json").read_text())))

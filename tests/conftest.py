@@ -13,7 +13,11 @@ def _isolated_cache(tmp_path, monkeypatch):
 def sentiment():
     """A small synthetic sentiment set: clear items and ambiguous ones the small model is unsure of."""
     rng = np.random.default_rng(0)
-    pos, neg, mid = ["great", "superb", "lovely", "brilliant"], ["awful", "dull", "boring", "terrible"], ["okay", "fine", "so-so"]
+    pos, neg, mid = (
+        ["great", "superb", "lovely", "brilliant"],
+        ["awful", "dull", "boring", "terrible"],
+        ["okay", "fine", "so-so"],
+    )
     texts, labels = [], []
     for i in range(600):
         label = "positive" if i % 2 else "negative"

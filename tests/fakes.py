@@ -20,8 +20,19 @@ class FakeLargeModel(LargeModel):
     LargeModelError, items in ``off_label`` put almost no probability on any label.
     """
 
-    def __init__(self, truth=None, *, accuracy=1.0, confidence=0.9, fail=(), off_label=(), cache=False,
-                 price=None, min_label_mass=0.01, seed=0):
+    def __init__(
+        self,
+        truth=None,
+        *,
+        accuracy=1.0,
+        confidence=0.9,
+        fail=(),
+        off_label=(),
+        cache=False,
+        price=None,
+        min_label_mass=0.01,
+        seed=0,
+    ):
         self.truth = truth
         self.accuracy = accuracy
         self.confidence = confidence
@@ -85,8 +96,9 @@ class FakeOpenAIServer(LoopbackServer):
     ``Retry-After`` of ``retry_after`` seconds), then normally. Each request's arrival time is kept.
     """
 
-    def __init__(self, answers, status=None, delay=0.0, logprobs=True, raw=None, sequence=False, refuse=(),
-                 retry_after="1"):
+    def __init__(
+        self, answers, status=None, delay=0.0, logprobs=True, raw=None, sequence=False, refuse=(), retry_after="1"
+    ):
         self.answers, self.status, self.delay, self.logprobs = answers, status, delay, logprobs
         self.sequence = sequence
         self.refuse, self.retry_after = list(refuse), retry_after
@@ -102,8 +114,9 @@ class FakeOpenAIServer(LoopbackServer):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 import time
 
-                server.requests.append({"body": body, "auth": self.headers.get("Authorization"),
-                                        "at": time.monotonic()})
+                server.requests.append(
+                    {"body": body, "auth": self.headers.get("Authorization"), "at": time.monotonic()}
+                )
                 if server.refuse:
                     data = json.dumps({"error": {"message": "slow down", "type": "rate_limit"}}).encode()
                     self.send_response(server.refuse.pop(0))
@@ -143,9 +156,11 @@ class FakeOpenAIServer(LoopbackServer):
                 words = re.findall(r"\S*\s*", completion["choices"][0]["message"]["content"])
                 deltas = [{"role": "assistant", "content": ""}] + [{"content": w} for w in words if w]
                 for i, delta in enumerate(deltas + [{}]):
-                    chunk = {**head, "object": "chat.completion.chunk",
-                             "choices": [{"index": 0, "delta": delta, "finish_reason": None if delta or not i
-                                          else "stop"}]}
+                    chunk = {
+                        **head,
+                        "object": "chat.completion.chunk",
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": None if delta or not i else "stop"}],
+                    }
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                     self.wfile.flush()
                 self.wfile.write(b"data: [DONE]\n\n")
@@ -156,16 +171,34 @@ class FakeOpenAIServer(LoopbackServer):
         """One choice per ``n`` asked (choice i answers the i-th token of the matching list, cycling)."""
         text = json.dumps(body["messages"][-1]["content"])
         top = next((v for k, v in self.answers.items() if k in text), [("Hmm", -0.1)])
-        logprobs = {"content": [{"token": top[0][0], "logprob": top[0][1], "bytes": None,
-                                 "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top]}]}
+        logprobs = {
+            "content": [
+                {
+                    "token": top[0][0],
+                    "logprob": top[0][1],
+                    "bytes": None,
+                    "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top],
+                }
+            ]
+        }
         n = body.get("n") or 1
         if self.sequence:
             logprobs = {"content": [{"token": t, "logprob": lp, "bytes": None, "top_logprobs": []} for t, lp in top]}
             top = [("".join(t for t, _ in top), 0.0)]
         return {
-            "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": i, "finish_reason": "length", "logprobs": logprobs if self.logprobs else None,
-                         "message": {"role": "assistant", "content": top[i % len(top)][0]}} for i in range(n)],
+            "id": "cmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": i,
+                    "finish_reason": "length",
+                    "logprobs": logprobs if self.logprobs else None,
+                    "message": {"role": "assistant", "content": top[i % len(top)][0]},
+                }
+                for i in range(n)
+            ],
             "usage": {"prompt_tokens": 42, "completion_tokens": n, "total_tokens": 42 + n},
         }
 
@@ -175,8 +208,21 @@ class FakeGenerator(Generator):
     base class (prompt, cache, flags, cost) is real. Items in ``fail`` raise a LargeModelError,
     items in ``no_logprobs`` come back without log-probabilities; the prompt seen last is kept."""
 
-    def __init__(self, table=None, *, name="fake", fail=(), no_logprobs=(), instruction="Translate.", template=None,
-                 max_new_tokens=16, stop=None, shots=0, price=None, cache=False):
+    def __init__(
+        self,
+        table=None,
+        *,
+        name="fake",
+        fail=(),
+        no_logprobs=(),
+        instruction="Translate.",
+        template=None,
+        max_new_tokens=16,
+        stop=None,
+        shots=0,
+        price=None,
+        cache=False,
+    ):
         self.table = table
         self.name = name
         self.fail = fail
@@ -221,8 +267,13 @@ class EndlessStreamServer(LoopbackServer):
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
-                chunk = {"id": "cmpl-endless", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                         "choices": [{"index": 0, "delta": {"content": "more "}, "finish_reason": None}]}
+                chunk = {
+                    "id": "cmpl-endless",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": "m",
+                    "choices": [{"index": 0, "delta": {"content": "more "}, "finish_reason": None}],
+                }
                 try:
                     while True:
                         self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())

@@ -49,7 +49,11 @@ def run(shunt, source, output, **kwargs):
 def test_chunked_run_equals_routing_everything_at_once(shunt, items, tmp_path, source, target):
     done = run(shunt, tmp_path / source, tmp_path / target)
     whole = shunt.route(items["review"].to_numpy())
-    reader = {"out.csv": pd.read_csv, "out.jsonl": lambda p: pd.read_json(p, lines=True), "out.parquet": pd.read_parquet}
+    reader = {
+        "out.csv": pd.read_csv,
+        "out.jsonl": lambda p: pd.read_json(p, lines=True),
+        "out.parquet": pd.read_parquet,
+    }
     out = reader[target](tmp_path / target)
     assert out["id"].tolist() == items["id"].tolist() and list(out.columns[:2]) == ["id", "review"]
     assert out["label"].tolist() == whole["label"].tolist() and out["route"].tolist() == whole["route"].tolist()
@@ -76,8 +80,9 @@ class CrashingShunt:
         return self.shunt.route(items)
 
 
-@pytest.mark.parametrize("source, target", [("in.csv", "out.csv"), ("in.jsonl", "out.parquet"),
-                                            ("in.parquet", "out.csv")])
+@pytest.mark.parametrize(
+    "source, target", [("in.csv", "out.csv"), ("in.jsonl", "out.parquet"), ("in.parquet", "out.csv")]
+)
 def test_a_run_killed_mid_way_resumes_without_losing_or_repeating_rows(shunt, items, tmp_path, source, target):
     output = tmp_path / target
     with pytest.raises(Crash):
@@ -96,8 +101,15 @@ def test_a_run_killed_mid_way_resumes_without_losing_or_repeating_rows(shunt, it
 def test_another_job_on_the_same_output_starts_afresh(shunt, items, tmp_path):
     with pytest.raises(Crash):
         run(CrashingShunt(shunt, 2), tmp_path / "in.csv", tmp_path / "out.csv")
-    done = run_batch(shunt, tmp_path / "in.csv", tmp_path / "out.csv", column="review", key="another job",
-                     chunk_rows=64, report=lambda p: None)
+    done = run_batch(
+        shunt,
+        tmp_path / "in.csv",
+        tmp_path / "out.csv",
+        column="review",
+        key="another job",
+        chunk_rows=64,
+        report=lambda p: None,
+    )
     assert done.resumed_from == 0 and len(pd.read_csv(tmp_path / "out.csv")) == 300
 
 
@@ -149,7 +161,7 @@ def test_kill_9_mid_run_then_resume(sentiment, tmp_path):
     with FakeOpenAIServer({"": [("positive", -0.1), ("negative", -2.5)]}) as server:
         (tmp_path / "run.toml").write_text(f"""
 [data]
-train = "{tmp_path / 'train.csv'}"
+train = "{tmp_path / "train.csv"}"
 text_column = "review"
 label_column = "sentiment"
 [small]
@@ -163,14 +175,24 @@ price = {{ per_call = 0.001 }}
 [shunt]
 threshold = 0.9
 [output]
-dir = "{tmp_path / 'out'}"
+dir = "{tmp_path / "out"}"
 """)
         cli = [str(Path(sys.executable).parent / "datashunt")]
         subprocess.run(cli + ["fit", str(tmp_path / "run.toml")], check=True, capture_output=True)
         server.requests.clear()
         server.delay = 0.05
-        predict = cli + ["predict", str(tmp_path / "run.toml"), "-i", str(tmp_path / "new.csv"), "-o",
-                         str(tmp_path / "labels.csv"), "--keep", "id", "--chunk-rows", "20"]
+        predict = cli + [
+            "predict",
+            str(tmp_path / "run.toml"),
+            "-i",
+            str(tmp_path / "new.csv"),
+            "-o",
+            str(tmp_path / "labels.csv"),
+            "--keep",
+            "id",
+            "--chunk-rows",
+            "20",
+        ]
         process = subprocess.Popen(predict, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and _rows(tmp_path / "labels.csv") < 60:
@@ -223,7 +245,9 @@ def test_empty_unreadable_and_vanished_files_are_said_plainly(shunt, items, tmp_
     with pytest.raises(Crash):
         run(CrashingShunt(shunt, 2), tmp_path / "in.csv", tmp_path / "out.csv")
     (tmp_path / "out.csv").unlink()
-    with pytest.raises(DataError, match="out.csv: the output of the run to resume is gone; start afresh with --restart"):
+    with pytest.raises(
+        DataError, match="out.csv: the output of the run to resume is gone; start afresh with --restart"
+    ):
         run(shunt, tmp_path / "in.csv", tmp_path / "out.csv")
     assert run(shunt, tmp_path / "in.csv", tmp_path / "out.csv", restart=True).rows_done == 300
 
@@ -301,8 +325,7 @@ def test_the_budget_holds_to_one_call_and_a_larger_one_goes_on(sentiment, items,
     assert rest.cost == pytest.approx(paid(model))  # each answer paid once: the cache kept them
 
 
-def test_a_zero_budget_writes_the_rows_the_small_model_answers_and_stops_at_the_first_call(sentiment, items,
-                                                                                             tmp_path):
+def test_a_zero_budget_writes_the_rows_the_small_model_answers_and_stops_at_the_first_call(sentiment, items, tmp_path):
     model = metered(priced_shunt(sentiment, {"per_call": 0.001}))
     items.iloc[1:].to_csv(tmp_path / "in.csv", index=False)  # the first item the small model is unsure of is later
     done = run(model, tmp_path / "in.csv", tmp_path / "out.csv", max_cost=0)
@@ -318,19 +341,21 @@ def test_the_budget_bounds_cascades_and_generators_alike(sentiment, items, tmp_p
 
     texts, labels = sentiment
     oracle = FakeLargeModel(dict(zip(texts, labels)), price={"per_call": 0.001})
-    cascade = metered(Cascade([("tfidf", make_small("tfidf")), ("llm", oracle)], thresholds=[0.8])
-                      .fit(texts[:300], labels[:300]))
+    cascade = metered(
+        Cascade([("tfidf", make_small("tfidf")), ("llm", oracle)], thresholds=[0.8]).fit(texts[:300], labels[:300])
+    )
     done = run(cascade, tmp_path / "in.csv", tmp_path / "cascade.csv", max_cost=0.01)
     assert done.stopped == "budget" and 0 < done.rows_done < 300 and paid(cascade) <= 0.01
     reviews = items["review"].tolist()
     small = FakeGenerator({t: ("kurz", [0.9] if i % 3 else [0.2]) for i, t in enumerate(texts)}, name="small")
     large = FakeGenerator({t: ("lang", [0.9]) for t in texts}, name="large", price={"per_call": 0.002})
-    generator = metered(ShuntGenerator([("small", small), ("large", large)], thresholds=[0.5])
-                        .fit(texts[:300], labels[:300]))
+    generator = metered(
+        ShuntGenerator([("small", small), ("large", large)], thresholds=[0.5]).fit(texts[:300], labels[:300])
+    )
     done = run(generator, tmp_path / "in.csv", tmp_path / "generated.csv", max_cost=0.01)
     assert done.stopped == "budget" and paid(generator) == pytest.approx(0.01) and done.cost == pytest.approx(0.01)
     out = pd.read_csv(tmp_path / "generated.csv")
-    assert out["review"].tolist() == reviews[:done.rows_done] and out["text"].notna().all()
+    assert out["review"].tolist() == reviews[: done.rows_done] and out["text"].notna().all()
 
 
 # -- what a killed run paid is counted -------------------------------------------------------------------------
@@ -400,9 +425,9 @@ import pickle, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from datashunt.jobs.batch import run_batch
 from datashunt.exceptions import DataError
-model = pickle.loads(open({str(tmp_path / 'model.pkl')!r}, 'rb').read())
+model = pickle.loads(open({str(tmp_path / "model.pkl")!r}, 'rb').read())
 try:
-    run_batch(model, {str(tmp_path / 'in.csv')!r}, {str(tmp_path / 'out.csv')!r}, column="review", key="job",
+    run_batch(model, {str(tmp_path / "in.csv")!r}, {str(tmp_path / "out.csv")!r}, column="review", key="job",
               keep=["id"], chunk_rows=8)
 except DataError as exc:
     print(exc)
@@ -431,8 +456,7 @@ def test_planted_links_beside_the_output_are_never_followed(shunt, items, tmp_pa
 
 
 # -- an output that cannot be written --------------------------------------------------------------------------
-def test_an_output_that_fails_mid_run_is_one_clear_error_and_keeps_finished_rows(shunt, items, tmp_path,
-                                                                                  monkeypatch):
+def test_an_output_that_fails_mid_run_is_one_clear_error_and_keeps_finished_rows(shunt, items, tmp_path, monkeypatch):
     import errno
 
     from datashunt.jobs.tables import ChunkWriter
@@ -456,14 +480,18 @@ def test_an_output_that_fails_mid_run_is_one_clear_error_and_keeps_finished_rows
 
 # -- odd cells ----------------------------------------------------------------------------------------------------
 def test_a_lone_surrogate_in_jsonl_is_passed_through_and_its_neighbours_answered(shunt, tmp_path):
-    (tmp_path / "in.jsonl").write_text('{"review": "great superb movie"}\n{"review": "x \\ud800"}\n'
-                                       '{"review": "awful dull movie"}\n')
+    (tmp_path / "in.jsonl").write_text(
+        '{"review": "great superb movie"}\n{"review": "x \\ud800"}\n{"review": "awful dull movie"}\n'
+    )
     chunks = list(ChunkReader(tmp_path / "in.jsonl", "review"))
     assert chunks[0]["review"].tolist()[1] == "x \ud800"
     for target in ("out.csv", "out.jsonl", "out.parquet"):
         done = run_batch(shunt, tmp_path / "in.jsonl", tmp_path / target, column="review", key="k")
-        out = {"out.csv": pd.read_csv, "out.jsonl": lambda p: pd.read_json(p, lines=True),
-               "out.parquet": pd.read_parquet}[target](tmp_path / target)
+        out = {
+            "out.csv": pd.read_csv,
+            "out.jsonl": lambda p: pd.read_json(p, lines=True),
+            "out.parquet": pd.read_parquet,
+        }[target](tmp_path / target)
         assert done.rows_done == 3 and out["label"].tolist()[::2] == ["positive", "negative"]
         assert out["route"].tolist()[1] == "invalid" and out["review"].tolist()[1] == "x \\ud800"
 

@@ -83,11 +83,14 @@ def test_unreachable_target_warns_and_uses_best_accuracy():
     assert sweep.iloc[choice.row].accuracy == sweep.accuracy.max()
 
 
-@pytest.mark.parametrize("policy, kwargs, message", [
-    ("nope", {}, "unknown threshold policy"),
-    ("max_large_rate", {}, "needs max_large_rate"),
-    ("target_accuracy", {"target_accuracy": 2}, "needs target_accuracy"),
-])
+@pytest.mark.parametrize(
+    "policy, kwargs, message",
+    [
+        ("nope", {}, "unknown threshold policy"),
+        ("max_large_rate", {}, "needs max_large_rate"),
+        ("target_accuracy", {"target_accuracy": 2}, "needs target_accuracy"),
+    ],
+)
 def test_choose_threshold_bad_arguments_raise(policy, kwargs, message):
     sweep = threshold_sweep(np.array([0.6, 0.9]), np.array([1, 1], bool), np.array([1, 1], bool))
     with pytest.raises(ConfigError, match=message):

@@ -15,7 +15,9 @@ from datashunt.small import make_small
 
 def test_cross_fitting_calibrates_on_every_labelled_item_and_trains_on_all(sentiment, oracle):
     texts, labels = sentiment
-    shunt = ShuntClassifier(make_small("tfidf"), oracle, cv=4, match_z=0, confidence_level=None, random_state=0).fit(texts, labels)
+    shunt = ShuntClassifier(make_small("tfidf"), oracle, cv=4, match_z=0, confidence_level=None, random_state=0).fit(
+        texts, labels
+    )
     assert shunt.calibration_["n_validation"] == len(texts) and shunt.calibration_["cross_fitted"]
     assert shunt.calibration_["large_calls"]["asked"] == len(texts) == shunt.large_.calls
     held_out = ShuntClassifier(make_small("tfidf"), oracle, random_state=0).fit(texts, labels)
@@ -26,8 +28,9 @@ def test_cross_fitting_calibrates_on_every_labelled_item_and_trains_on_all(senti
 def test_cap_on_calibration_calls_asks_a_sample_stratified_by_label_under_paired_certification(sentiment):
     texts, labels = sentiment
     large = FakeLargeModel(dict(zip(texts, labels)))
-    shunt = ShuntClassifier(make_small("tfidf"), large, cv=3, certification="paired", max_calibration_calls=60,
-                            random_state=0)
+    shunt = ShuntClassifier(
+        make_small("tfidf"), large, cv=3, certification="paired", max_calibration_calls=60, random_state=0
+    )
     shunt.fit(texts, labels)
     calls = shunt.calibration_["large_calls"]
     assert calls["asked"] == 60 and calls["paid"] == 60 and shunt.large_.calls == 60
@@ -48,15 +51,16 @@ def test_cross_fitting_refuses_what_it_cannot_do(sentiment, oracle):
     with pytest.raises(ConfigError, match="give either X_val"):
         ShuntClassifier(make_small("tfidf"), oracle, cv=3).fit(texts, labels, X_val=texts[:10], y_val=labels[:10])
     with pytest.raises(DataError, match="cv=5 needs at least 5 labelled items of every class; the rarest has 3"):
-        ShuntClassifier(make_small("tfidf"), oracle, cv=5).fit(texts[:40] + texts[41:47:2],
-                                                                 labels[:40] + ["odd"] * 3)
+        ShuntClassifier(make_small("tfidf"), oracle, cv=5).fit(texts[:40] + texts[41:47:2], labels[:40] + ["odd"] * 3)
     with pytest.raises(ConfigError, match="cv"):
         ShuntClassifier(make_small("tfidf"), oracle, cv=1).fit(texts, labels)
 
 
 def test_drift_is_flagged_when_traffic_changes_and_not_on_like_traffic(sentiment, oracle):
     texts, labels = sentiment
-    shunt = ShuntClassifier(make_small("tfidf"), oracle, match_z=0, confidence_level=None, random_state=0).fit(texts[:400], labels[:400])
+    shunt = ShuntClassifier(make_small("tfidf"), oracle, match_z=0, confidence_level=None, random_state=0).fit(
+        texts[:400], labels[:400]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", DriftWarning)
         same = shunt.route(texts[400:]).attrs["drift"]
@@ -76,9 +80,13 @@ def test_cascade_flags_drift_in_its_first_stage_too():
     conf = rng.uniform(0.5, 1.0, n)
     first = pd.DataFrame({"id": ids, "prediction": truth, "conf": conf})
     last = pd.DataFrame({"id": ids, "prediction": truth, "conf": 0.99})
-    cascade = Cascade([("cheap", ReplayModel(first, confidence_column="conf", name="cheap")),
-                       ("api", ReplayModel(last, confidence_column="conf", name="api"))],
-                      thresholds=[0.75]).fit(ids, truth)
+    cascade = Cascade(
+        [
+            ("cheap", ReplayModel(first, confidence_column="conf", name="cheap")),
+            ("api", ReplayModel(last, confidence_column="conf", name="api")),
+        ],
+        thresholds=[0.75],
+    ).fit(ids, truth)
     cascade.calibration_ = {}  # fixed thresholds keep no reference: nothing to compare
     assert cascade.route(ids).attrs["drift"] is None
     calibrated = Cascade(cascade.stages, random_state=0).fit(ids, truth)

@@ -20,8 +20,17 @@ from datashunt.small.captioner import EMPTY_FLAG, CaptionerGenerator, caption_wo
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (230, 210, 30)}
 SHAPES = ("square", "circle", "triangle")
 # A small network on 32×32 images: a few seconds on one thread.
-SETTINGS = dict(image_size=32, encoder_channels=(8, 16, 32), embed_dim=32, hidden_dim=64, attention_dim=32,
-                epochs=10, batch_size=32, lr=3e-3, random_state=0)
+SETTINGS = dict(
+    image_size=32,
+    encoder_channels=(8, 16, 32),
+    embed_dim=32,
+    hidden_dim=64,
+    attention_dim=32,
+    epochs=10,
+    batch_size=32,
+    lr=3e-3,
+    random_state=0,
+)
 
 
 FIT_SECONDS = []
@@ -90,8 +99,10 @@ def test_captions_held_out_images(fitted, data):
     got = fitted.generate(X_test)
     exact = np.mean([text == f"a {c} {s}" for text, (c, s) in zip(got.text, truth)])
     words = np.mean([named(text) == ({c}, {s}) for text, (c, s) in zip(got.text, truth)])
-    print(f"\nfit {FIT_SECONDS[0]:.1f} s; held-out exact {exact:.3f}, colour+shape {words:.3f}, "
-          f"mean confidence {np.nanmean(mean_proba(got.token_logprob)):.3f}")
+    print(
+        f"\nfit {FIT_SECONDS[0]:.1f} s; held-out exact {exact:.3f}, colour+shape {words:.3f}, "
+        f"mean confidence {np.nanmean(mean_proba(got.token_logprob)):.3f}"
+    )
     assert words >= 0.8 and exact >= 0.8
     assert fitted.vocabulary_[:4] == ["<pad>", "<start>", "<end>", "<unk>"]
     assert {"red", "square", "that", "is"} <= set(fitted.vocabulary_)
@@ -230,19 +241,40 @@ def test_fit_refuses_bad_training_data(data):
 
 # -- COCO captions ------------------------------------------------------------------------------
 
-KARPATHY = {"images": [
-    {"filepath": "val2014", "filename": "COCO_val2014_1.jpg", "split": "test", "cocoid": 1,
-     "sentences": [{"raw": "A cat on a mat.", "tokens": ["a", "cat"]}, {"raw": " Cat sleeping. "}]},
-    {"filepath": "train2014", "filename": "COCO_train2014_2.jpg", "split": "train", "cocoid": 2,
-     "sentences": [{"tokens": ["a", "dog"]}]},
-    {"filepath": "val2014", "filename": "COCO_val2014_3.jpg", "split": "restval", "cocoid": 3,
-     "sentences": [{"raw": "A bird."}]},
-]}
+KARPATHY = {
+    "images": [
+        {
+            "filepath": "val2014",
+            "filename": "COCO_val2014_1.jpg",
+            "split": "test",
+            "cocoid": 1,
+            "sentences": [{"raw": "A cat on a mat.", "tokens": ["a", "cat"]}, {"raw": " Cat sleeping. "}],
+        },
+        {
+            "filepath": "train2014",
+            "filename": "COCO_train2014_2.jpg",
+            "split": "train",
+            "cocoid": 2,
+            "sentences": [{"tokens": ["a", "dog"]}],
+        },
+        {
+            "filepath": "val2014",
+            "filename": "COCO_val2014_3.jpg",
+            "split": "restval",
+            "cocoid": 3,
+            "sentences": [{"raw": "A bird."}],
+        },
+    ]
+}
 OFFICIAL = {
-    "info": {}, "licenses": [],
+    "info": {},
+    "licenses": [],
     "images": [{"id": 7, "file_name": "COCO_val2014_7.jpg"}, {"id": 9, "file_name": "COCO_val2014_9.jpg"}],
-    "annotations": [{"id": 1, "image_id": 9, "caption": "Two dogs."}, {"id": 2, "image_id": 7, "caption": "A cat."},
-                    {"id": 3, "image_id": 9, "caption": "Dogs playing "}],
+    "annotations": [
+        {"id": 1, "image_id": 9, "caption": "Two dogs."},
+        {"id": 2, "image_id": 7, "caption": "A cat."},
+        {"id": 3, "image_id": 9, "caption": "Dogs playing "},
+    ],
 }
 
 
@@ -256,9 +288,11 @@ def test_coco_reads_karpathy_split_file(tmp_path):
     path = write(tmp_path, KARPATHY)
     table = load_coco_captions(path, tmp_path / "coco")
     assert list(table.columns) == ["path", "references", "split"]
-    assert table["path"].tolist() == [str(tmp_path / "coco" / "val2014" / "COCO_val2014_1.jpg"),
-                                      str(tmp_path / "coco" / "train2014" / "COCO_train2014_2.jpg"),
-                                      str(tmp_path / "coco" / "val2014" / "COCO_val2014_3.jpg")]
+    assert table["path"].tolist() == [
+        str(tmp_path / "coco" / "val2014" / "COCO_val2014_1.jpg"),
+        str(tmp_path / "coco" / "train2014" / "COCO_train2014_2.jpg"),
+        str(tmp_path / "coco" / "val2014" / "COCO_val2014_3.jpg"),
+    ]
     assert table["references"].tolist() == [["A cat on a mat.", "Cat sleeping."], ["a dog"], ["A bird."]]
     assert table["split"].tolist() == ["test", "train", "restval"]
     test = load_coco_captions(path, tmp_path, split="test")

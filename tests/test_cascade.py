@@ -21,8 +21,19 @@ PRICES = {"vader": 0.001e-4, "amazon": 0.75e-4, "google": 2.5e-4}
 
 
 def yelp_stages(table):
-    return [(name, ReplayModel(table, prediction_column=f"{name}_pred", confidence_column=f"{name}_conf", name=name,
-                               price={"per_call": price})) for name, price in PRICES.items()]
+    return [
+        (
+            name,
+            ReplayModel(
+                table,
+                prediction_column=f"{name}_pred",
+                confidence_column=f"{name}_conf",
+                name=name,
+                price={"per_call": price},
+            ),
+        )
+        for name, price in PRICES.items()
+    ]
 
 
 @pytest.mark.skipif(not YELP.is_file(), reason="shared FrugalML table not present")
@@ -32,8 +43,9 @@ def test_three_recorded_apis_cost_less_than_the_best_one_at_nearly_its_accuracy(
     for name in PRICES:
         table[f"{name}_pred"] = table[f"{name}_pred"].astype(str)
     calib, report = table.iloc[:5000], table.iloc[5000:10000]
-    cascade = Cascade(yelp_stages(table), tolerance=0.005).fit(calib["id"], calib["truth"], X_val=calib["id"],
-                                                              y_val=calib["truth"])
+    cascade = Cascade(yelp_stages(table), tolerance=0.005).fit(
+        calib["id"], calib["truth"], X_val=calib["id"], y_val=calib["truth"]
+    )
     routes = cascade.route(report["id"])
     accuracy = (routes["label"] == report["truth"].to_numpy()).mean()
     google = (report["google_pred"] == report["truth"]).mean()
@@ -68,20 +80,26 @@ def test_a_failing_stage_passes_items_on_and_a_failing_last_stage_falls_back(sen
     cascade = Cascade([("small", make_small("tfidf")), ("mid", middle), ("last", last)], thresholds=[2.0, 2.0])
     routes = cascade.fit(texts[:400], labels[:400]).route(texts[400:420])
     assert routes["route"].tolist()[:5] == ["fallback"] * 5  # both failed: the small model's answer stands
-    assert routes["flag"].iloc[0].startswith("mid: simulated time-out") and "; last: simulated time-out" in \
-        routes["flag"].iloc[0] and routes["label"].notna().all()
+    assert (
+        routes["flag"].iloc[0].startswith("mid: simulated time-out")
+        and "; last: simulated time-out" in routes["flag"].iloc[0]
+        and routes["label"].notna().all()
+    )
     assert routes["route"].tolist()[5:10] == ["last"] * 5  # the middle failed: passed on to the last
     assert routes["route"].tolist()[10:] == ["last"] * 10 and routes["flag"].iloc[10:].isna().all()
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"stages": [("only", LogisticRegression())]}, ConfigError, "at least two"),
-    ({"stages": [("a", LogisticRegression()), ("a", LogisticRegression())]}, ConfigError, "distinct"),
-    ({"thresholds": [0.5, 0.5]}, ConfigError, "2 stages need 1 thresholds, got 2"),
-    ({"thresholds": [[0.5, 0.5, 0.5]]}, ConfigError, "one number per class"),
-    ({"tolerance": 2}, ConfigError, "'tolerance' parameter of Cascade"),
-    ({"policy": "max_cost"}, ConfigError, "policy 'max_cost' needs max_cost"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"stages": [("only", LogisticRegression())]}, ConfigError, "at least two"),
+        ({"stages": [("a", LogisticRegression()), ("a", LogisticRegression())]}, ConfigError, "distinct"),
+        ({"thresholds": [0.5, 0.5]}, ConfigError, "2 stages need 1 thresholds, got 2"),
+        ({"thresholds": [[0.5, 0.5, 0.5]]}, ConfigError, "one number per class"),
+        ({"tolerance": 2}, ConfigError, "'tolerance' parameter of Cascade"),
+        ({"policy": "max_cost"}, ConfigError, "policy 'max_cost' needs max_cost"),
+    ],
+)
 def test_bad_settings_are_clear_errors(sentiment, oracle, kwargs, error, message):
     texts, labels = sentiment
     settings = {"stages": [("small", make_small("tfidf")), ("llm", oracle)], **kwargs}
@@ -96,7 +114,9 @@ def test_one_class_and_invalid_rows(sentiment, oracle):
         cascade.fit(texts[:10], ["positive"] * 10)
     routes = cascade.fit(texts[:300], labels[:300]).route(["great superb movie", "", None])
     assert routes["route"].tolist()[1:] == ["invalid", "invalid"] and routes["flag"].tolist()[1:] == [
-        "blank text", "missing text (None/NaN)"]
+        "blank text",
+        "missing text (None/NaN)",
+    ]
 
 
 @parametrize_with_checks(
@@ -136,12 +156,15 @@ def test_a_saved_cascade_routes_exactly_like_the_original(tmp_path, sentiment, p
     assert len(loaded.thresholds_) == 1 and np.shape(loaded.thresholds_[0]) == ((2,) if per_class else ())
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(thresholds=[0.5, 0.5]), "thresholds must be 1 numbers or per-class lists of 2"),
-    (lambda m: m["stages"][0].update(kind="python"), "must be a classifier or a large model, got kind 'python'"),
-    (lambda m: m["params"].update(tolerance="0.1"), "'tolerance' parameter of Cascade"),
-    (lambda m: m.update(extra=1), r"unknown key\(s\) \['extra'\]"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(thresholds=[0.5, 0.5]), "thresholds must be 1 numbers or per-class lists of 2"),
+        (lambda m: m["stages"][0].update(kind="python"), "must be a classifier or a large model, got kind 'python'"),
+        (lambda m: m["params"].update(tolerance="0.1"), "'tolerance' parameter of Cascade"),
+        (lambda m: m.update(extra=1), r"unknown key\(s\) \['extra'\]"),
+    ],
+)
 def test_a_tampered_cascade_folder_is_refused(tmp_path, sentiment, edit, message):
     import json
 
@@ -160,8 +183,12 @@ def test_a_tampered_cascade_folder_is_refused(tmp_path, sentiment, edit, message
 @pytest.mark.skipif(not YELP.is_file(), reason="shared FrugalML table not present")
 def test_per_class_thresholds_for_three_stages_never_cost_more_than_single_ones():
     table = pd.read_csv(YELP).sample(n=4000, random_state=1)
-    fits = {per_class: Cascade(yelp_stages(table), per_class=per_class, tolerance=0.005).fit(
-        table["id"], table["true_label"], X_val=table["id"], y_val=table["true_label"]) for per_class in (False, True)}
+    fits = {
+        per_class: Cascade(yelp_stages(table), per_class=per_class, tolerance=0.005).fit(
+            table["id"], table["true_label"], X_val=table["id"], y_val=table["true_label"]
+        )
+        for per_class in (False, True)
+    }
     assert all(np.shape(t) == (2,) for t in fits[True].thresholds_)
     assert fits[True].calibration_["goal_met"]
     assert fits[True].calibration_["cost_per_item"] <= fits[False].calibration_["cost_per_item"] + 1e-12
@@ -176,6 +203,8 @@ def test_predict_refuses_to_guess_when_no_stage_answered(sentiment):
     cascade = Cascade(stages, thresholds=[2.0]).fit(texts[10:300], labels[10:300])
     routes = cascade.route(texts[:3])
     assert routes["route"].tolist() == ["invalid", "invalid", "last"] and routes["label"].isna().tolist()[:2] == [
-        True, True]
+        True,
+        True,
+    ]
     with pytest.raises(LargeModelError, match=r"2 items got no answer from any stage \(row 0: first: simulated"):
         cascade.predict(texts[:3])

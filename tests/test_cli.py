@@ -23,8 +23,8 @@ def project(tmp_path, sentiment):
     answers.to_csv(tmp_path / "answers.csv", index=False)
     (tmp_path / "run.toml").write_text(f"""
 [data]
-train = "{tmp_path / 'train.csv'}"
-test = "{tmp_path / 'test.jsonl'}"
+train = "{tmp_path / "train.csv"}"
+test = "{tmp_path / "test.jsonl"}"
 text_column = "review"
 label_column = "sentiment"
 
@@ -34,7 +34,7 @@ params = {{ C = 2.0 }}
 
 [large]
 backend = "replay"
-table = "{tmp_path / 'answers.csv'}"
+table = "{tmp_path / "answers.csv"}"
 price = {{ per_call = 0.001 }}
 
 [shunt]
@@ -43,7 +43,7 @@ confidence_level = "none"    # 80 validation items are too few for a guarantee: 
 random_state = 0
 
 [output]
-dir = "{tmp_path / 'out'}"
+dir = "{tmp_path / "out"}"
 """)
     return tmp_path
 
@@ -55,12 +55,23 @@ def test_fit_predict_evaluate_round_trip(project):
     said = " ".join(fitted.output.split())
     assert "promise: accuracy >= large-only accuracy" in said and "(point estimate, no guarantee)" in said
 
-    predicted = runner.invoke(app, ["predict", str(project / "run.toml"), "-i", str(project / "new.parquet"),
-                                    "-o", str(project / "labels.csv")])
+    predicted = runner.invoke(
+        app,
+        ["predict", str(project / "run.toml"), "-i", str(project / "new.parquet"), "-o", str(project / "labels.csv")],
+    )
     assert predicted.exit_code == 0, predicted.output
     labels = pd.read_csv(project / "labels.csv")
-    assert list(labels.columns) == ["text", "route", "confidence_small", "confidence_large", "label", "cost",
-                                    "prompt_tokens", "cached", "flag"]
+    assert list(labels.columns) == [
+        "text",
+        "route",
+        "confidence_small",
+        "confidence_large",
+        "label",
+        "cost",
+        "prompt_tokens",
+        "cached",
+        "flag",
+    ]
     assert len(labels) == 200 and labels["label"].notna().all()
 
     evaluated = runner.invoke(app, ["evaluate", str(project / "run.toml")])
@@ -78,44 +89,68 @@ def test_fit_predict_evaluate_round_trip(project):
 def test_predict_flags_bad_rows_and_keeps_the_rest(project):
     assert runner.invoke(app, ["fit", str(project / "run.toml")]).exit_code == 0
     pd.DataFrame({"review": ["great superb movie", "", None, "awful dull movie"]}).to_csv(
-        project / "messy.csv", index=False)
-    result = runner.invoke(app, ["predict", str(project / "run.toml"), "-i", str(project / "messy.csv"),
-                                 "-o", str(project / "messy_out.csv")])
+        project / "messy.csv", index=False
+    )
+    result = runner.invoke(
+        app,
+        ["predict", str(project / "run.toml"), "-i", str(project / "messy.csv"), "-o", str(project / "messy_out.csv")],
+    )
     assert result.exit_code == 0, result.output
     out = pd.read_csv(project / "messy_out.csv")
     assert out["route"].tolist()[1:3] == ["invalid", "invalid"]
     assert out["label"].tolist()[0] == "positive" and out["label"].tolist()[3] == "negative"
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda s: s.replace("[small]", "[smal]"), "unknown section(s) ['smal']"),
-    (lambda s: s.replace('policy = "match_large"', 'polcy = "match_large"'), "unknown key(s) ['polcy'] in [shunt]"),
-    (lambda s: s.replace('backend = "replay"', 'backend = "magic"'), "unknown large backend 'magic'"),
-    (lambda s: s.replace('backend = "replay"', ''), "[large] needs a 'backend'"),
-    (lambda s: s.replace('price = {', 'colour = "red"\nprice = {'), "unknown option(s) ['colour'] for large backend"),
-    (lambda s: s.replace('text_column = "review"', 'text_column = "body"'), "missing column(s) ['body']"),
-    (lambda s: s.replace('train = "', 'train = "nope-'), "no such file"),
-    (lambda s: s + "\n[[[", "not valid TOML"),
-    (lambda s: s.replace('policy = "match_large"', 'policy = "max_large_rate"\nmax_large_rate = "0.3"'),
-     "'max_large_rate' parameter of ShuntClassifier must be a float in the range [0.0, 1.0] or None. Got '0.3'"),
-    (lambda s: s.replace('random_state = 0', 'random_state = 0\nmatch_z = "2"'), "'match_z' parameter"),
-    (lambda s: s.replace('random_state = 0', 'random_state = 0\nvalidation_fraction = "0.2"'),
-     "'validation_fraction' parameter"),
-    (lambda s: s.replace('random_state = 0', 'random_state = 0\nthreshold = true'),
-     "the 'threshold' parameter must be a number, got the boolean True"),
-    (lambda s: s.replace('random_state = 0', 'random_state = 0\nlabel_names = ["a", "b"]'),
-     "'label_names' parameter of ShuntClassifier must be an instance of 'dict' or None"),
-    (lambda s: s.replace("C = 2.0", 'C = "4"'), "small model step 'clf': The 'C' parameter of LogisticRegression"),
-    (lambda s: s.replace("C = 2.0", "C = -1"), "must be a float in the range (0.0, inf]. Got -1 instead"),
-    (lambda s: s.replace('params = {', 'params = 3\nx = {'), "unknown key(s) ['x'] in [small]"),
-    (lambda s: s.replace("[output]\ndir = ", "[output]\ndir = 5\n#"), "[output] dir must be a string, got int (5)"),
-    (lambda s: s.replace('text_column = "review"', 'text_column = 3'), "[data] text_column must be a string"),
-    (lambda s: s.replace('label_column = "sentiment"', 'label_column = "sentiment"\nencoding = "klingon"'),
-     "[data] encoding 'klingon' is not a known text encoding"),
-    (lambda s: s.replace('label_column = "sentiment"', 'label_column = "sentiment"\nencoding = "rot13"'),
-     "[data] encoding 'rot13' is not a known text encoding"),
-    (lambda s: s.replace('[large]', '[large]\nkey_column = 7'), "'key_column' parameter of ReplayModel must be an instance of 'str'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.replace("[small]", "[smal]"), "unknown section(s) ['smal']"),
+        (lambda s: s.replace('policy = "match_large"', 'polcy = "match_large"'), "unknown key(s) ['polcy'] in [shunt]"),
+        (lambda s: s.replace('backend = "replay"', 'backend = "magic"'), "unknown large backend 'magic'"),
+        (lambda s: s.replace('backend = "replay"', ""), "[large] needs a 'backend'"),
+        (
+            lambda s: s.replace("price = {", 'colour = "red"\nprice = {'),
+            "unknown option(s) ['colour'] for large backend",
+        ),
+        (lambda s: s.replace('text_column = "review"', 'text_column = "body"'), "missing column(s) ['body']"),
+        (lambda s: s.replace('train = "', 'train = "nope-'), "no such file"),
+        (lambda s: s + "\n[[[", "not valid TOML"),
+        (
+            lambda s: s.replace('policy = "match_large"', 'policy = "max_large_rate"\nmax_large_rate = "0.3"'),
+            "'max_large_rate' parameter of ShuntClassifier must be a float in the range [0.0, 1.0] or None. Got '0.3'",
+        ),
+        (lambda s: s.replace("random_state = 0", 'random_state = 0\nmatch_z = "2"'), "'match_z' parameter"),
+        (
+            lambda s: s.replace("random_state = 0", 'random_state = 0\nvalidation_fraction = "0.2"'),
+            "'validation_fraction' parameter",
+        ),
+        (
+            lambda s: s.replace("random_state = 0", "random_state = 0\nthreshold = true"),
+            "the 'threshold' parameter must be a number, got the boolean True",
+        ),
+        (
+            lambda s: s.replace("random_state = 0", 'random_state = 0\nlabel_names = ["a", "b"]'),
+            "'label_names' parameter of ShuntClassifier must be an instance of 'dict' or None",
+        ),
+        (lambda s: s.replace("C = 2.0", 'C = "4"'), "small model step 'clf': The 'C' parameter of LogisticRegression"),
+        (lambda s: s.replace("C = 2.0", "C = -1"), "must be a float in the range (0.0, inf]. Got -1 instead"),
+        (lambda s: s.replace("params = {", "params = 3\nx = {"), "unknown key(s) ['x'] in [small]"),
+        (lambda s: s.replace("[output]\ndir = ", "[output]\ndir = 5\n#"), "[output] dir must be a string, got int (5)"),
+        (lambda s: s.replace('text_column = "review"', "text_column = 3"), "[data] text_column must be a string"),
+        (
+            lambda s: s.replace('label_column = "sentiment"', 'label_column = "sentiment"\nencoding = "klingon"'),
+            "[data] encoding 'klingon' is not a known text encoding",
+        ),
+        (
+            lambda s: s.replace('label_column = "sentiment"', 'label_column = "sentiment"\nencoding = "rot13"'),
+            "[data] encoding 'rot13' is not a known text encoding",
+        ),
+        (
+            lambda s: s.replace("[large]", "[large]\nkey_column = 7"),
+            "'key_column' parameter of ReplayModel must be an instance of 'str'",
+        ),
+    ],
+)
 def test_bad_config_gives_one_clear_line(project, edit, message):
     path = project / "run.toml"
     path.write_text(edit(path.read_text()))
@@ -159,10 +194,14 @@ def test_distill_reports_round_by_round_and_saves(project):
 
 def test_evaluate_reports_each_collaboration(project):
     path = project / "run.toml"
-    path.write_text(path.read_text().replace('policy = "match_large"', 'policy = "match_large"\nprompt_pruning = "soft"'))
+    path.write_text(
+        path.read_text().replace('policy = "match_large"', 'policy = "match_large"\nprompt_pruning = "soft"')
+    )
     assert runner.invoke(app, ["fit", str(path)]).exit_code == 0
     pd.read_json(project / "test.jsonl", lines=True)[["review"]].to_csv(project / "pool.csv", index=False)
-    assert runner.invoke(app, ["distill", str(path), "--pool", str(project / "pool.csv"), "--rounds", "1"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["distill", str(path), "--pool", str(project / "pool.csv"), "--rounds", "1"]).exit_code == 0
+    )
     result = runner.invoke(app, ["evaluate", str(path)])
     text = " ".join(result.output.split())
     assert "Prompt Pruning: soft (small model excels in:" in text
@@ -190,8 +229,9 @@ def test_a_training_set_with_one_class_is_refused(project):
 def test_predict_refuses_a_folder_as_output_before_any_call(project):
     assert runner.invoke(app, ["fit", str(project / "run.toml")]).exit_code == 0
     (project / "out_dir").mkdir()
-    result = runner.invoke(app, ["predict", str(project / "run.toml"), "-i", str(project / "new.parquet"),
-                                 "-o", str(project / "out_dir")])
+    result = runner.invoke(
+        app, ["predict", str(project / "run.toml"), "-i", str(project / "new.parquet"), "-o", str(project / "out_dir")]
+    )
     assert result.exit_code == 2 and "out_dir: is a folder; give the path of the file to write" in result.output
     assert "large model:" not in result.output  # refused before the model was even loaded
 
@@ -213,7 +253,8 @@ def test_a_folder_as_input_and_numbers_as_texts(project):
 def test_evaluate_with_no_valid_test_item_says_so(project):
     assert runner.invoke(app, ["fit", str(project / "run.toml")]).exit_code == 0
     pd.DataFrame({"review": ["", "  ", None], "sentiment": ["positive", "negative", "positive"]}).to_json(
-        project / "test.jsonl", orient="records", lines=True)
+        project / "test.jsonl", orient="records", lines=True
+    )
     result = runner.invoke(app, ["evaluate", str(project / "run.toml")])
     assert result.exit_code == 2
     assert "none of the 3 test items can be evaluated: row 0: blank text" in " ".join(result.output.split())
@@ -223,8 +264,10 @@ def test_a_corrupt_cache_is_one_clear_line(project, tmp_path):
     path = project / "run.toml"
     (tmp_path / "calls.sqlite").write_bytes(b"garbage" * 1000)
     text = path.read_text().split("[large]")[0]
-    text += (f'[large]\nbackend = "llama_cpp"\nmodel = "smollm2-135m"\ncache = "{tmp_path / "calls.sqlite"}"\n'
-             f'[output]\ndir = "{project / "out"}"\n')
+    text += (
+        f'[large]\nbackend = "llama_cpp"\nmodel = "smollm2-135m"\ncache = "{tmp_path / "calls.sqlite"}"\n'
+        f'[output]\ndir = "{project / "out"}"\n'
+    )
     path.write_text(text)
     result = runner.invoke(app, ["fit", str(path)])
     assert result.exit_code == 2 and "cannot open the call cache" in result.output
@@ -234,11 +277,26 @@ def test_the_summary_table_fits_80_columns_and_shows_time_for_a_free_model():
     from datashunt.cli import show_summary
     from datashunt.eval.compare import Evaluation
 
-    summary = pd.DataFrame([
-        {"system": name, "accuracy": 0.9, "macro_f1": 0.9, "large_rate": rate, "large_calls": calls, "cost": 0.0,
-         "large_failures": 0, "seconds": 1.5, "large_seconds": seconds}
-        for name, rate, calls, seconds in [("small only", 0.0, 0, 0.0), ("large only", 1.0, 300, 114.0),
-                                           ("data shunt", 0.677, 203, 77.2)]])
+    summary = pd.DataFrame(
+        [
+            {
+                "system": name,
+                "accuracy": 0.9,
+                "macro_f1": 0.9,
+                "large_rate": rate,
+                "large_calls": calls,
+                "cost": 0.0,
+                "large_failures": 0,
+                "seconds": 1.5,
+                "large_seconds": seconds,
+            }
+            for name, rate, calls, seconds in [
+                ("small only", 0.0, 0, 0.0),
+                ("large only", 1.0, 300, 114.0),
+                ("data shunt", 0.677, 203, 77.2),
+            ]
+        ]
+    )
     console = Console(width=80, record=True)
     show_summary(Evaluation(summary, None, None), "held-out test, 300 sentences", console=console)
     text = console.export_text()
@@ -251,7 +309,9 @@ def test_a_cascade_of_stages_fits_predicts_and_evaluates(project):
     text = path.read_text()
     head = text.split("[small]")[0]
     answers = project / "answers.csv"
-    path.write_text(head + f"""
+    path.write_text(
+        head
+        + f"""
 [[stages]]
 name = "tfidf"
 small = "tfidf"
@@ -268,14 +328,16 @@ policy = "match_last"
 random_state = 0
 
 [output]
-dir = "{project / 'out'}"
-""")
+dir = "{project / "out"}"
+"""
+    )
     fitted = runner.invoke(app, ["fit", str(path)])
     assert fitted.exit_code == 0, fitted.output
     assert "stage recorded: recorded answers from" in " ".join(fitted.output.split())
     assert (project / "out" / "model" / "cascade.json").is_file()
-    predicted = runner.invoke(app, ["predict", str(path), "-i", str(project / "new.parquet"),
-                                    "-o", str(project / "labels.csv")])
+    predicted = runner.invoke(
+        app, ["predict", str(path), "-i", str(project / "new.parquet"), "-o", str(project / "labels.csv")]
+    )
     assert predicted.exit_code == 0, predicted.output
     labels = pd.read_csv(project / "labels.csv")
     assert set(labels["route"]) <= {"tfidf", "recorded"} and labels["label"].notna().all()
@@ -290,10 +352,13 @@ dir = "{project / 'out'}"
     assert distilled.exit_code == 2 and "not yet on a cascade" in " ".join(distilled.output.split())
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda s: s + '\n[[stages]]\nname = "x"\nsmall = "tfidf"\n', "either [[stages]] (a cascade) or [small]"),
-    (lambda s: s.replace("[shunt]", "[cascade]"), "[cascade] needs a list of [[stages]]"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s + '\n[[stages]]\nname = "x"\nsmall = "tfidf"\n', "either [[stages]] (a cascade) or [small]"),
+        (lambda s: s.replace("[shunt]", "[cascade]"), "[cascade] needs a list of [[stages]]"),
+    ],
+)
 def test_cascade_config_mistakes_are_one_line(project, edit, message):
     path = project / "run.toml"
     path.write_text(edit(path.read_text()))
@@ -301,9 +366,16 @@ def test_cascade_config_mistakes_are_one_line(project, edit, message):
     assert result.exit_code == 2 and message in " ".join(result.output.split())
 
 
-GENERATE_PAIRS = [("free software", "freie Software"), ("image viewer", "Bildbetrachter"),
-                  ("text editor", "Texteditor"), ("music player", "Musikspieler"), ("web browser", "Webbrowser"),
-                  ("chess game", "Schachspiel"), ("font files", "Schriftdateien"), ("mail client", "E-Mail-Client")]
+GENERATE_PAIRS = [
+    ("free software", "freie Software"),
+    ("image viewer", "Bildbetrachter"),
+    ("text editor", "Texteditor"),
+    ("music player", "Musikspieler"),
+    ("web browser", "Webbrowser"),
+    ("chess game", "Schachspiel"),
+    ("font files", "Schriftdateien"),
+    ("mail client", "E-Mail-Client"),
+]
 
 
 def test_generation_config_fits_predicts_and_evaluates_on_a_real_tiny_model(tmp_path):
@@ -315,13 +387,14 @@ def test_generation_config_fits_predicts_and_evaluates_on_a_real_tiny_model(tmp_
     frame = pd.DataFrame(GENERATE_PAIRS * 3, columns=["english", "german"])
     frame.to_csv(tmp_path / "pairs.csv", index=False)
     frame[["english"]].to_csv(tmp_path / "new.csv", index=False)
-    stage = f'backend = "llama_cpp"\nmodel = "{tiny}"\nmax_new_tokens = 6\nstop = ["\\n"]\ncache = "{tmp_path / "c.sqlite"}"'
+    cache = tmp_path / "c.sqlite"
+    stage = f'backend = "llama_cpp"\nmodel = "{tiny}"\nmax_new_tokens = 6\nstop = ["\\n"]\ncache = "{cache}"'
     (tmp_path / "gen.toml").write_text(f"""
 task = "generate"
 [data]
-train = "{tmp_path / 'pairs.csv'}"
-validation = "{tmp_path / 'pairs.csv'}"
-test = "{tmp_path / 'pairs.csv'}"
+train = "{tmp_path / "pairs.csv"}"
+validation = "{tmp_path / "pairs.csv"}"
+test = "{tmp_path / "pairs.csv"}"
 text_column = "english"
 reference_column = "german"
 
@@ -342,14 +415,15 @@ policy = "max_last_rate"
 max_last_rate = 0.5
 
 [output]
-dir = "{tmp_path / 'out'}"
+dir = "{tmp_path / "out"}"
 """)
     fitted = runner.invoke(app, ["fit", str(tmp_path / "gen.toml")])
     assert fitted.exit_code == 0, fitted.output
     assert "sent to the last stage" in fitted.output and (tmp_path / "out/model/generator.json").is_file()
     assert (tmp_path / "out/model/stage_1_state.npz").is_file()  # the large stage's examples, as arrays
-    predicted = runner.invoke(app, ["predict", str(tmp_path / "gen.toml"), "-i", str(tmp_path / "new.csv"),
-                                    "-o", str(tmp_path / "out.csv")])
+    predicted = runner.invoke(
+        app, ["predict", str(tmp_path / "gen.toml"), "-i", str(tmp_path / "new.csv"), "-o", str(tmp_path / "out.csv")]
+    )
     assert predicted.exit_code == 0, predicted.output
     table = pd.read_csv(tmp_path / "out.csv")
     assert list(table.columns[:3]) == ["input", "text", "route"] and len(table) == 24
@@ -367,7 +441,10 @@ def test_generation_config_refuses_classification_sections(tmp_path):
     assert result.exit_code == 2
     assert 'task = "generate" takes [[stages]] of generators and [generate]' in result.output
     (tmp_path / "bad2.toml").write_text('task = "summarise"\n')
-    assert "task must be one of ['classify', 'generate']" in runner.invoke(app, ["fit", str(tmp_path / "bad2.toml")]).output
+    assert (
+        "task must be one of ['classify', 'generate']"
+        in runner.invoke(app, ["fit", str(tmp_path / "bad2.toml")]).output
+    )
 
 
 def predict(project, *args):
@@ -468,11 +545,17 @@ def test_fit_refuses_an_output_dir_that_is_a_file_before_training(project):
     assert (project / "taken").read_text() == "not a folder"
 
 
-@pytest.mark.parametrize("base_url, message", [
-    ("ftp://x", "[large]: The 'base_url' parameter must be an http:// or https:// URL with a host"),
-    ("http://127.0.0.1:9/v1", "all 80 calls to the large model on the validation data failed (the first: call to "
-                              "'m' failed: APIConnectionError"),
-])
+@pytest.mark.parametrize(
+    "base_url, message",
+    [
+        ("ftp://x", "[large]: The 'base_url' parameter must be an http:// or https:// URL with a host"),
+        (
+            "http://127.0.0.1:9/v1",
+            "all 80 calls to the large model on the validation data failed (the first: call to "
+            "'m' failed: APIConnectionError",
+        ),
+    ],
+)
 def test_fit_with_a_large_model_that_cannot_answer_fails_and_saves_nothing(project, base_url, message):
     path = project / "run.toml"
     large = f'[large]\nbackend = "openai"\nmodel = "m"\nbase_url = "{base_url}"\nmax_retries = 0\ncache = false\n'

@@ -51,8 +51,14 @@ def clip_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-clip")
     tokenizer = tiny_tokenizer()
     config = CLIPConfig(
-        text_config=dict(**TOWER, vocab_size=len(tokenizer), max_position_embeddings=77, bos_token_id=0,
-                         eos_token_id=1, pad_token_id=1),
+        text_config=dict(
+            **TOWER,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        ),
         vision_config=dict(**TOWER, image_size=32, patch_size=8),
         projection_dim=16,
     )
@@ -130,9 +136,14 @@ def test_one_template_gives_the_models_own_logits_per_image(clip_folder, referen
     template = "a photo of a {label}."
     result = ClipModel(model=clip_folder, templates=template, cache=False).predict_proba(pictures, LABELS)
     with torch.no_grad():
-        out = model(**processor(text=[template.format(label=x) for x in LABELS],
-                                images=[PIL_Image.fromarray(p) for p in pictures],
-                                padding=True, return_tensors="pt"))
+        out = model(
+            **processor(
+                text=[template.format(label=x) for x in LABELS],
+                images=[PIL_Image.fromarray(p) for p in pictures],
+                padding=True,
+                return_tensors="pt",
+            )
+        )
     np.testing.assert_allclose(result.proba, out.logits_per_image.softmax(dim=1).numpy(), atol=1e-5)
 
 
@@ -145,9 +156,14 @@ def test_siglip_scores_with_its_bias_and_full_length_texts(siglip_folder):
     backend = ClipModel(model=siglip_folder, templates=template, cache=False)
     result = backend.predict_proba(pictures, LABELS, modality="image")
     with torch.no_grad():
-        out = model(**processor(text=[template.format(label=x) for x in LABELS],
-                                images=[PIL_Image.fromarray(p) for p in pictures],
-                                padding="max_length", return_tensors="pt"))
+        out = model(
+            **processor(
+                text=[template.format(label=x) for x in LABELS],
+                images=[PIL_Image.fromarray(p) for p in pictures],
+                padding="max_length",
+                return_tensors="pt",
+            )
+        )
     np.testing.assert_allclose(result.proba, out.logits_per_image.softmax(dim=1).numpy(), atol=1e-5)
     raw = backend._label_logits(pictures, LABELS)  # the model's own scores, bias included
     np.testing.assert_allclose(raw, out.logits_per_image.numpy(), atol=1e-4)
@@ -156,7 +172,8 @@ def test_siglip_scores_with_its_bias_and_full_length_texts(siglip_folder):
 def test_hard_pruning_drops_labels_and_renormalises_over_the_rest(clip_folder, reference):
     pictures = images(3, seed=4)
     result = ClipModel(model=str(clip_folder), cache=False).predict_proba(
-        pictures, LABELS, candidates=[[0, 2], None, [1, 2]], modality="image")
+        pictures, LABELS, candidates=[[0, 2], None, [1, 2]], modality="image"
+    )
     logits = direct_logits(reference, pictures, LABELS)
     assert result.proba[0, 1] == 0.0 and result.proba[2, 0] == 0.0
     np.testing.assert_allclose(result.proba[0, [0, 2]], softmax(logits[0, [0, 2]]), atol=1e-5)
@@ -248,8 +265,9 @@ def test_a_failed_forward_pass_flags_its_batch_only(clip_folder, reference):
     assert calls == [2, 2]
     assert result.ok.tolist() == [True, True, False, False]
     assert all("failed to score 2 image(s): RuntimeError: CUDA out of memory" in e for e in result.error[2:])
-    np.testing.assert_allclose(result.proba[:2], softmax(direct_logits(reference, pictures[:2], LABELS), axis=1),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        result.proba[:2], softmax(direct_logits(reference, pictures[:2], LABELS), axis=1), atol=1e-5
+    )
 
 
 def test_texts_are_refused(clip_folder):
@@ -257,16 +275,19 @@ def test_texts_are_refused(clip_folder):
         ClipModel(model=str(clip_folder)).predict_proba(["a cat on a mat", "a red car"], LABELS)
 
 
-@pytest.mark.parametrize("templates, message", [
-    ("a photo of a cat", "exactly once"),
-    ("a {label} next to a {label}", "exactly once"),
-    ("a {style} photo of a {label}", "no field but {label}; found {style}"),
-    (["a photo of a {label}", "{0} {label}"], "found {0}"),
-    ("a photo of a {label!r}", "exactly once"),
-    ("a photo of a {label", "not a valid format string"),
-    ([], "at least one template"),
-    ([3], "a string or a list of strings"),
-])
+@pytest.mark.parametrize(
+    "templates, message",
+    [
+        ("a photo of a cat", "exactly once"),
+        ("a {label} next to a {label}", "exactly once"),
+        ("a {style} photo of a {label}", "no field but {label}; found {style}"),
+        (["a photo of a {label}", "{0} {label}"], "found {0}"),
+        ("a photo of a {label!r}", "exactly once"),
+        ("a photo of a {label", "not a valid format string"),
+        ([], "at least one template"),
+        ([3], "a string or a list of strings"),
+    ],
+)
 def test_bad_templates_are_refused(clip_folder, templates, message):
     backend = ClipModel(model=str(clip_folder), templates=templates)
     with pytest.raises(ConfigError, match="templates") as caught:
@@ -321,9 +342,13 @@ def test_inside_a_shunt_the_uncertain_images_go_to_clip(clip_folder):
     y = classes[np.arange(45) % 3]
     X = rng.integers(0, 80, size=(45, 16, 16, 3), dtype=np.uint8)
     X[y == "dog", 4:12, 4:12] = 255  # a bright square; cats and cars look alike to the small model
-    shunt = ShuntClassifier(make_small("cnn", epochs=20, width=4, augment=False, n_threads=1, random_state=0),
-                            ClipModel(model=str(clip_folder), cache=False),
-                            threshold=0.5, modality="image", random_state=0).fit(X, y)
+    shunt = ShuntClassifier(
+        make_small("cnn", epochs=20, width=4, augment=False, n_threads=1, random_state=0),
+        ClipModel(model=str(clip_folder), cache=False),
+        threshold=0.5,
+        modality="image",
+        random_state=0,
+    ).fit(X, y)
     table = shunt.route(X)
     assert set(table["route"]) == {"small", "large"}
     large = (table["route"] == "large").to_numpy()

@@ -9,12 +9,15 @@ from datashunt.io.datasets.files import load_labeled, read_table
 from datashunt.io.datasets.vader import load_vader
 
 
-@pytest.mark.parametrize("suffix, write", [
-    (".csv", lambda f, p: f.to_csv(p, index=False)),
-    (".tsv", lambda f, p: f.to_csv(p, sep="\t", index=False)),
-    (".jsonl", lambda f, p: f.to_json(p, orient="records", lines=True)),
-    (".parquet", lambda f, p: f.to_parquet(p)),
-])
+@pytest.mark.parametrize(
+    "suffix, write",
+    [
+        (".csv", lambda f, p: f.to_csv(p, index=False)),
+        (".tsv", lambda f, p: f.to_csv(p, sep="\t", index=False)),
+        (".jsonl", lambda f, p: f.to_json(p, orient="records", lines=True)),
+        (".parquet", lambda f, p: f.to_parquet(p)),
+    ],
+)
 def test_every_format_reads_back(tmp_path, suffix, write):
     frame = pd.DataFrame({"text": ["good", "bad"], "label": ["pos", "neg"]})
     write(frame, tmp_path / f"data{suffix}")
@@ -127,7 +130,9 @@ def test_long_tailed_draw_follows_the_profile_with_a_fixed_seed():
         long_tailed(images, labels, head=700)
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist not installed"
+)
 def test_real_fashion_mnist_reads_from_the_debian_package():
     from datashunt.io.datasets.fashion_mnist import load_fashion_mnist
 
@@ -141,10 +146,22 @@ def test_ddtp_pairs_are_kept_once_read_and_survive_apt_dropping_its_list(tmp_pat
     lists = tmp_path / "lists"
     lists.mkdir()
     (lists / "deb.debian.org_debian_dists_bookworm_main_i18n_Translation-de").write_text(
-        "Package: 0ad\nDescription-md5: d9\nDescription-de: Echtzeit-Strategiespiel\n\n")
+        "Package: 0ad\nDescription-md5: d9\nDescription-de: Echtzeit-Strategiespiel\n\n"
+    )
     monkeypatch.setattr(ddtp, "_read_list", lambda path: Path(path).read_text())
-    monkeypatch.setattr(ddtp.subprocess, "run", lambda *a, **k: type("Done", (), {"stdout": (
-        "Package: 0ad\nSection: games\nDescription: Real-time strategy game\n long\nDescription-md5: d9\n\n")})())
+    monkeypatch.setattr(
+        ddtp.subprocess,
+        "run",
+        lambda *a, **k: type(
+            "Done",
+            (),
+            {
+                "stdout": (
+                    "Package: 0ad\nSection: games\nDescription: Real-time strategy game\n long\nDescription-md5: d9\n\n"
+                )
+            },
+        )(),
+    )
     first = ddtp.load_ddtp("de", lists=str(lists), cache_dir=tmp_path / "cache")
     assert first.values.tolist() == [["Real-time strategy game", "Echtzeit-Strategiespiel", "0ad"]]
     for path in lists.iterdir():

@@ -34,8 +34,11 @@ def test_per_class_thresholds_save_calls_where_one_class_is_reliable():
     delta, met = per_class_thresholds(conf, pred, small, large, 2, min_accuracy=large.mean())
     calls = lambda t: (~keeps(conf, t, pred if np.ndim(t) else None)).sum()  # noqa: E731
     assert met and calls(delta) < calls(single[0])
-    result = outcome(stop_stage(np.c_[conf, np.ones(n)], [delta], np.c_[pred, pred]), np.c_[small, large],
-                     np.tile([0.0, 1.0], (n, 1)))
+    result = outcome(
+        stop_stage(np.c_[conf, np.ones(n)], [delta], np.c_[pred, pred]),
+        np.c_[small, large],
+        np.tile([0.0, 1.0], (n, 1)),
+    )
     assert result["accuracy"] >= large.mean() - 1e-9
 
 

@@ -12,8 +12,8 @@ def test_targets_follow_equations_6_and_7():
     proba_s1 = np.array([[0.95, 0.05], [0.6, 0.4], [0.55, 0.45], [0.5, 0.5]])
     proba_large = np.array([[np.nan, np.nan], [0.1, 0.9], [0.4, 0.6], [np.nan, np.nan]])
     t = two_stage_targets(proba_s1, proba_s1.max(axis=1), proba_large, threshold=0.8)
-    assert t.from_small.tolist() == [True, False, False, False]      # eq. 7: s1 is sure
-    assert t.from_large.tolist() == [False, True, False, False]      # eq. 6: s1 unsure, large sure
+    assert t.from_small.tolist() == [True, False, False, False]  # eq. 7: s1 is sure
+    assert t.from_large.tolist() == [False, True, False, False]  # eq. 6: s1 unsure, large sure
     np.testing.assert_allclose(t.proba[0], [0.95, 0.05])
     np.testing.assert_allclose(t.proba[1], [0.1, 0.9])
     assert t.used.tolist() == [True, True, False, False]
@@ -44,7 +44,9 @@ def test_distillation_cuts_large_calls_without_losing_accuracy(drift, tmp_path):
     (X, y), (X_val, y_val), (pool, _), (X_test, y_test) = drift
     truth = dict(zip(X + X_val + pool + X_test, y + y_val + _ + y_test))
     large = FakeLargeModel(truth, accuracy=0.98, cache=tmp_path / "calls.sqlite")
-    shunt = ShuntClassifier(make_small("tfidf"), large, confidence_level=None, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    shunt = ShuntClassifier(make_small("tfidf"), large, confidence_level=None, random_state=0).fit(
+        X, y, X_val=X_val, y_val=y_val
+    )
     before = shunt.route(X_test)
     rate_before = (before["route"] == "large").mean()
     acc_before = (before["label"] == np.array(y_test)).mean()
@@ -64,7 +66,9 @@ def test_distillation_reuses_the_cache_and_pays_nothing_twice(drift, tmp_path):
     (X, y), (X_val, y_val), (pool, pool_y), _ = drift
     truth = dict(zip(X + X_val + pool, y + y_val + pool_y))
     large = FakeLargeModel(truth, cache=tmp_path / "calls.sqlite", price={"per_call": 1.0})
-    shunt = ShuntClassifier(make_small("tfidf"), large, confidence_level=None, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    shunt = ShuntClassifier(make_small("tfidf"), large, confidence_level=None, random_state=0).fit(
+        X, y, X_val=X_val, y_val=y_val
+    )
     shunt.distill(pool, X_train=X, y_train=y)
     first = shunt.distillation_["large_cost"]
     calls = shunt.large_.calls
@@ -75,7 +79,9 @@ def test_distillation_reuses_the_cache_and_pays_nothing_twice(drift, tmp_path):
 def test_distillation_skips_invalid_traffic(drift):
     (X, y), (X_val, y_val), (pool, pool_y), _ = drift
     large = FakeLargeModel(dict(zip(pool, pool_y)))
-    shunt = ShuntClassifier(make_small("tfidf"), large, confidence_level=None, random_state=0).fit(X, y, X_val=X_val, y_val=y_val)
+    shunt = ShuntClassifier(make_small("tfidf"), large, confidence_level=None, random_state=0).fit(
+        X, y, X_val=X_val, y_val=y_val
+    )
     shunt.distill(pool[:50] + ["", None], X_train=X, y_train=y)
     assert shunt.distillation_["n_skipped_invalid"] == 2 and shunt.distillation_["n_pool"] == 50
 
@@ -92,8 +98,9 @@ def test_refit_forgets_an_earlier_distillation(drift):
 def test_pruned_prompts_after_distillation_still_come_from_the_specific_model(drift, tmp_path):
     (X, y), (X_val, y_val), (pool, pool_y), (X_test, y_test) = drift
     large = FakeLargeModel(dict(zip(pool + X_test, pool_y + y_test)), cache=tmp_path / "calls.sqlite")
-    shunt = ShuntClassifier(make_small("tfidf"), large, threshold=0.97, prompt_pruning="soft",
-                            pruning_level=0.0).fit(X, y, X_val=X_val, y_val=y_val)
+    shunt = ShuntClassifier(make_small("tfidf"), large, threshold=0.97, prompt_pruning="soft", pruning_level=0.0).fit(
+        X, y, X_val=X_val, y_val=y_val
+    )
     shunt.route(X_test)
     shunt.distill(pool, X_train=X, y_train=y)
     calls = shunt.large_.calls

@@ -15,14 +15,21 @@ from datashunt.backends.generate.base import cut_at_stop
 from datashunt.backends.generate.transformers import TransformersGenerator, fingerprint
 from datashunt.exceptions import ConfigError, ModelFileError
 
-WORDS = ("the a cat dog bird fish sat ran on under mat box red blue green big small old new runs jumps sleeps "
-         "and or but is was very quite here there now then user assistant").split()
+WORDS = (
+    "the a cat dog bird fish sat ran on under mat box red blue green big small old new runs jumps sleeps "
+    "and or but is was very quite here there now then user assistant"
+).split()
 SPECIALS = ["<pad>", "<eos>", "<unk>", "<bos>"]
 PAD, EOS, UNK, BOS = range(4)
 VOCAB = {w: i for i, w in enumerate(SPECIALS + WORDS)}
 TOWER = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
-PROMPTS = ["the cat sat on the mat", "a dog", "big red box under the old mat and the new bird", "fish",
-           "here is a small green bird"]
+PROMPTS = [
+    "the cat sat on the mat",
+    "a dog",
+    "big red box under the old mat and the new bird",
+    "fish",
+    "here is a small green bird",
+]
 
 
 def word_tokenizer(wrap=None, **specials):
@@ -34,8 +41,9 @@ def word_tokenizer(wrap=None, **specials):
     backend = Tokenizer(models.WordLevel(VOCAB, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     if wrap:
-        backend.post_processor = processors.TemplateProcessing(single=wrap, special_tokens=[("<bos>", BOS),
-                                                                                            ("<eos>", EOS)])
+        backend.post_processor = processors.TemplateProcessing(
+            single=wrap, special_tokens=[("<bos>", BOS), ("<eos>", EOS)]
+        )
     names = {"pad_token": "<pad>", "eos_token": "<eos>", "unk_token": "<unk>", "bos_token": "<bos>", **specials}
     return PreTrainedTokenizerFast(tokenizer_object=backend, **names)
 
@@ -63,8 +71,16 @@ def gpt_folder(tmp_path_factory):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     folder = tmp_path_factory.mktemp("tiny-gpt2")
-    config = GPT2Config(vocab_size=len(VOCAB), n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=BOS,
-                        eos_token_id=EOS, pad_token_id=PAD)
+    config = GPT2Config(
+        vocab_size=len(VOCAB),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
     torch.manual_seed(0)
     scramble(GPT2LMHeadModel(config), 1, eos_gain=EOS_GAIN).save_pretrained(folder)
     word_tokenizer().save_pretrained(folder)
@@ -79,8 +95,17 @@ def t5_folder(tmp_path_factory):
     from transformers import T5Config, T5ForConditionalGeneration
 
     folder = tmp_path_factory.mktemp("tiny-t5")
-    config = T5Config(vocab_size=len(VOCAB), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2,
-                      decoder_start_token_id=PAD, eos_token_id=EOS, pad_token_id=PAD)
+    config = T5Config(
+        vocab_size=len(VOCAB),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=2,
+        decoder_start_token_id=PAD,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
     torch.manual_seed(0)
     scramble(T5ForConditionalGeneration(config), 2).save_pretrained(folder)
     word_tokenizer("$A <eos>").save_pretrained(folder)
@@ -100,8 +125,18 @@ def ved_folder(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny-ved")
     encoder = ViTConfig(image_size=32, patch_size=8, **TOWER)
-    decoder = GPT2Config(vocab_size=len(VOCAB), n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=BOS,
-                         eos_token_id=EOS, pad_token_id=PAD, add_cross_attention=True, is_decoder=True)
+    decoder = GPT2Config(
+        vocab_size=len(VOCAB),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        add_cross_attention=True,
+        is_decoder=True,
+    )
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = BOS, PAD, EOS
     torch.manual_seed(0)
@@ -122,16 +157,24 @@ def blip_folder(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny-blip")
     config = BlipConfig(
-        text_config=dict(**TOWER, vocab_size=len(VOCAB), max_position_embeddings=64, bos_token_id=BOS,
-                         eos_token_id=EOS, sep_token_id=EOS, pad_token_id=PAD),
+        text_config=dict(
+            **TOWER,
+            vocab_size=len(VOCAB),
+            max_position_embeddings=64,
+            bos_token_id=BOS,
+            eos_token_id=EOS,
+            sep_token_id=EOS,
+            pad_token_id=PAD,
+        ),
         vision_config=dict(**TOWER, image_size=32, patch_size=8),
         projection_dim=16,
     )
     torch.manual_seed(0)
     scramble(BlipForConditionalGeneration(config), 4).save_pretrained(folder)
     tokenizer = word_tokenizer("<bos> $A <eos>", sep_token="<eos>", cls_token="<bos>")  # as BERT: [CLS] $A [SEP]
-    BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
-                  tokenizer=tokenizer).save_pretrained(folder)
+    BlipProcessor(
+        image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer
+    ).save_pretrained(folder)
     return folder
 
 
@@ -191,11 +234,14 @@ def test_a_chat_template_is_applied(gpt_folder, tmp_path):
     folder = tmp_path / "chat"
     shutil.copytree(gpt_folder, folder)
     tokenizer = word_tokenizer()
-    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
-                               "{% if add_generation_prompt %}assistant{% endif %}")
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}assistant{% endif %}"
+    )
     tokenizer.save_pretrained(folder)
-    out = TransformersGenerator(str(folder), instruction="here", max_new_tokens=4,
-                                cache=str(tmp_path / "calls.sqlite")).generate(["the cat"])
+    out = TransformersGenerator(
+        str(folder), instruction="here", max_new_tokens=4, cache=str(tmp_path / "calls.sqlite")
+    ).generate(["the cat"])
     # "user here\nText: the cat assistant": the instruction, the default template and the generation prompt
     assert out.prompt_tokens[0] == len(tokenizer("user here Text: the cat assistant")["input_ids"])
     assert out.ok.all()
@@ -291,7 +337,10 @@ def test_seq2seq_answers_match_the_models_own_greedy_decoding(t5_folder, tmp_pat
     for i, prompt in enumerate(PROMPTS):
         source = torch.tensor([tokenizer(prompt)["input_ids"]])
         tokens, logprobs = greedy(
-            lambda seq: model(input_ids=source, decoder_input_ids=torch.tensor([seq])).logits[0, -1], [PAD], 8)
+            lambda seq, source=source: model(input_ids=source, decoder_input_ids=torch.tensor([seq])).logits[0, -1],
+            [PAD],
+            8,
+        )
         if not tokens:
             assert out.flag[i] == "the generator returned no text"
             continue
@@ -316,7 +365,10 @@ def test_vision_encoder_decoder_captions_images_and_caches_them_by_pixels(ved_fo
     for i, picture in enumerate(pictures):
         pixels = processor(images=[Image.fromarray(picture)], return_tensors="pt")["pixel_values"]
         tokens, logprobs = greedy(
-            lambda seq: model(pixel_values=pixels, decoder_input_ids=torch.tensor([seq])).logits[0, -1], [BOS], 6)
+            lambda seq, pixels=pixels: model(pixel_values=pixels, decoder_input_ids=torch.tensor([seq])).logits[0, -1],
+            [BOS],
+            6,
+        )
         assert out.text[i] == decode(tokens)
         np.testing.assert_allclose(out.token_logprob[i], logprobs, atol=1e-4)
     assert out.prompt_tokens.tolist() == [0, 0, 0]
@@ -336,8 +388,9 @@ def test_blip_captions_plainly_or_after_an_instruction(blip_folder, tmp_path):
 
     pictures = images(2, seed=1) + [images(1, seed=2)[0][:, :, :1]]  # a grey image too
     plain = make(blip_folder, tmp_path / "a", max_new_tokens=6).generate(pictures, modality="image")
-    prefixed = make(blip_folder, tmp_path / "b", max_new_tokens=6, instruction="a big").generate(pictures,
-                                                                                             modality="image")
+    prefixed = make(blip_folder, tmp_path / "b", max_new_tokens=6, instruction="a big").generate(
+        pictures, modality="image"
+    )
     assert plain.ok.sum() >= 2 and prefixed.ok.sum() >= 2, (plain.flag, prefixed.flag)
     assert prefixed.prompt_tokens[prefixed.ok].tolist() == [2] * prefixed.ok.sum()
     assert (plain.prompt_tokens == 0).all()
@@ -348,7 +401,10 @@ def test_blip_captions_plainly_or_after_an_instruction(blip_folder, tmp_path):
         pixels = processor(images=[rgb], return_tensors="pt")["pixel_values"]
         for out, prompt in ((plain, [BOS]), (prefixed, [BOS, VOCAB["a"], VOCAB["big"]])):
             tokens, logprobs = greedy(
-                lambda seq: model(pixel_values=pixels, input_ids=torch.tensor([seq])).logits[0, -1], prompt, 6)
+                lambda seq, pixels=pixels: model(pixel_values=pixels, input_ids=torch.tensor([seq])).logits[0, -1],
+                prompt,
+                6,
+            )
             if not tokens:  # the caption ended at once: flagged, as any empty answer
                 assert out.flag[i] == "the generator returned no text"
                 continue
@@ -356,9 +412,11 @@ def test_blip_captions_plainly_or_after_an_instruction(blip_folder, tmp_path):
             np.testing.assert_allclose(out.token_logprob[i], logprobs, atol=1e-4)
 
 
-CHAT = ("{% for m in messages %}{{ m['role'] }} {% for c in m['content'] %}"
-        "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}"
-        "{% if add_generation_prompt %}assistant{% endif %}")
+CHAT = (
+    "{% for m in messages %}{{ m['role'] }} {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}"
+    "{% if add_generation_prompt %}assistant{% endif %}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -371,10 +429,21 @@ def llava_folder(tmp_path_factory):
     tokenizer = word_tokenizer(extra_special_tokens={"image_token": "<image>"})
     config = LlavaConfig(
         vision_config=dict(model_type="clip_vision_model", **TOWER, image_size=32, patch_size=8),
-        text_config=dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         max_position_embeddings=128, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default",
+        text_config=dict(
+            model_type="llama",
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            bos_token_id=BOS,
+            eos_token_id=EOS,
+            pad_token_id=PAD,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
         vision_feature_layer=-1,
     )
     torch.manual_seed(0)
@@ -382,8 +451,14 @@ def llava_folder(tmp_path_factory):
     model.generation_config.eos_token_id, model.generation_config.pad_token_id = EOS, PAD
     model.save_pretrained(folder)
     images_in = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    LlavaProcessor(image_processor=images_in, tokenizer=tokenizer, patch_size=8, num_additional_image_tokens=1,
-                   vision_feature_select_strategy="default", chat_template=CHAT).save_pretrained(folder)
+    LlavaProcessor(
+        image_processor=images_in,
+        tokenizer=tokenizer,
+        patch_size=8,
+        num_additional_image_tokens=1,
+        vision_feature_select_strategy="default",
+        chat_template=CHAT,
+    ).save_pretrained(folder)
     return folder
 
 
@@ -399,12 +474,17 @@ def test_a_chat_vision_language_model_gets_the_image_in_the_users_turn(llava_fol
     processor = AutoProcessor.from_pretrained(llava_folder)
     for i, (picture, hint) in enumerate(zip(pictures, hints)):
         turn = [{"type": "text", "text": f"here\n{hint}\nImage: " if hint else "here\nImage: "}, {"type": "image"}]
-        text = processor.apply_chat_template([{"role": "user", "content": turn}], add_generation_prompt=True,
-                                             tokenize=False)
+        text = processor.apply_chat_template(
+            [{"role": "user", "content": turn}], add_generation_prompt=True, tokenize=False
+        )
         inputs = processor(images=[Image.fromarray(picture)], text=[text], return_tensors="pt")
-        tokens, logprobs = greedy(lambda seq: model(input_ids=torch.tensor([seq]),
-                                                    pixel_values=inputs["pixel_values"]).logits[0, -1],
-                                  inputs["input_ids"][0].tolist(), 5)
+        tokens, logprobs = greedy(
+            lambda seq, inputs=inputs: model(input_ids=torch.tensor([seq]), pixel_values=inputs["pixel_values"]).logits[
+                0, -1
+            ],
+            inputs["input_ids"][0].tolist(),
+            5,
+        )
         assert out.prompt_tokens[i] == inputs["input_ids"].shape[1] > 16  # the image's 16 placeholder tokens too
         if not tokens:
             assert out.flag[i] == "the generator returned no text"
@@ -424,8 +504,10 @@ def test_captioning_shunt_routes_saves_and_distills_on_tiny_models(ved_folder, t
 
     X, truth = make_shapes(160, seed=0)
     refs = references(truth)
-    stages = [("small", CaptionerGenerator(**{**SETTINGS, "epochs": 4})),
-              ("large", make(ved_folder, tmp_path, max_new_tokens=6))]
+    stages = [
+        ("small", CaptionerGenerator(**{**SETTINGS, "epochs": 4})),
+        ("large", make(ved_folder, tmp_path, max_new_tokens=6)),
+    ]
     shunt = ShuntGenerator(stages, metric="bleu1", random_state=0)
     shunt.fit(X[:100], refs[:100], X_val=X[100:140], references_val=refs[100:140])
     assert shunt.modality_ == "image" and len(shunt.thresholds_) == 1

@@ -16,8 +16,10 @@ SURE = np.arange(N) % 3 != 0  # the small model is sure (and right) on two items
 
 
 def small_table():
-    return {x: (r, [0.95, 0.9]) if sure else (f"falsch {i}", [0.4, 0.5])
-            for i, (x, r, sure) in enumerate(zip(ITEMS, REFS, SURE))}
+    return {
+        x: (r, [0.95, 0.9]) if sure else (f"falsch {i}", [0.4, 0.5])
+        for i, (x, r, sure) in enumerate(zip(ITEMS, REFS, SURE))
+    }
 
 
 def large_table():
@@ -25,8 +27,10 @@ def large_table():
 
 
 def shunt(**kw):
-    stages = kw.pop("stages", None) or [("small", FakeGenerator(small_table(), name="small")),
-                                        ("large", FakeGenerator(large_table(), name="large"))]
+    stages = kw.pop("stages", None) or [
+        ("small", FakeGenerator(small_table(), name="small")),
+        ("large", FakeGenerator(large_table(), name="large")),
+    ]
     return ShuntGenerator(stages, metric="exact_match", random_state=0, **kw)
 
 
@@ -64,8 +68,10 @@ def test_draft_and_its_confidence_reach_the_large_stage_as_a_hint():
 
 
 def test_large_stage_failure_falls_back_to_the_draft_with_a_flag():
-    stages = [("small", FakeGenerator(small_table(), name="small")),
-              ("large", FakeGenerator(large_table(), name="large", fail=(ITEMS[0],)))]
+    stages = [
+        ("small", FakeGenerator(small_table(), name="small")),
+        ("large", FakeGenerator(large_table(), name="large", fail=(ITEMS[0],))),
+    ]
     table = shunt(stages=stages, thresholds=[0.7]).fit(ITEMS, REFS).route(ITEMS[:2])
     assert table["route"].tolist() == ["fallback", "small"]
     assert table["text"].iloc[0] == "falsch 0"
@@ -73,8 +79,10 @@ def test_large_stage_failure_falls_back_to_the_draft_with_a_flag():
 
 
 def test_text_without_logprobs_is_flagged_and_routed_on():
-    stages = [("small", FakeGenerator(small_table(), name="small", no_logprobs=(ITEMS[1],))),
-              ("large", FakeGenerator(large_table(), name="large"))]
+    stages = [
+        ("small", FakeGenerator(small_table(), name="small", no_logprobs=(ITEMS[1],))),
+        ("large", FakeGenerator(large_table(), name="large")),
+    ]
     table = shunt(stages=stages, thresholds=[0.7]).fit(ITEMS, REFS).route(ITEMS[:2])
     assert table["route"].iloc[1] == "large"  # item 1 was sure, but its confidence is unknown
     assert table["flag"].iloc[1] == "small: no log-probabilities: confidence unknown, routed on"
@@ -106,8 +114,9 @@ def test_impossible_logprobs_are_flagged_not_cached(tmp_path):
 def test_answers_are_cached_and_not_paid_twice(tmp_path):
     gen = FakeGenerator(small_table(), cache=str(tmp_path / "calls.sqlite"), price={"per_million_output": 1e6})
     first = gen.generate(ITEMS[:3])
-    second = FakeGenerator(small_table(), cache=str(tmp_path / "calls.sqlite"),
-                           price={"per_million_output": 1e6}).generate(ITEMS[:3])
+    second = FakeGenerator(
+        small_table(), cache=str(tmp_path / "calls.sqlite"), price={"per_million_output": 1e6}
+    ).generate(ITEMS[:3])
     assert first.cost.tolist() == [2.0, 2.0, 2.0] and not first.cached.any()
     assert second.cached.all() and second.cost.sum() == 0 and second.price.tolist() == [2.0, 2.0, 2.0]
     assert second.text == first.text
@@ -128,7 +137,9 @@ def test_shots_show_the_closest_training_pairs_as_earlier_turns():
 
 def test_missing_references_are_refused_with_the_rows():
     refs = REFS[:10] + [None] + REFS[11:]
-    with pytest.raises(DataError, match=r"training: 1 items have no reference, or one that is not text \(rows \[10\]\)"):
+    with pytest.raises(
+        DataError, match=r"training: 1 items have no reference, or one that is not text \(rows \[10\]\)"
+    ):
         shunt().fit(ITEMS, refs)
     with pytest.raises(DataError, match=r"rows \[3, 4\]"):
         shunt().fit(ITEMS, REFS[:3] + [5.0, ["  "]] + REFS[5:])
@@ -183,8 +194,14 @@ def test_openai_generator_reads_each_tokens_logprob_over_http(monkeypatch, tmp_p
     monkeypatch.setenv("TEST_KEY", "sk-secret-123")
     answers = {"free software": [("freie", -0.1), (" Software", -0.3)], "image tool": [("Bild", -1.2)]}
     with FakeOpenAIServer(answers, sequence=True) as server:
-        gen = OpenAIChatGenerator("tiny", base_url=server.base_url, api_key_env="TEST_KEY", instruction="Translate.",
-                                  stop=["\n"], cache=str(tmp_path / "calls.sqlite"))
+        gen = OpenAIChatGenerator(
+            "tiny",
+            base_url=server.base_url,
+            api_key_env="TEST_KEY",
+            instruction="Translate.",
+            stop=["\n"],
+            cache=str(tmp_path / "calls.sqlite"),
+        )
         got = gen.generate(["free software", "image tool"])
     assert got.text == ["freie Software", "Bild"]
     np.testing.assert_allclose(got.token_logprob[0], [-0.1, -0.3])

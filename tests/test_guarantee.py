@@ -53,8 +53,9 @@ def test_guarantee_holds_on_a_population_with_known_truth():
     small_p, large_p = lambda c: 0.3 + 0.7 * c, lambda c: 0.9 + 0 * c  # small better only above c ≈ 0.86
     for _ in range(draws):
         c = rng.uniform(0.5, 1, 800)
-        found = guaranteed_match(c, rng.uniform(size=800) < small_p(c), rng.uniform(size=800) < large_p(c),
-                                 epsilon=epsilon, alpha=alpha)
+        found = guaranteed_match(
+            c, rng.uniform(size=800) < small_p(c), rng.uniform(size=800) < large_p(c), epsilon=epsilon, alpha=alpha
+        )
         kept = grid >= found.threshold
         true_gap = np.mean(np.where(kept, small_p(grid) - large_p(grid), 0.0))
         violations += true_gap < -epsilon
@@ -75,8 +76,9 @@ def test_budget_and_target_guarantees_choose_within_their_bounds():
 def test_nothing_certified_warns_and_sends_everything_to_the_large_model():
     c = np.linspace(0, 1, 50)
     with pytest.warns(CalibrationWarning, match="no threshold could be certified"):
-        choice = choose_guaranteed(c, np.zeros(50, bool), np.ones(50, bool), "target_accuracy",
-                                   confidence_level=0.9, target_accuracy=0.99)
+        choice = choose_guaranteed(
+            c, np.zeros(50, bool), np.ones(50, bool), "target_accuracy", confidence_level=0.9, target_accuracy=0.99
+        )
     assert choice.threshold == np.inf and not choice.met
     with pytest.raises(ConfigError, match="needs max_large_rate"):
         choose_guaranteed(c, c > 0.5, c > 0, "max_large_rate", confidence_level=0.9)
@@ -92,8 +94,9 @@ def test_shunt_with_confidence_level_states_its_guarantee_and_saves_it(sentiment
     answers = [flip[y] if i % 30 == 0 else y for i, y in enumerate(labels)]  # the large model is 97% right
     table = tmp_path / "answers.csv"
     pd.DataFrame({"id": texts, "prediction": answers}).to_csv(table, index=False)
-    shunt = ShuntClassifier(make_small("tfidf"), ReplayModel(str(table)), confidence_level=0.9, tolerance=0.02,
-                            cv=5, random_state=0)  # 600 items to calibrate on: 120 could not certify 2 points
+    shunt = ShuntClassifier(
+        make_small("tfidf"), ReplayModel(str(table)), confidence_level=0.9, tolerance=0.02, cv=5, random_state=0
+    )  # 600 items to calibrate on: 120 could not certify 2 points
     with warnings.catch_warnings():
         warnings.simplefilter("error", CalibrationWarning)
         shunt.fit(texts, labels)
@@ -155,8 +158,11 @@ def test_certified_is_a_level_alpha_test_by_enumerating_every_outcome(p_win, exc
     n, epsilon, alpha = 12, 0.1, 0.2
     p_loss = p_win + epsilon + excess
     outcomes = [(losses, wins) for losses in range(n + 1) for wins in range(n + 1 - losses)]
-    chance = sum(multinomial.pmf([losses, wins, n - losses - wins], n, [p_loss, p_win, 1 - p_loss - p_win])
-                 for losses, wins in outcomes if certified(losses, wins, n, epsilon, alpha))
+    chance = sum(
+        multinomial.pmf([losses, wins, n - losses - wins], n, [p_loss, p_win, 1 - p_loss - p_win])
+        for losses, wins in outcomes
+        if certified(losses, wins, n, epsilon, alpha)
+    )
     assert chance <= alpha + 1e-12
 
 
@@ -180,8 +186,11 @@ def test_the_default_threshold_comes_with_a_guarantee_and_says_why_it_saves_noth
     texts, labels = sentiment
     shunt = ShuntClassifier(make_small("tfidf"), oracle, random_state=0)
     assert (shunt.confidence_level, shunt.tolerance) == (0.9, 0.01)
-    with pytest.warns(CalibrationWarning, match=r"on 120 validation items \(with tolerance 0.01 and confidence_level "
-                                                r"0.9 it takes at least 309 even when the two models never disagree\)"):
+    with pytest.warns(
+        CalibrationWarning,
+        match=r"on 120 validation items \(with tolerance 0.01 and confidence_level "
+        r"0.9 it takes at least 309 even when the two models never disagree\)",
+    ):
         shunt.fit(texts, labels)
     assert shunt.calibration_["goal"].endswith("with probability >= 0.9 (Learn then Test)")
     assert not shunt.calibration_["goal_met"] and shunt.calibration_["large_rate"] == 1.0
@@ -192,6 +201,7 @@ def test_the_default_threshold_comes_with_a_guarantee_and_says_why_it_saves_noth
 def test_none_in_a_config_selects_the_point_estimate():
     from datashunt.io.config import check_config
 
-    config = check_config({"large": {"backend": "openai", "model": "m"},
-                           "shunt": {"confidence_level": "none", "tolerance": 0.0}})
+    config = check_config(
+        {"large": {"backend": "openai", "model": "m"}, "shunt": {"confidence_level": "none", "tolerance": 0.0}}
+    )
     assert config["shunt"]["confidence_level"] is None and config["shunt"]["tolerance"] == 0.0

@@ -36,8 +36,12 @@ def squares(n_per_class, side=16, seed=0, counts=None):
     counts = counts or [n_per_class] * len(CLASSES)
     images, labels = [], []
     third = side // 3
-    shapes = [(slice(1, third + 1), slice(None)), (slice(side - third - 1, side - 1), slice(None)),
-              (slice(None), slice(side // 2 - 2, side // 2 + 2)), None]
+    shapes = [
+        (slice(1, third + 1), slice(None)),
+        (slice(side - third - 1, side - 1), slice(None)),
+        (slice(None), slice(side // 2 - 2, side // 2 + 2)),
+        None,
+    ]
     for c, count in enumerate(counts):
         for _ in range(count):
             image = rng.integers(0, 70, size=(side, side), dtype=np.uint8)
@@ -110,8 +114,13 @@ class FixedScores(ImageLabelModel):
     """Scores from a table: image brightness picks the row; for checking the shared image-backend logic."""
 
     def __init__(self, *, batch_size=2, prompt=None, price=None, cache=False, min_label_mass=0.0):
-        self.batch_size, self.prompt, self.price, self.cache, self.min_label_mass = (batch_size, prompt, price,
-                                                                                      cache, min_label_mass)
+        self.batch_size, self.prompt, self.price, self.cache, self.min_label_mass = (
+            batch_size,
+            prompt,
+            price,
+            cache,
+            min_label_mass,
+        )
 
     def identity(self):
         return "fixed"
@@ -172,9 +181,12 @@ def test_the_few_shot_weights_are_checked_before_loading(monkeypatch, data):
 def test_an_image_shunt_routes_reports_by_group_and_survives_save_and_load(data, tmp_path):
     (X, y), (X_test, y_test) = data
     X_lt, y_lt = squares(0, counts=[40, 30, 10, 4], seed=5)
-    shunt = ShuntClassifier(make_small("cnn", epochs=4, width=4, random_state=0),
-                            FewShotImageModel(shots=4, image_size=32, cache=tmp_path / "calls.sqlite"),
-                            threshold=0.6, random_state=0).fit(X_lt, y_lt, X_val=X, y_val=y)
+    shunt = ShuntClassifier(
+        make_small("cnn", epochs=4, width=4, random_state=0),
+        FewShotImageModel(shots=4, image_size=32, cache=tmp_path / "calls.sqlite"),
+        threshold=0.6,
+        random_state=0,
+    ).fit(X_lt, y_lt, X_val=X, y_val=y)
     assert shunt.modality_ == "image"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG but no image")
@@ -218,9 +230,9 @@ def test_the_cli_fits_a_folder_of_labelled_images_and_reports_by_group(data, tmp
     (tmp_path / "new" / "broken.png").write_bytes(b"nope")
     (tmp_path / "run.toml").write_text(f"""
 [data]
-train = "{tmp_path / 'train'}"
-validation = "{tmp_path / 'val'}"
-test = "{tmp_path / 'test'}"
+train = "{tmp_path / "train"}"
+validation = "{tmp_path / "val"}"
+test = "{tmp_path / "test"}"
 groups = "count"
 
 [small]
@@ -231,14 +243,14 @@ params = {{ epochs = 4, width = 4, random_state = 0 }}
 backend = "fewshot"
 shots = 4
 image_size = 32
-cache = "{tmp_path / 'calls.sqlite'}"
+cache = "{tmp_path / "calls.sqlite"}"
 
 [shunt]
 modality = "image"
 threshold = 0.6
 
 [output]
-dir = "{tmp_path / 'out'}"
+dir = "{tmp_path / "out"}"
 """)
     runner = CliRunner()
     fitted = runner.invoke(app, ["fit", str(tmp_path / "run.toml")])
@@ -249,8 +261,9 @@ dir = "{tmp_path / 'out'}"
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [g["group"] for g in report["per_group"]] == ["head", "medium", "tail"]
     assert "by group of classes" in evaluated.output
-    predicted = runner.invoke(app, ["predict", str(tmp_path / "run.toml"), "-i", str(tmp_path / "new"),
-                                    "-o", str(tmp_path / "labels.csv")])
+    predicted = runner.invoke(
+        app, ["predict", str(tmp_path / "run.toml"), "-i", str(tmp_path / "new"), "-o", str(tmp_path / "labels.csv")]
+    )
     assert predicted.exit_code == 0, predicted.output
     labels = pd.read_csv(tmp_path / "labels.csv")
     assert labels.columns[0] == "path" and len(labels) == 4
@@ -260,8 +273,9 @@ dir = "{tmp_path / 'out'}"
 
 def test_a_table_of_image_paths_resolves_relative_paths_against_the_table(tmp_path):
     (tmp_path / "img").mkdir()
-    pd.DataFrame({"file": ["img/a.png", "/abs/b.png", ""], "label": ["x", "y", "x"]}).to_csv(tmp_path / "t.csv",
-                                                                                            index=False)
+    pd.DataFrame({"file": ["img/a.png", "/abs/b.png", ""], "label": ["x", "y", "x"]}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
     items, labels = load_labeled(tmp_path / "t.csv", "file", "label", images=True)
     assert items.iloc[0] == tmp_path / "img" / "a.png" and str(items.iloc[1]) == "/abs/b.png"
     assert labels.tolist() == ["x", "y", "x"]
@@ -284,8 +298,22 @@ def test_demo_images_runs_end_to_end_on_a_small_draw(tmp_path, monkeypatch):
     except DataError:
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     monkeypatch.setenv("DATASHUNT_CACHE_DIR", str(tmp_path / "cache"))
-    result = CliRunner().invoke(app, ["demo-images", "--small", "cnn", "--epochs", "1", "--n-validation", "3",
-                                      "--n-test", "20", "--out", str(tmp_path / "report")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "demo-images",
+            "--small",
+            "cnn",
+            "--epochs",
+            "1",
+            "--n-validation",
+            "3",
+            "--n-test",
+            "20",
+            "--out",
+            str(tmp_path / "report"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert [g["group"] for g in report["per_group"]] == ["head", "medium", "tail"]
@@ -299,19 +327,27 @@ def test_a_cascade_with_a_few_shot_stage_saves_its_head_and_2cd_rounds_take_imag
 
     (X, y), (X_test, y_test) = data
     X_lt, y_lt = squares(0, counts=[40, 30, 10, 4], seed=5)
-    cascade = Cascade([("cnn", make_small("cnn", epochs=3, width=4, n_threads=1, random_state=0)),
-                       ("fewshot", FewShotImageModel(shots=4, image_size=32, cache=False))],
-                      thresholds=[0.6]).fit(X_lt, y_lt)
+    cascade = Cascade(
+        [
+            ("cnn", make_small("cnn", epochs=3, width=4, n_threads=1, random_state=0)),
+            ("fewshot", FewShotImageModel(shots=4, image_size=32, cache=False)),
+        ],
+        thresholds=[0.6],
+    ).fit(X_lt, y_lt)
     folder = save(cascade, tmp_path / "cascade")
     assert (folder / "stage_1_state.npz").is_file() and not (folder / "stage_0_state.npz").exists()
     loaded = load(folder, large_options={"fewshot": {"cache": False}})
     np.testing.assert_allclose(loaded.predict_proba(X_test), cascade.predict_proba(X_test), atol=1e-6)
 
-    shunt = ShuntClassifier(make_small("cnn", epochs=3, width=4, n_threads=1, random_state=0),
-                            FewShotImageModel(shots=4, image_size=32, cache=False), threshold=0.9,
-                            random_state=0).fit(X_lt, y_lt, X_val=X, y_val=y)
-    rounds = distill_rounds(shunt, list(X_test[::2]), 2, X_test[1::2], y_test[1::2], X_train=X_lt, y_train=y_lt,
-                            epochs=1)
+    shunt = ShuntClassifier(
+        make_small("cnn", epochs=3, width=4, n_threads=1, random_state=0),
+        FewShotImageModel(shots=4, image_size=32, cache=False),
+        threshold=0.9,
+        random_state=0,
+    ).fit(X_lt, y_lt, X_val=X, y_val=y)
+    rounds = distill_rounds(
+        shunt, list(X_test[::2]), 2, X_test[1::2], y_test[1::2], X_train=X_lt, y_train=y_lt, epochs=1
+    )
     assert rounds["round"].tolist() == [0, 1, 2] and rounds["n_pool"].iloc[-1] == len(X_test[::2])
 
 

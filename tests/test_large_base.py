@@ -39,8 +39,12 @@ def test_cache_key_depends_on_labels_and_prompt(tmp_path):
     FakeLargeModel(TRUTH, cache=path).predict_proba(TEXTS, ["negative", "positive"])
     other = FakeLargeModel(TRUTH, cache=path)
     assert not other.predict_proba(TEXTS, ["positive", "negative"]).cached.any()
-    assert not FakeLargeModel(TRUTH, cache=path).set_params().predict_proba(
-        TEXTS, ["negative", "positive", "neutral"]).cached.any()
+    assert (
+        not FakeLargeModel(TRUTH, cache=path)
+        .set_params()
+        .predict_proba(TEXTS, ["negative", "positive", "neutral"])
+        .cached.any()
+    )
 
 
 def test_default_cache_lives_under_the_cache_dir_env(tmp_path, monkeypatch):
@@ -92,7 +96,9 @@ def test_candidates_narrow_the_labels_offered_per_item(tmp_path):
     assert result.proba[0, 2] == 0.0 and result.proba[0, :2].sum() == pytest.approx(1.0)
     assert result.proba[1].min() > 0
     assert result.proba[2].tolist() == [0.0, 1.0, 0.0]
-    again = FakeLargeModel(TRUTH, cache=tmp_path / "c.sqlite").predict_proba(TEXTS, labels, candidates=[[0, 1], None, [1]])
+    again = FakeLargeModel(TRUTH, cache=tmp_path / "c.sqlite").predict_proba(
+        TEXTS, labels, candidates=[[0, 1], None, [1]]
+    )
     assert again.cached.all()
     np.testing.assert_allclose(again.proba, result.proba)
 
@@ -129,13 +135,24 @@ def test_a_cache_that_is_a_folder_or_not_a_database_is_named(tmp_path):
     with pytest.raises(CacheError, match="the call cache .*folder.sqlite is a folder"):
         FakeLargeModel(TRUTH, cache=tmp_path / "folder.sqlite").predict_proba(TEXTS, ["negative", "positive"])
     (tmp_path / "junk.sqlite").write_bytes(b"this is not a database" * 100)
-    with pytest.raises(CacheError, match=r"cannot open the call cache .*junk.sqlite: file is not a database; "
-                                         "if it is corrupt, delete it"):
+    with pytest.raises(
+        CacheError,
+        match=r"cannot open the call cache .*junk.sqlite: file is not a database; "
+        "if it is corrupt, delete it",
+    ):
         FakeLargeModel(TRUTH, cache=tmp_path / "junk.sqlite").predict_proba(TEXTS, ["negative", "positive"])
 
 
-@pytest.mark.parametrize("value", ['[1, 2]', '{"proba": [0.5, 0.5]}', '{"proba": [0.5, 0.5], "prompt_tokens": "x"}',
-                                   '{"proba": [0.5, 0.5], "prompt_tokens": 3, "seconds": "x"}', '{"proba": "ab"}'])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "[1, 2]",
+        '{"proba": [0.5, 0.5]}',
+        '{"proba": [0.5, 0.5], "prompt_tokens": "x"}',
+        '{"proba": [0.5, 0.5], "prompt_tokens": 3, "seconds": "x"}',
+        '{"proba": "ab"}',
+    ],
+)
 def test_a_cache_entry_of_the_wrong_shape_is_a_miss(tmp_path, value):
     path = tmp_path / "calls.sqlite"
     FakeLargeModel(TRUTH, cache=path).predict_proba(TEXTS, ["negative", "positive"])

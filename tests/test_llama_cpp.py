@@ -85,9 +85,12 @@ def test_known_model_not_installed_says_how_to_install(monkeypatch, tmp_path):
 def test_pruned_prompts_on_the_real_model(tiny_path):
     labels = ["sport", "politics", "science"]
     model = LlamaCppModel(str(tiny_path), cache=False, prompt="What is this news headline about?", min_label_mass=0.0)
-    result = model.predict_proba(["Local team wins the cup final"] * 2, labels,
-                                 hints=["Prior knowledge: sport with probability 0.90.", None],
-                                 candidates=[None, [1, 2]])
+    result = model.predict_proba(
+        ["Local team wins the cup final"] * 2,
+        labels,
+        hints=["Prior knowledge: sport with probability 0.90.", None],
+        candidates=[None, [1, 2]],
+    )
     assert result.ok.all(), result.error
     assert result.proba[1, 0] == 0.0 and result.proba[1, 1:].sum() == pytest.approx(1.0)
     assert result.proba[0].min() > 0
@@ -128,8 +131,11 @@ def test_greedy_generation_keeps_each_chosen_tokens_logprob(tiny_path):
     lp = got.token_logprob[0]
     assert 1 <= len(lp) <= 6 and (lp <= 0).all() and got.completion_tokens[0] >= len(lp)
     llm = gen._llm()  # the same tokens, scored again from scratch: each is the argmax and has that logprob
-    prompt = llm.tokenize(gen._formatter(messages=gen._messages("free software", None, "Text")).prompt.encode(),
-                          add_bos=False, special=True)
+    prompt = llm.tokenize(
+        gen._formatter(messages=gen._messages("free software", None, "Text")).prompt.encode(),
+        add_bos=False,
+        special=True,
+    )
     llm.reset()
     llm.eval(prompt)
     for expected in lp:
@@ -147,8 +153,13 @@ def test_generation_prompt_that_leaves_no_room_is_flagged(tiny_path):
     assert got.ok[1]
 
 
-MORE = TEXTS + ["Not my kind of movie.", "A masterpiece of quiet grace.", "The plot made no sense at all, and the "
-                "actors seemed bored.", "Funny.", "I walked out halfway through."]
+MORE = TEXTS + [
+    "Not my kind of movie.",
+    "A masterpiece of quiet grace.",
+    "The plot made no sense at all, and the actors seemed bored.",
+    "Funny.",
+    "I walked out halfway through.",
+]
 
 
 def test_prompts_scored_in_batches_answer_like_one_at_a_time(tiny_path):

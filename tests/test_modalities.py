@@ -37,8 +37,17 @@ def test_image_problems_are_flagged_per_item_not_raised(tmp_path):
     PILImage.new("RGB", (5, 4), (10, 20, 30)).save(good)
     (tmp_path / "broken.png").write_bytes(b"not a png at all")
     PILImage.new("F", (3, 3)).save(tmp_path / "deep.tiff")
-    items = [str(good), tmp_path / "broken.png", str(tmp_path / "missing.jpg"), str(tmp_path / "deep.tiff"),
-             np.zeros((4, 4, 5)), np.array([["a"]]), None, 3, np.zeros((0, 4))]
+    items = [
+        str(good),
+        tmp_path / "broken.png",
+        str(tmp_path / "missing.jpg"),
+        str(tmp_path / "deep.tiff"),
+        np.zeros((4, 4, 5)),
+        np.array([["a"]]),
+        None,
+        3,
+        np.zeros((0, 4)),
+    ]
     batch = as_inputs(items, "image")
     assert batch.items[0].shape == (4, 5, 3) and batch.items[0][0, 0].tolist() == [10, 20, 30]
     problems = batch.problems
@@ -92,7 +101,10 @@ def test_image_reaches_a_vision_endpoint_as_an_image_part_and_is_cached_by_conte
     assert first.ok[:3].all() and first.error[3] == "missing image (None/NaN); not sent"
     assert len(server.requests) == 3
     content = server.requests[0]["body"]["messages"][-1]["content"]
-    assert [part["type"] for part in content] == ["text", "image_url", ]
+    assert [part["type"] for part in content] == [
+        "text",
+        "image_url",
+    ]
     assert content[0]["text"].endswith("Image: ")
     assert content[1]["image_url"]["url"].startswith("data:image/png;base64,")
     assert again.cached.all() and np.allclose(again.proba[0], first.proba[1])
@@ -110,12 +122,16 @@ def test_text_only_backend_refuses_images_before_any_work():
 def test_cascade_routes_images_and_replays_answers_by_content_hash(tmp_path):
     rng = np.random.default_rng(0)
     y = np.array(["dark", "light"] * 40)
-    images = np.stack([rng.integers(0, 120, (6, 6)) if label == "dark" else rng.integers(130, 256, (6, 6))
-                       for label in y]).astype(np.uint8)
+    images = np.stack(
+        [rng.integers(0, 120, (6, 6)) if label == "dark" else rng.integers(130, 256, (6, 6)) for label in y]
+    ).astype(np.uint8)
     keys = [Image().key(item) for item in as_inputs(images, "image").items]
     table = pd.DataFrame({"id": keys, "prediction": y, "conf": 0.99})
-    cascade = Cascade([("cnn", _image_classifier()), ("api", ReplayModel(table, confidence_column="conf"))],
-                      thresholds=[0.9], random_state=0).fit(images, y)
+    cascade = Cascade(
+        [("cnn", _image_classifier()), ("api", ReplayModel(table, confidence_column="conf"))],
+        thresholds=[0.9],
+        random_state=0,
+    ).fit(images, y)
     assert cascade.modality_ == "image"
     routes = cascade.route(list(images[:4]) + ["no/such/file.png"])
     assert routes["label"].iloc[:4].tolist() == y[:4].tolist()

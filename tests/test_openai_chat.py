@@ -46,7 +46,8 @@ def test_api_key_never_reaches_cache_or_params(monkeypatch, tmp_path):
 def test_answer_without_label_tokens_is_flagged():
     with FakeOpenAIServer(ANSWERS) as server:
         result = OpenAIChatModel("tiny", base_url=server.base_url, cache=False).predict_proba(
-            ["a rambling film"], LABELS)
+            ["a rambling film"], LABELS
+        )
     assert not result.ok[0]
     assert result.error[0].startswith("off-label answer")
 
@@ -103,16 +104,24 @@ def test_label_matching_ignores_ambiguous_prefixes():
 BROKEN = {
     "malformed": (b'{"id": "cmpl-1", "choices": [', "application/json"),
     "html": (b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html"),
-    "empty": (json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "tiny",
-                          "choices": []}).encode(), "application/json"),
+    "empty": (
+        json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "tiny", "choices": []}).encode(),
+        "application/json",
+    ),
 }
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("malformed", "call to 'tiny' failed: JSONDecodeError"),
-    ("html", "the endpoint answered with something that is not a chat completion: '<html><body><h1>502 Bad Gateway"),
-    ("empty", "the endpoint returned no choices for model 'tiny'"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("malformed", "call to 'tiny' failed: JSONDecodeError"),
+        (
+            "html",
+            "the endpoint answered with something that is not a chat completion: '<html><body><h1>502 Bad Gateway",
+        ),
+        ("empty", "the endpoint returned no choices for model 'tiny'"),
+    ],
+)
 def test_garbage_responses_are_flagged_per_row_and_the_run_goes_on(kind, message):
     with FakeOpenAIServer(ANSWERS, raw=BROKEN) as server:
         model = OpenAIChatModel("tiny", base_url=server.base_url, max_retries=0, cache=False)
@@ -147,15 +156,20 @@ def test_a_text_longer_than_max_chars_is_flagged_not_sent():
     with FakeOpenAIServer(ANSWERS) as server:
         model = OpenAIChatModel("tiny", base_url=server.base_url, cache=False, max_chars=1000)
         result = model.predict_proba(["lovely " * 2_000_000, "a lovely film"], LABELS)
-    assert result.error[0] == "text of 14,000,000 characters is longer than this backend takes (max_chars=1,000); not sent"
+    assert (
+        result.error[0] == "text of 14,000,000 characters is longer than this backend takes (max_chars=1,000); not sent"
+    )
     assert len(server.requests) == 1 and result.ok.tolist() == [False, True]
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"timeout": "abc"}, "'timeout' parameter of OpenAIChatModel must be a float in the range (0.0, 3600.0]"),
-    ({"api_key_env": "KEY; curl evil"}, "'api_key_env' parameter must name an environment variable"),
-    ({"max_concurrency": True}, "the 'max_concurrency' parameter must be a number, got the boolean True"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"timeout": "abc"}, "'timeout' parameter of OpenAIChatModel must be a float in the range (0.0, 3600.0]"),
+        ({"api_key_env": "KEY; curl evil"}, "'api_key_env' parameter must name an environment variable"),
+        ({"max_concurrency": True}, "the 'max_concurrency' parameter must be a number, got the boolean True"),
+    ],
+)
 def test_bad_backend_settings_are_refused_before_any_call(params, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         OpenAIChatModel("tiny", base_url="http://127.0.0.1:9/v1", cache=False, **params).predict_proba(["x"], LABELS)
@@ -163,13 +177,34 @@ def test_bad_backend_settings_are_refused_before_any_call(params, message):
 
 def test_impossible_usage_or_total_probability_is_flagged(monkeypatch):
     monkeypatch.setenv("TEST_KEY", "sk-secret-123")
-    usage = {"id": "c", "object": "chat.completion", "created": 0, "model": "tiny", "choices": [
-        {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "positive"},
-         "logprobs": {"content": [{"token": "positive", "logprob": -0.1, "bytes": None, "top_logprobs": [
-             {"token": "positive", "logprob": -0.1, "bytes": None}]}]}}],
-        "usage": {"prompt_tokens": -10 ** 9, "completion_tokens": 1, "total_tokens": 1}}
-    raw = {"negative usage": (json.dumps(usage).encode(), "application/json"),
-           "proxy page": (b"<html>Authorization: Bearer sk-secret-123</html>", "text/html")}
+    usage = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "tiny",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "length",
+                "message": {"role": "assistant", "content": "positive"},
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": "positive",
+                            "logprob": -0.1,
+                            "bytes": None,
+                            "top_logprobs": [{"token": "positive", "logprob": -0.1, "bytes": None}],
+                        }
+                    ]
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": -(10**9), "completion_tokens": 1, "total_tokens": 1},
+    }
+    raw = {
+        "negative usage": (json.dumps(usage).encode(), "application/json"),
+        "proxy page": (b"<html>Authorization: Bearer sk-secret-123</html>", "text/html"),
+    }
     answers = {"both": [("positive", 0.0), ("negative", 0.0)]}
     with FakeOpenAIServer(answers, raw=raw) as server:
         model = OpenAIChatModel("tiny", base_url=server.base_url, api_key_env="TEST_KEY", cache=False)
@@ -199,18 +234,28 @@ def test_an_api_without_logprobs_can_state_its_confidence():
     assert result.error[2] == "the stated-confidence answer 'Hmm.' names no label and confidence"
     body = server.requests[0]["body"]
     assert "logprobs" not in body and body["max_tokens"] == 16
-    assert body["messages"][-1]["content"].endswith("give your confidence that it is right as a whole number from "
-                                                    "0 to 100, e.g.: positive 85")
+    assert body["messages"][-1]["content"].endswith(
+        "give your confidence that it is right as a whole number from 0 to 100, e.g.: positive 85"
+    )
     assert model.describe().endswith("confidence stated by the model, not measured from log-probabilities")
     assert model.identity() != OpenAIChatModel("tiny", base_url=server.base_url).identity()  # cached apart
 
 
 def test_an_api_without_logprobs_can_vote_by_self_consistency():
-    answers = {"lovely": [(" positive", 0.0), ("Positive.", 0.0), ("negative", 0.0), ("positive", 0.0), ("Hmm", 0.0)],
-               "rambling": [("Hmm", 0.0), ("I think", 0.0), ("neg", 0.0), ("no", 0.0), ("?", 0.0)]}
+    answers = {
+        "lovely": [(" positive", 0.0), ("Positive.", 0.0), ("negative", 0.0), ("positive", 0.0), ("Hmm", 0.0)],
+        "rambling": [("Hmm", 0.0), ("I think", 0.0), ("neg", 0.0), ("no", 0.0), ("?", 0.0)],
+    }
     with FakeOpenAIServer(answers, logprobs=False) as server:
-        model = OpenAIChatModel("tiny", base_url=server.base_url, scoring="sampled", samples=5, cache=False,
-                                min_label_mass=0.5, price={"per_million_output": 1e6})
+        model = OpenAIChatModel(
+            "tiny",
+            base_url=server.base_url,
+            scoring="sampled",
+            samples=5,
+            cache=False,
+            min_label_mass=0.5,
+            price={"per_million_output": 1e6},
+        )
         result = model.predict_proba(["a lovely film", "a rambling film"], LABELS)
     np.testing.assert_allclose(result.proba[0], [0.25, 0.75])  # 3 of the 4 votes that name a label
     assert result.error[1].startswith("off-label answer: only 20.00% of the next-token probability")
@@ -245,8 +290,13 @@ def test_a_base_url_that_is_not_an_http_endpoint_is_refused_before_any_call(base
     from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
     from datashunt.core.params import check_params
 
-    with pytest.raises(ConfigError, match=re.escape(f"'base_url' parameter must be an http:// or https:// URL with "
-                                                    f"a host, such as http://127.0.0.1:8000/v1, got {base_url!r}")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            f"'base_url' parameter must be an http:// or https:// URL with "
+            f"a host, such as http://127.0.0.1:8000/v1, got {base_url!r}"
+        ),
+    ):
         OpenAIChatModel("tiny", base_url=base_url, cache=False).predict_proba(["x"], LABELS)
     with pytest.raises(ConfigError, match="'base_url' parameter must be an http:// or https:// URL"):
         check_params(OpenAIChatGenerator("tiny", base_url=base_url))
@@ -263,11 +313,13 @@ def test_calibrating_on_an_endpoint_that_fails_every_call_is_refused(sentiment):
     with FakeOpenAIServer(ANSWERS, status=500) as server:
         large = OpenAIChatModel("tiny", base_url=server.base_url, max_retries=0, cache=False)
         first = r"\(the first: call to 'tiny' failed: InternalServerError"
-        with pytest.raises(LargeModelError, match=r"all 40 calls to the large model on the validation data failed "
-                                                  + first):
+        with pytest.raises(
+            LargeModelError, match=r"all 40 calls to the large model on the validation data failed " + first
+        ):
             ShuntClassifier(make_small("tfidf"), large, confidence_level=None).fit(texts[:200], labels[:200])
-        with pytest.raises(LargeModelError, match=r"all 40 calls to stage 'llm' on the validation data failed "
-                                                  + first):
+        with pytest.raises(
+            LargeModelError, match=r"all 40 calls to stage 'llm' on the validation data failed " + first
+        ):
             Cascade([("tfidf", make_small("tfidf")), ("llm", large)]).fit(texts[:200], labels[:200])
         writer = OpenAIChatGenerator("tiny", base_url=server.base_url, max_retries=0, cache=False)
         generator = ShuntGenerator([("a", writer), ("b", writer)])

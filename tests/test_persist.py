@@ -116,8 +116,11 @@ def test_label_names_round_trip_and_a_contradicting_one_cannot_be_saved(sentimen
     loaded = load(save(shunt, tmp_path / "model"), large_options={"table": str(tmp_path / "answers.csv")})
     assert loaded.labels_ == shunt.labels_ == ["negative", "good"]
     shunt.label_names = {"positive": "negative", "negative": "positive"}
-    with pytest.raises(ConfigError, match="cannot save this model: label_names gives class 'negative' the word "
-                                          "'positive', the name of class 'positive'"):
+    with pytest.raises(
+        ConfigError,
+        match="cannot save this model: label_names gives class 'negative' the word "
+        "'positive', the name of class 'positive'",
+    ):
         save(shunt, tmp_path / "swapped")
 
 
@@ -126,11 +129,13 @@ def test_an_ensemble_of_trusted_models_loads_and_routes_like_the_original(fitted
     from sklearn.ensemble import VotingClassifier
 
     texts, labels = sentiment
-    fitted.small_ = VotingClassifier([("words", make_small("tfidf")), ("chars", make_small("tfidf", C=1.0))],
-                                     voting="soft").fit(texts[:400], labels[:400])
+    fitted.small_ = VotingClassifier(
+        [("words", make_small("tfidf")), ("chars", make_small("tfidf", C=1.0))], voting="soft"
+    ).fit(texts[:400], labels[:400])
     folder = save(fitted, tmp_path / "model")
-    loaded = load(folder, large_options={"table": str(tmp_path / "answers.csv")},
-                  trusted=["sklearn.utils._bunch.Bunch"])
+    loaded = load(
+        folder, large_options={"table": str(tmp_path / "answers.csv")}, trusted=["sklearn.utils._bunch.Bunch"]
+    )
     pd.testing.assert_frame_equal(loaded.route(texts[400:]), fitted.route(texts[400:]))
 
 
@@ -149,8 +154,10 @@ def test_a_cascades_fixed_thresholds_are_saved_as_the_ones_that_route_the_same(s
 
     texts, labels = sentiment
     pd.DataFrame({"id": texts, "prediction": labels, "conf": 0.9}).to_csv(tmp_path / "answers.csv", index=False)
-    stages = [("small", make_small("tfidf")), ("recorded", ReplayModel(str(tmp_path / "answers.csv"),
-                                                                       confidence_column="conf"))]
+    stages = [
+        ("small", make_small("tfidf")),
+        ("recorded", ReplayModel(str(tmp_path / "answers.csv"), confidence_column="conf")),
+    ]
     cascade = Cascade(stages, thresholds=[[-1.0, 0.8]]).fit(texts[:400], labels[:400])
     folder = save(cascade, tmp_path / "model")
     assert json.loads((folder / "cascade.json").read_text())["thresholds"] == [[-np.inf, 0.8]]

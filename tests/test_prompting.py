@@ -65,8 +65,9 @@ def test_soft_pruning_sends_small_model_probabilities_as_prior(three_classes):
 def test_hard_pruning_removes_excelled_classes_the_small_model_rules_out(three_classes):
     texts, labels = three_classes
     large = RecordingLarge(dict(zip(texts, labels)))
-    shunt = ShuntClassifier(make_small("tfidf"), large, prompt_pruning="hard", pruning_cutoff=0.2,
-                            random_state=0).fit(texts, labels)
+    shunt = ShuntClassifier(make_small("tfidf"), large, prompt_pruning="hard", pruning_cutoff=0.2, random_state=0).fit(
+        texts, labels
+    )
     table = shunt.route(texts[:300])
     offered = [o for _, o in shunt.large_.prompts]
     assert any(o == ["politics", "science"] for o in offered)
@@ -78,8 +79,9 @@ def test_hard_pruning_removes_excelled_classes_the_small_model_rules_out(three_c
 def test_hard_pruning_with_two_classes_changes_nothing(sentiment):
     texts, labels = sentiment
     large = RecordingLarge(dict(zip(texts, labels)))
-    shunt = ShuntClassifier(make_small("tfidf"), large, prompt_pruning="hard", pruning_cutoff=0.99,
-                            random_state=0).fit(texts, labels)
+    shunt = ShuntClassifier(make_small("tfidf"), large, prompt_pruning="hard", pruning_cutoff=0.99, random_state=0).fit(
+        texts, labels
+    )
     assert all(o == ["negative", "positive"] for _, o in shunt.large_.prompts)
 
 

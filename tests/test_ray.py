@@ -20,20 +20,29 @@ def test_ray_engine_gives_the_local_engines_output(tmp_path, sentiment):
     pd.DataFrame({"id": texts, "prediction": labels}).to_csv(tmp_path / "answers.csv", index=False)
     (tmp_path / "run.toml").write_text(f"""
 [data]
-train = "{tmp_path / 'train.csv'}"
+train = "{tmp_path / "train.csv"}"
 text_column = "review"
 label_column = "sentiment"
 [large]
 backend = "replay"
-table = "{tmp_path / 'answers.csv'}"
+table = "{tmp_path / "answers.csv"}"
 price = {{ per_call = 0.001 }}
 [shunt]
 threshold = 0.9
 [output]
-dir = "{tmp_path / 'out'}"
+dir = "{tmp_path / "out"}"
 """)
     assert runner.invoke(app, ["fit", str(tmp_path / "run.toml")]).exit_code == 0
-    args = ["predict", str(tmp_path / "run.toml"), "-i", str(tmp_path / "new.csv"), "--keep", "id", "--chunk-rows", "64"]
+    args = [
+        "predict",
+        str(tmp_path / "run.toml"),
+        "-i",
+        str(tmp_path / "new.csv"),
+        "--keep",
+        "id",
+        "--chunk-rows",
+        "64",
+    ]
     local = runner.invoke(app, args + ["-o", str(tmp_path / "local.parquet")])
     assert local.exit_code == 0, local.output
     try:
@@ -54,7 +63,9 @@ def test_ray_engine_refuses_what_it_cannot_do(tmp_path):
     args = ["predict", str(tmp_path / "run.toml"), "-i", str(tmp_path / "in.csv"), "--engine", "ray"]
     budget = runner.invoke(app, args + ["-o", str(tmp_path / "o.parquet"), "--max-cost", "1"])
     assert budget.exit_code == 2 and "--max-cost works with the local engine" in budget.output
-    engine = runner.invoke(app, ["predict", str(tmp_path / "run.toml"), "-i", "x.csv", "-o", "o.csv", "--engine", "spark"])
+    engine = runner.invoke(
+        app, ["predict", str(tmp_path / "run.toml"), "-i", "x.csv", "-o", "o.csv", "--engine", "spark"]
+    )
     assert engine.exit_code == 2 and "--engine must be local or ray, got 'spark'" in engine.output
 
 

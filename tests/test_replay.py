@@ -67,8 +67,9 @@ def test_shunt_on_real_recorded_api_answers_beats_the_cheap_model():
     table["vader_pred"] = table["vader_pred"].astype(int)
     table = table.sample(frac=1.0, random_state=0)  # the file is sorted by label: both halves need both classes
     calib, report = table.iloc[:5000], table.iloc[5000:10000]
-    google = ReplayModel(table, prediction_column="google_pred", confidence_column="google_conf",
-                         price={"per_call": 2.5e-4})
+    google = ReplayModel(
+        table, prediction_column="google_pred", confidence_column="google_conf", price={"per_call": 2.5e-4}
+    )
     shunt = ShuntClassifier(RecordedSmall(table), google, policy="max_large_rate", max_large_rate=0.5)
     shunt.fit(calib["id"], calib["true_label"], X_val=calib["id"], y_val=calib["true_label"])
     routes = shunt.route(report["id"])
@@ -81,6 +82,7 @@ def test_shunt_on_real_recorded_api_answers_beats_the_cheap_model():
 def test_candidates_renormalise_recorded_answers_and_flag_excluded_ones():
     table = pd.DataFrame({"id": ["a", "b"], "prediction": ["cat", "fox"], "conf": [0.5, 0.9]})
     result = ReplayModel(table, confidence_column="conf", prediction_column="prediction").predict_proba(
-        ["a", "b"], ["cat", "dog", "fox"], candidates=[[0, 1], [0, 1]])
+        ["a", "b"], ["cat", "dog", "fox"], candidates=[[0, 1], [0, 1]]
+    )
     assert result.proba[0, 2] == 0.0 and result.proba[0].sum() == pytest.approx(1.0)
     assert result.error[1] == "recorded answer 'fox' for input 'b' is not among the candidates kept"

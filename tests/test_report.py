@@ -12,8 +12,14 @@ from datashunt.eval.html import report_html
 from datashunt.small import make_small
 
 CHROMIUM = shutil.which("chromium")
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"]
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture
@@ -23,11 +29,13 @@ def report_folder(sentiment, tmp_path):
     for i in range(500, 600, 4):  # an item is text, never markup
         texts[i] = f"<script>document.title = 'pwned'</script> & {texts[i]}"
     large = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.95)
-    shunt = ShuntClassifier(make_small("tfidf"), large, validation_fraction=0.7, max_calibration_calls=120,
-                            random_state=0).fit(texts[:500], labels[:500])
+    shunt = ShuntClassifier(
+        make_small("tfidf"), large, validation_fraction=0.7, max_calibration_calls=120, random_state=0
+    ).fit(texts[:500], labels[:500])
     evaluation = compare(shunt, texts[500:], labels[500:])
-    return write_report(tmp_path / "report", evaluation, shunt, {"command": "datashunt demo", "seed": 0},
-                        texts=texts[500:])
+    return write_report(
+        tmp_path / "report", evaluation, shunt, {"command": "datashunt demo", "seed": 0}, texts=texts[500:]
+    )
 
 
 def test_report_folder_holds_json_figure_and_a_self_contained_page(report_folder):
@@ -40,10 +48,20 @@ def test_report_folder_holds_json_figure_and_a_self_contained_page(report_folder
 
 
 def test_report_page_without_an_evaluation_still_states_the_promise():
-    page = report_html({"info": {"command": "datashunt fit"}, "threshold": float("inf"),
-                        "calibration": {"goal": "accuracy >= large-only accuracy - 0.01 with probability >= 0.9 "
-                                                "(Learn then Test)", "goal_met": False, "n_validation": 100,
-                                        "accuracy": None, "large_accuracy": None, "large_rate": 1.0}})
+    page = report_html(
+        {
+            "info": {"command": "datashunt fit"},
+            "threshold": float("inf"),
+            "calibration": {
+                "goal": "accuracy >= large-only accuracy - 0.01 with probability >= 0.9 (Learn then Test)",
+                "goal_met": False,
+                "n_validation": 100,
+                "accuracy": None,
+                "large_accuracy": None,
+                "large_rate": 1.0,
+            },
+        }
+    )
     assert 'class="promise missed"' in page and "NOT met" in page and "δ = inf" in page
 
 
@@ -61,8 +79,10 @@ def test_report_page_renders_in_a_real_browser_with_nothing_fetched(report_folde
             page.goto((report_folder / "report.html").as_uri())
             page.wait_for_load_state("load")
             title = page.title()
-            figure = page.evaluate("() => { const i = document.querySelector('img'); "
-                                   "return i ? [i.complete, i.naturalWidth, i.naturalHeight] : null; }")
+            figure = page.evaluate(
+                "() => { const i = document.querySelector('img'); "
+                "return i ? [i.complete, i.naturalWidth, i.naturalHeight] : null; }"
+            )
             systems = page.locator("table").nth(1).locator("tbody tr td:first-child").all_inner_texts()
             promise = page.locator(".promise").inner_text()
             headings = page.locator("h2").all_inner_texts()

@@ -31,25 +31,51 @@ MINE = {"model": "tiny", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "TE
 def folder(tmp_path, sentiment):
     """A real saved shunt whose large model is an OpenAI-compatible endpoint on loopback."""
     texts, labels = sentiment
-    large = OpenAIChatModel("tiny", base_url="http://127.0.0.1:9/v1", api_key_env="TEST_KEY",
-                            prompt=Prompt("Positive?"))
+    large = OpenAIChatModel(
+        "tiny", base_url="http://127.0.0.1:9/v1", api_key_env="TEST_KEY", prompt=Prompt("Positive?")
+    )
     shunt = ShuntClassifier(make_small("tfidf"), large, threshold=0.7, random_state=0).fit(texts[:400], labels[:400])
     return save(shunt, tmp_path / "model")
 
 
 def _json(value, node_id):
-    return {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode", "content": json.dumps(value),
-            "is_json": True, "__id__": node_id}
+    return {
+        "__class__": "str",
+        "__module__": "builtins",
+        "__loader__": "JsonNode",
+        "content": json.dumps(value),
+        "is_json": True,
+        "__id__": node_id,
+    }
 
 
 def _call(module, name, args):
     """A skops node that, if built, calls ``module.name(*args)``."""
-    content = [_json(a, 9000 + i) if isinstance(a, str) else
-               {"__class__": "list", "__module__": "builtins", "__loader__": "ListNode", "__id__": 9100 + i,
-                "content": [_json(x, 9200 + j) for j, x in enumerate(a)]} for i, a in enumerate(args)]
-    return {"__class__": name, "__module__": module, "__loader__": "ConstructorFromReduceNode", "__id__": 9999,
-            "content": {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode", "__id__": 9998,
-                        "content": content}}
+    content = [
+        _json(a, 9000 + i)
+        if isinstance(a, str)
+        else {
+            "__class__": "list",
+            "__module__": "builtins",
+            "__loader__": "ListNode",
+            "__id__": 9100 + i,
+            "content": [_json(x, 9200 + j) for j, x in enumerate(a)],
+        }
+        for i, a in enumerate(args)
+    ]
+    return {
+        "__class__": name,
+        "__module__": module,
+        "__loader__": "ConstructorFromReduceNode",
+        "__id__": 9999,
+        "content": {
+            "__class__": "tuple",
+            "__module__": "builtins",
+            "__loader__": "TupleNode",
+            "__id__": 9998,
+            "content": content,
+        },
+    }
 
 
 def _inject(path, node):
@@ -70,18 +96,24 @@ def _payloads(tmp_path):
     evil_module = tmp_path / "evil_module.py"
     evil_module.write_text(f"open({str(marker)!r}, 'w').close()\n")
     touch = f"open({str(marker)!r}, 'w').close()"
-    return marker, victim, {
-        "builtins.eval": _call("builtins", "eval", [touch]),
-        "builtins.exec": _call("builtins", "exec", [touch]),
-        "builtins.open": _call("builtins", "open", [str(victim), "w"]),
-        "os.system": _call("os", "system", [f"touch {marker}"]),
-        "subprocess.Popen": _call("subprocess", "Popen", [["touch", str(marker)]]),
-        "importlib.import_module": _call("importlib", "import_module", ["evil_module"]),
-    }
+    return (
+        marker,
+        victim,
+        {
+            "builtins.eval": _call("builtins", "eval", [touch]),
+            "builtins.exec": _call("builtins", "exec", [touch]),
+            "builtins.open": _call("builtins", "open", [str(victim), "w"]),
+            "os.system": _call("os", "system", [f"touch {marker}"]),
+            "subprocess.Popen": _call("subprocess", "Popen", [["touch", str(marker)]]),
+            "importlib.import_module": _call("importlib", "import_module", ["evil_module"]),
+        },
+    )
 
 
-@pytest.mark.parametrize("attack", ["builtins.eval", "builtins.exec", "builtins.open", "os.system",
-                                    "subprocess.Popen", "importlib.import_module"])
+@pytest.mark.parametrize(
+    "attack",
+    ["builtins.eval", "builtins.exec", "builtins.open", "os.system", "subprocess.Popen", "importlib.import_module"],
+)
 @pytest.mark.parametrize("member", ["small.skops", "learnable.skops"])
 def test_load_refuses_a_skops_file_that_would_run_code(folder, tmp_path, monkeypatch, attack, member):
     marker, victim, payloads = _payloads(tmp_path)
@@ -90,8 +122,11 @@ def test_load_refuses_a_skops_file_that_would_run_code(folder, tmp_path, monkeyp
     if member == "learnable.skops":  # the 2CD copy of the small model is loaded the same way
         (folder / member).write_bytes((folder / "small.skops").read_bytes())
     _inject(folder / member, payloads[attack])
-    with pytest.raises(ModelFileError, match=rf"{member} contains types that are not trusted: \['{attack}'\]; "
-                                             "nothing was loaded"):
+    with pytest.raises(
+        ModelFileError,
+        match=rf"{member} contains types that are not trusted: \['{attack}'\]; "
+        "nothing was loaded",
+    ):
         load(folder, large_options=MINE)
     assert not marker.exists()
     assert victim.read_text() == "precious"
@@ -115,10 +150,14 @@ def test_a_folder_cannot_choose_the_endpoint_or_the_key_variable(folder, monkeyp
 
     def redirect(meta):
         meta["large"]["options"].update(base_url="http://attacker.example/v1", api_key_env="AWS_SECRET_ACCESS_KEY")
+
     _tamper(folder, redirect)
-    with pytest.raises(ConfigError, match=r"uses model='tiny', base_url='http://attacker.example/v1', "
-                                          r"api_key_env='AWS_SECRET_ACCESS_KEY'\. A loaded model takes where its "
-                                          "calls go only from you"):
+    with pytest.raises(
+        ConfigError,
+        match=r"uses model='tiny', base_url='http://attacker.example/v1', "
+        r"api_key_env='AWS_SECRET_ACCESS_KEY'\. A loaded model takes where its "
+        "calls go only from you",
+    ):
         load(folder)
     mine = load(folder, large_options={**MINE, "base_url": "http://127.0.0.1:8/v1"})
     assert (mine.large_.base_url, mine.large_.api_key_env) == ("http://127.0.0.1:8/v1", "TEST_KEY")
@@ -141,6 +180,7 @@ def test_a_folder_cannot_choose_the_cache_a_replay_table_or_a_gguf_path(tmp_path
 
     def point_elsewhere(meta):
         meta["large"]["options"].update(model="/home/someone/evil.gguf", cache=str(tmp_path / "planted.sqlite"))
+
     _tamper(folder, point_elsewhere)
     with pytest.raises(ConfigError, match="uses model='/home/someone/evil.gguf'"):
         load(folder)
@@ -153,46 +193,79 @@ def test_cli_sends_calls_where_the_config_says_and_says_so_first(folder, tmp_pat
 
     def redirect(meta):
         meta["large"]["options"]["base_url"] = attacker.base_url
+
     pd.DataFrame({"text": ["a so-so movie", "fine okay movie"]}).to_csv(tmp_path / "new.csv", index=False)
     with FakeOpenAIServer(ANSWERS) as attacker, FakeOpenAIServer(ANSWERS) as mine:
         _tamper(folder, redirect)
         config = tmp_path / "run.toml"
-        config.write_text(f'[large]\nbackend = "openai"\nmodel = "tiny"\nbase_url = "{mine.base_url}"\n'
-                          f'api_key_env = "TEST_KEY"\n[output]\ndir = "{tmp_path}"\n')
+        config.write_text(
+            f'[large]\nbackend = "openai"\nmodel = "tiny"\nbase_url = "{mine.base_url}"\n'
+            f'api_key_env = "TEST_KEY"\n[output]\ndir = "{tmp_path}"\n'
+        )
         runner = CliRunner(env={"COLUMNS": "200"})
-        result = runner.invoke(app, ["predict", str(config), "-i", str(tmp_path / "new.csv"),
-                                     "-o", str(tmp_path / "out.csv"), "--model", str(folder)])
+        result = runner.invoke(
+            app,
+            [
+                "predict",
+                str(config),
+                "-i",
+                str(tmp_path / "new.csv"),
+                "-o",
+                str(tmp_path / "out.csv"),
+                "--model",
+                str(folder),
+            ],
+        )
         assert result.exit_code == 0, result.output
-        assert result.output.startswith(f"large model: model 'tiny' at {mine.base_url} (OpenAI-compatible HTTP), "
-                                        "API key from $TEST_KEY")
+        assert result.output.startswith(
+            f"large model: model 'tiny' at {mine.base_url} (OpenAI-compatible HTTP), API key from $TEST_KEY"
+        )
         assert attacker.requests == [] and len(mine.requests) == 2
         assert {r["auth"] for r in mine.requests} == {"Bearer sk-mine"}
 
         config.write_text(f'[large]\nbackend = "openai"\nmodel = "tiny"\n[output]\ndir = "{tmp_path}"\n')
-        refused = runner.invoke(app, ["predict", str(config), "-i", str(tmp_path / "new.csv"),
-                                      "-o", str(tmp_path / "out.csv"), "--model", str(folder)])
+        refused = runner.invoke(
+            app,
+            [
+                "predict",
+                str(config),
+                "-i",
+                str(tmp_path / "new.csv"),
+                "-o",
+                str(tmp_path / "out.csv"),
+                "--model",
+                str(folder),
+            ],
+        )
         assert refused.exit_code == 2
         assert "A loaded model takes where its calls go only from you" in " ".join(refused.output.split())
         assert attacker.requests == []
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m.pop("threshold"), r"missing key\(s\) \['threshold'\]"),
-    (lambda m: m.update(run="rm -rf /"), r"unknown key\(s\) \['run'\]"),
-    (lambda m: m["params"].pop("match_z"), r"missing key\(s\) \['params.match_z'\]"),
-    (lambda m: m["large"].update(command="x"), r"unknown key\(s\) \['large.command'\]"),
-    (lambda m: m.update(threshold="0.7"), r"threshold has the wrong type \(str\)"),
-    (lambda m: m.update(threshold=True), r"threshold must be a number within \[0, 1\] .* got True"),
-    (lambda m: m["params"].update(match_z="2"), r"'match_z' parameter of ShuntClassifier must be a float"),
-    (lambda m: m["params"].update(label_names=["a", "b"]), r"'label_names' parameter of ShuntClassifier must be"),
-    (lambda m: m["classes"].reverse() or m["class_report"]["class"].reverse(),
-     r"classes \['positive', 'negative'\] differ from the small model's \['negative', 'positive'\]"),
-    (lambda m: m.update(classes=m["classes"] + ["neutral"]), r"class_report does not describe the saved classes"),
-    (lambda m: m["large"]["options"].update(timeout="abc"), r"'timeout' parameter of OpenAIChatModel"),
-    (lambda m: m["large"]["options"]["prompt"].update(template="{text.__class__.__init__}"),
-     r"prompt template field '\{text.__class__.__init__\}' is not allowed"),
-    (lambda m: m["large"].update(backend="shell"), r"unknown large backend 'shell'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.pop("threshold"), r"missing key\(s\) \['threshold'\]"),
+        (lambda m: m.update(run="rm -rf /"), r"unknown key\(s\) \['run'\]"),
+        (lambda m: m["params"].pop("match_z"), r"missing key\(s\) \['params.match_z'\]"),
+        (lambda m: m["large"].update(command="x"), r"unknown key\(s\) \['large.command'\]"),
+        (lambda m: m.update(threshold="0.7"), r"threshold has the wrong type \(str\)"),
+        (lambda m: m.update(threshold=True), r"threshold must be a number within \[0, 1\] .* got True"),
+        (lambda m: m["params"].update(match_z="2"), r"'match_z' parameter of ShuntClassifier must be a float"),
+        (lambda m: m["params"].update(label_names=["a", "b"]), r"'label_names' parameter of ShuntClassifier must be"),
+        (
+            lambda m: m["classes"].reverse() or m["class_report"]["class"].reverse(),
+            r"classes \['positive', 'negative'\] differ from the small model's \['negative', 'positive'\]",
+        ),
+        (lambda m: m.update(classes=m["classes"] + ["neutral"]), r"class_report does not describe the saved classes"),
+        (lambda m: m["large"]["options"].update(timeout="abc"), r"'timeout' parameter of OpenAIChatModel"),
+        (
+            lambda m: m["large"]["options"]["prompt"].update(template="{text.__class__.__init__}"),
+            r"prompt template field '\{text.__class__.__init__\}' is not allowed",
+        ),
+        (lambda m: m["large"].update(backend="shell"), r"unknown large backend 'shell'"),
+    ],
+)
 def test_tampered_metadata_is_refused_with_a_clear_message(folder, edit, message):
     _tamper(folder, edit)
     with pytest.raises((ModelFileError, ConfigError), match=message):
@@ -211,12 +284,15 @@ def _replace_small(folder, model):
     skops.io.dump(model, folder / "small.skops")
 
 
-@pytest.mark.parametrize("setting, value", [
-    ("memory", "/tmp/somewhere"),  # joblib would write every text there, and unpickle what it finds there
-    ("tfidf__input", "filename"),  # every "text" would be opened as a file path
-    ("tfidf__token_pattern", r"(\w+\s?)+$"),  # catastrophic backtracking: hours per sentence
-    ("tfidf__preprocessor", np.negative),  # a ufunc skops trusts: any function is code, not a setting
-])
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("memory", "/tmp/somewhere"),  # joblib would write every text there, and unpickle what it finds there
+        ("tfidf__input", "filename"),  # every "text" would be opened as a file path
+        ("tfidf__token_pattern", r"(\w+\s?)+$"),  # catastrophic backtracking: hours per sentence
+        ("tfidf__preprocessor", np.negative),  # a ufunc skops trusts: any function is code, not a setting
+    ],
+)
 def test_a_small_model_whose_settings_reach_outside_is_refused(folder, sentiment, setting, value):
     texts, labels = sentiment
     _replace_small(folder, make_small("tfidf").fit(texts[:400], labels[:400]).set_params(**{setting: value}))
@@ -229,7 +305,7 @@ def test_a_torch_model_state_is_data_only(folder, sentiment, monkeypatch):
 
     texts, labels = sentiment
     model = TextCNNClassifier(epochs=1, embedding_dim=8, n_filters=4).fit(texts[:400], labels[:400])
-    model.n_threads = 10 ** 7
+    model.n_threads = 10**7
     _replace_small(folder, model)
     with pytest.raises(ModelFileError, match=r"'n_threads' parameter of TextCNNClassifier must be an int in the range"):
         load(folder, large_options=MINE)
@@ -256,14 +332,17 @@ def test_a_zip_bomb_and_pathological_json_are_refused_as_corrupt(folder):
         load(folder, large_options=MINE)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m["large"]["options"].update(price={"per_call": "x"}), "The 'price' parameter is invalid"),
-    (lambda m: m["large"]["options"].update(max_concurrency=10 ** 6), "'max_concurrency' parameter"),
-    (lambda m: m["large"]["options"]["prompt"].update(instruction="x" * 200_000), "at most 100,000 are sent"),
-    (lambda m: m["class_report"].update(excels=["no", "no"]), "class_report holds values of the wrong type"),
-    (lambda m: m.update(format=True), "unsupported format True"),
-    (lambda m: m["params"].update(label_names={"positive": ["x"]}), "label names must be strings"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["large"]["options"].update(price={"per_call": "x"}), "The 'price' parameter is invalid"),
+        (lambda m: m["large"]["options"].update(max_concurrency=10**6), "'max_concurrency' parameter"),
+        (lambda m: m["large"]["options"]["prompt"].update(instruction="x" * 200_000), "at most 100,000 are sent"),
+        (lambda m: m["class_report"].update(excels=["no", "no"]), "class_report holds values of the wrong type"),
+        (lambda m: m.update(format=True), "unsupported format True"),
+        (lambda m: m["params"].update(label_names={"positive": ["x"]}), "label names must be strings"),
+    ],
+)
 def test_settings_that_pass_the_type_check_are_still_bounded(folder, edit, message):
     _tamper(folder, edit)
     with pytest.raises((ModelFileError, ConfigError), match=message):
@@ -275,13 +354,26 @@ def test_trusting_the_folder_fills_in_only_what_the_config_leaves_out(folder, tm
     _tamper(folder, lambda m: m["large"]["options"].update(base_url="http://127.0.0.1:7/v1"))
     pd.DataFrame({"text": ["fine"]}).to_csv(tmp_path / "new.csv", index=False)
     config = tmp_path / "run.toml"
-    args = ["predict", str(config), "-i", str(tmp_path / "new.csv"), "-o", str(tmp_path / "out.csv"),
-            "--model", str(folder), "--trust-model-locations"]
+    args = [
+        "predict",
+        str(config),
+        "-i",
+        str(tmp_path / "new.csv"),
+        "-o",
+        str(tmp_path / "out.csv"),
+        "--model",
+        str(folder),
+        "--trust-model-locations",
+    ]
     runner = CliRunner(env={"COLUMNS": "200"})
-    for base_url, expected in [('base_url = "http://127.0.0.1:9/v1"\n', "http://127.0.0.1:9/v1"),
-                               ("", "http://127.0.0.1:7/v1")]:
-        config.write_text(f'[large]\nbackend = "openai"\nmodel = "tiny"\n{base_url}api_key_env = "TEST_KEY"\n'
-                          f'[shunt]\nthreshold = 0.5\n[output]\ndir = "{tmp_path}"\n')
+    for base_url, expected in [
+        ('base_url = "http://127.0.0.1:9/v1"\n', "http://127.0.0.1:9/v1"),
+        ("", "http://127.0.0.1:7/v1"),
+    ]:
+        config.write_text(
+            f'[large]\nbackend = "openai"\nmodel = "tiny"\n{base_url}api_key_env = "TEST_KEY"\n'
+            f'[shunt]\nthreshold = 0.5\n[output]\ndir = "{tmp_path}"\n'
+        )
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         assert f"large model: model 'tiny' at {expected} " in result.output
@@ -303,8 +395,11 @@ def test_a_model_hidden_in_fitted_attributes_is_checked_like_the_rest(folder, se
     voting.estimators_[0].set_params(**{f"tfidf__{setting}": value})  # the fitted copy, not the one in the params
     assert voting.get_params(deep=True)[f"words__tfidf__{setting}"] != value
     _replace_small(folder, voting)
-    with pytest.raises(ModelFileError, match=rf"small.skops: the small model's setting estimators_\[0\]__tfidf__"
-                                             rf"{setting}={re.escape(repr(value))} is not allowed in a loaded model"):
+    with pytest.raises(
+        ModelFileError,
+        match=rf"small.skops: the small model's setting estimators_\[0\]__tfidf__"
+        rf"{setting}={re.escape(repr(value))} is not allowed in a loaded model",
+    ):
         load(folder, large_options=MINE, trusted=["sklearn.utils._bunch.Bunch"])
 
 
@@ -315,10 +410,16 @@ def test_a_model_inside_a_calibrated_classifier_is_checked_like_the_rest(folder,
     calibrated = CalibratedClassifierCV(make_small("tfidf"), cv=2).fit(texts[:400], labels[:400])
     calibrated.calibrated_classifiers_[1].estimator.set_params(memory=str(folder))
     _replace_small(folder, calibrated)
-    with pytest.raises(ModelFileError, match=r"setting calibrated_classifiers_\[1\]\.estimator__memory='.*model' is "
-                                             "not allowed"):
-        load(folder, large_options=MINE, trusted=["sklearn.calibration._CalibratedClassifier",
-                                                  "sklearn.calibration._SigmoidCalibration"])
+    with pytest.raises(
+        ModelFileError,
+        match=r"setting calibrated_classifiers_\[1\]\.estimator__memory='.*model' is "
+        "not allowed",
+    ):
+        load(
+            folder,
+            large_options=MINE,
+            trusted=["sklearn.calibration._CalibratedClassifier", "sklearn.calibration._SigmoidCalibration"],
+        )
 
 
 def test_a_model_nested_beyond_any_real_one_is_refused(folder, sentiment):
@@ -330,8 +431,11 @@ def test_a_model_nested_beyond_any_real_one_is_refused(folder, sentiment):
         deep = [deep]
     model[-1].notes_ = deep
     _replace_small(folder, model)
-    with pytest.raises(ModelFileError, match=rf"small.skops: the small model nests objects more than {MAX_NESTING} "
-                                             r"levels deep \(at clf__notes_\[0\]"):
+    with pytest.raises(
+        ModelFileError,
+        match=rf"small.skops: the small model nests objects more than {MAX_NESTING} "
+        r"levels deep \(at clf__notes_\[0\]",
+    ):
         load(folder, large_options=MINE)
 
 
@@ -339,9 +443,12 @@ def test_a_function_among_the_fitted_attributes_is_refused(folder, sentiment):
     model = _fitted_tfidf(sentiment)
     model[-1].hooks_ = {"before": np.negative}
     _replace_small(folder, model)
-    with pytest.raises(ModelFileError, match=r"setting clf__hooks_\['before'\]=<ufunc 'negative'> is not allowed in a "
-                                             r"loaded model \(a saved model holds data, not functions; if you know "
-                                             r"numpy.negative and trust the file, pass trusted=\['numpy.negative'\]\)"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"setting clf__hooks_\['before'\]=<ufunc 'negative'> is not allowed in a "
+        r"loaded model \(a saved model holds data, not functions; if you know "
+        r"numpy.negative and trust the file, pass trusted=\['numpy.negative'\]\)",
+    ):
         load(folder, large_options=MINE)
 
 
@@ -356,18 +463,32 @@ def test_a_model_missing_one_of_its_settings_is_refused_as_incomplete(folder, se
     model = _fitted_tfidf(sentiment)
     del model[-1].C
     _replace_small(folder, model)
-    with pytest.raises(ModelFileError, match=r"small.skops: the small model is incomplete \('LogisticRegression' "
-                                             r"object has no attribute 'C'\); it was not written by datashunt"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"small.skops: the small model is incomplete \('LogisticRegression' "
+        r"object has no attribute 'C'\); it was not written by datashunt",
+    ):
         load(folder, large_options=MINE)
 
 
 # -- label names, thresholds and drift references are what fit writes ---------------------------------
-@pytest.mark.parametrize("names, message", [
-    ({"positive": "negative", "negative": "positive"},
-     "label_names gives class 'negative' the word 'positive', the name of class 'positive'"),
-    ({"positive": "Negative"}, "label_names gives class 'positive' the word 'Negative', the name of class 'negative'"),
-    ({"positive": "good", "neutral": "meh"}, r"label_names does not match the classes .*\['neutral'\] are not classes"),
-])
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (
+            {"positive": "negative", "negative": "positive"},
+            "label_names gives class 'negative' the word 'positive', the name of class 'positive'",
+        ),
+        (
+            {"positive": "Negative"},
+            "label_names gives class 'positive' the word 'Negative', the name of class 'negative'",
+        ),
+        (
+            {"positive": "good", "neutral": "meh"},
+            r"label_names does not match the classes .*\['neutral'\] are not classes",
+        ),
+    ],
+)
 def test_label_names_that_do_not_match_the_classes_are_refused(folder, names, message):
     _tamper(folder, lambda m: m["params"].update(label_names=names))
     with pytest.raises(ModelFileError, match=rf"shunt.json: {message}"):
@@ -379,11 +500,14 @@ def test_label_names_that_match_the_classes_load(folder):
     assert load(folder, large_options=MINE).labels_ == ["bad", "good"]
 
 
-@pytest.mark.parametrize("threshold", [-5, 1.5, 1e308, 10 ** 400, float("nan")])
+@pytest.mark.parametrize("threshold", [-5, 1.5, 1e308, 10**400, float("nan")])
 def test_a_threshold_no_confidence_can_reach_is_refused(folder, threshold):
     _tamper(folder, lambda m: m.update(threshold=threshold))
-    with pytest.raises(ModelFileError, match=r"shunt.json: threshold must be a number within \[0, 1\] \(the range of "
-                                             r"the confidence\) or ±Infinity"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"shunt.json: threshold must be a number within \[0, 1\] \(the range of "
+        r"the confidence\) or ±Infinity",
+    ):
         load(folder, large_options=MINE)
 
 
@@ -393,14 +517,17 @@ def test_a_threshold_fit_can_write_loads(folder, threshold):
     assert load(folder, large_options=MINE).threshold_ == threshold
 
 
-@pytest.mark.parametrize("reference", [
-    "garbage",
-    {"n": 10 ** 400, "sent_on": 0, "edges": [], "counts": [10 ** 400]},
-    {"n": 3, "sent_on": 1, "edges": [0.2, 10 ** 400], "counts": [1, 1, 1]},
-    {"n": 3, "sent_on": 1, "edges": [0.5], "counts": [1, 1]},
-    {"n": 2, "sent_on": 1, "edges": [0.5], "counts": [1, 1], "threshold": "0.5"},
-    {"n": 2, "sent_on": 1, "edges": [0.5], "counts": [1, 1], "command": "x"},
-])
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "garbage",
+        {"n": 10**400, "sent_on": 0, "edges": [], "counts": [10**400]},
+        {"n": 3, "sent_on": 1, "edges": [0.2, 10**400], "counts": [1, 1, 1]},
+        {"n": 3, "sent_on": 1, "edges": [0.5], "counts": [1, 1]},
+        {"n": 2, "sent_on": 1, "edges": [0.5], "counts": [1, 1], "threshold": "0.5"},
+        {"n": 2, "sent_on": 1, "edges": [0.5], "counts": [1, 1], "command": "x"},
+    ],
+)
 def test_a_drift_reference_unlike_what_fit_writes_is_refused(folder, reference):
     _tamper(folder, lambda m: m["calibration"].update(drift_reference=reference))
     with pytest.raises(ModelFileError, match="shunt.json: calibration.drift_reference is not a drift reference"):
@@ -417,9 +544,12 @@ def test_a_huge_file_is_refused_unread(folder, member):
         (folder / member).write_text("threshold,accuracy,large_rate\n0.5,0.9,0.1\n")
     with open(folder / member, "r+b") as f:  # sparse: costs no disk
         f.truncate(size)
-    with pytest.raises(ModelFileError, match=rf"{member} is {size:,} bytes, more than the "
-                                             rf"{MAX_MODEL_BYTES if member.endswith('.skops') else MAX_META_BYTES:,} "
-                                             "a saved model's file of this kind may hold; refused unread"):
+    with pytest.raises(
+        ModelFileError,
+        match=rf"{member} is {size:,} bytes, more than the "
+        rf"{MAX_MODEL_BYTES if member.endswith('.skops') else MAX_META_BYTES:,} "
+        "a saved model's file of this kind may hold; refused unread",
+    ):
         load(folder, large_options=MINE)
 
 
@@ -439,8 +569,10 @@ def generator_folder(tmp_path):
     from datashunt.backends.generate.llama_cpp import LlamaCppGenerator
     from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
 
-    stages = [("small", LlamaCppGenerator("smollm2-135m", instruction="Translate.", shots=1)),
-              ("large", OpenAIChatGenerator("tiny", base_url="http://127.0.0.1:9/v1", instruction="Translate."))]
+    stages = [
+        ("small", LlamaCppGenerator("smollm2-135m", instruction="Translate.", shots=1)),
+        ("large", OpenAIChatGenerator("tiny", base_url="http://127.0.0.1:9/v1", instruction="Translate.")),
+    ]
     items = [f"item {i}" for i in range(20)]
     shunt = ShuntGenerator(stages, thresholds=[0.5], metric="exact_match").fit(items, [f"Ding {i}" for i in range(20)])
     return save(shunt, tmp_path / "generator")
@@ -449,8 +581,10 @@ def generator_folder(tmp_path):
 GENERATOR_MINE = {"large": {"model": "tiny", "base_url": "http://127.0.0.1:9/v1"}}
 
 
-@pytest.mark.parametrize("member, limit", [("generator.json", "MAX_META_BYTES"), ("sweep.csv", "MAX_META_BYTES"),
-                                           ("stage_0_state.npz", "MAX_MODEL_BYTES")])
+@pytest.mark.parametrize(
+    "member, limit",
+    [("generator.json", "MAX_META_BYTES"), ("sweep.csv", "MAX_META_BYTES"), ("stage_0_state.npz", "MAX_MODEL_BYTES")],
+)
 def test_a_huge_file_in_a_generator_folder_is_refused_unread(generator_folder, member, limit):
     from datashunt.io import checks
 
@@ -468,22 +602,29 @@ def _tamper_stage(folder, stage, **options):
     (folder / "generator.json").write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("stage, setting, value, bound", [
-    (0, "n_ctx", 131072, "at most 32,768 tokens"),
-    (0, "n_threads", "cpus + 1", "at most this machine's"),
-    (1, "max_concurrency", 1000, "at most 64"),
-])
-def test_a_generator_folder_cannot_choose_what_a_stage_takes_of_this_machine(generator_folder, stage, setting,
-                                                                             value, bound):
+@pytest.mark.parametrize(
+    "stage, setting, value, bound",
+    [
+        (0, "n_ctx", 131072, "at most 32,768 tokens"),
+        (0, "n_threads", "cpus + 1", "at most this machine's"),
+        (1, "max_concurrency", 1000, "at most 64"),
+    ],
+)
+def test_a_generator_folder_cannot_choose_what_a_stage_takes_of_this_machine(
+    generator_folder, stage, setting, value, bound
+):
     import os
 
     value = (os.cpu_count() or 1) + 1 if value == "cpus + 1" else value
     _tamper_stage(generator_folder, stage, **{setting: value})
     name = ["small", "large"][stage]
-    with pytest.raises(ModelFileError, match=rf"generator.json \(stage '{name}'\) asks for {setting}={value} "
-                                             rf"\({bound}.*\): a loaded model takes what it may spend of this machine "
-                                             rf"within these bounds only. If you want it, pass large_options="
-                                             rf"\{{'{name}': \{{'{setting}': {value}\}}\}}"):
+    with pytest.raises(
+        ModelFileError,
+        match=rf"generator.json \(stage '{name}'\) asks for {setting}={value} "
+        rf"\({bound}.*\): a loaded model takes what it may spend of this machine "
+        rf"within these bounds only. If you want it, pass large_options="
+        rf"\{{'{name}': \{{'{setting}': {value}\}}\}}",
+    ):
         load(generator_folder, large_options=GENERATOR_MINE)
     mine = {**GENERATOR_MINE, name: {**GENERATOR_MINE.get(name, {}), setting: value}}
     assert getattr(load(generator_folder, large_options=mine).stages_[stage][1], setting) == value
@@ -491,8 +632,11 @@ def test_a_generator_folder_cannot_choose_what_a_stage_takes_of_this_machine(gen
 
 def test_a_generator_folder_cannot_choose_a_stages_model_file(generator_folder):
     _tamper_stage(generator_folder, 0, model="/home/someone/evil.gguf")
-    with pytest.raises(ConfigError, match=r"uses model='/home/someone/evil.gguf'\. A loaded model takes where its "
-                                          "calls go only from you"):
+    with pytest.raises(
+        ConfigError,
+        match=r"uses model='/home/someone/evil.gguf'\. A loaded model takes where its "
+        "calls go only from you",
+    ):
         load(generator_folder, large_options=GENERATOR_MINE)
     _tamper_stage(generator_folder, 1, model="other")
     with pytest.raises(ConfigError, match=r"uses model='other'"):
@@ -513,8 +657,10 @@ def test_a_shunt_folder_cannot_choose_the_context_of_its_local_model(tmp_path, s
     local = ShuntClassifier(make_small("tfidf"), LlamaCppModel("smollm2-135m"), threshold=0.7).fit(texts, labels)
     folder = save(local, tmp_path / "local")
     _tamper(folder, lambda m: m["large"]["options"].update(n_ctx=1 << 20))
-    with pytest.raises(ModelFileError, match=r"shunt.json asks for n_ctx=1048576 \(at most 32,768 tokens\): .* If "
-                                             r"you want it, pass large_options=\{'n_ctx': 1048576\}"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"shunt.json asks for n_ctx=1048576 \(at most 32,768 tokens\): .* If "
+        r"you want it, pass large_options=\{'n_ctx': 1048576\}",
+    ):
         load(folder)
     assert load(folder, large_options={"n_ctx": 1 << 20}).large_.n_ctx == 1 << 20
-

@@ -62,7 +62,7 @@ def test_classify_answers_each_item_with_route_label_and_flag(shunt, sentiment):
 @pytest.mark.parametrize("micro_batching", [True, False])
 def test_concurrent_requests_get_their_own_rows(shunt, sentiment, micro_batching):
     texts = sentiment[0][300:]
-    requests = [texts[i:i + 8] for i in range(0, 160, 8)]
+    requests = [texts[i : i + 8] for i in range(0, 160, 8)]
     settings = ServeSettings(micro_batching=micro_batching)
 
     async def fire(url):
@@ -92,8 +92,9 @@ def test_api_keys(shunt):
         metrics = httpx.get(url + "/metrics").text
     for refused in (missing, wrong):
         assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
-        assert refused.json()["error"]["message"] == ("a valid API key is needed: send it as "
-                                                      "'Authorization: Bearer <key>'")
+        assert refused.json()["error"]["message"] == (
+            "a valid API key is needed: send it as 'Authorization: Bearer <key>'"
+        )
     assert right.status_code == 200 and health.status_code == 200
     assert 'status="401"} 2.0' in metrics and KEY not in metrics
 
@@ -101,14 +102,19 @@ def test_api_keys(shunt):
 def test_limits_and_malformed_bodies(shunt):
     settings = ServeSettings(max_body_bytes=2000, max_items=5)
     with running(create_app(shunt, settings)) as url:
+
         def post(**kwargs):
             answer = httpx.post(url + "/v1/classify", **kwargs)
             return answer.status_code, answer.json()["error"]["message"]
 
-        assert post(json={"items": ["x" * 3000]}) == (413, "the body is 3,014 bytes; this service takes at most "
-                                                           "2,000 (max_body_bytes)")
-        assert post(json={"items": ["a"] * 6}) == (413, "6 items is more than this service takes in one request "
-                                                        "(5, max_items)")
+        assert post(json={"items": ["x" * 3000]}) == (
+            413,
+            "the body is 3,014 bytes; this service takes at most 2,000 (max_body_bytes)",
+        )
+        assert post(json={"items": ["a"] * 6}) == (
+            413,
+            "6 items is more than this service takes in one request (5, max_items)",
+        )
         status, message = post(content=b'{"items": ["a",', headers={"Content-Type": "application/json"})
         assert status == 422 and message.startswith("the body is not valid JSON: Expecting value")
         assert post(content=b'{"items": "\xff"}') == (422, "the body is not UTF-8 (invalid start byte at byte 11)")
@@ -126,8 +132,9 @@ def test_backpressure_and_timeout(shunt):
     with running(create_app(Slow(shunt, 0.5), settings)) as url:
         answers = sorted(asyncio.run(two(url)), key=lambda a: a.status_code)
     assert [a.status_code for a in answers] == [200, 503] and answers[1].headers["retry-after"] == "2"
-    assert answers[1].json()["error"]["message"] == ("the service is busy (1 requests in progress or waiting, the "
-                                                     "most it takes); retry after 2 s")
+    assert answers[1].json()["error"]["message"] == (
+        "the service is busy (1 requests in progress or waiting, the most it takes); retry after 2 s"
+    )
     with running(create_app(Slow(shunt, 1.0), ServeSettings(request_timeout=0.2))) as url:
         late = httpx.post(url + "/v1/classify", json={"items": ["fine"]})
         assert late.status_code == 504
@@ -169,10 +176,14 @@ UNSURE = [("Je", -1.5), (" sais", -2.0), (" pas", -1.2)]
 
 @pytest.fixture
 def proxy(tmp_path):
-    with FakeOpenAIServer({"easy": SURE, "hard": UNSURE}, sequence=True) as cheap, \
-            FakeOpenAIServer({"": [("Grande", -0.1), (" réponse", -0.1)]}, sequence=True) as big:
-        stages = [("cheap", OpenAIChatGenerator("small", base_url=cheap.base_url, cache=False)),
-                  ("big", OpenAIChatGenerator("big", base_url=big.base_url, cache=False))]
+    with (
+        FakeOpenAIServer({"easy": SURE, "hard": UNSURE}, sequence=True) as cheap,
+        FakeOpenAIServer({"": [("Grande", -0.1), (" réponse", -0.1)]}, sequence=True) as big,
+    ):
+        stages = [
+            ("cheap", OpenAIChatGenerator("small", base_url=cheap.base_url, cache=False)),
+            ("big", OpenAIChatGenerator("big", base_url=big.base_url, cache=False)),
+        ]
         shunt = ShuntGenerator(stages, thresholds=[0.8]).fit(["a", "b"] * 2, ["x", "y"] * 2)
         upstream = Upstream(big.base_url, "big-model", api_key_env="UPSTREAM_KEY")
         yield shunt, upstream, cheap, big
@@ -185,19 +196,22 @@ def test_openai_client_through_the_proxy(proxy, monkeypatch):
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         assert [m.id for m in client.models.list()] == ["shunt"]
         easy = client.chat.completions.with_raw_response.create(
-            model="shunt", messages=[{"role": "user", "content": "an easy one"}])
+            model="shunt", messages=[{"role": "user", "content": "an easy one"}]
+        )
         assert easy.headers["x-datashunt-route"] == "small"
         answer = easy.parse()
         assert answer.choices[0].message.content == "Bonjour le monde"
         assert answer.model_extra["datashunt"]["route"] == "small" and answer.usage.prompt_tokens == 42
         hard = client.chat.completions.with_raw_response.create(
-            model="shunt", messages=[{"role": "user", "content": "a hard one"}])
+            model="shunt", messages=[{"role": "user", "content": "a hard one"}]
+        )
         assert hard.headers["x-datashunt-route"] == "large"
         assert hard.parse().choices[0].message.content == "Grande réponse"
         assert hard.parse().model_extra["datashunt"]["confidence"] == pytest.approx(np.exp([-1.5, -2, -1.2]).mean())
         for content, route, text in [("easy", "small", "Bonjour le monde"), ("hard", "large", "Grande réponse")]:
             raw = client.chat.completions.with_raw_response.create(
-                model="shunt", stream=True, messages=[{"role": "user", "content": content}])
+                model="shunt", stream=True, messages=[{"role": "user", "content": content}]
+            )
             assert raw.headers["x-datashunt-route"] == route
             assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == text
         metrics = httpx.get(url + "/metrics").text
@@ -242,13 +256,21 @@ def test_the_serve_command_starts_a_real_server(tmp_path, sentiment):
     pd.DataFrame({"id": texts, "prediction": labels}).to_csv(tmp_path / "answers.csv", index=False)
     shunt = ShuntClassifier(make_small("tfidf"), ReplayModel(str(tmp_path / "answers.csv")), threshold=0.8)
     save(shunt.fit(texts[:300], labels[:300]), tmp_path / "model")
-    (tmp_path / "run.toml").write_text(f'[large]\nbackend = "replay"\ntable = "{tmp_path / "answers.csv"}"\n'
-                                       f'[serve]\nmax_items = 3\n')
+    (tmp_path / "run.toml").write_text(
+        f'[large]\nbackend = "replay"\ntable = "{tmp_path / "answers.csv"}"\n[serve]\nmax_items = 3\n'
+    )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [str(Path(sys.executable).parent / "datashunt"), "serve", str(tmp_path / "model"), "--config",
-               str(tmp_path / "run.toml"), "--port", str(port)]
+    command = [
+        str(Path(sys.executable).parent / "datashunt"),
+        "serve",
+        str(tmp_path / "model"),
+        "--config",
+        str(tmp_path / "run.toml"),
+        "--port",
+        str(port),
+    ]
     refused = subprocess.run(command + ["--host", "0.0.0.0"], capture_output=True, text=True)
     assert refused.returncode == 2 and "refusing to serve on 0.0.0.0 without API keys" in refused.stdout
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -280,13 +302,16 @@ def test_a_local_gguf_model_as_the_cheap_stage(threshold, route):
     if not path.is_file():
         pytest.skip("run `datashunt setup` first (installs the tiny test model)")
     with FakeOpenAIServer({"": [("Upstream", -0.1)]}, sequence=True) as big:
-        stages = [("local", LlamaCppGenerator(str(path), max_new_tokens=6, cache=False)),
-                  ("big", OpenAIChatGenerator("big", base_url=big.base_url, cache=False))]
+        stages = [
+            ("local", LlamaCppGenerator(str(path), max_new_tokens=6, cache=False)),
+            ("big", OpenAIChatGenerator("big", base_url=big.base_url, cache=False)),
+        ]
         shunt = ShuntGenerator(stages, thresholds=[threshold]).fit(["a", "b"] * 2, ["x", "y"] * 2)
         with running(create_app(shunt, upstream=Upstream(big.base_url, "big"))) as url:
             client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
             raw = client.chat.completions.with_raw_response.create(
-                model="m", stream=True, messages=[{"role": "user", "content": "Say hello."}])
+                model="m", stream=True, messages=[{"role": "user", "content": "Say hello."}]
+            )
             text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
     assert raw.headers["x-datashunt-route"] == route and text.strip()
     assert (text == "Upstream") == (route == "large") and len(big.requests) == (route == "large")
@@ -319,6 +344,7 @@ def test_settings_and_upstream_refuse_bad_values(monkeypatch):
 # -- reliability: clear refusals, bounded resources, exact counts -----------------------------
 def strict_json(text: str):
     """JSON as the standard has it: NaN and Infinity are not numbers."""
+
     def refuse(constant):
         raise AssertionError(f"{constant} is not JSON")
 
@@ -366,12 +392,16 @@ def test_classify_writes_non_finite_numbers_as_null(shunt):
 def test_proxy_infinite_threshold_and_nan_upstream_numbers_answer_200(proxy):
     shunt, upstream, cheap, big = proxy
     always = ShuntGenerator(shunt.stages, thresholds=[float("inf")]).fit(["a", "b"] * 2, ["x", "y"] * 2)
-    big.raw["nan please"] = (b'{"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [], '
-                             b'"usage": {"prompt_tokens": NaN, "completion_tokens": Infinity}}', "application/json")
+    big.raw["nan please"] = (
+        b'{"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [], '
+        b'"usage": {"prompt_tokens": NaN, "completion_tokens": Infinity}}',
+        "application/json",
+    )
     with running(create_app(always, upstream=upstream)) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         easy = client.chat.completions.with_raw_response.create(
-            model="m", messages=[{"role": "user", "content": "an easy one"}])
+            model="m", messages=[{"role": "user", "content": "an easy one"}]
+        )
         odd = httpx.post(url + CHAT, json={"messages": [{"role": "user", "content": "nan please"}]})
     assert easy.http_response.status_code == 200 and easy.headers[ROUTE_HEADER] == "large"
     info = strict_json(easy.http_response.text)["datashunt"]
@@ -396,7 +426,8 @@ def test_slow_bodies_hold_no_place_and_are_refused_with_408(shunt):
     assert normal == [200] * 10 and took < 1.5
     assert {status for status, _ in refused} == {408} and waited < 4.0
     assert strict_json(refused[0][1])["error"]["message"] == (
-        "the body did not arrive within 2 s (body_timeout; 8 bytes came); send the whole body at once")
+        "the body did not arrive within 2 s (body_timeout; 8 bytes came); send the whole body at once"
+    )
 
 
 def test_uvicorn_limits_bound_headers_connections_and_idle_keep_alive(shunt):
@@ -425,9 +456,11 @@ def test_metrics_label_routes_by_template_and_unmatched_paths_as_other(shunt):
         client.get(CLASSIFY)
         metrics = client.get(METRICS).text
     series = sorted(line for line in metrics.splitlines() if line.startswith("datashunt_requests_total{"))
-    assert series == ['datashunt_requests_total{endpoint="/v1/classify",status="200"} 1.0',
-                      'datashunt_requests_total{endpoint="/v1/classify",status="405"} 1.0',
-                      'datashunt_requests_total{endpoint="other",status="404"} 300.0']
+    assert series == [
+        'datashunt_requests_total{endpoint="/v1/classify",status="200"} 1.0',
+        'datashunt_requests_total{endpoint="/v1/classify",status="405"} 1.0',
+        'datashunt_requests_total{endpoint="other",status="404"} 300.0',
+    ]
     assert sum(line.startswith("datashunt_request_seconds_count{") for line in metrics.splitlines()) == 2
 
 
@@ -451,21 +484,44 @@ def test_proxy_content_parts_are_joined_and_other_content_is_refused(proxy):
     shunt, upstream, cheap, big = proxy
 
     def post(content, **extra):
-        return httpx.post(url + CHAT, json={"messages": [{"role": "system", "content": "be brief"},
-                                                         {"role": "user", "content": content, **extra}]})
+        return httpx.post(
+            url + CHAT,
+            json={
+                "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": content, **extra}]
+            },
+        )
 
     with running(create_app(shunt, upstream=upstream)) as url:
         parts = post([{"type": "text", "text": "an easy"}, {"type": "text", "text": "one"}])
-        image = post([{"type": "text", "text": "easy, with a picture"},
-                      {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}])
-        tool_turn = httpx.post(url + CHAT, json={"messages": [
-            {"role": "user", "content": "easy"},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
-                                                                   "function": {"name": "f", "arguments": "{}"}}]},
-            {"role": "tool", "tool_call_id": "c1", "content": "42"}]})
-        refused = {kind: post(content) for kind, content in [
-            ("null", None), ("an object", {"text": "hi"}), ("a number", 5),
-            ("part", [{"type": "text", "text": "hi"}, {"type": "video", "video": {}}])]}
+        image = post(
+            [
+                {"type": "text", "text": "easy, with a picture"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+            ]
+        )
+        tool_turn = httpx.post(
+            url + CHAT,
+            json={
+                "messages": [
+                    {"role": "user", "content": "easy"},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                    },
+                    {"role": "tool", "tool_call_id": "c1", "content": "42"},
+                ]
+            },
+        )
+        refused = {
+            kind: post(content)
+            for kind, content in [
+                ("null", None),
+                ("an object", {"text": "hi"}),
+                ("a number", 5),
+                ("part", [{"type": "text", "text": "hi"}, {"type": "video", "video": {}}]),
+            ]
+        }
     assert parts.status_code == 200 and parts.headers[ROUTE_HEADER] == "small"
     assert cheap.requests[0]["body"]["messages"][1]["content"] == "an easy\none"
     assert image.status_code == 200 and image.headers[ROUTE_HEADER] == "large" and len(cheap.requests) == 1
@@ -474,11 +530,14 @@ def test_proxy_content_parts_are_joined_and_other_content_is_refused(proxy):
     for kind in ("null", "an object", "a number"):
         assert refused[kind].status_code == 400
         assert refused[kind].json()["error"]["message"] == (
-            f'messages[1].content is {kind}; send a string or a list of content parts ({{"type": "text", '
-            '"text": ...})')
+            f'messages[1].content is {kind}; send a string or a list of content parts ({{"type": "text", "text": ...}})'
+        )
     assert refused["part"].status_code == 400
-    assert refused["part"].json()["error"]["message"].startswith(
-        "messages[1].content[1] is not a content part this service takes")
+    assert (
+        refused["part"]
+        .json()["error"]["message"]
+        .startswith("messages[1].content[1] is not a content part this service takes")
+    )
     assert len(big.requests) == 2
 
 
@@ -486,11 +545,13 @@ def test_proxy_lone_surrogates_in_messages_are_a_400(proxy):
     shunt, upstream, cheap, big = proxy
     with running(create_app(shunt, upstream=upstream)) as url:
         plain = httpx.post(url + CHAT, content=b'{"messages": [{"role": "user", "content": "x \\ud800"}]}')
-        part = httpx.post(url + CHAT, content=b'{"messages": [{"role": "user", "content": '
-                                              b'[{"type": "text", "text": "\\udfff"}]}]}')
+        part = httpx.post(
+            url + CHAT, content=b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}'
+        )
     assert plain.status_code == 400 and plain.json()["error"]["message"] == (
         "messages[0].content is not valid Unicode (a lone surrogate U+D800 at character 2); send text that encodes "
-        "as UTF-8")
+        "as UTF-8"
+    )
     assert part.status_code == 400 and "messages[0].content[0].text is not valid Unicode" in part.text
     assert not cheap.requests and not big.requests
 
@@ -499,8 +560,10 @@ def test_proxy_stream_holds_its_place_and_ends_at_request_timeout(proxy):
     shunt, upstream, cheap, big = proxy
     settings = ServeSettings(max_concurrency=1, max_pending=0, request_timeout=1.5)
     hard = {"stream": True, "messages": [{"role": "user", "content": "hard"}]}
-    with EndlessStreamServer() as endless, \
-            running(create_app(shunt, settings, upstream=Upstream(endless.base_url, "m"))) as url:
+    with (
+        EndlessStreamServer() as endless,
+        running(create_app(shunt, settings, upstream=Upstream(endless.base_url, "m"))) as url,
+    ):
         start = time.perf_counter()
         with httpx.stream("POST", url + CHAT, json=hard) as stream:
             lines = stream.iter_lines()
@@ -516,9 +579,10 @@ def test_proxy_stream_holds_its_place_and_ends_at_request_timeout(proxy):
         after = httpx.post(url + CHAT, json={"messages": [{"role": "user", "content": "easy"}]})
     assert first.startswith("data: ") and stream.status_code == 200
     assert during.status_code == 503 and during.json()["error"]["type"] == "overloaded"
-    events = [strict_json(line[len("data: "):]) for line in rest if line.startswith("data: ")]
-    assert events[-1] == {"error": {"message": "the request took longer than 1.5 s (request_timeout)",
-                                    "type": "timeout", "code": 504}}
+    events = [strict_json(line[len("data: ") :]) for line in rest if line.startswith("data: ")]
+    assert events[-1] == {
+        "error": {"message": "the request took longer than 1.5 s (request_timeout)", "type": "timeout", "code": 504}
+    }
     assert all("choices" in e for e in events[:-1]) and 1.5 <= took < 3.5
     assert hung_up and after.status_code == 200
 
@@ -535,13 +599,18 @@ def test_access_log_never_shows_query_strings_and_url_keys_are_refused(shunt):
         access.addHandler(keep)
         try:
             in_url = httpx.post(url + CLASSIFY, params={"api_key": KEY}, json={"items": ["fine"]})
-            both = httpx.post(url + CLASSIFY, params={"api_key": KEY, "page": 2}, json={"items": ["fine"]},
-                              headers={"Authorization": f"Bearer {KEY}"})
+            both = httpx.post(
+                url + CLASSIFY,
+                params={"api_key": KEY, "page": 2},
+                json={"items": ["fine"]},
+                headers={"Authorization": f"Bearer {KEY}"},
+            )
         finally:
             access.removeHandler(keep)
     assert in_url.status_code == 401 and in_url.json()["error"]["message"] == (
         "a valid API key is needed: send it as 'Authorization: Bearer <key>' (a key in the URL is never accepted: "
-        "URLs end up in logs)")
+        "URLs end up in logs)"
+    )
     assert both.status_code == 200
     assert len(lines) == 2 and not any(KEY in line for line in lines)
     assert 'POST /v1/classify?[query redacted] HTTP/1.1" 401' in lines[0]
@@ -563,14 +632,15 @@ class Picky:
 
 def mixed_bodies(texts, bad: bytes) -> list:
     """40 requests of two texts each, with ``bad`` as every eleventh of 44."""
-    good = [json.dumps({"items": texts[i:i + 2]}).encode() for i in range(0, 80, 2)]
+    good = [json.dumps({"items": texts[i : i + 2]}).encode() for i in range(0, 80, 2)]
     return [bad if k % 11 == 5 else good.pop(0) for k in range(44)]
 
 
 async def post_all(url: str, bodies: list) -> list:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        return await asyncio.gather(*[client.post(CLASSIFY, content=b, headers={"Content-Type": "application/json"})
-                                      for b in bodies])
+        return await asyncio.gather(
+            *[client.post(CLASSIFY, content=b, headers={"Content-Type": "application/json"}) for b in bodies]
+        )
 
 
 def test_a_failing_request_never_fails_its_micro_batch_neighbours(shunt, sentiment):

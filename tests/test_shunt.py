@@ -19,7 +19,9 @@ def make_shunt(large, **kwargs):
 
 def test_shunt_beats_both_models_and_sends_only_unsure_items(sentiment, oracle):
     texts, labels = sentiment
-    shunt = make_shunt(oracle, match_z=0, confidence_level=None).fit(texts[:400], labels[:400])  # the paper's point estimate
+    shunt = make_shunt(oracle, match_z=0, confidence_level=None).fit(
+        texts[:400], labels[:400]
+    )  # the paper's point estimate
     table = shunt.route(texts[400:])
     y = np.array(labels[400:])
     acc = (table["label"].to_numpy() == y).mean()
@@ -39,8 +41,7 @@ def test_fit_keeps_full_sweep_and_does_not_touch_user_model(sentiment, oracle):
     small = make_small("tfidf")
     shunt = ShuntClassifier(small, oracle, random_state=0).fit(texts, labels)
     assert not hasattr(small, "classes_")
-    assert list(shunt.sweep_.columns) == ["threshold", "accuracy", "large_rate", "cost", "n_large", "gap_se",
-                                          "gain"]
+    assert list(shunt.sweep_.columns) == ["threshold", "accuracy", "large_rate", "cost", "n_large", "gap_se", "gain"]
     assert shunt.sweep_["large_rate"].iloc[0] == 0 and shunt.sweep_["large_rate"].iloc[-1] == 1
     assert shunt.calibration_["n_validation"] == 120
 
@@ -100,11 +101,18 @@ def test_predict_and_predict_proba_agree_with_route(sentiment, oracle):
 
 def test_bad_texts_are_flagged_per_row_and_the_rest_is_answered(sentiment, oracle):
     texts, labels = sentiment
-    shunt = make_shunt(oracle, match_z=0, confidence_level=None).fit(texts[:400], labels[:400])  # the small model answers the clear ones
+    shunt = make_shunt(oracle, match_z=0, confidence_level=None).fit(
+        texts[:400], labels[:400]
+    )  # the small model answers the clear ones
     table = shunt.route(["great great movie", "", "   ", None, float("nan"), 42, "awful dull movie"])
     assert table["route"].tolist()[1:6] == ["invalid"] * 5
-    assert table["flag"].tolist()[1:6] == ["blank text", "blank text", "missing text (None/NaN)",
-                                           "missing text (None/NaN)", "not a string (int)"]
+    assert table["flag"].tolist()[1:6] == [
+        "blank text",
+        "blank text",
+        "missing text (None/NaN)",
+        "missing text (None/NaN)",
+        "not a string (int)",
+    ]
     assert table["label"].tolist()[0] == "positive" and table["label"].tolist()[-1] == "negative"
     assert table["label"].iloc[1:6].isna().all()
 

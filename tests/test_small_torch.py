@@ -215,8 +215,10 @@ def test_tokenize_and_vocabulary_are_order_free():
 
 
 def test_models_import_without_torch():
-    code = ("import sys, datashunt.small.textcnn, datashunt.small.lstm, datashunt.small.minilm;"
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
+    code = (
+        "import sys, datashunt.small.textcnn, datashunt.small.lstm, datashunt.small.minilm;"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

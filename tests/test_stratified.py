@@ -1,6 +1,7 @@
 """Certifying δ from labels plus a stratified sample of large answers."""
 
 import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -121,8 +122,9 @@ def test_estimated_sweep_is_unbiased_for_a_sample_and_unknown_below_the_floor():
 def test_shunt_certifies_from_labels_within_its_budget_of_calls(sentiment):
     texts, labels = sentiment
     large = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.9)
-    shunt = ShuntClassifier(make_small("tfidf"), large, validation_fraction=0.8, max_calibration_calls=150,
-                            random_state=0).fit(texts, labels)
+    shunt = ShuntClassifier(
+        make_small("tfidf"), large, validation_fraction=0.8, max_calibration_calls=150, random_state=0
+    ).fit(texts, labels)
     calls = shunt.calibration_["large_calls"]
     assert shunt.calibration_["certification"] == "stratified" and shunt.calibration_["n_validation"] == 480
     assert shunt.large_.calls == calls["asked"] <= 150
@@ -132,16 +134,21 @@ def test_shunt_certifies_from_labels_within_its_budget_of_calls(sentiment):
 def test_the_paired_method_stays_available_by_name(sentiment):
     texts, labels = sentiment
     large = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.9)
-    shunt = ShuntClassifier(make_small("tfidf"), large, certification="paired", validation_fraction=0.8,
-                            random_state=0).fit(texts, labels)
+    shunt = ShuntClassifier(
+        make_small("tfidf"), large, certification="paired", validation_fraction=0.8, random_state=0
+    ).fit(texts, labels)
     assert shunt.calibration_["certification"] == "paired"
     assert shunt.large_.calls == shunt.calibration_["large_calls"]["asked"] == 480
 
 
 def test_failed_large_calls_count_against_the_shunt(sentiment):
     texts, labels = sentiment
-    answered = ShuntClassifier(make_small("tfidf"), FakeLargeModel(dict(zip(texts, labels)), accuracy=0.8),
-                               validation_fraction=0.8, random_state=0).fit(texts, labels)
+    answered = ShuntClassifier(
+        make_small("tfidf"),
+        FakeLargeModel(dict(zip(texts, labels)), accuracy=0.8),
+        validation_fraction=0.8,
+        random_state=0,
+    ).fit(texts, labels)
     failing = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.8, fail=texts[::2])
     shunt = ShuntClassifier(make_small("tfidf"), failing, validation_fraction=0.8, random_state=0)
     shunt.fit(texts, labels)
@@ -153,8 +160,9 @@ def test_a_shunt_certified_on_a_sample_saves_and_loads(sentiment, tmp_path):
     texts, labels = sentiment
     table = tmp_path / "answers.csv"
     pd.DataFrame({"id": texts, "prediction": labels}).to_csv(table, index=False)
-    shunt = ShuntClassifier(make_small("tfidf"), ReplayModel(str(table)), validation_fraction=0.8,
-                            max_calibration_calls=40, random_state=0).fit(texts, labels)
+    shunt = ShuntClassifier(
+        make_small("tfidf"), ReplayModel(str(table)), validation_fraction=0.8, max_calibration_calls=40, random_state=0
+    ).fit(texts, labels)
     assert shunt.sweep_["accuracy"].isna().any()  # below the floor nothing is known
     loaded = load(save(shunt, tmp_path / "m"), large_options={"table": str(table)})
     assert loaded.threshold_ == shunt.threshold_ and loaded.calibration_["certification"] == "stratified"
@@ -164,8 +172,9 @@ def test_a_shunt_certified_on_a_sample_saves_and_loads(sentiment, tmp_path):
 def test_a_shunt_whose_small_model_beats_the_large_one_keeps_everything(sentiment):
     texts, labels = sentiment
     weak = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.6)
-    shunt = ShuntClassifier(make_small("tfidf"), weak, validation_fraction=0.8, max_calibration_calls=200,
-                            random_state=0).fit(texts, labels)
+    shunt = ShuntClassifier(
+        make_small("tfidf"), weak, validation_fraction=0.8, max_calibration_calls=200, random_state=0
+    ).fit(texts, labels)
     assert shunt.calibration_["goal_met"] and shunt.threshold_ == -np.inf
     assert (shunt.route(texts[:100])["route"] == "small").all()  # never below the small model alone
 
@@ -230,14 +239,28 @@ def test_a_cascade_asks_its_last_stage_only_within_the_budget(tmp_path):
 def test_target_and_budget_use_every_label_and_a_sample_of_large_answers(sentiment):
     texts, labels = sentiment
     large = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.95)
-    target = ShuntClassifier(make_small("tfidf"), large, policy="target_accuracy", target_accuracy=0.8,
-                             validation_fraction=0.8, max_calibration_calls=150, random_state=0).fit(texts, labels)
+    target = ShuntClassifier(
+        make_small("tfidf"),
+        large,
+        policy="target_accuracy",
+        target_accuracy=0.8,
+        validation_fraction=0.8,
+        max_calibration_calls=150,
+        random_state=0,
+    ).fit(texts, labels)
     calls = target.calibration_["large_calls"]
     assert target.calibration_["certification"] == "stratified" and target.large_.calls == calls["asked"] == 150
     assert target.calibration_["goal_met"] and target.calibration_["large_rate"] < 1
     assert target.calibration_["goal"] == "accuracy >= 0.8000 with probability >= 0.9 (Learn then Test)"
-    budget = ShuntClassifier(make_small("tfidf"), large, policy="max_large_rate", max_large_rate=0.3,
-                             validation_fraction=0.8, max_calibration_calls=100, random_state=0).fit(texts, labels)
+    budget = ShuntClassifier(
+        make_small("tfidf"),
+        large,
+        policy="max_large_rate",
+        max_large_rate=0.3,
+        validation_fraction=0.8,
+        max_calibration_calls=100,
+        random_state=0,
+    ).fit(texts, labels)
     assert budget.calibration_["goal_met"] and budget.calibration_["large_rate"] <= 0.3
     assert budget.large_.calls == budget.calibration_["large_calls"]["asked"] <= 100
     assert budget.calibration_["large_rate"] > 0
@@ -247,8 +270,14 @@ def test_a_budget_of_nothing_sent_asks_the_large_model_nothing(sentiment):
     texts, labels = sentiment
     large = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.95)
     with pytest.warns(CalibrationWarning, match="nothing to the large model"):
-        shunt = ShuntClassifier(make_small("tfidf"), large, policy="max_large_rate", max_large_rate=0.0,
-                                validation_fraction=0.8, random_state=0).fit(texts, labels)
+        shunt = ShuntClassifier(
+            make_small("tfidf"),
+            large,
+            policy="max_large_rate",
+            max_large_rate=0.0,
+            validation_fraction=0.8,
+            random_state=0,
+        ).fit(texts, labels)
     assert shunt.threshold_ == -np.inf and getattr(shunt.large_, "calls", 0) == 0
 
 
@@ -279,5 +308,10 @@ def test_bad_settings_of_the_sampled_policies_are_clear_errors(sentiment):
         budget_limit(c, max_large_rate=-0.1, alpha=0.1)
     texts, labels = sentiment
     with pytest.raises(ConfigError, match="policy 'max_large_rate' needs max_large_rate in \\[0, 1\\], got None"):
-        ShuntClassifier(make_small("tfidf"), FakeLargeModel(dict(zip(texts, labels))), policy="max_large_rate",
-                        validation_fraction=0.8, random_state=0).fit(texts, labels)
+        ShuntClassifier(
+            make_small("tfidf"),
+            FakeLargeModel(dict(zip(texts, labels))),
+            policy="max_large_rate",
+            validation_fraction=0.8,
+            random_state=0,
+        ).fit(texts, labels)

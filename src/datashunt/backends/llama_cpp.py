@@ -15,8 +15,10 @@ from .base import SHARED_CONSTRAINTS, Call, LargeModel, Scored
 from .prompt import surface_forms
 from .weights import DEFAULT_MODEL, MODELS, is_installed, model_path
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def gguf_path(model) -> Path:
@@ -45,11 +47,14 @@ def load(path: Path, n_ctx: int, n_threads=None):
     """A llama.cpp model from a GGUF file and the chat formatter its metadata asks for."""
     llama_cpp = require("llama_cpp", "llama")
     try:
-        llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
-                              logits_all=False, verbose=False)
+        llm = llama_cpp.Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(), logits_all=False, verbose=False
+        )
     except (ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"llama.cpp could not load {path}: {exc}. The file may be truncated or "
-                             "corrupt; delete it and run datashunt setup again") from None
+        raise ModelFileError(
+            f"llama.cpp could not load {path}: {exc}. The file may be truncated or "
+            "corrupt; delete it and run datashunt setup again"
+        ) from None
     template = llm.metadata.get("tokenizer.chat_template") or CHATML
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -57,8 +62,11 @@ def load(path: Path, n_ctx: int, n_threads=None):
         tid = int(llm.metadata.get(key, -1))
         return llm.detokenize([tid], special=True).decode("utf-8", "ignore") if tid >= 0 else ""
 
-    formatter = Jinja2ChatFormatter(template, eos_token=token_text("tokenizer.ggml.eos_token_id"),
-                                    bos_token=token_text("tokenizer.ggml.bos_token_id"))
+    formatter = Jinja2ChatFormatter(
+        template,
+        eos_token=token_text("tokenizer.ggml.eos_token_id"),
+        bos_token=token_text("tokenizer.ggml.bos_token_id"),
+    )
     return llm, formatter
 
 
@@ -121,7 +129,7 @@ class Batched:
                 lib.llama_memory_clear(memory, True)
                 self.prefix = []
                 for at in range(0, start, self.n_batch):
-                    self._decode([(prompts[0][at:min(start, at + self.n_batch)], 0, at)])
+                    self._decode([(prompts[0][at : min(start, at + self.n_batch)], 0, at)])
                 self.prefix = prompts[0][:start]
             for seq in range(1, self.size + 1):  # every earlier batch's sequences go, so the cells are free
                 lib.llama_memory_seq_rm(memory, seq, -1, -1)
@@ -132,8 +140,14 @@ class Batched:
             lib.llama_memory_clear(memory, True)
             self.prefix = []
             raise LargeModelError(f"llama.cpp failed to evaluate a batch of prompts: {exc}") from None
-        return [log_softmax(np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx.ctx, row),
-                                                  shape=(self.n_vocab,)).astype(np.float64)) for row in rows]
+        return [
+            log_softmax(
+                np.ctypeslib.as_array(lib.llama_get_logits_ith(self._ctx.ctx, row), shape=(self.n_vocab,)).astype(
+                    np.float64
+                )
+            )
+            for row in rows
+        ]
 
     def _decode(self, parts) -> list[int]:
         """One decode of ``(tokens, sequence, first position)`` parts; the batch row of each part's last token."""
@@ -213,8 +227,20 @@ class LlamaCppModel(LargeModel):
         **SHARED_CONSTRAINTS,
     }
 
-    def __init__(self, model=DEFAULT_MODEL, *, n_ctx=2048, n_threads=None, reuse_prefix=True, batch_size=4,
-                 label_scoring="first_token", prompt=None, price=None, cache=True, min_label_mass=0.05):
+    def __init__(
+        self,
+        model=DEFAULT_MODEL,
+        *,
+        n_ctx=2048,
+        n_threads=None,
+        reuse_prefix=True,
+        batch_size=4,
+        label_scoring="first_token",
+        prompt=None,
+        price=None,
+        cache=True,
+        min_label_mass=0.05,
+    ):
         self.model = model
         self.n_ctx = n_ctx
         self.n_threads = n_threads
@@ -253,15 +279,19 @@ class LlamaCppModel(LargeModel):
         key = tuple(labels)
         if key not in self._label_ids:
             llm = self._loaded
-            ids = [{llm.tokenize(form.encode(), add_bos=False, special=False)[0] for form in surface_forms(label)}
-                   for label in labels]
-            shared = {t for i, a in enumerate(ids) for b in ids[i + 1:] for t in a & b}
+            ids = [
+                {llm.tokenize(form.encode(), add_bos=False, special=False)[0] for form in surface_forms(label)}
+                for label in labels
+            ]
+            shared = {t for i, a in enumerate(ids) for b in ids[i + 1 :] for t in a & b}
             ids = [sorted(a - shared) for a in ids]
             empty = [label for label, a in zip(labels, ids) if not a]
             if empty:
-                raise ConfigError(f"labels {empty} start with the same token as another label, so the model's "
-                                  "first answer token cannot tell them apart; rename them (label_names) or "
-                                  "score whole labels (label_scoring='whole')")
+                raise ConfigError(
+                    f"labels {empty} start with the same token as another label, so the model's "
+                    "first answer token cannot tell them apart; rename them (label_names) or "
+                    "score whole labels (label_scoring='whole')"
+                )
             self._label_ids[key] = ids
         return self._label_ids[key]
 
@@ -270,8 +300,12 @@ class LlamaCppModel(LargeModel):
         key = ("whole",) + tuple(labels)
         if key not in self._label_ids:
             llm = self._loaded
-            self._label_ids[key] = [sorted({tuple(llm.tokenize(form.encode(), add_bos=False, special=False))
-                                            for form in surface_forms(label)}) for label in labels]
+            self._label_ids[key] = [
+                sorted(
+                    {tuple(llm.tokenize(form.encode(), add_bos=False, special=False)) for form in surface_forms(label)}
+                )
+                for label in labels
+            ]
         return self._label_ids[key]
 
     def _whole_labels(self, llm, n_prompt: int, logp, labels) -> np.ndarray:
@@ -296,8 +330,10 @@ class LlamaCppModel(LargeModel):
         llm = self._llm()
         tokens = llm.tokenize(self._formatter(messages=messages).prompt.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) >= self.n_ctx:
-            raise LargeModelError(f"prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}; "
-                                  "shorten the text or raise n_ctx")
+            raise LargeModelError(
+                f"prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}; "
+                "shorten the text or raise n_ctx"
+            )
         return tokens
 
     def _score(self, messages, labels) -> Scored:
@@ -343,8 +379,8 @@ class LlamaCppModel(LargeModel):
             self._batched = Batched(self._llm(), self.batch_size)
         prompts = [tokens for _, tokens in group]
         if len(group) > 1 and not self._batched.fits(prompts):  # too long together: halve (one alone always fits)
-            yield from self._score_group(group[:len(group) // 2])
-            yield from self._score_group(group[len(group) // 2:])
+            yield from self._score_group(group[: len(group) // 2])
+            yield from self._score_group(group[len(group) // 2 :])
             return
         start = time.perf_counter()
         try:

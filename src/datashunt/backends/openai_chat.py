@@ -47,8 +47,10 @@ def label_logprobs(top_logprobs: list[tuple[str, float]], labels: list[str]) -> 
     return np.array([logsumexp(lp) if lp else -np.inf for lp in per_label])
 
 
-STATED_SUFFIX = ("\nAfter the label, on the same line, give your confidence that it is right as a whole number "
-                 "from 0 to 100, e.g.: positive 85")
+STATED_SUFFIX = (
+    "\nAfter the label, on the same line, give your confidence that it is right as a whole number "
+    "from 0 to 100, e.g.: positive 85"
+)
 
 
 def stated_logprobs(content, labels: list[str]) -> np.ndarray:
@@ -148,11 +150,15 @@ class OpenAIEndpoint:
     def _validate_params(self):
         super()._validate_params()
         if not env_name(self.api_key_env):
-            raise InvalidParameterError(f"The 'api_key_env' parameter must name an environment variable "
-                                        f"(letters, digits, underscores), got {self.api_key_env!r}.")
+            raise InvalidParameterError(
+                f"The 'api_key_env' parameter must name an environment variable "
+                f"(letters, digits, underscores), got {self.api_key_env!r}."
+            )
         if self.base_url is not None and not http_url(self.base_url):
-            raise InvalidParameterError(f"The 'base_url' parameter must be an http:// or https:// URL with a host, "
-                                        f"such as http://127.0.0.1:8000/v1, got {self.base_url!r}.")
+            raise InvalidParameterError(
+                f"The 'base_url' parameter must be an http:// or https:// URL with a host, "
+                f"such as http://127.0.0.1:8000/v1, got {self.base_url!r}."
+            )
 
     def _api_key(self) -> str:
         key = os.environ.get(self.api_key_env)
@@ -165,8 +171,7 @@ class OpenAIEndpoint:
     def _client(self, asynchronous=False):
         openai = require("openai", "openai")
         cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
-        return cls(api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout,
-                   max_retries=self.max_retries)
+        return cls(api_key=self._api_key(), base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries)
 
     @contextlib.contextmanager
     def _failures(self):
@@ -175,8 +180,9 @@ class OpenAIEndpoint:
         try:
             yield
         except (openai.APIError, json.JSONDecodeError) as exc:
-            raise LargeModelError(f"call to {self.model!r} failed: {self._redact(f'{type(exc).__name__}: {exc}')}") \
-                from None
+            raise LargeModelError(
+                f"call to {self.model!r} failed: {self._redact(f'{type(exc).__name__}: {exc}')}"
+            ) from None
 
     def _usage(self, response) -> list[int]:
         """Prompt and completion tokens of a chat completion, after checking it is one with choices."""
@@ -311,9 +317,25 @@ class OpenAIChatModel(OpenAIEndpoint, LargeModel):
         **SHARED_CONSTRAINTS,
     }
 
-    def __init__(self, model, *, base_url=None, api_key_env="OPENAI_API_KEY", timeout=30.0, max_retries=2,
-                 max_concurrency=8, top_logprobs=20, max_chars=20_000, scoring="logprobs", samples=5, temperature=1.0,
-                 prompt=None, price=None, cache=True, min_label_mass=0.01):
+    def __init__(
+        self,
+        model,
+        *,
+        base_url=None,
+        api_key_env="OPENAI_API_KEY",
+        timeout=30.0,
+        max_retries=2,
+        max_concurrency=8,
+        top_logprobs=20,
+        max_chars=20_000,
+        scoring="logprobs",
+        samples=5,
+        temperature=1.0,
+        prompt=None,
+        price=None,
+        cache=True,
+        min_label_mass=0.01,
+    ):
         self.model = model
         self.base_url = base_url
         self.api_key_env = api_key_env
@@ -331,11 +353,16 @@ class OpenAIChatModel(OpenAIEndpoint, LargeModel):
         self.min_label_mass = min_label_mass
 
     def describe(self) -> str:
-        mode = {"logprobs": "", "stated": "; confidence stated by the model, not measured from log-probabilities",
-                "sampled": f"; confidence from the votes of {self.samples} samples at temperature {self.temperature} "
-                           "(self-consistency), not from log-probabilities"}[self.scoring]
-        return (f"model {self.model!r} at {self.base_url or DEFAULT_URL} (OpenAI-compatible HTTP), "
-                f"API key from ${self.api_key_env}{mode}")
+        mode = {
+            "logprobs": "",
+            "stated": "; confidence stated by the model, not measured from log-probabilities",
+            "sampled": f"; confidence from the votes of {self.samples} samples at temperature {self.temperature} "
+            "(self-consistency), not from log-probabilities",
+        }[self.scoring]
+        return (
+            f"model {self.model!r} at {self.base_url or DEFAULT_URL} (OpenAI-compatible HTTP), "
+            f"API key from ${self.api_key_env}{mode}"
+        )
 
     def identity(self) -> str:
         mode = {"logprobs": "", "stated": ":stated", "sampled": f":sampled{self.samples}@{self.temperature}"}
@@ -345,10 +372,15 @@ class OpenAIChatModel(OpenAIEndpoint, LargeModel):
         if self.scoring == "stated":
             return dict(model=self.model, messages=_with_text(messages, STATED_SUFFIX), max_tokens=16, temperature=0.0)
         if self.scoring == "sampled":
-            return dict(model=self.model, messages=messages, max_tokens=8, temperature=self.temperature,
-                        n=self.samples)
-        return dict(model=self.model, messages=messages, max_tokens=1, temperature=0.0, logprobs=True,
-                    top_logprobs=self.top_logprobs)
+            return dict(model=self.model, messages=messages, max_tokens=8, temperature=self.temperature, n=self.samples)
+        return dict(
+            model=self.model,
+            messages=messages,
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=True,
+            top_logprobs=self.top_logprobs,
+        )
 
     def _score_many(self, todo, progress):
         return self._run_all(todo, progress)
@@ -372,7 +404,9 @@ class OpenAIChatModel(OpenAIEndpoint, LargeModel):
             ) from None
         numbers = all(isinstance(token, str) and type(lp) in (int, float) and lp <= 1e-6 for token, lp in top)
         if not numbers or logsumexp([lp for _, lp in top]) > LOGPROB_SLACK:
-            raise LargeModelError(f"the endpoint returned impossible logprobs for model {self.model!r} (not "
-                                  f"numbers, NaN, above 0 or more than 1 in all): {top[:5]}; the answer was not "
-                                  "used or cached")
+            raise LargeModelError(
+                f"the endpoint returned impossible logprobs for model {self.model!r} (not "
+                f"numbers, NaN, above 0 or more than 1 in all): {top[:5]}; the answer was not "
+                "used or cached"
+            )
         return Scored(label_logprobs(top, labels), *tokens)

@@ -59,8 +59,10 @@ class Prompt:
                 raise ConfigError(f"prompt {name} must be a string or None, got {type(getattr(self, name)).__name__}")
         size = len(self.instruction) + len(self.template or DEFAULT_TEMPLATE) + len(self.system or "")
         if size > MAX_PROMPT_CHARS:
-            raise ConfigError(f"prompt instruction, template and system hold {size:,} characters; at most "
-                              f"{MAX_PROMPT_CHARS:,} are sent with every item")
+            raise ConfigError(
+                f"prompt instruction, template and system hold {size:,} characters; at most "
+                f"{MAX_PROMPT_CHARS:,} are sent with every item"
+            )
         if self.template is not None:
             check_template(self.template)
 
@@ -91,7 +93,7 @@ def check_template(template: str) -> None:
     >>> check_template("{text.__class__}")
     Traceback (most recent call last):
     ...
-    datashunt.exceptions.ConfigError: prompt template field '{text.__class__}' is not allowed; use only {instruction}, {labels}, {hint}, {text}
+    datashunt.exceptions.ConfigError: prompt template field '{text.__class__}' is not allowed; ...
     """
     try:
         fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
@@ -100,8 +102,10 @@ def check_template(template: str) -> None:
     for name, spec, conv in fields:
         if name not in TEMPLATE_FIELDS or spec or conv:
             shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
-            raise ConfigError(f"prompt template field {shown!r} is not allowed; use only "
-                              + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS))
+            raise ConfigError(
+                f"prompt template field {shown!r} is not allowed; use only "
+                + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+            )
     if [name for name, _, _ in fields].count("text") != 1:
         raise ConfigError("prompt template must contain {text} exactly once")
 

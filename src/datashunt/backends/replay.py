@@ -72,8 +72,16 @@ class ReplayModel(LargeModel):
         "name": [str],
     }
 
-    def __init__(self, table, *, key_column="id", prediction_column="prediction", confidence_column=None,
-                 price=None, name="replay"):
+    def __init__(
+        self,
+        table,
+        *,
+        key_column="id",
+        prediction_column="prediction",
+        confidence_column=None,
+        price=None,
+        name="replay",
+    ):
         self.table = table
         self.key_column = key_column
         self.prediction_column = prediction_column
@@ -93,7 +101,9 @@ class ReplayModel(LargeModel):
             from ..io.datasets.files import read_table
 
             frame = self.table if isinstance(self.table, pd.DataFrame) else read_table(self.table)
-            needed = [self.key_column, self.prediction_column] + ([self.confidence_column] if self.confidence_column else [])
+            needed = [self.key_column, self.prediction_column] + (
+                [self.confidence_column] if self.confidence_column else []
+            )
             missing = [c for c in needed if c not in frame.columns]
             if missing:
                 raise DataError(f"replay table lacks column(s) {missing}; it has {list(frame.columns)}")
@@ -102,8 +112,9 @@ class ReplayModel(LargeModel):
             self._frame = frame.set_index(frame[self.key_column].astype(str))
         return self._frame
 
-    def predict_proba(self, inputs, labels, hints=None, candidates=None, progress: bool = False,
-                      modality="auto") -> LargeResult:
+    def predict_proba(
+        self, inputs, labels, hints=None, candidates=None, progress: bool = False, modality="auto"
+    ) -> LargeResult:
         """Recorded answers for ``inputs``, looked up by each item's key in its modality (a text
         itself; an image's content hash, :meth:`datashunt.modalities.image.Image.key`). Hints cannot
         change a recorded answer and are ignored; ``candidates`` renormalise the recorded
@@ -113,8 +124,9 @@ class ReplayModel(LargeModel):
         if len(set(labels)) != len(labels) or not labels:
             raise ConfigError(f"labels must be distinct and non-empty, got {labels!r}")
         if len(inputs) == 0:
-            return LargeResult(np.zeros((0, len(labels))), np.zeros(0), np.zeros(0, int), np.zeros(0, bool), [],
-                               np.zeros(0))
+            return LargeResult(
+                np.zeros((0, len(labels))), np.zeros(0), np.zeros(0, int), np.zeros(0, bool), [], np.zeros(0)
+            )
         frame = self._records()
         batch = self._inputs(inputs, modality)
         problems = batch.problems or [None] * len(batch)
@@ -146,5 +158,11 @@ class ReplayModel(LargeModel):
         proba[[e is not None for e in error]] = np.nan
         per_call = Price.coerce(self.price).cost(0, 0)
         ok = np.array([e is None for e in error])
-        return LargeResult(proba=proba, cost=np.where(ok, per_call, 0.0), prompt_tokens=np.zeros(len(keys), int),
-                           cached=np.zeros(len(keys), bool), error=error, call_seconds=np.zeros(len(keys)))
+        return LargeResult(
+            proba=proba,
+            cost=np.where(ok, per_call, 0.0),
+            prompt_tokens=np.zeros(len(keys), int),
+            cached=np.zeros(len(keys), bool),
+            error=error,
+            call_seconds=np.zeros(len(keys)),
+        )

@@ -59,7 +59,7 @@ class ImageLabelModel(LargeModel):
         from ..progress import track
 
         size = int(self.batch_size)
-        chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+        chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
         for chunk in track(chunks, "large model", enabled=progress):
             names = list(dict.fromkeys(label for call in chunk for label in call.labels))
             start = time.perf_counter()

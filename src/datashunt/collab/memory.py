@@ -26,8 +26,10 @@ class ExampleMemory:
     def fit(self, texts, answers) -> "ExampleMemory":
         texts, answers = [str(t) for t in texts], [str(a) for a in answers]
         if not texts or len(texts) != len(answers):
-            raise DataError(f"example memory needs as many answers as texts, at least one; got {len(texts)} "
-                            f"texts and {len(answers)} answers")
+            raise DataError(
+                f"example memory needs as many answers as texts, at least one; got {len(texts)} "
+                f"texts and {len(answers)} answers"
+            )
         self.texts_, self.answers_ = np.array(texts), np.array(answers)
         self.vectorizer_ = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True)
         self.index_ = NearestNeighbors(metric="cosine").fit(self.vectorizer_.fit_transform(texts))

@@ -28,8 +28,9 @@ def soft_hint(proba, labels: list[str], excelled: list[int]) -> Hint | None:
     Examples
     --------
     >>> hint = soft_hint([0.05, 0.7, 0.25], ["cat", "dog", "fox"], [0, 1])
-    >>> str(hint)
-    'Prior knowledge from a specialised classifier that is reliable on these classes: cat with probability 0.05, dog with probability 0.70.'
+    >>> str(hint).split(": ")
+    ['Prior knowledge from a specialised classifier that is reliable on these classes',
+     'cat with probability 0.05, dog with probability 0.70.']
     >>> hint.prior
     {'cat': 0.05, 'dog': 0.7}
     """
@@ -37,8 +38,10 @@ def soft_hint(proba, labels: list[str], excelled: list[int]) -> Hint | None:
         return None
     parts = [f"{labels[j]} with probability {proba[j]:.2f}" for j in excelled]
     prior = {labels[j]: round(float(proba[j]), 2) for j in excelled}
-    return Hint("Prior knowledge from a specialised classifier that is reliable on these classes: "
-                + ", ".join(parts) + ".", prior)
+    return Hint(
+        "Prior knowledge from a specialised classifier that is reliable on these classes: " + ", ".join(parts) + ".",
+        prior,
+    )
 
 
 def hard_candidates(proba, excelled: list[int], cutoff: float) -> list[int]:
@@ -76,9 +79,17 @@ def class_report(y_true, y_pred, classes, level: float) -> pd.DataFrame:
     from sklearn.metrics import precision_recall_fscore_support
 
     precision, recall, _, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=list(classes), zero_division=0)
-    return pd.DataFrame({"class": list(classes), "precision": precision, "recall": recall, "support": support,
-                         "excels": (precision >= level) & (recall >= level) & (support > 0)})
+        y_true, y_pred, labels=list(classes), zero_division=0
+    )
+    return pd.DataFrame(
+        {
+            "class": list(classes),
+            "precision": precision,
+            "recall": recall,
+            "support": support,
+            "excels": (precision >= level) & (recall >= level) & (support > 0),
+        }
+    )
 
 
 @dataclass(frozen=True)

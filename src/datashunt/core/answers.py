@@ -25,8 +25,15 @@ class Answers:
     @classmethod
     def empty(cls, n: int, k: int) -> "Answers":
         """Rows for ``n`` items none of which was asked."""
-        return cls(np.full((n, k), np.nan), np.full(n, np.nan), np.zeros(n), np.zeros(n), np.zeros(n, bool),
-                   np.zeros(n, int), [None] * n)
+        return cls(
+            np.full((n, k), np.nan),
+            np.full(n, np.nan),
+            np.zeros(n),
+            np.zeros(n),
+            np.zeros(n, bool),
+            np.zeros(n, int),
+            [None] * n,
+        )
 
     @property
     def ok(self) -> np.ndarray:
@@ -50,8 +57,15 @@ def answer(model, inputs, classes, labels, measure, progress=False, modality="au
     n = len(inputs)
     if isinstance(model, LargeModel):
         result = model.predict_proba(inputs, labels, progress=progress, modality=modality, **prompt_args)
-        got = Answers(result.proba, np.full(n, np.nan), result.cost, model.price_of(result.prompt_tokens),
-                      result.cached, result.prompt_tokens, list(result.error))
+        got = Answers(
+            result.proba,
+            np.full(n, np.nan),
+            result.cost,
+            model.price_of(result.prompt_tokens),
+            result.cached,
+            result.prompt_tokens,
+            list(result.error),
+        )
     else:
         raw = model.predict_proba(inputs)
         proba = np.zeros((n, len(classes)))
@@ -72,6 +86,8 @@ def require_answers(ok, flags: list, model: str) -> None:
     ``flags`` saying why not): every call failing says the model cannot be reached as configured."""
     if len(flags) and not any(ok):
         first = str(flags[0]) if len(str(flags[0])) <= 200 else str(flags[0])[:199] + "…"
-        raise LargeModelError(f"all {len(flags)} calls to {model} on the validation data failed (the first: "
-                              f"{first}); δ cannot be calibrated without its answers: check where its calls go "
-                              "(endpoint, model name, key) and fit again")
+        raise LargeModelError(
+            f"all {len(flags)} calls to {model} on the validation data failed (the first: "
+            f"{first}); δ cannot be calibrated without its answers: check where its calls go "
+            "(endpoint, model name, key) and fit again"
+        )

@@ -39,7 +39,8 @@ def threshold_sweep(
     -------
     DataFrame with columns ``threshold``, ``accuracy``, ``large_rate``, ``cost``, ``n_large``,
     ``gap_se`` and ``gain`` (accuracy minus the large model's), one row per threshold from "nothing
-    to the large model" (-inf) to "everything" (+inf). ``gap_se`` is the standard error of the paired difference between the shunt's accuracy
+    to the large model" (-inf) to "everything" (+inf). ``gap_se`` is the standard error of the
+    paired difference between the shunt's accuracy
     and the large model's alone: only items kept by the small model on which the two disagree add
     to it, so it measures how much of that difference could be validation noise.
 
@@ -172,8 +173,9 @@ def _best_accuracy(ok, acc, rate):
     return _lowest_rate(ok & (acc >= best - 1e-12), rate)
 
 
-def per_class_thresholds(confidence, predicted, small_correct, large_correct, n_classes: int,
-                         min_accuracy: float) -> tuple[np.ndarray, bool]:
+def per_class_thresholds(
+    confidence, predicted, small_correct, large_correct, n_classes: int, min_accuracy: float
+) -> tuple[np.ndarray, bool]:
     """One δ per predicted class (FrugalML's idea): the fewest large calls reaching ``min_accuracy``.
 
     Each class's items (by the class the first stage predicts) get a sweep of their own. For a
@@ -200,8 +202,11 @@ def per_class_thresholds(confidence, predicted, small_correct, large_correct, n_
         mask = predicted == c
         if mask.any():
             sweep = threshold_sweep(confidence[mask], small_correct[mask], large_correct[mask])
-            sweeps[c] = (sweep["threshold"].to_numpy(), sweep["accuracy"].to_numpy() * mask.sum(),
-                         sweep["n_large"].to_numpy())
+            sweeps[c] = (
+                sweep["threshold"].to_numpy(),
+                sweep["accuracy"].to_numpy() * mask.sum(),
+                sweep["n_large"].to_numpy(),
+            )
 
     def choose(lam):
         picks = {}
@@ -274,9 +279,15 @@ def cascade_sweep(confidence, correct, cost, n_grid: int = 40, quality=None) -> 
     return pd.DataFrame(rows, columns=columns)
 
 
-def choose_point(sweep: pd.DataFrame, policy: str = "match_last", *, tolerance: float = 0.0,
-                 max_cost: float | None = None, max_last_rate: float | None = None,
-                 target_accuracy: float | None = None) -> Choice:
+def choose_point(
+    sweep: pd.DataFrame,
+    policy: str = "match_last",
+    *,
+    tolerance: float = 0.0,
+    max_cost: float | None = None,
+    max_last_rate: float | None = None,
+    target_accuracy: float | None = None,
+) -> Choice:
     """Pick a row of a :func:`cascade_sweep`.
 
     ``match_last``: the cheapest row whose accuracy is at least the last stage's alone minus
@@ -308,15 +319,28 @@ def choose_point(sweep: pd.DataFrame, policy: str = "match_last", *, tolerance: 
     candidates = [i for i in order if ok[i]]
     met = bool(candidates)
     if not met:
-        warnings.warn(f"no thresholds reach the goal '{goal}' on the validation data (best accuracy "
-                      f"{acc.max():.4f}); using the most accurate ones instead", CalibrationWarning, stacklevel=2)
+        warnings.warn(
+            f"no thresholds reach the goal '{goal}' on the validation data (best accuracy "
+            f"{acc.max():.4f}); using the most accurate ones instead",
+            CalibrationWarning,
+            stacklevel=2,
+        )
         candidates = list(np.lexsort((rate, cost, -acc)))
     row = int(candidates[0])
     return Choice(float(sweep["threshold_1"].iloc[row]), row, goal, met)
 
 
-def per_class_refine(confidence, predicted, correct, cost, start: list, n_classes: int, min_accuracy: float,
-                     n_grid: int = 40, rounds: int = 3) -> tuple[list, bool]:
+def per_class_refine(
+    confidence,
+    predicted,
+    correct,
+    cost,
+    start: list,
+    n_classes: int,
+    min_accuracy: float,
+    n_grid: int = 40,
+    rounds: int = 3,
+) -> tuple[list, bool]:
     """Per-class thresholds for any number of stages, by coordinate descent from single ones.
 
     Starting from ``start`` (S - 1 single thresholds, e.g. the row :func:`choose_point` picked),

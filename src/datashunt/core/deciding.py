@@ -31,8 +31,9 @@ def keeps(confidence, threshold, predicted=None) -> np.ndarray:
         raise ConfigError("per-class thresholds need the class each item was predicted to be")
     else:
         predicted = np.asarray(predicted, dtype=int)
-        if predicted.shape != confidence.shape or (len(predicted) and not 0 <= predicted.min() <= predicted.max()
-                                                   < len(threshold)):
+        if predicted.shape != confidence.shape or (
+            len(predicted) and not 0 <= predicted.min() <= predicted.max() < len(threshold)
+        ):
             raise ConfigError(f"predicted classes must be indices below {len(threshold)}, one per item")
         delta = threshold[predicted]
     with np.errstate(invalid="ignore"):

@@ -32,8 +32,13 @@ def reference(confidence, threshold, predicted=None) -> dict:
     """
     c, sent = _sent_on(confidence, threshold, predicted)
     edges = np.unique(np.quantile(c, np.linspace(0.1, 0.9, 9))) if len(c) else np.zeros(0)
-    return {"n": int(len(c)), "threshold": np.asarray(threshold, dtype=float).tolist(), "sent_on": int(sent.sum()),
-            "edges": edges.tolist(), "counts": _counts(c, edges).tolist()}
+    return {
+        "n": int(len(c)),
+        "threshold": np.asarray(threshold, dtype=float).tolist(),
+        "sent_on": int(sent.sum()),
+        "edges": edges.tolist(),
+        "counts": _counts(c, edges).tolist(),
+    }
 
 
 def _sent_on(confidence, threshold, predicted):
@@ -51,7 +56,8 @@ def _counts(c, edges) -> np.ndarray:
 def check(ref: dict | None, confidence, threshold, predicted=None, level: float = LEVEL) -> dict | None:
     """Compare a live batch with the calibration :func:`reference`; warn and flag when it differs beyond chance.
 
-    The shares sent on are compared only while δ is the one calibrated. Returns None when there is nothing to compare (no reference, or fewer than ``MIN_ITEMS`` items).
+    The shares sent on are compared only while δ is the one calibrated. Returns None when there
+    is nothing to compare (no reference, or fewer than ``MIN_ITEMS`` items).
 
     Examples
     --------
@@ -69,13 +75,21 @@ def check(ref: dict | None, confidence, threshold, predicted=None, level: float 
     table = np.vstack([ref["counts"], _counts(c, np.asarray(ref["edges"], dtype=float))])
     table = table[:, table.sum(axis=0) > 0]
     confidence_p = float(chi2_contingency(table)[1]) if table.shape[1] > 1 else 1.0
-    result = {"n_live": int(len(c)), "live_large_share": live_sent / len(c),
-              "calibration_large_share": ref["sent_on"] / ref["n"], "p_large_share": share_p,
-              "p_confidence": confidence_p, "drifted": bool(min(share_p, confidence_p) < level)}
+    result = {
+        "n_live": int(len(c)),
+        "live_large_share": live_sent / len(c),
+        "calibration_large_share": ref["sent_on"] / ref["n"],
+        "p_large_share": share_p,
+        "p_confidence": confidence_p,
+        "drifted": bool(min(share_p, confidence_p) < level),
+    }
     if result["drifted"]:
-        warnings.warn(f"this batch differs from the calibration data: {result['live_large_share']:.1%} of "
-                      f"{len(c)} items are sent on by the first stage against {result['calibration_large_share']:.1%} "
-                      f"on validation (p = {share_p:.2g}), confidence distribution p = {confidence_p:.2g}; "
-                      "δ and its guarantee were calibrated for other data: recalibrate on fresh labelled items",
-                      DriftWarning, stacklevel=3)
+        warnings.warn(
+            f"this batch differs from the calibration data: {result['live_large_share']:.1%} of "
+            f"{len(c)} items are sent on by the first stage against {result['calibration_large_share']:.1%} "
+            f"on validation (p = {share_p:.2g}), confidence distribution p = {confidence_p:.2g}; "
+            "δ and its guarantee were calibrated for other data: recalibrate on fresh labelled items",
+            DriftWarning,
+            stacklevel=3,
+        )
     return result

@@ -98,8 +98,9 @@ class Guaranteed:
     candidates: np.ndarray
 
 
-def guaranteed_match(confidence, small_correct, large_correct, *, epsilon: float = 0.0, alpha: float = 0.1,
-                     n_candidates: int = 50) -> Guaranteed:
+def guaranteed_match(
+    confidence, small_correct, large_correct, *, epsilon: float = 0.0, alpha: float = 0.1, n_candidates: int = 50
+) -> Guaranteed:
     """The cheapest δ whose routed accuracy is at least the large model's minus ``epsilon``, with
     probability at least ``1 - alpha`` over the validation draw (see the module docstring).
 
@@ -116,12 +117,25 @@ def guaranteed_match(confidence, small_correct, large_correct, *, epsilon: float
     >>> 0 < g.large_rate < 1
     True
     """
-    return guaranteed_cascade(*_two_stages(confidence, small_correct, large_correct), policy="match_last",
-                              epsilon=epsilon, alpha=alpha, n_candidates=n_candidates)
+    return guaranteed_cascade(
+        *_two_stages(confidence, small_correct, large_correct),
+        policy="match_last",
+        epsilon=epsilon,
+        alpha=alpha,
+        n_candidates=n_candidates,
+    )
 
 
-def guaranteed_cascade(confidence, correct, *, policy: str = "match_last", epsilon: float = 0.0,
-                       target: float | None = None, alpha: float = 0.1, n_candidates: int = 50) -> Guaranteed:
+def guaranteed_cascade(
+    confidence,
+    correct,
+    *,
+    policy: str = "match_last",
+    epsilon: float = 0.0,
+    target: float | None = None,
+    alpha: float = 0.1,
+    n_candidates: int = 50,
+) -> Guaranteed:
     """One δ shared by every stage but the last of a cascade, with the guarantee of
     :func:`guaranteed_match` against the last stage (``policy="match_last"``) or of
     :func:`guaranteed_target` (``"target_accuracy"``).
@@ -144,8 +158,9 @@ def guaranteed_cascade(confidence, correct, *, policy: str = "match_last", epsil
     n, stages = confidence.shape
     _check(confidence[:, 0], correct[:, 0], correct[:, -1], epsilon, alpha)
     if policy not in ("match_last", "target_accuracy") or (policy == "target_accuracy" and target is None):
-        raise ConfigError(f"a guaranteed cascade takes policy 'match_last', or 'target_accuracy' with a target; "
-                          f"got {policy!r}")
+        raise ConfigError(
+            f"a guaranteed cascade takes policy 'match_last', or 'target_accuracy' with a target; got {policy!r}"
+        )
     candidates = _candidates(confidence[:, :-1].ravel(), n_candidates)
     sure = confidence[None, :, :-1] >= candidates[:, None, None]  # (candidate, item, stage but the last)
     stop = np.where(sure.any(axis=2), sure.argmax(axis=2), stages - 1)  # the first stage sure enough, per candidate
@@ -160,8 +175,9 @@ def guaranteed_cascade(confidence, correct, *, policy: str = "match_last", epsil
     return Guaranteed(float(candidates[n_ok - 1]), float(np.mean(stop[n_ok - 1] == stages - 1)), n_ok, candidates)
 
 
-def guaranteed_target(confidence, small_correct, large_correct, *, target: float, alpha: float = 0.1,
-                      n_candidates: int = 50) -> Guaranteed:
+def guaranteed_target(
+    confidence, small_correct, large_correct, *, target: float, alpha: float = 0.1, n_candidates: int = 50
+) -> Guaranteed:
     """The cheapest δ whose routed accuracy is at least ``target`` with probability ``1 - alpha``.
 
     Candidates are tested from everything-to-the-large-model down, each by the exact lower
@@ -175,12 +191,18 @@ def guaranteed_target(confidence, small_correct, large_correct, *, target: float
     >>> 0.25 < g.large_rate < 0.3  # 25% would reach 0.95 exactly; the bound asks for a little more
     True
     """
-    return guaranteed_cascade(*_two_stages(confidence, small_correct, large_correct), policy="target_accuracy",
-                              target=target, alpha=alpha, n_candidates=n_candidates)
+    return guaranteed_cascade(
+        *_two_stages(confidence, small_correct, large_correct),
+        policy="target_accuracy",
+        target=target,
+        alpha=alpha,
+        n_candidates=n_candidates,
+    )
 
 
-def guaranteed_budget(confidence, small_correct, large_correct, *, max_large_rate: float, alpha: float = 0.1,
-                      n_candidates: int = 50) -> Guaranteed:
+def guaranteed_budget(
+    confidence, small_correct, large_correct, *, max_large_rate: float, alpha: float = 0.1, n_candidates: int = 50
+) -> Guaranteed:
     """The most accurate δ (on validation) among those whose share of items sent to the large
     model stays within ``max_large_rate`` on new data, with probability ``1 - alpha``.
 
@@ -196,8 +218,9 @@ def guaranteed_budget(confidence, small_correct, large_correct, *, max_large_rat
     """
     c, small_correct, large_correct = _check(confidence, small_correct, large_correct, 0.0, alpha)
     candidates = _candidates(c, n_candidates)[::-1]  # cheapest (safest for a budget) first
-    n_ok = int((candidates <= budget_limit(c, max_large_rate=max_large_rate, alpha=alpha,
-                                           n_candidates=n_candidates)).sum())
+    n_ok = int(
+        (candidates <= budget_limit(c, max_large_rate=max_large_rate, alpha=alpha, n_candidates=n_candidates)).sum()
+    )
     if not n_ok:
         return Guaranteed(-np.inf, 0.0, 0, candidates)
     sent = c[None, :] < candidates[:n_ok, None]
@@ -232,8 +255,10 @@ def _two_stages(confidence, small_correct, large_correct):
     c = np.asarray(confidence, dtype=float).ravel()
     small_correct, large_correct = np.asarray(small_correct, bool).ravel(), np.asarray(large_correct, bool).ravel()
     if not len(c) == len(small_correct) == len(large_correct):
-        raise ConfigError(f"guaranteed calibration needs confidences and correctness for the same items, got "
-                          f"{len(c)}, {len(small_correct)} and {len(large_correct)}")
+        raise ConfigError(
+            f"guaranteed calibration needs confidences and correctness for the same items, got "
+            f"{len(c)}, {len(small_correct)} and {len(large_correct)}"
+        )
     return np.column_stack([c, np.ones_like(c)]), np.column_stack([small_correct, large_correct])
 
 
@@ -242,8 +267,9 @@ def _check(confidence, small_correct, large_correct, epsilon, alpha):
     small_correct, large_correct = np.asarray(small_correct, bool), np.asarray(large_correct, bool)
     n = len(c)
     if n == 0 or len(small_correct) != n or len(large_correct) != n or np.isnan(c).any():
-        raise ConfigError("guaranteed calibration needs confidences (no NaN) and correctness for the same, "
-                          "non-empty items")
+        raise ConfigError(
+            "guaranteed calibration needs confidences (no NaN) and correctness for the same, non-empty items"
+        )
     if not 0 <= epsilon < 1 or not 0 < alpha < 1:
         raise ConfigError(f"the tolerance must be in [0, 1) and alpha in (0, 1), got {epsilon} and {alpha}")
     return c, small_correct, large_correct
@@ -269,8 +295,17 @@ def _fixed_sequence(ok) -> int:
     return len(ok) if ok.all() else int(np.argmin(ok))
 
 
-def choose_guaranteed(confidence, small_correct, large_correct, policy: str, *, confidence_level: float,
-                      tolerance: float = 0.0, max_large_rate=None, target_accuracy=None):
+def choose_guaranteed(
+    confidence,
+    small_correct,
+    large_correct,
+    policy: str,
+    *,
+    confidence_level: float,
+    tolerance: float = 0.0,
+    max_large_rate=None,
+    target_accuracy=None,
+):
     """δ for a shunt policy with a guarantee at ``confidence_level``, as a :class:`~datashunt.core.calibration.Choice`.
 
     ``row`` is -1 (the guaranteed thresholds are quantiles of the confidences, not sweep rows);
@@ -302,14 +337,22 @@ def choose_guaranteed(confidence, small_correct, large_correct, policy: str, *, 
     return Choice(found.threshold, -1, goal, met)
 
 
-def warn_uncertified(goal: str, n: int, threshold: float, floor: int, tolerance: float,
-                     confidence_level: float) -> None:
+def warn_uncertified(
+    goal: str, n: int, threshold: float, floor: int, tolerance: float, confidence_level: float
+) -> None:
     """Say that no threshold met ``goal`` on ``n`` validation items, which side everything goes to,
     and, below ``floor`` items, that no data of that size could have."""
-    need = (f" (with tolerance {tolerance:g} and confidence_level {confidence_level:g} it takes at least {floor} "
-            "even when the two models never disagree)" if n < floor else "")
+    need = (
+        f" (with tolerance {tolerance:g} and confidence_level {confidence_level:g} it takes at least {floor} "
+        "even when the two models never disagree)"
+        if n < floor
+        else ""
+    )
     fallback = "everything to the large model" if threshold > 0 else "nothing to the large model"
-    warnings.warn(f"no threshold could be certified for '{goal}' on {n} validation items{need}; using "
-                  f"{fallback}. More validation items (cv= uses every labelled one), a larger tolerance or "
-                  "confidence_level=None (the point estimate, no guarantee) saves large calls",
-                  CalibrationWarning, stacklevel=4)
+    warnings.warn(
+        f"no threshold could be certified for '{goal}' on {n} validation items{need}; using "
+        f"{fallback}. More validation items (cv= uses every labelled one), a larger tolerance or "
+        "confidence_level=None (the point estimate, no guarantee) saves large calls",
+        CalibrationWarning,
+        stacklevel=4,
+    )

@@ -10,7 +10,9 @@ from sklearn.utils.validation import column_or_1d
 from ..exceptions import DataError
 
 
-def require_valid(problems, what: str = "inputs", hint: str = "Clean them, or use route() to get a per-row flag.") -> None:
+def require_valid(
+    problems, what: str = "inputs", hint: str = "Clean them, or use route() to get a per-row flag."
+) -> None:
     """Raise a DataError naming the first bad rows, if any, followed by ``hint``."""
     if not problems:
         return
@@ -61,8 +63,10 @@ def training_sets(X, y, X_val, y_val, fraction: float | None, random_state, who:
     X, kind = batch.items, batch.modality.name
     y = check_targets(y, len(X), who)
     if len(np.unique(y)) < 2:
-        raise DataError(f"the training labels hold only one class ({np.unique(y)[0]}); {who} needs at least two "
-                        "classes to choose between")
+        raise DataError(
+            f"the training labels hold only one class ({np.unique(y)[0]}); {who} needs at least two "
+            "classes to choose between"
+        )
     if X_val is not None:
         batch = as_inputs(X_val, kind)
         require_valid(batch.problems, "validation inputs")

@@ -82,5 +82,7 @@ def get_sequence_measure(name_or_func) -> Callable:
     try:
         return SEQUENCE_MEASURES[name_or_func]
     except KeyError:
-        raise ConfigError(f"unknown sequence confidence {name_or_func!r}; choose one of "
-                          f"{sorted(SEQUENCE_MEASURES)} or pass a callable") from None
+        raise ConfigError(
+            f"unknown sequence confidence {name_or_func!r}; choose one of "
+            f"{sorted(SEQUENCE_MEASURES)} or pass a callable"
+        ) from None

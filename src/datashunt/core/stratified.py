@@ -148,8 +148,9 @@ def hypergeom_lower(successes: int, draws: int, population: int, level: float) -
     return int(counts[np.argmax(tail > level)]) if (tail > level).any() else int(counts[-1])
 
 
-def certify_match(confidence, small_correct, plan: CallPlan, large_correct_asked, *, epsilon: float,
-                  alpha: float) -> Guaranteed:
+def certify_match(
+    confidence, small_correct, plan: CallPlan, large_correct_asked, *, epsilon: float, alpha: float
+) -> Guaranteed:
     """The cheapest δ whose routed accuracy is at least the large model's minus ``epsilon`` with
     probability at least ``1 - alpha`` (see the module docstring); δ = +inf when none is certified.
 
@@ -236,8 +237,10 @@ def _answers(plan: CallPlan, large_correct_asked, n: int) -> np.ndarray:
     answer there is a loss, a right one no win)."""
     asked_ok = np.asarray(large_correct_asked, dtype=bool).ravel()
     if len(asked_ok) != len(plan.ask) or len(plan.sampled_right) != n:
-        raise ConfigError(f"the plan asks {len(plan.ask)} of {len(plan.sampled_right)} items; got {len(asked_ok)} "
-                          f"answers for a pool of {n}")
+        raise ConfigError(
+            f"the plan asks {len(plan.ask)} of {len(plan.sampled_right)} items; got {len(asked_ok)} "
+            f"answers for a pool of {n}"
+        )
     large_ok = np.ones(n, dtype=bool)
     large_ok[plan.ask] = asked_ok
     return large_ok
@@ -248,8 +251,10 @@ def _pool(confidence, small_correct):
     c, right = np.asarray(confidence, dtype=float), np.asarray(small_correct, dtype=bool)
     c, right = (c[:, None], right[:, None]) if c.ndim == 1 else (c, right)
     if c.ndim != 2 or c.size == 0 or c.shape != right.shape or np.isnan(c).any():
-        raise ConfigError("certification needs the small model's confidence (no NaN) and correctness for the same, "
-                          "non-empty labelled items")
+        raise ConfigError(
+            "certification needs the small model's confidence (no NaN) and correctness for the same, "
+            "non-empty labelled items"
+        )
     return c, right
 
 
@@ -284,8 +289,7 @@ def hypergeom_upper(successes: int, draws: int, population: int, level: float) -
     return int(population - hypergeom_lower(draws - successes, draws, population, level))
 
 
-def certify_target(confidence, small_correct, asked, large_correct_asked, *, target: float,
-                   alpha: float) -> Guaranteed:
+def certify_target(confidence, small_correct, asked, large_correct_asked, *, target: float, alpha: float) -> Guaranteed:
     """The cheapest δ whose routed accuracy is at least ``target`` with probability ``1 - alpha``,
     from every label and the large model's answers on a simple random sample ``asked`` of the pool
     (:func:`sample_calls`); δ = +inf when none is certified.
@@ -331,8 +335,9 @@ def certify_target(confidence, small_correct, asked, large_correct_asked, *, tar
     return Guaranteed(chosen, float(np.mean(c < chosen)), n_ok, candidates)
 
 
-def choose_budget(confidence, small_correct, asked, large_correct_asked, *, max_large_rate: float,
-                  alpha: float) -> Guaranteed:
+def choose_budget(
+    confidence, small_correct, asked, large_correct_asked, *, max_large_rate: float, alpha: float
+) -> Guaranteed:
     """The δ with the best estimated accuracy among those whose share of items sent stays within
     ``max_large_rate`` with probability ``1 - alpha``.
 
@@ -409,8 +414,14 @@ def estimated_path(confidence, correct, plan: CallPlan, last_correct_asked, pric
     with np.errstate(invalid="ignore"):
         accuracy = np.where(kept, kept_right, last[None, :]).mean(axis=1)
     columns = {f"threshold_{s + 1}": thresholds for s in range(early[0].shape[1])}
-    return pd.DataFrame(columns | {"accuracy": accuracy, "cost": (reached * price[None]).sum(axis=(1, 2)) / len(reach),
-                                   "last_rate": 1 - kept.mean(axis=1)})
+    return pd.DataFrame(
+        columns
+        | {
+            "accuracy": accuracy,
+            "cost": (reached * price[None]).sum(axis=(1, 2)) / len(reach),
+            "last_rate": 1 - kept.mean(axis=1),
+        }
+    )
 
 
 def _large_estimates(reach, safe, plan: CallPlan, large_correct_asked) -> np.ndarray:
@@ -430,8 +441,9 @@ def _large_estimates(reach, safe, plan: CallPlan, large_correct_asked) -> np.nda
     return large
 
 
-def sampled_sweep(confidence, small_correct, asked, large_correct_asked, large_cost_asked=None, *,
-                  below: float = np.inf) -> pd.DataFrame:
+def sampled_sweep(
+    confidence, small_correct, asked, large_correct_asked, large_cost_asked=None, *, below: float = np.inf
+) -> pd.DataFrame:
     """:func:`~datashunt.core.calibration.threshold_sweep` from a simple random sample of the items
     below ``below`` (:func:`sample_calls`): a sampled item's large answer stands for ``1 / share``
     of them, an unsampled one for none; above ``below`` it is unknown (NaN accuracy where sent)."""
@@ -449,8 +461,16 @@ def sampled_sweep(confidence, small_correct, asked, large_correct_asked, large_c
     return sweep
 
 
-def calls_for(policy: str, confidence, small_correct, budget: int | None, *, alpha: float,
-              max_large_rate: float | None = None, random_state=None):
+def calls_for(
+    policy: str,
+    confidence,
+    small_correct,
+    budget: int | None,
+    *,
+    alpha: float,
+    max_large_rate: float | None = None,
+    random_state=None,
+):
     """Which pool items a guaranteed ``policy`` asks the large model about: a :class:`CallPlan`
     for ``match_large`` (:func:`plan_calls`), sorted indices for the others (:func:`sample_calls`:
     over the whole pool for ``target_accuracy``, below the certified budget for ``max_large_rate``)."""
@@ -475,8 +495,18 @@ def asked_of(calls) -> np.ndarray:
     return calls.ask if isinstance(calls, CallPlan) else calls
 
 
-def choose_stratified(policy: str, confidence, small_correct, calls, large_correct_asked, *,
-                      confidence_level: float, tolerance: float = 0.0, max_large_rate=None, target_accuracy=None):
+def choose_stratified(
+    policy: str,
+    confidence,
+    small_correct,
+    calls,
+    large_correct_asked,
+    *,
+    confidence_level: float,
+    tolerance: float = 0.0,
+    max_large_rate=None,
+    target_accuracy=None,
+):
     """δ for a guaranteed shunt ``policy`` from every label and the answers :func:`calls_for` asked
     for, as a :class:`~datashunt.core.calibration.Choice` (``met`` False, with a warning, when no
     threshold is certified); its ``sweep`` estimate comes from :func:`estimated_sweep` or
@@ -495,12 +525,14 @@ def choose_stratified(policy: str, confidence, small_correct, calls, large_corre
     elif policy == "target_accuracy":
         if target_accuracy is None:
             raise ConfigError("policy 'target_accuracy' needs target_accuracy in [0, 1], got None")
-        found = certify_target(confidence, small_correct, calls, large_correct_asked, target=target_accuracy,
-                               alpha=alpha)
+        found = certify_target(
+            confidence, small_correct, calls, large_correct_asked, target=target_accuracy, alpha=alpha
+        )
         goal = f"accuracy >= {target_accuracy:.4f} {level}"
     else:
-        found = choose_budget(confidence, small_correct, calls, large_correct_asked, max_large_rate=max_large_rate,
-                              alpha=alpha)
+        found = choose_budget(
+            confidence, small_correct, calls, large_correct_asked, max_large_rate=max_large_rate, alpha=alpha
+        )
         goal = f"large-call rate <= {max_large_rate:.4f} {level}"
     if not found.n_certified:
         warn_uncertified(goal, n, found.threshold, floor, tolerance, confidence_level)

@@ -25,10 +25,10 @@ from ..core.calibration import (
 from ..core.confidence import MEASURES, get_measure
 from ..core.deciding import outcome, run_stages, stop_stage
 from ..core.guarantee import guaranteed_cascade
-from ..core.stratified import choose_stratified, estimated_path, plan_calls
 from ..core.inputs import require_valid, training_sets
 from ..core.params import check_params
 from ..core.routes import FALLBACK, INVALID
+from ..core.stratified import choose_stratified, estimated_path, plan_calls
 from ..exceptions import CalibrationWarning, ConfigError, DataError, LargeModelError
 from ..modalities import NAMES, as_inputs
 
@@ -118,10 +118,27 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         "progress": ["boolean"],
     }
 
-    def __init__(self, stages, *, thresholds="auto", policy="match_last", tolerance=0.0, max_cost=None,
-                 max_last_rate=None, target_accuracy=None, confidence_level=None, certification="stratified",
-                 max_calibration_calls=None, per_class=False, confidence="max_proba", label_names=None,
-                 modality="auto", validation_fraction=0.2, random_state=None, progress=False):
+    def __init__(
+        self,
+        stages,
+        *,
+        thresholds="auto",
+        policy="match_last",
+        tolerance=0.0,
+        max_cost=None,
+        max_last_rate=None,
+        target_accuracy=None,
+        confidence_level=None,
+        certification="stratified",
+        max_calibration_calls=None,
+        per_class=False,
+        confidence="max_proba",
+        label_names=None,
+        modality="auto",
+        validation_fraction=0.2,
+        random_state=None,
+        progress=False,
+    ):
         self.stages = stages
         self.thresholds = thresholds
         self.policy = policy
@@ -152,17 +169,23 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         """Train the classifier stages, then calibrate the thresholds on ``X_val, y_val`` (or a
         held-out share of ``X, y``), where every stage answers every validation item."""
         self._check_stages()
-        X, y, X_val, y_val, self.modality_ = training_sets(X, y, X_val, y_val, self.validation_fraction,
-                                                           self.random_state, "a cascade", self.modality)
+        X, y, X_val, y_val, self.modality_ = training_sets(
+            X, y, X_val, y_val, self.validation_fraction, self.random_state, "a cascade", self.modality
+        )
         for _, model in self.stages:
             if isinstance(model, LargeModel):
                 model.check_modality(self.modality_)
         self.classes_ = np.unique(y)
-        self.stages_ = [(name, clone(model) if isinstance(model, LargeModel) else clone(model).fit(X, y))
-                        for name, model in self.stages]
+        self.stages_ = [
+            (name, clone(model) if isinstance(model, LargeModel) else clone(model).fit(X, y))
+            for name, model in self.stages
+        ]
         for name, model in self.stages_:
-            extra = [] if isinstance(model, LargeModel) else sorted(
-                set(np.asarray(model.classes_).tolist()) - set(self.classes_.tolist()), key=str)
+            extra = (
+                []
+                if isinstance(model, LargeModel)
+                else sorted(set(np.asarray(model.classes_).tolist()) - set(self.classes_.tolist()), key=str)
+            )
             if extra:
                 raise DataError(f"stage {name!r} knows classes {extra} that the training labels do not have")
         self.labels_ = label_words(self.classes_.tolist(), self.label_names)
@@ -191,8 +214,9 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
 
     def _given_thresholds(self) -> list:
         if len(self.thresholds) != len(self.stages) - 1:
-            raise ConfigError(f"{len(self.stages)} stages need {len(self.stages) - 1} thresholds, "
-                              f"got {len(self.thresholds)}")
+            raise ConfigError(
+                f"{len(self.stages)} stages need {len(self.stages) - 1} thresholds, got {len(self.thresholds)}"
+            )
         out = []
         for t in self.thresholds:
             t = np.asarray(t, dtype=float)
@@ -203,14 +227,20 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
 
     def _stratified(self) -> bool:
         """Whether the shared δ is certified from labels and a stratified sample of last-stage answers."""
-        return (self.confidence_level is not None and self.certification == "stratified"
-                and self.policy == "match_last" and not self.per_class)
+        return (
+            self.confidence_level is not None
+            and self.certification == "stratified"
+            and self.policy == "match_last"
+            and not self.per_class
+        )
 
     def _calibrate(self, X_val, y_val):
         measure = get_measure(self.confidence)
         stages = self.stages_[:-1] if self._stratified() else self.stages_
-        answers = [answer(model, X_val, self.classes_, self.labels_, measure, self.progress, self.modality_)
-                   for _, model in stages]
+        answers = [
+            answer(model, X_val, self.classes_, self.labels_, measure, self.progress, self.modality_)
+            for _, model in stages
+        ]
         if self._stratified():
             return self._calibrate_stratified(X_val, y_val, answers, measure)
         for (name, _), got in zip(self.stages_, answers):
@@ -227,17 +257,35 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
             self.sweep_, goal = None, self.policy
         else:
             self.sweep_ = cascade_sweep(confidence, correct, price)
-            choice = choose_point(self.sweep_, self.policy, tolerance=self.tolerance, max_cost=self.max_cost,
-                                  max_last_rate=self.max_last_rate, target_accuracy=self.target_accuracy)
+            choice = choose_point(
+                self.sweep_,
+                self.policy,
+                tolerance=self.tolerance,
+                max_cost=self.max_cost,
+                max_last_rate=self.max_last_rate,
+                target_accuracy=self.target_accuracy,
+            )
             self.thresholds_ = self.sweep_.filter(like="threshold_").iloc[choice.row].tolist()
             met, goal = choice.met, choice.goal
             if self.per_class:  # more than two stages: refine the single thresholds class by class
-                self.thresholds_, met = per_class_refine(confidence, predicted, correct, price, self.thresholds_,
-                                                         len(self.classes_), self._accuracy_floor(correct))
+                self.thresholds_, met = per_class_refine(
+                    confidence,
+                    predicted,
+                    correct,
+                    price,
+                    self.thresholds_,
+                    len(self.classes_),
+                    self._accuracy_floor(correct),
+                )
         result = outcome(stop_stage(confidence, self.thresholds_, predicted), correct, price)
         self.calibration_ = {
-            "policy": self.policy, "goal": goal, "goal_met": met, "n_validation": int(len(y_val)),
-            "accuracy": result["accuracy"], "cost_per_item": result["cost"] / len(y_val), "reach": result["reach"],
+            "policy": self.policy,
+            "goal": goal,
+            "goal_met": met,
+            "n_validation": int(len(y_val)),
+            "accuracy": result["accuracy"],
+            "cost_per_item": result["cost"] / len(y_val),
+            "reach": result["reach"],
             "stage_accuracy": correct.mean(axis=0).tolist(),
             "failures": [int((~a.ok).sum()) for a in answers],
             "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0], predicted[:, 0]),
@@ -248,8 +296,9 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         for (name, _), got in zip(self.stages_, answers):
             require_answers(got.ok, got.flag, f"stage {name!r}")
         confidence = np.column_stack([np.nan_to_num(a.confidence, nan=-np.inf) for a in answers])  # failed: pass on
-        correct = np.column_stack([a.ok & (self.classes_[np.nan_to_num(a.proba, nan=-1).argmax(axis=1)] == y_val)
-                                   for a in answers])
+        correct = np.column_stack(
+            [a.ok & (self.classes_[np.nan_to_num(a.proba, nan=-1).argmax(axis=1)] == y_val) for a in answers]
+        )
         plan = plan_calls(confidence, correct, self.max_calibration_calls, random_state=self.random_state)
         name, last = self.stages_[-1]
         got = answer(last, X_val[plan.ask], self.classes_, self.labels_, measure, self.progress, self.modality_)
@@ -259,36 +308,63 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         price = np.column_stack([a.price for a in answers] + [np.zeros(len(y_val))])
         price[plan.ask, -1] = got.price
         self.sweep_ = estimated_path(confidence, correct, plan, last_ok, price)
-        choice = choose_stratified("match_large", confidence, correct, plan, last_ok,
-                                   confidence_level=self.confidence_level, tolerance=self.tolerance)
+        choice = choose_stratified(
+            "match_large",
+            confidence,
+            correct,
+            plan,
+            last_ok,
+            confidence_level=self.confidence_level,
+            tolerance=self.tolerance,
+        )
         self.thresholds_ = [choice.threshold] * (len(self.stages_) - 1)
         row = self.sweep_.loc[self.sweep_["threshold_1"] == choice.threshold].iloc[0]
         stop = stop_stage(np.column_stack([confidence, np.ones(len(y_val))]), self.thresholds_)
         self.calibration_ = {
-            "policy": self.policy, "goal": choice.goal.replace("large-only accuracy", "last stage's"),
-            "goal_met": choice.met, "n_validation": int(len(y_val)), "accuracy": known(row["accuracy"]),
-            "cost_per_item": known(row["cost"]), "reach": [float((stop >= s).mean()) for s in range(len(self.stages_))],
+            "policy": self.policy,
+            "goal": choice.goal.replace("large-only accuracy", "last stage's"),
+            "goal_met": choice.met,
+            "n_validation": int(len(y_val)),
+            "accuracy": known(row["accuracy"]),
+            "cost_per_item": known(row["cost"]),
+            "reach": [float((stop >= s).mean()) for s in range(len(self.stages_))],
             "stage_accuracy": correct.mean(axis=0).tolist() + [known(self.sweep_["accuracy"].iloc[0])],
             "failures": [int((~a.ok).sum()) for a in answers] + [int((~got.ok).sum())],
-            "large_calls": {"asked": int(len(plan.ask)), "budget": self.max_calibration_calls,
-                            "at_risk": int((~correct.all(axis=1))[plan.ask].sum()),
-                            "safe_sampled": int(plan.sampled_right.sum())},
+            "large_calls": {
+                "asked": int(len(plan.ask)),
+                "budget": self.max_calibration_calls,
+                "at_risk": int((~correct.all(axis=1))[plan.ask].sum()),
+                "safe_sampled": int(plan.sampled_right.sum()),
+            },
             "certification": "stratified",
             "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0], None),
         }
 
     def _guaranteed(self, confidence, correct):
         if self.per_class:
-            raise ConfigError("per-class thresholds do not come with a guarantee yet; use per_class=False with "
-                              "confidence_level")
-        found = guaranteed_cascade(confidence, correct, policy=self.policy, epsilon=self.tolerance,
-                                   target=self.target_accuracy, alpha=1 - self.confidence_level)
-        goal = (f"accuracy >= last stage's{f' - {self.tolerance:g}' if self.tolerance else ''}"
-                if self.policy == "match_last" else f"accuracy >= {self.target_accuracy:.4f}")
+            raise ConfigError(
+                "per-class thresholds do not come with a guarantee yet; use per_class=False with confidence_level"
+            )
+        found = guaranteed_cascade(
+            confidence,
+            correct,
+            policy=self.policy,
+            epsilon=self.tolerance,
+            target=self.target_accuracy,
+            alpha=1 - self.confidence_level,
+        )
+        goal = (
+            f"accuracy >= last stage's{f' - {self.tolerance:g}' if self.tolerance else ''}"
+            if self.policy == "match_last"
+            else f"accuracy >= {self.target_accuracy:.4f}"
+        )
         goal += f" with probability >= {self.confidence_level:g} (Learn then Test)"
         if not found.n_certified:
-            warnings.warn(f"no threshold could be certified for '{goal}'; every item goes to the last stage",
-                          CalibrationWarning, stacklevel=3)
+            warnings.warn(
+                f"no threshold could be certified for '{goal}'; every item goes to the last stage",
+                CalibrationWarning,
+                stacklevel=3,
+            )
         return [found.threshold] * (len(self.stages_) - 1), found.n_certified > 0, goal
 
     def _accuracy_floor(self, correct) -> float:
@@ -299,8 +375,14 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         raise ConfigError("per-class thresholds take the policies 'match_last' and 'target_accuracy'")
 
     def _per_class(self, confidence, predicted, correct):
-        delta, met = per_class_thresholds(confidence[:, 0], predicted[:, 0], correct[:, 0], correct[:, 1],
-                                          len(self.classes_), min_accuracy=self._accuracy_floor(correct))
+        delta, met = per_class_thresholds(
+            confidence[:, 0],
+            predicted[:, 0],
+            correct[:, 0],
+            correct[:, 1],
+            len(self.classes_),
+            min_accuracy=self._accuracy_floor(correct),
+        )
         return [delta], met
 
     # -- inference -----------------------------------------------------------------------------
@@ -313,8 +395,10 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         unanswered = np.flatnonzero(np.isnan(proba).any(axis=1))
         if len(unanswered):  # never a silent guess: say which items got no answer at all
             i = unanswered[0]
-            raise LargeModelError(f"{len(unanswered)} items got no answer from any stage (row {i}: "
-                                  f"{table['flag'].iloc[i]}); use route() for a per-row flag")
+            raise LargeModelError(
+                f"{len(unanswered)} items got no answer from any stage (row {i}: "
+                f"{table['flag'].iloc[i]}); use route() for a per-row flag"
+            )
         return proba
 
     def predict(self, X) -> np.ndarray:
@@ -343,8 +427,9 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         valid = np.array([p is None for p in problems]) if problems is not None else np.ones(n, bool)
 
         def ask(s, rows, _):
-            return answer(self.stages_[s][1], inputs[rows], self.classes_, self.labels_, measure, self.progress,
-                          self.modality_)
+            return answer(
+                self.stages_[s][1], inputs[rows], self.classes_, self.labels_, measure, self.progress, self.modality_
+            )
 
         routed = run_stages(valid, ask, self.thresholds_, lambda: Answers.empty(n, k))
         names = np.array([name for name, _ in self.stages_] + [INVALID], dtype=object)  # stage -1 indexes INVALID
@@ -360,10 +445,21 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         for s, got in enumerate(routed.answers):
             confidence[routed.stage == s] = got.confidence[routed.stage == s]
 
-        table = pd.DataFrame({"route": route, "stage": routed.stage, "reached": routed.reached,
-                              "confidence": confidence, "cost": sum(got.cost for got in routed.answers),
-                              "flag": flag})
+        table = pd.DataFrame(
+            {
+                "route": route,
+                "stage": routed.stage,
+                "reached": routed.reached,
+                "confidence": confidence,
+                "cost": sum(got.cost for got in routed.answers),
+                "flag": flag,
+            }
+        )
         first = routed.answers[0]  # does the traffic still look like the calibration data?
-        table.attrs["drift"] = drift.check(self.calibration_.get("drift_reference"), first.confidence,
-                                           self.thresholds_[0], np.nan_to_num(first.proba, nan=-1.0).argmax(axis=1))
+        table.attrs["drift"] = drift.check(
+            self.calibration_.get("drift_reference"),
+            first.confidence,
+            self.thresholds_[0],
+            np.nan_to_num(first.proba, nan=-1.0).argmax(axis=1),
+        )
         return routed.proba(), table

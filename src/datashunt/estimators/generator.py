@@ -103,9 +103,25 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
         "progress": ["boolean"],
     }
 
-    def __init__(self, stages, *, thresholds="auto", policy="match_last", metric="chrf", confidence="mean_proba",
-                 tolerance=0.0, max_cost=None, max_last_rate=None, target_quality=None, hint=False, n_grid=100,
-                 modality="auto", validation_fraction=0.2, random_state=None, progress=False):
+    def __init__(
+        self,
+        stages,
+        *,
+        thresholds="auto",
+        policy="match_last",
+        metric="chrf",
+        confidence="mean_proba",
+        tolerance=0.0,
+        max_cost=None,
+        max_last_rate=None,
+        target_quality=None,
+        hint=False,
+        n_grid=100,
+        modality="auto",
+        validation_fraction=0.2,
+        random_state=None,
+        progress=False,
+    ):
         self.stages = stages
         self.thresholds = thresholds
         self.policy = policy
@@ -138,10 +154,13 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
         X, references, self.modality_ = self._pairs(X, references, "training")
         if X_val is None:
             if len(X) < 4:
-                raise DataError(f"{len(X)} training pairs are too few to hold some out for calibration; "
-                                "give X_val and references_val")
+                raise DataError(
+                    f"{len(X)} training pairs are too few to hold some out for calibration; "
+                    "give X_val and references_val"
+                )
             X, X_val, references, references_val = train_test_split(
-                X, references, test_size=self.validation_fraction, random_state=self.random_state)
+                X, references, test_size=self.validation_fraction, random_state=self.random_state
+            )
         else:
             X_val, references_val, _ = self._pairs(X_val, references_val, "validation", self.modality_)
         self.stages_ = []
@@ -153,8 +172,9 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
             self._calibrate(X_val, references_val)
         else:
             if len(self.thresholds) != len(self.stages) - 1:
-                raise ConfigError(f"{len(self.stages)} stages need {len(self.stages) - 1} thresholds, "
-                                  f"got {len(self.thresholds)}")
+                raise ConfigError(
+                    f"{len(self.stages)} stages need {len(self.stages) - 1} thresholds, got {len(self.thresholds)}"
+                )
             self.thresholds_ = [float(t) for t in self.thresholds]
             self.sweep_, self.calibration_ = None, {"policy": "fixed"}
         return self
@@ -169,21 +189,27 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
         self._validate_names(names)
         for name, model in self.stages:
             if not HasMethods(["fit", "generate", "check_modality"]).is_satisfied_by(model):
-                raise ConfigError(f"stage {name!r} is not a generator (it needs fit, generate and check_modality "
-                                  f"methods), got {type(model).__name__}")
+                raise ConfigError(
+                    f"stage {name!r} is not a generator (it needs fit, generate and check_modality "
+                    f"methods), got {type(model).__name__}"
+                )
 
     @staticmethod
     def _pairs(X, references, what: str, modality="auto"):
         batch = as_inputs(X, modality)
         require_valid(batch.problems, f"{what} inputs")
         if references is None or len(references) != len(batch.items):
-            raise DataError(f"{what}: expected one reference per item ({len(batch.items)}), got "
-                            f"{'none' if references is None else len(references)}")
+            raise DataError(
+                f"{what}: expected one reference per item ({len(batch.items)}), got "
+                f"{'none' if references is None else len(references)}"
+            )
         references = list(references)
         missing = [i for i, r in enumerate(references) if not _has_text(r)]
         if missing:
-            raise DataError(f"{what}: {len(missing)} items have no reference, or one that is not text (rows "
-                            f"{missing[:5]}); drop them or give each a reference")
+            raise DataError(
+                f"{what}: {len(missing)} items have no reference, or one that is not text (rows "
+                f"{missing[:5]}); drop them or give each a reference"
+            )
         return batch.items, references, batch.modality.name
 
     def _calibrate(self, X_val, references_val):
@@ -200,17 +226,27 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
             return metric.corpus(_standing(texts, stage), references_val)
 
         self.sweep_ = cascade_sweep(confidence, item_quality, price, n_grid=self.n_grid, quality=corpus)
-        choice = choose_point(self.sweep_, self.policy.replace("quality", "accuracy"), tolerance=self.tolerance,
-                              max_cost=self.max_cost, max_last_rate=self.max_last_rate,
-                              target_accuracy=self.target_quality)
+        choice = choose_point(
+            self.sweep_,
+            self.policy.replace("quality", "accuracy"),
+            tolerance=self.tolerance,
+            max_cost=self.max_cost,
+            max_last_rate=self.max_last_rate,
+            target_accuracy=self.target_quality,
+        )
         self.thresholds_ = self.sweep_.filter(like="threshold_").iloc[choice.row].tolist()
         stage = stop_stage(confidence, self.thresholds_)
         result = outcome(stage, item_quality, price)
         self.calibration_ = {
-            "policy": self.policy, "goal": choice.goal.replace("accuracy", f"{metric.name}"), "goal_met": choice.met,
-            "metric": metric.name, "n_validation": n, "quality": corpus(stage),
+            "policy": self.policy,
+            "goal": choice.goal.replace("accuracy", f"{metric.name}"),
+            "goal_met": choice.met,
+            "metric": metric.name,
+            "n_validation": n,
+            "quality": corpus(stage),
             "stage_quality": [metric.corpus(t, references_val) for t in texts],
-            "cost_per_item": result["cost"] / n, "reach": result["reach"],
+            "cost_per_item": result["cost"] / n,
+            "reach": result["reach"],
             "failures": [int((~got.ok).sum()) for got in every],
             "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0]),
         }
@@ -257,8 +293,10 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
         missing = np.flatnonzero(table["text"].isna().to_numpy())
         if len(missing):
             i = missing[0]
-            raise LargeModelError(f"{len(missing)} items got no text from any stage (row {i}: "
-                                  f"{table['flag'].iloc[i]}); use route() for a per-row flag")
+            raise LargeModelError(
+                f"{len(missing)} items got no text from any stage (row {i}: "
+                f"{table['flag'].iloc[i]}); use route() for a per-row flag"
+            )
         return table["text"].tolist()
 
     def route(self, X) -> pd.DataFrame:
@@ -295,11 +333,21 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
                 flag[i] = "; ".join(filter(None, [flag[i], f"{name}: {got.flag[i]}"]))
         for i in np.flatnonzero(valid & (routed.stage < 0)):
             flag[i] = flag[i] or "no stage could answer"
-        table = pd.DataFrame({"text": pd.Series(text, dtype=object), "route": route, "stage": routed.stage, "reached": routed.reached,
-                              "confidence": confidence, "completion_tokens": tokens,
-                              "cost": sum(got.cost for got in routed.answers), "flag": flag})
-        table.attrs["drift"] = drift.check(self.calibration_.get("drift_reference"), routed.answers[0].confidence,
-                                           self.thresholds_[0])
+        table = pd.DataFrame(
+            {
+                "text": pd.Series(text, dtype=object),
+                "route": route,
+                "stage": routed.stage,
+                "reached": routed.reached,
+                "confidence": confidence,
+                "completion_tokens": tokens,
+                "cost": sum(got.cost for got in routed.answers),
+                "flag": flag,
+            }
+        )
+        table.attrs["drift"] = drift.check(
+            self.calibration_.get("drift_reference"), routed.answers[0].confidence, self.thresholds_[0]
+        )
         return table
 
     def distill(self, X_pool, *, min_confidence: float = 0.5, epochs=None, X_val=None, references_val=None):
@@ -320,17 +368,20 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
             raise ConfigError(f"the first stage ({type(first).__name__}) is not trainable: it has no distill method")
         table = self.route(X_pool)
         last = len(self.stages_) - 1
-        teach = ((table["stage"] == 0) | ((table["stage"] == last) & (table["confidence"] >= min_confidence))) \
-            & table["text"].notna()
+        teach = ((table["stage"] == 0) | ((table["stage"] == last) & (table["confidence"] >= min_confidence))) & table[
+            "text"
+        ].notna()
         if not teach.any():
-            raise DataError("no confident text in the pool to learn from; give a larger pool or a lower "
-                            "min_confidence")
+            raise DataError("no confident text in the pool to learn from; give a larger pool or a lower min_confidence")
         items = as_inputs(X_pool, self.modality_).items
         rows = np.flatnonzero(teach.to_numpy())
         learnable = copy.deepcopy(getattr(self, "learnable_", None) or first)
         self.learnable_ = learnable.distill(items[rows], table["text"].to_numpy()[rows].tolist(), epochs=epochs)
-        self.distillation_ = {"from_large": int((teach & (table["stage"] == last)).sum()),
-                              "from_small": int((teach & (table["stage"] == 0)).sum()), "pool": len(table)}
+        self.distillation_ = {
+            "from_large": int((teach & (table["stage"] == last)).sum()),
+            "from_small": int((teach & (table["stage"] == 0)).sum()),
+            "pool": len(table),
+        }
         if X_val is not None:
             X_val, references_val, _ = self._pairs(X_val, references_val, "validation", self.modality_)
             self._calibrate(X_val, references_val)

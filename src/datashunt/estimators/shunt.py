@@ -177,11 +177,31 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "progress": ["boolean"],
     }
 
-    def __init__(self, small, large, *, threshold="auto", policy="match_large", max_large_rate=None,
-                 target_accuracy=None, match_z=2.0, tolerance=0.01, confidence_level=0.9, confidence="max_proba", prompt_pruning=None, pruning_level=0.9,
-                 pruning_cutoff=0.1, label_names=None, modality="auto",
-                 validation_fraction=0.2, cv=None, certification="stratified", max_calibration_calls=None,
-                 random_state=None, progress=False):
+    def __init__(
+        self,
+        small,
+        large,
+        *,
+        threshold="auto",
+        policy="match_large",
+        max_large_rate=None,
+        target_accuracy=None,
+        match_z=2.0,
+        tolerance=0.01,
+        confidence_level=0.9,
+        confidence="max_proba",
+        prompt_pruning=None,
+        pruning_level=0.9,
+        pruning_cutoff=0.1,
+        label_names=None,
+        modality="auto",
+        validation_fraction=0.2,
+        cv=None,
+        certification="stratified",
+        max_calibration_calls=None,
+        random_state=None,
+        progress=False,
+    ):
         self.small = small
         self.large = large
         self.threshold = threshold
@@ -213,8 +233,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if self.cv is not None and X_val is not None:
             raise ConfigError("give either X_val (calibrate on it) or cv (cross-fit on the training data), not both")
         fraction = None if self.cv is not None else self.validation_fraction
-        X, y, X_val, y_val, self.modality_ = training_sets(X, y, X_val, y_val, fraction, self.random_state,
-                                                           "a shunt", self.modality)
+        X, y, X_val, y_val, self.modality_ = training_sets(
+            X, y, X_val, y_val, fraction, self.random_state, "a shunt", self.modality
+        )
         self.large_ = clone(self.large)
         self.large_.check_modality(self.modality_)
         self.small_ = clone(self.small).fit(X, y)
@@ -223,8 +244,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             self.n_features_in_ = self.small_.n_features_in_
         unseen = sorted(set(np.unique(y_val).tolist()) - set(self.classes_.tolist()), key=str)
         if unseen:
-            raise DataError(f"validation labels {unseen} never occur in the training data "
-                            f"(classes: {self.classes_.tolist()})")
+            raise DataError(
+                f"validation labels {unseen} never occur in the training data (classes: {self.classes_.tolist()})"
+            )
         get_measure(self.confidence)  # fail early on an unknown measure
         self.labels_ = self._labels()
         self.large_.fit(X, words_for(y, self.classes_, self.labels_))  # a few-shot backend draws its shots
@@ -257,8 +279,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
         rarest = int(np.unique(y, return_counts=True)[1].min())
         if rarest < self.cv:
-            raise DataError(f"cv={self.cv} needs at least {self.cv} labelled items of every class; the rarest "
-                            f"has {rarest}")
+            raise DataError(
+                f"cv={self.cv} needs at least {self.cv} labelled items of every class; the rarest has {rarest}"
+            )
         folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
         return cross_val_predict(clone(self.small), X, y, cv=folds, method="predict_proba")
 
@@ -303,24 +326,45 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         small_ok, large_ok = small_pred == y_val, large_pred == y_val
         self.sweep_ = threshold_sweep(routing.confidence_small, small_ok, large_ok, large_cost)
         if self.confidence_level is None:
-            choice = choose_threshold(self.sweep_, self.policy, max_large_rate=self.max_large_rate,
-                                      target_accuracy=self.target_accuracy, match_z=self.match_z,
-                                      tolerance=self.tolerance)
+            choice = choose_threshold(
+                self.sweep_,
+                self.policy,
+                max_large_rate=self.max_large_rate,
+                target_accuracy=self.target_accuracy,
+                match_z=self.match_z,
+                tolerance=self.tolerance,
+            )
         else:
-            choice = choose_guaranteed(routing.confidence_small, small_ok, large_ok, self.policy,
-                                       confidence_level=self.confidence_level, tolerance=self.tolerance,
-                                       max_large_rate=self.max_large_rate, target_accuracy=self.target_accuracy)
+            choice = choose_guaranteed(
+                routing.confidence_small,
+                small_ok,
+                large_ok,
+                self.policy,
+                confidence_level=self.confidence_level,
+                tolerance=self.tolerance,
+                max_large_rate=self.max_large_rate,
+                target_accuracy=self.target_accuracy,
+            )
         self.threshold_ = choice.threshold
         kept = keeps(routing.confidence_small, self.threshold_)
         self.calibration_ = {
-            "policy": self.policy, "goal": choice.goal, "goal_met": choice.met, "threshold": self.threshold_,
-            "n_validation": int(len(y_val)), "accuracy": float(np.where(kept, small_ok, large_ok).mean()),
-            "large_rate": float(1 - kept.mean()), "small_accuracy": float(small_ok.mean()),
+            "policy": self.policy,
+            "goal": choice.goal,
+            "goal_met": choice.met,
+            "threshold": self.threshold_,
+            "n_validation": int(len(y_val)),
+            "accuracy": float(np.where(kept, small_ok, large_ok).mean()),
+            "large_rate": float(1 - kept.mean()),
+            "small_accuracy": float(small_ok.mean()),
             "large_accuracy": float(large_ok.mean()),
             "large_failures": int(sum(f is not None for f in routing.flag)),
-            "large_calls": {"asked": int(len(y_val)), "paid": int((~routing.cached).sum()),
-                            "cost": float(routing.cost.sum())},
-            "cross_fitted": self.cv is not None, "certification": "paired" if self.confidence_level else None,
+            "large_calls": {
+                "asked": int(len(y_val)),
+                "paid": int((~routing.cached).sum()),
+                "cost": float(routing.cost.sum()),
+            },
+            "cross_fitted": self.cv is not None,
+            "certification": "paired" if self.confidence_level else None,
             "drift_reference": drift.reference(routing.confidence_small, self.threshold_),
         }
 
@@ -329,9 +373,15 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         small_proba = self.small_.predict_proba(X_val) if small_proba is None else small_proba
         confidence = np.asarray(get_measure(self.confidence)(small_proba), dtype=float)
         small_ok = self.classes_[small_proba.argmax(axis=1)] == y_val
-        calls = calls_for(self.policy, confidence, small_ok, self.max_calibration_calls,
-                          alpha=1 - self.confidence_level, max_large_rate=self.max_large_rate,
-                          random_state=self.random_state)
+        calls = calls_for(
+            self.policy,
+            confidence,
+            small_ok,
+            self.max_calibration_calls,
+            alpha=1 - self.confidence_level,
+            max_large_rate=self.max_large_rate,
+            random_state=self.random_state,
+        )
         ask = asked_of(calls)
         routing = self._route(X_val[ask], threshold=np.inf, small_proba=small_proba[ask])
         failed = np.array([f is not None for f in routing.flag], dtype=bool)
@@ -344,26 +394,48 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             self.sweep_ = estimated_sweep(confidence, small_ok, calls, large_ok, large_cost)
         else:  # a failed call counts as a wrong large answer: an error where the item is sent
             large_ok &= ~failed
-            below = sampled_below(self.policy, confidence, alpha=1 - self.confidence_level,
-                                  max_large_rate=self.max_large_rate)
+            below = sampled_below(
+                self.policy, confidence, alpha=1 - self.confidence_level, max_large_rate=self.max_large_rate
+            )
             self.sweep_ = sampled_sweep(confidence, small_ok, ask, large_ok, large_cost, below=below)
-        choice = choose_stratified(self.policy, confidence, small_ok, calls, large_ok,
-                                   confidence_level=self.confidence_level, tolerance=self.tolerance,
-                                   max_large_rate=self.max_large_rate, target_accuracy=self.target_accuracy)
+        choice = choose_stratified(
+            self.policy,
+            confidence,
+            small_ok,
+            calls,
+            large_ok,
+            confidence_level=self.confidence_level,
+            tolerance=self.tolerance,
+            max_large_rate=self.max_large_rate,
+            target_accuracy=self.target_accuracy,
+        )
         self.threshold_ = choice.threshold
         kept = keeps(confidence, self.threshold_)
         row = self.sweep_.loc[self.sweep_["n_large"] == int((~kept).sum())].iloc[0]
         self.calibration_ = {
-            "policy": self.policy, "goal": choice.goal, "goal_met": choice.met, "threshold": self.threshold_,
-            "n_validation": int(len(y_val)), "accuracy": known(row["accuracy"]),
-            "large_rate": float(1 - kept.mean()), "small_accuracy": float(small_ok.mean()),
+            "policy": self.policy,
+            "goal": choice.goal,
+            "goal_met": choice.met,
+            "threshold": self.threshold_,
+            "n_validation": int(len(y_val)),
+            "accuracy": known(row["accuracy"]),
+            "large_rate": float(1 - kept.mean()),
+            "small_accuracy": float(small_ok.mean()),
             "large_accuracy": known(self.sweep_["accuracy"].iloc[-1]),
             "large_failures": int(failed.sum()),
-            "large_calls": {"asked": int(len(ask)), "paid": int((~routing.cached).sum()),
-                            "cost": float(routing.cost.sum()), "budget": self.max_calibration_calls}
-            | ({"small_wrong": int((~small_ok[ask]).sum()), "small_right_sampled": int(calls.sampled_right.sum())}
-               if isinstance(calls, CallPlan) else {}),
-            "cross_fitted": self.cv is not None, "certification": "stratified",
+            "large_calls": {
+                "asked": int(len(ask)),
+                "paid": int((~routing.cached).sum()),
+                "cost": float(routing.cost.sum()),
+                "budget": self.max_calibration_calls,
+            }
+            | (
+                {"small_wrong": int((~small_ok[ask]).sum()), "small_right_sampled": int(calls.sampled_right.sum())}
+                if isinstance(calls, CallPlan)
+                else {}
+            ),
+            "cross_fitted": self.cv is not None,
+            "certification": "stratified",
             "drift_reference": drift.reference(confidence, self.threshold_),
         }
 
@@ -398,11 +470,18 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         ok = ~np.isnan(routing.proba).any(axis=1)
         labels = np.empty(len(ok), dtype=object)
         labels[ok] = self.classes_[routing.proba[ok].argmax(axis=1)]
-        table = pd.DataFrame({
-            "route": routing.route, "confidence_small": routing.confidence_small,
-            "confidence_large": routing.confidence_large, "label": labels, "cost": routing.cost,
-            "prompt_tokens": routing.prompt_tokens, "cached": routing.cached, "flag": routing.flag,
-        })
+        table = pd.DataFrame(
+            {
+                "route": routing.route,
+                "confidence_small": routing.confidence_small,
+                "confidence_large": routing.confidence_large,
+                "label": labels,
+                "cost": routing.cost,
+                "prompt_tokens": routing.prompt_tokens,
+                "cached": routing.cached,
+                "flag": routing.flag,
+            }
+        )
         table.attrs["drift"] = self._drift(routing)
         return table
 
@@ -455,16 +534,27 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         routing = self._route(inputs, specific_only=True)  # the large model answers what s1 is unsure of
         proba_large = np.where((routing.route == LARGE)[:, None], routing.proba, np.nan)
         targets = two_stage_targets(routing.small_proba, routing.confidence_small, proba_large, self.threshold_)
-        self.learnable_ = learn(getattr(self, "learnable_", None), self.small_, inputs, targets, self.classes_,
-                                epochs=epochs, X_train=X_train, y_train=y_train)
+        self.learnable_ = learn(
+            getattr(self, "learnable_", None),
+            self.small_,
+            inputs,
+            targets,
+            self.classes_,
+            epochs=epochs,
+            X_train=X_train,
+            y_train=y_train,
+        )
         if X_val is not None:
             batch = as_inputs(X_val, self.modality_)
             require_valid(batch.problems, "validation inputs")
             self._calibrate(batch.items, check_targets(y_val, len(batch), type(self).__name__))
         self.distillation_ = {
-            "n_pool": int(len(inputs)), "n_skipped_invalid": int((~ok).sum()),
-            "n_from_small": int(targets.from_small.sum()), "n_from_large": int(targets.from_large.sum()),
-            "n_large_asked": int(np.isin(routing.route, ASKED_LARGE).sum()), "large_cost": float(routing.cost.sum()),
+            "n_pool": int(len(inputs)),
+            "n_skipped_invalid": int((~ok).sum()),
+            "n_from_small": int(targets.from_small.sum()),
+            "n_from_large": int(targets.from_large.sum()),
+            "n_large_asked": int(np.isin(routing.route, ASKED_LARGE).sum()),
+            "large_cost": float(routing.cost.sum()),
             "threshold": self.threshold_,
         }
         return self
@@ -475,8 +565,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         require_valid(batch.problems)
         return self._route(batch.items)
 
-    def _route(self, inputs, problems=None, threshold=None, specific_only=False, small_proba=None,
-               first=None) -> Routing:
+    def _route(
+        self, inputs, problems=None, threshold=None, specific_only=False, small_proba=None, first=None
+    ) -> Routing:
         """Two stages on the cascade engine: the small model (the surer of the specific one and its
         2CD copy, or the specific one alone, or the given ``small_proba``), then the large model,
         prompted with Prompt Pruning from the specific one."""
@@ -492,8 +583,16 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         def ask(stage, rows, _):
             if stage == 1:
                 pruning = self.pruning_.prompt_args(specific[rows], self.labels_) if self.pruning_ else {}
-                return answer(self.large_, inputs[rows], self.classes_, self.labels_, max_proba, self.progress,
-                              self.modality_, **pruning)
+                return answer(
+                    self.large_,
+                    inputs[rows],
+                    self.classes_,
+                    self.labels_,
+                    max_proba,
+                    self.progress,
+                    self.modality_,
+                    **pruning,
+                )
             if small_proba is not None:  # out-of-fold answers, from cross-fitting
                 got = Answers.empty(len(rows), k)
                 got.proba, got.confidence = small_proba[rows], np.asarray(measure(small_proba[rows]), dtype=float)
@@ -507,15 +606,25 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 specific[rows] = np.array(first["specific"].tolist(), dtype=float).reshape(-1, k)[rows]
                 learnable[rows] = first["learnable"].to_numpy(bool)[rows]
                 return got
-            got, specific[rows], learnable[rows] = self._small(inputs[rows] if len(rows) < n else inputs,
-                                                                specific_only)
+            got, specific[rows], learnable[rows] = self._small(inputs[rows] if len(rows) < n else inputs, specific_only)
             return got
 
         routed = run_stages(valid, ask, [threshold], lambda: Answers.empty(n, k))
         small, large = routed.answers
-        route = np.select([routed.stage < 0, routed.reached == 0, routed.stage == 1],
-                          [INVALID, np.where(learnable, LEARNABLE, SMALL), LARGE], FALLBACK).astype(object)
+        route = np.select(
+            [routed.stage < 0, routed.reached == 0, routed.stage == 1],
+            [INVALID, np.where(learnable, LEARNABLE, SMALL), LARGE],
+            FALLBACK,
+        ).astype(object)
         flag = [p if p is not None else f for p, f in zip(problems or [None] * n, large.flag)]
-        return Routing(proba=routed.proba(), route=route, confidence_small=small.confidence,
-                       confidence_large=large.confidence, cost=large.cost, cached=large.cached, flag=flag,
-                       small_proba=small.proba, prompt_tokens=large.prompt_tokens)
+        return Routing(
+            proba=routed.proba(),
+            route=route,
+            confidence_small=small.confidence,
+            confidence_large=large.confidence,
+            cost=large.cost,
+            cached=large.cached,
+            flag=flag,
+            small_proba=small.proba,
+            prompt_tokens=large.prompt_tokens,
+        )

@@ -72,8 +72,13 @@ def per_group(per_class: pd.DataFrame, groups: dict) -> pd.DataFrame:
     for name in order:
         part = per_class[group == name]
         weight = part["support"].to_numpy(dtype=float)
-        rows.append({"group": name, "support": int(weight.sum()),
-                     **{m: float(np.average(part[m].to_numpy(dtype=float), weights=weight)) for m in measures}})
+        rows.append(
+            {
+                "group": name,
+                "support": int(weight.sum()),
+                **{m: float(np.average(part[m].to_numpy(dtype=float), weights=weight)) for m in measures},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -93,9 +98,12 @@ def compare(shunt, X, y, progress: bool = False, groups: dict | None = None) -> 
     classes = shunt.classes_
     known = np.isin(y, classes)
     if not known.all():
-        warnings.warn(f"{int((~known).sum())} test items have labels never seen in training "
-                      f"{sorted(set(y[~known].tolist()), key=str)[:5]}; they count as errors", DatashuntWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{int((~known).sum())} test items have labels never seen in training "
+            f"{sorted(set(y[~known].tolist()), key=str)[:5]}; they count as errors",
+            DatashuntWarning,
+            stacklevel=2,
+        )
     valid = np.ones(len(y), bool) if problems is None else np.array([p is None for p in problems])
     if not valid.any():
         shown = "; ".join(f"row {i}: {p}" for i, p in enumerate(problems[:3]))
@@ -127,22 +135,45 @@ def compare(shunt, X, y, progress: bool = False, groups: dict | None = None) -> 
     routes.loc[~known, "flag"] = "label unseen in training"
 
     def row(name, pred, to_large, seconds, failures):
-        return _system_row(name, pred, y, classes, to_large, float(price[to_large].sum()),
-                           float(call_seconds[to_large].sum()), failures, seconds)
+        return _system_row(
+            name,
+            pred,
+            y,
+            classes,
+            to_large,
+            float(price[to_large].sum()),
+            float(call_seconds[to_large].sum()),
+            failures,
+            seconds,
+        )
 
-    summary = pd.DataFrame([
-        row("small only", small_pred, np.zeros(len(y), bool), small_seconds, 0),
-        row("large only", large_pred, valid, large_seconds, int((~large.ok).sum())),
-        row("data shunt", routes["label"].to_numpy(), routed, shunt_seconds, int((routes["route"] == FALLBACK).sum())),
-    ])
-    per_class = pd.DataFrame([
-        {"class": c, "support": int((y == c).sum()),
-         "small_accuracy": float(np.mean(small_pred[y == c] == c)),
-         "large_accuracy": float(np.mean(large_pred[y == c] == c)),
-         "shunt_accuracy": float(np.mean(routes["label"].to_numpy()[y == c] == c)),
-         "large_rate": float(routed[y == c].mean())}
-        for c in classes if (y == c).any()
-    ])
+    summary = pd.DataFrame(
+        [
+            row("small only", small_pred, np.zeros(len(y), bool), small_seconds, 0),
+            row("large only", large_pred, valid, large_seconds, int((~large.ok).sum())),
+            row(
+                "data shunt",
+                routes["label"].to_numpy(),
+                routed,
+                shunt_seconds,
+                int((routes["route"] == FALLBACK).sum()),
+            ),
+        ]
+    )
+    per_class = pd.DataFrame(
+        [
+            {
+                "class": c,
+                "support": int((y == c).sum()),
+                "small_accuracy": float(np.mean(small_pred[y == c] == c)),
+                "large_accuracy": float(np.mean(large_pred[y == c] == c)),
+                "shunt_accuracy": float(np.mean(routes["label"].to_numpy()[y == c] == c)),
+                "large_rate": float(routed[y == c].mean()),
+            }
+            for c in classes
+            if (y == c).any()
+        ]
+    )
     return Evaluation(summary, per_class, routes, None if groups is None else per_group(per_class, groups))
 
 
@@ -161,8 +192,10 @@ def compare_cascade(cascade, X, y, progress: bool = False, groups: dict | None =
     y = np.asarray(y, dtype=object)
     valid = np.ones(len(y), bool) if problems is None else np.array([p is None for p in problems])
     if not valid.any():
-        raise DataError(f"none of the {len(y)} test items can be evaluated: "
-                        + "; ".join(f"row {i}: {p}" for i, p in enumerate(problems[:3])))
+        raise DataError(
+            f"none of the {len(y)} test items can be evaluated: "
+            + "; ".join(f"row {i}: {p}" for i, p in enumerate(problems[:3]))
+        )
     idx, last = np.flatnonzero(valid), len(cascade.stages_) - 1
     measure, classes = get_measure(cascade.confidence), cascade.classes_
     rows, price, preds = [], np.zeros((len(y), last + 1)), {}
@@ -173,19 +206,49 @@ def compare_cascade(cascade, X, y, progress: bool = False, groups: dict | None =
         pred[idx[got.ok]] = classes[got.proba[got.ok].argmax(axis=1)]
         price[idx, s] = got.price
         preds[f"{name} only"] = pred
-        rows.append(_system_row(f"{name} only", pred, y, classes, valid & (s == last), float(price[:, s].sum()),
-                                float("nan"), int((~got.ok).sum()), time.perf_counter() - start))
+        rows.append(
+            _system_row(
+                f"{name} only",
+                pred,
+                y,
+                classes,
+                valid & (s == last),
+                float(price[:, s].sum()),
+                float("nan"),
+                int((~got.ok).sum()),
+                time.perf_counter() - start,
+            )
+        )
     start = time.perf_counter()
     routes = cascade.route(inputs)
     reached = routes["reached"].to_numpy()
     paid = (np.arange(last + 1)[None, :] <= reached[:, None]) * price
-    rows.append(_system_row("cascade", routes["label"].to_numpy(), y, classes, reached == last, float(paid.sum()),
-                            float("nan"), int((routes["route"] == FALLBACK).sum()), time.perf_counter() - start))
+    rows.append(
+        _system_row(
+            "cascade",
+            routes["label"].to_numpy(),
+            y,
+            classes,
+            reached == last,
+            float(paid.sum()),
+            float("nan"),
+            int((routes["route"] == FALLBACK).sum()),
+            time.perf_counter() - start,
+        )
+    )
     routes.insert(0, "true_label", y)
     preds["cascade"] = routes["label"].to_numpy()
-    per_class = pd.DataFrame([{"class": c, "support": int((y == c).sum()),
-                               **{f"{system}_accuracy": float(np.mean(p[y == c] == c)) for system, p in preds.items()}}
-                              for c in classes if (y == c).any()])
+    per_class = pd.DataFrame(
+        [
+            {
+                "class": c,
+                "support": int((y == c).sum()),
+                **{f"{system}_accuracy": float(np.mean(p[y == c] == c)) for system, p in preds.items()},
+            }
+            for c in classes
+            if (y == c).any()
+        ]
+    )
     return Evaluation(pd.DataFrame(rows), per_class, routes, None if groups is None else per_group(per_class, groups))
 
 
@@ -193,12 +256,24 @@ def _system_row(name, pred, y, classes, to_large, cost, large_seconds, failures,
     """One system's row of a summary; ``to_large`` marks the items it sent to the large (last) model."""
     correct = np.array([p is not None and p == t for p, t in zip(pred, y)])
     answered = np.array([p is not None for p in pred])
-    return {"system": name, "accuracy": correct.mean(),
-            "macro_f1": f1_score(y.astype(str), np.where(answered, pred, "<none>").astype(str),
-                                 labels=[str(c) for c in classes], average="macro", zero_division=0),
-            "large_rate": to_large.mean(), "large_calls": int(to_large.sum()), "cost": cost,
-            "large_seconds": large_seconds, "unanswered": int((~answered).sum()), "large_failures": failures,
-            "seconds": seconds}
+    return {
+        "system": name,
+        "accuracy": correct.mean(),
+        "macro_f1": f1_score(
+            y.astype(str),
+            np.where(answered, pred, "<none>").astype(str),
+            labels=[str(c) for c in classes],
+            average="macro",
+            zero_division=0,
+        ),
+        "large_rate": to_large.mean(),
+        "large_calls": int(to_large.sum()),
+        "cost": cost,
+        "large_seconds": large_seconds,
+        "unanswered": int((~answered).sum()),
+        "large_failures": failures,
+        "seconds": seconds,
+    }
 
 
 def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None = None, texts=None) -> Path:
@@ -210,9 +285,13 @@ def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(shunt, Cascade):
-        report = {"info": info or {}, "stages": [name for name, _ in shunt.stages_],
-                  "thresholds": [np.asarray(t).tolist() for t in shunt.thresholds_],
-                  "calibration": shunt.calibration_, "classes": [str(c) for c in shunt.classes_]}
+        report = {
+            "info": info or {},
+            "stages": [name for name, _ in shunt.stages_],
+            "thresholds": [np.asarray(t).tolist() for t in shunt.thresholds_],
+            "calibration": shunt.calibration_,
+            "classes": [str(c) for c in shunt.classes_],
+        }
     else:
         report = {
             "info": info or {},
@@ -243,9 +322,12 @@ def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None
     if evaluation is not None:
         routes = evaluation.routes if texts is None else evaluation.routes.assign(text=list(texts))
     figure = folder / "sweep.png"
-    page = report_html(json.loads(text), routes,
-                       figure.read_bytes() if report.get("figure") and figure.is_file() else None,
-                       title=f"Data Shunt report: {(info or {}).get('command', folder.name)}")
+    page = report_html(
+        json.loads(text),
+        routes,
+        figure.read_bytes() if report.get("figure") and figure.is_file() else None,
+        title=f"Data Shunt report: {(info or {}).get('command', folder.name)}",
+    )
     (folder / "report.html").write_text(page, encoding="utf-8")
     return folder
 
@@ -266,8 +348,7 @@ def collaboration(shunt, evaluation: Evaluation | None = None) -> dict:
     }
     if evaluation is not None:
         routes = evaluation.routes["route"]
-        out["answered_by"] = {name: float((routes == name).mean())
-                              for name in ROUTES}
+        out["answered_by"] = {name: float((routes == name).mean()) for name in ROUTES}
     return out
 
 
@@ -277,9 +358,15 @@ def describe_collaboration(info: dict) -> str:
     parts = [f"Prompt Pruning: {pruning}"]
     if info["prompt_pruning"]:
         parts[0] += f" (small model excels in: {', '.join(info['excelled_classes']) or 'no class'})"
-    parts.append("2CD: " + ("off" if info["distillation"] is None else
-                            f"{info['distillation']['n_from_large']} items from the large model, "
-                            f"{info['distillation']['n_from_small']} from the small one"))
+    parts.append(
+        "2CD: "
+        + (
+            "off"
+            if info["distillation"] is None
+            else f"{info['distillation']['n_from_large']} items from the large model, "
+            f"{info['distillation']['n_from_small']} from the small one"
+        )
+    )
     if "answered_by" in info:
         parts.append("answered by " + ", ".join(f"{k} {v:.1%}" for k, v in info["answered_by"].items() if v))
     return "; ".join(parts)
@@ -292,8 +379,9 @@ def describe_calibration(calibration: dict) -> str:
     --------
     >>> describe_calibration({"goal": "accuracy >= large-only accuracy - 0.01 with probability >= 0.9 "
     ...                       "(Learn then Test)", "goal_met": True, "n_validation": 1000, "accuracy": 0.91,
-    ...                       "large_accuracy": 0.9, "large_rate": 0.43})
-    'promise: accuracy >= large-only accuracy - 0.01 with probability >= 0.9 (Learn then Test), certified; on 1000 validation items: accuracy 0.9100 (large only 0.9000), 43.0% sent to the large model'
+    ...                       "large_accuracy": 0.9, "large_rate": 0.43}).split("; ")
+    ['promise: accuracy >= large-only accuracy - 0.01 with probability >= 0.9 (Learn then Test), certified',
+     'on 1000 validation items: accuracy 0.9100 (large only 0.9000), 43.0% sent to the large model']
     >>> describe_calibration({"goal": "accuracy >= large-only accuracy - 0.01 with probability >= 0.9 "
     ...                       "(Learn then Test)", "goal_met": True, "n_validation": 2000, "accuracy": None,
     ...                       "large_accuracy": None, "small_accuracy": 0.88, "large_rate": 0.47,
@@ -310,8 +398,11 @@ def describe_calibration(calibration: dict) -> str:
     line = f"promise: {calibration['goal']}, {status}; on {calibration['n_validation']} validation items{spent}: "
     if "stage_accuracy" in calibration:  # a cascade
         first, last = calibration["stage_accuracy"][0], calibration["stage_accuracy"][-1]
-        line += (f"first stage only {_figure(first)}" if calibration["accuracy"] is None
-                 else f"accuracy {calibration['accuracy']:.4f} (last stage only {_figure(last)})")
+        line += (
+            f"first stage only {_figure(first)}"
+            if calibration["accuracy"] is None
+            else f"accuracy {calibration['accuracy']:.4f} (last stage only {_figure(last)})"
+        )
         return line + (f", {calibration['reach'][-1]:.1%} sent to the last stage" if calibration.get("reach") else "")
     if calibration["accuracy"] is None:  # estimated from a sample that cannot tell: say what the labels show
         line += f"small only {_figure(calibration.get('small_accuracy'))}"

@@ -26,8 +26,14 @@ img { max-width: 100%; }
 SAMPLE_SIZE = 24
 
 
-def report_html(report: dict, routes: pd.DataFrame | None = None, figure_png: bytes | None = None,
-                title: str = "Data Shunt report", sample_size: int = SAMPLE_SIZE, random_state: int = 0) -> str:
+def report_html(
+    report: dict,
+    routes: pd.DataFrame | None = None,
+    figure_png: bytes | None = None,
+    title: str = "Data Shunt report",
+    sample_size: int = SAMPLE_SIZE,
+    random_state: int = 0,
+) -> str:
     """The page for ``report`` (what :func:`~datashunt.eval.compare.write_report` writes to
     ``report.json``), ``routes`` (per item, with ``text``, ``true_label``, ``small_label`` and
     ``large_label`` where known) and the sweep figure as PNG bytes.
@@ -47,34 +53,58 @@ def report_html(report: dict, routes: pd.DataFrame | None = None, figure_png: by
     parts = [f"<h1>{_e(title)}</h1>", _info(report.get("info") or {})]
     if calibration:
         missed = calibration.get("policy") != "fixed" and not calibration.get("goal_met", True)
-        parts.append(f'<p class="promise{" missed" if missed else ""}">{_e(describe_calibration(calibration))}'
-                     f"{_threshold(report.get('threshold'))}</p>")
+        parts.append(
+            f'<p class="promise{" missed" if missed else ""}">{_e(describe_calibration(calibration))}'
+            f"{_threshold(report.get('threshold'))}</p>"
+        )
     if report.get("summary"):
         parts.append(_table(pd.DataFrame(report["summary"]), "Held-out comparison", SUMMARY_COLUMNS, best="accuracy"))
     if report.get("per_class"):
         parts.append(_table(pd.DataFrame(report["per_class"]), "Accuracy by true class", PER_CLASS_COLUMNS))
     if figure_png:
         data = base64.b64encode(figure_png).decode("ascii")
-        parts.append("<h2>Accuracy and share sent against δ (validation)</h2>"
-                     f'<img alt="accuracy and share sent to the large model against the threshold" '
-                     f'src="data:image/png;base64,{data}">')
+        parts.append(
+            "<h2>Accuracy and share sent against δ (validation)</h2>"
+            f'<img alt="accuracy and share sent to the large model against the threshold" '
+            f'src="data:image/png;base64,{data}">'
+        )
     if routes is not None and len(routes):
         parts.append(_sample(routes, sample_size, random_state))
     body = "\n".join(parts)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
 
 
 #: column: (heading, format)
-SUMMARY_COLUMNS = {"system": ("system", "{}"), "accuracy": ("accuracy", "{:.4f}"), "macro_f1": ("macro-F1", "{:.4f}"),
-                   "large_rate": ("sent to large", "{:.1%}"), "large_calls": ("large calls", "{:d}"),
-                   "large_failures": ("failed", "{:d}"), "large_seconds": ("large time (s)", "{:.1f}"),
-                   "cost": ("cost", "{:.4f}")}
-PER_CLASS_COLUMNS = {"class": ("class", "{}"), "support": ("items", "{:d}"),
-                     "small_accuracy": ("small only", "{:.4f}"), "large_accuracy": ("large only", "{:.4f}"),
-                     "shunt_accuracy": ("data shunt", "{:.4f}"), "large_rate": ("sent to large", "{:.1%}")}
-SAMPLE_COLUMNS = {"text": "item", "true_label": "truth", "route": "route", "small_label": "small model",
-                  "confidence_small": "its confidence", "large_label": "large model", "label": "answer"}
+SUMMARY_COLUMNS = {
+    "system": ("system", "{}"),
+    "accuracy": ("accuracy", "{:.4f}"),
+    "macro_f1": ("macro-F1", "{:.4f}"),
+    "large_rate": ("sent to large", "{:.1%}"),
+    "large_calls": ("large calls", "{:d}"),
+    "large_failures": ("failed", "{:d}"),
+    "large_seconds": ("large time (s)", "{:.1f}"),
+    "cost": ("cost", "{:.4f}"),
+}
+PER_CLASS_COLUMNS = {
+    "class": ("class", "{}"),
+    "support": ("items", "{:d}"),
+    "small_accuracy": ("small only", "{:.4f}"),
+    "large_accuracy": ("large only", "{:.4f}"),
+    "shunt_accuracy": ("data shunt", "{:.4f}"),
+    "large_rate": ("sent to large", "{:.1%}"),
+}
+SAMPLE_COLUMNS = {
+    "text": "item",
+    "true_label": "truth",
+    "route": "route",
+    "small_label": "small model",
+    "confidence_small": "its confidence",
+    "large_label": "large model",
+    "label": "answer",
+}
 
 
 def _info(info: dict) -> str:
@@ -105,8 +135,9 @@ def _sample(routes: pd.DataFrame, size: int, random_state: int) -> str:
     large = np.flatnonzero(routes["route"].isin(["large", "fallback"]).to_numpy())
     other = np.setdiff1d(np.arange(len(routes)), large)
     take = min(len(large), size // 2)
-    picked = np.r_[rng.choice(large, take, replace=False), rng.choice(other, min(len(other), size - take),
-                                                                       replace=False)]
+    picked = np.r_[
+        rng.choice(large, take, replace=False), rng.choice(other, min(len(other), size - take), replace=False)
+    ]
     sample = routes.iloc[np.sort(picked)]
     shown = [c for c in SAMPLE_COLUMNS if c in sample.columns]
     head = "".join(f"<th>{_e(SAMPLE_COLUMNS[c])}</th>" for c in shown)
@@ -122,8 +153,10 @@ def _sample(routes: pd.DataFrame, size: int, random_state: int) -> str:
             else:
                 cells.append(f'<td class="text">{_e(_format(value, "{}"))}</td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    return (f"<h2>A sample of routed items ({len(sample)} of {len(routes)})</h2><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+    return (
+        f"<h2>A sample of routed items ({len(sample)} of {len(routes)})</h2><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _format(value, spec: str) -> str:

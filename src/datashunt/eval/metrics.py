@@ -17,8 +17,8 @@ Examples
 import re
 import string
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -74,8 +74,10 @@ class Metric:
         if self.resampler is not None:
             score = self.resampler(hyps, refs)
         else:
+
             def score(idx):
                 return self.corpus_fn([hyps[i] for i in idx], [refs[i] for i in idx])
+
         scores = [score(rng.integers(0, len(hyps), len(hyps))) for _ in range(n)]
         low, high = np.percentile(scores, [2.5, 97.5])
         return float(low), float(high)
@@ -114,6 +116,7 @@ def _rouge_l():
 
 def _mean_resampler(item_fn):
     """For a metric that is the mean of its item scores: score the items once, resample the mean."""
+
     def resampler(hyps, refs):
         each = np.asarray(item_fn(hyps, refs), dtype=float)
         return lambda idx: float(each[idx].mean())

@@ -48,8 +48,10 @@ MAX_BATCH_SIZE = 1024
 #: used within these bounds only (a larger one, or another device, must come from the caller).
 RESOURCE_LIMITS = {
     "n_ctx": (lambda v: v <= MAX_N_CTX, f"at most {MAX_N_CTX:,} tokens"),
-    "n_threads": (lambda v: v is None or v <= (os.cpu_count() or 1),
-                  f"at most this machine's {os.cpu_count() or 1} CPU cores"),
+    "n_threads": (
+        lambda v: v is None or v <= (os.cpu_count() or 1),
+        f"at most this machine's {os.cpu_count() or 1} CPU cores",
+    ),
     "device": (lambda v: v == "cpu", "'cpu' (another device is yours to choose)"),
     "batch_size": (lambda v: v <= MAX_BATCH_SIZE, f"at most {MAX_BATCH_SIZE:,}"),
     "max_concurrency": (lambda v: v <= MAX_CONCURRENCY, f"at most {MAX_CONCURRENCY}"),
@@ -81,8 +83,10 @@ def read_bounded(path: Path, limit: int = MAX_META_BYTES) -> bytes:
 
 def _bounded_size(path, size: int, limit: int) -> None:
     if size > limit:
-        raise ModelFileError(f"{path} is {size:,} bytes, more than the {limit:,} a saved model's file of this kind "
-                             "may hold; refused unread (it was not written by datashunt, or it was changed)")
+        raise ModelFileError(
+            f"{path} is {size:,} bytes, more than the {limit:,} a saved model's file of this kind "
+            "may hold; refused unread (it was not written by datashunt, or it was changed)"
+        )
 
 
 def check_archive(path: Path) -> None:
@@ -96,10 +100,10 @@ def check_archive(path: Path) -> None:
             raise
         raise ModelFileError(f"{path} is corrupt: {exc}") from None
     size = sum(m.file_size for m in members)
-    if size > MAX_MODEL_BYTES or any(m.file_size > (1 << 20) and m.file_size > 100 * m.compress_size
-                                     for m in members):
-        raise ModelFileError(f"{path} unpacks to {size:,} bytes or is compressed beyond any real model; "
-                             "refused (a zip bomb?)")
+    if size > MAX_MODEL_BYTES or any(m.file_size > (1 << 20) and m.file_size > 100 * m.compress_size for m in members):
+        raise ModelFileError(
+            f"{path} unpacks to {size:,} bytes or is compressed beyond any real model; refused (a zip bomb?)"
+        )
 
 
 # -- the small model -----------------------------------------------------------------------------
@@ -136,9 +140,11 @@ def _code_name(value) -> str:
 
 def _is_code(value) -> bool:
     """A function, a ufunc, a partial call, a module or a class (NumPy scalar types aside)."""
-    return (inspect.isroutine(value)
-            or isinstance(value, (np.ufunc, functools.partial, types.CodeType, types.ModuleType))
-            or (isinstance(value, type) and not issubclass(value, np.generic)))
+    return (
+        inspect.isroutine(value)
+        or isinstance(value, (np.ufunc, functools.partial, types.CodeType, types.ModuleType))
+        or (isinstance(value, type) and not issubclass(value, np.generic))
+    )
 
 
 _PLAIN = (str, bytes, int, float, complex, bool, type(None), np.generic, np.dtype, slice, range)
@@ -153,20 +159,27 @@ class _Walk:
     def code(self, name, value) -> None:
         """Refuse a function (or class) unless the caller trusts it by name."""
         if _code_name(value) not in self.trusted:
-            self.refuse(name, value, f"a saved model holds data, not functions; if you know {_code_name(value)} and "
-                                     f"trust the file, pass trusted=[{_code_name(value)!r}]")
+            self.refuse(
+                name,
+                value,
+                f"a saved model holds data, not functions; if you know {_code_name(value)} and "
+                f"trust the file, pass trusted=[{_code_name(value)!r}]",
+            )
 
     def refuse(self, name, value, why="it could read files, write texts to disk, run code or hang"):
-        raise ModelFileError(f"{self.path}: the small model's setting {name}={short(value)} is not allowed in a "
-                             f"loaded model ({why})")
+        raise ModelFileError(
+            f"{self.path}: the small model's setting {name}={short(value)} is not allowed in a loaded model ({why})"
+        )
 
     def visit(self, value, name: str, owner: str, depth: int) -> None:
         """Check ``value``, shown as ``name``; ``owner`` is the name of the estimator holding it."""
         if isinstance(value, _PLAIN):
             return
         if depth > MAX_NESTING:
-            raise ModelFileError(f"{self.path}: the small model nests objects more than {MAX_NESTING} levels deep "
-                                 f"(at {name}); no saved model does, it was changed")
+            raise ModelFileError(
+                f"{self.path}: the small model nests objects more than {MAX_NESTING} levels deep "
+                f"(at {name}); no saved model does, it was changed"
+            )
         if id(value) in self.seen:
             return
         self.seen.add(id(value))
@@ -205,17 +218,26 @@ class _Walk:
         except ConfigError as exc:
             raise ModelFileError(f"{self.path}: {exc}") from None
         except AttributeError as exc:  # a setting missing from the file
-            raise ModelFileError(f"{self.path}: the small model{f' part {name!r}' if name else ''} is incomplete "
-                                 f"({exc}); it was not written by datashunt, or it was changed") from None
+            raise ModelFileError(
+                f"{self.path}: the small model{f' part {name!r}' if name else ''} is incomplete "
+                f"({exc}); it was not written by datashunt, or it was changed"
+            ) from None
         transient = set(getattr(type(model), "_transient", ()))  # rebuilt by the trusted type, never read from a file
         attributes = {k: v for k, v in vars(model).items() if k not in transient} if hasattr(model, "__dict__") else {}
         for key, value in {**attributes, **params}.items():
             full = _join(name, key)
-            if key in params and callable(value) and not _is_model(value) and not (
-                    isinstance(value, type) and issubclass(value, np.generic)):
+            if (
+                key in params
+                and callable(value)
+                and not _is_model(value)
+                and not (isinstance(value, type) and issubclass(value, np.generic))
+            ):
                 self.code(full, value)
-            if (key == "memory" and value is not None) or (key == "input" and value != "content") \
-                    or (key == "token_pattern" and value != TOKEN_PATTERN):
+            if (
+                (key == "memory" and value is not None)
+                or (key == "input" and value != "content")
+                or (key == "token_pattern" and value != TOKEN_PATTERN)
+            ):
                 self.refuse(full, value)
             self.visit(value, full, name, depth + 1)
 
@@ -244,14 +266,18 @@ def saved_threshold(value) -> float:
 def check_thresholds(thresholds, n: int, n_classes: int | None, fail) -> None:
     """Refuse anything but ``n`` thresholds that :func:`threshold_ok` accepts (each may be a list of
     one per class when ``n_classes`` is given)."""
+
     def ok(t):
-        return threshold_ok(t) or (n_classes is not None and isinstance(t, list) and len(t) == n_classes
-                                   and all(threshold_ok(v) for v in t))
+        return threshold_ok(t) or (
+            n_classes is not None and isinstance(t, list) and len(t) == n_classes and all(threshold_ok(v) for v in t)
+        )
 
     if not isinstance(thresholds, list) or len(thresholds) != n or not all(ok(t) for t in thresholds):
         per_class = f" or per-class lists of {n_classes}" if n_classes is not None else ""
-        fail(f"thresholds must be {n} numbers{per_class}, each within [0, 1] (the range of the confidence) or "
-             f"±Infinity, got {short(thresholds)}")
+        fail(
+            f"thresholds must be {n} numbers{per_class}, each within [0, 1] (the range of the confidence) or "
+            f"±Infinity, got {short(thresholds)}"
+        )
 
 
 def check_calibration(calibration: dict, n_classes: int | None, fail) -> None:
@@ -269,19 +295,32 @@ def check_calibration(calibration: dict, n_classes: int | None, fail) -> None:
     good = isinstance(ref, dict) and keys <= set(ref) <= keys | {"threshold"}
     if good:
         edges, counts, n = ref["edges"], ref["counts"], ref["n"]
-        good = (count(n) and count(ref["sent_on"]) and ref["sent_on"] <= n
-                and isinstance(edges, list) and len(edges) <= 9
-                and all(type(e) in (int, float) and 0 <= e <= 1 + ROUNDING for e in edges)
-                and all(a < b for a, b in itertools.pairwise(edges))
-                and isinstance(counts, list) and len(counts) == len(edges) + 1 and all(count(c) for c in counts)
-                and sum(counts) == n)
+        good = (
+            count(n)
+            and count(ref["sent_on"])
+            and ref["sent_on"] <= n
+            and isinstance(edges, list)
+            and len(edges) <= 9
+            and all(type(e) in (int, float) and 0 <= e <= 1 + ROUNDING for e in edges)
+            and all(a < b for a, b in itertools.pairwise(edges))
+            and isinstance(counts, list)
+            and len(counts) == len(edges) + 1
+            and all(count(c) for c in counts)
+            and sum(counts) == n
+        )
         if good and "threshold" in ref:
             t = ref["threshold"]
-            good = threshold_ok(t) or (n_classes is not None and isinstance(t, list) and len(t) == n_classes
-                                       and all(threshold_ok(v) for v in t))
+            good = threshold_ok(t) or (
+                n_classes is not None
+                and isinstance(t, list)
+                and len(t) == n_classes
+                and all(threshold_ok(v) for v in t)
+            )
     if not good:
-        fail(f"calibration.drift_reference is not a drift reference (validation size n, sent_on, at most nine "
-             f"increasing deciles within [0, 1] and their counts, the threshold), got {short(ref)}")
+        fail(
+            f"calibration.drift_reference is not a drift reference (validation size n, sent_on, at most nine "
+            f"increasing deciles within [0, 1] and their counts, the threshold), got {short(ref)}"
+        )
 
 
 def check_label_names(names, classes: list, fail) -> None:
@@ -297,8 +336,10 @@ def check_label_names(names, classes: list, fail) -> None:
     unknown = sorted(k for k in named if k not in text)
     twice = sorted(k for k, times in named.items() if times > 1)
     if unknown or twice:
-        fail(f"label_names does not match the classes {classes}: "
-             + "; ".join(filter(None, [unknown and f"{unknown} are not classes", twice and f"{twice} named twice"])))
+        fail(
+            f"label_names does not match the classes {classes}: "
+            + "; ".join(filter(None, [unknown and f"{unknown} are not classes", twice and f"{twice} named twice"]))
+        )
     try:
         words = label_words(classes, names)
     except ConfigError as exc:
@@ -307,23 +348,29 @@ def check_label_names(names, classes: list, fail) -> None:
     for c, word in zip(classes, words):
         other = by_word.get(word.strip().lower(), c)
         if other != c:
-            fail(f"label_names gives class {c!r} the word {word!r}, the name of class {other!r}: the large model's "
-                 "answers would be read as the wrong class")
+            fail(
+                f"label_names gives class {c!r} the word {word!r}, the name of class {other!r}: the large model's "
+                "answers would be read as the wrong class"
+            )
 
 
 def check_resources(large, saved: dict, given: dict, path, stage: str | None = None) -> None:
     """Refuse a large model's resource settings (:data:`RESOURCE_LIMITS`) taken from the folder
     beyond what any machine can give; the caller's own settings (``given``) are not bounded.
     ``stage`` names the stage of a cascade or generator whose options these are."""
-    beyond = {name: f"{name}={getattr(large, name)!r} ({limit})" for name, (ok, limit) in RESOURCE_LIMITS.items()
-              if name in saved and name not in given and hasattr(large, name) and not ok(getattr(large, name))}
+    beyond = {
+        name: f"{name}={getattr(large, name)!r} ({limit})"
+        for name, (ok, limit) in RESOURCE_LIMITS.items()
+        if name in saved and name not in given and hasattr(large, name) and not ok(getattr(large, name))
+    }
     if beyond:
         options = {name: getattr(large, name) for name in beyond}
         mine = f"large_options={{{stage!r}: {options}}}" if stage else f"large_options={options}"
         raise ModelFileError(
             f"{path}{f' (stage {stage!r})' if stage else ''} asks for {', '.join(beyond.values())}: a loaded model "
             f"takes what it may spend of this machine within these bounds only. If you want it, pass {mine} "
-            "(CLI: set them in your config)")
+            "(CLI: set them in your config)"
+        )
 
 
 def short(value) -> str:

@@ -87,8 +87,16 @@ from ..exceptions import ConfigError
 
 TASKS = ("classify", "generate")
 SECTIONS = {
-    "data": {"train": str, "validation": str, "test": str, "text_column": str, "label_column": str, "encoding": str,
-             "groups": (str, dict), "reference_column": str},
+    "data": {
+        "train": str,
+        "validation": str,
+        "test": str,
+        "text_column": str,
+        "label_column": str,
+        "encoding": str,
+        "groups": (str, dict),
+        "reference_column": str,
+    },
     "small": {"model": str, "params": dict},
     "large": None,  # backend options, checked against the backend's constructor and constraints
     "shunt": "ShuntClassifier",  # the shunt's constructor arguments, less the two models
@@ -98,9 +106,11 @@ SECTIONS = {
     "generate": "ShuntGenerator",  # a generator shunt's constructor arguments, less the stages
     "serve": None,  # the service's limits and key digests, checked by datashunt.serve.settings.ServeSettings
 }
-ESTIMATORS = {"ShuntClassifier": ("..estimators.shunt", "ShuntClassifier"),
-              "Cascade": ("..estimators.cascade", "Cascade"),
-              "ShuntGenerator": ("..estimators.generator", "ShuntGenerator")}
+ESTIMATORS = {
+    "ShuntClassifier": ("..estimators.shunt", "ShuntClassifier"),
+    "Cascade": ("..estimators.cascade", "Cascade"),
+    "ShuntGenerator": ("..estimators.generator", "ShuntGenerator"),
+}
 _TYPE_NAMES = {str: "string", dict: "table", object: "value", (str, dict): "string or table"}
 
 
@@ -143,14 +153,18 @@ def check_config(config: dict, source: str = "config") -> dict:
     if generating:
         stray = sorted({"small", "large", "shunt", "cascade"} & set(config))
         if stray or "stages" not in config:
-            raise ConfigError(f'{source}: task = "generate" takes [[stages]] of generators and [generate], '
-                              f"not {stray or 'a config without [[stages]]'}")
+            raise ConfigError(
+                f'{source}: task = "generate" takes [[stages]] of generators and [generate], '
+                f"not {stray or 'a config without [[stages]]'}"
+            )
         check_stages(config["stages"], source, generating=True)
     elif "stages" in config:
         mixed = sorted({"small", "large", "shunt"} & set(config))
         if mixed:
-            raise ConfigError(f"{source}: a config has either [[stages]] (a cascade) or [small]/[large]/[shunt] "
-                              f"(a shunt), not both; found {mixed} beside [[stages]]")
+            raise ConfigError(
+                f"{source}: a config has either [[stages]] (a cascade) or [small]/[large]/[shunt] "
+                f"(a shunt), not both; found {mixed} beside [[stages]]"
+            )
         check_stages(config["stages"], source)
     elif "cascade" in config:
         raise ConfigError(f"{source}: [cascade] needs a list of [[stages]]")
@@ -169,12 +183,15 @@ def check_config(config: dict, source: str = "config") -> dict:
         if keys is None:
             continue
         if set(section) - set(keys):
-            raise ConfigError(f"{source}: unknown key(s) {sorted(set(section) - set(keys))} in [{name}]; "
-                              f"allowed: {sorted(keys)}")
+            raise ConfigError(
+                f"{source}: unknown key(s) {sorted(set(section) - set(keys))} in [{name}]; allowed: {sorted(keys)}"
+            )
         for key, value in section.items():
             if not isinstance(value, keys[key]):
-                raise ConfigError(f"{source}: [{name}] {key} must be a {_TYPE_NAMES[keys[key]]}, "
-                                  f"got {type(value).__name__} ({value!r})")
+                raise ConfigError(
+                    f"{source}: [{name}] {key} must be a {_TYPE_NAMES[keys[key]]}, "
+                    f"got {type(value).__name__} ({value!r})"
+                )
             if isinstance(SECTIONS[name], str) and value == "none":
                 section[key] = None
     config["data"].setdefault("text_column", "text")
@@ -185,8 +202,10 @@ def check_config(config: dict, source: str = "config") -> dict:
         if not codecs.lookup(config["data"]["encoding"])._is_text_encoding:
             raise LookupError
     except LookupError:
-        raise ConfigError(f"{source}: [data] encoding {config['data']['encoding']!r} is not a known text "
-                          "encoding (e.g. 'utf-8', 'latin-1')") from None
+        raise ConfigError(
+            f"{source}: [data] encoding {config['data']['encoding']!r} is not a known text "
+            "encoding (e.g. 'utf-8', 'latin-1')"
+        ) from None
     config["small"].setdefault("model", "tfidf")
     if "stages" not in config and not isinstance(config["large"].get("backend"), str):
         raise ConfigError(f"{source}: [large] needs a 'backend' (llama_cpp, openai, replay, fewshot or clip)")
@@ -214,15 +233,21 @@ def check_stages(stages, source: str = "config", generating: bool = False) -> No
             raise ConfigError(f"{source}: [[stages]] {i} needs a name")
         kinds = [k for k in ("small", "backend") if k in stage]
         if generating and kinds != ["backend"]:
-            raise ConfigError(f"{source}: [[stages]] {i} ({name!r}) of a generation task needs backend = "
-                              '"<llama_cpp | openai | transformers | captioner>" and its options')
+            raise ConfigError(
+                f"{source}: [[stages]] {i} ({name!r}) of a generation task needs backend = "
+                '"<llama_cpp | openai | transformers | captioner>" and its options'
+            )
         if len(kinds) != 1 or not isinstance(stage[kinds[0]], str):
-            raise ConfigError(f"{source}: [[stages]] {i} ({name!r}) needs either small = \"<model>\" or "
-                              "backend = \"<name>\"")
-        if kinds == ["small"] and (set(stage) - {"name", "small", "params"} or
-                                   not isinstance(stage.get("params", {}), dict)):
-            raise ConfigError(f"{source}: [[stages]] {i} ({name!r}): a small model takes only name, small and a "
-                              f"params table; got {sorted(stage)}")
+            raise ConfigError(
+                f'{source}: [[stages]] {i} ({name!r}) needs either small = "<model>" or backend = "<name>"'
+            )
+        if kinds == ["small"] and (
+            set(stage) - {"name", "small", "params"} or not isinstance(stage.get("params", {}), dict)
+        ):
+            raise ConfigError(
+                f"{source}: [[stages]] {i} ({name!r}): a small model takes only name, small and a "
+                f"params table; got {sorted(stage)}"
+            )
 
 
 def stage_options(config: dict) -> dict:
@@ -298,16 +323,22 @@ def build_shunt(config: dict):
         from ..backends.generate import make_generator
         from ..estimators.generator import ShuntGenerator
 
-        shunt = ShuntGenerator([(name, make_generator(**options)) for name, options in stage_options(config).items()],
-                               **config["generate"])
+        shunt = ShuntGenerator(
+            [(name, make_generator(**options)) for name, options in stage_options(config).items()], **config["generate"]
+        )
         shunt._check_stages()
         return shunt
     if "stages" in config:
         from ..estimators.cascade import Cascade
 
         large = stage_options(config)
-        stages = [(s["name"], make_large(**large[s["name"]]) if s["name"] in large else
-                   make_small(s["small"], **s.get("params", {}))) for s in config["stages"]]
+        stages = [
+            (
+                s["name"],
+                make_large(**large[s["name"]]) if s["name"] in large else make_small(s["small"], **s.get("params", {})),
+            )
+            for s in config["stages"]
+        ]
         cascade = Cascade(stages, **config["cascade"])
         cascade._check_stages()
         return cascade

@@ -19,8 +19,10 @@ def pip_download(requirements: list[str], dest, *, sdist: bool = False, error=Da
     done = subprocess.run(cmd + list(requirements), capture_output=True, text=True)
     files = sorted(Path(dest).glob("*.tar.gz" if sdist else "*.whl"))
     if done.returncode != 0 or not files:
-        raise error(f"could not download {', '.join(requirements[:2])}{'...' if len(requirements) > 2 else ''}:\n"
-                    f"{done.stderr[-2000:]}")
+        raise error(
+            f"could not download {', '.join(requirements[:2])}{'...' if len(requirements) > 2 else ''}:\n"
+            f"{done.stderr[-2000:]}"
+        )
     return files
 
 

@@ -33,23 +33,34 @@ from .checks import (
 )
 
 FORMAT = 1
-META_TYPES = {"format": int, "datashunt_version": str, "params": dict, "classes": list, "threshold": (int, float),
-              "calibration": dict, "class_report": dict, "distillation": (dict, type(None)), "large": dict}
+META_TYPES = {
+    "format": int,
+    "datashunt_version": str,
+    "params": dict,
+    "classes": list,
+    "threshold": (int, float),
+    "calibration": dict,
+    "class_report": dict,
+    "distillation": (dict, type(None)),
+    "large": dict,
+}
 REPORT_COLUMNS = ("class", "precision", "recall", "support", "excels")
 SWEEP_COLUMNS = ("threshold", "accuracy", "large_rate")
 #: The exact types in datashunt's own small models that skops does not already trust (it trusts
 #: scikit-learn, NumPy and SciPy types and plain containers). Reviewed: the torch models accept only
 #: their parameters (checked against their constraints) and known fitted arrays; the MiniLM
 #: architecture comes from the installed package, the file gives weights only.
-TRUSTED_TYPES = frozenset({
-    "datashunt.small.tfidf.CompactTfidfVectorizer",
-    "datashunt.small.textcnn.TextCNNClassifier",
-    "datashunt.small.lstm.LSTMClassifier",
-    "datashunt.small.minilm.MiniLMClassifier",
-    "datashunt.small.resnet.ResNet32Classifier",
-    "datashunt.small.cnn.SmallCNNClassifier",
-    "datashunt.small.captioner.CaptionerGenerator",
-})
+TRUSTED_TYPES = frozenset(
+    {
+        "datashunt.small.tfidf.CompactTfidfVectorizer",
+        "datashunt.small.textcnn.TextCNNClassifier",
+        "datashunt.small.lstm.LSTMClassifier",
+        "datashunt.small.minilm.MiniLMClassifier",
+        "datashunt.small.resnet.ResNet32Classifier",
+        "datashunt.small.cnn.SmallCNNClassifier",
+        "datashunt.small.captioner.CaptionerGenerator",
+    }
+)
 
 
 def save(shunt, folder) -> Path:
@@ -100,8 +111,9 @@ def save(shunt, folder) -> Path:
     return folder
 
 
-def load(folder, *, large_options: dict | None = None, trust_saved_locations: bool = False,
-         trusted: list[str] | None = None):
+def load(
+    folder, *, large_options: dict | None = None, trust_saved_locations: bool = False, trusted: list[str] | None = None
+):
     """Load a shunt (or a :class:`~datashunt.Cascade`, a :class:`~datashunt.ShuntGenerator`) saved by :func:`save`.
 
     A folder is data: nothing in it runs, and nothing in it decides where texts or keys go. For a
@@ -164,9 +176,11 @@ def load(folder, *, large_options: dict | None = None, trust_saved_locations: bo
     for name, model in (("small", small), ("learnable", learnable)):
         found = getattr(model, "classes_", None)
         if model is not None and (found is None or np.asarray(found).tolist() != meta["classes"]):
-            raise ModelFileError(f"{meta_path}: classes {meta['classes']} differ from the {name} model's "
-                                 f"{None if found is None else np.asarray(found).tolist()}; the folder is inconsistent "
-                                 "(a different order would swap labels)")
+            raise ModelFileError(
+                f"{meta_path}: classes {meta['classes']} differ from the {name} model's "
+                f"{None if found is None else np.asarray(found).tolist()}; the folder is inconsistent "
+                "(a different order would swap labels)"
+            )
     large = _large(meta["large"], large_options, trust_saved_locations, meta_path)
     _load_state(large, folder / "large_state.npz")
     shunt = ShuntClassifier(small, large, **meta["params"])
@@ -202,12 +216,18 @@ def _check_meta(meta, path) -> None:
         raise ModelFileError(f"{path}: unsupported format {meta.get('format')!r} (this version reads {FORMAT})")
     _check_keys(meta, META_TYPES, "", fail)
     if not threshold_ok(meta["threshold"]):
-        fail(f"threshold must be a number within [0, 1] (the range of the confidence) or ±Infinity, got "
-             f"{short(meta['threshold'])}")
+        fail(
+            f"threshold must be a number within [0, 1] (the range of the confidence) or ±Infinity, got "
+            f"{short(meta['threshold'])}"
+        )
     check_calibration(meta["calibration"], None, fail)
     _older_params(meta["params"], ShuntClassifier._get_param_names())
-    _check_keys(meta["params"], dict.fromkeys(set(ShuntClassifier._get_param_names()) - {"small", "large"}, object),
-                "params.", fail)
+    _check_keys(
+        meta["params"],
+        dict.fromkeys(set(ShuntClassifier._get_param_names()) - {"small", "large"}, object),
+        "params.",
+        fail,
+    )
     _check_keys(meta["large"], {"backend": str, "options": dict}, "large.", fail)
     classes = meta["classes"]
     if not classes or not all(isinstance(c, (str, int, float)) for c in classes) or len(set(classes)) != len(classes):
@@ -217,18 +237,28 @@ def _check_meta(meta, path) -> None:
     if any(len(column) != len(classes) for column in report.values()) or report["class"] != classes:
         fail("class_report does not describe the saved classes")
     numbers = report["precision"] + report["recall"]
-    if not all(type(v) is bool for v in report["excels"]) or not all(
-            type(v) in (int, float) and 0 <= v <= 1 for v in numbers) or not all(
-            type(v) is int and v >= 0 for v in report["support"]):
-        fail("class_report holds values of the wrong type (precision and recall in [0, 1], support counts, "
-             "excels true or false)")
+    if (
+        not all(type(v) is bool for v in report["excels"])
+        or not all(type(v) in (int, float) and 0 <= v <= 1 for v in numbers)
+        or not all(type(v) is int and v >= 0 for v in report["support"])
+    ):
+        fail(
+            "class_report holds values of the wrong type (precision and recall in [0, 1], support counts, "
+            "excels true or false)"
+        )
 
 
 def _older_params(params, names) -> None:
     """Fill in parameters added since format 1 was first written (folders saved before them hold
     none of these, and behave as they did then)."""
-    added = {"modality": "auto", "confidence_level": None, "tolerance": 0.0, "cv": None,
-             "max_calibration_calls": None, "certification": "paired"}
+    added = {
+        "modality": "auto",
+        "confidence_level": None,
+        "tolerance": 0.0,
+        "cv": None,
+        "max_calibration_calls": None,
+        "certification": "paired",
+    }
     if isinstance(params, dict):
         for name, value in added.items():
             if name in names:
@@ -246,8 +276,10 @@ def _check_keys(record: dict, types: dict, prefix: str, fail) -> None:
 
 def _refuser(path):
     """The function that refuses ``path`` for a reason, as written by this version or changed."""
+
     def fail(why):
         raise ModelFileError(f"{path}: {why}; it was not written by this version of datashunt, or it was changed")
+
     return fail
 
 
@@ -278,18 +310,23 @@ def _large(saved: dict, given: dict | None, trust: bool, path, generating: bool 
     given = dict(given or {})
     given_backend = given.pop("backend", saved["backend"])
     if given_backend != saved["backend"]:
-        raise ConfigError(f"{path}: the shunt was calibrated with the {saved['backend']!r} large backend, not "
-                          f"{given_backend!r}; refit it to change the large model")
-    foreign = [f"{name}={options[name]!r}" for name in cls.location_params
-               if name in options and name not in given and not trust
-               and not cls.is_default_location(name, options[name])]
+        raise ConfigError(
+            f"{path}: the shunt was calibrated with the {saved['backend']!r} large backend, not "
+            f"{given_backend!r}; refit it to change the large model"
+        )
+    foreign = [
+        f"{name}={options[name]!r}"
+        for name in cls.location_params
+        if name in options and name not in given and not trust and not cls.is_default_location(name, options[name])
+    ]
     if foreign:
         shown = ", ".join(foreign)
         raise ConfigError(
             f"{path} says its large model uses {shown}. A loaded model takes where its calls go only from you: "
             f"pass large_options with {', '.join(f.split('=')[0] for f in foreign)} (CLI: set them under [large] "
             "in your config), or trust_saved_locations=True (CLI: --trust-model-locations) if you trust whoever "
-            "made this folder")
+            "made this folder"
+        )
     saved_options = dict(options)
     options.update(given)
     if isinstance(options.get("prompt"), dict):
@@ -364,16 +401,23 @@ def _save_cascade(cascade, folder: Path) -> Path:
     stages = []
     for i, (name, model) in enumerate(cascade.stages_):
         if isinstance(model, LargeModel):
-            stages.append({"name": name, "kind": "large", "backend": backend_name(model),
-                           "options": _large_options(model)})
+            stages.append(
+                {"name": name, "kind": "large", "backend": backend_name(model), "options": _large_options(model)}
+            )
             _save_state(model, folder / f"stage_{i}_state.npz")
         else:
             sio.dump(model.estimator if isinstance(model, FrozenEstimator) else model, folder / f"stage_{i}.skops")
             stages.append({"name": name, "kind": "classifier"})
     check_label_names(params["label_names"], cascade.classes_.tolist(), _refuse_save)
-    meta = {"format": FORMAT, "datashunt_version": __version__, "params": params,
-            "classes": cascade.classes_.tolist(), "stages": stages, "calibration": cascade.calibration_,
-            "thresholds": [np.vectorize(saved_threshold, otypes=[float])(t).tolist() for t in cascade.thresholds_]}
+    meta = {
+        "format": FORMAT,
+        "datashunt_version": __version__,
+        "params": params,
+        "classes": cascade.classes_.tolist(),
+        "stages": stages,
+        "calibration": cascade.calibration_,
+        "thresholds": [np.vectorize(saved_threshold, otypes=[float])(t).tolist() for t in cascade.thresholds_],
+    }
     try:
         (folder / "cascade.json").write_text(json.dumps(meta, indent=2, default=_plain))
     except TypeError as exc:
@@ -398,8 +442,18 @@ def _load_cascade(folder: Path, large_options, trust: bool, trusted):
     from ..estimators.cascade import Cascade
 
     path = folder / "cascade.json"
-    meta, fail = _read_meta(path, {"format": int, "datashunt_version": str, "params": dict, "classes": list,
-                                   "stages": list, "calibration": dict, "thresholds": list})
+    meta, fail = _read_meta(
+        path,
+        {
+            "format": int,
+            "datashunt_version": str,
+            "params": dict,
+            "classes": list,
+            "stages": list,
+            "calibration": dict,
+            "thresholds": list,
+        },
+    )
     _older_params(meta["params"], Cascade._get_param_names())
     _check_keys(meta["params"], dict.fromkeys(set(Cascade._get_param_names()) - {"stages"}, object), "params.", fail)
     classes = meta["classes"]
@@ -454,8 +508,10 @@ def _load_skops(path, trusted, generator: bool = False):
     allowed = TRUSTED_TYPES | set(trusted or ())
     refused = sorted(t for t in untrusted if t not in allowed)
     if refused:
-        raise ModelFileError(f"{path} contains types that are not trusted: {refused}; nothing was loaded. "
-                             "If you know what they are and trust the file, pass them in trusted=[...]")
+        raise ModelFileError(
+            f"{path} contains types that are not trusted: {refused}; nothing was loaded. "
+            "If you know what they are and trust the file, pass them in trusted=[...]"
+        )
     try:
         model = sio.load(path, trusted=untrusted)
     except Exception as exc:  # noqa: BLE001 - any failure to build a model from a file means the file is bad
@@ -476,20 +532,28 @@ def _save_generator(shunt, folder: Path) -> Path:
     params = {k: v for k, v in shunt.get_params(deep=False).items() if k != "stages"}
     params["modality"] = shunt.modality_
     if callable(params["confidence"]) or not isinstance(params["metric"], str):
-        raise ConfigError("a generator shunt with a custom confidence function or metric cannot be saved; "
-                          "use named ones")
+        raise ConfigError(
+            "a generator shunt with a custom confidence function or metric cannot be saved; use named ones"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     stages = []
     for i, (name, model) in enumerate(shunt.stages_):
         if isinstance(model, Backend):
-            stages.append({"name": name, "kind": "backend", "backend": generator_name(model),
-                           "options": _large_options(model)})
+            stages.append(
+                {"name": name, "kind": "backend", "backend": generator_name(model), "options": _large_options(model)}
+            )
             _save_state(model, folder / f"stage_{i}_state.npz")
         else:
             sio.dump(model, folder / f"stage_{i}.skops")
             stages.append({"name": name, "kind": "trainable"})
-    meta = {"format": FORMAT, "datashunt_version": __version__, "params": params, "stages": stages,
-            "calibration": shunt.calibration_, "thresholds": [saved_threshold(t) for t in shunt.thresholds_]}
+    meta = {
+        "format": FORMAT,
+        "datashunt_version": __version__,
+        "params": params,
+        "stages": stages,
+        "calibration": shunt.calibration_,
+        "thresholds": [saved_threshold(t) for t in shunt.thresholds_],
+    }
     try:
         (folder / "generator.json").write_text(json.dumps(meta, indent=2, default=_plain))
     except TypeError as exc:
@@ -504,10 +568,20 @@ def _load_generator(folder: Path, stage_options, trust: bool, trusted):
     from ..estimators.generator import ShuntGenerator
 
     path = folder / "generator.json"
-    meta, fail = _read_meta(path, {"format": int, "datashunt_version": str, "params": dict, "stages": list,
-                                   "calibration": dict, "thresholds": list})
-    _check_keys(meta["params"], dict.fromkeys(set(ShuntGenerator._get_param_names()) - {"stages"}, object),
-                "params.", fail)
+    meta, fail = _read_meta(
+        path,
+        {
+            "format": int,
+            "datashunt_version": str,
+            "params": dict,
+            "stages": list,
+            "calibration": dict,
+            "thresholds": list,
+        },
+    )
+    _check_keys(
+        meta["params"], dict.fromkeys(set(ShuntGenerator._get_param_names()) - {"stages"}, object), "params.", fail
+    )
     given = dict(stage_options or {})
     stages = []
     for i, stage in enumerate(meta["stages"]):

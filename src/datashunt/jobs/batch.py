@@ -23,13 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..exceptions import DatashuntError, DataError
+from ..exceptions import DataError, DatashuntError
 from .paths import check_distinct, check_input, ledger_path, lock_path, state_path, write_atomically
 from .spending import NOT_ASKED, Meter
 from .tables import ChunkReader, ChunkWriter
 
-__all__ = ["Progress", "RunState", "check_columns", "job_key", "model_digest", "route_columns", "run_batch",
-           "state_path"]
+__all__ = [
+    "Progress",
+    "RunState",
+    "check_columns",
+    "job_key",
+    "model_digest",
+    "route_columns",
+    "run_batch",
+    "state_path",
+]
 
 FLAG_CHARS = 200  # the longest flag written: a flag that quotes a huge cell is cut, with an ellipsis
 MODEL_FILES = ("*.json", "*.skops", "*.npz", "sweep.csv")  # what a saved model folder holds (io.persist)
@@ -86,8 +94,9 @@ def model_digest(folder) -> str:
     for path in files:
         size = path.stat().st_size
         if size > MAX_MODEL_FILE:
-            raise DataError(f"{path}: {size:,} bytes is larger than any model file datashunt saves; "
-                            "is this the right model folder?")
+            raise DataError(
+                f"{path}: {size:,} bytes is larger than any model file datashunt saves; is this the right model folder?"
+            )
         digest.update(f"{path.name}\0{size}\0".encode())
         with open(path, "rb") as handle:
             while block := handle.read(1 << 20):
@@ -95,9 +104,22 @@ def model_digest(folder) -> str:
     return digest.hexdigest()
 
 
-def run_batch(model, input_path, output, *, column: str, key: str, item_name: str | None = None, keep=(),
-              chunk_rows: int = 10_000, encoding: str = "utf-8", max_cost: float | None = None,
-              restart: bool = False, images: bool = False, report=None) -> Progress:
+def run_batch(
+    model,
+    input_path,
+    output,
+    *,
+    column: str,
+    key: str,
+    item_name: str | None = None,
+    keep=(),
+    chunk_rows: int = 10_000,
+    encoding: str = "utf-8",
+    max_cost: float | None = None,
+    restart: bool = False,
+    images: bool = False,
+    report=None,
+) -> Progress:
     """Route every row of ``input_path`` with ``model`` into ``output``, resuming a killed run.
 
     ``key`` identifies the job (:func:`job_key`): a state file with another key is a different job
@@ -133,12 +155,26 @@ def run_batch(model, input_path, output, *, column: str, key: str, item_name: st
     check_distinct(input_path, output)
     keep = list(dict.fromkeys(keep))
     with exclusive(output):
-        return _run(model, input_path, output, column, key, item_name or column, keep, chunk_rows, encoding,
-                    max_cost, restart, images, report)
+        return _run(
+            model,
+            input_path,
+            output,
+            column,
+            key,
+            item_name or column,
+            keep,
+            chunk_rows,
+            encoding,
+            max_cost,
+            restart,
+            images,
+            report,
+        )
 
 
-def _run(model, input_path, output, column, key, name, keep, chunk_rows, encoding, max_cost, restart, images,
-         report) -> Progress:
+def _run(
+    model, input_path, output, column, key, name, keep, chunk_rows, encoding, max_cost, restart, images, report
+) -> Progress:
     writer, where = ChunkWriter(output), state_path(output)
     state = _read_state(where)
     with _writing(output, 0 if state is None else state.rows_done):
@@ -149,19 +185,22 @@ def _run(model, input_path, output, column, key, name, keep, chunk_rows, encodin
         else:
             writer.resume(state.output_size, state.output_tail)
     resumed_from = state.rows_done
-    reader = ChunkReader(input_path, column, keep=keep, chunk_rows=chunk_rows, encoding=encoding,
-                         skip_rows=state.rows_done)
+    reader = ChunkReader(
+        input_path, column, keep=keep, chunk_rows=chunk_rows, encoding=encoding, skip_rows=state.rows_done
+    )
     routes = Counter(state.routes)
     meter = Meter(ledger_path(output), state.run, max_cost, committed=state.cost)
 
     def progress(stopped=None):
-        return Progress(state.rows_done, meter.spent, dict(routes), reader.position, reader.total, resumed_from,
-                        stopped)
+        return Progress(
+            state.rows_done, meter.spent, dict(routes), reader.position, reader.total, resumed_from, stopped
+        )
 
     largest = 0.0  # the costliest chunk so far, for a model the meter cannot see into
     try:
         if report:
             report(progress())
+        base = Path(input_path).parent  # image paths in the table are relative to it
         with meter.watch(model):
             for chunk in reader:
                 if not meter.watched and max_cost is not None and meter.spent + largest > max_cost:
@@ -169,7 +208,6 @@ def _run(model, input_path, output, column, key, name, keep, chunk_rows, encodin
                 start = time.perf_counter()
                 items = chunk[column]
                 if images:
-                    base = Path(input_path).parent
                     items = items.map(lambda v: base / v if isinstance(v, str) and v.strip() else v)
                 table = model.route(items.to_numpy() if not images else items)
                 if not meter.watched:  # a model the meter cannot see into: its own account of the chunk
@@ -224,8 +262,10 @@ def check_columns(columns, keep, name: str, column: str) -> None:
     taken = set(columns) | {name}
     clash = [c for c in keep if c != column and c in taken]
     if clash:
-        raise DataError(f"--keep {clash[0]!r} clashes with the output column of that name (the output has "
-                        f"{[name, *columns]}); rename that input column, or keep another")
+        raise DataError(
+            f"--keep {clash[0]!r} clashes with the output column of that name (the output has "
+            f"{[name, *columns]}); rename that input column, or keep another"
+        )
 
 
 def _with_items(table, chunk, column: str, name: str, keep):
@@ -242,7 +282,7 @@ def _with_items(table, chunk, column: str, name: str, keep):
 
 def _short(flag):
     if isinstance(flag, str) and len(flag) > FLAG_CHARS:
-        return flag[:FLAG_CHARS - 1] + "…"
+        return flag[: FLAG_CHARS - 1] + "…"
     return flag
 
 
@@ -255,8 +295,9 @@ def _writing(output: Path, rows_done: int):
         raise
     except OSError as exc:
         kept = f"the {rows_done:,} rows finished before are kept: " if rows_done else ""
-        raise DataError(f"{output}: cannot write ({exc.strerror or exc}); {kept}fix that and run the same command "
-                        "again to go on") from None
+        raise DataError(
+            f"{output}: cannot write ({exc.strerror or exc}); {kept}fix that and run the same command again to go on"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -274,8 +315,10 @@ def exclusive(output):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise DataError(f"{output}: another run is writing this output now (it holds {path}); let it finish, "
-                            "or write to another path") from None
+            raise DataError(
+                f"{output}: another run is writing this output now (it holds {path}); let it finish, "
+                "or write to another path"
+            ) from None
         try:  # a run that just ended removed the file it held: lock the one now in place instead
             if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
                 break

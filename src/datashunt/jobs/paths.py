@@ -48,8 +48,7 @@ def check_distinct(input_path, output) -> None:
     for path in written:
         if _same(source, path):
             how = "the same path" if source.absolute() == path.absolute() else "the same file through a link"
-            raise DataError(f"{output}: the output would overwrite the input {source} ({how}); "
-                            "write to another path")
+            raise DataError(f"{output}: the output would overwrite the input {source} ({how}); write to another path")
     if output.exists() and _inside(source, output):
         raise DataError(f"{output}: the output folder holds the input {source}; write to another path")
 

@@ -37,8 +37,9 @@ class SmallStage:
     def __call__(self, batch):
         items = as_text(batch[self.column])
         first = self.model.first_stage(items.to_numpy())
-        return batch.assign(_specific=first["specific"].map(list), _proba=first["proba"].map(list),
-                            _learnable=first["learnable"])
+        return batch.assign(
+            _specific=first["specific"].map(list), _proba=first["proba"].map(list), _learnable=first["learnable"]
+        )
 
 
 class LargeStage:
@@ -50,8 +51,9 @@ class LargeStage:
     def __call__(self, batch):
         import pandas as pd
 
-        first = pd.DataFrame({"specific": batch["_specific"], "proba": batch["_proba"],
-                              "learnable": batch["_learnable"]})
+        first = pd.DataFrame(
+            {"specific": batch["_specific"], "proba": batch["_proba"], "learnable": batch["_learnable"]}
+        )
         table = self.model.route(as_text(batch[self.column]).to_numpy(), first_stage=first)
         table.insert(0, self.item_name, batch[self.column].to_numpy())
         for extra in reversed([c for c in self.keep if c != self.column]):
@@ -65,9 +67,13 @@ def _read(ray, path: Path, columns: list, column: str):
         import pyarrow as pa
         from pyarrow import csv
 
-        return ray.data.read_csv(str(path), parse_options=csv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ","),
-                                 convert_options=csv.ConvertOptions(column_types={column: pa.string()}, strings_can_be_null=True,
-                                                                    include_columns=columns))
+        return ray.data.read_csv(
+            str(path),
+            parse_options=csv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ","),
+            convert_options=csv.ConvertOptions(
+                column_types={column: pa.string()}, strings_can_be_null=True, include_columns=columns
+            ),
+        )
     if suffix == ".jsonl":
         return ray.data.read_json(str(path), lines=True).select_columns(columns)
     if suffix == ".parquet":
@@ -75,8 +81,20 @@ def _read(ray, path: Path, columns: list, column: str):
     raise DataError(f"{path}: the Ray engine reads .csv, .tsv, .jsonl or .parquet, not {suffix!r}")
 
 
-def run_ray(folder, cfg: dict, input_path, output, *, column: str, item_name: str, keep=(), chunk_rows: int = 10_000,
-            trust_locations: bool = False, small_workers: int = 1, large_workers: int = 1) -> int:
+def run_ray(
+    folder,
+    cfg: dict,
+    input_path,
+    output,
+    *,
+    column: str,
+    item_name: str,
+    keep=(),
+    chunk_rows: int = 10_000,
+    trust_locations: bool = False,
+    small_workers: int = 1,
+    large_workers: int = 1,
+) -> int:
     """Route every row of ``input_path`` with the shunt saved in ``folder`` into ``output`` (a folder
     of Parquet files) on Ray Data; returns the number of rows. ``cfg`` is the config the large
     model's location comes from, as for the local engine."""
@@ -88,24 +106,40 @@ def run_ray(folder, cfg: dict, input_path, output, *, column: str, item_name: st
         raise DataError(f"{input_path}: no such file")
     check_distinct(input_path, output)
     if type(_load(folder, cfg, trust_locations)).__name__ != "ShuntClassifier":
-        raise ConfigError("the Ray engine runs a shunt of a small and a large model; run cascades and generators "
-                          "with --engine local")
+        raise ConfigError(
+            "the Ray engine runs a shunt of a small and a large model; run cascades and generators with --engine local"
+        )
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
         # A local instance gets at least 4 logical CPUs: the reader, the small-model actor and the
         # large-model actor must all be placed at once (on 2 cores, Ray would wait for ever).
-        ray.init(address=address, num_cpus=None if address else max(os.cpu_count() or 1, 4),
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=address,
+            num_cpus=None if address else max(os.cpu_count() or 1, 4),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the output keeps the input's order
     context.enable_progress_bars = False
     columns = [column] + [c for c in keep if c != column]
     data = _read(ray, input_path, columns, column)
-    data = data.map_batches(SmallStage, fn_constructor_args=(folder, cfg, trust_locations, column),
-                            batch_size=chunk_rows, batch_format="pandas", concurrency=small_workers)
-    data = data.map_batches(LargeStage, fn_constructor_args=(folder, cfg, trust_locations, column, item_name,
-                                                             list(keep)),
-                            batch_size=chunk_rows, batch_format="pandas", concurrency=large_workers, num_cpus=0.25)
+    data = data.map_batches(
+        SmallStage,
+        fn_constructor_args=(folder, cfg, trust_locations, column),
+        batch_size=chunk_rows,
+        batch_format="pandas",
+        concurrency=small_workers,
+    )
+    data = data.map_batches(
+        LargeStage,
+        fn_constructor_args=(folder, cfg, trust_locations, column, item_name, list(keep)),
+        batch_size=chunk_rows,
+        batch_format="pandas",
+        concurrency=large_workers,
+        num_cpus=0.25,
+    )
     with exclusive(output):
         if output.is_dir():
             for old in output.glob("*.parquet"):

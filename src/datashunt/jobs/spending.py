@@ -39,8 +39,11 @@ def priced_models(model) -> list:
     inside = [getattr(model, "large_", None), getattr(model, "learnable_", None)]
     inside += [stage for _, stage in getattr(model, "stages_", [])]
     for backend in inside:
-        if isinstance(backend, LargeModel | Generator) and all(backend is not b for b in found) \
-                and Price.coerce(getattr(backend, "price", None)) != Price():
+        if (
+            isinstance(backend, LargeModel | Generator)
+            and all(backend is not b for b in found)
+            and Price.coerce(getattr(backend, "price", None)) != Price()
+        ):
             found.append(backend)
     return found
 
@@ -87,8 +90,10 @@ class Meter:
         try:
             os.write(self._fd, line.encode())
         except OSError as exc:
-            raise DataError(f"{self.path}: cannot record a paid call ({exc.strerror}); the rows finished before "
-                            "are kept: make room and run the same command again to go on") from None
+            raise DataError(
+                f"{self.path}: cannot record a paid call ({exc.strerror}); the rows finished before "
+                "are kept: make room and run the same command again to go on"
+            ) from None
         self._count(model, cost)
 
     def _count(self, model: str, cost: float) -> None:
@@ -138,7 +143,7 @@ class Meter:
                     for call in todo[start:]:
                         yield call, LargeModelError(NOT_ASKED)
                     return
-                for call, got in original(todo[start:start + n], progress):
+                for call, got in original(todo[start : start + n], progress):
                     if not isinstance(got, LargeModelError):
                         self.pay(model, price.cost(got.prompt_tokens, got.completion_tokens))
                     yield call, got
@@ -158,9 +163,14 @@ class Meter:
                     parts.append(_not_asked(n - start, len(labels)))
                     break
                 rows = slice(start, start + take)
-                got = original(inputs[rows], labels, hints=None if hints is None else list(hints)[rows],
-                               candidates=None if candidates is None else list(candidates)[rows], progress=progress,
-                               modality=modality)
+                got = original(
+                    inputs[rows],
+                    labels,
+                    hints=None if hints is None else list(hints)[rows],
+                    candidates=None if candidates is None else list(candidates)[rows],
+                    progress=progress,
+                    modality=modality,
+                )
                 for cost in np.asarray(got.cost, dtype=float):
                     self.pay(model, cost)
                 parts.append(got)
@@ -178,17 +188,23 @@ def _hook(backend) -> str:
 
 
 def _not_asked(n: int, k: int) -> LargeResult:
-    return LargeResult(np.full((n, k), np.nan), np.zeros(n), np.zeros(n, int), np.zeros(n, bool), [NOT_ASKED] * n,
-                       np.full(n, np.nan))
+    return LargeResult(
+        np.full((n, k), np.nan), np.zeros(n), np.zeros(n, int), np.zeros(n, bool), [NOT_ASKED] * n, np.full(n, np.nan)
+    )
 
 
 def _joined(parts: list, k: int) -> LargeResult:
     if not parts:
         return _not_asked(0, k)
     seconds = [p.call_seconds if p.call_seconds is not None else np.full(len(p.cost), np.nan) for p in parts]
-    return LargeResult(np.concatenate([p.proba for p in parts]).reshape(-1, k), np.concatenate([p.cost for p in parts]),
-                       np.concatenate([p.prompt_tokens for p in parts]), np.concatenate([p.cached for p in parts]),
-                       [e for p in parts for e in p.error], np.concatenate(seconds))
+    return LargeResult(
+        np.concatenate([p.proba for p in parts]).reshape(-1, k),
+        np.concatenate([p.cost for p in parts]),
+        np.concatenate([p.prompt_tokens for p in parts]),
+        np.concatenate([p.cached for p in parts]),
+        [e for p in parts for e in p.error],
+        np.concatenate(seconds),
+    )
 
 
 def _entries(path: Path) -> list:
@@ -208,8 +224,12 @@ def _entries(path: Path) -> list:
         if not entries:
             if not (isinstance(entry, dict) and isinstance(entry.get("run"), str)):
                 return []
-        elif not (isinstance(entry, dict) and isinstance(entry.get("model"), str)
-                  and type(entry.get("cost")) in (int, float) and 0 <= entry["cost"] < math.inf):
+        elif not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("model"), str)
+            and type(entry.get("cost")) in (int, float)
+            and 0 <= entry["cost"] < math.inf
+        ):
             continue
         entries.append(entry)
     return entries

@@ -46,12 +46,13 @@ class ChunkReader:
     [['good', 'bad'], ['ok']]
     """
 
-    def __init__(self, path, column: str, *, keep=(), chunk_rows: int = 10_000, encoding: str = "utf-8",
-                 skip_rows: int = 0):
+    def __init__(
+        self, path, column: str, *, keep=(), chunk_rows: int = 10_000, encoding: str = "utf-8", skip_rows: int = 0
+    ):
         self.path, self.column, self.keep = Path(path), column, list(keep)
         self.chunk_rows, self.encoding, self.skip_rows = int(chunk_rows), encoding, int(skip_rows)
         if self.path.is_dir():
-            raise DataError(f"{self.path}: is a folder, not a file (a folder of images needs modality = \"image\")")
+            raise DataError(f'{self.path}: is a folder, not a file (a folder of images needs modality = "image")')
         self.suffix = _suffix(self.path, "input")
         if not self.path.is_file():
             raise DataError(f"{self.path}: no such file")
@@ -71,8 +72,10 @@ class ChunkReader:
         try:
             yield from (chunk for chunk in self._chunks() if len(chunk))  # a header alone makes no chunk
         except UnicodeDecodeError as exc:
-            raise DataError(f"{self.path}: not valid {self.encoding} ({exc.reason}) near byte {self.position:,}; "
-                            "set the file's encoding, e.g. encoding = 'latin-1'") from None
+            raise DataError(
+                f"{self.path}: not valid {self.encoding} ({exc.reason}) near byte {self.position:,}; "
+                "set the file's encoding, e.g. encoding = 'latin-1'"
+            ) from None
 
     def _chunks(self):
         if self.suffix == ".parquet":
@@ -107,8 +110,14 @@ class ChunkReader:
         try:
             header = pd.read_csv(self.path, sep=sep, nrows=0, encoding=self.encoding).columns
             self._check(pd.DataFrame(columns=header))
-            reader = pd.read_csv(handle, sep=sep, dtype={self.column: str}, chunksize=self.chunk_rows,
-                                 usecols=lambda c: c in self.columns, skiprows=range(1, self.skip_rows + 1))
+            reader = pd.read_csv(
+                handle,
+                sep=sep,
+                dtype={self.column: str},
+                chunksize=self.chunk_rows,
+                usecols=lambda c: c in self.columns,
+                skiprows=range(1, self.skip_rows + 1),
+            )
             for chunk in reader:
                 yield self._check(chunk)
         except pd.errors.EmptyDataError:
@@ -219,8 +228,10 @@ class ChunkWriter:
         short or changed, is refused before anything is touched."""
         if not self.path.exists():
             raise DataError(f"{self.path}: the output of the run to resume is gone; start afresh with --restart")
-        changed = (f"{self.path}: the output was changed after the run stopped (%s), so the run cannot go on from "
-                   "it; start afresh with --restart, or restore the output")
+        changed = (
+            f"{self.path}: the output was changed after the run stopped (%s), so the run cannot go on from "
+            "it; start afresh with --restart, or restore the output"
+        )
         if self.parts:
             missing = [i for i in range(size) if not self._part(i).is_file()]
             if missing:
@@ -234,8 +245,14 @@ class ChunkWriter:
         except (OSError, ValueError) as exc:  # pyarrow says a damaged part with these
             raise DataError(changed % f"it cannot be read back: {exc}") from None
         if not ok:
-            raise DataError(changed % ("its parts no longer hold the rows written" if self.parts
-                                       else "its last rows differ from those written"))
+            raise DataError(
+                changed
+                % (
+                    "its parts no longer hold the rows written"
+                    if self.parts
+                    else "its last rows differ from those written"
+                )
+            )
         if self.parts:
             for part in self.path.glob("part-*.parquet"):
                 if int(part.stem.split("-")[1]) >= size:
@@ -285,6 +302,7 @@ def _unstorable(value) -> bool:
 
 def _storable(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with every string UTF-8 cannot hold (lone surrogates) written with escapes instead."""
+
     def fix(value):
         return value.encode("utf-8", "backslashreplace").decode("utf-8") if _unstorable(value) else value
 

@@ -48,8 +48,11 @@ class Image(Modality):
             return False
         values = X if isinstance(X, (list, tuple, pd.Series, np.ndarray)) else []
         first = next((v for v in values if v is not None), None)
-        return _is_pil(first) or isinstance(first, PurePath) or (
-            isinstance(first, np.ndarray) and first.ndim in (2, 3) and first.dtype.kind in "biuf")
+        return (
+            _is_pil(first)
+            or isinstance(first, PurePath)
+            or (isinstance(first, np.ndarray) and first.ndim in (2, 3) and first.dtype.kind in "biuf")
+        )
 
     def check(self, X):
         if isinstance(X, (str, PurePath)) or _is_pil(X):

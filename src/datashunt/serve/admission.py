@@ -42,9 +42,13 @@ class Gate:
         """Refuse (503) when every place is taken."""
         limit = self.settings.max_concurrency + self.settings.max_pending
         if self.admitted >= limit:
-            raise Failure(503, f"the service is busy ({self.admitted} requests in progress or waiting, the most it "
-                          f"takes); retry after {self.settings.retry_after} s", "overloaded",
-                          {"Retry-After": str(self.settings.retry_after)})
+            raise Failure(
+                503,
+                f"the service is busy ({self.admitted} requests in progress or waiting, the most it "
+                f"takes); retry after {self.settings.retry_after} s",
+                "overloaded",
+                {"Retry-After": str(self.settings.retry_after)},
+            )
 
     @contextlib.asynccontextmanager
     async def enter(self):
@@ -134,8 +138,9 @@ class Admission:
         except TimeoutError:
             if not deadline.expired():
                 raise
-            late = Failure(504, f"the request took longer than {self.settings.request_timeout:g} s (request_timeout)",
-                           "timeout")
+            late = Failure(
+                504, f"the request took longer than {self.settings.request_timeout:g} s (request_timeout)", "timeout"
+            )
             if answer["status"] is None:
                 raise late from None
             if not answer["done"]:  # a stream under way: say why it ends, then end it
@@ -148,8 +153,12 @@ class Admission:
         limit = self.settings.max_body_bytes
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise Failure(413, f"the body is {int(declared):,} bytes; this service takes at most {limit:,} "
-                          "(max_body_bytes)", "request_too_large", CLOSE)
+            raise Failure(
+                413,
+                f"the body is {int(declared):,} bytes; this service takes at most {limit:,} (max_body_bytes)",
+                "request_too_large",
+                CLOSE,
+            )
         body = bytearray()
         timer = asyncio.timeout(self.settings.body_timeout)
         try:
@@ -160,15 +169,21 @@ class Admission:
                         raise _ClientGone
                     body += message.get("body", b"")
                     if len(body) > limit:
-                        raise Failure(413, f"the body is over {limit:,} bytes (max_body_bytes)", "request_too_large",
-                                      CLOSE)
+                        raise Failure(
+                            413, f"the body is over {limit:,} bytes (max_body_bytes)", "request_too_large", CLOSE
+                        )
                     if not message.get("more_body"):
                         return bytes(body)
         except TimeoutError:
             if not timer.expired():
                 raise
-            raise Failure(408, f"the body did not arrive within {self.settings.body_timeout:g} s (body_timeout; "
-                          f"{len(body):,} bytes came); send the whole body at once", "timeout", CLOSE) from None
+            raise Failure(
+                408,
+                f"the body did not arrive within {self.settings.body_timeout:g} s (body_timeout; "
+                f"{len(body):,} bytes came); send the whole body at once",
+                "timeout",
+                CLOSE,
+            ) from None
 
 
 def keys_in_query(query: list) -> bool:

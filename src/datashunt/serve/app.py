@@ -49,8 +49,9 @@ def _sent_on(table) -> np.ndarray:
     return table["route"].isin(["large", "fallback"]).to_numpy()
 
 
-def create_app(model, settings: ServeSettings | None = None, *, name: str = "datashunt", upstream=None,
-               executor=None) -> FastAPI:
+def create_app(
+    model, settings: ServeSettings | None = None, *, name: str = "datashunt", upstream=None, executor=None
+) -> FastAPI:
     """The service for a fitted ``model``: a :class:`~datashunt.ShuntClassifier` or
     :class:`~datashunt.Cascade` answers ``/v1/classify``; a :class:`~datashunt.ShuntGenerator`
     answers ``/v1/chat/completions``, its first stage locally and the rest forwarded to ``upstream``
@@ -71,8 +72,9 @@ def create_app(model, settings: ServeSettings | None = None, *, name: str = "dat
             batch[i] = item
         return model.route(batch)
 
-    batcher = MicroBatcher(classify_work, max_items=settings.max_batch_items, executor=executor,
-                           on_batch=metrics.batch_items.observe)
+    batcher = MicroBatcher(
+        classify_work, max_items=settings.max_batch_items, executor=executor, on_batch=metrics.batch_items.observe
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -84,8 +86,9 @@ def create_app(model, settings: ServeSettings | None = None, *, name: str = "dat
         if chat is not None:
             await chat.close()
 
-    app = FastAPI(title="datashunt", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  default_response_class=SafeJSONResponse)
+    app = FastAPI(
+        title="datashunt", lifespan=lifespan, docs_url=None, redoc_url=None, default_response_class=SafeJSONResponse
+    )
     app.state.settings, app.state.metrics = settings, metrics
 
     def authorize(headers, query: list) -> None:
@@ -94,8 +97,12 @@ def create_app(model, settings: ServeSettings | None = None, *, name: str = "dat
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not settings.accepts(token.strip() or None):
             url = " (a key in the URL is never accepted: URLs end up in logs)" if keys_in_query(query) else ""
-            raise Failure(401, f"a valid API key is needed: send it as 'Authorization: Bearer <key>'{url}",
-                          "authentication_error", {"WWW-Authenticate": "Bearer"})
+            raise Failure(
+                401,
+                f"a valid API key is needed: send it as 'Authorization: Bearer <key>'{url}",
+                "authentication_error",
+                {"WWW-Authenticate": "Bearer"},
+            )
 
     app.add_middleware(Admission, settings=settings, metrics=metrics, router=app.router, authorize=authorize)
 
@@ -132,8 +139,11 @@ def create_app(model, settings: ServeSettings | None = None, *, name: str = "dat
         if not items:
             raise Failure(422, "'items' is empty: send at least one text")
         if len(items) > settings.max_items:
-            raise Failure(413, f"{len(items)} items is more than this service takes in one request "
-                          f"({settings.max_items}, max_items)", "request_too_large")
+            raise Failure(
+                413,
+                f"{len(items)} items is more than this service takes in one request ({settings.max_items}, max_items)",
+                "request_too_large",
+            )
         try:
             if settings.micro_batching:
                 table = await batcher.submit(items)
@@ -141,8 +151,7 @@ def create_app(model, settings: ServeSettings | None = None, *, name: str = "dat
                 metrics.batch_items.observe(len(items))
                 table = await asyncio.get_running_loop().run_in_executor(executor, classify_work, items)
         except Exception as exc:  # a failure of the model itself (bad rows are flagged, not raised)
-            raise Failure(500, f"the model failed on this batch: {type(exc).__name__}: {exc}", "server_error") \
-                from None
+            raise Failure(500, f"the model failed on this batch: {type(exc).__name__}: {exc}", "server_error") from None
         sent = _sent_on(table)
         metrics.routed(CLASSIFY, table["route"].tolist(), sent)
         metrics.cost.inc(float(table["cost"].sum()))
@@ -150,8 +159,12 @@ def create_app(model, settings: ServeSettings | None = None, *, name: str = "dat
             metrics.cache_hits.inc(int((table["cached"] & sent).sum()))
         metrics.upstream_errors.inc(int((table["route"] == "fallback").sum()))
         results = [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")]
-        return {"object": "list", "model": name, "results": results,
-                "usage": {"items": len(items), "cost": float(table["cost"].sum()), "large_share": float(sent.mean())}}
+        return {
+            "object": "list",
+            "model": name,
+            "results": results,
+            "usage": {"items": len(items), "cost": float(table["cost"].sum()), "large_share": float(sent.mean())},
+        }
 
     @app.post(CHAT)
     async def chat_completions(request: Request):
@@ -173,9 +186,13 @@ def server_options(settings: ServeSettings) -> dict:
     >>> server_options(ServeSettings())["limit_concurrency"]
     512
     """
-    return {"http": "h11", "h11_max_incomplete_event_size": settings.max_header_bytes,
-            "limit_concurrency": settings.max_connections, "timeout_keep_alive": settings.keep_alive_timeout,
-            "timeout_graceful_shutdown": math.ceil(settings.request_timeout)}
+    return {
+        "http": "h11",
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "timeout_graceful_shutdown": math.ceil(settings.request_timeout),
+    }
 
 
 @contextlib.contextmanager

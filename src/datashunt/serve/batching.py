@@ -74,7 +74,7 @@ class MicroBatcher:
             start = 0
             for items, future in batch:
                 if not future.done():
-                    future.set_result(table.iloc[start:start + len(items)].reset_index(drop=True))
+                    future.set_result(table.iloc[start : start + len(items)].reset_index(drop=True))
                 start += len(items)
 
     async def _one_by_one(self, batch) -> None:

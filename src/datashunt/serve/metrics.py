@@ -21,22 +21,34 @@ class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("datashunt_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
-                                registry=r)
-        self.routes = Counter("datashunt_routed_items", "Items (classify) and completions (chat) by route",
-                              ["endpoint", "route"], registry=r)
-        self.large_share = Gauge("datashunt_large_share", "Share of items so far sent past the first stage",
-                                 ["endpoint"], registry=r)
-        self.latency = Histogram("datashunt_request_seconds", "Time to answer a request", ["endpoint"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_items = Histogram("datashunt_model_batch_items", "Items per call of the model (micro-batches)",
-                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r)
-        self.cost = Counter("datashunt_cost", "Money spent on large-model calls (the backends' price units)",
-                            registry=r)
-        self.cache_hits = Counter("datashunt_cache_hits", "Large-model answers served from the call cache",
-                                  registry=r)
-        self.upstream_errors = Counter("datashunt_upstream_errors", "Failed calls to a large model or upstream",
-                                       registry=r)
+        self.requests = Counter(
+            "datashunt_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.routes = Counter(
+            "datashunt_routed_items",
+            "Items (classify) and completions (chat) by route",
+            ["endpoint", "route"],
+            registry=r,
+        )
+        self.large_share = Gauge(
+            "datashunt_large_share", "Share of items so far sent past the first stage", ["endpoint"], registry=r
+        )
+        self.latency = Histogram(
+            "datashunt_request_seconds", "Time to answer a request", ["endpoint"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.batch_items = Histogram(
+            "datashunt_model_batch_items",
+            "Items per call of the model (micro-batches)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.cost = Counter(
+            "datashunt_cost", "Money spent on large-model calls (the backends' price units)", registry=r
+        )
+        self.cache_hits = Counter("datashunt_cache_hits", "Large-model answers served from the call cache", registry=r)
+        self.upstream_errors = Counter(
+            "datashunt_upstream_errors", "Failed calls to a large model or upstream", registry=r
+        )
         self._seen, self._large = {}, {}
 
     def routed(self, endpoint: str, routes, sent_on) -> None:

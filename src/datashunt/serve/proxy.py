@@ -79,7 +79,7 @@ def check_messages(body) -> tuple[list, bool]:
         raise Failure(422, "the body must be a JSON object (a chat completion request)")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise Failure(422, "'messages' must be a non-empty list of {\"role\", \"content\"} objects")
+        raise Failure(422, '\'messages\' must be a non-empty list of {"role", "content"} objects')
     if "stream" in body and not isinstance(body["stream"], bool):
         raise Failure(422, "'stream' must be true or false")
     plain, upstream_only = [], False
@@ -95,16 +95,20 @@ def check_messages(body) -> tuple[list, bool]:
 def _content_text(message: dict, where: str) -> tuple[str | None, bool]:
     """A message's text (None for an assistant's tool-call turn without content) and whether it has media parts."""
     content = message["content"]
-    if content is None and message["role"] == "assistant" and (message.get("tool_calls") or
-                                                                message.get("function_call")):
+    if (
+        content is None
+        and message["role"] == "assistant"
+        and (message.get("tool_calls") or message.get("function_call"))
+    ):
         return None, False
     if isinstance(content, str):
         _valid_unicode(content, where)
         return content, False
     if not isinstance(content, list):
         kind = JSON_KINDS.get(type(content), type(content).__name__)
-        raise Failure(400, f"{where} is {kind}; send a string or a list of content parts "
-                      '({"type": "text", "text": ...})')
+        raise Failure(
+            400, f'{where} is {kind}; send a string or a list of content parts ({{"type": "text", "text": ...}})'
+        )
     texts, media = [], False
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
@@ -115,9 +119,12 @@ def _content_text(message: dict, where: str) -> tuple[str | None, bool]:
         elif kind in MEDIA_PARTS and isinstance(part.get(kind), dict | str):
             media = True
         else:
-            raise Failure(400, f"{where}[{j}] is not a content part this service takes: send "
-                          '{"type": "text", "text": "..."} (or an image_url, input_audio or file part, which go '
-                          "to the upstream)")
+            raise Failure(
+                400,
+                f"{where}[{j}] is not a content part this service takes: send "
+                '{"type": "text", "text": "..."} (or an image_url, input_audio or file part, which go '
+                "to the upstream)",
+            )
     return "\n".join(texts), media
 
 
@@ -151,8 +158,11 @@ class ChatRouter:
             confidence = float(self.measure(got.token_logprob)[0])
             if got.text[0] is not None and confidence >= self.threshold:
                 self._count("small")
-                usage = {"prompt_tokens": int(got.prompt_tokens[0]), "completion_tokens": int(got.completion_tokens[0]),
-                         "total_tokens": int(got.prompt_tokens[0] + got.completion_tokens[0])}
+                usage = {
+                    "prompt_tokens": int(got.prompt_tokens[0]),
+                    "completion_tokens": int(got.completion_tokens[0]),
+                    "total_tokens": int(got.prompt_tokens[0] + got.completion_tokens[0]),
+                }
                 return self._local(body, got.text[0], usage, confidence, stream)
         return await self._forward(body, stream, confidence)
 
@@ -161,17 +171,44 @@ class ChatRouter:
 
     def _local(self, body, text: str, usage: dict, confidence: float, stream: bool):
         info = {"route": "small", "stage": self.name, "confidence": confidence, "threshold": self.threshold}
-        head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": body.get("model") or
-                self.name}
+        head = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "created": int(time.time()),
+            "model": body.get("model") or self.name,
+        }
         headers = {ROUTE_HEADER: "small"}
         if not stream:
-            return SafeJSONResponse({**head, "object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                 "logprobs": None}], "usage": usage, "datashunt": info}, headers=headers)
+            return SafeJSONResponse(
+                {
+                    **head,
+                    "object": "chat.completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": usage,
+                    "datashunt": info,
+                },
+                headers=headers,
+            )
 
         def chunk(delta, finish=None, **extra):
-            return "data: " + dumps({**head, "object": "chat.completion.chunk", "choices": [
-                {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}) + "\n\n"
+            return (
+                "data: "
+                + dumps(
+                    {
+                        **head,
+                        "object": "chat.completion.chunk",
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+                        **extra,
+                    }
+                )
+                + "\n\n"
+            )
 
         async def events():
             yield chunk({"role": "assistant", "content": ""}, datashunt=info)
@@ -185,26 +222,36 @@ class ChatRouter:
 
     async def _forward(self, body, stream: bool, confidence):
         if self.upstream is None:
-            raise Failure(503, "the first stage is unsure of this request and no upstream is configured",
-                           "not_ready")
+            raise Failure(503, "the first stage is unsure of this request and no upstream is configured", "not_ready")
         self._count("large")
-        request = self.client.build_request("POST", self.upstream.url,
-                                            content=dumps({**body, "model": self.upstream.model}).encode(),
-                                            headers={**self.upstream.headers(), "Content-Type": "application/json"})
+        request = self.client.build_request(
+            "POST",
+            self.upstream.url,
+            content=dumps({**body, "model": self.upstream.model}).encode(),
+            headers={**self.upstream.headers(), "Content-Type": "application/json"},
+        )
         try:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
             self.metrics.upstream_errors.inc()
-            raise Failure(502, self.upstream.redact(f"the upstream could not be reached: {type(exc).__name__}: "
-                                                     f"{exc}"), "upstream_error") from None
+            raise Failure(
+                502,
+                self.upstream.redact(f"the upstream could not be reached: {type(exc).__name__}: {exc}"),
+                "upstream_error",
+            ) from None
         headers = {ROUTE_HEADER: "large"}
         if response.status_code >= 400:
             detail = (await response.aread()).decode("utf-8", "replace")[:300]
             await response.aclose()
             self.metrics.upstream_errors.inc()
-            raise Failure(502, self.upstream.redact(f"the upstream answered {response.status_code}: {detail}"),
-                           "upstream_error", headers)
+            raise Failure(
+                502,
+                self.upstream.redact(f"the upstream answered {response.status_code}: {detail}"),
+                "upstream_error",
+                headers,
+            )
         if stream:
+
             async def relay():  # whole lines, so that a stream cut at request_timeout ends between events
                 try:
                     async for line in response.aiter_lines():
@@ -213,17 +260,26 @@ class ChatRouter:
                     with anyio.CancelScope(shield=True):
                         await response.aclose()
 
-            return StreamingResponse(relay(), status_code=response.status_code, headers=headers,
-                                     media_type=response.headers.get("content-type", "text/event-stream"))
+            return StreamingResponse(
+                relay(),
+                status_code=response.status_code,
+                headers=headers,
+                media_type=response.headers.get("content-type", "text/event-stream"),
+            )
         try:
             answer = json.loads(await response.aread())
         except ValueError:
             self.metrics.upstream_errors.inc()
-            raise Failure(502, "the upstream answered with something that is not JSON", "upstream_error",
-                           headers) from None
+            raise Failure(
+                502, "the upstream answered with something that is not JSON", "upstream_error", headers
+            ) from None
         finally:
             await response.aclose()
         if isinstance(answer, dict):  # a NaN confidence (none from the cheap stage) or an infinite δ is written null
-            answer["datashunt"] = {"route": "large", "stage": "upstream", "confidence": confidence,
-                                   "threshold": self.threshold}
+            answer["datashunt"] = {
+                "route": "large",
+                "stage": "upstream",
+                "confidence": confidence,
+                "threshold": self.threshold,
+            }
         return SafeJSONResponse(answer, headers=headers)

@@ -55,8 +55,16 @@ class ServeSettings:
         if bad:
             raise ConfigError(f"api_key_sha256 must hold SHA-256 hex digests (64 hex digits); {len(bad)} do not")
         self.api_key_sha256 = digests
-        for name in ("max_body_bytes", "max_items", "max_concurrency", "max_batch_items", "retry_after",
-                     "max_connections", "max_header_bytes", "keep_alive_timeout"):
+        for name in (
+            "max_body_bytes",
+            "max_items",
+            "max_concurrency",
+            "max_batch_items",
+            "retry_after",
+            "max_connections",
+            "max_header_bytes",
+            "keep_alive_timeout",
+        ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a whole number of at least 1, got {getattr(self, name)!r}")
         if not isinstance(self.max_pending, int) or self.max_pending < 0:

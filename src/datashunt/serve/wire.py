@@ -65,14 +65,19 @@ class SafeJSONResponse(JSONResponse):
 
 
 def failure_response(exc: Failure) -> SafeJSONResponse:
-    return SafeJSONResponse({"error": {"message": exc.message, "type": exc.kind, "code": exc.status}},
-                            status_code=exc.status, headers=exc.headers)
+    return SafeJSONResponse(
+        {"error": {"message": exc.message, "type": exc.kind, "code": exc.status}},
+        status_code=exc.status,
+        headers=exc.headers,
+    )
 
 
 def parse_json(body: bytes):
     """The body as JSON: 422 when it is not JSON, 400 when it nests deeper than ``MAX_JSON_DEPTH``."""
-    too_deep = Failure(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels, the most this service "
-                            "reads; send a flatter body")
+    too_deep = Failure(
+        400,
+        f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels, the most this service reads; send a flatter body",
+    )
     try:
         value = json.loads(body)
     except RecursionError:

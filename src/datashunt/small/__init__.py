@@ -19,7 +19,8 @@ REGISTRY = {
 
 
 def make_small(name: str, **params):
-    """Build a small model by name: ``tfidf``, ``textcnn``, ``lstm``, ``minilm`` (texts), ``resnet32`` or ``cnn`` (images).
+    """Build a small model by name: ``tfidf``, ``textcnn``, ``lstm``, ``minilm`` (texts),
+    ``resnet32`` or ``cnn`` (images).
 
     Examples
     --------

@@ -147,9 +147,24 @@ class CaptionerGenerator(BaseEstimator):
         "device": [StrOptions({"cpu", "cuda", "mps"} | {f"cuda:{i}" for i in range(16)})],
     }
 
-    def __init__(self, *, image_size=64, embed_dim=128, hidden_dim=256, attention_dim=128,
-                 encoder_channels=(32, 64, 128), vocab_min_count=1, max_len=20, epochs=10, batch_size=32, lr=1e-3,
-                 alpha_c=1.0, random_state=None, verbose=False, device="cpu"):
+    def __init__(
+        self,
+        *,
+        image_size=64,
+        embed_dim=128,
+        hidden_dim=256,
+        attention_dim=128,
+        encoder_channels=(32, 64, 128),
+        vocab_min_count=1,
+        max_len=20,
+        epochs=10,
+        batch_size=32,
+        lr=1e-3,
+        alpha_c=1.0,
+        random_state=None,
+        verbose=False,
+        device="cpu",
+    ):
         self.image_size = image_size
         self.embed_dim = embed_dim
         self.hidden_dim = hidden_dim
@@ -168,14 +183,19 @@ class CaptionerGenerator(BaseEstimator):
     def _validate_params(self):
         super()._validate_params()
         channels = list(self.encoder_channels)
-        if not channels or not all(isinstance(c, Integral) and not isinstance(c, bool) and 1 <= c <= 4096
-                                   for c in channels):
-            raise InvalidParameterError("The 'encoder_channels' parameter must be a non-empty tuple of integers "
-                                        f"in [1, 4096]. Got {self.encoder_channels!r} instead.")
+        if not channels or not all(
+            isinstance(c, Integral) and not isinstance(c, bool) and 1 <= c <= 4096 for c in channels
+        ):
+            raise InvalidParameterError(
+                "The 'encoder_channels' parameter must be a non-empty tuple of integers "
+                f"in [1, 4096]. Got {self.encoder_channels!r} instead."
+            )
         if self.image_size >> len(channels) < 1:
-            raise InvalidParameterError(f"The 'image_size' parameter ({self.image_size}) is too small for "
-                                        f"{len(channels)} encoder blocks, each halving it; give at least "
-                                        f"{1 << len(channels)}.")
+            raise InvalidParameterError(
+                f"The 'image_size' parameter ({self.image_size}) is too small for "
+                f"{len(channels)} encoder blocks, each halving it; give at least "
+                f"{1 << len(channels)}."
+            )
 
     # -- training -----------------------------------------------------------------------------
 
@@ -242,18 +262,27 @@ class CaptionerGenerator(BaseEstimator):
         """The decoded images and, per image, its non-empty captions; DataError naming what is wrong."""
         batch = as_inputs(X, "image")  # an empty batch is refused here: "no inputs"
         if isinstance(references, (str, bytes)) or not hasattr(references, "__len__"):
-            raise DataError("references must hold one caption (or a list of captions) per image, "
-                            f"got a {type(references).__name__}")
+            raise DataError(
+                f"references must hold one caption (or a list of captions) per image, got a {type(references).__name__}"
+            )
         references = list(references.tolist() if isinstance(references, (np.ndarray, pd.Series)) else references)
         if len(references) != len(batch):
-            raise DataError(f"got {len(batch)} images but {len(references)} references; give one caption "
-                            "(or a list of captions) per image")
-        require_valid(batch.problems, what="images", hint="Give each row a decodable image (array, PIL image or "
-                                                         "file path).")
+            raise DataError(
+                f"got {len(batch)} images but {len(references)} references; give one caption "
+                "(or a list of captions) per image"
+            )
+        require_valid(
+            batch.problems, what="images", hint="Give each row a decodable image (array, PIL image or file path)."
+        )
         captions = []
         for i, ref in enumerate(references):
-            found = [ref] if isinstance(ref, str) else list(ref) if isinstance(
-                ref, (list, tuple, np.ndarray, pd.Series)) else None
+            found = (
+                [ref]
+                if isinstance(ref, str)
+                else list(ref)
+                if isinstance(ref, (list, tuple, np.ndarray, pd.Series))
+                else None
+            )
             if found is None:
                 raise DataError(f"row {i}: expected a caption string or a list of them, got {type(ref).__name__}")
             wrong = [c for c in found if not isinstance(c, str)]
@@ -267,7 +296,7 @@ class CaptionerGenerator(BaseEstimator):
 
     def _ids(self, caption: str) -> np.ndarray:
         """``<start>``, the caption's word ids (at most ``max_len``; unknown: ``<unk>``) and ``<end>``."""
-        words = caption_words(caption)[:self.max_len]
+        words = caption_words(caption)[: self.max_len]
         return np.array([START, *(self.word_index_.get(w, UNK) for w in words), END], dtype=np.int64)
 
     def _train(self, torch, images, captions, epochs: int, rng) -> None:
@@ -275,16 +304,20 @@ class CaptionerGenerator(BaseEstimator):
         pairs = [(i, self._ids(c)) for i, cs in enumerate(captions) for c in cs]
         params = [p for p in self.module_.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=self.lr)
-        batches = [order[s:s + self.batch_size] for order in (rng.permutation(len(pairs)) for _ in range(epochs))
-                   for s in range(0, len(pairs), self.batch_size)]
+        batches = [
+            order[s : s + self.batch_size]
+            for order in (rng.permutation(len(pairs)) for _ in range(epochs))
+            for s in range(0, len(pairs), self.batch_size)
+        ]
         self.module_.train()
         for rows in track(batches, f"training {type(self).__name__}", enabled=self.verbose):
             x = self._pixels(torch, encoded[[pairs[r][0] for r in rows]])
             ids = torch.from_numpy(_pad([pairs[r][1] for r in rows])).to(self.device)
             logprob, alpha = self.module_(x, ids[:, :-1])
             target = ids[:, 1:]
-            loss = torch.nn.functional.nll_loss(logprob.reshape(-1, logprob.shape[-1]), target.reshape(-1),
-                                                ignore_index=PAD)
+            loss = torch.nn.functional.nll_loss(
+                logprob.reshape(-1, logprob.shape[-1]), target.reshape(-1), ignore_index=PAD
+            )
             if self.alpha_c:
                 alpha = alpha * (target != PAD).unsqueeze(2).to(alpha.dtype)  # padded steps attend nowhere
                 loss = loss + self.alpha_c * ((1.0 - alpha.sum(dim=1)) ** 2).sum(dim=1).mean()
@@ -300,8 +333,8 @@ class CaptionerGenerator(BaseEstimator):
         """Caption each image greedily; unreadable images are flagged per row, never raised.
 
         ``hints`` (one per input) is accepted for the generator contract and ignored: the model
-        reads images only. ``modality="auto"`` reads the inputs as images (file paths included). ``cost`` and ``price`` are zero; ``seconds`` is each image's share of
-        its decoding batch.
+        reads images only. ``modality="auto"`` reads the inputs as images (file paths included).
+        ``cost`` and ``price`` are zero; ``seconds`` is each image's share of its decoding batch.
 
         Returns
         -------
@@ -325,7 +358,7 @@ class CaptionerGenerator(BaseEstimator):
             if problem is not None:
                 out.flag[i] = f"{problem}; not captioned"
         rows = [i for i, p in enumerate(problems) if p is None]
-        chunks = [rows[s:s + self.batch_size] for s in range(0, len(rows), self.batch_size)]
+        chunks = [rows[s : s + self.batch_size] for s in range(0, len(rows), self.batch_size)]
         with self._torch() as torch, torch.no_grad():
             self.module_.eval()
             for chunk in track(chunks, f"captioning with {type(self).__name__}", enabled=progress):
@@ -356,18 +389,20 @@ class CaptionerGenerator(BaseEstimator):
         with self._torch() as torch, torch.no_grad():
             self.module_.eval()
             for s in range(0, len(ids), self.batch_size):
-                chunk = ids[s:s + self.batch_size]
+                chunk = ids[s : s + self.batch_size]
                 padded = torch.from_numpy(_pad(chunk)).to(self.device)
-                logprob, _ = self.module_(self._pixels(torch, encoded[s:s + self.batch_size]), padded[:, :-1])
+                logprob, _ = self.module_(self._pixels(torch, encoded[s : s + self.batch_size]), padded[:, :-1])
                 picked = logprob.gather(2, padded[:, 1:].unsqueeze(2)).squeeze(2).double().cpu().numpy()
-                out += [picked[j, :len(row) - 2] for j, row in enumerate(chunk)]
+                out += [picked[j, : len(row) - 2] for j, row in enumerate(chunk)]
         return out
 
     def check_modality(self, name: str) -> None:
         """Refuse items of modality ``name``: the captioner reads images only."""
         if name not in self.modalities:
-            raise ConfigError(f"{type(self).__name__} answers about images, not {name} items; "
-                              "give images (arrays, PIL images or file paths)")
+            raise ConfigError(
+                f"{type(self).__name__} answers about images, not {name} items; "
+                "give images (arrays, PIL images or file paths)"
+            )
 
     def price_of(self, prompt_tokens, completion_tokens) -> np.ndarray:
         """A local model: every answer is free."""
@@ -416,8 +451,14 @@ class CaptionerGenerator(BaseEstimator):
         return (x - mean) / std
 
     def _new_module(self, torch):
-        return _network(torch)(self.n_channels_, tuple(int(c) for c in self.encoder_channels), len(self.vocabulary_),
-                               int(self.embed_dim), int(self.hidden_dim), int(self.attention_dim))
+        return _network(torch)(
+            self.n_channels_,
+            tuple(int(c) for c in self.encoder_channels),
+            len(self.vocabulary_),
+            int(self.embed_dim),
+            int(self.hidden_dim),
+            int(self.attention_dim),
+        )
 
     @contextlib.contextmanager
     def _torch(self):
@@ -462,12 +503,17 @@ class CaptionerGenerator(BaseEstimator):
         if unknown:
             raise ValueError(f"{type(self).__name__} state has unexpected attribute(s) {unknown}")
         weights = state.pop("module_state_", None)
-        if weights is not None and not (isinstance(weights, dict) and all(
-                isinstance(k, str) and isinstance(v, np.ndarray) for k, v in weights.items())):
+        if weights is not None and not (
+            isinstance(weights, dict)
+            and all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in weights.items())
+        ):
             raise ValueError(f"{type(self).__name__} weights must be named arrays")
         vocabulary = state.get("vocabulary_")
-        if vocabulary is not None and not (isinstance(vocabulary, (list, tuple)) and all(
-                isinstance(w, str) for w in vocabulary) and tuple(vocabulary[:4]) == SPECIALS):
+        if vocabulary is not None and not (
+            isinstance(vocabulary, (list, tuple))
+            and all(isinstance(w, str) for w in vocabulary)
+            and tuple(vocabulary[:4]) == SPECIALS
+        ):
             raise ValueError(f"{type(self).__name__} vocabulary must be a list of words starting with {SPECIALS}")
         self.__dict__.update(state)
         check_params(self)
@@ -486,7 +532,7 @@ def _pad(ids) -> np.ndarray:
     """Id sequences stacked into one array, padded with ``<pad>`` to the longest."""
     out = np.full((len(ids), max(len(row) for row in ids)), PAD, dtype=np.int64)
     for i, row in enumerate(ids):
-        out[i, :len(row)] = row
+        out[i, : len(row)] = row
     return out
 
 
@@ -507,14 +553,21 @@ def _network(torch):
             super().__init__()
             blocks, cin = [], channels
             for cout in encoder_channels:
-                blocks += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-                           nn.MaxPool2d(2)]
+                blocks += [
+                    nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(cout),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2),
+                ]
                 cin = cout
             self.encoder = nn.Sequential(*blocks)
             self.embed = nn.Embedding(vocab, embed, padding_idx=PAD)
             self.init_h, self.init_c = nn.Linear(cin, hidden), nn.Linear(cin, hidden)
-            self.att_a, self.att_h, self.att_v = nn.Linear(cin, attention), nn.Linear(hidden, attention), \
-                nn.Linear(attention, 1)
+            self.att_a, self.att_h, self.att_v = (
+                nn.Linear(cin, attention),
+                nn.Linear(hidden, attention),
+                nn.Linear(attention, 1),
+            )
             self.gate = nn.Linear(hidden, cin)
             self.lstm = nn.LSTMCell(embed + cin, hidden)
             self.out_h, self.out_z, self.out = nn.Linear(hidden, embed), nn.Linear(cin, embed), nn.Linear(embed, vocab)

@@ -45,8 +45,22 @@ class SmallCNNClassifier(TorchImageClassifier):
         "dropout": [Interval(Real, 0, 1, closed="left")],
     }
 
-    def __init__(self, *, epochs=30, batch_size=128, lr=2e-3, width=32, dropout=0.3, image_size=None, augment=True,
-                 class_weight=None, random_state=None, device="cpu", n_threads=None, progress=False):
+    def __init__(
+        self,
+        *,
+        epochs=30,
+        batch_size=128,
+        lr=2e-3,
+        width=32,
+        dropout=0.3,
+        image_size=None,
+        augment=True,
+        class_weight=None,
+        random_state=None,
+        device="cpu",
+        n_threads=None,
+        progress=False,
+    ):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -68,6 +82,12 @@ class SmallCNNClassifier(TorchImageClassifier):
             layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
             return layers + [nn.MaxPool2d(2)] if pool else layers
 
-        return nn.Sequential(*block(channels, w, True), *block(w, 2 * w, True), *block(2 * w, 4 * w, False),
-                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(self.dropout),
-                             nn.Linear(4 * w, len(self.classes_)))
+        return nn.Sequential(
+            *block(channels, w, True),
+            *block(w, 2 * w, True),
+            *block(2 * w, 4 * w, False),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(self.dropout),
+            nn.Linear(4 * w, len(self.classes_)),
+        )

@@ -70,9 +70,24 @@ class LSTMClassifier(WordSequenceClassifier):
         "num_layers": [Interval(Integral, 1, 16, closed="both")],
     }
 
-    def __init__(self, *, epochs=8, batch_size=32, lr=2e-3, max_len=100, embedding_dim=128, hidden_size=128,
-                 num_layers=1, dropout=0.5, max_vocab=20000, min_count=1, random_state=None, device="cpu",
-                 n_threads=None, progress=False):
+    def __init__(
+        self,
+        *,
+        epochs=8,
+        batch_size=32,
+        lr=2e-3,
+        max_len=100,
+        embedding_dim=128,
+        hidden_size=128,
+        num_layers=1,
+        dropout=0.5,
+        max_vocab=20000,
+        min_count=1,
+        random_state=None,
+        device="cpu",
+        n_threads=None,
+        progress=False,
+    ):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -98,8 +113,14 @@ class LSTMClassifier(WordSequenceClassifier):
             def __init__(self, dim, hidden, layers, dropout):
                 super().__init__()
                 self.embedding = nn.Embedding(n_words, dim, padding_idx=0)
-                self.lstm = nn.LSTM(dim, hidden, num_layers=layers, batch_first=True, bidirectional=True,
-                                    dropout=dropout if layers > 1 else 0.0)
+                self.lstm = nn.LSTM(
+                    dim,
+                    hidden,
+                    num_layers=layers,
+                    batch_first=True,
+                    bidirectional=True,
+                    dropout=dropout if layers > 1 else 0.0,
+                )
                 self.dropout = nn.Dropout(dropout)
                 self.out = nn.Linear(4 * hidden, n_classes)
 

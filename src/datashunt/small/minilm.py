@@ -90,9 +90,23 @@ class MiniLMClassifier(TorchTextClassifier):
         "warmup": [Interval(Real, 0, 1, closed="both")],
     }
 
-    def __init__(self, *, epochs=1, batch_size=32, lr=1e-4, head_lr=1e-3, max_len=64, freeze_encoder=False,
-                 dropout=0.1, weight_decay=0.01, warmup=0.1, random_state=None, device="cpu", n_threads=None,
-                 progress=False):
+    def __init__(
+        self,
+        *,
+        epochs=1,
+        batch_size=32,
+        lr=1e-4,
+        head_lr=1e-3,
+        max_len=64,
+        freeze_encoder=False,
+        dropout=0.1,
+        weight_decay=0.01,
+        warmup=0.1,
+        random_state=None,
+        device="cpu",
+        n_threads=None,
+        progress=False,
+    ):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -115,8 +129,12 @@ class MiniLMClassifier(TorchTextClassifier):
         transformers = require("transformers", "minilm")
         installed = require(PACKAGE, "minilm").__version__
         if installed != self.tokenizer_version_:
-            warnings.warn(f"this model was fitted with {PACKAGE} {self.tokenizer_version_}, whose tokenizer is "
-                          f"rebuilt from the installed {installed}; its predictions may differ", DatashuntWarning)
+            warnings.warn(
+                f"this model was fitted with {PACKAGE} {self.tokenizer_version_}, whose tokenizer is "
+                f"rebuilt from the installed {installed}; its predictions may differ",
+                DatashuntWarning,
+                stacklevel=2,
+            )
         self.tokenizer_ = transformers.AutoTokenizer.from_pretrained(_model_dir())
 
     def _encode(self, texts) -> list[np.ndarray]:
@@ -167,10 +185,16 @@ class MiniLMClassifier(TorchTextClassifier):
         plain = ("bias", "LayerNorm.weight")
         groups = [
             {"params": [p for n, p in named if n.startswith("out.")], "lr": self.head_lr, "weight_decay": 0.0},
-            {"params": [p for n, p in named if not n.startswith("out.") and not n.endswith(plain)],
-             "lr": self.lr, "weight_decay": self.weight_decay},
-            {"params": [p for n, p in named if not n.startswith("out.") and n.endswith(plain)],
-             "lr": self.lr, "weight_decay": 0.0},
+            {
+                "params": [p for n, p in named if not n.startswith("out.") and not n.endswith(plain)],
+                "lr": self.lr,
+                "weight_decay": self.weight_decay,
+            },
+            {
+                "params": [p for n, p in named if not n.startswith("out.") and n.endswith(plain)],
+                "lr": self.lr,
+                "weight_decay": 0.0,
+            },
         ]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], **self._fused(torch))
         warm = max(int(self.warmup * n_steps), 1) if self.warmup else 0

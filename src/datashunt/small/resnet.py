@@ -63,8 +63,23 @@ class ResNet32Classifier(TorchImageClassifier):
         "blocks": [Interval(Integral, 1, 64, closed="both")],
     }
 
-    def __init__(self, *, epochs=60, batch_size=128, lr=0.1, weight_decay=5e-4, width=16, blocks=5, image_size=None,
-                 augment=True, class_weight=None, random_state=None, device="cpu", n_threads=None, progress=False):
+    def __init__(
+        self,
+        *,
+        epochs=60,
+        batch_size=128,
+        lr=0.1,
+        weight_decay=5e-4,
+        width=16,
+        blocks=5,
+        image_size=None,
+        augment=True,
+        class_weight=None,
+        random_state=None,
+        device="cpu",
+        n_threads=None,
+        progress=False,
+    ):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -100,7 +115,7 @@ class ResNet32Classifier(TorchImageClassifier):
 
             def forward(self, x):
                 out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-                short = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+                short = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
                 if self.extra:  # option A: zero-padded channels, no parameters
                     short = F.pad(short, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
                 return F.relu(out + short)
@@ -108,11 +123,12 @@ class ResNet32Classifier(TorchImageClassifier):
         class ResNet(nn.Module):
             def __init__(self, channels, width, blocks, n_classes):
                 super().__init__()
-                self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
-                                          nn.ReLU())
+                self.stem = nn.Sequential(
+                    nn.Conv2d(channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+                )
                 layers, cin = [], width
                 for stage in range(3):
-                    cout = width * 2 ** stage
+                    cout = width * 2**stage
                     for b in range(blocks):
                         layers.append(Block(cin, cout, 2 if stage and not b else 1))
                         cin = cout

@@ -69,9 +69,24 @@ class TextCNNClassifier(WordSequenceClassifier):
         "kernel_sizes": [tuple, list],
     }
 
-    def __init__(self, *, epochs=12, batch_size=50, lr=1e-3, max_len=100, embedding_dim=128, n_filters=100,
-                 kernel_sizes=(3, 4, 5), dropout=0.5, max_vocab=20000, min_count=1, random_state=None,
-                 device="cpu", n_threads=None, progress=False):
+    def __init__(
+        self,
+        *,
+        epochs=12,
+        batch_size=50,
+        lr=1e-3,
+        max_len=100,
+        embedding_dim=128,
+        n_filters=100,
+        kernel_sizes=(3, 4, 5),
+        dropout=0.5,
+        max_vocab=20000,
+        min_count=1,
+        random_state=None,
+        device="cpu",
+        n_threads=None,
+        progress=False,
+    ):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr

@@ -29,8 +29,9 @@ class CompactTfidfVectorizer(TfidfVectorizer):
         super().__setstate__(state)
 
 
-def tfidf_logreg(C: float = 4.0, ngram_range=(1, 2), min_df: int = 1, max_features: int | None = 200_000,
-                 random_state=None) -> Pipeline:
+def tfidf_logreg(
+    C: float = 4.0, ngram_range=(1, 2), min_df: int = 1, max_features: int | None = 200_000, random_state=None
+) -> Pipeline:
     """Word uni- and bigram TF-IDF (sublinear) feeding a logistic regression.
 
     Examples
@@ -39,8 +40,18 @@ def tfidf_logreg(C: float = 4.0, ngram_range=(1, 2), min_df: int = 1, max_featur
     >>> model.predict(["good"]).tolist()
     [1]
     """
-    return Pipeline([
-        ("tfidf", CompactTfidfVectorizer(ngram_range=tuple(ngram_range), min_df=min_df, max_features=max_features,
-                                  sublinear_tf=True, strip_accents="unicode")),
-        ("clf", LogisticRegression(C=C, max_iter=2000, random_state=random_state)),
-    ])
+    return Pipeline(
+        [
+            (
+                "tfidf",
+                CompactTfidfVectorizer(
+                    ngram_range=tuple(ngram_range),
+                    min_df=min_df,
+                    max_features=max_features,
+                    sublinear_tf=True,
+                    strip_accents="unicode",
+                ),
+            ),
+            ("clf", LogisticRegression(C=C, max_iter=2000, random_state=random_state)),
+        ]
+    )

@@ -31,8 +31,13 @@ def conform(image: np.ndarray, height: int, width: int, channels: int) -> np.nda
     [90, 90, 90, 90]
     """
     if image.shape[2] != channels:
-        image = np.repeat(image, 3, axis=2) if channels == 3 else np.rint(
-            image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None].astype(np.uint8)
+        image = (
+            np.repeat(image, 3, axis=2)
+            if channels == 3
+            else np.rint(image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None].astype(
+                np.uint8
+            )
+        )
     if image.shape[:2] != (height, width):
         pil = require("PIL.Image", "image")
         squeezed = image[:, :, 0] if channels == 1 else image
@@ -58,8 +63,9 @@ class TorchImageClassifier(TorchClassifier):
 
     def _check(self, X):
         batch = as_inputs(X, "image")
-        require_valid(batch.problems, what="images", hint="Give each row a decodable image (array, PIL image "
-                                                         "or file path).")
+        require_valid(
+            batch.problems, what="images", hint="Give each row a decodable image (array, PIL image or file path)."
+        )
         return batch.items
 
     def _prepare(self, images) -> None:
@@ -103,6 +109,6 @@ def _shift_and_flip(torch, x):
     flip = (torch.rand(n) < 0.5).tolist()
     out = torch.empty_like(x)
     for i in range(n):
-        crop = padded[i, :, dy[i]:dy[i] + height, dx[i]:dx[i] + width]
+        crop = padded[i, :, dy[i] : dy[i] + height, dx[i] : dx[i] + width]
         out[i] = crop.flip(-1) if flip[i] else crop
     return out

@@ -66,7 +66,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def _batches(self, encoded, rng) -> list[np.ndarray]:
         """Row indices of one epoch's training mini-batches, in a random order."""
         order = rng.permutation(len(encoded))
-        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
     def _predict_order(self, encoded) -> np.ndarray:
         """The order rows are predicted in (batches of similar items pad less)."""
@@ -153,8 +153,13 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         with self._torch() as torch:
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max) + 1
             with self._seeded(torch, seed):
-                self._train(torch, self._encode(items), target / sums, self.epochs if epochs is None else epochs,
-                            np.random.default_rng(seed))
+                self._train(
+                    torch,
+                    self._encode(items),
+                    target / sums,
+                    self.epochs if epochs is None else epochs,
+                    np.random.default_rng(seed),
+                )
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -166,7 +171,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         with self._torch() as torch, torch.no_grad():
             self.module_.eval()
             for start in range(0, len(encoded), self.batch_size):
-                rows = order[start:start + self.batch_size]
+                rows = order[start : start + self.batch_size]
                 logits = self.module_(*self._tensors(torch, [encoded[i] for i in rows]))
                 proba[rows] = torch.softmax(logits.double(), dim=1).cpu().numpy()
         return proba
@@ -250,8 +255,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self):
         state = {k: v for k, v in self.__dict__.items() if k not in self._transient}
         if "module_" in self.__dict__:
-            state["module_state_"] = {k: v.detach().cpu().numpy().copy()
-                                      for k, v in self.module_.state_dict().items()}
+            state["module_state_"] = {k: v.detach().cpu().numpy().copy() for k, v in self.module_.state_dict().items()}
         return state
 
     def __setstate__(self, state):
@@ -265,8 +269,10 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         if unknown:
             raise ValueError(f"{type(self).__name__} state has unexpected attribute(s) {unknown}")
         weights = state.pop("module_state_", None)
-        if weights is not None and not (isinstance(weights, dict) and all(
-                isinstance(k, str) and isinstance(v, np.ndarray) for k, v in weights.items())):
+        if weights is not None and not (
+            isinstance(weights, dict)
+            and all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in weights.items())
+        ):
             raise ValueError(f"{type(self).__name__} weights must be named arrays")
         self.__dict__.update(state)
         check_params(self)
@@ -277,5 +283,3 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             module = self._new_module(torch, pretrained=False)
             module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
             self.module_ = module.to(self.device).eval()
-
-

@@ -45,7 +45,7 @@ def build_vocabulary(token_lists, max_vocab: int | None = None, min_count: int =
     counts = Counter(token for tokens in token_lists for token in tokens)
     kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
     if max_vocab is not None:
-        kept = kept[:max(max_vocab - 2, 0)]
+        kept = kept[: max(max_vocab - 2, 0)]
     return {PAD: 0, UNK: 1} | {token: i for i, token in enumerate(kept, start=2)}
 
 
@@ -71,8 +71,8 @@ def pad_batch(ids, min_len: int = 1) -> tuple[np.ndarray, np.ndarray]:
     out = np.zeros((len(ids), width), dtype=np.int64)
     mask = np.zeros((len(ids), width), dtype=np.int64)
     for i, row in enumerate(ids):
-        out[i, :len(row)] = row
-        mask[i, :len(row)] = 1
+        out[i, : len(row)] = row
+        mask[i, : len(row)] = 1
     return out, mask
 
 
@@ -85,9 +85,9 @@ def length_batches(lengths, batch_size: int, rng, pool: int = 50) -> list[np.nda
     order = rng.permutation(len(lengths))
     batches = []
     for start in range(0, len(order), batch_size * pool):
-        chunk = order[start:start + batch_size * pool]
+        chunk = order[start : start + batch_size * pool]
         chunk = chunk[np.argsort(np.asarray(lengths)[chunk], kind="stable")]
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -144,5 +144,4 @@ class WordSequenceClassifier(TorchTextClassifier):
 
     def _encode(self, texts) -> list[np.ndarray]:
         unk, vocab = self.vocabulary_[UNK], self.vocabulary_
-        return [np.array([vocab.get(tok, unk) for tok in tokenize(t)[:self.max_len]], dtype=np.int64)
-                for t in texts]
+        return [np.array([vocab.get(tok, unk) for tok in tokenize(t)[: self.max_len]], dtype=np.int64) for t in texts]

@@ -61,8 +61,18 @@ class Generation:
     @classmethod
     def empty(cls, n: int) -> "Generation":
         """Rows for ``n`` items none of which was asked."""
-        return cls([None] * n, [None] * n, np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, int),
-                   np.zeros(n, int), np.full(n, np.nan), [None] * n, np.full(n, np.nan))
+        return cls(
+            [None] * n,
+            [None] * n,
+            np.zeros(n),
+            np.zeros(n),
+            np.zeros(n, bool),
+            np.zeros(n, int),
+            np.zeros(n, int),
+            np.full(n, np.nan),
+            [None] * n,
+            np.full(n, np.nan),
+        )
 
     @property
     def ok(self) -> np.ndarray:
@@ -156,8 +166,9 @@ class Generator(Backend):
                 out.flag[i] = f"{problem}; not sent"
                 continue
             stand_in = kind.prompt_key(item)
-            key = call_key(identity, self._messages(stand_in, hint, kind.noun, shown), self.max_new_tokens,
-                           list(self.stop or ()))
+            key = call_key(
+                identity, self._messages(stand_in, hint, kind.noun, shown), self.max_new_tokens, list(self.stop or ())
+            )
             if self._from_cache(out, i, cache, key):
                 continue
             content = stand_in if isinstance(stand_in, str) else kind.content(item)
@@ -191,8 +202,17 @@ class Generator(Backend):
         hit = _usable(cache.get(key)) if cache is not None else None
         if hit is None:
             return False
-        self._store(out, i, Generated(hit["text"], hit.get("token_logprob"), hit.get("prompt_tokens", 0),
-                                      hit.get("completion_tokens", 0), hit.get("seconds", math.nan)))
+        self._store(
+            out,
+            i,
+            Generated(
+                hit["text"],
+                hit.get("token_logprob"),
+                hit.get("prompt_tokens", 0),
+                hit.get("completion_tokens", 0),
+                hit.get("seconds", math.nan),
+            ),
+        )
         out.cached[i] = True
         return True
 
@@ -212,9 +232,16 @@ class Generator(Backend):
                 out.cached[copy.index] = copy is not request
             out.cost[request.index] = price.cost(got.prompt_tokens, got.completion_tokens)
             if cache is not None:
-                cache.put(request.key, {"text": got.text, "token_logprob": got.token_logprob,
-                                        "prompt_tokens": got.prompt_tokens,
-                                        "completion_tokens": got.completion_tokens, "seconds": got.seconds})
+                cache.put(
+                    request.key,
+                    {
+                        "text": got.text,
+                        "token_logprob": got.token_logprob,
+                        "prompt_tokens": got.prompt_tokens,
+                        "completion_tokens": got.completion_tokens,
+                        "seconds": got.seconds,
+                    },
+                )
 
     def _store(self, out: Generation, i: int, got: Generated) -> None:
         out.text[i] = got.text
@@ -234,8 +261,10 @@ class Generator(Backend):
         if got.token_logprob is not None:
             lp = np.asarray(got.token_logprob, dtype=float)
             if lp.ndim != 1 or not len(lp) or np.isnan(lp).any() or (lp > 1e-6).any():
-                return LargeModelError(f"impossible token log-probabilities ({len(lp)} values, NaN or above 0); "
-                                       "the answer was not used or cached")
+                return LargeModelError(
+                    f"impossible token log-probabilities ({len(lp)} values, NaN or above 0); "
+                    "the answer was not used or cached"
+                )
             got.token_logprob = np.minimum(lp, 0.0).tolist()
         return got
 
@@ -243,8 +272,10 @@ class Generator(Backend):
         template = self.template if self.template is not None else DEFAULT_TEMPLATE
         turns = []
         for shown, answer in examples or ():
-            turns += [{"role": "user", "content": fill(template, self.instruction, shown, None, noun)},
-                      {"role": "assistant", "content": answer}]
+            turns += [
+                {"role": "user", "content": fill(template, self.instruction, shown, None, noun)},
+                {"role": "assistant", "content": answer},
+            ]
         return turns + [{"role": "user", "content": fill(template, self.instruction, text, hint, noun)}]
 
     # -- task knowledge ------------------------------------------------------------------------
@@ -276,8 +307,14 @@ class Generator(Backend):
         from ...collab.memory import ExampleMemory
 
         texts, answers = state.get("example_texts"), state.get("example_answers")
-        if not (isinstance(texts, np.ndarray) and isinstance(answers, np.ndarray) and texts.dtype.kind == "U"
-                and answers.dtype.kind == "U" and texts.ndim == answers.ndim == 1 and len(texts) == len(answers)):
+        if not (
+            isinstance(texts, np.ndarray)
+            and isinstance(answers, np.ndarray)
+            and texts.dtype.kind == "U"
+            and answers.dtype.kind == "U"
+            and texts.ndim == answers.ndim == 1
+            and len(texts) == len(answers)
+        ):
             raise ConfigError("the saved example memory must be two string arrays of equal length")
         self.memory_ = ExampleMemory().fit(texts, answers)
         return self
@@ -316,7 +353,7 @@ def cut_at_stop(text: str, stop) -> tuple[str, bool]:
     ('freie Software', True)
     """
     ends = [text.find(s) for s in stop or () if s and s in text]
-    return (text[:min(ends)], True) if ends else (text, False)
+    return (text[: min(ends)], True) if ends else (text, False)
 
 
 def _first(reference):
@@ -340,8 +377,7 @@ def fill(template: str, instruction: str, text, hint, noun: str = "Text"):
     check_template(template.replace("{noun}", "").replace("{labels}", ""))
     head, tail = template.split("{text}")
     parts = [p.replace("{instruction}", instruction).replace("{noun}", noun) for p in (head, tail)]
-    parts = [p.replace("{hint}\n", "").replace("{hint}", "") if not hint else p.replace("{hint}", hint)
-             for p in parts]
+    parts = [p.replace("{hint}\n", "").replace("{hint}", "") if not hint else p.replace("{hint}", hint) for p in parts]
     if isinstance(text, str):
         return parts[0] + text + parts[1]
     return [{"type": "text", "text": parts[0]}, text, *([{"type": "text", "text": parts[1]}] if parts[1] else [])]

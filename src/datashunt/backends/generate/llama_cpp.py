@@ -44,8 +44,21 @@ class LlamaCppGenerator(Generator):
         **GENERATOR_CONSTRAINTS,
     }
 
-    def __init__(self, model=DEFAULT_MODEL, *, instruction="", template=None, max_new_tokens=48, stop=None, shots=0,
-                 n_ctx=2048, n_threads=None, reuse_prefix=True, price=None, cache=True):
+    def __init__(
+        self,
+        model=DEFAULT_MODEL,
+        *,
+        instruction="",
+        template=None,
+        max_new_tokens=48,
+        stop=None,
+        shots=0,
+        n_ctx=2048,
+        n_threads=None,
+        reuse_prefix=True,
+        price=None,
+        cache=True,
+    ):
         self.model = model
         self.instruction = instruction
         self.template = template
@@ -86,9 +99,11 @@ class LlamaCppGenerator(Generator):
         prompt = self._formatter(messages=messages).prompt
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) + self.max_new_tokens > self.n_ctx:
-            raise LargeModelError(f"prompt of {len(tokens)} tokens leaves less than max_new_tokens="
-                                  f"{self.max_new_tokens} of the context n_ctx={self.n_ctx}; not sent "
-                                  "(shorten the text or raise n_ctx)")
+            raise LargeModelError(
+                f"prompt of {len(tokens)} tokens leaves less than max_new_tokens="
+                f"{self.max_new_tokens} of the context n_ctx={self.n_ctx}; not sent "
+                "(shorten the text or raise n_ctx)"
+            )
         logp = eval_prompt(llm, tokens, self.reuse_prefix)
         chosen, logprobs = [], []
         try:

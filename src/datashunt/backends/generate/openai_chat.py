@@ -42,9 +42,23 @@ class OpenAIChatGenerator(OpenAIEndpoint, Generator):
         **GENERATOR_CONSTRAINTS,
     }
 
-    def __init__(self, model, *, base_url=None, api_key_env="OPENAI_API_KEY", timeout=60.0, max_retries=2,
-                 max_concurrency=8, instruction="", template=None, max_new_tokens=256, stop=None, shots=0,
-                 price=None, cache=True):
+    def __init__(
+        self,
+        model,
+        *,
+        base_url=None,
+        api_key_env="OPENAI_API_KEY",
+        timeout=60.0,
+        max_retries=2,
+        max_concurrency=8,
+        instruction="",
+        template=None,
+        max_new_tokens=256,
+        stop=None,
+        shots=0,
+        price=None,
+        cache=True,
+    ):
         self.model = model
         self.base_url = base_url
         self.api_key_env = api_key_env
@@ -60,8 +74,10 @@ class OpenAIChatGenerator(OpenAIEndpoint, Generator):
         self.cache = cache
 
     def describe(self) -> str:
-        return (f"model {self.model!r} at {self.base_url or DEFAULT_URL} (OpenAI-compatible HTTP), "
-                f"API key from ${self.api_key_env}")
+        return (
+            f"model {self.model!r} at {self.base_url or DEFAULT_URL} (OpenAI-compatible HTTP), "
+            f"API key from ${self.api_key_env}"
+        )
 
     def identity(self) -> str:
         return f"openai_generate:{self.base_url or DEFAULT_URL}:{self.model}"
@@ -70,8 +86,9 @@ class OpenAIChatGenerator(OpenAIEndpoint, Generator):
         return self._run_all(todo, progress)
 
     def _request(self, messages):
-        request = dict(model=self.model, messages=messages, max_tokens=self.max_new_tokens, temperature=0.0,
-                       logprobs=True)
+        request = dict(
+            model=self.model, messages=messages, max_tokens=self.max_new_tokens, temperature=0.0, logprobs=True
+        )
         if self.stop:
             request["stop"] = list(self.stop)
         return request

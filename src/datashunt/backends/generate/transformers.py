@@ -33,8 +33,22 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _POSITION_ATTRS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length")
 _SMALL_FILE = 1 << 20  # files up to this size are fingerprinted by their whole content, larger ones sampled
 _SAMPLES, _CHUNK = 16, 1 << 16
-_RUNTIME = ("_model", "_tokenizer", "_processor", "_image_processor", "_chat", "_torch_device", "_loaded_spec",
-            "_kind_spec", "_limit", "_skip_ids", "_eos_ids", "_pad_id", "_cache_obj", "_cache_spec")
+_RUNTIME = (
+    "_model",
+    "_tokenizer",
+    "_processor",
+    "_image_processor",
+    "_chat",
+    "_torch_device",
+    "_loaded_spec",
+    "_kind_spec",
+    "_limit",
+    "_skip_ids",
+    "_eos_ids",
+    "_pad_id",
+    "_cache_obj",
+    "_cache_spec",
+)
 
 
 @dataclass
@@ -106,8 +120,22 @@ class TransformersGenerator(Generator):
         **GENERATOR_CONSTRAINTS,
     }
 
-    def __init__(self, model, *, kind="auto", instruction="", template=None, max_new_tokens=48, stop=None, shots=0,
-                 batch_size=8, local_files_only=True, device="cpu", price=None, cache=True):
+    def __init__(
+        self,
+        model,
+        *,
+        kind="auto",
+        instruction="",
+        template=None,
+        max_new_tokens=48,
+        stop=None,
+        shots=0,
+        batch_size=8,
+        local_files_only=True,
+        device="cpu",
+        price=None,
+        cache=True,
+    ):
         self.model = model
         self.kind = kind
         self.instruction = instruction
@@ -129,8 +157,7 @@ class TransformersGenerator(Generator):
 
     def describe(self) -> str:
         source = "local files only" if self.local_files_only else "may download from the Hugging Face Hub"
-        return (f"transformers {self.kind} generator {str(self.model)!r} (in this process on {self.device}; "
-                f"{source})")
+        return f"transformers {self.kind} generator {str(self.model)!r} (in this process on {self.device}; {source})"
 
     def identity(self) -> str:
         kind = self._resolved_kind()
@@ -148,11 +175,15 @@ class TransformersGenerator(Generator):
         if where.is_dir():
             return str(where)
         if where.exists():
-            raise ModelFileError(f"model {text!r} is a file; give the folder written by save_pretrained "
-                                 "(config, weights and tokenizer files) or a hub id")
+            raise ModelFileError(
+                f"model {text!r} is a file; give the folder written by save_pretrained "
+                "(config, weights and tokenizer files) or a hub id"
+            )
         if isinstance(self.model, PurePath) or not _HUB_ID.match(text):
-            raise ModelFileError(f"no model folder at {text!r}; give a folder written by save_pretrained or a "
-                                 "Hugging Face hub id such as 'google/flan-t5-small'")
+            raise ModelFileError(
+                f"no model folder at {text!r}; give a folder written by save_pretrained or a "
+                "Hugging Face hub id such as 'google/flan-t5-small'"
+            )
         return text
 
     def _folder(self, source: str) -> Path:
@@ -163,8 +194,10 @@ class TransformersGenerator(Generator):
         try:
             config = transformers.utils.cached_file(source, "config.json", local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure to find the files is a configuration problem
-            raise ConfigError(f"cannot find the files of {source!r} in the Hugging Face cache: {exc}. Give a folder "
-                              "written by save_pretrained, or set local_files_only=False to download") from None
+            raise ConfigError(
+                f"cannot find the files of {source!r} in the Hugging Face cache: {exc}. Give a folder "
+                "written by save_pretrained, or set local_files_only=False to download"
+            ) from None
         return Path(config).parent
 
     def _resolved_kind(self) -> str:
@@ -200,9 +233,11 @@ class TransformersGenerator(Generator):
         try:
             if kind == "image-to-text":
                 require("PIL.Image", "clip")
-                auto = (getattr(transformers, "AutoModelForImageTextToText", None)
-                        or getattr(transformers, "AutoModelForVision2Seq", None)
-                        or transformers.VisionEncoderDecoderModel)
+                auto = (
+                    getattr(transformers, "AutoModelForImageTextToText", None)
+                    or getattr(transformers, "AutoModelForVision2Seq", None)
+                    or transformers.VisionEncoderDecoderModel
+                )
                 model = auto.from_pretrained(source, local_files_only=local, dtype=dtype)
                 processor = transformers.AutoProcessor.from_pretrained(source, local_files_only=local)
                 image_processor = getattr(processor, "image_processor", None)
@@ -223,8 +258,10 @@ class TransformersGenerator(Generator):
                 f"{self.kind!r}"
             ) from None
         if tokenizer is None or not hasattr(model, "generate"):
-            raise ConfigError(f"{source!r} holds no tokenizer or no generating model ({type(model).__name__}); "
-                              f"TransformersGenerator takes a {kind} model that can generate")
+            raise ConfigError(
+                f"{source!r} holds no tokenizer or no generating model ({type(model).__name__}); "
+                f"TransformersGenerator takes a {kind} model that can generate"
+            )
         try:
             model = model.to(device).eval()
         except (RuntimeError, ValueError) as exc:
@@ -249,8 +286,9 @@ class TransformersGenerator(Generator):
         try:
             return torch.device(self.device)
         except (RuntimeError, ValueError) as exc:
-            raise ConfigError(f"device {self.device!r} is not a torch device ('cpu', 'cuda', 'mps' or 'auto'): "
-                              f"{exc}") from None
+            raise ConfigError(
+                f"device {self.device!r} is not a torch device ('cpu', 'cuda', 'mps' or 'auto'): {exc}"
+            ) from None
 
     # -- generating ------------------------------------------------------------------------------
     def _generate_many(self, todo: list[Request], progress: bool):
@@ -270,15 +308,19 @@ class TransformersGenerator(Generator):
                 yield request, LargeModelError(f"could not build the prompt: {type(exc).__name__}: {exc}")
         ready.sort(key=lambda p: len(p.ids))  # similar lengths together: less padding
         size = int(self.batch_size)
-        batches = [ready[i:i + size] for i in range(0, len(ready), size)]
+        batches = [ready[i : i + size] for i in range(0, len(ready), size)]
         for batch in track(batches, "generator", enabled=progress):
             start = time.perf_counter()
             try:
                 answers = self._run(batch)
             except Exception as exc:  # noqa: BLE001 - one failed batch is flagged; the other batches go on
                 for prepared in batch:
-                    yield prepared.request, LargeModelError(
-                        f"{type(self).__name__} failed on a batch of {len(batch)}: {type(exc).__name__}: {exc}")
+                    yield (
+                        prepared.request,
+                        LargeModelError(
+                            f"{type(self).__name__} failed on a batch of {len(batch)}: {type(exc).__name__}: {exc}"
+                        ),
+                    )
                 continue
             seconds = (time.perf_counter() - start) / len(batch)
             for prepared, got in zip(batch, answers):
@@ -297,12 +339,16 @@ class TransformersGenerator(Generator):
             ids = list(tokenizer("\n".join(_text(m["content"]) for m in request.messages))["input_ids"])
         limit = self._limit
         if limit is not None and kind == "causal" and len(ids) + self.max_new_tokens > limit:
-            raise LargeModelError(f"prompt of {len(ids)} tokens leaves less than max_new_tokens={self.max_new_tokens} "
-                                  f"of the model's {limit} positions; not sent (shorten the text or lower "
-                                  "max_new_tokens)")
+            raise LargeModelError(
+                f"prompt of {len(ids)} tokens leaves less than max_new_tokens={self.max_new_tokens} "
+                f"of the model's {limit} positions; not sent (shorten the text or lower "
+                "max_new_tokens)"
+            )
         if limit is not None and kind == "seq2seq" and len(ids) > limit:
-            raise LargeModelError(f"prompt of {len(ids)} tokens is longer than the model's {limit} input positions; "
-                                  "not sent (shorten the text)")
+            raise LargeModelError(
+                f"prompt of {len(ids)} tokens is longer than the model's {limit} input positions; "
+                "not sent (shorten the text)"
+            )
         if not ids:
             raise LargeModelError("the prompt made no tokens; not sent")
         return _Prepared(request, ids)
@@ -314,8 +360,9 @@ class TransformersGenerator(Generator):
             raise LargeModelError(f"expected an H×W×C uint8 image, got {item.dtype} of shape {item.shape}")
         image = pil.fromarray(np.repeat(item, 3, axis=2) if item.shape[2] == 1 else item)
         if self._chat:  # a chat vision-language model: the user's turn with the image in its place
-            text = self._processor.apply_chat_template([_with_image(m) for m in request.messages],
-                                                       add_generation_prompt=True, tokenize=False)
+            text = self._processor.apply_chat_template(
+                [_with_image(m) for m in request.messages], add_generation_prompt=True, tokenize=False
+            )
             ids = list(self._processor(images=[image], text=[text], return_tensors="np")["input_ids"][0])
         else:
             prefix = self.instruction.strip()
@@ -323,17 +370,25 @@ class TransformersGenerator(Generator):
             text = prefix if prefix and takes_text else None
             ids = [] if text is None else list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
         if self._limit is not None and len(ids) + self.max_new_tokens > self._limit:
-            raise LargeModelError(f"prompt of {len(ids)} tokens leaves less than max_new_tokens={self.max_new_tokens} "
-                                  f"of the model's {self._limit} text positions; not sent (lower max_new_tokens or "
-                                  "shorten the instruction)")
+            raise LargeModelError(
+                f"prompt of {len(ids)} tokens leaves less than max_new_tokens={self.max_new_tokens} "
+                f"of the model's {self._limit} text positions; not sent (lower max_new_tokens or "
+                "shorten the instruction)"
+            )
         return _Prepared(request, ids, image, text)
 
     def _run(self, batch: list[_Prepared]) -> list[Generated]:
         """One ``generate`` call for the batch; each row's text and its tokens' log-probabilities."""
         torch = require("torch", "clip")
         model, device = self._model, self._torch_device
-        options = dict(do_sample=False, num_beams=1, max_new_tokens=int(self.max_new_tokens), output_scores=True,
-                       output_logits=True, return_dict_in_generate=True)
+        options = dict(
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=int(self.max_new_tokens),
+            output_scores=True,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
         if self._resolved_kind() == "image-to-text":
             images = [p.image for p in batch]
             texts = [p.text for p in batch]
@@ -352,14 +407,16 @@ class TransformersGenerator(Generator):
                 pad = [self._pad_id] * (width - len(p.ids))
                 ids.append(pad + p.ids if left else p.ids + pad)
                 mask.append([0] * len(pad) + [1] * len(p.ids) if left else [1] * len(p.ids) + [0] * len(pad))
-            inputs = {"input_ids": torch.tensor(ids, device=device),
-                      "attention_mask": torch.tensor(mask, device=device)}
+            inputs = {
+                "input_ids": torch.tensor(ids, device=device),
+                "attention_mask": torch.tensor(mask, device=device),
+            }
             options["pad_token_id"] = self._pad_id
         with torch.inference_mode():
             out = model.generate(**inputs, **options)
             logits = out.logits if getattr(out, "logits", None) is not None else out.scores
             steps = len(logits)
-            chosen = out.sequences[:, out.sequences.shape[1] - steps:]
+            chosen = out.sequences[:, out.sequences.shape[1] - steps :]
             logprob = model.compute_transition_scores(out.sequences, logits, normalize_logits=True)
         chosen, logprob = chosen.cpu().tolist(), logprob.float().cpu().tolist()
         return [self._answer(tokens, values, len(p.ids)) for p, tokens, values in zip(batch, chosen, logprob)]
@@ -376,10 +433,13 @@ class TransformersGenerator(Generator):
         decode = self._tokenizer.decode
         text, stopped = cut_at_stop(decode(kept, skip_special_tokens=True), self.stop)
         if stopped:  # keep the tokens whose text comes before the stop string
-            n = next(k for k in range(1, len(kept) + 1) if cut_at_stop(decode(kept[:k], skip_special_tokens=True),
-                                                                        self.stop)[1])
-            before = decode(kept[:n - 1], skip_special_tokens=True)
-            logprobs = logprobs[:n] if len(text) > len(before) else logprobs[:n - 1]
+            n = next(
+                k
+                for k in range(1, len(kept) + 1)
+                if cut_at_stop(decode(kept[:k], skip_special_tokens=True), self.stop)[1]
+            )
+            before = decode(kept[: n - 1], skip_special_tokens=True)
+            logprobs = logprobs[:n] if len(text) > len(before) else logprobs[: n - 1]
         return Generated(text.strip(), logprobs, prompt_tokens=prompt_tokens, completion_tokens=len(kept))
 
     def __getstate__(self):
@@ -460,8 +520,11 @@ def _with_image(message: dict) -> dict:
     content = message["content"]
     if isinstance(content, str):
         return {"role": message["role"], "content": [{"type": "text", "text": content}]}
-    parts = [part if part.get("type") == "text" else {"type": "image"} for part in content
-             if part.get("type") != "text" or part.get("text")]
+    parts = [
+        part if part.get("type") == "text" else {"type": "image"}
+        for part in content
+        if part.get("type") != "text" or part.get("text")
+    ]
     return {"role": message["role"], "content": parts}
 
 

@@ -64,25 +64,32 @@ def load_coco_captions(annotation_json, image_root, split=None) -> pd.DataFrame:
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list):
         keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
-        raise DataError(f"{path}: unknown annotation format (top level: {keys}); expected Karpathy's split file "
-                        "({'images': [{'filename', 'split', 'sentences'}]}) or an official COCO captions file "
-                        "({'images': [{'id', 'file_name'}], 'annotations': [{'image_id', 'caption'}]})")
+        raise DataError(
+            f"{path}: unknown annotation format (top level: {keys}); expected Karpathy's split file "
+            "({'images': [{'filename', 'split', 'sentences'}]}) or an official COCO captions file "
+            "({'images': [{'id', 'file_name'}], 'annotations': [{'image_id', 'caption'}]})"
+        )
     if "annotations" in data or any(isinstance(im, dict) and "file_name" in im for im in images[:1]):
         table = _official(path, data, images, root)
     elif not images or (isinstance(images[0], dict) and "sentences" in images[0]):
         table = _karpathy(path, images, root)
     else:
         first = sorted(images[0]) if isinstance(images[0], dict) else type(images[0]).__name__
-        raise DataError(f"{path}: unknown annotation format: an image entry holds {first}; expected Karpathy's "
-                        "'filename', 'split', 'sentences' or the official 'id', 'file_name'")
+        raise DataError(
+            f"{path}: unknown annotation format: an image entry holds {first}; expected Karpathy's "
+            "'filename', 'split', 'sentences' or the official 'id', 'file_name'"
+        )
     return _select(path, table, split)
 
 
 def _karpathy(path: Path, images: list, root: Path) -> pd.DataFrame:
     rows = []
     for i, entry in enumerate(images):
-        if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str) \
-                or not isinstance(entry.get("sentences"), list):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("filename"), str)
+            or not isinstance(entry.get("sentences"), list)
+        ):
             raise DataError(f"{path}: image entry {i} is malformed (needs 'filename' and a list of 'sentences')")
         references = []
         for sentence in entry["sentences"]:
@@ -122,8 +129,9 @@ def _official(path: Path, data: dict, images: list, root: Path) -> pd.DataFrame:
             continue
         rows[row][1].append(note["caption"].strip())
     if unknown:
-        raise DataError(f"{path}: {len(unknown)} caption(s) name images that are not listed, e.g. image_id "
-                        f"{unknown[0]!r}")
+        raise DataError(
+            f"{path}: {len(unknown)} caption(s) name images that are not listed, e.g. image_id {unknown[0]!r}"
+        )
     return pd.DataFrame(rows, columns=["path", "references", "split"])
 
 
@@ -135,6 +143,7 @@ def _select(path: Path, table: pd.DataFrame, split) -> pd.DataFrame:
     wrong = [s for s in wanted if not isinstance(s, str) or s not in found]
     if wrong or not wanted:
         where = f"the splits found are {found}" if found else "it has no splits (the official layout); use split=None"
-        raise DataError(f"{path}: unknown split {wrong[0] if wrong else split!r}; {where} "
-                        f"(Karpathy's are {list(KARPATHY_SPLITS)})")
+        raise DataError(
+            f"{path}: unknown split {wrong[0] if wrong else split!r}; {where} (Karpathy's are {list(KARPATHY_SPLITS)})"
+        )
     return table[table["split"].isin(wanted)].reset_index(drop=True)

@@ -91,8 +91,9 @@ def load_ddtp(lang: str = "de", lists: str = LISTS, cache_dir=None) -> pd.DataFr
 def _pairs_from_apt(lang: str, lists: str) -> pd.DataFrame:
     paths = sorted(glob.glob(f"{lists}/*_i18n_Translation-{lang}*"))
     if not paths:
-        raise DataError(f"no Translation-{lang} list under {lists}; run (as root): "
-                        f"apt-get -o Acquire::Languages={lang} update")
+        raise DataError(
+            f"no Translation-{lang} list under {lists}; run (as root): apt-get -o Acquire::Languages={lang} update"
+        )
     translated = pd.concat([parse_translations(_read_list(p), lang) for p in paths]).drop_duplicates("md5")
     try:
         done = subprocess.run(["apt-cache", "dumpavail"], capture_output=True, text=True, check=True)
@@ -102,27 +103,41 @@ def _pairs_from_apt(lang: str, lists: str) -> pd.DataFrame:
     pairs = english.drop(columns="section").merge(translated.drop(columns="package"), on="md5")
     pairs = pairs.sort_values("package").drop_duplicates("text").rename(columns={"synopsis": "reference"})
     if pairs.empty:
-        raise DataError(f"no English synopsis in the package index matches a Translation-{lang} entry; "
-                        "run apt-get update so both lists are from the same release")
+        raise DataError(
+            f"no English synopsis in the package index matches a Translation-{lang} entry; "
+            "run apt-get update so both lists are from the same release"
+        )
     return pairs.reset_index(drop=True)[["text", "reference", "package"]]
 
 
-def translation_task(lang: str = "de", n_validation: int = 200, n_test: int = 300, random_state: int = 0,
-                     cache_dir=None):
+def translation_task(
+    lang: str = "de", n_validation: int = 200, n_test: int = 300, random_state: int = 0, cache_dir=None
+):
     """Train, validation and test splits of :func:`load_ddtp` (frames with ``text`` and ``reference``),
     drawn at random with ``random_state``; the training pairs are everything else."""
     pairs = load_ddtp(lang, cache_dir=cache_dir)
     if n_validation + n_test >= len(pairs):
-        raise DataError(f"{len(pairs)} pairs cannot give {n_validation} validation and {n_test} test items "
-                        "and leave some to train on")
+        raise DataError(
+            f"{len(pairs)} pairs cannot give {n_validation} validation and {n_test} test items "
+            "and leave some to train on"
+        )
     order = pairs.sample(frac=1.0, random_state=random_state).index
-    test, val = order[:n_test], order[n_test:n_test + n_validation]
-    train = order[n_test + n_validation:]
+    test, val = order[:n_test], order[n_test : n_test + n_validation]
+    train = order[n_test + n_validation :]
     return tuple(pairs.loc[idx].reset_index(drop=True) for idx in (train, val, test))
 
 
-LANGUAGES = {"de": "German", "fr": "French", "es": "Spanish", "it": "Italian", "pt_BR": "Brazilian Portuguese",
-             "ru": "Russian", "nl": "Dutch", "ja": "Japanese", "zh_CN": "Simplified Chinese"}
+LANGUAGES = {
+    "de": "German",
+    "fr": "French",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt_BR": "Brazilian Portuguese",
+    "ru": "Russian",
+    "nl": "Dutch",
+    "ja": "Japanese",
+    "zh_CN": "Simplified Chinese",
+}
 
 
 def translation_instruction(lang: str = "de") -> str:
@@ -134,5 +149,7 @@ def translation_instruction(lang: str = "de") -> str:
     'Translate this Debian package synopsis from English into German. Answer with the German translation only.'
     """
     language = LANGUAGES.get(lang, lang)
-    return (f"Translate this Debian package synopsis from English into {language}. Answer with the {language} "
-            "translation only.")
+    return (
+        f"Translate this Debian package synopsis from English into {language}. Answer with the {language} "
+        "translation only."
+    )

@@ -13,8 +13,25 @@ import pandas as pd
 
 from ...exceptions import DataError
 
-SECTIONS = ("admin", "database", "editors", "electronics", "fonts", "games", "graphics", "hamradio", "mail",
-            "math", "net", "science", "sound", "text", "video", "web", "x11")
+SECTIONS = (
+    "admin",
+    "database",
+    "editors",
+    "electronics",
+    "fonts",
+    "games",
+    "graphics",
+    "hamradio",
+    "mail",
+    "math",
+    "net",
+    "science",
+    "sound",
+    "text",
+    "video",
+    "web",
+    "x11",
+)
 
 
 def paragraphs(text: str):
@@ -41,8 +58,14 @@ def parse_index(text: str, extra=()) -> pd.DataFrame:
     rows = []
     for fields in paragraphs(text):
         if "Package" in fields and "Section" in fields and fields.get("Description"):
-            rows.append((fields["Package"], fields["Section"].split("/")[-1], fields["Description"],
-                         *(fields.get(name, "") for name in extra)))
+            rows.append(
+                (
+                    fields["Package"],
+                    fields["Section"].split("/")[-1],
+                    fields["Description"],
+                    *(fields.get(name, "") for name in extra),
+                )
+            )
     return pd.DataFrame(rows, columns=["package", "section", "text", *extra])
 
 

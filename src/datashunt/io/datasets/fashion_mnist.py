@@ -18,8 +18,10 @@ from ...exceptions import DataError
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -41,9 +43,9 @@ def read_idx(path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(IDX_TYPES[raw[2]])
-    body = raw[4 + 4 * ndim:]
+    body = raw[4 + 4 * ndim :]
     if len(body) != int(np.prod(shape)) * dtype.itemsize:
         raise DataError(f"{path} is truncated or corrupt: header says {shape}, the file holds {len(body)} bytes")
     return np.frombuffer(body, dtype=dtype).reshape(shape)
@@ -61,8 +63,10 @@ def load_fashion_mnist(split: str = "train", folder=None) -> tuple[np.ndarray, n
     for stem in FILES[split]:
         found = [folder / name for name in (stem, stem + ".gz") if (folder / name).is_file()]
         if not found:
-            raise DataError(f"Fashion-MNIST {split} file {stem}[.gz] not found in {folder}; install it with "
-                            "'apt-get install dataset-fashion-mnist' or set DATASHUNT_FASHION_MNIST")
+            raise DataError(
+                f"Fashion-MNIST {split} file {stem}[.gz] not found in {folder}; install it with "
+                "'apt-get install dataset-fashion-mnist' or set DATASHUNT_FASHION_MNIST"
+            )
         paths.append(found[0])
     images, labels = read_idx(paths[0]), read_idx(paths[1])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
@@ -79,8 +83,9 @@ def profile(n_classes: int, head: int = 500, ratio: float = 100.0) -> np.ndarray
     [500, 299, 179, 107, 64, 38, 23, 13, 8, 5]
     """
     if n_classes < 2 or head < 1 or ratio < 1:
-        raise DataError(f"a long-tailed profile needs >= 2 classes, head >= 1 and ratio >= 1; got {n_classes}, "
-                        f"{head}, {ratio}")
+        raise DataError(
+            f"a long-tailed profile needs >= 2 classes, head >= 1 and ratio >= 1; got {n_classes}, {head}, {ratio}"
+        )
     return np.array([int(head * ratio ** (-i / (n_classes - 1))) for i in range(n_classes)])
 
 
@@ -96,8 +101,9 @@ class LongTailed:
     groups: dict
 
 
-def long_tailed(images, labels, *, head: int = 500, ratio: float = 100.0, groups=(3, 4, 3),
-                random_state=0) -> LongTailed:
+def long_tailed(
+    images, labels, *, head: int = 500, ratio: float = 100.0, groups=(3, 4, 3), random_state=0
+) -> LongTailed:
     """Draw a long-tailed training set from a balanced one: class i keeps ``profile(...)[i]`` images.
 
     ``groups`` splits the classes, ordered from most to fewest images, into head / medium / tail.
@@ -123,8 +129,9 @@ def long_tailed(images, labels, *, head: int = 500, ratio: float = 100.0, groups
         chosen.append(np.sort(rng.choice(pool, size=count, replace=False)))
     index = np.concatenate(chosen)
     bounds = np.cumsum((0,) + tuple(groups))
-    named = {name: [int(c) for c in classes[bounds[g]:bounds[g + 1]]]
-             for g, name in enumerate(("head", "medium", "tail"))}
+    named = {
+        name: [int(c) for c in classes[bounds[g] : bounds[g + 1]]] for g, name in enumerate(("head", "medium", "tail"))
+    }
     return LongTailed(images[index], labels[index], index, counts, named)
 
 
@@ -149,8 +156,9 @@ class LongTailedTask:
         return dict(zip(CLASSES, self.train.counts.tolist()))
 
 
-def long_tailed_task(ratio: float = 100.0, *, head: int = 500, n_validation: int = 100, n_pool: int = 0,
-                     random_state=0, folder=None) -> LongTailedTask:
+def long_tailed_task(
+    ratio: float = 100.0, *, head: int = 500, n_validation: int = 100, n_pool: int = 0, random_state=0, folder=None
+) -> LongTailedTask:
     """Fashion-MNIST-LT at ``ratio`` with ``n_validation`` validation images per class and ``n_pool``
     unlabelled ones (seed-fixed)."""
     images, labels = load_fashion_mnist("train", folder)
@@ -158,9 +166,16 @@ def long_tailed_task(ratio: float = 100.0, *, head: int = 500, n_validation: int
     lt = long_tailed(images, labels, head=head, ratio=ratio, random_state=random_state)
     rng = np.random.default_rng(random_state)
     free = np.setdiff1d(np.arange(len(labels)), lt.source_index)
-    val = np.concatenate([rng.choice(free[labels[free] == c], n_validation, replace=False)
-                          for c in np.unique(labels)])
+    val = np.concatenate([rng.choice(free[labels[free] == c], n_validation, replace=False) for c in np.unique(labels)])
     names = np.array(CLASSES, dtype=object)
-    return LongTailedTask(lt, lt.images, names[lt.labels], images[val], names[labels[val]], X_test, names[y_test],
-                          {CLASSES[c]: g for g, members in lt.groups.items() for c in members},
-                          images[rng.permutation(np.setdiff1d(free, val))[:n_pool]])
+    return LongTailedTask(
+        lt,
+        lt.images,
+        names[lt.labels],
+        images[val],
+        names[labels[val]],
+        X_test,
+        names[y_test],
+        {CLASSES[c]: g for g, members in lt.groups.items() for c in members},
+        images[rng.permutation(np.setdiff1d(free, val))[:n_pool]],
+    )

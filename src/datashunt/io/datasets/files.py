@@ -31,7 +31,7 @@ def read_table(path, encoding: str = "utf-8", text_columns=()) -> pd.DataFrame:
     """
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a file (a folder of images needs modality = \"image\")")
+        raise DataError(f'{path}: is a folder, not a file (a folder of images needs modality = "image")')
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(READERS)}")
@@ -40,8 +40,10 @@ def read_table(path, encoding: str = "utf-8", text_columns=()) -> pd.DataFrame:
     try:
         frame = reader(path, encoding, dict.fromkeys(text_columns, str) or None)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid {encoding} ({exc.reason} at byte {exc.start}); "
-                        "set the file's encoding, e.g. encoding = 'latin-1'") from None
+        raise DataError(
+            f"{path}: not valid {encoding} ({exc.reason} at byte {exc.start}); "
+            "set the file's encoding, e.g. encoding = 'latin-1'"
+        ) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except (ValueError, OSError) as exc:
@@ -83,8 +85,9 @@ def write_csv(frame: pd.DataFrame, path) -> Path:
     """Write ``frame`` as CSV atomically: a reader never sees half a file, a crash never leaves one."""
     path = Path(path)
     check_writable(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
-                                     encoding="utf-8", newline="") as tmp:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8", newline=""
+    ) as tmp:
         try:
             frame.to_csv(tmp, index=False)
         except BaseException:
@@ -123,8 +126,12 @@ def load_image_folder(root, labelled: bool = True) -> tuple[pd.Series, pd.Series
     """
     root = Path(root)
     if labelled:
-        files = [(f, d.name) for d in sorted(p for p in root.iterdir() if p.is_dir())
-                 for f in sorted(d.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+        files = [
+            (f, d.name)
+            for d in sorted(p for p in root.iterdir() if p.is_dir())
+            for f in sorted(d.rglob("*"))
+            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+        ]
     else:
         files = [(f, None) for f in sorted(root.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
     if not files:
@@ -135,8 +142,9 @@ def load_image_folder(root, labelled: bool = True) -> tuple[pd.Series, pd.Series
     return paths, labels
 
 
-def load_labeled(path, text_column: str = "text", label_column: str | None = "label",
-                 encoding: str = "utf-8", images: bool = False) -> tuple[pd.Series, pd.Series | None]:
+def load_labeled(
+    path, text_column: str = "text", label_column: str | None = "label", encoding: str = "utf-8", images: bool = False
+) -> tuple[pd.Series, pd.Series | None]:
     """Items and labels (or None when ``label_column`` is None) from a table file or an image folder.
 
     With ``images``, a folder is read by :func:`load_image_folder` and a table's ``text_column``
