@@ -34,8 +34,8 @@ from sklearn.model_selection import train_test_split
 
 from datashunt import ShuntClassifier
 from datashunt.backends.llama_cpp import LlamaCppModel
-from datashunt.cli import DEMO_INSTRUCTION
 from datashunt.collab.distill import distill_rounds
+from datashunt.demos import DEMO_INSTRUCTION
 from datashunt.small import make_small
 
 RESULTS = Path(__file__).parent / "results"

@@ -20,9 +20,9 @@ from core import RESULTS, split, split_arguments
 
 from datashunt import ShuntClassifier
 from datashunt.backends.llama_cpp import LlamaCppModel
-from datashunt.cli import DEMO_INSTRUCTION
 from datashunt.core.calibration import choose_threshold, threshold_sweep
 from datashunt.core.guarantee import guaranteed_match
+from datashunt.demos import DEMO_INSTRUCTION
 from datashunt.small import make_small
 
 

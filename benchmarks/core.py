@@ -28,8 +28,8 @@ from sklearn.model_selection import train_test_split
 
 from datashunt import ShuntClassifier
 from datashunt.backends.llama_cpp import LlamaCppModel
-from datashunt.cli import DEMO_INSTRUCTION
 from datashunt.core.calibration import choose_threshold, threshold_sweep
+from datashunt.demos import DEMO_INSTRUCTION
 from datashunt.eval.compare import compare
 from datashunt.io.datasets.vader import load_vader
 from datashunt.small import make_small

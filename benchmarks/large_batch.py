@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from datashunt.backends.llama_cpp import LlamaCppModel
-from datashunt.cli import DEMO_INSTRUCTION
+from datashunt.demos import DEMO_INSTRUCTION
 from datashunt.io.datasets.vader import load_vader
 
 RESULTS = Path(__file__).parent / "results" / "large_batch.json"

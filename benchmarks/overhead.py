@@ -18,7 +18,7 @@ from sklearn.frozen import FrozenEstimator
 
 from datashunt import Cascade, ShuntClassifier
 from datashunt.backends.llama_cpp import LlamaCppModel
-from datashunt.cli import DEMO_INSTRUCTION
+from datashunt.demos import DEMO_INSTRUCTION
 from datashunt.small import make_small
 
 

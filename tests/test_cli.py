@@ -274,7 +274,7 @@ def test_a_corrupt_cache_is_one_clear_line(project, tmp_path):
 
 
 def test_the_summary_table_fits_80_columns_and_shows_time_for_a_free_model():
-    from datashunt.cli import show_summary
+    from datashunt.display import show_summary
     from datashunt.eval.compare import Evaluation
 
     summary = pd.DataFrame(

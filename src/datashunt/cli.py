@@ -1,16 +1,15 @@
 """The ``datashunt`` command: thin glue from arguments and config files to the library."""
 
 import functools
-import time
 from pathlib import Path
 
 import numpy as np
 import typer
-from rich import box
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import demos
+from .display import console, count_text, say_destination, show_generation, show_groups, show_summary, with_progress
 from .exceptions import ConfigError, DataError, DatashuntError
 from .jobs.paths import check_output_folder
 
@@ -19,13 +18,11 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Route what a small model is sure of to it, and only the rest to a large model.",
 )
-console = Console()
 TRUST_LOCATIONS = typer.Option(
     False,
     help="Where the config's [large] does not say where calls go (endpoint, key variable, model, table, "
     "GGUF path), take it from the model folder; only for folders whose author you trust.",
 )
-DEMO_INSTRUCTION = "Is the sentiment of this movie review sentence positive or negative?"
 
 
 def friendly(command):
@@ -92,62 +89,16 @@ def demo(
     δ comes with a promise certified on --n-validation labelled sentences: the small model is
     judged on all of them from their labels, the LLM asked about at most --calibration-calls.
     """
-    from sklearn.model_selection import train_test_split
-
-    from .backends.llama_cpp import LlamaCppModel
-    from .estimators.shunt import ShuntClassifier
-    from .eval.compare import (
-        collaboration,
-        compare,
-        describe_calibration,
-        describe_collaboration,
-        write_report,
+    demos.sentiment(
+        small=small,
+        model=model,
+        n_validation=n_validation,
+        calibration_calls=calibration_calls,
+        n_test=n_test,
+        policy=policy,
+        seed=seed,
+        out=out,
     )
-    from .io.datasets.vader import load_vader
-    from .io.persist import save
-    from .small import make_small
-
-    check_output_folder(out, "--out")
-    frame = load_vader("movies")
-    rest, test = train_test_split(frame, test_size=n_test, random_state=seed, stratify=frame["label"])
-    train, val = train_test_split(rest, test_size=n_validation, random_state=seed, stratify=rest["label"])
-    console.print(f"VADER movie sentences: train {len(train)}, validation {len(val)}, test {len(test)} (seed {seed})")
-    large = LlamaCppModel(model, prompt=DEMO_INSTRUCTION)
-    say_destination(large)
-    shunt = with_progress(
-        ShuntClassifier(
-            make_small(small, random_state=seed),
-            large,
-            policy=policy,
-            max_calibration_calls=calibration_calls,
-            random_state=seed,
-        )
-    )
-    start = time.perf_counter()
-    shunt.fit(train["text"], train["label"], X_val=val["text"], y_val=val["label"])
-    console.print(
-        escape(
-            f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f}; "
-            f"{describe_calibration(shunt.calibration_)}"
-        )
-    )
-    evaluation = compare(shunt, test["text"], test["label"], progress=True)
-    show_summary(evaluation, f"held-out test, {len(test)} sentences")
-    console.print(escape(describe_collaboration(collaboration(shunt, evaluation))))
-    info = {
-        "command": "datashunt demo",
-        "small": small,
-        "large": model,
-        "seed": seed,
-        "n_train": len(train),
-        "n_validation": len(val),
-        "calibration_calls": calibration_calls,
-        "n_test": len(test),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    write_report(out, evaluation, shunt, info, texts=test["text"])
-    save(shunt, out / "model")
-    console.print(f"report: {out}/report.html (one page), {out}/report.json, fitted shunt: {out}/model")
 
 
 @app.command("demo-images")
@@ -175,62 +126,17 @@ def demo_images(
     share sent stays within ``--max-large-rate`` with probability 0.9. (Here the small model is the
     more accurate one overall, so the default ``match_large`` would keep every image.)
     """
-    from .backends.fewshot import FewShotImageModel
-    from .estimators.shunt import ShuntClassifier
-    from .eval.compare import compare, describe_calibration, write_report
-    from .io.datasets.fashion_mnist import long_tailed_task
-    from .io.persist import save
-    from .small import make_small
-
-    check_output_folder(out, "--out")
-    task = long_tailed_task(ratio, n_validation=n_validation, random_state=seed)
-    rng = np.random.default_rng(seed)
-    per_class = max(n_test // 10, 1)
-    test = np.concatenate(
-        [rng.choice(np.flatnonzero(task.y_test == c), per_class, replace=False) for c in np.unique(task.y_test)]
+    demos.long_tailed_images(
+        small=small,
+        epochs=epochs,
+        ratio=ratio,
+        shots=shots,
+        n_validation=n_validation,
+        n_test=n_test,
+        max_large_rate=max_large_rate,
+        seed=seed,
+        out=out,
     )
-    console.print(
-        f"Fashion-MNIST-LT (ratio {ratio:g}): train {len(task.y_train)} images "
-        f"({', '.join(f'{c} {n}' for c, n in task.counts.items())}), validation {len(task.y_val)}, "
-        f"test {len(test)} (seed {seed})"
-    )
-    large = FewShotImageModel(shots=shots, random_state=seed)
-    say_destination(large)
-    shunt = with_progress(
-        ShuntClassifier(
-            make_small(small, epochs=epochs, random_state=seed),
-            large,
-            policy="max_large_rate",
-            max_large_rate=max_large_rate,
-            random_state=seed,
-        )
-    )
-    start = time.perf_counter()
-    shunt.fit(task.X_train, task.y_train, X_val=task.X_val, y_val=task.y_val)
-    console.print(
-        escape(
-            f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.threshold_:.4f}; "
-            f"{describe_calibration(shunt.calibration_)}"
-        )
-    )
-    evaluation = compare(shunt, task.X_test[test], task.y_test[test], progress=True, groups=task.group_of)
-    show_summary(evaluation, f"held-out test, {len(test)} images")
-    show_groups(evaluation.per_group)
-    info = {
-        "command": "datashunt demo-images",
-        "small": small,
-        "epochs": epochs,
-        "ratio": ratio,
-        "max_large_rate": max_large_rate,
-        "large": large.describe() + " (a few-shot stand-in for zero-shot CLIP)",
-        "seed": seed,
-        "n_train": len(task.y_train),
-        "n_validation": len(task.y_val),
-        "n_test": len(test),
-    }
-    write_report(out, evaluation, shunt, info)
-    save(shunt, out / "model")
-    console.print(f"report: {out}/report.json, figure: {out}/sweep.png, fitted shunt: {out}/model")
 
 
 @app.command("demo-generate")
@@ -251,49 +157,9 @@ def demo_generate(
     (run ``apt-get -o Acquire::Languages=de update`` once, as root). δ keeps the fewest items on
     the large model whose validation chrF is at least the large model's alone.
     """
-    from .backends.generate.llama_cpp import LlamaCppGenerator
-    from .estimators.generator import ShuntGenerator
-    from .eval.generation import compare_generation, describe_calibration
-    from .eval.generation import write_report as write
-    from .io.datasets.ddtp import translation_instruction, translation_task
-    from .io.persist import save
-
-    check_output_folder(out, "--out")
-    train, val, test = translation_task(lang, n_validation, n_test, seed)
-    console.print(
-        f"Debian synopses English -> {lang}: {len(train)} training pairs (examples only), "
-        f"validation {len(val)}, test {len(test)} (seed {seed})"
+    demos.translation(
+        lang=lang, small=small, large=large, shots=shots, n_validation=n_validation, n_test=n_test, seed=seed, out=out
     )
-    ask = translation_instruction(lang)
-    stages = [
-        ("small", LlamaCppGenerator(small, instruction=ask, shots=shots, stop=["\n"], max_new_tokens=64)),
-        ("large", LlamaCppGenerator(large, instruction=ask, stop=["\n"], max_new_tokens=64)),
-    ]
-    shunt = ShuntGenerator(stages, metric="chrf", random_state=seed, progress=True)
-    say_destination(shunt)
-    start = time.perf_counter()
-    shunt.fit(train.text.tolist(), train.reference.tolist(), val.text.tolist(), val.reference.tolist())
-    console.print(
-        escape(
-            f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.thresholds_[0]:.4f}; "
-            f"{describe_calibration(shunt.calibration_)}"
-        )
-    )
-    evaluation = compare_generation(shunt, test.text.tolist(), test.reference.tolist())
-    show_generation(evaluation, f"held-out test, {len(test)} synopses (chrF, sacrebleu)")
-    info = {
-        "command": "datashunt demo-generate",
-        "lang": lang,
-        "small": f"{small}, {shots} retrieved examples",
-        "large": f"{large}, zero-shot",
-        "seed": seed,
-        "n_train": len(train),
-        "n_validation": len(val),
-        "n_test": len(test),
-    }
-    write(out, evaluation, shunt, info)
-    save(shunt, out / "model")
-    console.print(f"report: {out}/report.json, routes: {out}/routes.csv, fitted shunt: {out}/model")
 
 
 @app.command()
@@ -568,8 +434,8 @@ def distill(
             f"{row.accuracy:.4f}",
             f"{row.large_rate:.2%}",
             f"{row.learnable_rate:.2%}",
-            _count(getattr(row, "n_from_small", None)),
-            _count(getattr(row, "n_from_large", None)),
+            count_text(getattr(row, "n_from_small", None)),
+            count_text(getattr(row, "n_from_large", None)),
             f"{row.traffic_cost:.4f}",
         )
     console.print(show)
@@ -693,86 +559,3 @@ def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
             )
     say_destination(shunt)
     return shunt
-
-
-def say_destination(model) -> None:
-    """Print where each large model's calls will go, before the first one is made."""
-    from .backends.base import Backend, LargeModel
-
-    if hasattr(model, "stages"):  # a cascade, or a generator shunt
-        stages = model.stages_ if hasattr(model, "stages_") else model.stages
-        for name, stage in stages:
-            if isinstance(stage, Backend):
-                console.print(escape(f"stage {name}: {stage.describe()}"), highlight=False)
-        return
-    large = model if isinstance(model, LargeModel) else getattr(model, "large_", model.large)
-    console.print(escape(f"large model: {large.describe()}"), highlight=False)
-
-
-def with_progress(shunt):
-    """Progress bars for the large-model calls and, where it has one, the small model's training."""
-    shunt.set_params(progress=True)
-    if "small__progress" in shunt.get_params():
-        shunt.set_params(small__progress=True)
-    return shunt
-
-
-def _count(value) -> str:
-    return "-" if value is None or value != value else str(int(value))
-
-
-def show_groups(per_group, console: Console = console) -> None:
-    """Accuracy and large share per group of classes (the paper's Table 2 layout)."""
-    table = Table(title="by group of classes", box=box.SIMPLE_HEAD, pad_edge=False)
-    measures = [c for c in per_group.columns if c.endswith("_accuracy") or c == "large_rate"]
-    for column in ["group", "items"] + [m.replace("_accuracy", "").replace("large_rate", "to large") for m in measures]:
-        table.add_column(column, justify="left" if column == "group" else "right", no_wrap=True)
-    for row in per_group.to_dict("records"):
-        table.add_row(
-            str(row["group"]),
-            str(row["support"]),
-            *[f"{row[m]:.1%}" if m == "large_rate" else f"{row[m]:.4f}" for m in measures],
-        )
-    console.print(table)
-
-
-def show_generation(evaluation, title: str, console: Console = console) -> None:
-    """Each stage alone and Data Shunt: quality with its bootstrap interval, share sent on, tokens, time."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("system", evaluation.metric, "95% interval", "to last", "tokens", "time/item", "cost/item"):
-        table.add_column(column, justify="left" if column == "system" else "right", no_wrap=True)
-    for row in evaluation.summary.itertuples():
-        table.add_row(
-            row.system,
-            f"{row.quality:.2f}",
-            f"{row.ci_low:.2f}-{row.ci_high:.2f}",
-            f"{row.last_share:.1%}",
-            f"{row.completion_tokens:.1f}",
-            "n/a" if row.seconds_per_item != row.seconds_per_item else f"{row.seconds_per_item:.2f} s",
-            f"{row.cost_per_item:.5f}",
-        )
-    console.print(table)
-
-
-def show_summary(evaluation, title: str, console: Console = console) -> None:
-    """Print the paper's Table 1 for one run, in 80 columns: money where the large model has a
-    price, and always the large model's compute time (what a free local model costs)."""
-    summary = evaluation.summary
-    priced = bool((summary["cost"] > 0).any())
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    columns = ["system", "accuracy", "macro-F1", "to large", "calls", "failed", "large time"]
-    columns += ["cost"] if priced else []
-    for column in columns:
-        table.add_column(column, justify="left" if column == "system" else "right", no_wrap=True)
-    for row in summary.itertuples():
-        cells = [
-            row.system,
-            f"{row.accuracy:.4f}",
-            f"{row.macro_f1:.4f}",
-            f"{row.large_rate:.1%}",
-            str(row.large_calls),
-            str(row.large_failures),
-            "n/a" if row.large_seconds != row.large_seconds else f"{row.large_seconds:.1f} s",
-        ]
-        table.add_row(*cells, *([f"{row.cost:.4f}"] if priced else []))
-    console.print(table)
