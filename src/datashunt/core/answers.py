@@ -4,7 +4,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backends.base import LargeModel
 from ..exceptions import LargeModelError
 
 
@@ -49,36 +48,6 @@ class Answers:
             getattr(self, name)[rows] = getattr(other, name)
         for i, message in zip(rows, other.flag):
             self.flag[i] = message
-
-
-def answer(model, inputs, classes, labels, measure, progress=False, modality="auto", **prompt_args) -> Answers:
-    """Ask one stage about ``inputs``: a large-model backend by label names, reading the items as
-    ``modality`` (``prompt_args``: Prompt Pruning's hints or candidates), a classifier directly."""
-    n = len(inputs)
-    if isinstance(model, LargeModel):
-        result = model.predict_proba(inputs, labels, progress=progress, modality=modality, **prompt_args)
-        got = Answers(
-            result.proba,
-            np.full(n, np.nan),
-            result.cost,
-            model.price_of(result.prompt_tokens),
-            result.cached,
-            result.prompt_tokens,
-            list(result.error),
-        )
-    else:
-        raw = model.predict_proba(inputs)
-        proba = np.zeros((n, len(classes)))
-        own = list(np.asarray(model.classes_).tolist())
-        for j, c in enumerate(classes.tolist()):
-            if c in own:
-                proba[:, j] = raw[:, own.index(c)]
-        got = Answers.empty(n, len(classes))
-        got.proba = proba
-    ok = got.ok
-    if ok.any():
-        got.confidence[ok] = np.asarray(measure(got.proba[ok]), dtype=float)
-    return got
 
 
 def require_answers(ok, flags: list, model: str) -> None:

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..backends.base import LargeModel
 from ..backends.prompt import label_words, words_for
 from ..core import drift
-from ..core.answers import Answers, answer, require_answers
+from ..core.answers import Answers, require_answers
 from ..core.calibration import (
     CASCADE_POLICIES,
     cascade_sweep,
@@ -31,6 +31,7 @@ from ..core.routes import FALLBACK, INVALID
 from ..core.stratified import choose_stratified, estimated_path, plan_calls
 from ..exceptions import CalibrationWarning, ConfigError, DataError, LargeModelError
 from ..modalities import NAMES, as_inputs
+from .stages import answer
 
 
 class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):

@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..backends.prompt import label_words, words_for
 from ..collab.pruning import MODES, Pruning, class_report
 from ..core import drift
-from ..core.answers import Answers, answer, require_answers
+from ..core.answers import Answers, require_answers
 from ..core.calibration import POLICIES, choose_threshold, known, threshold_sweep
 from ..core.confidence import MEASURES, get_measure, max_proba
 from ..core.deciding import keeps, run_stages
@@ -31,6 +31,7 @@ from ..core.stratified import (
 )
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
+from .stages import answer
 
 
 @dataclass

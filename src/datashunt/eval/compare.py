@@ -184,8 +184,8 @@ def compare_cascade(cascade, X, y, progress: bool = False, groups: dict | None =
     cache, and its cost is the uncached price of every stage each item reached. ``groups`` as
     for :func:`compare`.
     """
-    from ..core.answers import answer
     from ..core.confidence import get_measure
+    from ..estimators.stages import answer
 
     batch = as_inputs(X, cascade.modality_)
     inputs, problems = batch.items, batch.problems
