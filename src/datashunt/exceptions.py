@@ -1,5 +1,7 @@
 """One exception root and the warnings datashunt raises."""
 
+import importlib
+
 
 class DatashuntError(Exception):
     """Root of every error datashunt raises on purpose."""
@@ -49,8 +51,6 @@ def require(module: str, extra: str):
     >>> require("json", "none").__name__
     'json'
     """
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as exc:

@@ -14,6 +14,6 @@ def track(items, description: str, enabled: bool = True, total: int | None = Non
     if not enabled:
         yield from items
         return
-    from rich.progress import track as rich_track
+    from rich.progress import track as rich_track  # noqa: PLC0415 (rich.progress: loaded only when a bar is drawn)
 
     yield from rich_track(items, description=description, total=total, transient=False)

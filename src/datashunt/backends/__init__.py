@@ -3,6 +3,8 @@
 import importlib
 
 from ..exceptions import ConfigError
+from .base import LargeModel
+from .prompt import Prompt
 
 REGISTRY = {
     "llama_cpp": ("datashunt.backends.llama_cpp", "LlamaCppModel"),
@@ -31,8 +33,6 @@ def register_backend(name: str, cls) -> None:
     >>> backend_class("my_service") is MyService
     True
     """
-    from .base import LargeModel
-
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"a backend name must be an identifier, got {name!r}")
     if not (isinstance(cls, type) and issubclass(cls, LargeModel)):
@@ -73,8 +73,6 @@ def make_large(backend: str, **params):
     >>> make_large("openai", model="gpt-4o-mini", instruction="Is this review positive?").prompt.instruction
     'Is this review positive?'
     """
-    from .prompt import Prompt
-
     cls = backend_class(backend)
     if "instruction" in params:
         params["prompt"] = Prompt(instruction=params.pop("instruction"))

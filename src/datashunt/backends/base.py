@@ -19,6 +19,8 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError
 
 from ..core.params import check_params
 from ..exceptions import ConfigError, LargeModelError
+from ..modalities import as_inputs
+from ..progress import track
 from .cache import CallCache, call_key, default_cache_dir
 from .pricing import Price
 from .prompt import Prompt
@@ -138,8 +140,6 @@ class Backend(BaseEstimator, abc.ABC):
 
     def _inputs(self, inputs, modality):
         """The batch read as ``modality``, refused as a whole if this backend cannot answer about it."""
-        from ..modalities import as_inputs
-
         batch = as_inputs(inputs, modality)
         self.check_modality(batch.modality.name)
         return batch
@@ -296,8 +296,6 @@ class LargeModel(Backend):
 
     def _score_many(self, todo: list["Call"], progress: bool):
         """Yield ``(call, Scored | LargeModelError)`` for each call; override for concurrency."""
-        from ..progress import track
-
         for call in track(todo, "large model", enabled=progress):
             start = time.perf_counter()
             try:

@@ -14,11 +14,15 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy.special import log_softmax
+from sklearn.linear_model import LogisticRegression
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..core.inputs import require_valid
+from ..core.params import check_params
 from ..exceptions import ConfigError, DataError, LargeModelError, require
+from ..modalities import as_inputs
+from ..modalities.image import Image
 from .base import SHARED_CONSTRAINTS
 from .vision import ImageLabelModel
 
@@ -96,11 +100,6 @@ class FewShotImageModel(ImageLabelModel):
 
     def fit(self, X, y):
         """Draw ``k`` images of every class from ``X, y`` and train the head on their features."""
-        from sklearn.linear_model import LogisticRegression
-
-        from ..core.params import check_params
-        from ..modalities import as_inputs
-
         check_params(self)
         batch = as_inputs(X, "image")
         require_valid(batch.problems, what="images", hint="Give each row a decodable image.")
@@ -182,8 +181,6 @@ class FewShotImageModel(ImageLabelModel):
 
     def _embed(self, images) -> np.ndarray:
         """L2-normalised pooled features, (n, 1280), from the memo where an image was seen before."""
-        from ..modalities.image import Image
-
         keys = [(int(self.image_size), Image().key(image)) for image in images]
         missing = list(dict.fromkeys(key for key in keys if key not in _features))
         if missing:

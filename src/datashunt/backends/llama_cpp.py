@@ -11,6 +11,7 @@ from scipy.special import log_softmax, logsumexp
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..exceptions import ConfigError, LargeModelError, ModelFileError, require
+from ..progress import track
 from .base import SHARED_CONSTRAINTS, Call, LargeModel, Scored
 from .prompt import surface_forms
 from .weights import DEFAULT_MODEL, MODELS, is_installed, model_path
@@ -56,7 +57,7 @@ def load(path: Path, n_ctx: int, n_threads=None):
             "corrupt; delete it and run datashunt setup again"
         ) from None
     template = llm.metadata.get("tokenizer.chat_template") or CHATML
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter  # noqa: PLC0415 (llama_cpp: optional extra)
 
     def token_text(key):
         tid = int(llm.metadata.get(key, -1))
@@ -97,7 +98,7 @@ class Batched:
 
     def __init__(self, llm, size: int):
         llama_cpp = require("llama_cpp", "llama")
-        from llama_cpp import _internals
+        from llama_cpp import _internals  # noqa: PLC0415 (llama_cpp: optional extra)
 
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
         params.n_seq_max, params.kv_unified = size + 1, True  # sequence 0 holds the shared prefix
@@ -358,8 +359,6 @@ class LlamaCppModel(LargeModel):
         if self.batch_size == 1 or self.label_scoring != "first_token":
             yield from super()._score_many(todo, progress)
             return
-        from ..progress import track
-
         group = []
         for call in track(todo, "large model", enabled=progress):
             try:

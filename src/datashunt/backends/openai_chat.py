@@ -17,6 +17,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 
 from ..core.params import env_name
 from ..exceptions import ConfigError, LargeModelError, require
+from ..progress import track
 from .base import LOGPROB_SLACK, SHARED_CONSTRAINTS, LargeModel, Scored
 
 DEFAULT_URL = "https://api.openai.com/v1"
@@ -223,8 +224,6 @@ class OpenAIEndpoint:
         """
         if not todo:
             return
-        from ..progress import track
-
         finished: queue.Queue = queue.Queue()
         loop = asyncio.new_event_loop()
 

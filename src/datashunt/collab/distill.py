@@ -10,12 +10,15 @@ import copy
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from ..core.deciding import keeps
 from ..core.routes import ASKED_LARGE, LEARNABLE
 from ..exceptions import ConfigError
+from ..modalities.base import object_column
+from ..progress import track
 
 
 @dataclass
@@ -115,11 +118,6 @@ def distill_rounds(
     Returns one row per round (round 0 is before distillation): δ, held-out accuracy and
     large-call rate, the examples learned from each teacher and the large-model cost of the round.
     """
-    import pandas as pd
-
-    from ..modalities.base import object_column
-    from ..progress import track
-
     pool = object_column(list(pool))  # texts or whole images, one per row
     y_test = np.asarray(y_test, dtype=object)
     parts = np.array_split(np.arange(len(pool)), rounds)

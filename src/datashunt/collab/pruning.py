@@ -8,6 +8,7 @@ model's prompt: as prior knowledge (:func:`soft_hint`) or as fewer candidate lab
 from dataclasses import dataclass
 
 import pandas as pd
+from sklearn.metrics import precision_recall_fscore_support
 
 
 class Hint(str):
@@ -76,8 +77,6 @@ def class_report(y_true, y_pred, classes, level: float) -> pd.DataFrame:
     >>> class_report(["a", "a", "b", "c"], ["a", "a", "b", "b"], ["a", "b", "c"], 0.9)["excels"].tolist()
     [True, False, False]
     """
-    from sklearn.metrics import precision_recall_fscore_support
-
     precision, recall, _, support = precision_recall_fscore_support(
         y_true, y_pred, labels=list(classes), zero_division=0
     )

@@ -5,6 +5,7 @@ otherwise. Candidate thresholds are the midpoints between the observed confidenc
 sweep works on any confidence scale (probabilities, margins, a service's own scores).
 """
 
+import itertools
 import warnings
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..exceptions import CalibrationWarning, ConfigError
+from .deciding import outcome, stop_stage
 
 POLICIES = ("match_large", "max_large_rate", "target_accuracy")
 
@@ -258,10 +260,6 @@ def cascade_sweep(confidence, correct, cost, n_grid: int = 40, quality=None) -> 
     >>> sweep.iloc[choose_point(sweep, "match_last").row].tolist()
     [0.75, 0.7, 1.0, 4.0, 0.3333333333333333]
     """
-    import itertools
-
-    from .deciding import outcome, stop_stage
-
     confidence = np.asarray(confidence, dtype=float)
     n_stages = confidence.shape[1]
     axes = []
@@ -360,8 +358,6 @@ def per_class_refine(
     >>> [d.tolist() for d in delta], met
     ([[-inf, 0.95]], True)
     """
-    from .deciding import outcome, stop_stage
-
     confidence, predicted = np.asarray(confidence, float), np.asarray(predicted, int)
 
     def score(thresholds):

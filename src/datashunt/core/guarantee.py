@@ -34,6 +34,7 @@ import numpy as np
 from scipy.stats import beta
 
 from ..exceptions import CalibrationWarning, ConfigError
+from .calibration import POLICIES, Choice
 
 SHARE_FOR_RATIO = 0.9  # of alpha: spent on the share of losses among the disagreements; the rest on their rate
 
@@ -311,8 +312,6 @@ def choose_guaranteed(
     ``row`` is -1 (the guaranteed thresholds are quantiles of the confidences, not sweep rows);
     ``met`` is False, with a warning, when no candidate could be certified.
     """
-    from .calibration import POLICIES, Choice
-
     alpha = 1 - confidence_level
     level = f"with probability >= {confidence_level:g} (Learn then Test)"
     if policy == "match_large":

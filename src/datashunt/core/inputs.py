@@ -4,10 +4,12 @@ Items themselves are read by their modality (:mod:`datashunt.modalities`)."""
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 from ..exceptions import DataError
+from ..modalities import as_inputs
 
 
 def require_valid(
@@ -54,10 +56,6 @@ def training_sets(X, y, X_val, y_val, fraction: float | None, random_state, who:
     where every class has at least two items and the held-out share can hold them all;
     ``fraction=None`` holds nothing out (cross-fitting calibrates on every labelled item).
     """
-    from sklearn.model_selection import train_test_split
-
-    from ..modalities import as_inputs
-
     batch = as_inputs(X, modality)
     require_valid(batch.problems, "training inputs")
     X, kind = batch.items, batch.modality.name

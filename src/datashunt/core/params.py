@@ -9,6 +9,7 @@ is allowed. A scikit-learn :class:`~sklearn.pipeline.Pipeline` is checked step b
 
 import re
 
+from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions  # noqa: F401
 
 from ..exceptions import ConfigError
@@ -29,8 +30,6 @@ def check_params(estimator, what: str | None = None) -> None:
     ...
     datashunt.exceptions.ConfigError: small model: The 'C' parameter of LogisticRegression must be a float ...
     """
-    from sklearn.pipeline import Pipeline
-
     label = what or type(estimator).__name__
     if isinstance(estimator, Pipeline):
         for name, step in estimator.steps:

@@ -44,6 +44,7 @@ import pandas as pd
 from scipy.stats import beta, hypergeom
 
 from ..exceptions import ConfigError
+from .calibration import Choice, threshold_sweep
 from .guarantee import (
     Guaranteed,
     _candidates,
@@ -378,8 +379,6 @@ def estimated_sweep(confidence, small_correct, plan: CallPlan, large_correct_ask
     ``gain``, the shunt's accuracy minus the large model's, is known wherever the kept items are
     (at and above the floor). ``cost`` counts the mean price of the asked items for every item
     sent; ``gap_se`` is NaN unless every item was asked."""
-    from .calibration import threshold_sweep
-
     c, right = (a[:, 0] for a in _pool(confidence, small_correct))
     large = _large_estimates(c, right, plan, large_correct_asked)
     price = 0.0 if large_cost_asked is None or len(plan.ask) == 0 else float(np.mean(large_cost_asked))
@@ -447,8 +446,6 @@ def sampled_sweep(
     """:func:`~datashunt.core.calibration.threshold_sweep` from a simple random sample of the items
     below ``below`` (:func:`sample_calls`): a sampled item's large answer stands for ``1 / share``
     of them, an unsampled one for none; above ``below`` it is unknown (NaN accuracy where sent)."""
-    from .calibration import threshold_sweep
-
     c, right = (a[:, 0] for a in _pool(confidence, small_correct))
     asked = np.asarray(asked, dtype=int)
     region = c < below
@@ -511,8 +508,6 @@ def choose_stratified(
     for, as a :class:`~datashunt.core.calibration.Choice` (``met`` False, with a warning, when no
     threshold is certified); its ``sweep`` estimate comes from :func:`estimated_sweep` or
     :func:`sampled_sweep`."""
-    from .calibration import Choice
-
     alpha = 1 - confidence_level
     level = f"with probability >= {confidence_level:g} (Learn then Test)"
     n = len(np.ravel(confidence))

@@ -1,5 +1,6 @@
 """ShuntGenerator: Data Shunt for text generation and captioning (the paper's eq. 8 and Table 3)."""
 
+import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -360,8 +361,6 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
         stage and its copy answers (route ``learnable``); with ``X_val, references_val`` the
         thresholds are calibrated again for the pair. No reference of ``X_pool`` is used.
         """
-        import copy
-
         check_is_fitted(self, "thresholds_")
         first = self.stages_[0][1]
         if not hasattr(first, "distill"):

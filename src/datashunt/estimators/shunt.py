@@ -6,10 +6,12 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..backends.prompt import label_words, words_for
+from ..collab.distill import learn, two_stage_targets
 from ..collab.pruning import MODES, Pruning, class_report
 from ..core import drift
 from ..core.answers import Answers, require_answers
@@ -276,8 +278,6 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _out_of_fold(self, X, y) -> np.ndarray:
         """Each item's small-model probabilities from a copy trained on the other ``cv`` - 1 folds."""
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
         rarest = int(np.unique(y, return_counts=True)[1].min())
         if rarest < self.cv:
             raise DataError(
@@ -291,8 +291,6 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         cap = self.max_calibration_calls
         if cap is None or len(y_val) <= cap:
             return X_val, y_val, small_proba
-        from sklearn.model_selection import train_test_split
-
         index = np.arange(len(y_val))
         stratify = y_val if np.unique(y_val, return_counts=True)[1].min() >= 2 else None
         try:
@@ -526,8 +524,6 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         small models that cannot continue training (plain scikit-learn ones). Sets ``learnable_``
         and ``distillation_`` (what was learned from whom, and what it cost).
         """
-        from ..collab.distill import learn, two_stage_targets
-
         check_is_fitted(self, "threshold_")
         batch = as_inputs(X_pool, self.modality_)
         ok = batch.valid

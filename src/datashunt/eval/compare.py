@@ -10,10 +10,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
+from ..core.confidence import get_measure
 from ..core.routes import ASKED_LARGE, FALLBACK, ROUTES
+from ..estimators.cascade import Cascade
+from ..estimators.stages import answer
 from ..exceptions import DataError, DatashuntWarning
 from ..modalities import as_inputs
 from .html import report_html
+from .plotting import save_sweep_figure
 
 
 @dataclass
@@ -184,9 +188,6 @@ def compare_cascade(cascade, X, y, progress: bool = False, groups: dict | None =
     cache, and its cost is the uncached price of every stage each item reached. ``groups`` as
     for :func:`compare`.
     """
-    from ..core.confidence import get_measure
-    from ..estimators.stages import answer
-
     batch = as_inputs(X, cascade.modality_)
     inputs, problems = batch.items, batch.problems
     y = np.asarray(y, dtype=object)
@@ -280,8 +281,6 @@ def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None
     """A report folder: ``report.json``, ``sweep.csv``, ``routes.csv``, ``sweep.png`` (when
     matplotlib is there) and ``report.html`` (all of it in one page; ``texts``, the evaluated items
     as text, show beside the sample of routed items)."""
-    from ..estimators.cascade import Cascade
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(shunt, Cascade):
@@ -310,8 +309,6 @@ def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None
         shunt.sweep_.to_csv(folder / "sweep.csv", index=False)
     if shunt.sweep_ is not None and not isinstance(shunt, Cascade):
         try:
-            from .plotting import save_sweep_figure
-
             save_sweep_figure(shunt.sweep_, folder / "sweep.png", threshold=shunt.threshold_)
             report["figure"] = "sweep.png"
         except ImportError:

@@ -3,7 +3,9 @@
 Compute only; the CLI and the benchmarks print and store what this returns.
 """
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -134,9 +136,6 @@ def describe_calibration(calibration: dict) -> str:
 def write_report(folder, evaluation: GenerationEvaluation | None, shunt, info: dict | None = None):
     """A report folder: ``report.json`` (calibration, and with an evaluation its summary and
     quality-share curve), ``routes.csv`` and ``sweep.csv``."""
-    import json
-    from pathlib import Path
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     report = {

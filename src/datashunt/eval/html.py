@@ -47,7 +47,7 @@ def report_html(
     >>> page.startswith("<!DOCTYPE html>") and "<script" not in page
     True
     """
-    from .compare import describe_calibration
+    from .compare import describe_calibration  # noqa: PLC0415 (cycle: eval.compare imports eval.html)
 
     calibration = report.get("calibration") or {}
     parts = [f"<h1>{_e(title)}</h1>", _info(report.get("info") or {})]

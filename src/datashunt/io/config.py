@@ -80,10 +80,20 @@ stages, cheapest first (each a small model by name, or a large backend with its 
 """
 
 import codecs
+import importlib
 import tomllib
 from pathlib import Path
 
+from ..backends import make_large
+from ..backends.generate import make_generator
+from ..core.params import check_params
+from ..estimators.cascade import Cascade
+from ..estimators.generator import ShuntGenerator
+from ..estimators.shunt import ShuntClassifier
+from ..eval.compare import count_groups
 from ..exceptions import ConfigError
+from ..small import make_small
+from .datasets.files import load_labeled
 
 TASKS = ("classify", "generate")
 SECTIONS = {
@@ -172,8 +182,6 @@ def check_config(config: dict, source: str = "config") -> dict:
         if name == "stages":
             continue
         if isinstance(keys, str):
-            import importlib
-
             module, attr = ESTIMATORS[keys]
             cls = getattr(importlib.import_module(module, __package__), attr)
             keys = dict.fromkeys(set(cls._get_param_names()) - {"small", "large", "stages", "progress"}, object)
@@ -253,10 +261,6 @@ def check_stages(stages, source: str = "config", generating: bool = False) -> No
 def stage_options(config: dict) -> dict:
     """The options of each backend stage of a cascade or generation config, by stage name
     (``backend`` included), checked."""
-    from ..backends import make_large
-    from ..backends.generate import make_generator
-    from ..core.params import check_params
-
     make = make_generator if config.get("task") == "generate" else make_large
     options = {}
     for stage in config["stages"]:
@@ -278,8 +282,6 @@ def load_data(config: dict, path, labelled: bool = True):
     """Items and labels (None unless ``labelled``) from a data file or image folder, read as the
     config's ``[data]`` says; image paths in a table when the shunt's ``modality`` is ``"image"``.
     For a generation task the "labels" are the references (a JSON list in a cell: several)."""
-    from .datasets.files import load_labeled
-
     data = config["data"]
     images = "image" in (config[s].get("modality") for s in ("shunt", "cascade", "generate"))
     target = data["reference_column"] if config.get("task") == "generate" else data["label_column"]
@@ -289,8 +291,6 @@ def load_data(config: dict, path, labelled: bool = True):
 def groups_of(config: dict) -> dict | None:
     """Class to group from ``[data] groups``: ``"count"`` (head / medium / tail thirds by training
     count, see :func:`~datashunt.eval.compare.count_groups`) or a table of group = [labels]."""
-    from ..eval.compare import count_groups
-
     groups = config["data"].get("groups")
     if groups is None:
         return None
@@ -304,9 +304,6 @@ def groups_of(config: dict) -> dict | None:
 
 def large_options(config: dict) -> dict:
     """The [large] section as backend options (``backend`` included), checked against the backend."""
-    from ..backends import make_large
-    from ..core.params import check_params
-
     options = dict(config["large"])
     check_params(make_large(**options), "[large]")
     return options
@@ -315,22 +312,13 @@ def large_options(config: dict) -> dict:
 def build_shunt(config: dict):
     """Constructor arguments from a checked config, assembled into a ShuntClassifier (or, with
     ``[[stages]]``, a Cascade; with ``task = "generate"``, a ShuntGenerator) and checked."""
-    from ..backends import make_large
-    from ..estimators.shunt import ShuntClassifier
-    from ..small import make_small
-
     if config.get("task") == "generate":
-        from ..backends.generate import make_generator
-        from ..estimators.generator import ShuntGenerator
-
         shunt = ShuntGenerator(
             [(name, make_generator(**options)) for name, options in stage_options(config).items()], **config["generate"]
         )
         shunt._check_stages()
         return shunt
     if "stages" in config:
-        from ..estimators.cascade import Cascade
-
         large = stage_options(config)
         stages = [
             (

@@ -14,10 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import skops.io as sio
+from sklearn.frozen import FrozenEstimator
+from sklearn.utils.validation import check_is_fitted
 
 from .. import __version__
+from ..backends import backend_class, backend_name, make_large
+from ..backends.base import Backend, LargeModel
+from ..backends.generate import generator_class, generator_name, make_generator
 from ..backends.prompt import Prompt, label_words
 from ..core.params import check_params
+from ..estimators.cascade import Cascade
+from ..estimators.generator import ShuntGenerator
+from ..estimators.shunt import ShuntClassifier
 from ..exceptions import ConfigError, ModelFileError
 from .checks import (
     check_archive,
@@ -65,12 +73,6 @@ TRUSTED_TYPES = frozenset(
 
 def save(shunt, folder) -> Path:
     """Write a fitted shunt (or :class:`~datashunt.Cascade`) to ``folder`` (created if needed)."""
-    from sklearn.utils.validation import check_is_fitted
-
-    from ..backends import backend_name
-    from ..estimators.cascade import Cascade
-    from ..estimators.generator import ShuntGenerator
-
     if isinstance(shunt, Cascade):
         return _save_cascade(shunt, Path(folder))
     if isinstance(shunt, ShuntGenerator):
@@ -158,8 +160,6 @@ def load(
     ConfigError
         The folder names a location and you gave none (see above).
     """
-    from ..estimators.shunt import ShuntClassifier
-
     folder = Path(folder)
     if (folder / "cascade.json").is_file():
         return _load_cascade(folder, large_options, trust_saved_locations, trusted)
@@ -207,8 +207,6 @@ def load(
 
 def _check_meta(meta, path) -> None:
     """Refuse a shunt.json whose keys or value types are not exactly what :func:`save` writes."""
-    from ..estimators.shunt import ShuntClassifier
-
     fail = _refuser(path)
     if not isinstance(meta, dict):
         fail(f"expected a JSON object, got {type(meta).__name__}")
@@ -299,13 +297,8 @@ def _read_json(path: Path):
 def _large(saved: dict, given: dict | None, trust: bool, path, generating: bool = False):
     """The large backend (a generator with ``generating``): settings from the folder, locations only
     from the caller (or a trusted folder)."""
-    if generating:
-        from ..backends.generate import generator_class as backend_class
-        from ..backends.generate import make_generator as make_large
-    else:
-        from ..backends import backend_class, make_large
-
-    cls = backend_class(saved["backend"])
+    class_of, make = (generator_class, make_generator) if generating else (backend_class, make_large)
+    cls = class_of(saved["backend"])
     options = {k: v for k, v in saved["options"].items() if k != "cache"}  # a cache belongs to a machine
     given = dict(given or {})
     given_backend = given.pop("backend", saved["backend"])
@@ -335,7 +328,7 @@ def _large(saved: dict, given: dict | None, trust: bool, path, generating: bool 
         except (TypeError, ConfigError) as exc:
             raise ModelFileError(f"{path}: large.options.prompt is invalid: {exc}") from None
     try:
-        large = make_large(saved["backend"], **options)
+        large = make(saved["backend"], **options)
         check_params(large, "large model")
     except ConfigError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
@@ -354,8 +347,6 @@ def _save_state(large, path: Path) -> None:
 
 def _load_state(large, path: Path) -> None:
     """Give a large backend its saved state: arrays only (no pickles), checked by the backend."""
-    from ..backends.base import Backend
-
     if type(large).fitted_state is Backend.fitted_state:
         return
     if not path.is_file():
@@ -386,12 +377,6 @@ def _read_sweep(path, columns):
 
 def _save_cascade(cascade, folder: Path) -> Path:
     """A fitted Cascade as ``cascade.json``, one skops file per classifier stage and ``sweep.csv``."""
-    from sklearn.frozen import FrozenEstimator
-    from sklearn.utils.validation import check_is_fitted
-
-    from ..backends import backend_name
-    from ..backends.base import LargeModel
-
     check_is_fitted(cascade, "thresholds_")
     params = {k: v for k, v in cascade.get_params(deep=False).items() if k != "stages"}
     params["modality"] = cascade.modality_
@@ -439,8 +424,6 @@ def _read_meta(path: Path, keys: dict):
 
 def _load_cascade(folder: Path, large_options, trust: bool, trusted):
     """The Cascade in ``folder``, under the same rules as a shunt; ``large_options`` is keyed by stage name."""
-    from ..estimators.cascade import Cascade
-
     path = folder / "cascade.json"
     meta, fail = _read_meta(
         path,
@@ -523,11 +506,6 @@ def _load_skops(path, trusted, generator: bool = False):
 def _save_generator(shunt, folder: Path) -> Path:
     """A fitted ShuntGenerator as ``generator.json``, each backend stage's settings (and retrieved
     examples as arrays), each trainable stage in skops, and ``sweep.csv``."""
-    from sklearn.utils.validation import check_is_fitted
-
-    from ..backends.base import Backend
-    from ..backends.generate import generator_name
-
     check_is_fitted(shunt, "thresholds_")
     params = {k: v for k, v in shunt.get_params(deep=False).items() if k != "stages"}
     params["modality"] = shunt.modality_
@@ -565,8 +543,6 @@ def _save_generator(shunt, folder: Path) -> Path:
 
 def _load_generator(folder: Path, stage_options, trust: bool, trusted):
     """The ShuntGenerator in ``folder``, under the same rules as a cascade."""
-    from ..estimators.generator import ShuntGenerator
-
     path = folder / "generator.json"
     meta, fail = _read_meta(
         path,

@@ -12,11 +12,13 @@ from the run's ledger (:mod:`datashunt.jobs.spending`). One run at a time writes
 """
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import time
 import uuid
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -247,8 +249,6 @@ def _finished(table) -> int:
 def route_columns(model) -> list | None:
     """The columns ``model.route`` writes, learnt before any call from a batch of one missing item (it is
     flagged, not sent), or None where the model cannot route such a batch."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -303,8 +303,6 @@ def _writing(output: Path, rows_done: int):
 @contextlib.contextmanager
 def exclusive(output):
     """Hold the lock of ``output`` for the block, or fail at once if another run holds it."""
-    import fcntl
-
     path, output = lock_path(output), Path(output)
     for _ in range(3):
         try:

@@ -6,7 +6,10 @@ import os
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+
 from ..exceptions import ConfigError, DataError
+from ..io.datasets.files import load_image_folder, write_csv
 
 
 def state_path(output) -> Path:
@@ -89,10 +92,6 @@ def image_list(folder, output) -> Path:
 
     The table is rewritten only when the folder changed: an unchanged one is the same job, so a killed
     run on images resumes."""
-    import pandas as pd
-
-    from ..io.datasets.files import load_image_folder, write_csv
-
     paths, _ = load_image_folder(folder, labelled=False)
     output = Path(output)
     listing = output.with_name(f".{output.name}.images.csv")

@@ -15,15 +15,20 @@ calling :func:`run_ray`); without one, a local Ray instance is started.
 import os
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import csv
+
 from ..exceptions import ConfigError, DataError, require
+from ..io.config import large_options
 from ..io.datasets.files import as_text
 from .batch import exclusive
 from .paths import check_distinct
 
 
 def _load(folder, cfg: dict, trust: bool):
-    from ..io.config import large_options
-    from ..io.persist import load
+    from ..io.persist import load  # noqa: PLC0415 (io.persist loads skops at import)
 
     return load(folder, large_options=large_options(cfg), trust_saved_locations=trust)
 
@@ -49,8 +54,6 @@ class LargeStage:
         self.model, self.column, self.item_name, self.keep = _load(folder, cfg, trust), column, item_name, keep
 
     def __call__(self, batch):
-        import pandas as pd
-
         first = pd.DataFrame(
             {"specific": batch["_specific"], "proba": batch["_proba"], "learnable": batch["_learnable"]}
         )
@@ -64,9 +67,6 @@ class LargeStage:
 def _read(ray, path: Path, columns: list, column: str):
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        import pyarrow as pa
-        from pyarrow import csv
-
         return ray.data.read_csv(
             str(path),
             parse_options=csv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ","),
@@ -145,6 +145,4 @@ def run_ray(
             for old in output.glob("*.parquet"):
                 old.unlink()
         data.write_parquet(str(output))
-    import pyarrow.parquet as pq
-
     return sum(pq.ParquetFile(part).metadata.num_rows for part in output.glob("*.parquet"))

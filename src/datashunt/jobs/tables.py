@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ..exceptions import DataError
 from ..io.datasets.files import as_text
@@ -61,8 +62,6 @@ class ChunkReader:
         self.total = self.path.stat().st_size if self.suffix != ".parquet" else self._parquet().metadata.num_rows
 
     def _parquet(self):
-        import pyarrow.parquet as pq
-
         try:
             return pq.ParquetFile(self.path)
         except Exception as exc:  # pyarrow raises several kinds for a file that is not Parquet
@@ -218,8 +217,6 @@ class ChunkWriter:
             return hashlib.sha256(handle.read(min(size, TAIL_BYTES))).hexdigest()
 
     def _rows_in(self, parts: int) -> int:
-        import pyarrow.parquet as pq
-
         return sum(pq.ParquetFile(self._part(i)).metadata.num_rows for i in range(parts))
 
     def resume(self, size: int, fingerprint: str = "") -> None:

@@ -10,7 +10,7 @@ checked, so a batch holds its pixels in memory: feed very large collections in c
 import base64
 import hashlib
 import io
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 import numpy as np
 import pandas as pd
@@ -106,8 +106,6 @@ def _load(value):
 
 
 def _from_file(path):
-    from pathlib import Path
-
     pil = require("PIL.Image", "image")
     path = Path(path)
     if not path.is_file():

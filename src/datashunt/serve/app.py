@@ -13,6 +13,7 @@ route: :mod:`datashunt.serve.admission`.
 import asyncio
 import contextlib
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -58,7 +59,7 @@ def create_app(
     (:class:`~datashunt.serve.proxy.Upstream`, where its calls go: given by the caller, never read
     from the model folder).
     """
-    from .proxy import ChatRouter
+    from .proxy import ChatRouter  # noqa: PLC0415 (cycle: serve.proxy imports serve.app)
 
     settings = settings or ServeSettings()
     metrics = Metrics()
@@ -208,9 +209,7 @@ def running(app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warni
     ...     httpx.get(url + "/healthz").json()
     {'status': 'ok'}
     """
-    import threading
-
-    import uvicorn
+    import uvicorn  # noqa: PLC0415 (uvicorn: the serve extra)
 
     limits = server_options(getattr(app.state, "settings", None) or ServeSettings())
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, **limits))

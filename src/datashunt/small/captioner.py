@@ -33,6 +33,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import check_is_fitted, check_random_state
 
+from ..backends.generate.base import Generation
 from ..core.inputs import require_valid
 from ..core.params import check_params
 from ..exceptions import ConfigError, DataError, require
@@ -342,8 +343,6 @@ class CaptionerGenerator(BaseEstimator):
             ``text`` (words joined by spaces, or None), ``token_logprob`` (one log-probability per
             word), ``completion_tokens`` (the number of words) and ``flag`` per row.
         """
-        from ..backends.generate.base import Generation
-
         check_is_fitted(self, "module_")
         n = len(inputs)
         out = Generation.empty(n)

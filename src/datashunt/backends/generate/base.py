@@ -16,11 +16,14 @@ from pathlib import PurePath
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
+from ...collab.memory import ExampleMemory
 from ...core.params import check_params
 from ...exceptions import ConfigError, LargeModelError
+from ...progress import track
 from ..base import Backend
 from ..cache import call_key
 from ..pricing import Price
+from ..prompt import check_template
 
 DEFAULT_TEMPLATE = "{instruction}\n{hint}\n{noun}: {text}"
 
@@ -282,8 +285,6 @@ class Generator(Backend):
     def fit(self, X, references):
         """Keep the training pairs to show as examples (``shots > 0``); otherwise nothing to learn."""
         if self.shots:
-            from ...collab.memory import ExampleMemory
-
             self.memory_ = ExampleMemory().fit(X, [_first(r) for r in references])
         return self
 
@@ -304,8 +305,6 @@ class Generator(Backend):
         return None if memory is None else {"example_texts": memory.texts_, "example_answers": memory.answers_}
 
     def set_fitted_state(self, state: dict) -> "Generator":
-        from ...collab.memory import ExampleMemory
-
         texts, answers = state.get("example_texts"), state.get("example_answers")
         if not (
             isinstance(texts, np.ndarray)
@@ -331,8 +330,6 @@ class Generator(Backend):
 
     def _generate_many(self, todo: list[Request], progress: bool):
         """Yield ``(request, Generated | LargeModelError)`` for each request; override to batch."""
-        from ...progress import track
-
         for request in track(todo, "generator", enabled=progress):
             start = time.perf_counter()
             try:
@@ -372,8 +369,6 @@ def fill(template: str, instruction: str, text, hint, noun: str = "Text"):
     >>> fill(DEFAULT_TEMPLATE, "Translate into German.", "free software", "Draft: freie Software")
     'Translate into German.\\nDraft: freie Software\\nText: free software'
     """
-    from ..prompt import check_template
-
     check_template(template.replace("{noun}", "").replace("{labels}", ""))
     head, tail = template.split("{text}")
     parts = [p.replace("{instruction}", instruction).replace("{noun}", noun) for p in (head, tail)]

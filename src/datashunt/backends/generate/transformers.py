@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ...exceptions import ConfigError, LargeModelError, ModelFileError, require
+from ...progress import track
 from .base import GENERATOR_CONSTRAINTS, Generated, Generator, Request, cut_at_stop
 
 KINDS = ("auto", "causal", "seq2seq", "image-to-text")
@@ -293,8 +294,6 @@ class TransformersGenerator(Generator):
     # -- generating ------------------------------------------------------------------------------
     def _generate_many(self, todo: list[Request], progress: bool):
         """Yield ``(request, Generated | LargeModelError)``: prompts checked one by one, then batched."""
-        from ...progress import track
-
         if not todo:
             return
         self._load()
@@ -452,7 +451,7 @@ class TransformersGenerator(Generator):
 def kind_of(config) -> str:
     """``"image-to-text"``, ``"seq2seq"`` or ``"causal"``, read from a transformers config."""
     try:
-        from transformers.models.auto.modeling_auto import (
+        from transformers.models.auto.modeling_auto import (  # noqa: PLC0415 (transformers: optional extra)
             MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES as listed,
         )
     except ImportError:
