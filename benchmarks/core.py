@@ -78,13 +78,20 @@ def routing_overhead(shunt, texts, repeats=7):
 
 
 def large_call_speed(model, texts):
+    """Seconds per large call, one prompt at a time without and with reuse of the shared prefix,
+    and four prompts per llama.cpp decode (the default)."""
+    settings = {
+        "without_prefix_reuse": {"reuse_prefix": False, "batch_size": 1},
+        "with_prefix_reuse": {"reuse_prefix": True, "batch_size": 1},
+        "with_prefix_reuse_4_per_decode": {"reuse_prefix": True, "batch_size": 4},
+    }
     out = {}
-    for reuse in (False, True):
-        large = LlamaCppModel(model, prompt=DEMO_INSTRUCTION, cache=False, reuse_prefix=reuse)
+    for name, options in settings.items():
+        large = LlamaCppModel(model, prompt=DEMO_INSTRUCTION, cache=False, **options)
         large.predict_proba(texts[:1], ["negative", "positive"])  # load the model, warm up
         start = time.perf_counter()
         large.predict_proba(texts, ["negative", "positive"])
-        out["with_prefix_reuse" if reuse else "without_prefix_reuse"] = (time.perf_counter() - start) / len(texts)
+        out[name] = (time.perf_counter() - start) / len(texts)
     return {"items": len(texts), "seconds_per_call": out}
 
 

@@ -10,20 +10,26 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def core_tables(result: dict) -> str:
+    made = {}  # the command behind each small model's row
+    for name, r in result["small_models"].items():
+        made.setdefault(r.get("command", result["command"]), []).append(name)
     lines = [
-        f"`{result['command']}` (seed {result['seed']}; train {result['n_train']}, validation "
+        "; ".join(f"`{command}` ({', '.join(names)})" for command, names in made.items())
+        + f" (seed {result['seed']}; train {result['n_train']}, validation "
         f"{result['n_validation']}, test {result['n_test']}; large model {result['large']})",
         "",
-        "| small model | small only | large only | Data Shunt (default: guaranteed) | sent to large (test) | δ "
-        "| sent to large (validation) | point estimate (`match_z=0`) | sent to large | former default "
-        "(`match_z=2`) | sent to large | fit + calibration (s) | calibration calls |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| small model | calibrated on | small only | large only | Data Shunt (default: guaranteed) "
+        "| sent to large (test) | δ | sent to large (validation) | point estimate (`match_z=0`) | sent to large "
+        "| former default (`match_z=2`) | sent to large | fit + calibration (s) | calibration calls |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in result["small_models"].items():
         rows = {row["system"]: row for row in r["summary"]}
         point, guarded = r["point_estimate_match_z_0"], r["point_estimate_match_z_2"]
+        pool = r["calibration"]["n_validation"]
+        where = f"cv={r['cv']}: {pool:,} labels" if r.get("cv") else f"{pool:,} held out"
         lines.append(
-            f"| {name} | {rows['small only']['accuracy']:.4f} | {rows['large only']['accuracy']:.4f} | "
+            f"| {name} | {where} | {rows['small only']['accuracy']:.4f} | {rows['large only']['accuracy']:.4f} | "
             f"{rows['data shunt']['accuracy']:.4f} | {rows['data shunt']['large_rate']:.1%} | "
             f"{r['threshold']:.4f} | {r['calibration']['large_rate']:.1%} | {point['accuracy']:.4f} | "
             f"{point['large_rate']:.1%} | {guarded['accuracy']:.4f} | {guarded['large_rate']:.1%} | "
@@ -46,7 +52,12 @@ def core_tables(result: dict) -> str:
             "",
             f"Large calls ({speed['items']} test sentences, no cache): "
             f"{s['without_prefix_reuse']:.3f} s each without reusing the shared prompt prefix, "
-            f"{s['with_prefix_reuse']:.3f} s with it.",
+            f"{s['with_prefix_reuse']:.3f} s with it"
+            + (
+                f", {s['with_prefix_reuse_4_per_decode']:.3f} s with four prompts per llama.cpp decode (the default)."
+                if "with_prefix_reuse_4_per_decode" in s
+                else "."
+            ),
         ]
     return "\n".join(lines)
 
