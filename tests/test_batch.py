@@ -503,9 +503,9 @@ def test_a_flag_quotes_at_most_a_bounded_part_of_a_huge_cell(sentiment, tmp_path
     pd.DataFrame({"review": ["fine film " * 1_000_000, "great superb movie"]}).to_csv(tmp_path / "in.csv", index=False)
     run_batch(model, tmp_path / "in.csv", tmp_path / "out.csv", column="review", key="k")
     flags = pd.read_csv(tmp_path / "out.csv")["flag"].tolist()
-    assert flags[0].startswith("no recorded answer for input 'fine film fine film")
+    assert flags[0].startswith("large: no recorded answer for input 'fine film fine film")
     assert len(flags[0]) == 200 and flags[0].endswith("…")
-    assert flags[1] == "no recorded answer for input 'great superb movie'"
+    assert flags[1] == "large: no recorded answer for input 'great superb movie'"
 
 
 # -- the job's identity -------------------------------------------------------------------------------------------

@@ -64,11 +64,15 @@ def test_fit_predict_evaluate_round_trip(project):
     assert list(labels.columns) == [
         "text",
         "route",
+        "stage",
+        "reached",
+        "label",
+        "confidence",
         "confidence_small",
         "confidence_large",
-        "label",
         "cost",
         "prompt_tokens",
+        "completion_tokens",
         "cached",
         "flag",
     ]
@@ -426,7 +430,7 @@ dir = "{tmp_path / "out"}"
     )
     assert predicted.exit_code == 0, predicted.output
     table = pd.read_csv(tmp_path / "out.csv")
-    assert list(table.columns[:3]) == ["input", "text", "route"] and len(table) == 24
+    assert list(table.columns[:5]) == ["input", "route", "stage", "reached", "text"] and len(table) == 24
     assert set(table["route"]) <= {"small", "large"}
     evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "gen.toml")])
     assert evaluated.exit_code == 0, evaluated.output

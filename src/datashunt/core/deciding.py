@@ -98,11 +98,13 @@ def outcome(stage, correct, cost) -> dict:
 @dataclass
 class Routed:
     """Where each item of a batch ended: ``stage`` whose answer stands (-1: none), ``reached`` the
-    last stage asked (-1: none), and every stage's answers (NaN rows where it was not asked)."""
+    last stage asked (-1: none), every stage's answers (NaN rows where it was not asked), and
+    ``open``: the items no stage asked kept, where a later stage (not asked in this run) would answer."""
 
     stage: np.ndarray
     reached: np.ndarray
     answers: list
+    open: np.ndarray
 
     def proba(self) -> np.ndarray:
         """The standing answer of each item (a NaN row where there is none)."""
@@ -112,7 +114,7 @@ class Routed:
         return out
 
 
-def run_stages(valid, ask, thresholds, blank) -> Routed:
+def run_stages(valid, ask, thresholds, blank, upto: int | None = None) -> Routed:
     """Ask the stages in order; an item stops at the first whose confidence reaches its δ.
 
     ``ask(s, rows, answers)`` returns stage ``s``'s answers for the batch ``rows`` (it sees the
@@ -126,7 +128,8 @@ def run_stages(valid, ask, thresholds, blank) -> Routed:
     stage, reached = np.full(n, -1), np.full(n, -1)
     answers = []
     remaining = np.flatnonzero(valid)
-    for s in range(len(thresholds) + 1):
+    n_stages = len(thresholds) + 1 if upto is None else upto
+    for s in range(n_stages):
         answers.append(blank())
         if not len(remaining):
             continue
@@ -138,4 +141,6 @@ def run_stages(valid, ask, thresholds, blank) -> Routed:
             remaining = remaining[~keeps(got.confidence, thresholds[s], got.predicted())]
         else:
             remaining = remaining[:0]
-    return Routed(stage, reached, answers)
+    open_ = np.zeros(n, bool)
+    open_[remaining] = True
+    return Routed(stage, reached, answers, open_)

@@ -11,6 +11,7 @@ LEARNABLE = "learnable"  #: the 2CD copy of the small model was surer and sure e
 LARGE = "large"  #: the large model answered
 FALLBACK = "fallback"  #: the large model failed; the small model's answer stands, flagged
 INVALID = "invalid"  #: the item could not be read; no answer, flagged
+OPEN = "open"  #: a partial run left the item to a later stage (another machine, an upstream service)
 
-ROUTES = (SMALL, LEARNABLE, LARGE, FALLBACK, INVALID)
+ROUTES = (SMALL, LEARNABLE, LARGE, FALLBACK, INVALID, OPEN)
 ASKED_LARGE = (LARGE, FALLBACK)  #: the routes on which the large model was asked (and paid)

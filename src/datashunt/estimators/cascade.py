@@ -4,8 +4,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-import pandas as pd
-from sklearn.base import ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.base import ClassifierMixin, clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
@@ -13,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..backends.base import LargeModel
 from ..backends.prompt import label_words, words_for
 from ..core import drift
-from ..core.answers import Answers, require_answers
+from ..core.answers import require_answers
 from ..core.calibration import (
     CASCADE_POLICIES,
     cascade_sweep,
@@ -23,18 +22,18 @@ from ..core.calibration import (
     per_class_thresholds,
 )
 from ..core.confidence import MEASURES, get_measure
-from ..core.deciding import outcome, run_stages, stop_stage
+from ..core.deciding import outcome, stop_stage
 from ..core.guarantee import guaranteed_cascade
-from ..core.inputs import require_valid, training_sets
+from ..core.inputs import training_sets
 from ..core.params import check_params
-from ..core.routes import FALLBACK, INVALID
 from ..core.stratified import choose_stratified, estimated_path, plan_calls
-from ..exceptions import CalibrationWarning, ConfigError, DataError, LargeModelError
-from ..modalities import NAMES, as_inputs
-from .stages import answer
+from ..exceptions import CalibrationWarning, ConfigError, DataError
+from ..modalities import NAMES
+from .engine import Engine
+from .stages import ClassifierStage, LabelStage
 
 
-class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
+class Cascade(ClassifierMixin, _BaseComposition, Engine):
     """An ordered list of stages; an item stops at the first whose confidence reaches its δ.
 
     Classifier stages (any scikit-learn classifier with ``predict_proba``) are cloned and trained
@@ -88,6 +87,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
     --------
     Three recorded services, cheapest first (here they are always right and always sure):
 
+    >>> import pandas as pd
     >>> from datashunt.backends.replay import ReplayModel
     >>> ids = [f"r{i}" for i in range(40)]
     >>> truth = ["pos", "neg"] * 20
@@ -236,14 +236,11 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         )
 
     def _calibrate(self, X_val, y_val):
-        measure = get_measure(self.confidence)
-        stages = self.stages_[:-1] if self._stratified() else self.stages_
-        answers = [
-            answer(model, X_val, self.classes_, self.labels_, measure, self.progress, self.modality_)
-            for _, model in stages
-        ]
+        stages, rows = self._stages(), np.arange(len(X_val))
         if self._stratified():
-            return self._calibrate_stratified(X_val, y_val, answers, measure)
+            answers = [stage.ask(X_val, rows, []) for stage in stages[:-1]]
+            return self._calibrate_stratified(X_val, y_val, answers, stages[-1])
+        answers = self.answers_of_every_stage(X_val)
         for (name, _), got in zip(self.stages_, answers):
             require_answers(got.ok, got.flag, f"stage {name!r}")
         confidence = np.column_stack([a.confidence for a in answers])
@@ -292,7 +289,7 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
             "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0], predicted[:, 0]),
         }
 
-    def _calibrate_stratified(self, X_val, y_val, answers, measure):
+    def _calibrate_stratified(self, X_val, y_val, answers, last):
         """Certify the shared δ on every validation label, asking the last stage only where the bound needs it."""
         for (name, _), got in zip(self.stages_, answers):
             require_answers(got.ok, got.flag, f"stage {name!r}")
@@ -301,8 +298,8 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
             [a.ok & (self.classes_[np.nan_to_num(a.proba, nan=-1).argmax(axis=1)] == y_val) for a in answers]
         )
         plan = plan_calls(confidence, correct, self.max_calibration_calls, random_state=self.random_state)
-        name, last = self.stages_[-1]
-        got = answer(last, X_val[plan.ask], self.classes_, self.labels_, measure, self.progress, self.modality_)
+        name = self.stages_[-1][0]
+        got = last.ask(X_val[plan.ask], plan.ask, answers)
         require_answers(got.ok, got.flag, f"stage {name!r}")
         # a failed call counts as a right last answer: a loss where the earlier answer is wrong, never a win
         last_ok = ~got.ok | (self.classes_[np.nan_to_num(got.proba, nan=-1).argmax(axis=1)] == y_val[plan.ask])
@@ -387,80 +384,21 @@ class Cascade(MetaEstimatorMixin, ClassifierMixin, _BaseComposition):
         return [delta], met
 
     # -- inference -----------------------------------------------------------------------------
+    def _stages(self) -> list:
+        measure = get_measure(self.confidence)
+        return [
+            LabelStage(model, self.labels_, measure, modality=self.modality_, progress=self.progress)
+            if isinstance(model, LargeModel)
+            else ClassifierStage(model, self.classes_, measure)
+            for _, model in self.stages_
+        ]
+
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities from the stage each item stopped at."""
-        check_is_fitted(self, "thresholds_")
-        batch = as_inputs(X, self.modality_)
-        require_valid(batch.problems, "inputs", hint="Clean them, or use route() to get a per-row flag.")
-        proba, table = self._route(batch.items, batch.problems)
-        unanswered = np.flatnonzero(np.isnan(proba).any(axis=1))
-        if len(unanswered):  # never a silent guess: say which items got no answer at all
-            i = unanswered[0]
-            raise LargeModelError(
-                f"{len(unanswered)} items got no answer from any stage (row {i}: "
-                f"{table['flag'].iloc[i]}); use route() for a per-row flag"
-            )
-        return proba
+        routed, _ = self._answered(X)
+        return routed.proba()
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each item, see :meth:`predict_proba`."""
         check_is_fitted(self, "thresholds_")
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
-
-    def route(self, X) -> pd.DataFrame:
-        """One record per item: the stage that answered (``route`` by name, ``stage`` by position),
-        the last stage asked (``reached``), its label and confidence, what the item cost over every
-        stage it reached (zero for cached answers), and a flag. ``table.attrs["drift"]`` compares the
-        first stage's confidences and share sent on with the calibration data
-        (:func:`datashunt.core.drift.check`), or is None."""
-        check_is_fitted(self, "thresholds_")
-        batch = as_inputs(X, self.modality_)
-        proba, table = self._route(batch.items, batch.problems)
-        ok = ~np.isnan(proba).any(axis=1)
-        labels = np.empty(len(ok), dtype=object)
-        labels[ok] = self.classes_[proba[ok].argmax(axis=1)]
-        table.insert(2, "label", labels)
-        return table
-
-    def _route(self, inputs, problems):
-        n, k = len(inputs), len(self.classes_)
-        measure = get_measure(self.confidence)
-        valid = np.array([p is None for p in problems]) if problems is not None else np.ones(n, bool)
-
-        def ask(s, rows, _):
-            return answer(
-                self.stages_[s][1], inputs[rows], self.classes_, self.labels_, measure, self.progress, self.modality_
-            )
-
-        routed = run_stages(valid, ask, self.thresholds_, lambda: Answers.empty(n, k))
-        names = np.array([name for name, _ in self.stages_] + [INVALID], dtype=object)  # stage -1 indexes INVALID
-        route = np.where(routed.stage == routed.reached, names[routed.stage], FALLBACK)
-        route[routed.stage < 0] = INVALID  # unreadable, or no stage could answer (the flag says which)
-        flag = list(problems) if problems is not None else [None] * n
-        for (name, _), got in zip(self.stages_, routed.answers):
-            for i in np.flatnonzero([f is not None for f in got.flag]):
-                flag[i] = "; ".join(filter(None, [flag[i], f"{name}: {got.flag[i]}"]))
-        for i in np.flatnonzero(valid & (routed.stage < 0)):
-            flag[i] = flag[i] or "no stage could answer"
-        confidence = np.full(n, np.nan)
-        for s, got in enumerate(routed.answers):
-            confidence[routed.stage == s] = got.confidence[routed.stage == s]
-
-        table = pd.DataFrame(
-            {
-                "route": route,
-                "stage": routed.stage,
-                "reached": routed.reached,
-                "confidence": confidence,
-                "cost": sum(got.cost for got in routed.answers),
-                "flag": flag,
-            }
-        )
-        first = routed.answers[0]  # does the traffic still look like the calibration data?
-        table.attrs["drift"] = drift.check(
-            self.calibration_.get("drift_reference"),
-            first.confidence,
-            self.thresholds_[0],
-            np.nan_to_num(first.proba, nan=-1.0).argmax(axis=1),
-        )
-        return routed.proba(), table

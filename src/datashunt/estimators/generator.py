@@ -5,30 +5,29 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
-from sklearn.base import MetaEstimatorMixin, clone
+from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
 
-from ..backends.generate.base import Generation
-from ..collab.drafts import draft_hint
 from ..core import drift
 from ..core.answers import require_answers
 from ..core.calibration import CASCADE_POLICIES, cascade_sweep, choose_point
-from ..core.deciding import outcome, run_stages, stop_stage
+from ..core.deciding import outcome, stop_stage
 from ..core.inputs import require_valid
 from ..core.params import check_params
-from ..core.routes import FALLBACK, INVALID, LEARNABLE
-from ..core.sequence import SEQUENCE_MEASURES, get_sequence_measure
+from ..core.sequence import SEQUENCE_MEASURES
 from ..eval.metrics import METRICS, Metric, get_metric
-from ..exceptions import ConfigError, DataError, LargeModelError
+from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
+from .engine import Engine
+from .stages import GeneratorStage, Surer
 
 POLICIES = tuple(p.replace("accuracy", "quality") for p in CASCADE_POLICIES)
 
 
-class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
+class ShuntGenerator(_BaseComposition, Engine):
     """Generators from cheapest to strongest; each item's text comes from the first stage sure
     enough of what it wrote.
 
@@ -85,6 +84,8 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
         ], metric="chrf").fit(texts, references)
         shunt.route(["free software accounting program"])
     """
+
+    task = "generate"
 
     _parameter_constraints = {
         "stages": [list],
@@ -215,7 +216,7 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
 
     def _calibrate(self, X_val, references_val):
         metric, n = get_metric(self.metric), len(X_val)
-        every = self.answers(X_val)
+        every = self.answers_of_every_stage(X_val)
         for (name, _), got in zip(self.stages_, every):
             require_answers(got.ok, got.flag, f"stage {name!r}")
         texts = [got.text for got in every]
@@ -252,104 +253,31 @@ class ShuntGenerator(MetaEstimatorMixin, _BaseComposition):
             "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0]),
         }
 
-    def answers(self, X) -> list[Generation]:
-        """Every stage's answer to every item (what calibration and comparisons need), drafts passed on
-        if ``hint``; the first stage is the surer of it and its 2CD copy where there is one."""
-        every = []
-        for s, (_, model) in enumerate(self.stages_):
-            hints = self._hints(every[-1], np.arange(len(X))) if self.hint and s else None
-            every.append(self._ask(model, X, hints, first=s == 0))
-        return every
-
-    def _ask(self, model, X, hints, first=False) -> Generation:
-        got = self._measured(model, X, hints)
-        learnable = getattr(self, "learnable_", None) if first else None
-        if learnable is not None:  # 2CD: the surer of the first stage and its distilled copy answers
-            copy = self._measured(learnable, X, hints)
-            better = np.nan_to_num(copy.confidence, nan=-1.0) > np.nan_to_num(got.confidence, nan=-1.0)
-            rows = np.flatnonzero(better)
-            sub = Generation.empty(len(rows))
-            for name in ("text", "token_logprob", "flag"):
-                setattr(sub, name, [getattr(copy, name)[i] for i in rows])
-            for name in ("cost", "price", "cached", "prompt_tokens", "completion_tokens", "seconds", "confidence"):
-                getattr(sub, name)[:] = getattr(copy, name)[rows]
-            got.put(rows, sub)
-            got.learnable = better
-        return got
-
-    def _measured(self, model, X, hints) -> Generation:
-        got = model.generate(X, hints=hints, progress=self.progress, modality=self.modality_)
-        got.confidence = np.asarray(get_sequence_measure(self.confidence)(got.token_logprob), dtype=float)
-        return got
-
-    @staticmethod
-    def _hints(previous: Generation, rows) -> list:
-        return [draft_hint(previous.text[i], previous.confidence[i]) for i in rows]
-
     # -- inference -----------------------------------------------------------------------------
+    def _stages(self, chat: bool = False) -> list:
+        options = {"modality": self.modality_, "progress": self.progress, "chat": chat}
+        stages = [GeneratorStage(model, self.confidence, hint=self.hint, **options) for _, model in self.stages_]
+        learnable = getattr(self, "learnable_", None)
+        if learnable is not None:  # 2CD: the surer of the first stage and its distilled copy answers
+            stages[0] = Surer(stages[0], GeneratorStage(learnable, self.confidence, **options))
+        return stages
+
+    def route_chats(self, conversations: list, upto: int | None = None) -> pd.DataFrame:
+        """:meth:`route` for whole chat conversations (each a list of ``{"role", "content"}``
+        messages, answered as given: no instruction, template or examples are added). With
+        ``upto``, only the first ``upto`` stages are asked and the items none of them keeps are
+        left ``open`` for the caller to send on (what the OpenAI-compatible proxy does).
+        """
+        check_is_fitted(self, "thresholds_")
+        items = np.empty(len(conversations), dtype=object)
+        items[:] = [list(c) for c in conversations]
+        return self._table(self._run(items, stages=self._stages(chat=True), upto=upto))
+
     def generate(self, X) -> list[str]:
         """The text of each item from the stage it stopped at; raises if an item got none (use
         :meth:`route` for a per-row flag)."""
-        table = self.route(X)
-        missing = np.flatnonzero(table["text"].isna().to_numpy())
-        if len(missing):
-            i = missing[0]
-            raise LargeModelError(
-                f"{len(missing)} items got no text from any stage (row {i}: "
-                f"{table['flag'].iloc[i]}); use route() for a per-row flag"
-            )
+        _, table = self._answered(X)
         return table["text"].tolist()
-
-    def route(self, X) -> pd.DataFrame:
-        """One record per item: its ``text``, the stage that wrote it (``route`` by name, ``stage``
-        by position), the last stage asked (``reached``), that text's confidence, the tokens it
-        took, what the item cost over every stage it reached (zero for cached answers), and a
-        flag. ``table.attrs["drift"]`` compares the first stage's confidences with calibration."""
-        check_is_fitted(self, "thresholds_")
-        batch = as_inputs(X, self.modality_)
-        n = len(batch.items)
-        problems = batch.problems or [None] * n
-        valid = np.array([p is None for p in problems], dtype=bool)
-        learnable = np.zeros(n, bool)
-
-        def ask(s, rows, answers):
-            hints = self._hints(answers[s - 1], rows) if self.hint and s else None
-            got = self._ask(self.stages_[s][1], batch.items[rows], hints, first=s == 0)
-            if s == 0 and hasattr(got, "learnable"):
-                learnable[rows] = got.learnable
-            return got
-
-        routed = run_stages(valid, ask, self.thresholds_, lambda: Generation.empty(n))
-        names = np.array([name for name, _ in self.stages_] + [INVALID], dtype=object)
-        route = np.where(routed.stage == routed.reached, names[routed.stage], FALLBACK)
-        route[(routed.stage == 0) & (routed.reached == 0) & learnable] = LEARNABLE
-        route[routed.stage < 0] = INVALID
-        text, confidence, tokens = [None] * n, np.full(n, np.nan), np.zeros(n, int)
-        for s, got in enumerate(routed.answers):
-            for i in np.flatnonzero(routed.stage == s):
-                text[i], confidence[i], tokens[i] = got.text[i], got.confidence[i], got.completion_tokens[i]
-        flag = list(problems)
-        for (name, _), got in zip(self.stages_, routed.answers):
-            for i in np.flatnonzero([f is not None for f in got.flag]):
-                flag[i] = "; ".join(filter(None, [flag[i], f"{name}: {got.flag[i]}"]))
-        for i in np.flatnonzero(valid & (routed.stage < 0)):
-            flag[i] = flag[i] or "no stage could answer"
-        table = pd.DataFrame(
-            {
-                "text": pd.Series(text, dtype=object),
-                "route": route,
-                "stage": routed.stage,
-                "reached": routed.reached,
-                "confidence": confidence,
-                "completion_tokens": tokens,
-                "cost": sum(got.cost for got in routed.answers),
-                "flag": flag,
-            }
-        )
-        table.attrs["drift"] = drift.check(
-            self.calibration_.get("drift_reference"), routed.answers[0].confidence, self.thresholds_[0]
-        )
-        return table
 
     def distill(self, X_pool, *, min_confidence: float = 0.5, epochs=None, X_val=None, references_val=None):
         """2-Stage Confidence Distillation for sequences: a copy of the first stage learns from the

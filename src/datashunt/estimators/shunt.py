@@ -1,11 +1,9 @@
 """ShuntClassifier: the small model answers what it is sure of, the large model the rest."""
 
-from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
-import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.base import ClassifierMixin, clone
 from sklearn.model_selection import StratifiedKFold, cross_val_predict, train_test_split
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -17,11 +15,11 @@ from ..core import drift
 from ..core.answers import Answers, require_answers
 from ..core.calibration import POLICIES, choose_threshold, known, threshold_sweep
 from ..core.confidence import MEASURES, get_measure, max_proba
-from ..core.deciding import keeps, run_stages
+from ..core.deciding import keeps
 from ..core.guarantee import choose_guaranteed
 from ..core.inputs import check_targets, require_valid, training_sets
 from ..core.params import check_params
-from ..core.routes import ASKED_LARGE, FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
+from ..core.routes import LARGE, SMALL
 from ..core.stratified import (
     CallPlan,
     asked_of,
@@ -33,25 +31,11 @@ from ..core.stratified import (
 )
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
-from .stages import answer
+from .engine import Engine
+from .stages import ClassifierStage, Given, LabelStage, Surer
 
 
-@dataclass
-class Routing:
-    """Everything decided for a batch: one entry per item."""
-
-    proba: np.ndarray
-    route: np.ndarray
-    confidence_small: np.ndarray
-    confidence_large: np.ndarray
-    cost: np.ndarray
-    cached: np.ndarray
-    flag: list
-    small_proba: np.ndarray
-    prompt_tokens: np.ndarray
-
-
-class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+class ShuntClassifier(ClassifierMixin, Engine):
     """Data Shunt: route each item by the small model's confidence against a calibrated threshold δ.
 
     Parameters
@@ -152,8 +136,9 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     >>> large = ReplayModel(pd.DataFrame({"id": texts, "prediction": y}))
     >>> shunt = ShuntClassifier(make_small("tfidf"), large, random_state=0).fit(texts, y)
     >>> table = shunt.route(["great film", "dull film number 7"])
-    >>> list(table.columns)
-    ['route', 'confidence_small', 'confidence_large', 'label', 'cost', 'prompt_tokens', 'cached', 'flag']
+    >>> list(table.columns)  # doctest: +NORMALIZE_WHITESPACE
+    ['route', 'stage', 'reached', 'label', 'confidence', 'confidence_small', 'confidence_large', 'cost',
+     'prompt_tokens', 'completion_tokens', 'cached', 'flag']
     """
 
     _parameter_constraints = {
@@ -317,13 +302,12 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _calibrate(self, X_val, y_val, small_proba=None):
         if self._stratified():
             return self._calibrate_stratified(X_val, y_val, small_proba)
-        routing = self._route(X_val, threshold=np.inf, small_proba=small_proba)  # the large model sees them all
-        require_answers([f is None for f in routing.flag], routing.flag, "the large model")
-        small_pred = self.classes_[routing.small_proba.argmax(axis=1)]
-        large_pred = self.classes_[routing.proba.argmax(axis=1)]
-        large_cost = self.large_.price_of(routing.prompt_tokens)
-        small_ok, large_ok = small_pred == y_val, large_pred == y_val
-        self.sweep_ = threshold_sweep(routing.confidence_small, small_ok, large_ok, large_cost)
+        routed = self._run(X_val, thresholds=[np.inf], stages=self._stages(small_proba=small_proba))  # all sent
+        small, large = routed.answers
+        require_answers([f is None for f in large.flag], large.flag, "the large model")
+        small_ok = self.classes_[small.proba.argmax(axis=1)] == y_val
+        large_ok = self.classes_[routed.proba().argmax(axis=1)] == y_val
+        self.sweep_ = threshold_sweep(small.confidence, small_ok, large_ok, large.price)
         if self.confidence_level is None:
             choice = choose_threshold(
                 self.sweep_,
@@ -335,7 +319,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             )
         else:
             choice = choose_guaranteed(
-                routing.confidence_small,
+                small.confidence,
                 small_ok,
                 large_ok,
                 self.policy,
@@ -345,7 +329,7 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 target_accuracy=self.target_accuracy,
             )
         self.threshold_ = choice.threshold
-        kept = keeps(routing.confidence_small, self.threshold_)
+        kept = keeps(small.confidence, self.threshold_)
         self.calibration_ = {
             "policy": self.policy,
             "goal": choice.goal,
@@ -356,15 +340,15 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "large_rate": float(1 - kept.mean()),
             "small_accuracy": float(small_ok.mean()),
             "large_accuracy": float(large_ok.mean()),
-            "large_failures": int(sum(f is not None for f in routing.flag)),
+            "large_failures": int(sum(f is not None for f in large.flag)),
             "large_calls": {
                 "asked": int(len(y_val)),
-                "paid": int((~routing.cached).sum()),
-                "cost": float(routing.cost.sum()),
+                "paid": int((~large.cached).sum()),
+                "cost": float(large.cost.sum()),
             },
             "cross_fitted": self.cv is not None,
             "certification": "paired" if self.confidence_level else None,
-            "drift_reference": drift.reference(routing.confidence_small, self.threshold_),
+            "drift_reference": drift.reference(small.confidence, self.threshold_),
         }
 
     def _calibrate_stratified(self, X_val, y_val, small_proba=None):
@@ -382,11 +366,12 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             random_state=self.random_state,
         )
         ask = asked_of(calls)
-        routing = self._route(X_val[ask], threshold=np.inf, small_proba=small_proba[ask])
-        failed = np.array([f is not None for f in routing.flag], dtype=bool)
-        require_answers(~failed, routing.flag, "the large model")
-        large_ok = self.classes_[routing.proba.argmax(axis=1)] == y_val[ask]
-        large_cost = self.large_.price_of(routing.prompt_tokens)
+        routed = self._run(X_val[ask], thresholds=[np.inf], stages=self._stages(small_proba=small_proba[ask]))
+        large = routed.answers[1]
+        failed = np.array([f is not None for f in large.flag], dtype=bool)
+        require_answers(~failed, large.flag, "the large model")
+        large_ok = self.classes_[routed.proba().argmax(axis=1)] == y_val[ask]
+        large_cost = large.price
         if isinstance(calls, CallPlan):
             # a failed call counts as a right large answer: a loss where the small model is wrong, never a win
             large_ok |= failed
@@ -424,8 +409,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "large_failures": int(failed.sum()),
             "large_calls": {
                 "asked": int(len(ask)),
-                "paid": int((~routing.cached).sum()),
-                "cost": float(routing.cost.sum()),
+                "paid": int((~large.cached).sum()),
+                "cost": float(large.cost.sum()),
                 "budget": self.max_calibration_calls,
             }
             | (
@@ -439,81 +424,46 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         }
 
     # -- inference -----------------------------------------------------------------------------
+    @property
+    def thresholds_(self) -> list:
+        """δ as the engine reads it: one threshold, between the small and the large stage."""
+        return [self.threshold_]
+
+    def stage_names(self) -> list[str]:
+        return [SMALL, LARGE]
+
+    def _stages(self, specific_only=False, small_proba=None) -> list:
+        """The small stage (the surer of the specific model and its 2CD copy, the specific one
+        alone, or given out-of-fold probabilities), then the large one, its prompt pruned by the
+        specific model's probabilities."""
+        measure = get_measure(self.confidence)
+        if small_proba is not None:  # out-of-fold answers, from cross-fitting
+            got = Answers.empty(len(small_proba), len(self.classes_))
+            got.proba, got.specific = small_proba, small_proba
+            got.confidence = np.asarray(measure(small_proba), dtype=float)
+            small = Given(got)
+        else:
+            small = ClassifierStage(self.small_, self.classes_, measure)
+            if getattr(self, "learnable_", None) is not None and not specific_only:
+                small = Surer(small, ClassifierStage(self.learnable_, self.classes_, measure))
+        large = LabelStage(
+            self.large_, self.labels_, max_proba, modality=self.modality_, progress=self.progress, prompt=self._pruned
+        )
+        return [small, large]
+
+    def _pruned(self, rows, earlier) -> dict:
+        """Prompt Pruning: the large model's prompt shaped by the specific small model's probabilities."""
+        return self.pruning_.prompt_args(earlier[0].specific[rows], self.labels_) if self.pruning_ else {}
+
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities: the small model's where it answered, the large model's elsewhere."""
-        routing = self._route_checked(X)
-        self._drift(routing)
-        return routing.proba
+        routed, _ = self._answered(X)
+        return routed.proba()
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each item, see :meth:`predict_proba`."""
         check_is_fitted(self, "threshold_")
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
-
-    def route(self, X, first_stage: pd.DataFrame | None = None) -> pd.DataFrame:
-        """One record per item: route taken, confidences, label, cost, prompt tokens, whether cached, and a flag.
-
-        ``first_stage`` (from :meth:`first_stage` on the same items, perhaps on another worker)
-        stands in for asking the small models again: only the large model is asked, and only
-        about the items the small side is unsure of.
-
-        ``route`` is ``small``, ``learnable`` (the copy trained by :meth:`distill`), ``large``,
-        ``fallback`` (the large model failed, the small model's answer is used and ``flag`` says
-        why) or ``invalid`` (no answer; ``flag`` says why). ``table.attrs["drift"]`` compares the
-        batch with the calibration data (:func:`datashunt.core.drift.check`; a
-        :class:`~datashunt.exceptions.DriftWarning` when it differs beyond chance), or is None.
-        """
-        check_is_fitted(self, "threshold_")
-        batch = as_inputs(X, self.modality_)
-        routing = self._route(batch.items, problems=batch.problems, first=first_stage)
-        ok = ~np.isnan(routing.proba).any(axis=1)
-        labels = np.empty(len(ok), dtype=object)
-        labels[ok] = self.classes_[routing.proba[ok].argmax(axis=1)]
-        table = pd.DataFrame(
-            {
-                "route": routing.route,
-                "confidence_small": routing.confidence_small,
-                "confidence_large": routing.confidence_large,
-                "label": labels,
-                "cost": routing.cost,
-                "prompt_tokens": routing.prompt_tokens,
-                "cached": routing.cached,
-                "flag": routing.flag,
-            }
-        )
-        table.attrs["drift"] = self._drift(routing)
-        return table
-
-    def first_stage(self, X) -> pd.DataFrame:
-        """The small side's answers alone, no large-model call: per item, the specific model's
-        probabilities (``specific``, for Prompt Pruning), the answer used (``proba``: the surer of
-        it and its 2CD copy) and whether the copy gave it (``learnable``); NaN rows for items that
-        cannot be read. Hand the table to :meth:`route` to finish the job.
-        """
-        check_is_fitted(self, "threshold_")
-        batch = as_inputs(X, self.modality_)
-        n, k = len(batch), len(self.classes_)
-        specific, proba, learnable = np.full((n, k), np.nan), np.full((n, k), np.nan), np.zeros(n, bool)
-        rows = np.flatnonzero(batch.valid)
-        if len(rows):
-            got, specific[rows], learnable[rows] = self._small(batch.items[rows] if len(rows) < n else batch.items)
-            proba[rows] = got.proba
-        return pd.DataFrame({"specific": list(specific), "proba": list(proba), "learnable": learnable})
-
-    def _small(self, x, specific_only=False):
-        """The small side on ``x``: the answers used, the specific model's probabilities, and
-        where the 2CD copy was the surer and answered instead."""
-        measure = get_measure(self.confidence)
-        got = answer(self.small_, x, self.classes_, self.labels_, measure)
-        specific, learnable = got.proba.copy(), np.zeros(len(x), bool)
-        if getattr(self, "learnable_", None) is not None and not specific_only:  # 2CD: the surer one answers
-            copy = answer(self.learnable_, x, self.classes_, self.labels_, measure)
-            learnable = copy.confidence > got.confidence
-            got.proba[learnable], got.confidence[learnable] = copy.proba[learnable], copy.confidence[learnable]
-        return got, specific, learnable
-
-    def _drift(self, routing: Routing) -> dict | None:
-        return drift.check(self.calibration_.get("drift_reference"), routing.confidence_small, self.threshold_)
 
     def distill(self, X_pool, *, X_train=None, y_train=None, X_val=None, y_val=None, epochs=None):
         """One round of 2-Stage Confidence Distillation over unlabeled inputs (see :mod:`datashunt.collab.distill`).
@@ -528,9 +478,10 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         batch = as_inputs(X_pool, self.modality_)
         ok = batch.valid
         inputs = batch.items[ok]
-        routing = self._route(inputs, specific_only=True)  # the large model answers what s1 is unsure of
-        proba_large = np.where((routing.route == LARGE)[:, None], routing.proba, np.nan)
-        targets = two_stage_targets(routing.small_proba, routing.confidence_small, proba_large, self.threshold_)
+        routed = self._run(inputs, stages=self._stages(specific_only=True))  # the large answers what s1 is unsure of
+        small, large = routed.answers
+        proba_large = np.where((routed.stage == 1)[:, None], routed.proba(), np.nan)
+        targets = two_stage_targets(small.proba, small.confidence, proba_large, self.threshold_)
         self.learnable_ = learn(
             getattr(self, "learnable_", None),
             self.small_,
@@ -550,78 +501,8 @@ class ShuntClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             "n_skipped_invalid": int((~ok).sum()),
             "n_from_small": int(targets.from_small.sum()),
             "n_from_large": int(targets.from_large.sum()),
-            "n_large_asked": int(np.isin(routing.route, ASKED_LARGE).sum()),
-            "large_cost": float(routing.cost.sum()),
+            "n_large_asked": int((routed.reached == 1).sum()),
+            "large_cost": float(large.cost.sum()),
             "threshold": self.threshold_,
         }
         return self
-
-    def _route_checked(self, X) -> Routing:
-        check_is_fitted(self, "threshold_")
-        batch = as_inputs(X, self.modality_)
-        require_valid(batch.problems)
-        return self._route(batch.items)
-
-    def _route(
-        self, inputs, problems=None, threshold=None, specific_only=False, small_proba=None, first=None
-    ) -> Routing:
-        """Two stages on the cascade engine: the small model (the surer of the specific one and its
-        2CD copy, or the specific one alone, or the given ``small_proba``), then the large model,
-        prompted with Prompt Pruning from the specific one."""
-        threshold = self.threshold_ if threshold is None else threshold
-        n, k = len(inputs), len(self.classes_)
-        if first is not None and len(first) != n:
-            raise DataError(f"first_stage has {len(first)} rows for {n} items")
-        valid = np.ones(n, bool) if problems is None else np.array([p is None for p in problems], bool)
-        measure = get_measure(self.confidence)
-        specific = np.full((n, k), np.nan)  # the specific small model's probabilities, for Prompt Pruning
-        learnable = np.zeros(n, bool)
-
-        def ask(stage, rows, _):
-            if stage == 1:
-                pruning = self.pruning_.prompt_args(specific[rows], self.labels_) if self.pruning_ else {}
-                return answer(
-                    self.large_,
-                    inputs[rows],
-                    self.classes_,
-                    self.labels_,
-                    max_proba,
-                    self.progress,
-                    self.modality_,
-                    **pruning,
-                )
-            if small_proba is not None:  # out-of-fold answers, from cross-fitting
-                got = Answers.empty(len(rows), k)
-                got.proba, got.confidence = small_proba[rows], np.asarray(measure(small_proba[rows]), dtype=float)
-                specific[rows] = got.proba
-                return got
-            if first is not None:  # computed earlier, perhaps elsewhere (first_stage)
-                got = Answers.empty(len(rows), k)
-                got.proba = np.array(first["proba"].tolist(), dtype=float).reshape(-1, k)[rows]
-                ok = got.ok
-                got.confidence[ok] = np.asarray(measure(got.proba[ok]), dtype=float)
-                specific[rows] = np.array(first["specific"].tolist(), dtype=float).reshape(-1, k)[rows]
-                learnable[rows] = first["learnable"].to_numpy(bool)[rows]
-                return got
-            got, specific[rows], learnable[rows] = self._small(inputs[rows] if len(rows) < n else inputs, specific_only)
-            return got
-
-        routed = run_stages(valid, ask, [threshold], lambda: Answers.empty(n, k))
-        small, large = routed.answers
-        route = np.select(
-            [routed.stage < 0, routed.reached == 0, routed.stage == 1],
-            [INVALID, np.where(learnable, LEARNABLE, SMALL), LARGE],
-            FALLBACK,
-        ).astype(object)
-        flag = [p if p is not None else f for p, f in zip(problems or [None] * n, large.flag)]
-        return Routing(
-            proba=routed.proba(),
-            route=route,
-            confidence_small=small.confidence,
-            confidence_large=large.confidence,
-            cost=large.cost,
-            cached=large.cached,
-            flag=flag,
-            small_proba=small.proba,
-            prompt_tokens=large.prompt_tokens,
-        )

@@ -1,37 +1,142 @@
-"""How an estimator asks one stage about a batch: a large-model backend by label names, a
-classifier directly; either way the answers come back as :class:`~datashunt.core.answers.Answers`."""
+"""Stages: how the engine asks one model about a batch, whatever the model is.
+
+Every stage answers ``ask(items, rows, earlier)``: the items that reached it, their rows in the
+batch, and the answers of the stages before it (for the hooks that pass knowledge on). It returns
+:class:`~datashunt.core.answers.Answers` (class probabilities) or a
+:class:`~datashunt.backends.generate.base.Generation` (text), with confidence, cost, cache hits,
+tokens and a flag per item. The collaboration of the paper enters as stage hooks, not as forks of
+the engine: Prompt Pruning and drafts are what a stage reads from ``earlier``; 2-Stage Confidence
+Distillation is :class:`Surer`, a stage whose learnable copy answers where it is the surer.
+
+Examples
+--------
+>>> from sklearn.dummy import DummyClassifier
+>>> from datashunt.core.confidence import max_proba
+>>> model = DummyClassifier(strategy="prior").fit([[0]] * 4, ["a", "a", "a", "b"])
+>>> got = ClassifierStage(model, np.array(["a", "b"]), max_proba).ask(np.zeros((2, 1)), np.arange(2), [])
+>>> got.proba.tolist(), got.confidence.tolist()
+([[0.75, 0.25], [0.75, 0.25]], [0.75, 0.75])
+"""
+
+import abc
 
 import numpy as np
 
-from ..backends.base import LargeModel
-from ..core.answers import Answers
+from ..backends.generate.base import Generation
+from ..collab.drafts import draft_hint
+from ..core.answers import Answers, take
+from ..core.sequence import get_sequence_measure
 
 
-def answer(model, inputs, classes, labels, measure, progress=False, modality="auto", **prompt_args) -> Answers:
-    """Ask one stage about ``inputs``: a large-model backend by label names, reading the items as
-    ``modality`` (``prompt_args``: Prompt Pruning's hints or candidates), a classifier directly."""
-    n = len(inputs)
-    if isinstance(model, LargeModel):
-        result = model.predict_proba(inputs, labels, progress=progress, modality=modality, **prompt_args)
-        got = Answers(
-            result.proba,
-            np.full(n, np.nan),
-            result.cost,
-            model.price_of(result.prompt_tokens),
-            result.cached,
-            result.prompt_tokens,
-            list(result.error),
-        )
-    else:
-        raw = model.predict_proba(inputs)
-        proba = np.zeros((n, len(classes)))
-        own = list(np.asarray(model.classes_).tolist())
-        for j, c in enumerate(classes.tolist()):
-            if c in own:
-                proba[:, j] = raw[:, own.index(c)]
-        got = Answers.empty(n, len(classes))
-        got.proba = proba
+class Stage(abc.ABC):
+    """One stage of the engine: answers the items that reach it."""
+
+    @abc.abstractmethod
+    def ask(self, items, rows, earlier: list):
+        """The answers for ``items`` (at ``rows`` of the batch), given the ``earlier`` stages' answers."""
+
+
+def _measured(got: Answers, measure) -> Answers:
     ok = got.ok
     if ok.any():
         got.confidence[ok] = np.asarray(measure(got.proba[ok]), dtype=float)
     return got
+
+
+class ClassifierStage(Stage):
+    """A scikit-learn classifier, asked directly; its classes are mapped onto the engine's."""
+
+    def __init__(self, model, classes, measure):
+        self.model, self.classes, self.measure = model, classes, measure
+
+    def ask(self, items, rows, earlier) -> Answers:
+        raw = self.model.predict_proba(items)
+        got = Answers.empty(len(items), len(self.classes))
+        own = list(np.asarray(self.model.classes_).tolist())
+        got.proba = np.zeros((len(items), len(self.classes)))
+        for j, c in enumerate(self.classes.tolist()):
+            if c in own:
+                got.proba[:, j] = raw[:, own.index(c)]
+        got.specific = got.proba.copy()
+        return _measured(got, self.measure)
+
+
+class LabelStage(Stage):
+    """A large-model backend, asked by label names; ``prompt(rows, earlier)`` gives the prompt's
+    extra arguments (Prompt Pruning's prior or candidates), None for none."""
+
+    def __init__(self, model, labels, measure, *, modality="auto", progress=False, prompt=None):
+        self.model, self.labels, self.measure = model, labels, measure
+        self.modality, self.progress, self.prompt = modality, progress, prompt
+
+    def ask(self, items, rows, earlier) -> Answers:
+        extra = self.prompt(rows, earlier) if self.prompt is not None else {}
+        result = self.model.predict_proba(items, self.labels, progress=self.progress, modality=self.modality, **extra)
+        got = Answers(
+            result.proba,
+            np.full(len(items), np.nan),
+            result.cost,
+            self.model.price_of(result.prompt_tokens),
+            result.cached,
+            result.prompt_tokens,
+            list(result.error),
+        )
+        return _measured(got, self.measure)
+
+
+class GeneratorStage(Stage):
+    """A generator (a backend or a trainable small one); with ``hint`` its prompt carries the
+    previous stage's text and confidence as a draft. With ``chat`` the items are whole chat
+    conversations, answered as given (a draft, if any, comes last as a system message)."""
+
+    def __init__(self, model, confidence, *, modality="auto", progress=False, hint=False, chat=False):
+        self.model, self.measure = model, get_sequence_measure(confidence)
+        self.modality, self.progress, self.hint, self.chat = modality, progress, hint, chat
+
+    def ask(self, items, rows, earlier) -> Generation:
+        hints = None
+        if self.hint and earlier:
+            previous = earlier[-1]
+            hints = [draft_hint(previous.text[i], previous.confidence[i]) for i in rows]
+        if self.chat:
+            turns = [
+                list(c) + ([{"role": "system", "content": h}] if h else [])
+                for c, h in zip(items, hints or [None] * len(items))
+            ]
+            got = self.model.chat(turns, progress=self.progress)
+        else:
+            got = self.model.generate(items, hints=hints, progress=self.progress, modality=self.modality)
+        got.confidence = np.asarray(self.measure(got.token_logprob), dtype=float)
+        return got
+
+
+class Surer(Stage):
+    """2-Stage Confidence Distillation at answer time: the stage and its learnable copy both answer,
+    and the surer answers (``learnable`` marks where the copy did); ``specific`` keeps the stage's
+    own probabilities, the ones Prompt Pruning reads."""
+
+    def __init__(self, stage: Stage, copy: Stage):
+        self.stage, self.copy = stage, copy
+
+    def ask(self, items, rows, earlier):
+        got = self.stage.ask(items, rows, earlier)
+        other = self.copy.ask(items, rows, earlier)
+        better = np.flatnonzero(np.nan_to_num(other.confidence, nan=-1.0) > np.nan_to_num(got.confidence, nan=-1.0))
+        specific = getattr(got, "specific", None)
+        specific = None if specific is None else specific.copy()
+        got.put(better, take(other, better))
+        if specific is not None:
+            got.specific = specific
+        got.learnable[better] = True
+        return got
+
+
+class Given(Stage):
+    """Answers computed earlier (cross-fitted probabilities, or a first stage run on another
+    worker), handed back at the rows asked."""
+
+    def __init__(self, answers):
+        self.answers = answers
+
+    def ask(self, items, rows, earlier):
+        return take(self.answers, rows)

@@ -10,10 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from ..core.confidence import get_measure
 from ..core.routes import ASKED_LARGE, FALLBACK, ROUTES
 from ..estimators.cascade import Cascade
-from ..estimators.stages import answer
 from ..exceptions import DataError, DatashuntWarning
 from ..modalities import as_inputs
 from .html import report_html
@@ -198,11 +196,11 @@ def compare_cascade(cascade, X, y, progress: bool = False, groups: dict | None =
             + "; ".join(f"row {i}: {p}" for i, p in enumerate(problems[:3]))
         )
     idx, last = np.flatnonzero(valid), len(cascade.stages_) - 1
-    measure, classes = get_measure(cascade.confidence), cascade.classes_
+    classes = cascade.classes_
     rows, price, preds = [], np.zeros((len(y), last + 1)), {}
-    for s, (name, model) in enumerate(cascade.stages_):
+    for s, name in enumerate(cascade.stage_names()):
         start = time.perf_counter()
-        got = answer(model, inputs[idx], classes, cascade.labels_, measure, progress, cascade.modality_)
+        got = cascade.ask_stage(s, inputs[idx])
         pred = np.full(len(y), None, dtype=object)
         pred[idx[got.ok]] = classes[got.proba[got.ok].argmax(axis=1)]
         price[idx, s] = got.price

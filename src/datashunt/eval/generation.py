@@ -33,7 +33,7 @@ def compare_generation(
 ) -> GenerationEvaluation:
     """Each stage alone and the fitted ``shunt`` on ``X`` against ``references``."""
     metric = get_metric(shunt.metric)
-    every = shunt.answers(X)
+    every = shunt.answers_of_every_stage(X)
     routes = shunt.route(X)
     rows = []
     for (name, _), got in zip(shunt.stages_, every):

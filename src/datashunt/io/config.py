@@ -309,6 +309,13 @@ def large_options(config: dict) -> dict:
     return options
 
 
+def model_options(config: dict) -> dict:
+    """Where a saved model's calls go, from the config: the ``[large]`` options of a shunt, or each
+    backend stage's options by name for a cascade or a generator (what :func:`datashunt.io.persist.load`
+    takes as ``large_options``)."""
+    return stage_options(config) if "stages" in config else large_options(config)
+
+
 def build_shunt(config: dict):
     """Constructor arguments from a checked config, assembled into a ShuntClassifier (or, with
     ``[[stages]]``, a Cascade; with ``task = "generate"``, a ShuntGenerator) and checked."""

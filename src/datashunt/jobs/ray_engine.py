@@ -1,12 +1,13 @@
 """The Ray Data engine (``datashunt predict --engine ray``, the ``ray`` extra): the same job as
 :func:`datashunt.jobs.batch.run_batch`, for inputs and clusters larger than one machine.
 
-Ray Data reads the input in blocks; the small side (:meth:`ShuntClassifier.first_stage`) runs
-with ``map_batches`` on a pool of actors, each holding the loaded model; a second, smaller pool
-finishes each batch with :meth:`ShuntClassifier.route`, which asks the large model only about
-the items the small side is unsure of, so the pool's size bounds the calls in flight. Rows keep
-their order and the output, a folder of Parquet files, holds the same rows and values as the local
-engine's. Answers go through the call cache (one SQLite file per machine, shared by its workers).
+It runs every kind of saved model (a shunt, a cascade, a generator) through the same engine.
+Ray Data reads the input in blocks; every stage but the last (:meth:`~datashunt.estimators.engine.Engine.first_stages`)
+runs with ``map_batches`` on a pool of actors, each holding the loaded model; a second, smaller
+pool finishes each batch with :meth:`~datashunt.estimators.engine.Engine.route`, which asks the
+last stage only about the items still open, so the pool's size bounds the calls in flight. Rows
+keep their order and the output, a folder of Parquet files, holds the same rows and values as the
+local engine's. Answers go through the call cache (one SQLite file per machine, shared by its workers).
 
 Point it at a running cluster with ``RAY_ADDRESS`` (or :func:`ray.init` with ``address=`` before
 calling :func:`run_ray`); without one, a local Ray instance is started.
@@ -20,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import csv
 
+from ..estimators.engine import PARTIAL
 from ..exceptions import ConfigError, DataError, require
-from ..io.config import large_options
+from ..io.config import model_options
 from ..io.datasets.files import as_text
 from .batch import exclusive
 from .paths import check_distinct
@@ -30,33 +32,28 @@ from .paths import check_distinct
 def _load(folder, cfg: dict, trust: bool):
     from ..io.persist import load  # noqa: PLC0415 (io.persist loads skops at import)
 
-    return load(folder, large_options=large_options(cfg), trust_saved_locations=trust)
+    return load(folder, large_options=model_options(cfg), trust_saved_locations=trust)
 
 
-class SmallStage:
-    """A Ray actor: the small side's answers for each batch."""
+class EarlyStages:
+    """A Ray actor: the answers of every stage but the last for each batch."""
 
     def __init__(self, folder, cfg, trust, column):
         self.model, self.column = _load(folder, cfg, trust), column
 
     def __call__(self, batch):
-        items = as_text(batch[self.column])
-        first = self.model.first_stage(items.to_numpy())
-        return batch.assign(
-            _specific=first["specific"].map(list), _proba=first["proba"].map(list), _learnable=first["learnable"]
-        )
+        first = self.model.first_stages(as_text(batch[self.column]).to_numpy())
+        return pd.concat([batch.reset_index(drop=True), first], axis=1)
 
 
-class LargeStage:
-    """A Ray actor: routes each batch, asking the large model only about the unsure items."""
+class LastStage:
+    """A Ray actor: routes each batch, asking the last stage only about the items still open."""
 
     def __init__(self, folder, cfg, trust, column, item_name, keep):
         self.model, self.column, self.item_name, self.keep = _load(folder, cfg, trust), column, item_name, keep
 
     def __call__(self, batch):
-        first = pd.DataFrame(
-            {"specific": batch["_specific"], "proba": batch["_proba"], "learnable": batch["_learnable"]}
-        )
+        first = batch[[c for c in batch.columns if c.startswith(PARTIAL)]].reset_index(drop=True)
         table = self.model.route(as_text(batch[self.column]).to_numpy(), first_stage=first)
         table.insert(0, self.item_name, batch[self.column].to_numpy())
         for extra in reversed([c for c in self.keep if c != self.column]):
@@ -105,10 +102,7 @@ def run_ray(
     if not input_path.is_file():
         raise DataError(f"{input_path}: no such file")
     check_distinct(input_path, output)
-    if type(_load(folder, cfg, trust_locations)).__name__ != "ShuntClassifier":
-        raise ConfigError(
-            "the Ray engine runs a shunt of a small and a large model; run cascades and generators with --engine local"
-        )
+    _load(folder, cfg, trust_locations)  # a folder that cannot load fails here, before Ray starts
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
         # A local instance gets at least 4 logical CPUs: the reader, the small-model actor and the
@@ -126,14 +120,14 @@ def run_ray(
     columns = [column] + [c for c in keep if c != column]
     data = _read(ray, input_path, columns, column)
     data = data.map_batches(
-        SmallStage,
+        EarlyStages,
         fn_constructor_args=(folder, cfg, trust_locations, column),
         batch_size=chunk_rows,
         batch_format="pandas",
         concurrency=small_workers,
     )
     data = data.map_batches(
-        LargeStage,
+        LastStage,
         fn_constructor_args=(folder, cfg, trust_locations, column, item_name, list(keep)),
         batch_size=chunk_rows,
         batch_format="pandas",

@@ -10,80 +10,61 @@ limits), 422 (the body is not what the endpoint takes, with the reason), 503 wit
 route: :mod:`datashunt.serve.admission`.
 """
 
-import asyncio
 import contextlib
 import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from .admission import Admission, keys_in_query, redact_access_log
-from .batching import MicroBatcher
+from .classify import Classifier, wrong_endpoint
 from .metrics import Metrics
+from .proxy import ChatRouter
 from .settings import ServeSettings
-from .wire import Failure, SafeJSONResponse, failure_response, parse_json
+from .wire import (
+    CHAT,
+    CLASSIFY,
+    HEALTHZ,
+    METRICS,
+    MODELS,
+    READYZ,
+    Failure,
+    SafeJSONResponse,
+    failure_response,
+    parse_json,
+)
 
-CLASSIFY = "/v1/classify"
-CHAT = "/v1/chat/completions"
-MODELS = "/v1/models"
-HEALTHZ, READYZ, METRICS = "/healthz", "/readyz", "/metrics"
-
-
-def _plain(value):
-    """A JSON-safe cell: NaN, infinities and NA become null, numpy scalars plain numbers."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and not math.isfinite(value)):
-        return None
-    return value
-
-
-def _sent_on(table) -> np.ndarray:
-    """Which items went past the first stage (a shunt's large or fallback routes; a cascade's later stages)."""
-    if "stage" in table:
-        return ((table["reached"] > 0) & (table["route"] != "invalid")).to_numpy()
-    return table["route"].isin(["large", "fallback"]).to_numpy()
+__all__ = ["CHAT", "CLASSIFY", "HEALTHZ", "METRICS", "MODELS", "READYZ", "create_app", "running", "server_options"]
 
 
 def create_app(
     model, settings: ServeSettings | None = None, *, name: str = "datashunt", upstream=None, executor=None
 ) -> FastAPI:
-    """The service for a fitted ``model``: a :class:`~datashunt.ShuntClassifier` or
-    :class:`~datashunt.Cascade` answers ``/v1/classify``; a :class:`~datashunt.ShuntGenerator`
-    answers ``/v1/chat/completions``, its first stage locally and the rest forwarded to ``upstream``
-    (:class:`~datashunt.serve.proxy.Upstream`, where its calls go: given by the caller, never read
-    from the model folder).
+    """The service for a fitted ``model``: a classifying one (:class:`~datashunt.ShuntClassifier`,
+    :class:`~datashunt.Cascade`) answers ``/v1/classify`` (:mod:`datashunt.serve.classify`); a
+    :class:`~datashunt.ShuntGenerator` answers ``/v1/chat/completions``
+    (:mod:`datashunt.serve.proxy`), every stage but the last locally and the rest forwarded to
+    ``upstream`` (:class:`~datashunt.serve.proxy.Upstream`, where its calls go: given by the caller,
+    never read from the model folder). Both route through the model's own engine.
     """
-    from .proxy import ChatRouter  # noqa: PLC0415 (cycle: serve.proxy imports serve.app)
-
     settings = settings or ServeSettings()
     metrics = Metrics()
     executor = executor or ThreadPoolExecutor(1, thread_name_prefix="datashunt-model")
-    generating = hasattr(model, "thresholds_") and hasattr(model, "generate")
+    generating = getattr(model, "task", None) == "generate"
     chat = ChatRouter(model, upstream, executor, metrics) if generating else None
-
-    def classify_work(items: list):
-        batch = np.empty(len(items), dtype=object)
-        for i, item in enumerate(items):
-            batch[i] = item
-        return model.route(batch)
-
-    batcher = MicroBatcher(
-        classify_work, max_items=settings.max_batch_items, executor=executor, on_batch=metrics.batch_items.observe
-    )
+    classifier = None if generating else Classifier(model, settings, metrics, executor, name)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         redact_access_log()
-        if settings.micro_batching and not generating:
-            await batcher.start()
+        if classifier is not None:
+            await classifier.start()
         yield
-        await batcher.stop()
+        if classifier is not None:
+            await classifier.stop()
         if chat is not None:
             await chat.close()
 
@@ -91,21 +72,9 @@ def create_app(
         title="datashunt", lifespan=lifespan, docs_url=None, redoc_url=None, default_response_class=SafeJSONResponse
     )
     app.state.settings, app.state.metrics = settings, metrics
-
-    def authorize(headers, query: list) -> None:
-        if not settings.api_key_sha256:
-            return
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not settings.accepts(token.strip() or None):
-            url = " (a key in the URL is never accepted: URLs end up in logs)" if keys_in_query(query) else ""
-            raise Failure(
-                401,
-                f"a valid API key is needed: send it as 'Authorization: Bearer <key>'{url}",
-                "authentication_error",
-                {"WWW-Authenticate": "Bearer"},
-            )
-
-    app.add_middleware(Admission, settings=settings, metrics=metrics, router=app.router, authorize=authorize)
+    app.add_middleware(
+        Admission, settings=settings, metrics=metrics, router=app.router, authorize=_authorizer(settings)
+    )
 
     @app.exception_handler(Failure)
     async def on_failure(request, exc: Failure):
@@ -131,49 +100,36 @@ def create_app(
 
     @app.post(CLASSIFY)
     async def classify(request: Request):
-        if generating:
-            raise Failure(404, f"this model generates text: use {CHAT}", "not_found")
-        body = parse_json(await request.body())
-        items = body.get("items") if isinstance(body, dict) else None
-        if not isinstance(items, list):
-            raise Failure(422, "the body must be a JSON object whose 'items' is a list of texts")
-        if not items:
-            raise Failure(422, "'items' is empty: send at least one text")
-        if len(items) > settings.max_items:
-            raise Failure(
-                413,
-                f"{len(items)} items is more than this service takes in one request ({settings.max_items}, max_items)",
-                "request_too_large",
-            )
-        try:
-            if settings.micro_batching:
-                table = await batcher.submit(items)
-            else:
-                metrics.batch_items.observe(len(items))
-                table = await asyncio.get_running_loop().run_in_executor(executor, classify_work, items)
-        except Exception as exc:  # a failure of the model itself (bad rows are flagged, not raised)
-            raise Failure(500, f"the model failed on this batch: {type(exc).__name__}: {exc}", "server_error") from None
-        sent = _sent_on(table)
-        metrics.routed(CLASSIFY, table["route"].tolist(), sent)
-        metrics.cost.inc(float(table["cost"].sum()))
-        if "cached" in table:
-            metrics.cache_hits.inc(int((table["cached"] & sent).sum()))
-        metrics.upstream_errors.inc(int((table["route"] == "fallback").sum()))
-        results = [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")]
-        return {
-            "object": "list",
-            "model": name,
-            "results": results,
-            "usage": {"items": len(items), "cost": float(table["cost"].sum()), "large_share": float(sent.mean())},
-        }
+        if classifier is None:
+            raise wrong_endpoint(generating)
+        return await classifier.answer(parse_json(await request.body()))
 
     @app.post(CHAT)
     async def chat_completions(request: Request):
         if chat is None:
-            raise Failure(404, f"this model classifies: use {CLASSIFY}", "not_found")
+            raise wrong_endpoint(generating)
         return await chat.complete(parse_json(await request.body()))
 
     return app
+
+
+def _authorizer(settings: ServeSettings):
+    """The check of a request's API key (none when the settings hold no key digests)."""
+
+    def authorize(headers, query: list) -> None:
+        if not settings.api_key_sha256:
+            return
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not settings.accepts(token.strip() or None):
+            url = " (a key in the URL is never accepted: URLs end up in logs)" if keys_in_query(query) else ""
+            raise Failure(
+                401,
+                f"a valid API key is needed: send it as 'Authorization: Bearer <key>'{url}",
+                "authentication_error",
+                {"WWW-Authenticate": "Bearer"},
+            )
+
+    return authorize
 
 
 def server_options(settings: ServeSettings) -> dict:

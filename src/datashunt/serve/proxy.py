@@ -24,10 +24,9 @@ import httpx
 from fastapi.responses import StreamingResponse
 
 from ..core.params import env_name
-from ..core.sequence import get_sequence_measure
+from ..core.routes import OPEN
 from ..exceptions import ConfigError
-from .app import CHAT
-from .wire import Failure, SafeJSONResponse, dumps, lone_surrogate
+from .wire import CHAT, Failure, SafeJSONResponse, dumps, lone_surrogate
 
 ROUTE_HEADER = "X-Datashunt-Route"
 SAMPLING_ONLY = ("tools", "functions", "tool_choice", "response_format", "logit_bias")
@@ -135,14 +134,17 @@ def _valid_unicode(text: str, where: str) -> None:
 
 
 class ChatRouter:
-    """Answers chat completions with a fitted :class:`~datashunt.ShuntGenerator`'s first stage
-    and its δ, forwarding the rest to ``upstream``. A request the cheap stage cannot honour as
-    asked (tools, a response format, several choices) goes straight to the upstream."""
+    """Answers chat completions with a fitted :class:`~datashunt.ShuntGenerator`: every stage but
+    the last runs here through the engine (:meth:`~datashunt.ShuntGenerator.route_chats`: its
+    thresholds, its 2CD copy, its drafts); what none of them keeps goes to ``upstream``, in the
+    last stage's place. A request the local stages cannot honour as asked (tools, a response
+    format, several choices) goes straight to the upstream."""
 
     def __init__(self, shunt, upstream: Upstream | None, executor, metrics):
-        self.name, self.cheap = shunt.stages_[0]
-        self.threshold = float(shunt.thresholds_[0])
-        self.measure = get_sequence_measure(shunt.confidence)
+        self.shunt, self.names = shunt, shunt.stage_names()
+        unable = [name for name, model in shunt.stages_[:-1] if not callable(getattr(model, "chat", None))]
+        if unable:
+            raise ConfigError(f"the proxy answers chats; stages {unable} cannot (they have no chat method)")
         self.upstream, self.executor, self.metrics = upstream, executor, metrics
         self.client = httpx.AsyncClient(timeout=upstream.timeout if upstream else 60.0)
 
@@ -154,27 +156,37 @@ class ChatRouter:
         stream = bool(body.get("stream"))
         confidence = None
         if not upstream_only and not any(body.get(k) for k in SAMPLING_ONLY) and (body.get("n") or 1) == 1:
-            got = await asyncio.get_running_loop().run_in_executor(self.executor, self.cheap.chat, [messages])
-            confidence = float(self.measure(got.token_logprob)[0])
-            if got.text[0] is not None and confidence >= self.threshold:
+            local = len(self.names) - 1
+            table = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.shunt.route_chats, [messages], local
+            )
+            row = table.iloc[0]
+            if row["route"] != OPEN:
                 self._count("small")
                 usage = {
-                    "prompt_tokens": int(got.prompt_tokens[0]),
-                    "completion_tokens": int(got.completion_tokens[0]),
-                    "total_tokens": int(got.prompt_tokens[0] + got.completion_tokens[0]),
+                    "prompt_tokens": int(row["prompt_tokens"]),
+                    "completion_tokens": int(row["completion_tokens"]),
+                    "total_tokens": int(row["prompt_tokens"] + row["completion_tokens"]),
                 }
-                return self._local(body, got.text[0], usage, confidence, stream)
+                info = {
+                    "route": "small",
+                    "stage": row["route"],
+                    "confidence": float(row["confidence"]),
+                    "threshold": float(self.shunt.thresholds_[row["stage"]]),
+                }
+                return self._local(body, row["text"], usage, info, stream)
+            if row["reached"] >= 0:  # the latest local stage's confidence, for the record
+                confidence = float(row[f"confidence_{self.names[row['reached']]}"])
         return await self._forward(body, stream, confidence)
 
     def _count(self, route: str) -> None:
         self.metrics.routed(CHAT, [route], [route == "large"])
 
-    def _local(self, body, text: str, usage: dict, confidence: float, stream: bool):
-        info = {"route": "small", "stage": self.name, "confidence": confidence, "threshold": self.threshold}
+    def _local(self, body, text: str, usage: dict, info: dict, stream: bool):
         head = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "created": int(time.time()),
-            "model": body.get("model") or self.name,
+            "model": body.get("model") or info["stage"],
         }
         headers = {ROUTE_HEADER: "small"}
         if not stream:
@@ -280,6 +292,6 @@ class ChatRouter:
                 "route": "large",
                 "stage": "upstream",
                 "confidence": confidence,
-                "threshold": self.threshold,
+                "threshold": float(self.shunt.thresholds_[-1]),
             }
         return SafeJSONResponse(answer, headers=headers)

@@ -1,5 +1,5 @@
-"""What crosses the wire: error answers, JSON written safely (non-finite numbers as ``null``) and
-JSON read with bounds (size is bounded by the admission middleware, depth here)."""
+"""What crosses the wire: the paths served, error answers, JSON written safely (non-finite numbers
+as ``null``) and JSON read with bounds (size is bounded by the admission middleware, depth here)."""
 
 import json
 import math
@@ -8,6 +8,10 @@ from fastapi.responses import JSONResponse
 
 from ..exceptions import DatashuntError
 
+CLASSIFY = "/v1/classify"
+CHAT = "/v1/chat/completions"
+MODELS = "/v1/models"
+HEALTHZ, READYZ, METRICS = "/healthz", "/readyz", "/metrics"
 MAX_JSON_DEPTH = 64
 INVALID_REQUEST = "invalid_request_error"
 

@@ -60,6 +60,11 @@ class Generation:
     seconds: np.ndarray
     flag: list = field(default_factory=list)
     confidence: np.ndarray | None = None
+    learnable: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.learnable is None:
+            self.learnable = np.zeros(len(self.text), bool)
 
     @classmethod
     def empty(cls, n: int) -> "Generation":
@@ -83,7 +88,16 @@ class Generation:
 
     def put(self, rows, other: "Generation") -> None:
         """Write ``other``'s answers into ``rows``."""
-        for name in ("cost", "price", "cached", "prompt_tokens", "completion_tokens", "seconds", "confidence"):
+        for name in (
+            "cost",
+            "price",
+            "cached",
+            "prompt_tokens",
+            "completion_tokens",
+            "seconds",
+            "confidence",
+            "learnable",
+        ):
             getattr(self, name)[rows] = getattr(other, name)
         for name in ("text", "token_logprob", "flag"):
             mine = getattr(self, name)

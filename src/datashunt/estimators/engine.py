@@ -1,0 +1,230 @@
+"""The one N-stage engine under every face: an item stops at the first stage sure enough of it.
+
+:class:`Engine` is the base of :class:`~datashunt.ShuntClassifier` (two stages, the small model
+then the large one), :class:`~datashunt.Cascade` (any number of classifier or large-model stages)
+and :class:`~datashunt.ShuntGenerator` (generators). A face says only what its stages are
+(:meth:`Engine._stages`: :mod:`datashunt.estimators.stages`, with their hooks) and its thresholds
+(``thresholds_``, S - 1 of them); the engine runs them (:func:`datashunt.core.deciding.run_stages`),
+writes the one route table every face returns, and checks the traffic for drift. The service, the
+proxy, batch runs and Ray call these same methods.
+
+The route table has one row per item and the same columns for every face: ``route`` (the name of
+the stage that answered, ``learnable`` where a stage's 2CD copy did, ``fallback`` where the last
+stage asked failed and an earlier answer stands, ``invalid`` where there is no answer, ``open``
+where a partial run left the item to a later stage), ``stage``
+and ``reached`` (positions: the answering stage and the last one asked; -1 for none), the answer
+(``label``, or ``text`` for generation), its ``confidence``, each stage's confidence
+(``confidence_<stage name>``), the ``cost`` paid over every stage reached (zero for cached
+answers), the ``prompt_tokens`` and ``completion_tokens`` used, whether the standing answer came
+from the cache (``cached``), and a ``flag`` (why an item is invalid, or what a stage said, as
+``"<stage name>: <message>"``).
+"""
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, MetaEstimatorMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ..backends.generate.base import Generation
+from ..core import drift
+from ..core.answers import Answers, from_columns, to_columns
+from ..core.deciding import Routed, run_stages
+from ..core.inputs import require_valid
+from ..core.routes import FALLBACK, INVALID, LEARNABLE, OPEN
+from ..exceptions import ConfigError, DataError, LargeModelError
+from ..modalities import as_inputs
+from .stages import Given
+
+#: The columns of a route table, in order; ``answer`` stands for ``label`` or ``text``.
+ROUTE_COLUMNS = (
+    "route",
+    "stage",
+    "reached",
+    "answer",
+    "confidence",
+    "cost",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached",
+    "flag",
+)
+PARTIAL = "_datashunt_"  #: prefix of the columns a partial run (:meth:`Engine.first_stages`) writes
+
+
+class Engine(MetaEstimatorMixin, BaseEstimator):
+    """Base of the estimators: the stages in order, their thresholds, one route table.
+
+    A face sets ``task`` ("classify" or "generate") and implements :meth:`_stages` and
+    ``thresholds_``; the rest is shared.
+    """
+
+    task = "classify"
+
+    # -- what a face provides ------------------------------------------------------------------
+    def _stages(self) -> list:
+        """The fitted stages as :class:`~datashunt.estimators.stages.Stage` objects, hooks bound."""
+        raise NotImplementedError
+
+    def stage_names(self) -> list[str]:
+        """The stages' names, in order."""
+        return [name for name, _ in self.stages_]
+
+    def _blank(self, n: int):
+        return Generation.empty(n) if self.task == "generate" else Answers.empty(n, len(self.classes_))
+
+    # -- running -------------------------------------------------------------------------------
+    def _run(self, items, problems=None, *, thresholds=None, stages=None, upto=None, given=None) -> Routed:
+        """Route ``items``: ask the stages in order (``stages``: the face's by default; ``upto``:
+        stop after that many, leaving the rest open), each keeping what reaches its δ.
+        ``given`` holds answers of the first stages computed earlier (:meth:`first_stages`)."""
+        stages = self._stages() if stages is None else stages
+        for s, got in enumerate(given or []):
+            stages[s] = Given(got)
+        thresholds = list(self.thresholds_ if thresholds is None else thresholds)
+        n = len(items)
+        valid = np.ones(n, bool) if problems is None else np.array([p is None for p in problems], bool)
+
+        def ask(s, rows, answers):
+            return stages[s].ask(items[rows] if len(rows) < n else items, rows, answers[:s])
+
+        return run_stages(valid, ask, thresholds, lambda: self._blank(n), upto=upto)
+
+    def _table(self, routed: Routed, problems=None) -> pd.DataFrame:
+        """The route table of a run (see the module's docstring)."""
+        names = self.stage_names()
+        n = len(routed.stage)
+        stage, reached = routed.stage, routed.reached
+        named = np.array(names + [INVALID], dtype=object)  # stage -1 indexes INVALID
+        route = np.where(stage == reached, named[stage], FALLBACK).astype(object)
+        confidence, cached = np.full(n, np.nan), np.zeros(n, bool)
+        for s, got in enumerate(routed.answers):
+            here = stage == s
+            confidence[here], cached[here] = got.confidence[here], got.cached[here]
+            route[here & (reached == s) & got.learnable] = LEARNABLE
+        route[stage < 0] = INVALID
+        route[routed.open] = OPEN
+        flag = list(problems) if problems is not None else [None] * n
+        for name, got in zip(names, routed.answers):
+            for i in np.flatnonzero([f is not None for f in got.flag]):
+                flag[i] = "; ".join(filter(None, [flag[i], f"{name}: {got.flag[i]}"]))
+        for i in np.flatnonzero((stage < 0) & (reached >= 0)):
+            flag[i] = flag[i] or "no stage could answer"
+        columns = {"route": route, "stage": stage, "reached": reached}
+        if self.task == "generate":
+            text = [None] * n
+            for s, got in enumerate(routed.answers):
+                for i in np.flatnonzero(stage == s):
+                    text[i] = got.text[i]
+            columns["text"] = pd.Series(text, dtype=object)
+        else:
+            proba = routed.proba()
+            ok = ~np.isnan(proba).any(axis=1)
+            labels = np.empty(n, dtype=object)
+            labels[ok] = self.classes_[proba[ok].argmax(axis=1)]
+            columns["label"] = labels
+        columns["confidence"] = confidence
+        for name, got in zip(names, routed.answers):
+            columns[f"confidence_{name}"] = got.confidence
+        columns["cost"] = sum(got.cost for got in routed.answers)
+        columns["prompt_tokens"] = sum(np.asarray(got.prompt_tokens, int) for got in routed.answers)
+        columns["completion_tokens"] = sum(
+            np.asarray(getattr(got, "completion_tokens", np.zeros(n, int)), int) for got in routed.answers
+        )
+        columns["cached"] = cached
+        columns["flag"] = flag
+        table = pd.DataFrame(columns)
+        first = routed.answers[0]
+        table.attrs["drift"] = drift.check(
+            self.calibration_.get("drift_reference"), first.confidence, self.thresholds_[0], first.predicted()
+        )
+        return table
+
+    # -- the faces' shared methods -------------------------------------------------------------
+    def route(self, X, first_stage: pd.DataFrame | None = None) -> pd.DataFrame:
+        """One record per item (the route table, see :mod:`datashunt.estimators.engine`): the
+        stage that answered, its answer and confidence, every stage's confidence, what the item
+        cost, the tokens it took, whether the answer was cached, and a flag. Bad items are flagged
+        per row, never raised. ``table.attrs["drift"]`` compares the first stage's confidences
+        and share sent on with the calibration data (:func:`datashunt.core.drift.check`; a
+        :class:`~datashunt.exceptions.DriftWarning` when they differ beyond chance), or is None.
+
+        ``first_stage`` (from :meth:`first_stages` on the same items, perhaps on another worker)
+        stands in for asking the stages it holds again: only the later stages are asked, and
+        only about the items still open.
+        """
+        check_is_fitted(self, "calibration_")
+        batch = as_inputs(X, self.modality_)
+        given = None if first_stage is None else self._read_partial(first_stage, len(batch))
+        return self._table(self._run(batch.items, batch.problems, given=given), batch.problems)
+
+    def first_stages(self, X, upto: int | None = None) -> pd.DataFrame:
+        """The answers of the first ``upto`` stages alone (all but the last by default): what the
+        cheap side can do on a worker without the expensive stage. One row per item, in columns a
+        table can carry; hand it to :meth:`route` on the same items to finish the job there.
+
+        Examples
+        --------
+        Every stage but the last runs here; ``route`` then asks only the last, only about the
+        items still open (see :class:`~datashunt.Cascade` for the cascade built here):
+
+        >>> from datashunt.backends.replay import ReplayModel
+        >>> ids, truth = [f"r{i}" for i in range(20)], ["pos", "neg"] * 10
+        >>> table = pd.DataFrame({"id": ids, "prediction": truth, "conf": 0.9})
+        >>> from datashunt import Cascade
+        >>> cascade = Cascade([(n, ReplayModel(table, confidence_column="conf", name=n)) for n in ("a", "b")],
+        ...                   thresholds=[0.5]).fit(ids, truth)
+        >>> cascade.route(ids[:2], first_stage=cascade.first_stages(ids[:2]))["route"].tolist()
+        ['a', 'a']
+        """
+        check_is_fitted(self, "calibration_")
+        upto = len(self.stage_names()) - 1 if upto is None else upto
+        if not 1 <= upto < len(self.stage_names()):
+            raise ConfigError(f"upto must be between 1 and {len(self.stage_names()) - 1}, got {upto}")
+        batch = as_inputs(X, self.modality_)
+        routed = self._run(batch.items, batch.problems, upto=upto)
+        columns = {}
+        for s, got in enumerate(routed.answers[:upto]):
+            columns |= to_columns(got, f"{PARTIAL}{s}_")
+        return pd.DataFrame(columns)
+
+    def _read_partial(self, table: pd.DataFrame, n: int) -> list:
+        if len(table) != n:
+            raise DataError(f"first_stage has {len(table)} rows for {n} items")
+        kind = type(self._blank(0))
+        given, s = [], 0
+        while f"{PARTIAL}{s}_flag" in table:
+            given.append(from_columns(kind, table, f"{PARTIAL}{s}_"))
+            s += 1
+        if not 1 <= s < len(self.stage_names()):
+            raise DataError("first_stage is not a table written by first_stages() for this model")
+        return given
+
+    def answers_of_every_stage(self, X) -> list:
+        """Every stage's answers to every item (what calibration and comparisons need), earlier
+        answers passed on to the hooks as when routing."""
+        stages, every = self._stages(), []
+        rows = np.arange(len(X))
+        for stage in stages:
+            every.append(stage.ask(X, rows, every))
+        return every
+
+    def ask_stage(self, s: int, X):
+        """Stage ``s`` alone on every item of ``X`` (already checked items), as when nothing before it
+        had answered: what a comparison of each stage alone needs."""
+        return self._stages()[s].ask(X, np.arange(len(X)), [])
+
+    def _answered(self, X) -> tuple[np.ndarray, pd.DataFrame]:
+        """The table of valid items; raises where an item got no answer at all (never a silent guess)."""
+        check_is_fitted(self, "calibration_")
+        batch = as_inputs(X, self.modality_)
+        require_valid(batch.problems, "inputs", hint="Clean them, or use route() to get a per-row flag.")
+        routed = self._run(batch.items, batch.problems)
+        table = self._table(routed, batch.problems)
+        missing = np.flatnonzero(table["stage"].to_numpy() < 0)
+        if len(missing):
+            i = missing[0]
+            raise LargeModelError(
+                f"{len(missing)} items got no answer from any stage (row {i}: "
+                f"{table['flag'].iloc[i]}); use route() for a per-row flag"
+            )
+        return routed, table

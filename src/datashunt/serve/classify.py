@@ -1,0 +1,88 @@
+"""``POST /v1/classify``: items in, the engine's route table out, one record per item.
+
+The model's work runs on the service's model thread, in micro-batches across requests when the
+settings ask for it (:class:`~datashunt.serve.batching.MicroBatcher`); bad items are flagged per
+row by the engine, never raised.
+"""
+
+import asyncio
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..core.routes import FALLBACK, INVALID
+from .batching import MicroBatcher
+from .wire import CHAT, CLASSIFY, Failure
+
+
+def _plain(value):
+    """A JSON-safe cell: NaN, infinities and NA become null, numpy scalars plain numbers."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return value
+
+
+class Classifier:
+    """Answers ``/v1/classify`` with a fitted classifying model (a shunt or a cascade), counting
+    routes, cost, cache hits and upstream failures in ``metrics``."""
+
+    def __init__(self, model, settings, metrics, executor, name: str):
+        self.model, self.settings, self.metrics, self.executor, self.name = model, settings, metrics, executor, name
+        self.batcher = MicroBatcher(
+            self._work, max_items=settings.max_batch_items, executor=executor, on_batch=metrics.batch_items.observe
+        )
+
+    def _work(self, items: list) -> pd.DataFrame:
+        batch = np.empty(len(items), dtype=object)
+        batch[:] = items
+        return self.model.route(batch)
+
+    async def start(self) -> None:
+        if self.settings.micro_batching:
+            await self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+
+    async def answer(self, body) -> dict:
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise Failure(422, "the body must be a JSON object whose 'items' is a list of texts")
+        if not items:
+            raise Failure(422, "'items' is empty: send at least one text")
+        if len(items) > self.settings.max_items:
+            raise Failure(
+                413,
+                f"{len(items)} items is more than this service takes in one request "
+                f"({self.settings.max_items}, max_items)",
+                "request_too_large",
+            )
+        try:
+            if self.settings.micro_batching:
+                table = await self.batcher.submit(items)
+            else:
+                self.metrics.batch_items.observe(len(items))
+                table = await asyncio.get_running_loop().run_in_executor(self.executor, self._work, items)
+        except Exception as exc:  # a failure of the model itself (bad rows are flagged, not raised)
+            raise Failure(500, f"the model failed on this batch: {type(exc).__name__}: {exc}", "server_error") from None
+        sent = ((table["reached"] > 0) & (table["route"] != INVALID)).to_numpy()  # past the first stage
+        self.metrics.routed(CLASSIFY, table["route"].tolist(), sent)
+        self.metrics.cost.inc(float(table["cost"].sum()))
+        self.metrics.cache_hits.inc(int((table["cached"] & sent).sum()))
+        self.metrics.upstream_errors.inc(int((table["route"] == FALLBACK).sum()))
+        return {
+            "object": "list",
+            "model": self.name,
+            "results": [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")],
+            "usage": {"items": len(items), "cost": float(table["cost"].sum()), "large_share": float(sent.mean())},
+        }
+
+
+def wrong_endpoint(generating: bool) -> Failure:
+    """The 404 for a request to the endpoint this model does not answer."""
+    if generating:
+        return Failure(404, f"this model generates text: use {CHAT}", "not_found")
+    return Failure(404, f"this model classifies: use {CLASSIFY}", "not_found")
