@@ -86,7 +86,7 @@ def test_unreachable_target_warns_and_uses_best_accuracy():
 @pytest.mark.parametrize(
     "policy, kwargs, message",
     [
-        ("nope", {}, "unknown threshold policy"),
+        ("nope", {}, "unknown or unsupported policy .nope."),
         ("max_large_rate", {}, "needs max_large_rate"),
         ("target_accuracy", {"target_accuracy": 2}, "needs target_accuracy"),
     ],

@@ -99,7 +99,7 @@ def demo(
         400, min=1, help="Most LLM calls spent certifying δ, where they tighten the bound most."
     ),
     n_test: int = typer.Option(300, help="Held-out sentences for the comparison (each is asked to the LLM once)."),
-    policy: str = typer.Option("match_large", help="match_large, max_large_rate or target_accuracy."),
+    policy: str = typer.Option("match_last", help="match_last, max_last_rate or target_accuracy."),
     seed: int = typer.Option(0, help="Seed of the train/validation/test split."),
     out: Path = typer.Option(Path("reports/demo"), help="Report folder."),
 ):

@@ -119,7 +119,7 @@ def long_tailed_images(
         ShuntClassifier(
             make_small(small, epochs=epochs, random_state=seed),
             large,
-            policy="max_large_rate",
+            policy="max_last_rate",
             max_large_rate=max_large_rate,
             random_state=seed,
         )

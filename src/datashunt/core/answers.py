@@ -133,7 +133,9 @@ def from_columns(kind, columns, prefix: str = ""):
             if example.ndim > 1 and not len(value):
                 value = value.reshape(0, 0)
         elif field.name == "token_logprob":
-            value = [None if v is None else np.asarray(v, dtype=float) for v in value]
+            value = [None if _missing(v) else np.asarray(v, dtype=float) for v in value]
+        else:  # texts and flags: a missing one (None, or NaN after a trip through a table) is None
+            value = [None if _missing(v) else v for v in value]
         values[field.name] = value
     return kind(**values)
 
@@ -142,5 +144,9 @@ def _numbers(values, dtype) -> np.ndarray:
     """``values`` as an array of ``dtype``; a missing number (None, or pandas' NA after a trip
     through Arrow) is NaN."""
     if dtype.kind == "f":
-        values = [np.nan if v is None or v is pd.NA else v for v in values]
+        values = [np.nan if _missing(v) else v for v in values]
     return np.asarray(values, dtype=dtype)
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))

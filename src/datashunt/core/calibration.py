@@ -14,8 +14,9 @@ import pandas as pd
 
 from ..exceptions import CalibrationWarning, ConfigError
 from .deciding import outcome, stop_stage
+from .policies import MATCH_LAST, MAX_COST, MAX_LAST_RATE, POLICIES, TARGET, canonical
 
-POLICIES = ("match_large", "max_large_rate", "target_accuracy")
+THRESHOLD_POLICIES = (MATCH_LAST, MAX_LAST_RATE, TARGET)  #: what a single threshold is chosen for
 
 
 def threshold_sweep(
@@ -100,7 +101,7 @@ class Choice:
 
 def choose_threshold(
     sweep: pd.DataFrame,
-    policy: str = "match_large",
+    policy: str = MATCH_LAST,
     *,
     max_large_rate: float | None = None,
     target_accuracy: float | None = None,
@@ -109,11 +110,12 @@ def choose_threshold(
 ) -> Choice:
     """Pick δ from a sweep.
 
-    ``match_large``: the lowest large-call rate whose accuracy is above the large model's own
+    ``match_last`` (alias ``match_large``): the lowest large-call rate whose accuracy is above the large model's own
     (the last row of the sweep) minus ``tolerance`` by ``match_z`` standard errors of the paired gap, so that a lead
     that validation noise could explain does not count (``match_z=0`` takes the point estimate;
     sending everything to the large model always qualifies). ``max_large_rate``: the best
-    accuracy with at most that share of items sent to the large model. ``target_accuracy``: the
+    accuracy with at most that share of items sent to the large model (policy ``max_last_rate``).
+    ``target_accuracy``: the
     lowest large-call rate reaching that accuracy. A goal that cannot be met warns and falls back
     to the best accuracy.
 
@@ -126,19 +128,18 @@ def choose_threshold(
     >>> choose_threshold(sweep, "max_large_rate", max_large_rate=0.7).row
     2
     """
-    if policy not in POLICIES:
-        raise ConfigError(f"unknown threshold policy {policy!r}; choose one of {list(POLICIES)}")
+    policy = canonical(policy, THRESHOLD_POLICIES)
     acc = sweep["accuracy"].to_numpy()
     rate = sweep["large_rate"].to_numpy()
     eps = 1e-12
-    if policy == "match_large":
+    if policy == MATCH_LAST:
         if match_z < 0:
             raise ConfigError(f"match_z must be >= 0, got {match_z!r}")
         within = f" - {tolerance:g}" if tolerance else ""
         goal = f"accuracy >= large-only accuracy ({acc[-1]:.4f}){within} + {match_z:g} standard errors"
         ok = acc - acc[-1] - match_z * sweep["gap_se"].to_numpy() >= -tolerance - eps
         pick = _lowest_rate(ok, rate)
-    elif policy == "max_large_rate":
+    elif policy == MAX_LAST_RATE:
         if max_large_rate is None or not 0.0 <= max_large_rate <= 1.0:
             raise ConfigError(f"policy 'max_large_rate' needs max_large_rate in [0, 1], got {max_large_rate!r}")
         goal = f"large-call rate <= {max_large_rate:.4f}"
@@ -235,9 +236,6 @@ def per_class_thresholds(
     return delta, met
 
 
-CASCADE_POLICIES = ("match_last", "max_cost", "max_last_rate", "target_accuracy")
-
-
 def cascade_sweep(confidence, correct, cost, n_grid: int = 40, quality=None) -> pd.DataFrame:
     """Accuracy, cost and reach of an N-stage cascade at every combination of single thresholds.
 
@@ -279,7 +277,7 @@ def cascade_sweep(confidence, correct, cost, n_grid: int = 40, quality=None) -> 
 
 def choose_point(
     sweep: pd.DataFrame,
-    policy: str = "match_last",
+    policy: str = MATCH_LAST,
     *,
     tolerance: float = 0.0,
     max_cost: float | None = None,
@@ -295,23 +293,22 @@ def choose_point(
     sending fewer items to the last stage wins. A goal that cannot be met warns and takes the most accurate row.
     ``Choice.threshold`` is the row's first threshold; the row holds them all.
     """
-    if policy not in CASCADE_POLICIES:
-        raise ConfigError(f"unknown cascade policy {policy!r}; choose one of {list(CASCADE_POLICIES)}")
+    policy = canonical(policy, POLICIES)
     acc, cost, rate = (sweep[c].to_numpy() for c in ("accuracy", "cost", "last_rate"))
     last_only = np.flatnonzero(np.isposinf(sweep.filter(like="threshold_").to_numpy()).all(axis=1))
     eps = 1e-12
-    if policy in ("match_last", "target_accuracy"):
-        floor = acc[last_only[0]] - tolerance if policy == "match_last" else target_accuracy
+    if policy in (MATCH_LAST, TARGET):
+        floor = acc[last_only[0]] - tolerance if policy == MATCH_LAST else target_accuracy
         if floor is None:
             raise ConfigError("policy 'target_accuracy' needs target_accuracy")
         goal = f"accuracy >= {floor:.4f}"
         ok = acc >= floor - eps
         order = np.lexsort((-acc, rate, cost))  # cheapest first, then fewest to the last stage, then accurate
     else:
-        limit, column = (max_cost, cost) if policy == "max_cost" else (max_last_rate, rate)
+        limit, column = (max_cost, cost) if policy == MAX_COST else (max_last_rate, rate)
         if limit is None:
             raise ConfigError(f"policy {policy!r} needs {policy}")
-        goal = f"{'cost per item' if policy == 'max_cost' else 'share reaching the last stage'} <= {limit:g}"
+        goal = f"{'cost per item' if policy == MAX_COST else 'share reaching the last stage'} <= {limit:g}"
         ok = column <= limit + eps
         order = np.lexsort((rate, cost, -acc))  # most accurate first, then the cheaper
     candidates = [i for i in order if ok[i]]

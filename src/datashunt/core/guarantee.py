@@ -34,7 +34,8 @@ import numpy as np
 from scipy.stats import beta
 
 from ..exceptions import CalibrationWarning, ConfigError
-from .calibration import POLICIES, Choice
+from .calibration import THRESHOLD_POLICIES, Choice
+from .policies import ALIASES, MATCH_LAST, MAX_LAST_RATE, TARGET, canonical
 
 SHARE_FOR_RATIO = 0.9  # of alpha: spent on the share of losses among the disagreements; the rest on their rate
 
@@ -120,7 +121,7 @@ def guaranteed_match(
     """
     return guaranteed_cascade(
         *_two_stages(confidence, small_correct, large_correct),
-        policy="match_last",
+        policy=MATCH_LAST,
         epsilon=epsilon,
         alpha=alpha,
         n_candidates=n_candidates,
@@ -131,7 +132,7 @@ def guaranteed_cascade(
     confidence,
     correct,
     *,
-    policy: str = "match_last",
+    policy: str = MATCH_LAST,
     epsilon: float = 0.0,
     target: float | None = None,
     alpha: float = 0.1,
@@ -158,15 +159,17 @@ def guaranteed_cascade(
     confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=bool)
     n, stages = confidence.shape
     _check(confidence[:, 0], correct[:, 0], correct[:, -1], epsilon, alpha)
-    if policy not in ("match_last", "target_accuracy") or (policy == "target_accuracy" and target is None):
+    name = ALIASES.get(policy, policy)
+    if name not in (MATCH_LAST, TARGET) or (name == TARGET and target is None):
         raise ConfigError(
             f"a guaranteed cascade takes policy 'match_last', or 'target_accuracy' with a target; got {policy!r}"
         )
+    policy = name
     candidates = _candidates(confidence[:, :-1].ravel(), n_candidates)
     sure = confidence[None, :, :-1] >= candidates[:, None, None]  # (candidate, item, stage but the last)
     stop = np.where(sure.any(axis=2), sure.argmax(axis=2), stages - 1)  # the first stage sure enough, per candidate
     routed, last = correct[np.arange(n)[None, :], stop], correct[None, :, -1]
-    if policy == "match_last":
+    if policy == MATCH_LAST:
         ok = certified((~routed & last).sum(axis=1), (routed & ~last).sum(axis=1), n, epsilon, alpha)
     else:
         ok = 1 - binomial_upper(n - routed.sum(axis=1), n, alpha) >= target
@@ -194,7 +197,7 @@ def guaranteed_target(
     """
     return guaranteed_cascade(
         *_two_stages(confidence, small_correct, large_correct),
-        policy="target_accuracy",
+        policy=TARGET,
         target=target,
         alpha=alpha,
         n_candidates=n_candidates,
@@ -314,24 +317,23 @@ def choose_guaranteed(
     """
     alpha = 1 - confidence_level
     level = f"with probability >= {confidence_level:g} (Learn then Test)"
-    if policy == "match_large":
+    policy = canonical(policy, THRESHOLD_POLICIES)
+    if policy == MATCH_LAST:
         found = guaranteed_match(confidence, small_correct, large_correct, epsilon=tolerance, alpha=alpha)
         goal = f"accuracy >= large-only accuracy{f' - {tolerance:g}' if tolerance else ''} {level}"
-    elif policy == "max_large_rate":
+    elif policy == MAX_LAST_RATE:
         if max_large_rate is None or not 0.0 <= max_large_rate <= 1.0:
             raise ConfigError(f"policy 'max_large_rate' needs max_large_rate in [0, 1], got {max_large_rate!r}")
         found = guaranteed_budget(confidence, small_correct, large_correct, max_large_rate=max_large_rate, alpha=alpha)
         goal = f"large-call rate <= {max_large_rate:.4f} {level}"
-    elif policy == "target_accuracy":
+    else:
         if target_accuracy is None or not 0.0 <= target_accuracy <= 1.0:
             raise ConfigError(f"policy 'target_accuracy' needs target_accuracy in [0, 1], got {target_accuracy!r}")
         found = guaranteed_target(confidence, small_correct, large_correct, target=target_accuracy, alpha=alpha)
         goal = f"accuracy >= {target_accuracy:.4f} {level}"
-    else:
-        raise ConfigError(f"unknown threshold policy {policy!r}; choose one of {list(POLICIES)}")
     met = found.n_certified > 0
     if not met:
-        floor = min_validation(tolerance, alpha) if policy == "match_large" else 0
+        floor = min_validation(tolerance, alpha) if policy == MATCH_LAST else 0
         warn_uncertified(goal, len(np.asarray(confidence)), found.threshold, floor, tolerance, confidence_level)
     return Choice(found.threshold, -1, goal, met)
 

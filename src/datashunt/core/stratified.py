@@ -53,6 +53,7 @@ from .guarantee import (
     budget_limit,
     warn_uncertified,
 )
+from .policies import MATCH_LAST, MAX_LAST_RATE, TARGET, canonical
 
 #: Share of the budget spent on the small model's wrong answers when they do not all fit.
 WRONG_SHARE = 0.5
@@ -471,7 +472,7 @@ def calls_for(
     """Which pool items a guaranteed ``policy`` asks the large model about: a :class:`CallPlan`
     for ``match_large`` (:func:`plan_calls`), sorted indices for the others (:func:`sample_calls`:
     over the whole pool for ``target_accuracy``, below the certified budget for ``max_large_rate``)."""
-    if policy == "match_large":
+    if canonical(policy) == MATCH_LAST:
         return plan_calls(confidence, small_correct, budget, random_state=random_state)
     below = sampled_below(policy, confidence, alpha=alpha, max_large_rate=max_large_rate)
     return sample_calls(confidence, budget, below=below, random_state=random_state)
@@ -480,7 +481,7 @@ def calls_for(
 def sampled_below(policy: str, confidence, *, alpha: float, max_large_rate: float | None = None) -> float:
     """The confidence below which ``target_accuracy`` (+inf: everywhere) and ``max_large_rate``
     (the highest threshold certified within budget) sample the items they ask about."""
-    if policy != "max_large_rate":
+    if canonical(policy) != MAX_LAST_RATE:
         return np.inf
     if max_large_rate is None:
         raise ConfigError("policy 'max_large_rate' needs max_large_rate in [0, 1], got None")
@@ -512,12 +513,13 @@ def choose_stratified(
     level = f"with probability >= {confidence_level:g} (Learn then Test)"
     n = len(np.ravel(confidence))
     floor = 0
-    if policy == "match_large":
+    policy = canonical(policy)
+    if policy == MATCH_LAST:
         found = certify_match(confidence, small_correct, calls, large_correct_asked, epsilon=tolerance, alpha=alpha)
         goal = f"accuracy >= large-only accuracy{f' - {tolerance:g}' if tolerance else ''} {level}"
         share = (1 - KEEP_ALL_SHARE) * alpha / 2  # of the losses' bound, with none seen
         floor = int(np.floor(np.log(share) / np.log1p(-tolerance))) + 1 if tolerance > 0 else np.iinfo(np.int64).max
-    elif policy == "target_accuracy":
+    elif policy == TARGET:
         if target_accuracy is None:
             raise ConfigError("policy 'target_accuracy' needs target_accuracy in [0, 1], got None")
         found = certify_target(

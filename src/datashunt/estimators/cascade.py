@@ -14,7 +14,6 @@ from ..backends.prompt import label_words, words_for
 from ..core import drift
 from ..core.answers import require_answers
 from ..core.calibration import (
-    CASCADE_POLICIES,
     cascade_sweep,
     choose_point,
     known,
@@ -26,6 +25,8 @@ from ..core.deciding import outcome, stop_stage
 from ..core.guarantee import guaranteed_cascade
 from ..core.inputs import training_sets
 from ..core.params import check_params
+from ..core.policies import MATCH_LAST, TARGET, canonical
+from ..core.policies import NAMES as POLICY_NAMES
 from ..core.stratified import choose_stratified, estimated_path, plan_calls
 from ..exceptions import CalibrationWarning, ConfigError, DataError
 from ..modalities import NAMES
@@ -51,7 +52,8 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
         ``"auto"`` calibrates the S - 1 thresholds on validation data with ``policy``; or give
         them: numbers, or arrays with one δ per class.
     policy : {"match_last", "max_cost", "max_last_rate", "target_accuracy"}
-        See :func:`datashunt.core.calibration.choose_point`; ``tolerance``, ``max_cost`` (money per
+        See :mod:`datashunt.core.policies` (the older names are aliases) and
+        :func:`datashunt.core.calibration.choose_point`; ``tolerance``, ``max_cost`` (money per
         item), ``max_last_rate`` and ``target_accuracy`` are its figures.
     confidence_level : float, optional
         With a value (say 0.9), the thresholds come with a guarantee: with at least this
@@ -102,7 +104,7 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
     _parameter_constraints = {
         "stages": [list],
         "thresholds": [StrOptions({"auto"}), list],
-        "policy": [StrOptions(set(CASCADE_POLICIES))],
+        "policy": [StrOptions(set(POLICY_NAMES))],
         "tolerance": [Interval(Real, 0, 1, closed="both")],
         "max_cost": [Interval(Real, 0, None, closed="left"), None],
         "max_last_rate": [Interval(Real, 0, 1, closed="both"), None],
@@ -231,7 +233,7 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
         return (
             self.confidence_level is not None
             and self.certification == "stratified"
-            and self.policy == "match_last"
+            and canonical(self.policy) == MATCH_LAST
             and not self.per_class
         )
 
@@ -277,7 +279,7 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
                 )
         result = outcome(stop_stage(confidence, self.thresholds_, predicted), correct, price)
         self.calibration_ = {
-            "policy": self.policy,
+            "policy": canonical(self.policy),
             "goal": goal,
             "goal_met": met,
             "n_validation": int(len(y_val)),
@@ -307,7 +309,7 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
         price[plan.ask, -1] = got.price
         self.sweep_ = estimated_path(confidence, correct, plan, last_ok, price)
         choice = choose_stratified(
-            "match_large",
+            MATCH_LAST,
             confidence,
             correct,
             plan,
@@ -319,7 +321,7 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
         row = self.sweep_.loc[self.sweep_["threshold_1"] == choice.threshold].iloc[0]
         stop = stop_stage(np.column_stack([confidence, np.ones(len(y_val))]), self.thresholds_)
         self.calibration_ = {
-            "policy": self.policy,
+            "policy": canonical(self.policy),
             "goal": choice.goal.replace("large-only accuracy", "last stage's"),
             "goal_met": choice.met,
             "n_validation": int(len(y_val)),
@@ -353,7 +355,7 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
         )
         goal = (
             f"accuracy >= last stage's{f' - {self.tolerance:g}' if self.tolerance else ''}"
-            if self.policy == "match_last"
+            if canonical(self.policy) == MATCH_LAST
             else f"accuracy >= {self.target_accuracy:.4f}"
         )
         goal += f" with probability >= {self.confidence_level:g} (Learn then Test)"
@@ -366,9 +368,9 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
         return [found.threshold] * (len(self.stages_) - 1), found.n_certified > 0, goal
 
     def _accuracy_floor(self, correct) -> float:
-        if self.policy == "match_last":
+        if canonical(self.policy) == MATCH_LAST:
             return correct[:, -1].mean() - self.tolerance
-        if self.policy == "target_accuracy" and self.target_accuracy is not None:
+        if canonical(self.policy) == TARGET and self.target_accuracy is not None:
             return self.target_accuracy
         raise ConfigError("per-class thresholds take the policies 'match_last' and 'target_accuracy'")
 

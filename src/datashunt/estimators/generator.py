@@ -13,18 +13,18 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..core import drift
 from ..core.answers import require_answers
-from ..core.calibration import CASCADE_POLICIES, cascade_sweep, choose_point
+from ..core.calibration import cascade_sweep, choose_point
 from ..core.deciding import outcome, stop_stage
 from ..core.inputs import require_valid
 from ..core.params import check_params
+from ..core.policies import NAMES as POLICY_NAMES
+from ..core.policies import canonical
 from ..core.sequence import SEQUENCE_MEASURES
 from ..eval.metrics import METRICS, Metric, get_metric
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
 from .engine import Engine
 from .stages import GeneratorStage, Surer
-
-POLICIES = tuple(p.replace("accuracy", "quality") for p in CASCADE_POLICIES)
 
 
 class ShuntGenerator(_BaseComposition, Engine):
@@ -46,11 +46,12 @@ class ShuntGenerator(_BaseComposition, Engine):
         each is cloned and fitted on the training pairs (a prompted model keeps them as examples
         when its ``shots`` > 0).
     thresholds : "auto" or list of S - 1 numbers
-    policy : {"match_last", "max_cost", "max_last_rate", "target_quality"}
+    policy : {"match_last", "max_cost", "max_last_rate", "target_accuracy"}
+        The names of every face (:mod:`datashunt.core.policies`; ``target_quality`` is an alias).
         ``match_last``: the fewest items sent on (then the cheapest) whose validation quality is
         at least the last stage's alone minus ``tolerance`` (in the metric's units);
         ``max_cost`` / ``max_last_rate``: the best quality within that budget per item or share
-        reaching the last stage; ``target_quality``: the cheapest reaching it.
+        reaching the last stage; ``target_accuracy``: the cheapest reaching ``target_quality``.
     metric : str or Metric
         ``chrf`` (default), ``bleu``, ``bleu1``..``bleu4``, ``rouge_l``, ``cider``,
         ``exact_match`` or ``token_f1`` (:mod:`datashunt.eval.metrics`); corpus-level during
@@ -90,7 +91,7 @@ class ShuntGenerator(_BaseComposition, Engine):
     _parameter_constraints = {
         "stages": [list],
         "thresholds": [StrOptions({"auto"}), list],
-        "policy": [StrOptions(set(POLICIES))],
+        "policy": [StrOptions(set(POLICY_NAMES))],
         "metric": [StrOptions(set(METRICS)), Metric],
         "confidence": [StrOptions(set(SEQUENCE_MEASURES)), callable],
         "tolerance": [Interval(Real, 0, None, closed="left")],
@@ -230,7 +231,7 @@ class ShuntGenerator(_BaseComposition, Engine):
         self.sweep_ = cascade_sweep(confidence, item_quality, price, n_grid=self.n_grid, quality=corpus)
         choice = choose_point(
             self.sweep_,
-            self.policy.replace("quality", "accuracy"),
+            self.policy,
             tolerance=self.tolerance,
             max_cost=self.max_cost,
             max_last_rate=self.max_last_rate,
@@ -240,7 +241,7 @@ class ShuntGenerator(_BaseComposition, Engine):
         stage = stop_stage(confidence, self.thresholds_)
         result = outcome(stage, item_quality, price)
         self.calibration_ = {
-            "policy": self.policy,
+            "policy": canonical(self.policy),
             "goal": choice.goal.replace("accuracy", f"{metric.name}"),
             "goal_met": choice.met,
             "metric": metric.name,

@@ -13,12 +13,13 @@ from ..collab.distill import learn, two_stage_targets
 from ..collab.pruning import MODES, Pruning, class_report
 from ..core import drift
 from ..core.answers import Answers, require_answers
-from ..core.calibration import POLICIES, choose_threshold, known, threshold_sweep
+from ..core.calibration import THRESHOLD_POLICIES, choose_threshold, known, threshold_sweep
 from ..core.confidence import MEASURES, get_measure, max_proba
 from ..core.deciding import keeps
 from ..core.guarantee import choose_guaranteed
 from ..core.inputs import check_targets, require_valid, training_sets
 from ..core.params import check_params
+from ..core.policies import ALIASES, MATCH_LAST, canonical
 from ..core.routes import LARGE, SMALL
 from ..core.stratified import (
     CallPlan,
@@ -48,16 +49,19 @@ class ShuntClassifier(ClassifierMixin, Engine):
     threshold : "auto" or float
         ``"auto"`` calibrates δ on validation data with ``policy``; a number fixes it (no large
         calls during ``fit``).
-    policy : {"match_large", "max_large_rate", "target_accuracy"}
-        Goal of the calibration, see :func:`datashunt.core.calibration.choose_threshold`.
+    policy : {"match_last", "max_last_rate", "target_accuracy"}
+        Goal of the calibration (:mod:`datashunt.core.policies`, the same names as every face's;
+        the older ``match_large`` and ``max_large_rate`` are aliases), see
+        :func:`datashunt.core.calibration.choose_threshold`.
     max_large_rate, target_accuracy : float, optional
-        The goal's figure for the two policies that need one.
+        The goal's figure for the two policies that need one: the largest share of items sent to
+        the large model (``max_last_rate``), the accuracy to reach (``target_accuracy``).
     match_z : float
-        ``match_large`` without ``confidence_level`` only: by how many standard errors of the
+        ``match_last`` without ``confidence_level`` only: by how many standard errors of the
         paired validation gap the shunt must lead the large model, so that a lead within
         validation noise does not count (a guard, not a guarantee).
     tolerance : float, default=0.01
-        ``match_large`` only: how far below the large model's accuracy the shunt may be (ε).
+        ``match_last`` only: how far below the large model's accuracy the shunt may be (ε).
     confidence_level : float or None, default=0.9
         δ comes with a guarantee: with at least this probability over the validation draw, the
         goal holds on new data from the same source (Learn then Test, see
@@ -94,10 +98,10 @@ class ShuntClassifier(ClassifierMixin, Engine):
     certification : {"stratified", "paired"}, default="stratified"
         How a guaranteed threshold is certified. ``"stratified"`` uses every validation label for
         the small side and asks the large model, within ``max_calibration_calls``, only where the
-        bound needs it (:mod:`datashunt.core.stratified`): for ``match_large`` about the small
+        bound needs it (:mod:`datashunt.core.stratified`): for ``match_last`` about the small
         model's wrong answers (most confident first) and a random sample of its right ones; for
         ``target_accuracy`` about a random sample of the items (its errors on the items sent); for
-        ``max_large_rate`` none is needed for the guarantee (the share sent depends on the
+        ``max_last_rate`` none is needed for the guarantee (the share sent depends on the
         confidence alone), and a sample of the items below the certified budget chooses among
         the thresholds. Labels are cheap, so a larger validation set costs no more calls.
         ``"paired"`` asks the large model about every validation item
@@ -145,7 +149,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         "small": [HasMethods(["fit", "predict_proba"])],
         "large": [HasMethods(["predict_proba", "identity"])],
         "threshold": [StrOptions({"auto"}), Interval(Real, None, None, closed="both")],  # ±inf: all to one side
-        "policy": [StrOptions(set(POLICIES))],
+        "policy": [StrOptions(set(THRESHOLD_POLICIES) | {a for a, p in ALIASES.items() if p in THRESHOLD_POLICIES})],
         "max_large_rate": [Interval(Real, 0, 1, closed="both"), None],
         "target_accuracy": [Interval(Real, 0, 1, closed="both"), None],
         "match_z": [Interval(Real, 0, None, closed="left")],
@@ -171,7 +175,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         large,
         *,
         threshold="auto",
-        policy="match_large",
+        policy=MATCH_LAST,
         max_large_rate=None,
         target_accuracy=None,
         match_z=2.0,
@@ -331,7 +335,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         self.threshold_ = choice.threshold
         kept = keeps(small.confidence, self.threshold_)
         self.calibration_ = {
-            "policy": self.policy,
+            "policy": canonical(self.policy),
             "goal": choice.goal,
             "goal_met": choice.met,
             "threshold": self.threshold_,
@@ -397,7 +401,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         kept = keeps(confidence, self.threshold_)
         row = self.sweep_.loc[self.sweep_["n_large"] == int((~kept).sum())].iloc[0]
         self.calibration_ = {
-            "policy": self.policy,
+            "policy": canonical(self.policy),
             "goal": choice.goal,
             "goal_met": choice.met,
             "threshold": self.threshold_,

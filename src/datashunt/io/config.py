@@ -18,7 +18,7 @@
     instruction = "Is the sentiment of this review positive or negative?"
 
     [shunt]
-    policy = "match_large"       # match_large | max_large_rate | target_accuracy
+    policy = "match_last"        # match_last | max_last_rate | target_accuracy (older: match_large, max_large_rate)
     confidence_level = 0.9       # the guarantee's 1 - α; "none" for the point estimate
     tolerance = 0.01             # ε
     max_calibration_calls = 400  # large calls to certify δ; every validation label is used either way
