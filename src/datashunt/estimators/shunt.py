@@ -433,8 +433,10 @@ class ShuntClassifier(ClassifierMixin, Engine):
         """δ as the engine reads it: one threshold, between the small and the large stage."""
         return [self.threshold_]
 
-    def stage_names(self) -> list[str]:
-        return [SMALL, LARGE]
+    @property
+    def stages_(self) -> list:
+        """The two stages as every face lists them: ``[("small", small_), ("large", large_)]``."""
+        return [(SMALL, self.small_), (LARGE, self.large_)]
 
     def _stages(self, specific_only=False, small_proba=None) -> list:
         """The small stage (the surer of the specific model and its 2CD copy, the specific one
