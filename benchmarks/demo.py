@@ -58,7 +58,7 @@ def main():
         "small": {"accuracy": rows["small only"]["accuracy"]},
         "large": {"accuracy": rows["large only"]["accuracy"]},
         "ds": {"accuracy": rows["data shunt"]["accuracy"], "large_share": rows["data shunt"]["large_rate"]},
-        "threshold": report["threshold"],
+        "threshold": report["thresholds"][0],
         "promise": calibration["goal"],
         "promise_certified": calibration["goal_met"],
     }

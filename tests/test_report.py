@@ -51,7 +51,7 @@ def test_report_page_without_an_evaluation_still_states_the_promise():
     page = report_html(
         {
             "info": {"command": "datashunt fit"},
-            "threshold": float("inf"),
+            "thresholds": [float("inf")],
             "calibration": {
                 "goal": "accuracy >= large-only accuracy - 0.01 with probability >= 0.9 (Learn then Test)",
                 "goal_met": False,

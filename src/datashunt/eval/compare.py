@@ -11,7 +11,6 @@ import pandas as pd
 from sklearn.metrics import f1_score
 
 from ..core.routes import ASKED_LARGE, FALLBACK, ROUTES
-from ..estimators.cascade import Cascade
 from ..exceptions import DataError, DatashuntWarning
 from ..modalities import as_inputs
 from .html import report_html
@@ -281,22 +280,15 @@ def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None
     as text, show beside the sample of routed items)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if isinstance(shunt, Cascade):
-        report = {
-            "info": info or {},
-            "stages": [name for name, _ in shunt.stages_],
-            "thresholds": [np.asarray(t).tolist() for t in shunt.thresholds_],
-            "calibration": shunt.calibration_,
-            "classes": [str(c) for c in shunt.classes_],
-        }
-    else:
-        report = {
-            "info": info or {},
-            "threshold": shunt.threshold_,
-            "calibration": shunt.calibration_,
-            "classes": [str(c) for c in shunt.classes_],
-            "collaboration": collaboration(shunt, evaluation),
-        }
+    report = {
+        "info": info or {},
+        "stages": shunt.stage_names(),
+        "thresholds": [np.asarray(t).tolist() for t in shunt.thresholds_],
+        "calibration": shunt.calibration_,
+        "classes": [str(c) for c in shunt.classes_],
+    }
+    if getattr(shunt, "class_report_", None) is not None:  # a shunt: what its collaborations gave
+        report["collaboration"] = collaboration(shunt, evaluation)
     if evaluation is not None:
         report["summary"] = evaluation.summary.to_dict("records")
         report["per_class"] = evaluation.per_class.astype({"class": str}).to_dict("records")
@@ -305,9 +297,9 @@ def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None
         evaluation.routes.to_csv(folder / "routes.csv", index=False)
     if shunt.sweep_ is not None:
         shunt.sweep_.to_csv(folder / "sweep.csv", index=False)
-    if shunt.sweep_ is not None and not isinstance(shunt, Cascade):
+    if shunt.sweep_ is not None and "threshold" in shunt.sweep_:  # one threshold: a curve to draw
         try:
-            save_sweep_figure(shunt.sweep_, folder / "sweep.png", threshold=shunt.threshold_)
+            save_sweep_figure(shunt.sweep_, folder / "sweep.png", threshold=shunt.thresholds_[0])
             report["figure"] = "sweep.png"
         except ImportError:
             report["figure"] = None

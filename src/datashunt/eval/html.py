@@ -55,7 +55,7 @@ def report_html(
         missed = calibration.get("policy") != "fixed" and not calibration.get("goal_met", True)
         parts.append(
             f'<p class="promise{" missed" if missed else ""}">{_e(describe_calibration(calibration))}'
-            f"{_threshold(report.get('threshold'))}</p>"
+            f"{_thresholds(report.get('thresholds'))}</p>"
         )
     if report.get("summary"):
         parts.append(_table(pd.DataFrame(report["summary"]), "Held-out comparison", SUMMARY_COLUMNS, best="accuracy"))
@@ -112,10 +112,17 @@ def _info(info: dict) -> str:
     return f"<table><caption>Run</caption>{rows}</table>" if rows else ""
 
 
-def _threshold(threshold) -> str:
-    if threshold is None:
+def _thresholds(thresholds) -> str:
+    """Each stage's δ (a number, or one per class)."""
+    if not thresholds:
         return ""
-    return f"<br>δ = {_e(f'{threshold:.4f}' if np.isfinite(threshold) else threshold)}"
+
+    def shown(t):
+        if isinstance(t, list):
+            return "[" + ", ".join(shown(v) for v in t) + "]"
+        return f"{t:.4f}" if t is not None and np.isfinite(t) else str(t)
+
+    return f"<br>δ = {_e(', '.join(shown(t) for t in thresholds))}"
 
 
 def _table(frame: pd.DataFrame, caption: str, columns: dict, best: str | None = None) -> str:
