@@ -121,8 +121,8 @@ def run(name, args):
     base.fit(train["text"], train["label"], **fit_kwargs)
     data["calibration"] = base.calibration_
     if args.large_share:  # δ at that share of the validation items, whatever the accuracy
-        sweep = base.sweep_
-        delta = float(sweep.loc[sweep["large_rate"] >= args.large_share, "threshold"].iloc[0])
+        table = base.sweep_
+        delta = float(table.loc[table["last_rate"] >= args.large_share, "threshold_1"].iloc[0])
         base = clone(base).set_params(threshold=delta).fit(train["text"], train["label"], **fit_kwargs)
     data["threshold"] = base.threshold_
     data["systems"]["DS"], _ = measure(base, test["text"], test["label"], group_of)

@@ -20,7 +20,7 @@ from core import RESULTS, split, split_arguments
 
 from datashunt import ShuntClassifier
 from datashunt.backends.llama_cpp import LlamaCppModel
-from datashunt.core.calibration import choose_threshold, threshold_sweep
+from datashunt.core.calibration import choose, sweep
 from datashunt.core.guarantee import guaranteed_match
 from datashunt.demos import DEMO_INSTRUCTION
 from datashunt.small import make_small
@@ -60,11 +60,11 @@ def split_half(confidence, small_right, large_right, z_values, repeats, seed):
     for _ in range(repeats):
         order = rng.permutation(n)
         fit, judge = order[: n // 2], order[n // 2 :]
-        sweep = threshold_sweep(confidence[fit], small_right[fit], large_right[fit])
+        table = sweep(confidence[fit], np.column_stack([small_right[fit], large_right[fit]]))
         for method in methods:
             kind, value, eps = method
             if kind == "match_z":
-                delta = choose_threshold(sweep, "match_large", match_z=value, tolerance=eps).threshold
+                delta = choose(table, "match_last", match_z=value, tolerance=eps).threshold
             else:
                 delta = guaranteed_match(
                     confidence[fit], small_right[fit], large_right[fit], epsilon=eps, alpha=1 - value

@@ -20,12 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datashunt.core.calibration import (
-    cascade_sweep,
-    choose_point,
-    per_class_refine,
-    per_class_thresholds,
-)
+from datashunt.core.calibration import choose, per_class_refine, per_class_thresholds, sweep
 from datashunt.core.deciding import outcome, stop_stage
 from datashunt.eval.compare import peer_metrics, random_routing_accuracy
 
@@ -59,9 +54,9 @@ def calibrate(arrays: dict, min_accuracy: float, per_class: bool):
             min_accuracy,
         )
         return [delta], met
-    sweep = cascade_sweep(arrays["confidence"], arrays["correct"], arrays["cost"], n_grid=60)
-    choice = choose_point(sweep, "target_accuracy", target_accuracy=min_accuracy)
-    single = sweep.filter(like="threshold_").iloc[choice.row].tolist()
+    table = sweep(arrays["confidence"], arrays["correct"], arrays["cost"], n_grid=60)
+    choice = choose(table, "target_accuracy", target_accuracy=min_accuracy)
+    single = table.filter(like="threshold_").iloc[choice.row].tolist()
     if not per_class:
         return single, choice.met
     return per_class_refine(
@@ -100,7 +95,7 @@ def main():
             weak, strong = float(rep["correct"][:, 0].mean()), float(rep["correct"][:, -1].mean())
             peers = {}
             if not per_class:  # the curve of every single-threshold setting, traced on the report half
-                curve = cascade_sweep(rep["confidence"], rep["correct"], rep["cost"], n_grid=60)
+                curve = sweep(rep["confidence"], rep["correct"], rep["cost"], n_grid=60)
                 peers = peer_metrics(curve["last_rate"], curve["accuracy"], weak, strong)
             rows.append(
                 {

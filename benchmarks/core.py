@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 
 from datashunt import ShuntClassifier
 from datashunt.backends.llama_cpp import LlamaCppModel
-from datashunt.core.calibration import choose_threshold, threshold_sweep
+from datashunt.core.calibration import choose, sweep
 from datashunt.demos import DEMO_INSTRUCTION
 from datashunt.eval.compare import compare
 from datashunt.io.datasets.vader import load_vader
@@ -148,7 +148,7 @@ def main():
         large_right = compare_large_right(shunt, test["text"], y)
         small_right = shunt.classes_[shunt.small_.predict_proba(test["text"]).argmax(1)] == y
         confidence = routes["confidence_small"].to_numpy()
-        test_sweep = threshold_sweep(confidence, small_right, large_right)
+        test_sweep = sweep(confidence, np.column_stack([small_right, large_right]))
         # The paper's rule (match_z=0) and the former default (match_z=2), on the same validation sweep.
         results["small_models"][name] = {
             "command": command,
@@ -173,7 +173,7 @@ def main():
 
 def point_estimate(shunt, match_z, test_confidence, small_right, large_right):
     """δ by the point estimate (guarded by ``match_z``) on the shunt's validation sweep, judged on the test split."""
-    delta = choose_threshold(shunt.sweep_, "match_large", match_z=match_z).threshold
+    delta = choose(shunt.sweep_, "match_last", match_z=match_z).threshold
     to_large = test_confidence < delta
     return {
         "threshold": delta,

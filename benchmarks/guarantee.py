@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import beta
 
-from datashunt.core.calibration import threshold_sweep
+from datashunt.core.calibration import sweep
 from datashunt.core.guarantee import guaranteed_match
 from datashunt.core.stratified import (
     budget_limit,
@@ -86,12 +86,12 @@ class Population:
         return c, rng.uniform(size=n) < self.small(c), rng.uniform(size=n) < self.large(c)
 
 
-def point_threshold(sweep, epsilon, z):
+def point_threshold(table, epsilon, z):
     """Cheapest δ whose validation accuracy, lowered by z standard errors, is within ε of the large model's."""
-    acc, rate = sweep["accuracy"].to_numpy(), sweep["large_rate"].to_numpy()
-    ok = acc - acc[-1] - z * sweep["gap_se"].to_numpy() >= -epsilon - 1e-12
+    acc, rate = table["accuracy"].to_numpy(), table["last_rate"].to_numpy()
+    ok = acc - acc[-1] - z * table["gap_se"].to_numpy() >= -epsilon - 1e-12
     idx = np.flatnonzero(ok)
-    return float(sweep["threshold"].iloc[idx[np.argmin(rate[idx])]])
+    return float(table["threshold_1"].iloc[idx[np.argmin(rate[idx])]])
 
 
 def run(n_validation, calls, draws, seed):
@@ -102,14 +102,14 @@ def run(n_validation, calls, draws, seed):
         chosen = {}  # (method, alpha, epsilon) -> list of (δ, large answers used)
         for draw in range(draws):
             c, small, large = population.draw(n_validation, rng)
-            sweep = threshold_sweep(c, small, large)
+            table = sweep(c, np.column_stack([small, large]))
             plan = plan_calls(c, small, calls, random_state=[seed, s, draw])
             for epsilon in EPSILONS:
                 chosen.setdefault(("point_estimate", None, epsilon), []).append(
-                    (point_threshold(sweep, epsilon, 0.0), n_validation)
+                    (point_threshold(table, epsilon, 0.0), n_validation)
                 )
                 chosen.setdefault(("match_z2", None, epsilon), []).append(
-                    (point_threshold(sweep, epsilon, 2.0), n_validation)
+                    (point_threshold(table, epsilon, 2.0), n_validation)
                 )
                 for alpha in ALPHAS:
                     g = guaranteed_match(c, small, large, epsilon=epsilon, alpha=alpha)

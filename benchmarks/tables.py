@@ -67,7 +67,8 @@ def sweep_table(result: dict, name: str, every: float = 0.1) -> str:
     sweep = result["small_models"][name]["validation_sweep"]
     lines = [f"| sent to large | accuracy ({name}, validation) | δ |", "|---|---|---|"]
     target = 0.0
-    for rate, acc, delta in zip(sweep["large_rate"], sweep["accuracy"], sweep["threshold"]):
+    rates, deltas = sweep.get("last_rate", sweep.get("large_rate")), sweep.get("threshold_1", sweep.get("threshold"))
+    for rate, acc, delta in zip(rates, sweep["accuracy"], deltas):  # older results name the columns as before
         if rate >= target - 1e-9:
             lines.append(f"| {rate:.0%} | {acc:.4f} | {'-' if delta is None else f'{delta:.4f}'} |")
             target += every
@@ -527,7 +528,10 @@ def core_figure(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4 * rows), squeeze=False)
     for ax, name in zip(axes.ravel(), names):
         r = result["small_models"][name]
-        sweep = pd.DataFrame(r["test_sweep_for_figure_only"]).astype({"threshold": float}).fillna({"threshold": np.inf})
+        sweep = pd.DataFrame(r["test_sweep_for_figure_only"]).rename(
+            columns={"threshold": "threshold_1", "large_rate": "last_rate"}  # older results
+        )
+        sweep = sweep.astype({"threshold_1": float}).fillna({"threshold_1": np.inf})
         plot_sweep(sweep, ax=ax, threshold=r["threshold"], label=name)
         ax.set_title(f"{name} + {result['large']}")
     fig.tight_layout()

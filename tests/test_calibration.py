@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from datashunt.core.calibration import choose_threshold, threshold_sweep
+from datashunt.core.calibration import choose, sweep
 from datashunt.exceptions import CalibrationWarning, ConfigError
+
+
+def threshold_sweep(conf, small_ok, large_ok, large_cost=None):
+    """The two-stage sweep of a small and a large model (the large one priced per item)."""
+    cost = None if large_cost is None else np.column_stack([np.zeros(len(conf)), large_cost])
+    return sweep(conf, np.column_stack([small_ok, large_ok]), cost)
 
 
 def brute_force(conf, small_ok, large_ok, delta):
@@ -17,29 +23,29 @@ def test_sweep_matches_brute_force_at_every_threshold():
     sweep = threshold_sweep(conf, small_ok, large_ok, np.full(200, 0.01))
     assert len(sweep) == len(np.unique(conf)) + 1
     for row in sweep.itertuples():
-        acc, rate = brute_force(conf, small_ok, large_ok, row.threshold)
+        acc, rate = brute_force(conf, small_ok, large_ok, row.threshold_1)
         assert row.accuracy == pytest.approx(acc)
-        assert row.large_rate == pytest.approx(rate)
-        assert row.cost == pytest.approx(0.01 * rate * 200)
-        kept = conf >= row.threshold
+        assert row.last_rate == pytest.approx(rate) and row.n_last == round(rate * 200)
+        assert row.cost == pytest.approx(0.01 * rate)  # per item
+        kept = conf >= row.threshold_1
         d = np.where(kept, small_ok.astype(int) - large_ok.astype(int), 0)
         assert row.gap_se == pytest.approx(d.std() / np.sqrt(200))  # paired standard error of the gap
-    assert sweep["large_rate"].is_monotonic_increasing
+    assert sweep["last_rate"].is_monotonic_increasing
 
 
-def test_match_large_picks_lowest_rate_at_large_accuracy():
+def test_match_last_picks_lowest_rate_at_large_accuracy():
     conf = np.linspace(0.5, 1.0, 100)
     small_ok = conf > 0.7  # the small model is right exactly where it is sure
     large_ok = np.ones(100, bool)
     sweep = threshold_sweep(conf, small_ok, large_ok)
-    choice = choose_threshold(sweep, "match_large")
+    choice = choose(sweep, "match_large")
     assert choice.met
     row = sweep.iloc[choice.row]
     assert row.accuracy == 1.0
-    assert row.large_rate == pytest.approx((conf <= 0.7).mean())
+    assert row.last_rate == pytest.approx((conf <= 0.7).mean())
 
 
-def test_match_large_discounts_a_lead_within_noise():
+def test_match_last_discounts_a_lead_within_noise():
     # The LLM alone gets 70 of 100. Keeping the 80 surest items on the small model ties it (the
     # point estimate's choice) although the two disagree on 60 of them; the guard wants a lead.
     conf = np.linspace(0.0, 1.0, 100)
@@ -48,37 +54,37 @@ def test_match_large_discounts_a_lead_within_noise():
     small_ok[40:80], large_ok[40:80] = np.arange(40) % 4 != 0, np.arange(40) % 4 == 0  # 30 vs 10
     small_ok[80:], large_ok[80:] = True, True
     sweep = threshold_sweep(conf, small_ok, large_ok)
-    naive = sweep.iloc[choose_threshold(sweep, "match_large", match_z=0).row]
-    guarded = sweep.iloc[choose_threshold(sweep, "match_large", match_z=1).row]
-    assert naive.large_rate < guarded.large_rate
+    naive = sweep.iloc[choose(sweep, "match_large", match_z=0).row]
+    guarded = sweep.iloc[choose(sweep, "match_large", match_z=1).row]
+    assert naive.last_rate < guarded.last_rate
     lead = guarded.accuracy - sweep.accuracy.iloc[-1]
     assert lead >= guarded.gap_se > 0
     with pytest.raises(ConfigError, match="match_z must be >= 0"):
-        choose_threshold(sweep, "match_large", match_z=-1)
+        choose(sweep, "match_large", match_z=-1)
 
 
 def test_max_large_rate_respects_budget():
     conf = np.linspace(0.5, 1.0, 100)
     sweep = threshold_sweep(conf, conf > 0.7, np.ones(100, bool))
-    choice = choose_threshold(sweep, "max_large_rate", max_large_rate=0.3)
-    assert sweep.iloc[choice.row].large_rate <= 0.3
-    assert sweep.iloc[choice.row].large_rate == pytest.approx(0.3)
+    choice = choose(sweep, "max_large_rate", max_last_rate=0.3)
+    assert sweep.iloc[choice.row].last_rate <= 0.3
+    assert sweep.iloc[choice.row].last_rate == pytest.approx(0.3)
 
 
 def test_target_accuracy_reached_with_fewest_calls():
     conf = np.linspace(0.5, 1.0, 100)
     sweep = threshold_sweep(conf, conf > 0.7, np.ones(100, bool))
-    choice = choose_threshold(sweep, "target_accuracy", target_accuracy=0.9)
+    choice = choose(sweep, "target_accuracy", target_accuracy=0.9)
     row = sweep.iloc[choice.row]
     assert row.accuracy >= 0.9
-    assert (sweep[sweep.accuracy >= 0.9].large_rate >= row.large_rate).all()
+    assert (sweep[sweep.accuracy >= 0.9].last_rate >= row.last_rate).all()
 
 
 def test_unreachable_target_warns_and_uses_best_accuracy():
     conf = np.linspace(0.5, 1.0, 50)
     sweep = threshold_sweep(conf, np.zeros(50, bool), np.zeros(50, bool) | (conf > 0.9))
-    with pytest.warns(CalibrationWarning, match="no threshold reaches"):
-        choice = choose_threshold(sweep, "target_accuracy", target_accuracy=0.99)
+    with pytest.warns(CalibrationWarning, match="no thresholds reach"):
+        choice = choose(sweep, "target_accuracy", target_accuracy=0.99)
     assert not choice.met
     assert sweep.iloc[choice.row].accuracy == sweep.accuracy.max()
 
@@ -87,16 +93,16 @@ def test_unreachable_target_warns_and_uses_best_accuracy():
     "policy, kwargs, message",
     [
         ("nope", {}, "unknown or unsupported policy .nope."),
-        ("max_large_rate", {}, "needs max_large_rate"),
-        ("target_accuracy", {"target_accuracy": 2}, "needs target_accuracy"),
+        ("max_large_rate", {}, "needs max_last_rate"),
+        ("target_accuracy", {}, "needs target_accuracy"),
     ],
 )
-def test_choose_threshold_bad_arguments_raise(policy, kwargs, message):
+def test_choose_bad_arguments_raise(policy, kwargs, message):
     sweep = threshold_sweep(np.array([0.6, 0.9]), np.array([1, 1], bool), np.array([1, 1], bool))
     with pytest.raises(ConfigError, match=message):
-        choose_threshold(sweep, policy, **kwargs)
+        choose(sweep, policy, **kwargs)
 
 
 def test_sweep_on_empty_validation_raises():
     with pytest.raises(ConfigError, match="empty validation"):
-        threshold_sweep(np.array([]), np.array([], bool), np.array([], bool))
+        sweep(np.array([]), np.zeros((0, 2), bool))

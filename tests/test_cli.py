@@ -53,7 +53,7 @@ def test_fit_predict_evaluate_round_trip(project):
     assert fitted.exit_code == 0, fitted.output
     assert (project / "out" / "model" / "small.skops").is_file()
     said = " ".join(fitted.output.split())
-    assert "promise: accuracy >= large-only accuracy" in said and "(point estimate, no guarantee)" in said
+    assert "promise: accuracy >= last stage's accuracy" in said and "(point estimate, no guarantee)" in said
 
     predicted = runner.invoke(
         app,

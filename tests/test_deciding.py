@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from datashunt.core.calibration import cascade_sweep, choose_point, per_class_thresholds
+from datashunt.core.calibration import choose, per_class_thresholds, sweep
 from datashunt.core.deciding import keeps, outcome, stop_stage
 from datashunt.exceptions import CalibrationWarning, ConfigError
 
@@ -45,7 +45,7 @@ def test_per_class_thresholds_save_calls_where_one_class_is_reliable():
 def test_grid_thresholds_fall_back_to_the_most_accurate_point_when_the_goal_is_out_of_reach():
     conf = np.array([[0.9, 1.0], [0.4, 1.0]])
     right = np.array([[1, 0], [0, 0]], bool)
-    sweep = cascade_sweep(conf, right, np.zeros((2, 2)), n_grid=3)
+    table = sweep(conf, right, np.zeros((2, 2)), n_grid=3)
     with pytest.warns(CalibrationWarning, match="no thresholds reach the goal 'accuracy >= 1.0000'"):
-        choice = choose_point(sweep, "target_accuracy", target_accuracy=1.0)
-    assert not choice.met and sweep["accuracy"].iloc[choice.row] == 0.5
+        choice = choose(table, "target_accuracy", target_accuracy=1.0)
+    assert not choice.met and table["accuracy"].iloc[choice.row] == 0.5

@@ -101,7 +101,7 @@ def test_shunt_with_confidence_level_states_its_guarantee_and_saves_it(sentiment
         warnings.simplefilter("error", CalibrationWarning)
         shunt.fit(texts, labels)
     goal = shunt.calibration_["goal"]
-    assert goal == "accuracy >= large-only accuracy - 0.02 with probability >= 0.9 (Learn then Test)"
+    assert goal == "accuracy >= last stage's accuracy - 0.02 with probability >= 0.9 (Learn then Test)"
     assert shunt.calibration_["goal_met"] and shunt.calibration_["large_rate"] < 1
     assert shunt.calibration_["accuracy"] >= shunt.calibration_["large_accuracy"] - 0.02
     folder = save(shunt, tmp_path / "m")
@@ -136,7 +136,10 @@ def test_cascade_with_confidence_level_shares_one_certified_threshold(tmp_path):
     stages = [service(0.8, "cheap", 0.0), service(0.88, "mid", 1.0), service(0.93, "best", 3.0)]
     cascade = Cascade(stages, confidence_level=0.9, tolerance=0.01).fit(ids, truth, X_val=ids, y_val=truth)
     assert len(set(cascade.thresholds_)) == 1 and np.isfinite(cascade.thresholds_[0])
-    assert cascade.calibration_["goal"] == "accuracy >= last stage's - 0.01 with probability >= 0.9 (Learn then Test)"
+    assert (
+        cascade.calibration_["goal"]
+        == "accuracy >= last stage's accuracy - 0.01 with probability >= 0.9 (Learn then Test)"
+    )
     assert cascade.calibration_["reach"][-1] < 1
     with pytest.raises(ConfigError, match="per-class thresholds do not come with a guarantee"):
         Cascade(stages, confidence_level=0.9, per_class=True).fit(ids, truth, X_val=ids, y_val=truth)

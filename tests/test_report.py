@@ -53,7 +53,7 @@ def test_report_page_without_an_evaluation_still_states_the_promise():
             "info": {"command": "datashunt fit"},
             "thresholds": [float("inf")],
             "calibration": {
-                "goal": "accuracy >= large-only accuracy - 0.01 with probability >= 0.9 (Learn then Test)",
+                "goal": "accuracy >= last stage's accuracy - 0.01 with probability >= 0.9 (Learn then Test)",
                 "goal_met": False,
                 "n_validation": 100,
                 "accuracy": None,
@@ -97,7 +97,7 @@ def test_report_page_renders_in_a_real_browser_with_nothing_fetched(report_folde
     assert title == "Data Shunt report: datashunt demo" and scripts == 0
     assert figure is not None and figure[0] and figure[1] > 500 and figure[2] > 200  # the PNG decoded
     assert systems == ["small only", "large only", "data shunt"]
-    assert "promise: accuracy >= large-only accuracy - 0.01 with probability >= 0.9" in promise
+    assert "promise: accuracy >= last stage's accuracy - 0.01 with probability >= 0.9" in promise
     assert "Accuracy by true class" in headings
     assert sample_heads == ["item", "truth", "route", "small model", "its confidence", "large model", "answer"]
     assert 0 < sample_rows <= 24 and "large" in shown and "small" in shown

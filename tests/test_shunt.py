@@ -41,8 +41,8 @@ def test_fit_keeps_full_sweep_and_does_not_touch_user_model(sentiment, oracle):
     small = make_small("tfidf")
     shunt = ShuntClassifier(small, oracle, random_state=0).fit(texts, labels)
     assert not hasattr(small, "classes_")
-    assert list(shunt.sweep_.columns) == ["threshold", "accuracy", "large_rate", "cost", "n_large", "gap_se", "gain"]
-    assert shunt.sweep_["large_rate"].iloc[0] == 0 and shunt.sweep_["large_rate"].iloc[-1] == 1
+    assert list(shunt.sweep_.columns) == ["threshold_1", "accuracy", "cost", "last_rate", "n_last", "gap_se", "gain"]
+    assert shunt.sweep_["last_rate"].iloc[0] == 0 and shunt.sweep_["last_rate"].iloc[-1] == 1
     assert shunt.calibration_["n_validation"] == 120
 
 

@@ -92,14 +92,14 @@ def test_answers_that_do_not_match_the_plan_are_refused():
 
 
 def test_estimated_sweep_matches_the_exact_one_when_everything_was_asked():
-    from datashunt.core.calibration import threshold_sweep
+    from datashunt.core.calibration import sweep
 
     c, small, large = population(300, np.random.default_rng(5))
     plan = plan_calls(c, small, None, random_state=0)
     estimated = estimated_sweep(c, small, plan, large[plan.ask])
-    exact = threshold_sweep(c, small, large)
+    exact = sweep(c, np.column_stack([small, large]))
     np.testing.assert_allclose(estimated["accuracy"], exact["accuracy"])
-    np.testing.assert_allclose(estimated["large_rate"], exact["large_rate"])
+    np.testing.assert_allclose(estimated["last_rate"], exact["last_rate"])
     np.testing.assert_allclose(estimated["gain"], exact["accuracy"] - exact["accuracy"].iloc[-1], atol=1e-12)
     np.testing.assert_allclose(estimated["gap_se"], exact["gap_se"])
 
@@ -115,7 +115,7 @@ def test_estimated_sweep_is_unbiased_for_a_sample_and_unknown_below_the_floor():
     plan = plan_calls(c, small, 100, random_state=0)
     sweep = estimated_sweep(c, small, plan, large[plan.ask])
     assert np.isnan(sweep["accuracy"].iloc[-1]) and not np.isnan(sweep["accuracy"].iloc[0])
-    above = sweep["threshold"] >= plan.floor
+    above = sweep["threshold_1"] >= plan.floor
     assert sweep.loc[above, "gain"].notna().all()  # what the kept items gain is known down to the floor
 
 

@@ -320,7 +320,7 @@ def choose_guaranteed(
     policy = canonical(policy, THRESHOLD_POLICIES)
     if policy == MATCH_LAST:
         found = guaranteed_match(confidence, small_correct, large_correct, epsilon=tolerance, alpha=alpha)
-        goal = f"accuracy >= large-only accuracy{f' - {tolerance:g}' if tolerance else ''} {level}"
+        goal = f"accuracy >= last stage's accuracy{f' - {tolerance:g}' if tolerance else ''} {level}"
     elif policy == MAX_LAST_RATE:
         if max_large_rate is None or not 0.0 <= max_large_rate <= 1.0:
             raise ConfigError(f"policy 'max_large_rate' needs max_large_rate in [0, 1], got {max_large_rate!r}")

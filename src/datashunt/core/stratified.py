@@ -44,7 +44,7 @@ import pandas as pd
 from scipy.stats import beta, hypergeom
 
 from ..exceptions import ConfigError
-from .calibration import Choice, threshold_sweep
+from .calibration import Choice, sweep
 from .guarantee import (
     Guaranteed,
     _candidates,
@@ -374,7 +374,7 @@ def choose_budget(
 
 
 def estimated_sweep(confidence, small_correct, plan: CallPlan, large_correct_asked, large_cost_asked=None):
-    """:func:`~datashunt.core.calibration.threshold_sweep` from the plan's answers: a sampled right
+    """The two-stage :func:`~datashunt.core.calibration.sweep` from the plan's answers: a sampled right
     answer stands for the unsampled ones by inverse-probability weighting; where a threshold would
     send on an item whose large answer cannot be estimated (below the floor), accuracy is NaN.
     ``gain``, the shunt's accuracy minus the large model's, is known wherever the kept items are
@@ -383,20 +383,20 @@ def estimated_sweep(confidence, small_correct, plan: CallPlan, large_correct_ask
     c, right = (a[:, 0] for a in _pool(confidence, small_correct))
     large = _large_estimates(c, right, plan, large_correct_asked)
     price = 0.0 if large_cost_asked is None or len(plan.ask) == 0 else float(np.mean(large_cost_asked))
-    sweep = threshold_sweep(c, right, large, np.full(len(c), price))
+    table = _two_stages(c, right, large, price)
     if len(plan.ask) < len(c):  # the paired standard error needs every large answer
-        sweep["gap_se"] = np.nan
-    order = np.argsort(c, kind="stable")  # the sweep's rows keep the items from position n_large on
+        table["gap_se"] = np.nan
+    order = np.argsort(c, kind="stable")  # the sweep's rows keep the items from position n_last on
     kept_gain = np.r_[np.cumsum((right[order] - large[order])[::-1])[::-1], 0.0]  # from the top: no NaN above
-    sweep["gain"] = kept_gain[sweep["n_large"].to_numpy()] / len(c)
-    return sweep
+    table["gain"] = kept_gain[table["n_last"].to_numpy()] / len(c)
+    return table
 
 
 def estimated_path(confidence, correct, plan: CallPlan, last_correct_asked, price) -> pd.DataFrame:
     """A cascade's sweep along the shared δ that :func:`certify_match` walks, estimated as in
     :func:`estimated_sweep`: columns ``threshold_1`` ... ``threshold_{S-1}`` (all δ), ``accuracy``
     (NaN where an item whose last answer cannot be estimated reaches the last stage), ``cost``
-    (per item; the last stage's price is the mean over the asked items) and ``last_rate``.
+    (per item; the last stage's price is the mean over the asked items), ``last_rate`` and ``n_last``.
 
     ``confidence``, ``correct`` are (n, S - 1) over the stages but the last; ``price`` is (n, S),
     its last column read only at ``plan.ask``.
@@ -420,6 +420,7 @@ def estimated_path(confidence, correct, plan: CallPlan, last_correct_asked, pric
             "accuracy": accuracy,
             "cost": (reached * price[None]).sum(axis=(1, 2)) / len(reach),
             "last_rate": 1 - kept.mean(axis=1),
+            "n_last": (~kept).sum(axis=1),
         }
     )
 
@@ -444,7 +445,7 @@ def _large_estimates(reach, safe, plan: CallPlan, large_correct_asked) -> np.nda
 def sampled_sweep(
     confidence, small_correct, asked, large_correct_asked, large_cost_asked=None, *, below: float = np.inf
 ) -> pd.DataFrame:
-    """:func:`~datashunt.core.calibration.threshold_sweep` from a simple random sample of the items
+    """The two-stage :func:`~datashunt.core.calibration.sweep` from a simple random sample of the items
     below ``below`` (:func:`sample_calls`): a sampled item's large answer stands for ``1 / share``
     of them, an unsampled one for none; above ``below`` it is unknown (NaN accuracy where sent)."""
     c, right = (a[:, 0] for a in _pool(confidence, small_correct))
@@ -453,10 +454,16 @@ def sampled_sweep(
     large = np.where(region, 0.0, np.nan)
     large[asked] = np.asarray(large_correct_asked, dtype=float) * region.sum() / max(len(asked), 1)
     price = 0.0 if large_cost_asked is None or len(asked) == 0 else float(np.mean(large_cost_asked))
-    sweep = threshold_sweep(c, right, large, np.full(len(c), price))
+    table = _two_stages(c, right, large, price)
     if len(asked) < len(c):
-        sweep["gap_se"] = np.nan
-    return sweep
+        table["gap_se"] = np.nan
+    return table
+
+
+def _two_stages(confidence, right, large, price: float) -> pd.DataFrame:
+    """The exact two-stage sweep of estimated large answers, each item sent on costing ``price``."""
+    cost = np.column_stack([np.zeros(len(confidence)), np.full(len(confidence), price)])
+    return sweep(confidence, np.column_stack([right, large]), cost)
 
 
 def calls_for(
@@ -516,7 +523,7 @@ def choose_stratified(
     policy = canonical(policy)
     if policy == MATCH_LAST:
         found = certify_match(confidence, small_correct, calls, large_correct_asked, epsilon=tolerance, alpha=alpha)
-        goal = f"accuracy >= large-only accuracy{f' - {tolerance:g}' if tolerance else ''} {level}"
+        goal = f"accuracy >= last stage's accuracy{f' - {tolerance:g}' if tolerance else ''} {level}"
         share = (1 - KEEP_ALL_SHARE) * alpha / 2  # of the losses' bound, with none seen
         floor = int(np.floor(np.log(share) / np.log1p(-tolerance))) + 1 if tolerance > 0 else np.iinfo(np.int64).max
     elif policy == TARGET:

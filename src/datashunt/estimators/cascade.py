@@ -14,11 +14,11 @@ from ..backends.prompt import label_words, words_for
 from ..core import drift
 from ..core.answers import require_answers
 from ..core.calibration import (
-    cascade_sweep,
-    choose_point,
+    choose,
     known,
     per_class_refine,
     per_class_thresholds,
+    sweep,
 )
 from ..core.confidence import MEASURES, get_measure
 from ..core.deciding import outcome, stop_stage
@@ -53,7 +53,7 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
         them: numbers, or arrays with one δ per class.
     policy : {"match_last", "max_cost", "max_last_rate", "target_accuracy"}
         See :mod:`datashunt.core.policies` (the older names are aliases) and
-        :func:`datashunt.core.calibration.choose_point`; ``tolerance``, ``max_cost`` (money per
+        :func:`datashunt.core.calibration.choose`; ``tolerance``, ``max_cost`` (money per
         item), ``max_last_rate`` and ``target_accuracy`` are its figures.
     confidence_level : float, optional
         With a value (say 0.9), the thresholds come with a guarantee: with at least this
@@ -251,13 +251,13 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
         price = np.column_stack([a.price for a in answers])
         if self.confidence_level is not None:
             self.thresholds_, met, goal = self._guaranteed(confidence, correct)
-            self.sweep_ = cascade_sweep(confidence, correct, price)
+            self.sweep_ = sweep(confidence, correct, price, n_grid=40)
         elif self.per_class and len(self.stages_) == 2:
             self.thresholds_, met = self._per_class(confidence, predicted, correct)
             self.sweep_, goal = None, self.policy
         else:
-            self.sweep_ = cascade_sweep(confidence, correct, price)
-            choice = choose_point(
+            self.sweep_ = sweep(confidence, correct, price, n_grid=40)
+            choice = choose(
                 self.sweep_,
                 self.policy,
                 tolerance=self.tolerance,
@@ -322,7 +322,7 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
         stop = stop_stage(np.column_stack([confidence, np.ones(len(y_val))]), self.thresholds_)
         self.calibration_ = {
             "policy": canonical(self.policy),
-            "goal": choice.goal.replace("large-only accuracy", "last stage's"),
+            "goal": choice.goal,
             "goal_met": choice.met,
             "n_validation": int(len(y_val)),
             "accuracy": known(row["accuracy"]),
@@ -354,7 +354,7 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
             alpha=1 - self.confidence_level,
         )
         goal = (
-            f"accuracy >= last stage's{f' - {self.tolerance:g}' if self.tolerance else ''}"
+            f"accuracy >= last stage's accuracy{f' - {self.tolerance:g}' if self.tolerance else ''}"
             if canonical(self.policy) == MATCH_LAST
             else f"accuracy >= {self.target_accuracy:.4f}"
         )

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..core import drift
 from ..core.answers import require_answers
-from ..core.calibration import cascade_sweep, choose_point
+from ..core.calibration import choose, sweep
 from ..core.deciding import outcome, stop_stage
 from ..core.inputs import require_valid
 from ..core.params import check_params
@@ -228,8 +228,8 @@ class ShuntGenerator(_BaseComposition, Engine):
         def corpus(stage):
             return metric.corpus(_standing(texts, stage), references_val)
 
-        self.sweep_ = cascade_sweep(confidence, item_quality, price, n_grid=self.n_grid, quality=corpus)
-        choice = choose_point(
+        self.sweep_ = sweep(confidence, item_quality, price, n_grid=self.n_grid, quality=corpus)
+        choice = choose(
             self.sweep_,
             self.policy,
             tolerance=self.tolerance,

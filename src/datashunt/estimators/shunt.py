@@ -13,7 +13,7 @@ from ..collab.distill import learn, two_stage_targets
 from ..collab.pruning import MODES, Pruning, class_report
 from ..core import drift
 from ..core.answers import Answers, require_answers
-from ..core.calibration import THRESHOLD_POLICIES, choose_threshold, known, threshold_sweep
+from ..core.calibration import THRESHOLD_POLICIES, choose, known, sweep
 from ..core.confidence import MEASURES, get_measure, max_proba
 from ..core.deciding import keeps
 from ..core.guarantee import choose_guaranteed
@@ -52,7 +52,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
     policy : {"match_last", "max_last_rate", "target_accuracy"}
         Goal of the calibration (:mod:`datashunt.core.policies`, the same names as every face's;
         the older ``match_large`` and ``max_large_rate`` are aliases), see
-        :func:`datashunt.core.calibration.choose_threshold`.
+        :func:`datashunt.core.calibration.choose`.
     max_large_rate, target_accuracy : float, optional
         The goal's figure for the two policies that need one: the largest share of items sent to
         the large model (``max_last_rate``), the accuracy to reach (``target_accuracy``).
@@ -123,7 +123,8 @@ class ShuntClassifier(ClassifierMixin, Engine):
     classes_ : array of class labels
     modality_ : str, the modality the items are read as
     threshold_ : float, the δ in use
-    sweep_ : DataFrame (threshold, accuracy, large_rate, cost, n_large) or None when δ was given
+    sweep_ : DataFrame of every δ tried (:func:`datashunt.core.calibration.sweep`: threshold_1,
+        accuracy, cost per item, last_rate, n_last, ...), or None when δ was given
     calibration_ : dict summarising the validation figures behind ``threshold_``
     class_report_ : DataFrame of the small model's per-class precision and recall on validation
     pruning_ : the fitted :class:`~datashunt.collab.pruning.Pruning`, or None
@@ -311,12 +312,14 @@ class ShuntClassifier(ClassifierMixin, Engine):
         require_answers([f is None for f in large.flag], large.flag, "the large model")
         small_ok = self.classes_[small.proba.argmax(axis=1)] == y_val
         large_ok = self.classes_[routed.proba().argmax(axis=1)] == y_val
-        self.sweep_ = threshold_sweep(small.confidence, small_ok, large_ok, large.price)
+        self.sweep_ = sweep(
+            small.confidence, np.column_stack([small_ok, large_ok]), np.column_stack([small.price, large.price])
+        )
         if self.confidence_level is None:
-            choice = choose_threshold(
+            choice = choose(
                 self.sweep_,
                 self.policy,
-                max_large_rate=self.max_large_rate,
+                max_last_rate=self.max_large_rate,
                 target_accuracy=self.target_accuracy,
                 match_z=self.match_z,
                 tolerance=self.tolerance,
@@ -399,7 +402,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         )
         self.threshold_ = choice.threshold
         kept = keeps(confidence, self.threshold_)
-        row = self.sweep_.loc[self.sweep_["n_large"] == int((~kept).sum())].iloc[0]
+        row = self.sweep_.loc[self.sweep_["n_last"] == int((~kept).sum())].iloc[0]
         self.calibration_ = {
             "policy": canonical(self.policy),
             "goal": choice.goal,

@@ -297,7 +297,7 @@ def write_report(folder, evaluation: Evaluation | None, shunt, info: dict | None
         evaluation.routes.to_csv(folder / "routes.csv", index=False)
     if shunt.sweep_ is not None:
         shunt.sweep_.to_csv(folder / "sweep.csv", index=False)
-    if shunt.sweep_ is not None and "threshold" in shunt.sweep_:  # one threshold: a curve to draw
+    if shunt.sweep_ is not None and "threshold_2" not in shunt.sweep_:  # one threshold: a curve to draw
         try:
             save_sweep_figure(shunt.sweep_, folder / "sweep.png", threshold=shunt.thresholds_[0])
             report["figure"] = "sweep.png"
@@ -364,12 +364,12 @@ def describe_calibration(calibration: dict) -> str:
 
     Examples
     --------
-    >>> describe_calibration({"goal": "accuracy >= large-only accuracy - 0.01 with probability >= 0.9 "
+    >>> describe_calibration({"goal": "accuracy >= last stage's accuracy - 0.01 with probability >= 0.9 "
     ...                       "(Learn then Test)", "goal_met": True, "n_validation": 1000, "accuracy": 0.91,
     ...                       "large_accuracy": 0.9, "large_rate": 0.43}).split("; ")
-    ['promise: accuracy >= large-only accuracy - 0.01 with probability >= 0.9 (Learn then Test), certified',
+    ["promise: accuracy >= last stage's accuracy - 0.01 with probability >= 0.9 (Learn then Test), certified",
      'on 1000 validation items: accuracy 0.9100 (large only 0.9000), 43.0% sent to the large model']
-    >>> describe_calibration({"goal": "accuracy >= large-only accuracy - 0.01 with probability >= 0.9 "
+    >>> describe_calibration({"goal": "accuracy >= last stage's accuracy - 0.01 with probability >= 0.9 "
     ...                       "(Learn then Test)", "goal_met": True, "n_validation": 2000, "accuracy": None,
     ...                       "large_accuracy": None, "small_accuracy": 0.88, "large_rate": 0.47,
     ...                       "certification": "stratified", "large_calls": {"asked": 400}}).split("; ")[1]

@@ -7,7 +7,8 @@ from ..exceptions import require
 
 
 def plot_sweep(sweep: pd.DataFrame, ax=None, threshold: float | None = None, label: str = "Data Shunt"):
-    """The paper's Figure 3: accuracy (solid) and large-call rate (dotted) against δ.
+    """The paper's Figure 3: accuracy (solid) and large-call rate (dotted) against δ, from a
+    two-stage :func:`~datashunt.core.calibration.sweep`.
 
     Points where the shunt is at least as accurate as the large model alone are drawn bold; the
     large model's own accuracy is a dashed line and the chosen δ a vertical line.
@@ -15,31 +16,31 @@ def plot_sweep(sweep: pd.DataFrame, ax=None, threshold: float | None = None, lab
 
     Examples
     --------
-    >>> from datashunt.core.calibration import threshold_sweep
-    >>> sweep = threshold_sweep(np.array([0.6, 0.7, 0.9]), np.array([0, 1, 1], bool), np.array([1, 1, 0], bool))
-    >>> ax = plot_sweep(sweep, threshold=0.65)
+    >>> from datashunt.core.calibration import sweep
+    >>> table = sweep(np.array([0.6, 0.7, 0.9]), np.array([[0, 1], [1, 1], [1, 0]], bool))
+    >>> ax = plot_sweep(table, threshold=0.65)
     """
     plt = require("matplotlib.pyplot", "plot")
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
-    finite = sweep[np.isfinite(sweep["threshold"])]
+    finite = sweep[np.isfinite(sweep["threshold_1"])]
     large_acc = float(sweep["accuracy"].iloc[-1])
     if np.isfinite(large_acc):
-        ax.plot(finite["threshold"], finite["accuracy"], "-", color="C0", label=f"{label} accuracy")
+        ax.plot(finite["threshold_1"], finite["accuracy"], "-", color="C0", label=f"{label} accuracy")
         above = finite[finite["accuracy"] >= large_acc]
-        ax.plot(above["threshold"], above["accuracy"], "o", color="C0", markersize=3, label="≥ large model")
+        ax.plot(above["threshold_1"], above["accuracy"], "o", color="C0", markersize=3, label="≥ large model")
         ax.axhline(large_acc, color="C3", linestyle="--", linewidth=1, label=f"large only ({large_acc:.3f})")
         ax.set_ylabel("accuracy")
     else:  # estimated from a sample of large answers: only the gain over the large model is known
         known = finite[np.isfinite(finite["gain"])]
-        ax.plot(known["threshold"], known["gain"], "-", color="C0", label=f"{label} accuracy − large model's (est.)")
+        ax.plot(known["threshold_1"], known["gain"], "-", color="C0", label=f"{label} accuracy − large model's (est.)")
         ax.axhline(0.0, color="C3", linestyle="--", linewidth=1, label="large only")
         ax.set_ylabel("accuracy minus the large model's")
     if threshold is not None and np.isfinite(threshold):
         ax.axvline(threshold, color="grey", linewidth=1, label=f"chosen δ = {threshold:.3f}")
     ax.set_xlabel("threshold δ (small-model confidence)")
     right = ax.twinx()
-    right.plot(finite["threshold"], finite["large_rate"], ":", color="C1", label="share sent to large model")
+    right.plot(finite["threshold_1"], finite["last_rate"], ":", color="C1", label="share sent to large model")
     right.set_ylabel("share sent to the large model")
     right.set_ylim(0, 1)
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
