@@ -6,7 +6,6 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import ClassifierMixin, clone
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
 
 from ..backends.base import LargeModel
@@ -24,17 +23,16 @@ from ..core.confidence import MEASURES, get_measure
 from ..core.deciding import outcome, stop_stage
 from ..core.guarantee import guaranteed_cascade
 from ..core.inputs import training_sets
-from ..core.params import check_params
 from ..core.policies import MATCH_LAST, TARGET, canonical
 from ..core.policies import NAMES as POLICY_NAMES
 from ..core.stratified import choose_stratified, estimated_path, plan_calls
 from ..exceptions import CalibrationWarning, ConfigError, DataError
 from ..modalities import NAMES
-from .engine import Engine
+from .engine import StageList
 from .stages import ClassifierStage, LabelStage
 
 
-class Cascade(ClassifierMixin, _BaseComposition, Engine):
+class Cascade(ClassifierMixin, StageList):
     """An ordered list of stages; an item stops at the first whose confidence reaches its δ.
 
     Classifier stages (any scikit-learn classifier with ``predict_proba``) are cloned and trained
@@ -101,6 +99,8 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
     ['lexicon', 'lexicon']
     """
 
+    _noun = "cascade"
+
     _parameter_constraints = {
         "stages": [list],
         "thresholds": [StrOptions({"auto"}), list],
@@ -160,13 +160,6 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
         self.random_state = random_state
         self.progress = progress
 
-    def get_params(self, deep=True):
-        return self._get_params("stages", deep=deep)
-
-    def set_params(self, **params):
-        self._set_params("stages", **params)
-        return self
-
     # -- learning ------------------------------------------------------------------------------
     def fit(self, X, y, X_val=None, y_val=None):
         """Train the classifier stages, then calibrate the thresholds on ``X_val, y_val`` (or a
@@ -203,17 +196,6 @@ class Cascade(ClassifierMixin, _BaseComposition, Engine):
             self.thresholds_ = self._given_thresholds()
             self.sweep_, self.calibration_ = None, {"policy": "fixed"}
         return self
-
-    def _check_stages(self):
-        check_params(self, "cascade")
-        if len(self.stages) < 2 or not all(isinstance(s, tuple) and len(s) == 2 for s in self.stages):
-            raise ConfigError("stages must be a list of at least two (name, model) pairs")
-        names = [name for name, _ in self.stages]
-        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
-            raise ConfigError(f"stage names must be distinct non-empty strings, got {names}")
-        self._validate_names(names)
-        for name, model in self.stages:
-            check_params(model, f"stage {name!r}")
 
     def _given_thresholds(self) -> list:
         if len(self.thresholds) != len(self.stages) - 1:

@@ -23,6 +23,7 @@ from the cache (``cached``), and a ``flag`` (why an item is invalid, or what a s
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, MetaEstimatorMixin
+from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
 
 from ..backends.generate.base import Generation
@@ -30,6 +31,7 @@ from ..core import drift
 from ..core.answers import Answers, from_columns, to_columns
 from ..core.deciding import Routed, run_stages
 from ..core.inputs import require_valid
+from ..core.params import check_params
 from ..core.routes import FALLBACK, INVALID, LEARNABLE, OPEN
 from ..exceptions import ConfigError, DataError, LargeModelError
 from ..modalities import as_inputs
@@ -228,3 +230,34 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
                 f"{table['flag'].iloc[i]}); use route() for a per-row flag"
             )
         return routed, table
+
+
+class StageList(_BaseComposition, Engine):
+    """Base of the faces given a list of ``(name, model)`` stages (:class:`~datashunt.Cascade`,
+    :class:`~datashunt.ShuntGenerator`): their parameters, reachable as ``<name>__<param>``, and
+    their checks."""
+
+    _noun = "model"  #: what the face is called in errors
+    _stage_noun = "model"  #: what a stage is called in errors
+
+    def get_params(self, deep=True):
+        return self._get_params("stages", deep=deep)
+
+    def set_params(self, **params):
+        self._set_params("stages", **params)
+        return self
+
+    def _check_stages(self) -> None:
+        """Refuse bad parameters and stage lists before any work (a :class:`~datashunt.exceptions.ConfigError`)."""
+        check_params(self, self._noun)
+        if len(self.stages) < 2 or not all(isinstance(s, tuple) and len(s) == 2 for s in self.stages):
+            raise ConfigError(f"stages must be a list of at least two (name, {self._stage_noun}) pairs")
+        names = [name for name, _ in self.stages]
+        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"stage names must be distinct non-empty strings, got {names}")
+        self._validate_names(names)
+        for name, model in self.stages:
+            self._check_stage(name, model)
+
+    def _check_stage(self, name: str, model) -> None:
+        check_params(model, f"stage {name!r}")

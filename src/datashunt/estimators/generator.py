@@ -8,7 +8,6 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import check_is_fitted
 
 from ..core import drift
@@ -16,18 +15,17 @@ from ..core.answers import require_answers
 from ..core.calibration import choose, sweep
 from ..core.deciding import outcome, stop_stage
 from ..core.inputs import require_valid
-from ..core.params import check_params
 from ..core.policies import NAMES as POLICY_NAMES
 from ..core.policies import canonical
 from ..core.sequence import SEQUENCE_MEASURES
 from ..eval.metrics import METRICS, Metric, get_metric
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
-from .engine import Engine
+from .engine import StageList
 from .stages import GeneratorStage, Surer
 
 
-class ShuntGenerator(_BaseComposition, Engine):
+class ShuntGenerator(StageList):
     """Generators from cheapest to strongest; each item's text comes from the first stage sure
     enough of what it wrote.
 
@@ -87,6 +85,8 @@ class ShuntGenerator(_BaseComposition, Engine):
     """
 
     task = "generate"
+    _noun = "shunt generator"
+    _stage_noun = "generator"
 
     _parameter_constraints = {
         "stages": [list],
@@ -141,13 +141,6 @@ class ShuntGenerator(_BaseComposition, Engine):
         self.random_state = random_state
         self.progress = progress
 
-    def get_params(self, deep=True):
-        return self._get_params("stages", deep=deep)
-
-    def set_params(self, **params):
-        self._set_params("stages", **params)
-        return self
-
     # -- learning ------------------------------------------------------------------------------
     def fit(self, X, references, X_val=None, references_val=None):
         """Fit each stage on the training pairs, then calibrate the thresholds on ``X_val,
@@ -182,20 +175,12 @@ class ShuntGenerator(_BaseComposition, Engine):
             self.sweep_, self.calibration_ = None, {"policy": "fixed"}
         return self
 
-    def _check_stages(self):
-        check_params(self, "shunt generator")
-        if len(self.stages) < 2 or not all(isinstance(s, tuple) and len(s) == 2 for s in self.stages):
-            raise ConfigError("stages must be a list of at least two (name, generator) pairs")
-        names = [name for name, _ in self.stages]
-        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
-            raise ConfigError(f"stage names must be distinct non-empty strings, got {names}")
-        self._validate_names(names)
-        for name, model in self.stages:
-            if not HasMethods(["fit", "generate", "check_modality"]).is_satisfied_by(model):
-                raise ConfigError(
-                    f"stage {name!r} is not a generator (it needs fit, generate and check_modality "
-                    f"methods), got {type(model).__name__}"
-                )
+    def _check_stage(self, name: str, model) -> None:
+        if not HasMethods(["fit", "generate", "check_modality"]).is_satisfied_by(model):
+            raise ConfigError(
+                f"stage {name!r} is not a generator (it needs fit, generate and check_modality "
+                f"methods), got {type(model).__name__}"
+            )
 
     @staticmethod
     def _pairs(X, references, what: str, modality="auto"):
