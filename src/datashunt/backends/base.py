@@ -6,8 +6,10 @@ the cost meter, the per-row error flags and the renormalisation over the label s
 """
 
 import abc
+import contextlib
 import inspect
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import PurePath
@@ -74,6 +76,37 @@ class LargeResult:
 
 
 LOGPROB_SLACK = 0.01  # a label's log-mass above this (a probability over 1.01) is impossible, not rounding
+
+#: The flag of an item whose call a meter refused (see :func:`metering`).
+NOT_ASKED = "not asked: the run's spending limit (max_cost) is reached"
+
+#: The meters watching backends in this context, as ``(backend, meter)`` pairs (see :func:`metering`).
+_METERS: ContextVar[tuple] = ContextVar("datashunt_meters", default=())
+
+
+@contextlib.contextmanager
+def metering(meter, backends):
+    """Let ``meter`` limit and pay the calls that ``backends`` make in this context (thread) while the block runs.
+
+    ``meter.allowed(model, floor, wanted)`` says how many of ``wanted`` calls to the model whose identity is ``model``
+    (each costing at least ``floor``) may go out now; the others are not made and their items are flagged
+    :data:`NOT_ASKED`. ``meter.pay(model, cost)`` is told of each answer paid for, as it arrives.
+    """
+    token = _METERS.set(_METERS.get() + tuple((backend, meter) for backend in backends))
+    try:
+        yield meter
+    finally:
+        _METERS.reset(token)
+
+
+def _put(result: "LargeResult", i: int, keep: list, entry: dict, cached: bool, cost: float = 0.0) -> None:
+    """Write a cache entry (from the cache or just computed) over the labels ``keep`` into row ``i`` of ``result``."""
+    result.proba[i] = 0.0
+    result.proba[i, keep] = entry["proba"]
+    result.prompt_tokens[i] = entry["prompt_tokens"]
+    result.call_seconds[i] = entry.get("seconds", np.nan)
+    result.cached[i] = cached
+    result.cost[i] = cost
 
 
 def _usable(hit, k: int) -> dict | None:
@@ -177,6 +210,80 @@ class Backend(BaseEstimator, abc.ABC):
             self._cache_obj, self._cache_spec = CallCache(path), cache
         return self._cache_obj
 
+    def _dispatch(self, pending: dict, ask_many, accept, on_answer, errors: list, progress: bool) -> None:
+        """Ask once per distinct prompt, share each answer among the requests that make it, and cache it.
+
+        Parameters
+        ----------
+        pending : dict
+            Cache key -> the requests (each with ``index`` and ``key``) that make that prompt; the first is sent.
+        ask_many : callable
+            ``ask_many(todo, progress)`` yields ``(request, answer | LargeModelError)``; an answer has
+            ``prompt_tokens`` and ``completion_tokens``. It is asked within the limit of the meter watching this
+            backend (:func:`metering`).
+        accept : callable
+            ``accept(request, answer)`` returns the cache entry of a usable answer, or raises LargeModelError
+            (nothing is cached then).
+        on_answer : callable
+            ``on_answer(request, entry, cached, cost)`` for each request: the copies count as cached and cost 0.
+        errors : list
+            The per-row messages, set at the ``index`` of each request whose prompt failed or was not asked.
+        progress : bool
+            Show a progress bar.
+        """
+        cache, price = self._cache(), Price.coerce(getattr(self, "price", None))
+        for request, answer in self._metered([copies[0] for copies in pending.values()], ask_many, progress):
+            copies = pending[request.key]
+            if not isinstance(answer, LargeModelError):
+                try:
+                    entry = accept(request, answer)
+                except LargeModelError as exc:
+                    answer = exc
+            if isinstance(answer, LargeModelError):
+                for copy in copies:
+                    errors[copy.index] = str(answer)
+                continue
+            cost = price.cost(answer.prompt_tokens, answer.completion_tokens)
+            for copy in copies:
+                on_answer(copy, entry, copy is not request, cost if copy is request else 0.0)
+            if cache is not None:
+                cache.put(request.key, entry)
+
+    def _metered(self, todo: list, ask_many, progress: bool):
+        """``ask_many(todo, progress)``'s ``(request, answer | LargeModelError)`` pairs, within the meter's limit.
+
+        Without a meter watching this backend it is ``ask_many`` itself. With one, the requests go out in the
+        groups it allows, each answer is paid as it arrives, and those it refuses come back as :data:`NOT_ASKED`.
+        """
+        meter = self._meter()
+        if meter is None:
+            yield from ask_many(todo, progress)
+            return
+        model, price = self.identity(), Price.coerce(getattr(self, "price", None))
+        done = 0
+        for start, done in self._groups(meter, len(todo), price.cost(0, 0)):
+            for request, answer in ask_many(todo[start:done], progress):
+                if not isinstance(answer, LargeModelError):
+                    meter.pay(model, price.cost(answer.prompt_tokens, answer.completion_tokens))
+                yield request, answer
+        for request in todo[done:]:
+            yield request, LargeModelError(NOT_ASKED)
+
+    def _meter(self):
+        """The meter watching this backend's calls in this context (:func:`metering`), or None."""
+        return next((meter for backend, meter in reversed(_METERS.get()) if backend is self), None)
+
+    def _groups(self, meter, n: int, floor: float):
+        """Yield ``(start, stop)`` of the groups of ``n`` calls (each costing at least ``floor``) that ``meter`` lets
+        go out in turn, each asked for once the one before is paid; the calls after the last group are refused."""
+        start = 0
+        while start < n:
+            stop = start + meter.allowed(self.identity(), floor, n - start)
+            if stop <= start:
+                return
+            yield start, stop
+            start = stop
+
 
 class LargeModel(Backend):
     """Base of the large-model backends: the contract every backend fulfils.
@@ -247,41 +354,19 @@ class LargeModel(Backend):
             key = call_key(identity, messages, offered)
             hit = _usable(cache.get(key), len(keep)) if cache is not None else None
             if hit is not None:
-                result.proba[i] = 0.0
-                result.proba[i, keep] = hit["proba"]
-                result.prompt_tokens[i] = hit["prompt_tokens"]
-                result.call_seconds[i] = hit.get("seconds", np.nan)
-                result.cached[i] = True
+                _put(result, i, keep, hit, cached=True)
                 continue
             if key not in pending and not isinstance(stand_in, str):  # the real content, only for calls made
                 messages = prompt.messages(kind.content(item), offered, hint, kind.noun)
             pending.setdefault(key, []).append(Call(i, key, messages, offered, keep, item, hint))
-        price = Price.coerce(getattr(self, "price", None))
-        todo = [calls[0] for calls in pending.values()]
-        for call, scored in self._score_many(todo, progress):
-            copies = pending[call.key]
-            if isinstance(scored, LargeModelError):
-                for copy in copies:
-                    result.error[copy.index] = str(scored)
-                continue
-            try:
-                proba = self._normalise(scored.label_logprob, call.labels)
-            except LargeModelError as exc:
-                for copy in copies:
-                    result.error[copy.index] = str(exc)
-                continue
-            for copy in copies:
-                result.proba[copy.index] = 0.0
-                result.proba[copy.index, call.keep] = proba
-                result.prompt_tokens[copy.index] = scored.prompt_tokens
-                result.call_seconds[copy.index] = scored.seconds
-                result.cached[copy.index] = copy is not call
-            result.cost[call.index] = price.cost(scored.prompt_tokens, scored.completion_tokens)
-            if cache is not None:
-                cache.put(
-                    call.key,
-                    {"proba": proba.tolist(), "prompt_tokens": scored.prompt_tokens, "seconds": scored.seconds},
-                )
+        self._dispatch(
+            pending,
+            self._score_many,
+            self._entry,
+            lambda call, entry, cached, cost: _put(result, call.index, call.keep, entry, cached, cost),
+            result.error,
+            progress,
+        )
         return result
 
     def price_of(self, prompt_tokens: np.ndarray) -> np.ndarray:
@@ -307,6 +392,11 @@ class LargeModel(Backend):
             yield call, scored
 
     # -- shared helpers -----------------------------------------------------------------------
+    def _entry(self, call: Call, scored: Scored) -> dict:
+        """The cache entry of a usable answer: its probabilities over the labels offered (:meth:`_normalise`)."""
+        proba = self._normalise(scored.label_logprob, call.labels)
+        return {"proba": proba.tolist(), "prompt_tokens": scored.prompt_tokens, "seconds": scored.seconds}
+
     def _prompt(self) -> Prompt:
         prompt = getattr(self, "prompt", None)
         if prompt is None:

@@ -8,7 +8,7 @@ import pandas as pd
 from ..core.params import check_params
 from ..exceptions import ConfigError, DataError
 from ..io.datasets.files import read_table
-from .base import LargeModel, LargeResult
+from .base import NOT_ASKED, LargeModel, LargeResult
 from .pricing import Price
 
 
@@ -117,7 +117,9 @@ class ReplayModel(LargeModel):
         """Recorded answers for ``inputs``, looked up by each item's key in its modality (a text
         itself; an image's content hash, :meth:`datashunt.modalities.image.Image.key`). Hints cannot
         change a recorded answer and are ignored; ``candidates`` renormalise the recorded
-        probabilities over the labels kept (a recorded answer outside them is flagged)."""
+        probabilities over the labels kept (a recorded answer outside them is flagged). Each answer is paid for at
+        ``price``'s cost of a call, within the limit of the meter watching this model
+        (:func:`~datashunt.backends.base.metering`)."""
         check_params(self)
         labels = [str(label) for label in labels]
         if len(set(labels)) != len(labels) or not labels:
@@ -157,7 +159,7 @@ class ReplayModel(LargeModel):
         proba[[e is not None for e in error]] = np.nan
         per_call = Price.coerce(self.price).cost(0, 0)
         ok = np.array([e is None for e in error])
-        return LargeResult(
+        result = LargeResult(
             proba=proba,
             cost=np.where(ok, per_call, 0.0),
             prompt_tokens=np.zeros(len(keys), int),
@@ -165,3 +167,18 @@ class ReplayModel(LargeModel):
             error=error,
             call_seconds=np.zeros(len(keys)),
         )
+        meter = self._meter()
+        if meter is not None:
+            self._metered_rows(meter, result, per_call)
+        return result
+
+    def _metered_rows(self, meter, result: LargeResult, per_call: float) -> None:
+        """Pay ``meter`` for the rows of ``result`` in the groups it allows; the rows it refuses are flagged."""
+        done = 0
+        for start, done in self._groups(meter, len(result.cost), per_call):
+            for cost in result.cost[start:done]:
+                meter.pay(self.identity(), cost)
+        result.proba[done:] = np.nan
+        result.cost[done:] = 0.0
+        result.call_seconds[done:] = np.nan
+        result.error[done:] = [NOT_ASKED] * (len(result.error) - done)

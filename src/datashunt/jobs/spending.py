@@ -9,10 +9,8 @@ before any answer, one call at a time). Far from the limit a group is every call
 concurrency is kept; near it, calls go one by one. A call that does not fit is not made: its item is
 flagged :data:`NOT_ASKED`, and the run stops before that item.
 
-Models that make their calls through :meth:`LargeModel._score_many <datashunt.backends.base.LargeModel._score_many>`
-or :meth:`Generator._generate_many <datashunt.backends.generate.base.Generator._generate_many>` are
-metered per call; a large model with its own ``predict_proba`` (a replay of recorded answers) per
-item, through that method.
+The backends consult the meter themselves, through :func:`~datashunt.backends.base.metering`: a large
+model or generator per distinct prompt it sends, a replay of recorded answers per item.
 """
 
 import contextlib
@@ -22,15 +20,13 @@ import os
 from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
-
-from ..backends.base import LargeModel, LargeResult
+from ..backends.base import NOT_ASKED, LargeModel, metering
 from ..backends.generate.base import Generator
 from ..backends.pricing import Price
-from ..exceptions import DataError, LargeModelError
+from ..exceptions import DataError
 from .paths import write_atomically
 
-NOT_ASKED = "not asked: the run's spending limit (max_cost) is reached"
+__all__ = ["NOT_ASKED", "Meter", "priced_models"]
 
 
 def priced_models(model) -> list:
@@ -103,11 +99,16 @@ class Meter:
             self.priciest[model] = max(self.priciest.get(model, Decimal(0)), cost)
 
     def allowed(self, model: str, floor: float, wanted: int) -> int:
-        """How many of ``wanted`` calls to ``model`` (at least ``floor`` each) may go out now."""
+        """How many of ``wanted`` calls to ``model`` (at least ``floor`` each) may go out now; when none may, the run
+        is :attr:`refused`."""
         if self.budget is None:
             return wanted
-        if self.refused:
-            return 0
+        n = 0 if self.refused else self._fitting(model, floor, wanted)
+        if wanted and not n:
+            self.refused = True
+        return n
+
+    def _fitting(self, model: str, floor: float, wanted: int) -> int:
         unit = max(self.priciest.get(model, Decimal(0)), Decimal(repr(float(floor))))
         room = Decimal(repr(float(self.budget))) - self._spent
         if unit <= 0:  # the price of an answer is known only once one is paid: one at a time until then
@@ -116,95 +117,12 @@ class Meter:
 
     @contextlib.contextmanager
     def watch(self, model):
-        """Meter (and, with a budget, limit) the priced models inside ``model`` while the block runs."""
-        patched = []
-        try:
-            for backend in priced_models(model):
-                name = _hook(backend)
-                wrap = self._items if name == "predict_proba" else self._calls
-                setattr(backend, name, wrap(backend, getattr(backend, name)))
-                patched.append((backend, name))
-            self.watched = len(patched)
+        """Meter (and, with a budget, limit) the priced models inside ``model`` while the block runs, for the calls
+        made in this thread (:func:`~datashunt.backends.base.metering`)."""
+        backends = priced_models(model)
+        self.watched = len(backends)
+        with metering(self, backends):
             yield self
-        finally:
-            for backend, name in patched:
-                vars(backend).pop(name, None)
-
-    def _calls(self, backend, original):
-        model, price = backend.identity(), Price.coerce(backend.price)
-        floor = price.cost(0, 0)
-
-        def guarded(todo, progress):
-            todo, start = list(todo), 0
-            while start < len(todo):
-                n = self.allowed(model, floor, len(todo) - start)
-                if n <= 0:
-                    self.refused = True
-                    for call in todo[start:]:
-                        yield call, LargeModelError(NOT_ASKED)
-                    return
-                for call, got in original(todo[start : start + n], progress):
-                    if not isinstance(got, LargeModelError):
-                        self.pay(model, price.cost(got.prompt_tokens, got.completion_tokens))
-                    yield call, got
-                start += n
-
-        return guarded
-
-    def _items(self, backend, original):
-        model, floor = backend.identity(), Price.coerce(backend.price).cost(0, 0)
-
-        def guarded(inputs, labels, hints=None, candidates=None, progress=False, modality="auto"):
-            parts, start, n = [], 0, len(inputs)
-            while start < n:
-                take = self.allowed(model, floor, n - start)
-                if take <= 0:
-                    self.refused = True
-                    parts.append(_not_asked(n - start, len(labels)))
-                    break
-                rows = slice(start, start + take)
-                got = original(
-                    inputs[rows],
-                    labels,
-                    hints=None if hints is None else list(hints)[rows],
-                    candidates=None if candidates is None else list(candidates)[rows],
-                    progress=progress,
-                    modality=modality,
-                )
-                for cost in np.asarray(got.cost, dtype=float):
-                    self.pay(model, cost)
-                parts.append(got)
-                start += take
-            return _joined(parts, len(labels))
-
-        return guarded
-
-
-def _hook(backend) -> str:
-    """The method of ``backend`` through which its calls are metered."""
-    if isinstance(backend, Generator):
-        return "_generate_many"
-    return "_score_many" if type(backend).predict_proba is LargeModel.predict_proba else "predict_proba"
-
-
-def _not_asked(n: int, k: int) -> LargeResult:
-    return LargeResult(
-        np.full((n, k), np.nan), np.zeros(n), np.zeros(n, int), np.zeros(n, bool), [NOT_ASKED] * n, np.full(n, np.nan)
-    )
-
-
-def _joined(parts: list, k: int) -> LargeResult:
-    if not parts:
-        return _not_asked(0, k)
-    seconds = [p.call_seconds if p.call_seconds is not None else np.full(len(p.cost), np.nan) for p in parts]
-    return LargeResult(
-        np.concatenate([p.proba for p in parts]).reshape(-1, k),
-        np.concatenate([p.cost for p in parts]),
-        np.concatenate([p.prompt_tokens for p in parts]),
-        np.concatenate([p.cached for p in parts]),
-        [e for p in parts for e in p.error],
-        np.concatenate(seconds),
-    )
 
 
 def _entries(path: Path) -> list:

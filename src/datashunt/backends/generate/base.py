@@ -190,7 +190,7 @@ class Generator(Backend):
                 continue
             content = stand_in if isinstance(stand_in, str) else kind.content(item)
             pending.setdefault(key, []).append(Request(i, key, self._messages(content, hint, kind.noun, shown), item))
-        self._ask(out, pending, cache, progress)
+        self._ask(out, pending, progress)
         return out
 
     def chat(self, conversations, progress: bool = False) -> Generation:
@@ -212,73 +212,59 @@ class Generator(Backend):
             key = call_key(identity, messages, self.max_new_tokens, list(self.stop or ()))
             if not self._from_cache(out, i, cache, key):
                 pending.setdefault(key, []).append(Request(i, key, messages))
-        self._ask(out, pending, cache, progress)
+        self._ask(out, pending, progress)
         return out
 
     def _from_cache(self, out: Generation, i: int, cache, key: str) -> bool:
         hit = _usable(cache.get(key)) if cache is not None else None
         if hit is None:
             return False
-        self._store(
-            out,
-            i,
-            Generated(
-                hit["text"],
-                hit.get("token_logprob"),
-                hit.get("prompt_tokens", 0),
-                hit.get("completion_tokens", 0),
-                hit.get("seconds", math.nan),
-            ),
-        )
-        out.cached[i] = True
+        self._put(out, i, hit, cached=True)
         return True
 
-    def _ask(self, out: Generation, pending: dict, cache, progress: bool) -> None:
-        """Ask one request per distinct prompt, fan each answer out to its copies, meter and cache it."""
-        price = Price.coerce(self.price)
-        for request, got in self._generate_many([calls[0] for calls in pending.values()], progress):
-            copies = pending[request.key]
-            if not isinstance(got, LargeModelError):
-                got = self._checked(got)
-            if isinstance(got, LargeModelError):
-                for copy in copies:
-                    out.flag[copy.index] = str(got)
-                continue
-            for copy in copies:
-                self._store(out, copy.index, got)
-                out.cached[copy.index] = copy is not request
-            out.cost[request.index] = price.cost(got.prompt_tokens, got.completion_tokens)
-            if cache is not None:
-                cache.put(
-                    request.key,
-                    {
-                        "text": got.text,
-                        "token_logprob": got.token_logprob,
-                        "prompt_tokens": got.prompt_tokens,
-                        "completion_tokens": got.completion_tokens,
-                        "seconds": got.seconds,
-                    },
-                )
+    def _ask(self, out: Generation, pending: dict, progress: bool) -> None:
+        """Ask one request per distinct prompt (:meth:`~datashunt.backends.base.Backend._dispatch`) into ``out``."""
+        self._dispatch(
+            pending,
+            self._generate_many,
+            self._entry,
+            lambda request, entry, cached, cost: self._put(out, request.index, entry, cached, cost),
+            out.flag,
+            progress,
+        )
 
-    def _store(self, out: Generation, i: int, got: Generated) -> None:
-        out.text[i] = got.text
-        out.token_logprob[i] = None if got.token_logprob is None else np.asarray(got.token_logprob, dtype=float)
-        out.prompt_tokens[i] = got.prompt_tokens
-        out.completion_tokens[i] = got.completion_tokens
-        out.seconds[i] = got.seconds
-        out.price[i] = Price.coerce(self.price).cost(got.prompt_tokens, got.completion_tokens)
-        if got.token_logprob is None:
+    def _put(self, out: Generation, i: int, entry: dict, cached: bool, cost: float = 0.0) -> None:
+        """Write a cache entry (from the cache or just computed) into row ``i`` of ``out``."""
+        logprob, tokens = entry.get("token_logprob"), (entry.get("prompt_tokens", 0), entry.get("completion_tokens", 0))
+        out.text[i] = entry["text"]
+        out.token_logprob[i] = None if logprob is None else np.asarray(logprob, dtype=float)
+        out.prompt_tokens[i], out.completion_tokens[i] = tokens
+        out.seconds[i] = entry.get("seconds", math.nan)
+        out.price[i] = Price.coerce(self.price).cost(*tokens)
+        out.cached[i], out.cost[i] = cached, cost
+        if logprob is None:
             out.flag[i] = "no log-probabilities: confidence unknown, routed on"
 
+    def _entry(self, request: Request, got: Generated) -> dict:
+        """The cache entry of a usable answer (:meth:`_checked`)."""
+        got = self._checked(got)
+        return {
+            "text": got.text,
+            "token_logprob": got.token_logprob,
+            "prompt_tokens": got.prompt_tokens,
+            "completion_tokens": got.completion_tokens,
+            "seconds": got.seconds,
+        }
+
     @staticmethod
-    def _checked(got: Generated):
-        """The answer, or a LargeModelError saying why it cannot be used (nothing is cached then)."""
+    def _checked(got: Generated) -> Generated:
+        """The answer, its log-probabilities clipped at 0; raises LargeModelError saying why it cannot be used."""
         if not isinstance(got.text, str) or not got.text.strip():
-            return LargeModelError("the generator returned no text")
+            raise LargeModelError("the generator returned no text")
         if got.token_logprob is not None:
             lp = np.asarray(got.token_logprob, dtype=float)
             if lp.ndim != 1 or not len(lp) or np.isnan(lp).any() or (lp > 1e-6).any():
-                return LargeModelError(
+                raise LargeModelError(
                     f"impossible token log-probabilities ({len(lp)} values, NaN or above 0); "
                     "the answer was not used or cached"
                 )
