@@ -524,7 +524,7 @@ def test_the_model_digest_reads_only_the_saved_format_in_bounded_memory(sentimen
         handle.truncate(2 << 30)
     start = time.monotonic()
     assert model_digest(folder) == before and time.monotonic() - start < 2
-    with open(folder / "large_state.npz", "ab") as handle:  # a saved file grown to 64 MB, sparse
+    with open(folder / "stage_1_state.npz", "ab") as handle:  # a saved file grown to 64 MB, sparse
         handle.truncate(64 << 20)
     tracemalloc.start()
     changed = model_digest(folder)

@@ -160,7 +160,7 @@ def test_a_saved_cascade_routes_exactly_like_the_original(tmp_path, sentiment, p
     "edit, message",
     [
         (lambda m: m.update(thresholds=[0.5, 0.5]), "thresholds must be 1 numbers or per-class lists of 2"),
-        (lambda m: m["stages"][0].update(kind="python"), "must be a classifier or a large model, got kind 'python'"),
+        (lambda m: m["stages"][0].update(kind="python"), "must be a trainable model or a backend, got kind 'python'"),
         (lambda m: m["params"].update(tolerance="0.1"), "'tolerance' parameter of Cascade"),
         (lambda m: m.update(extra=1), r"unknown key\(s\) \['extra'\]"),
     ],
@@ -173,9 +173,9 @@ def test_a_tampered_cascade_folder_is_refused(tmp_path, sentiment, edit, message
 
     cascade, answers = _saved_cascade(tmp_path, sentiment)
     folder = save(cascade, tmp_path / "model")
-    meta = json.loads((folder / "cascade.json").read_text())
+    meta = json.loads((folder / "model.json").read_text())
     edit(meta)
-    (folder / "cascade.json").write_text(json.dumps(meta))
+    (folder / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match=message):
         load(folder, large_options={"recorded": {"table": str(answers)}})
 

@@ -51,7 +51,7 @@ dir = "{tmp_path / "out"}"
 def test_fit_predict_evaluate_round_trip(project):
     fitted = runner.invoke(app, ["fit", str(project / "run.toml")])
     assert fitted.exit_code == 0, fitted.output
-    assert (project / "out" / "model" / "small.skops").is_file()
+    assert (project / "out" / "model" / "stage_0.skops").is_file()
     said = " ".join(fitted.output.split())
     assert "promise: accuracy >= last stage's accuracy" in said and "(point estimate, no guarantee)" in said
 
@@ -338,7 +338,7 @@ dir = "{project / "out"}"
     fitted = runner.invoke(app, ["fit", str(path)])
     assert fitted.exit_code == 0, fitted.output
     assert "stage recorded: recorded answers from" in " ".join(fitted.output.split())
-    assert (project / "out" / "model" / "cascade.json").is_file()
+    assert json.loads((project / "out" / "model" / "model.json").read_text())["kind"] == "Cascade"
     predicted = runner.invoke(
         app, ["predict", str(path), "-i", str(project / "new.parquet"), "-o", str(project / "labels.csv")]
     )
@@ -423,7 +423,7 @@ dir = "{tmp_path / "out"}"
 """)
     fitted = runner.invoke(app, ["fit", str(tmp_path / "gen.toml")])
     assert fitted.exit_code == 0, fitted.output
-    assert "sent to the last stage" in fitted.output and (tmp_path / "out/model/generator.json").is_file()
+    assert "sent to the last stage" in fitted.output and (tmp_path / "out/model/model.json").is_file()
     assert (tmp_path / "out/model/stage_1_state.npz").is_file()  # the large stage's examples, as arrays
     predicted = runner.invoke(
         app, ["predict", str(tmp_path / "gen.toml"), "-i", str(tmp_path / "new.csv"), "-o", str(tmp_path / "out.csv")]

@@ -236,9 +236,9 @@ def test_a_changed_or_corrupt_generator_folder_is_refused(tmp_path):
     from datashunt.exceptions import ModelFileError
     from datashunt.io.persist import load
 
-    (tmp_path / "generator.json").write_text('{"format": 99}')
+    (tmp_path / "model.json").write_text('{"format": 99}')
     with pytest.raises(ModelFileError, match="unsupported format 99"):
         load(tmp_path)
-    (tmp_path / "generator.json").write_text("{not json")
-    with pytest.raises(ModelFileError, match="generator.json is corrupt"):
+    (tmp_path / "model.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="model.json is corrupt"):
         load(tmp_path)

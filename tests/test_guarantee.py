@@ -107,9 +107,9 @@ def test_shunt_with_confidence_level_states_its_guarantee_and_saves_it(sentiment
     folder = save(shunt, tmp_path / "m")
     loaded = load(folder, large_options={"table": str(table)})
     assert loaded.confidence_level == 0.9 and loaded.threshold_ == shunt.threshold_
-    meta = json.loads((folder / "shunt.json").read_text())
+    meta = json.loads((folder / "model.json").read_text())
     del meta["params"]["confidence_level"], meta["params"]["tolerance"]  # written before guarantees existed
-    (folder / "shunt.json").write_text(json.dumps(meta))
+    (folder / "model.json").write_text(json.dumps(meta))
     assert load(folder, large_options={"table": str(table)}).confidence_level is None
 
 

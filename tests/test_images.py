@@ -199,14 +199,14 @@ def test_an_image_shunt_routes_reports_by_group_and_survives_save_and_load(data,
     assert evaluation.per_group["group"].tolist() == ["head", "medium", "tail"]
     assert evaluation.per_group["support"].tolist() == [20, 40, 20]
     folder = save(shunt, tmp_path / "model")
-    assert (folder / "large_state.npz").is_file()
+    assert (folder / "stage_1_state.npz").is_file()
     loaded = load(folder, large_options={"cache": False})
     np.testing.assert_allclose(loaded.predict_proba(X_test), shunt.predict_proba(X_test), atol=1e-6)
-    (folder / "large_state.npz").write_bytes(b"PK\x03\x04 damaged")
-    with pytest.raises(ModelFileError, match="large_state.npz is corrupt"):
+    (folder / "stage_1_state.npz").write_bytes(b"PK\x03\x04 damaged")
+    with pytest.raises(ModelFileError, match="stage_1_state.npz is corrupt"):
         load(folder)
-    (folder / "large_state.npz").unlink()
-    with pytest.raises(ModelFileError, match="large_state.npz is missing"):
+    (folder / "stage_1_state.npz").unlink()
+    with pytest.raises(ModelFileError, match="stage_1_state.npz is missing"):
         load(folder)
 
 

@@ -145,11 +145,11 @@ def test_saved_shunt_remembers_its_modality_and_older_folders_load_as_auto(tmp_p
     pd.DataFrame({"id": texts, "prediction": y}).to_csv(table, index=False)
     shunt = ShuntClassifier(make_small("tfidf"), ReplayModel(str(table)), threshold=0.5, random_state=0).fit(texts, y)
     folder = save(shunt, tmp_path / "m")
-    meta = json.loads((folder / "shunt.json").read_text())
+    meta = json.loads((folder / "model.json").read_text())
     assert meta["params"]["modality"] == "text"
     assert load(folder, large_options={"table": str(table)}).modality_ == "text"
     del meta["params"]["modality"]  # a folder written before modalities existed
-    (folder / "shunt.json").write_text(json.dumps(meta))
+    (folder / "model.json").write_text(json.dumps(meta))
     older = load(folder, large_options={"table": str(table)})
     assert older.modality_ == "auto" and older.predict(texts[:2]).tolist() == y[:2]
 

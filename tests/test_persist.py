@@ -37,19 +37,19 @@ def test_saved_files_hold_no_pickle_and_no_secret(tmp_path, sentiment, monkeypat
     folder = save(shunt, tmp_path / "model")
     for file in folder.iterdir():
         assert b"sk-very-secret" not in file.read_bytes()
-    meta = json.loads((folder / "shunt.json").read_text())
-    assert meta["large"] == {"backend": "openai", "options": meta["large"]["options"]}
-    assert meta["large"]["options"]["api_key_env"] == "MY_KEY" and "cache" not in meta["large"]["options"]
+    large = json.loads((folder / "model.json").read_text())["stages"][1]
+    assert large == {"name": "large", "kind": "backend", "backend": "openai", "options": large["options"]}
+    assert large["options"]["api_key_env"] == "MY_KEY" and "cache" not in large["options"]
     assert load(folder, trust_saved_locations=True).large_.base_url == "http://127.0.0.1:9/v1"
 
 
 def test_corrupt_or_incomplete_folders_raise(fitted, tmp_path):
     folder = save(fitted, tmp_path / "model")
-    (folder / "small.skops").write_bytes(b"garbage")
-    with pytest.raises(ModelFileError, match="small.skops is corrupt"):
+    (folder / "stage_0.skops").write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="stage_0.skops is corrupt"):
         load(folder)
-    (folder / "shunt.json").write_text("{not json")
-    with pytest.raises(ModelFileError, match="shunt.json is corrupt"):
+    (folder / "model.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="model.json is corrupt"):
         load(folder)
     with pytest.raises(ModelFileError, match="is not a saved shunt"):
         load(tmp_path / "nowhere")
@@ -101,7 +101,7 @@ def test_a_fixed_threshold_is_saved_as_the_one_that_routes_the_same(sentiment, t
     shunt = ShuntClassifier(make_small("tfidf"), ReplayModel(str(tmp_path / "answers.csv")), threshold=threshold)
     shunt.fit(texts[:400], labels[:400])
     folder = save(shunt, tmp_path / "model")
-    assert json.loads((folder / "shunt.json").read_text())["threshold"] == saved
+    assert json.loads((folder / "model.json").read_text())["thresholds"] == [saved]
     loaded = load(folder, large_options={"table": str(tmp_path / "answers.csv")})
     assert loaded.threshold_ == saved
     pd.testing.assert_frame_equal(loaded.route(texts[400:]), shunt.route(texts[400:]))
@@ -160,6 +160,6 @@ def test_a_cascades_fixed_thresholds_are_saved_as_the_ones_that_route_the_same(s
     ]
     cascade = Cascade(stages, thresholds=[[-1.0, 0.8]]).fit(texts[:400], labels[:400])
     folder = save(cascade, tmp_path / "model")
-    assert json.loads((folder / "cascade.json").read_text())["thresholds"] == [[-np.inf, 0.8]]
+    assert json.loads((folder / "model.json").read_text())["thresholds"] == [[-np.inf, 0.8]]
     loaded = load(folder, large_options={"recorded": {"table": str(tmp_path / "answers.csv")}})
     pd.testing.assert_frame_equal(loaded.route(texts[400:]), cascade.route(texts[400:]))

@@ -114,13 +114,13 @@ def _payloads(tmp_path):
     "attack",
     ["builtins.eval", "builtins.exec", "builtins.open", "os.system", "subprocess.Popen", "importlib.import_module"],
 )
-@pytest.mark.parametrize("member", ["small.skops", "learnable.skops"])
+@pytest.mark.parametrize("member", ["stage_0.skops", "learnable.skops"])
 def test_load_refuses_a_skops_file_that_would_run_code(folder, tmp_path, monkeypatch, attack, member):
     marker, victim, payloads = _payloads(tmp_path)
     victim.write_text("precious")
     monkeypatch.syspath_prepend(str(tmp_path))
     if member == "learnable.skops":  # the 2CD copy of the small model is loaded the same way
-        (folder / member).write_bytes((folder / "small.skops").read_bytes())
+        (folder / member).write_bytes((folder / "stage_0.skops").read_bytes())
     _inject(folder / member, payloads[attack])
     with pytest.raises(
         ModelFileError,
@@ -140,16 +140,16 @@ def test_trusted_types_are_exactly_what_datashunt_writes():
 
 
 def _tamper(folder, edit):
-    meta = json.loads((folder / "shunt.json").read_text())
+    meta = json.loads((folder / "model.json").read_text())
     edit(meta)
-    (folder / "shunt.json").write_text(json.dumps(meta))
+    (folder / "model.json").write_text(json.dumps(meta))
 
 
 def test_a_folder_cannot_choose_the_endpoint_or_the_key_variable(folder, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
 
     def redirect(meta):
-        meta["large"]["options"].update(base_url="http://attacker.example/v1", api_key_env="AWS_SECRET_ACCESS_KEY")
+        meta["stages"][1]["options"].update(base_url="http://attacker.example/v1", api_key_env="AWS_SECRET_ACCESS_KEY")
 
     _tamper(folder, redirect)
     with pytest.raises(
@@ -179,7 +179,7 @@ def test_a_folder_cannot_choose_the_cache_a_replay_table_or_a_gguf_path(tmp_path
     assert load(folder).large_.model == "smollm2-135m"  # a model installed by name is not a location
 
     def point_elsewhere(meta):
-        meta["large"]["options"].update(model="/home/someone/evil.gguf", cache=str(tmp_path / "planted.sqlite"))
+        meta["stages"][1]["options"].update(model="/home/someone/evil.gguf", cache=str(tmp_path / "planted.sqlite"))
 
     _tamper(folder, point_elsewhere)
     with pytest.raises(ConfigError, match="uses model='/home/someone/evil.gguf'"):
@@ -192,7 +192,7 @@ def test_cli_sends_calls_where_the_config_says_and_says_so_first(folder, tmp_pat
     monkeypatch.setenv("TEST_KEY", "sk-mine")
 
     def redirect(meta):
-        meta["large"]["options"]["base_url"] = attacker.base_url
+        meta["stages"][1]["options"]["base_url"] = attacker.base_url
 
     pd.DataFrame({"text": ["a so-so movie", "fine okay movie"]}).to_csv(tmp_path / "new.csv", index=False)
     with FakeOpenAIServer(ANSWERS) as attacker, FakeOpenAIServer(ANSWERS) as mine:
@@ -245,25 +245,31 @@ def test_cli_sends_calls_where_the_config_says_and_says_so_first(folder, tmp_pat
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda m: m.pop("threshold"), r"missing key\(s\) \['threshold'\]"),
+        (lambda m: m.pop("thresholds"), r"missing key\(s\) \['thresholds'\]"),
         (lambda m: m.update(run="rm -rf /"), r"unknown key\(s\) \['run'\]"),
         (lambda m: m["params"].pop("match_z"), r"missing key\(s\) \['params.match_z'\]"),
-        (lambda m: m["large"].update(command="x"), r"unknown key\(s\) \['large.command'\]"),
-        (lambda m: m.update(threshold="0.7"), r"threshold has the wrong type \(str\)"),
-        (lambda m: m.update(threshold=True), r"threshold must be a number within \[0, 1\] .* got True"),
+        (lambda m: m["stages"][1].update(command="x"), r"unknown key\(s\) \['stages\[1\].command'\]"),
+        (lambda m: m.update(thresholds="0.7"), r"thresholds has the wrong type \(str\)"),
+        (lambda m: m.update(thresholds=[True]), r"thresholds must be 1 numbers, each within \[0, 1\] .* got \[True\]"),
+        (
+            lambda m: m.update(kind="os.system"),
+            r"kind must be one of \['Cascade', 'ShuntClassifier', 'ShuntGenerator'\]",
+        ),
+        (lambda m: m["stages"].reverse(), r"a ShuntClassifier has the stages \[\('small', 'trainable'\)"),
+        (lambda m: m["stages"][0].update(kind="python"), r"stages\[0\] must be a trainable model or a backend"),
         (lambda m: m["params"].update(match_z="2"), r"'match_z' parameter of ShuntClassifier must be a float"),
         (lambda m: m["params"].update(label_names=["a", "b"]), r"'label_names' parameter of ShuntClassifier must be"),
         (
-            lambda m: m["classes"].reverse() or m["class_report"]["class"].reverse(),
+            lambda m: m["classes"].reverse() or m["learned"]["class_report"]["class"].reverse(),
             r"classes \['positive', 'negative'\] differ from the small model's \['negative', 'positive'\]",
         ),
         (lambda m: m.update(classes=m["classes"] + ["neutral"]), r"class_report does not describe the saved classes"),
-        (lambda m: m["large"]["options"].update(timeout="abc"), r"'timeout' parameter of OpenAIChatModel"),
+        (lambda m: m["stages"][1]["options"].update(timeout="abc"), r"'timeout' parameter of OpenAIChatModel"),
         (
-            lambda m: m["large"]["options"]["prompt"].update(template="{text.__class__.__init__}"),
+            lambda m: m["stages"][1]["options"]["prompt"].update(template="{text.__class__.__init__}"),
             r"prompt template field '\{text.__class__.__init__\}' is not allowed",
         ),
-        (lambda m: m["large"].update(backend="shell"), r"unknown large backend 'shell'"),
+        (lambda m: m["stages"][1].update(backend="shell"), r"unknown large backend 'shell'"),
     ],
 )
 def test_tampered_metadata_is_refused_with_a_clear_message(folder, edit, message):
@@ -281,7 +287,7 @@ def test_a_sweep_that_is_not_a_sweep_is_refused(folder):
 def _replace_small(folder, model):
     import skops.io
 
-    skops.io.dump(model, folder / "small.skops")
+    skops.io.dump(model, folder / "stage_0.skops")
 
 
 @pytest.mark.parametrize(
@@ -317,15 +323,15 @@ def test_a_torch_model_state_is_data_only(folder, sentiment, monkeypatch):
 
 
 def test_a_zip_bomb_and_pathological_json_are_refused_as_corrupt(folder):
-    good = (folder / "shunt.json").read_text()
-    (folder / "shunt.json").write_text("[" * 50_000 + "]" * 50_000)
-    with pytest.raises(ModelFileError, match="shunt.json is corrupt"):
+    good = (folder / "model.json").read_text()
+    (folder / "model.json").write_text("[" * 50_000 + "]" * 50_000)
+    with pytest.raises(ModelFileError, match="model.json is corrupt"):
         load(folder, large_options=MINE)
-    (folder / "shunt.json").write_text('{"format": ' + "9" * 5000 + "}")
-    with pytest.raises(ModelFileError, match="shunt.json is corrupt"):
+    (folder / "model.json").write_text('{"format": ' + "9" * 5000 + "}")
+    with pytest.raises(ModelFileError, match="model.json is corrupt"):
         load(folder, large_options=MINE)
-    (folder / "shunt.json").write_text(good)
-    with zipfile.ZipFile(folder / "small.skops", "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    (folder / "model.json").write_text(good)
+    with zipfile.ZipFile(folder / "stage_0.skops", "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("schema.json", "{}")
         zf.writestr("bomb.npy", b"\0" * (200 << 20))
     with pytest.raises(ModelFileError, match="compressed beyond any real model"):
@@ -335,10 +341,13 @@ def test_a_zip_bomb_and_pathological_json_are_refused_as_corrupt(folder):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda m: m["large"]["options"].update(price={"per_call": "x"}), "The 'price' parameter is invalid"),
-        (lambda m: m["large"]["options"].update(max_concurrency=10**6), "'max_concurrency' parameter"),
-        (lambda m: m["large"]["options"]["prompt"].update(instruction="x" * 200_000), "at most 100,000 are sent"),
-        (lambda m: m["class_report"].update(excels=["no", "no"]), "class_report holds values of the wrong type"),
+        (lambda m: m["stages"][1]["options"].update(price={"per_call": "x"}), "The 'price' parameter is invalid"),
+        (lambda m: m["stages"][1]["options"].update(max_concurrency=10**6), "'max_concurrency' parameter"),
+        (lambda m: m["stages"][1]["options"]["prompt"].update(instruction="x" * 200_000), "at most 100,000 are sent"),
+        (
+            lambda m: m["learned"]["class_report"].update(excels=["no", "no"]),
+            "class_report holds values of the wrong type",
+        ),
         (lambda m: m.update(format=True), "unsupported format True"),
         (lambda m: m["params"].update(label_names={"positive": ["x"]}), "label names must be strings"),
     ],
@@ -351,7 +360,7 @@ def test_settings_that_pass_the_type_check_are_still_bounded(folder, edit, messa
 
 def test_trusting_the_folder_fills_in_only_what_the_config_leaves_out(folder, tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_KEY", "sk-mine")
-    _tamper(folder, lambda m: m["large"]["options"].update(base_url="http://127.0.0.1:7/v1"))
+    _tamper(folder, lambda m: m["stages"][1]["options"].update(base_url="http://127.0.0.1:7/v1"))
     pd.DataFrame({"text": ["fine"]}).to_csv(tmp_path / "new.csv", index=False)
     config = tmp_path / "run.toml"
     args = [
@@ -397,7 +406,7 @@ def test_a_model_hidden_in_fitted_attributes_is_checked_like_the_rest(folder, se
     _replace_small(folder, voting)
     with pytest.raises(
         ModelFileError,
-        match=rf"small.skops: the small model's setting estimators_\[0\]__tfidf__"
+        match=rf"stage_0.skops: the small model's setting estimators_\[0\]__tfidf__"
         rf"{setting}={re.escape(repr(value))} is not allowed in a loaded model",
     ):
         load(folder, large_options=MINE, trusted=["sklearn.utils._bunch.Bunch"])
@@ -433,7 +442,7 @@ def test_a_model_nested_beyond_any_real_one_is_refused(folder, sentiment):
     _replace_small(folder, model)
     with pytest.raises(
         ModelFileError,
-        match=rf"small.skops: the small model nests objects more than {MAX_NESTING} "
+        match=rf"stage_0.skops: the small model nests objects more than {MAX_NESTING} "
         r"levels deep \(at clf__notes_\[0\]",
     ):
         load(folder, large_options=MINE)
@@ -465,7 +474,7 @@ def test_a_model_missing_one_of_its_settings_is_refused_as_incomplete(folder, se
     _replace_small(folder, model)
     with pytest.raises(
         ModelFileError,
-        match=r"small.skops: the small model is incomplete \('LogisticRegression' "
+        match=r"stage_0.skops: the small model is incomplete \('LogisticRegression' "
         r"object has no attribute 'C'\); it was not written by datashunt",
     ):
         load(folder, large_options=MINE)
@@ -491,7 +500,7 @@ def test_a_model_missing_one_of_its_settings_is_refused_as_incomplete(folder, se
 )
 def test_label_names_that_do_not_match_the_classes_are_refused(folder, names, message):
     _tamper(folder, lambda m: m["params"].update(label_names=names))
-    with pytest.raises(ModelFileError, match=rf"shunt.json: {message}"):
+    with pytest.raises(ModelFileError, match=rf"model.json: {message}"):
         load(folder, large_options=MINE)
 
 
@@ -502,10 +511,10 @@ def test_label_names_that_match_the_classes_load(folder):
 
 @pytest.mark.parametrize("threshold", [-5, 1.5, 1e308, 10**400, float("nan")])
 def test_a_threshold_no_confidence_can_reach_is_refused(folder, threshold):
-    _tamper(folder, lambda m: m.update(threshold=threshold))
+    _tamper(folder, lambda m: m.update(thresholds=[threshold]))
     with pytest.raises(
         ModelFileError,
-        match=r"shunt.json: threshold must be a number within \[0, 1\] \(the range of "
+        match=r"model.json: thresholds must be 1 numbers, each within \[0, 1\] \(the range of "
         r"the confidence\) or ±Infinity",
     ):
         load(folder, large_options=MINE)
@@ -513,7 +522,7 @@ def test_a_threshold_no_confidence_can_reach_is_refused(folder, threshold):
 
 @pytest.mark.parametrize("threshold", [float("inf"), float("-inf"), 0, 1])
 def test_a_threshold_fit_can_write_loads(folder, threshold):
-    _tamper(folder, lambda m: m.update(threshold=threshold))
+    _tamper(folder, lambda m: m.update(thresholds=[threshold]))
     assert load(folder, large_options=MINE).threshold_ == threshold
 
 
@@ -530,18 +539,18 @@ def test_a_threshold_fit_can_write_loads(folder, threshold):
 )
 def test_a_drift_reference_unlike_what_fit_writes_is_refused(folder, reference):
     _tamper(folder, lambda m: m["calibration"].update(drift_reference=reference))
-    with pytest.raises(ModelFileError, match="shunt.json: calibration.drift_reference is not a drift reference"):
+    with pytest.raises(ModelFileError, match="model.json: calibration.drift_reference is not a drift reference"):
         load(folder, large_options=MINE)
 
 
 # -- every file is bounded by size before it is read ------------------------------------------------
-@pytest.mark.parametrize("member", ["shunt.json", "sweep.csv", "small.skops"])
+@pytest.mark.parametrize("member", ["model.json", "sweep.csv", "stage_0.skops"])
 def test_a_huge_file_is_refused_unread(folder, member):
     from datashunt.io.checks import MAX_META_BYTES, MAX_MODEL_BYTES
 
     size = (MAX_MODEL_BYTES if member.endswith(".skops") else 32 * MAX_META_BYTES) + 1
     if member == "sweep.csv":
-        (folder / member).write_text("threshold,accuracy,large_rate\n0.5,0.9,0.1\n")
+        (folder / member).write_text("threshold_1,accuracy,cost,last_rate\n0.5,0.9,0.0,0.1\n")
     with open(folder / member, "r+b") as f:  # sparse: costs no disk
         f.truncate(size)
     with pytest.raises(
@@ -583,7 +592,7 @@ GENERATOR_MINE = {"large": {"model": "tiny", "base_url": "http://127.0.0.1:9/v1"
 
 @pytest.mark.parametrize(
     "member, limit",
-    [("generator.json", "MAX_META_BYTES"), ("sweep.csv", "MAX_META_BYTES"), ("stage_0_state.npz", "MAX_MODEL_BYTES")],
+    [("model.json", "MAX_META_BYTES"), ("sweep.csv", "MAX_META_BYTES"), ("stage_0_state.npz", "MAX_MODEL_BYTES")],
 )
 def test_a_huge_file_in_a_generator_folder_is_refused_unread(generator_folder, member, limit):
     from datashunt.io import checks
@@ -597,9 +606,9 @@ def test_a_huge_file_in_a_generator_folder_is_refused_unread(generator_folder, m
 
 
 def _tamper_stage(folder, stage, **options):
-    meta = json.loads((folder / "generator.json").read_text())
+    meta = json.loads((folder / "model.json").read_text())
     meta["stages"][stage]["options"].update(options)
-    (folder / "generator.json").write_text(json.dumps(meta))
+    (folder / "model.json").write_text(json.dumps(meta))
 
 
 @pytest.mark.parametrize(
@@ -620,7 +629,7 @@ def test_a_generator_folder_cannot_choose_what_a_stage_takes_of_this_machine(
     name = ["small", "large"][stage]
     with pytest.raises(
         ModelFileError,
-        match=rf"generator.json \(stage '{name}'\) asks for {setting}={value} "
+        match=rf"model.json \(stage '{name}'\) asks for {setting}={value} "
         rf"\({bound}.*\): a loaded model takes what it may spend of this machine "
         rf"within these bounds only. If you want it, pass large_options="
         rf"\{{'{name}': \{{'{setting}': {value}\}}\}}",
@@ -645,10 +654,10 @@ def test_a_generator_folder_cannot_choose_a_stages_model_file(generator_folder):
 
 @pytest.mark.parametrize("thresholds", [[-5], [float("nan")], [1e308], [0.5, 0.5], ["0.5"]])
 def test_generator_thresholds_no_confidence_can_reach_are_refused(generator_folder, thresholds):
-    meta = json.loads((generator_folder / "generator.json").read_text())
+    meta = json.loads((generator_folder / "model.json").read_text())
     meta["thresholds"] = thresholds
-    (generator_folder / "generator.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelFileError, match=r"generator.json: thresholds must be 1 numbers, each within \[0, 1\]"):
+    (generator_folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=r"model.json: thresholds must be 1 numbers, each within \[0, 1\]"):
         load(generator_folder, large_options=GENERATOR_MINE)
 
 
@@ -656,10 +665,10 @@ def test_a_shunt_folder_cannot_choose_the_context_of_its_local_model(tmp_path, s
     texts, labels = sentiment
     local = ShuntClassifier(make_small("tfidf"), LlamaCppModel("smollm2-135m"), threshold=0.7).fit(texts, labels)
     folder = save(local, tmp_path / "local")
-    _tamper(folder, lambda m: m["large"]["options"].update(n_ctx=1 << 20))
+    _tamper(folder, lambda m: m["stages"][1]["options"].update(n_ctx=1 << 20))
     with pytest.raises(
         ModelFileError,
-        match=r"shunt.json asks for n_ctx=1048576 \(at most 32,768 tokens\): .* If "
+        match=r"model.json asks for n_ctx=1048576 \(at most 32,768 tokens\): .* If "
         r"you want it, pass large_options=\{'n_ctx': 1048576\}",
     ):
         load(folder)

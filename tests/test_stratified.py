@@ -219,7 +219,7 @@ def test_a_cascade_asks_its_last_stage_only_within_the_budget(tmp_path):
     assert cascade.calibration_["certification"] == "stratified" and calls["asked"] <= 600
     assert cascade.calibration_["goal_met"] and cascade.calibration_["reach"][-1] < 0.9
     assert len(set(cascade.thresholds_)) == 1
-    assert list(cascade.sweep_.columns) == ["threshold_1", "threshold_2", "accuracy", "cost", "last_rate"]
+    assert list(cascade.sweep_.columns) == ["threshold_1", "threshold_2", "accuracy", "cost", "last_rate", "n_last"]
     paired = Cascade(stages, confidence_level=0.9, tolerance=0.01, certification="paired", random_state=0)
     paired.fit(ids, truth, X_val=ids, y_val=truth)
     assert "large_calls" not in paired.calibration_ and len(paired.sweep_) > len(cascade.sweep_)
@@ -228,10 +228,10 @@ def test_a_cascade_asks_its_last_stage_only_within_the_budget(tmp_path):
     folder = save(cascade, tmp_path / "cascade")
     tables = {name: {"table": str(tmp_path / f"{name}.csv")} for name, _ in stages}
     pd.testing.assert_frame_equal(load(folder, large_options=tables).route(ids[:200]), cascade.route(ids[:200]))
-    meta = json.loads((folder / "cascade.json").read_text())
+    meta = json.loads((folder / "model.json").read_text())
     for name in ("certification", "max_calibration_calls"):  # a folder written before stratified certification
         del meta["params"][name]
-    (folder / "cascade.json").write_text(json.dumps(meta))
+    (folder / "model.json").write_text(json.dumps(meta))
     older = load(folder, large_options=tables)
     assert older.certification == "paired" and older.max_calibration_calls is None
 

@@ -495,7 +495,7 @@ def serve(
         if not upstream_model:
             raise ConfigError("--upstream-url needs --upstream-model")
         upstream = Upstream(upstream_url, upstream_model, upstream_key_env)
-    elif hasattr(shunt, "stages_") and hasattr(shunt, "generate"):
+    elif shunt.task == "generate":
         last = shunt.stages_[-1][1]
         if isinstance(last, OpenAIChatGenerator):
             upstream = Upstream(last.base_url or DEFAULT_URL, last.model, last.api_key_env, last.timeout)
@@ -509,12 +509,12 @@ def serve(
 def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
     """A saved shunt (cascade, generator) whose large models' locations come from the config (or,
     trusted, the folder)."""
-    from .io.persist import load  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
+    from .io.persist import load, saved_kind  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     kind = "generate" if cfg["task"] == "generate" else "cascade" if "stages" in cfg else "shunt"
     folder = Path(model or Path(cfg["output"]["dir"]) / "model")
-    files = {"generate": "generator.json", "cascade": "cascade.json", "shunt": "shunt.json"}
-    found = next((k for k, f in files.items() if (folder / f).is_file()), None)
+    kinds = {"ShuntGenerator": "generate", "Cascade": "cascade", "ShuntClassifier": "shunt"}
+    found = kinds.get(saved_kind(folder))  # from model.json, or an older folder's JSON
     if found != kind:
         raise ConfigError(
             f"the config describes a {kind} model but {folder} holds a {found or 'nothing'} "

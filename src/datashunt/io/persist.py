@@ -1,15 +1,23 @@
-"""Saving and loading a fitted shunt: a folder of data that is never run as code.
+"""Saving and loading a fitted model: a folder of data that is never run as code.
 
-A saved shunt is a folder: ``shunt.json`` (threshold, classes, calibration, the large backend's
-name and settings: never an API key, never the call cache), ``sweep.csv`` and ``small.skops``
-(the small model in skops' format, which builds only the types it is told to trust). What
-:func:`load` trusts, and where a loaded model's calls may go, is stated there.
+A saved :class:`~datashunt.ShuntClassifier`, :class:`~datashunt.Cascade` or
+:class:`~datashunt.ShuntGenerator` is a folder in one format: ``model.json`` (its kind, settings,
+classes, stages, thresholds and calibration; for a backend stage its registry name and settings,
+never an API key, never the call cache), one file per stage named by its position
+(``stage_{i}.skops``, a trainable model in skops' format, which builds only the types it is told
+to trust; ``stage_{i}_state.npz``, what a backend learnt, as plain arrays), ``learnable.skops``
+(a 2CD copy of the first stage) and ``sweep.csv``. Folders written before (``shunt.json``,
+``cascade.json`` or ``generator.json``) still load, under the same checks. What :func:`load`
+trusts, and where a loaded model's calls may go, is stated there.
 """
 
 import io
 import json
+import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -19,10 +27,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from .. import __version__
 from ..backends import backend_class, backend_name, make_large
-from ..backends.base import Backend, LargeModel
+from ..backends.base import Backend
 from ..backends.generate import generator_class, generator_name, make_generator
 from ..backends.prompt import Prompt, label_words
 from ..core.params import check_params
+from ..core.routes import LARGE, SMALL
 from ..estimators.cascade import Cascade
 from ..estimators.generator import ShuntGenerator
 from ..estimators.shunt import ShuntClassifier
@@ -37,23 +46,44 @@ from .checks import (
     read_bounded,
     saved_threshold,
     short,
-    threshold_ok,
 )
 
-FORMAT = 1
+FORMAT = 2
 META_TYPES = {
     "format": int,
     "datashunt_version": str,
+    "kind": str,
     "params": dict,
-    "classes": list,
-    "threshold": (int, float),
+    "classes": (list, type(None)),
+    "stages": list,
+    "thresholds": list,
     "calibration": dict,
-    "class_report": dict,
-    "distillation": (dict, type(None)),
-    "large": dict,
+    "learned": dict,
+}
+#: The keys of a stage in ``model.json``: a trainable model (kept in skops) or a backend by registry name.
+STAGE_TYPES = {
+    "trainable": {"name": str, "kind": str},
+    "backend": {"name": str, "kind": str, "backend": str, "options": dict},
 }
 REPORT_COLUMNS = ("class", "precision", "recall", "support", "excels")
-SWEEP_COLUMNS = ("threshold", "accuracy", "large_rate")
+#: A shunt's sweep before every face shared one: its columns by their names now.
+OLDER_SWEEP = {"threshold": "threshold_1", "large_rate": "last_rate", "n_large": "n_last"}
+#: Format 1: each kind's own JSON file, and the keys it held besides format, datashunt_version,
+#: params and calibration (stage files as today, but a shunt's were small.skops and large_state.npz).
+OLDER = {
+    "shunt.json": (
+        "ShuntClassifier",
+        {
+            "classes": list,
+            "threshold": (int, float),
+            "class_report": dict,
+            "distillation": (dict, type(None)),
+            "large": dict,
+        },
+    ),
+    "cascade.json": ("Cascade", {"classes": list, "stages": list, "thresholds": list}),
+    "generator.json": ("ShuntGenerator", {"stages": list, "thresholds": list}),
+}
 #: The exact types in datashunt's own small models that skops does not already trust (it trusts
 #: scikit-learn, NumPy and SciPy types and plain containers). Reviewed: the torch models accept only
 #: their parameters (checked against their constraints) and known fitted arrays; the MiniLM
@@ -71,82 +101,147 @@ TRUSTED_TYPES = frozenset(
 )
 
 
-def save(shunt, folder) -> Path:
-    """Write a fitted shunt (or :class:`~datashunt.Cascade`) to ``folder`` (created if needed)."""
-    if isinstance(shunt, Cascade):
-        return _save_cascade(shunt, Path(folder))
-    if isinstance(shunt, ShuntGenerator):
-        return _save_generator(shunt, Path(folder))
-    check_is_fitted(shunt, "threshold_")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    params = {k: v for k, v in shunt.get_params(deep=False).items() if k not in ("small", "large")}
-    params["modality"] = shunt.modality_  # what "auto" found, so a loaded model reads items the same way
-    if callable(params["confidence"]):
-        raise ConfigError("a shunt with a custom confidence function cannot be saved; use a named measure")
-    check_label_names(params["label_names"], shunt.classes_.tolist(), _refuse_save)
+def _build_shunt(cls, stages, params, thresholds, learned):
+    (_, small), (_, large) = stages
+    shunt = cls(small, large, **params)
+    check_params(shunt, "shunt")
+    shunt.small_, shunt.large_ = small, large
+    shunt.threshold_ = float(thresholds[0])
+    shunt.class_report_ = pd.DataFrame(learned["class_report"])
+    shunt._fit_pruning_from_report()
+    return shunt
+
+
+def _build_staged(cls, stages, params, thresholds, learned):
+    model = cls(stages, **params)
+    model._check_stages()
+    model.stages_ = stages
+    model.thresholds_ = [np.asarray(t, dtype=float) if isinstance(t, list) else float(t) for t in thresholds]
+    return model
+
+
+class Kind(NamedTuple):
+    """What :func:`save` writes and :func:`load` rebuilds for one kind of model."""
+
+    cls: type
+    build: Callable  #: (cls, stages, params, thresholds, learned) -> the model, its stages and thresholds set
+    learned: dict  #: its further fitted state (``learned`` in model.json): keys and their types
+    #: the (name, kind) of each stage when fixed: a shunt's, whose small model knows exactly the classes in
+    #: order, and whose large_options are its one backend's (not keyed by stage name)
+    layout: tuple | None = None
+    per_class: bool = False  #: whether a threshold may be a list of one per class
+
+
+KINDS = {
+    "ShuntClassifier": Kind(
+        ShuntClassifier,
+        _build_shunt,
+        {"class_report": dict, "distillation": (dict, type(None))},
+        layout=((SMALL, "trainable"), (LARGE, "backend")),
+    ),
+    "Cascade": Kind(Cascade, _build_staged, {}, per_class=True),
+    "ShuntGenerator": Kind(ShuntGenerator, _build_staged, {"distillation": (dict, type(None))}),
+}
+#: What an earlier save may have left in a folder: removed before saving, so one format remains.
+STALE = re.compile(r"(model|shunt|cascade|generator)\.json|small\.skops|large_state\.npz|learnable\.skops|sweep\.csv")
+STAGE_FILE = re.compile(r"stage_\d+(\.skops|_state\.npz)")
+
+
+def save(model, folder) -> Path:
+    """Write a fitted :class:`~datashunt.ShuntClassifier`, :class:`~datashunt.Cascade` or
+    :class:`~datashunt.ShuntGenerator` to ``folder`` (created if needed), replacing an earlier save."""
+    name = type(model).__name__
+    kind = KINDS.get(name)
+    if kind is None or kind.cls is not type(model):
+        raise ConfigError(f"cannot save a {name}: save takes a ShuntClassifier, a Cascade or a ShuntGenerator")
+    check_is_fitted(model, "calibration_")
+    generating = model.task == "generate"
+    params = {k: v for k, v in model.get_params(deep=False).items() if k not in ("small", "large", "stages")}
+    params["modality"] = model.modality_  # what "auto" found, so a loaded model reads items the same way
+    if callable(params["confidence"]) or not isinstance(params.get("metric", ""), str):
+        raise ConfigError(f"a {name} with a custom confidence function or metric cannot be saved; use named ones")
+    classes = None if generating else model.classes_.tolist()
+    if classes is not None:
+        check_label_names(params["label_names"], classes, _refuse_save)
+    stages, files = [], {"learnable.skops": getattr(model, "learnable_", None)}
+    for i, (stage, part) in enumerate(model.stages_):
+        if isinstance(part, Backend):
+            registry = generator_name(part) if generating else backend_name(part)
+            stages.append({"name": stage, "kind": "backend", "backend": registry, "options": _large_options(part)})
+            files[f"stage_{i}_state.npz"] = part.fitted_state()
+        else:
+            stages.append({"name": stage, "kind": "trainable"})
+            files[f"stage_{i}.skops"] = part.estimator if isinstance(part, FrozenEstimator) else part
     meta = {
         "format": FORMAT,
         "datashunt_version": __version__,
+        "kind": name,
         "params": params,
-        "classes": shunt.classes_.tolist(),
-        "threshold": saved_threshold(shunt.threshold_),
-        "calibration": shunt.calibration_,
-        "class_report": shunt.class_report_.to_dict("list"),
-        "distillation": getattr(shunt, "distillation_", None),
-        "large": {"backend": backend_name(shunt.large_), "options": _large_options(shunt.large_)},
+        "classes": classes,
+        "stages": stages,
+        "thresholds": [np.vectorize(saved_threshold, otypes=[float])(t).tolist() for t in model.thresholds_],
+        "calibration": model.calibration_,
+        "learned": {key: getattr(model, f"{key}_", None) for key in kind.learned},
     }
     try:
         text = json.dumps(meta, indent=2, default=_plain)
     except TypeError as exc:
-        raise ConfigError(f"cannot save this shunt's settings as JSON: {exc}") from None
-    sio.dump(shunt.small_, folder / "small.skops")
-    learnable = getattr(shunt, "learnable_", None)
-    if learnable is not None:
-        sio.dump(learnable, folder / "learnable.skops")
-    elif (folder / "learnable.skops").exists():
-        (folder / "learnable.skops").unlink()
-    (folder / "shunt.json").write_text(text)
-    _save_state(shunt.large_, folder / "large_state.npz")
-    if shunt.sweep_ is not None:
-        shunt.sweep_.to_csv(folder / "sweep.csv", index=False)
+        raise ConfigError(f"cannot save this {name}'s settings as JSON: {exc}") from None
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        if STALE.fullmatch(old.name) or STAGE_FILE.fullmatch(old.name):
+            old.unlink()
+    for file, content in files.items():
+        if content is not None and file.endswith(".skops"):
+            sio.dump(content, folder / file)
+        elif content is not None:
+            np.savez(folder / file, **content)
+    (folder / "model.json").write_text(text)
+    if model.sweep_ is not None:
+        model.sweep_.to_csv(folder / "sweep.csv", index=False)
     return folder
 
 
 def load(
     folder, *, large_options: dict | None = None, trust_saved_locations: bool = False, trusted: list[str] | None = None
 ):
-    """Load a shunt (or a :class:`~datashunt.Cascade`, a :class:`~datashunt.ShuntGenerator`) saved by :func:`save`.
+    """Load a shunt, a :class:`~datashunt.Cascade` or a :class:`~datashunt.ShuntGenerator` saved by :func:`save`.
 
-    A folder is data: nothing in it runs, and nothing in it decides where texts or keys go. For a
-    cascade or a generator, ``large_options`` maps each backend stage's name to its options.
+    A folder is data: nothing in it runs, and nothing in it decides where texts or keys go. A
+    folder written by an earlier version (``shunt.json``, ``cascade.json`` or ``generator.json``)
+    is read into the same structure and held to the same rules.
 
-    - ``small.skops`` and ``learnable.skops`` may hold only the exact types listed in
-      :data:`TRUSTED_TYPES` (what datashunt's own small models are made of); any other type is
-      refused unless you name it in ``trusted`` after checking it.
-    - ``shunt.json`` is checked key by key: a missing or unknown key, a value of the wrong type, a
-      class list that differs from the small model's, label names that do not match the classes,
-      a threshold no confidence can reach or a drift reference unlike what ``fit`` writes is refused.
+    - The skops files (``stage_{i}.skops``, ``learnable.skops``) may hold only the exact types
+      listed in :data:`TRUSTED_TYPES` (what datashunt's own small models are made of); any other
+      type is refused unless you name it in ``trusted`` after checking it.
+    - ``model.json`` is checked key by key: a missing or unknown key, a value of the wrong type, a
+      class list that differs from a classifier's (in a shunt, from the small model's, in the same
+      order), label names that do not match the classes, a threshold no confidence can reach or a
+      drift reference unlike what ``fit`` writes is refused. Stage files are found by position,
+      never by a name from the file.
     - Every estimator reachable from a small model, through its parameters and its fitted
       attributes, is checked: no function, no file or cache folder, the default token pattern.
     - Every file is bounded by size before it is read (:data:`~datashunt.io.checks.MAX_META_BYTES`
       for JSON and CSV, :data:`~datashunt.io.checks.MAX_MODEL_BYTES` for skops and npz).
-    - Where the large model's calls go (an endpoint ``base_url``, the environment variable holding
-      the key ``api_key_env``, a replay ``table``, a GGUF file path) comes from ``large_options``;
-      a saved location other than the backend's default is refused unless you pass
+    - Where a backend's calls go (an endpoint ``base_url``, the environment variable holding the
+      key ``api_key_env``, a replay ``table``, a GGUF file path) comes from ``large_options``; a
+      saved location other than the backend's default is refused unless you pass
       ``trust_saved_locations=True``. The call cache is never taken from the folder.
-    - What the large model may take of this machine (a context ``n_ctx``, ``n_threads``, a
-      ``device``, ``batch_size``, ``max_concurrency``) comes from the folder only within
+    - What a backend may take of this machine (a context ``n_ctx``, ``n_threads``, a ``device``,
+      ``batch_size``, ``max_concurrency``) comes from the folder only within
       :data:`~datashunt.io.checks.RESOURCE_LIMITS`; beyond them, or another device, only from
       ``large_options``.
 
     Parameters
     ----------
     folder : path
-        The saved shunt.
+        The saved model.
     large_options : dict, optional
-        Settings of the large backend that replace the saved ones: its locations, ``cache``,
-        time-outs, concurrency. A ``backend`` key, if given, must name the saved backend.
+        Settings of the backends that replace the saved ones: their locations, ``cache``,
+        time-outs, concurrency. For a shunt, the large backend's settings; for a cascade or a
+        generator, each backend stage's settings under its name. A ``backend`` key, if given,
+        must name the saved backend.
     trust_saved_locations : bool
         Use the locations written in the folder; only for folders whose author you trust.
     trusted : list of str, optional
@@ -161,77 +256,147 @@ def load(
         The folder names a location and you gave none (see above).
     """
     folder = Path(folder)
-    if (folder / "cascade.json").is_file():
-        return _load_cascade(folder, large_options, trust_saved_locations, trusted)
-    if (folder / "generator.json").is_file():
-        return _load_generator(folder, large_options, trust_saved_locations, trusted)
-    meta_path, small_path = folder / "shunt.json", folder / "small.skops"
-    if not meta_path.is_file() or not small_path.is_file():
-        raise ModelFileError(f"{folder} is not a saved shunt (needs shunt.json and small.skops)")
-    meta = _read_json(meta_path)
-    _check_meta(meta, meta_path)
-    small = _load_skops(small_path, trusted)
-    learnable_path = folder / "learnable.skops"
-    learnable = _load_skops(learnable_path, trusted) if learnable_path.is_file() else None
-    for name, model in (("small", small), ("learnable", learnable)):
-        found = getattr(model, "classes_", None)
-        if model is not None and (found is None or np.asarray(found).tolist() != meta["classes"]):
-            raise ModelFileError(
-                f"{meta_path}: classes {meta['classes']} differ from the {name} model's "
-                f"{None if found is None else np.asarray(found).tolist()}; the folder is inconsistent "
-                "(a different order would swap labels)"
-            )
-    large = _large(meta["large"], large_options, trust_saved_locations, meta_path)
-    _load_state(large, folder / "large_state.npz")
-    shunt = ShuntClassifier(small, large, **meta["params"])
+    meta, path, files = _read_meta(folder)
+    if meta is None:
+        raise ModelFileError(f"{folder} is not a saved shunt, cascade or generator (needs model.json)")
+    fail, kind = _refuser(path), KINDS[meta["kind"]]
+    _check_meta(meta, kind, fail)
+    classes, generating, fixed = meta["classes"], kind.cls.task == "generate", kind.layout is not None
+
+    def file(name):
+        return folder / files.get(name, name)
+
+    def trainable(name, what, exact):
+        model = _load_skops(file(name), trusted, generating)
+        if classes is not None:
+            _check_classes(model, classes, what, exact, fail)
+        return model
+
+    given = {LARGE: large_options} if fixed else dict(large_options or {})  # a shunt's are its one backend's
+    stages = []
+    for i, stage in enumerate(meta["stages"]):
+        name = stage["name"]
+        if stage["kind"] == "trainable":
+            model = trainable(f"stage_{i}.skops", f"{name} model" if fixed else f"stage {name!r}", fixed)
+        else:
+            scope = None if fixed else name
+            model = _large(stage, given.pop(name, None), trust_saved_locations, path, generating, scope)
+            _load_state(model, file(f"stage_{i}_state.npz"))
+        stages.append((name, model))
+    if given:
+        raise ConfigError(f"large_options names stages {sorted(given)} that this {meta['kind']} has no backend for")
+    copy = "distillation" in kind.learned and file("learnable.skops").is_file()
+    learnable = trainable("learnable.skops", "learnable model", True) if copy else None
     try:
-        check_params(shunt, "shunt")
-        check_label_names(shunt.label_names, meta["classes"], _refuser(meta_path))
-        shunt.small_, shunt.large_ = small, large
-        shunt.classes_ = np.asarray(meta["classes"])
-        shunt.labels_ = shunt._labels()
-        shunt.modality_ = shunt.modality
+        model = kind.build(kind.cls, stages, meta["params"], meta["thresholds"], meta["learned"])
+        if classes is not None:
+            check_label_names(model.label_names, classes, fail)
+            model.classes_, model.labels_ = np.asarray(classes), label_words(classes, model.label_names)
+        model.modality_ = model.modality
     except ConfigError as exc:
-        raise ModelFileError(f"{meta_path}: {exc}") from None
+        raise ModelFileError(f"{path}: {exc}") from None
     if learnable is not None:
-        shunt.learnable_, shunt.distillation_ = learnable, meta["distillation"]
-    shunt.threshold_ = float(meta["threshold"])
-    shunt.calibration_ = meta["calibration"]
-    shunt.class_report_ = pd.DataFrame(meta["class_report"])
-    shunt._fit_pruning_from_report()
-    shunt.sweep_ = _read_sweep(folder / "sweep.csv", SWEEP_COLUMNS)
-    if hasattr(small, "n_features_in_"):
-        shunt.n_features_in_ = small.n_features_in_
-    return shunt
+        model.learnable_, model.distillation_ = learnable, meta["learned"]["distillation"]
+    model.calibration_ = meta["calibration"]
+    columns = [f"threshold_{s + 1}" for s in range(len(stages) - 1)] + ["accuracy", "cost", "last_rate"]
+    model.sweep_ = _read_sweep(file("sweep.csv"), columns)
+    if classes is not None and hasattr(stages[0][1], "n_features_in_"):
+        model.n_features_in_ = stages[0][1].n_features_in_
+    return model
 
 
-def _check_meta(meta, path) -> None:
-    """Refuse a shunt.json whose keys or value types are not exactly what :func:`save` writes."""
+def saved_kind(folder) -> str | None:
+    """The class name of the model saved in ``folder`` (``"Cascade"``), or None when it holds none."""
+    meta, _, _ = _read_meta(Path(folder))
+    return None if meta is None else meta["kind"]
+
+
+def _read_meta(folder: Path):
+    """The folder's ``model.json``, or its older JSON as format 2; the path it was read from; and
+    where an older folder's stage files are (by the name format 2 gives them). None when the folder
+    holds neither."""
+    path = folder / "model.json"
+    if path.is_file():
+        meta, files = _read_json(path), {}
+        _check_format(meta, path, FORMAT)
+    else:
+        path = next((folder / name for name in OLDER if (folder / name).is_file()), None)
+        if path is None:
+            return None, None, {}
+        meta, files = _from_format_1(_read_json(path), path)
+    if not isinstance(meta.get("kind"), str) or meta["kind"] not in KINDS:
+        _refuser(path)(f"kind must be one of {sorted(KINDS)}, got {short(meta.get('kind'))}")
+    return meta, path, files
+
+
+def _from_format_1(meta, path: Path):
+    """A JSON file written before format 2 as format 2, and the files its stages were saved in."""
     fail = _refuser(path)
+    _check_format(meta, path, 1)
+    kind, keys = OLDER[path.name]
+    _check_keys(meta, {"format": int, "datashunt_version": str, "params": dict, "calibration": dict, **keys}, "", fail)
+    new = {k: meta[k] for k in ("datashunt_version", "params", "calibration")} | {
+        "format": FORMAT,
+        "kind": kind,
+        "classes": meta.get("classes"),
+        "stages": meta.get("stages"),
+        "thresholds": meta.get("thresholds"),
+        "learned": dict.fromkeys(KINDS[kind].learned),
+    }
+    if path.name == "shunt.json":
+        _check_keys(meta["large"], {"backend": str, "options": dict}, "large.", fail)
+        new["stages"] = [{"name": SMALL, "kind": "trainable"}, {**meta["large"], "name": LARGE, "kind": "backend"}]
+        new["thresholds"] = [meta["threshold"]]
+        new["learned"] = {"class_report": meta["class_report"], "distillation": meta["distillation"]}
+        return new, {"stage_0.skops": "small.skops", "stage_1_state.npz": "large_state.npz"}
+    for i, stage in enumerate(new["stages"] if path.name == "cascade.json" else []):
+        old = stage.get("kind") if isinstance(stage, dict) else None
+        if old not in ("classifier", "large"):
+            fail(f"stages[{i}] must be a classifier or a large model, got kind {short(old)}")
+        stage["kind"] = "trainable" if old == "classifier" else "backend"
+    return new, {}
+
+
+def _check_format(meta, path, expected: int) -> None:
     if not isinstance(meta, dict):
-        fail(f"expected a JSON object, got {type(meta).__name__}")
-    if type(meta.get("format")) is not int or meta["format"] != FORMAT:
-        raise ModelFileError(f"{path}: unsupported format {meta.get('format')!r} (this version reads {FORMAT})")
-    _check_keys(meta, META_TYPES, "", fail)
-    if not threshold_ok(meta["threshold"]):
-        fail(
-            f"threshold must be a number within [0, 1] (the range of the confidence) or ±Infinity, got "
-            f"{short(meta['threshold'])}"
+        _refuser(path)(f"expected a JSON object, got {type(meta).__name__}")
+    if type(meta.get("format")) is not int or meta["format"] != expected:
+        raise ModelFileError(
+            f"{path}: unsupported format {short(meta.get('format'))} (this version reads {FORMAT}, "
+            "and 1 in the older files shunt.json, cascade.json and generator.json)"
         )
-    check_calibration(meta["calibration"], None, fail)
-    _older_params(meta["params"], ShuntClassifier._get_param_names())
-    _check_keys(
-        meta["params"],
-        dict.fromkeys(set(ShuntClassifier._get_param_names()) - {"small", "large"}, object),
-        "params.",
-        fail,
-    )
-    _check_keys(meta["large"], {"backend": str, "options": dict}, "large.", fail)
-    classes = meta["classes"]
-    if not classes or not all(isinstance(c, (str, int, float)) for c in classes) or len(set(classes)) != len(classes):
-        fail(f"classes must be distinct strings or numbers, got {classes!r}")
-    report = meta["class_report"]
-    _check_keys(report, dict.fromkeys(REPORT_COLUMNS, list), "class_report.", fail)
+
+
+def _check_meta(meta, kind: Kind, fail) -> None:
+    """Refuse a ``model.json`` whose keys or values are not exactly what :func:`save` writes for ``kind``."""
+    _check_keys(meta, META_TYPES, "", fail)
+    names = kind.cls._get_param_names()
+    _older_params(meta["params"], names)
+    _check_keys(meta["params"], dict.fromkeys(set(names) - {"small", "large", "stages"}, object), "params.", fail)
+    classes, stages = meta["classes"], meta["stages"]
+    if kind.cls.task == "generate":
+        if classes is not None:
+            fail(f"classes must be null for a generator, got {short(classes)}")
+    elif not classes or not all(isinstance(c, (str, int, float)) for c in classes) or len(set(classes)) != len(classes):
+        fail(f"classes must be distinct strings or numbers, got {short(classes)}")
+    for i, stage in enumerate(stages):
+        found = stage.get("kind") if isinstance(stage, dict) else None
+        if not isinstance(found, str) or found not in STAGE_TYPES:
+            fail(f"stages[{i}] must be a trainable model or a backend, got kind {short(found)}")
+        _check_keys(stage, STAGE_TYPES[found], f"stages[{i}].", fail)
+    if kind.layout and tuple((s["name"], s["kind"]) for s in stages) != kind.layout:
+        fail(f"a {meta['kind']} has the stages {list(kind.layout)} (name, kind), got {short(stages)}")
+    n_classes = len(classes) if kind.per_class else None
+    check_thresholds(meta["thresholds"], len(stages) - 1, n_classes, fail)
+    check_calibration(meta["calibration"], n_classes, fail)
+    _check_keys(meta["learned"], kind.learned, "learned.", fail)
+    if "class_report" in kind.learned:
+        _check_report(meta["learned"]["class_report"], classes, fail)
+
+
+def _check_report(report, classes, fail) -> None:
+    """Refuse a shunt's class report that does not describe ``classes`` with what ``fit`` writes."""
+    _check_keys(report, dict.fromkeys(REPORT_COLUMNS, list), "learned.class_report.", fail)
     if any(len(column) != len(classes) for column in report.values()) or report["class"] != classes:
         fail("class_report does not describe the saved classes")
     numbers = report["precision"] + report["recall"]
@@ -244,6 +409,20 @@ def _check_meta(meta, path) -> None:
             "class_report holds values of the wrong type (precision and recall in [0, 1], support counts, "
             "excels true or false)"
         )
+
+
+def _check_classes(model, classes: list, what: str, exact: bool, fail) -> None:
+    """Refuse a classifier that knows a class the model does not, or (``exact``: a shunt's small
+    model and a 2CD copy) other classes or another order than the saved ones."""
+    found = np.asarray(model.classes_).tolist()
+    if exact and found != classes:
+        fail(
+            f"classes {classes} differ from the {what}'s {found}; the folder is inconsistent "
+            "(a different order would swap labels)"
+        )
+    extra = sorted(set(found) - set(classes), key=str)
+    if extra:
+        fail(f"{what} knows classes {extra} the model does not")
 
 
 def _older_params(params, names) -> None:
@@ -294,9 +473,10 @@ def _read_json(path: Path):
         raise ModelFileError(f"{path} is corrupt: {exc}") from None
 
 
-def _large(saved: dict, given: dict | None, trust: bool, path, generating: bool = False):
-    """The large backend (a generator with ``generating``): settings from the folder, locations only
-    from the caller (or a trusted folder)."""
+def _large(saved: dict, given: dict | None, trust: bool, path, generating: bool, stage: str | None):
+    """The backend of a saved stage (a generator with ``generating``): settings from the folder,
+    locations only from the caller (or a trusted folder). ``stage`` names it in messages (None: a
+    shunt's one large model)."""
     class_of, make = (generator_class, make_generator) if generating else (backend_class, make_large)
     cls = class_of(saved["backend"])
     options = {k: v for k, v in saved["options"].items() if k != "cache"}  # a cache belongs to a machine
@@ -332,22 +512,14 @@ def _large(saved: dict, given: dict | None, trust: bool, path, generating: bool 
         check_params(large, "large model")
     except ConfigError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
-    check_resources(large, saved_options, given, path, saved.get("name"))
+    check_resources(large, saved_options, given, path, stage)
     return large
 
 
-def _save_state(large, path: Path) -> None:
-    """What a large backend learnt in ``fit`` (a few-shot head), as plain arrays in ``path``."""
-    state = large.fitted_state()
-    if state is None:
-        path.unlink(missing_ok=True)
-    else:
-        np.savez(path, **state)
-
-
 def _load_state(large, path: Path) -> None:
-    """Give a large backend its saved state: arrays only (no pickles), checked by the backend."""
-    if type(large).fitted_state is Backend.fitted_state:
+    """Give a backend its saved state (what it learnt in ``fit``: a few-shot head, retrieved
+    examples): arrays only (no pickles), checked by the backend."""
+    if type(large).fitted_state is Backend.fitted_state or getattr(large, "shots", None) == 0:
         return
     if not path.is_file():
         raise ModelFileError(f"{path} is missing: the {type(large).__name__} was fitted and saved its state there")
@@ -366,7 +538,7 @@ def _read_sweep(path, columns):
         return None
     data = read_bounded(path)
     try:
-        sweep = pd.read_csv(io.BytesIO(data))
+        sweep = pd.read_csv(io.BytesIO(data)).rename(columns=OLDER_SWEEP)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise ModelFileError(f"{path} is corrupt: {exc}") from None
     missing = sorted(set(columns) - set(sweep.columns))
@@ -375,114 +547,10 @@ def _read_sweep(path, columns):
     return sweep
 
 
-def _save_cascade(cascade, folder: Path) -> Path:
-    """A fitted Cascade as ``cascade.json``, one skops file per classifier stage and ``sweep.csv``."""
-    check_is_fitted(cascade, "thresholds_")
-    params = {k: v for k, v in cascade.get_params(deep=False).items() if k != "stages"}
-    params["modality"] = cascade.modality_
-    if callable(params["confidence"]):
-        raise ConfigError("a cascade with a custom confidence function cannot be saved; use a named measure")
-    folder.mkdir(parents=True, exist_ok=True)
-    stages = []
-    for i, (name, model) in enumerate(cascade.stages_):
-        if isinstance(model, LargeModel):
-            stages.append(
-                {"name": name, "kind": "large", "backend": backend_name(model), "options": _large_options(model)}
-            )
-            _save_state(model, folder / f"stage_{i}_state.npz")
-        else:
-            sio.dump(model.estimator if isinstance(model, FrozenEstimator) else model, folder / f"stage_{i}.skops")
-            stages.append({"name": name, "kind": "classifier"})
-    check_label_names(params["label_names"], cascade.classes_.tolist(), _refuse_save)
-    meta = {
-        "format": FORMAT,
-        "datashunt_version": __version__,
-        "params": params,
-        "classes": cascade.classes_.tolist(),
-        "stages": stages,
-        "calibration": cascade.calibration_,
-        "thresholds": [np.vectorize(saved_threshold, otypes=[float])(t).tolist() for t in cascade.thresholds_],
-    }
-    try:
-        (folder / "cascade.json").write_text(json.dumps(meta, indent=2, default=_plain))
-    except TypeError as exc:
-        raise ConfigError(f"cannot save this cascade's settings as JSON: {exc}") from None
-    if cascade.sweep_ is not None:
-        cascade.sweep_.to_csv(folder / "sweep.csv", index=False)
-    return folder
-
-
-def _read_meta(path: Path, keys: dict):
-    """A multi-stage model's JSON, checked for its format and exactly ``keys``, and the function
-    that refuses it (for the caller's further checks)."""
-    meta, fail = _read_json(path), _refuser(path)
-    if not isinstance(meta, dict) or type(meta.get("format")) is not int or meta["format"] != FORMAT:
-        fail(f"unsupported format {meta.get('format') if isinstance(meta, dict) else meta!r}")
-    _check_keys(meta, keys, "", fail)
-    return meta, fail
-
-
-def _load_cascade(folder: Path, large_options, trust: bool, trusted):
-    """The Cascade in ``folder``, under the same rules as a shunt; ``large_options`` is keyed by stage name."""
-    path = folder / "cascade.json"
-    meta, fail = _read_meta(
-        path,
-        {
-            "format": int,
-            "datashunt_version": str,
-            "params": dict,
-            "classes": list,
-            "stages": list,
-            "calibration": dict,
-            "thresholds": list,
-        },
-    )
-    _older_params(meta["params"], Cascade._get_param_names())
-    _check_keys(meta["params"], dict.fromkeys(set(Cascade._get_param_names()) - {"stages"}, object), "params.", fail)
-    classes = meta["classes"]
-    if not classes or not all(type(c) in (str, int, float) for c in classes) or len(set(classes)) != len(classes):
-        fail(f"classes must be distinct strings or numbers, got {classes!r}")
-    given = dict(large_options or {})
-    stages = []
-    for i, stage in enumerate(meta["stages"]):
-        kind = stage.get("kind") if isinstance(stage, dict) else None
-        if kind == "classifier":
-            _check_keys(stage, {"name": str, "kind": str}, f"stages[{i}].", fail)
-            model = _load_skops(folder / f"stage_{i}.skops", trusted)
-            extra = set(np.asarray(model.classes_).tolist()) - set(classes)
-            if extra:
-                fail(f"stage {stage['name']!r} knows classes {sorted(extra, key=str)} the cascade does not")
-        elif kind == "large":
-            _check_keys(stage, {"name": str, "kind": str, "backend": str, "options": dict}, f"stages[{i}].", fail)
-            model = _large(stage, given.pop(stage["name"], None), trust, path)
-            _load_state(model, folder / f"stage_{i}_state.npz")
-        else:
-            fail(f"stages[{i}] must be a classifier or a large model, got kind {kind!r}")
-        stages.append((stage["name"], model))
-    if given:
-        raise ConfigError(f"large_options names stages {sorted(given)} that this cascade has no large model for")
-    thresholds = meta["thresholds"]
-    check_thresholds(thresholds, len(stages) - 1, len(classes), fail)
-    check_calibration(meta["calibration"], len(classes), fail)
-    cascade = Cascade(stages, **meta["params"])
-    try:
-        cascade._check_stages()
-        check_label_names(cascade.label_names, classes, fail)
-        cascade.classes_ = np.asarray(classes)
-        cascade.labels_ = label_words(classes, cascade.label_names)
-        cascade.modality_ = cascade.modality
-    except ConfigError as exc:
-        raise ModelFileError(f"{path}: {exc}") from None
-    cascade.stages_ = stages
-    cascade.thresholds_ = [float(t) if not isinstance(t, list) else np.asarray(t, dtype=float) for t in thresholds]
-    cascade.calibration_ = meta["calibration"]
-    columns = [f"threshold_{s + 1}" for s in range(len(stages) - 1)] + ["accuracy", "cost", "last_rate"]
-    cascade.sweep_ = _read_sweep(folder / "sweep.csv", columns)
-    return cascade
-
-
 def _load_skops(path, trusted, generator: bool = False):
     """A small model from a skops file: only trusted types, bounded size, settings that touch nothing outside."""
+    if not path.is_file():
+        raise ModelFileError(f"{path} is missing; the folder is incomplete")
     check_archive(path)
     try:
         untrusted = sio.get_untrusted_types(file=path)
@@ -501,93 +569,6 @@ def _load_skops(path, trusted, generator: bool = False):
         raise ModelFileError(f"{path} is corrupt: {type(exc).__name__}: {exc}") from None
     check_small(model, path, generator, trusted)
     return model
-
-
-def _save_generator(shunt, folder: Path) -> Path:
-    """A fitted ShuntGenerator as ``generator.json``, each backend stage's settings (and retrieved
-    examples as arrays), each trainable stage in skops, and ``sweep.csv``."""
-    check_is_fitted(shunt, "thresholds_")
-    params = {k: v for k, v in shunt.get_params(deep=False).items() if k != "stages"}
-    params["modality"] = shunt.modality_
-    if callable(params["confidence"]) or not isinstance(params["metric"], str):
-        raise ConfigError(
-            "a generator shunt with a custom confidence function or metric cannot be saved; use named ones"
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    stages = []
-    for i, (name, model) in enumerate(shunt.stages_):
-        if isinstance(model, Backend):
-            stages.append(
-                {"name": name, "kind": "backend", "backend": generator_name(model), "options": _large_options(model)}
-            )
-            _save_state(model, folder / f"stage_{i}_state.npz")
-        else:
-            sio.dump(model, folder / f"stage_{i}.skops")
-            stages.append({"name": name, "kind": "trainable"})
-    meta = {
-        "format": FORMAT,
-        "datashunt_version": __version__,
-        "params": params,
-        "stages": stages,
-        "calibration": shunt.calibration_,
-        "thresholds": [saved_threshold(t) for t in shunt.thresholds_],
-    }
-    try:
-        (folder / "generator.json").write_text(json.dumps(meta, indent=2, default=_plain))
-    except TypeError as exc:
-        raise ConfigError(f"cannot save this generator shunt's settings as JSON: {exc}") from None
-    if shunt.sweep_ is not None:
-        shunt.sweep_.to_csv(folder / "sweep.csv", index=False)
-    return folder
-
-
-def _load_generator(folder: Path, stage_options, trust: bool, trusted):
-    """The ShuntGenerator in ``folder``, under the same rules as a cascade."""
-    path = folder / "generator.json"
-    meta, fail = _read_meta(
-        path,
-        {
-            "format": int,
-            "datashunt_version": str,
-            "params": dict,
-            "stages": list,
-            "calibration": dict,
-            "thresholds": list,
-        },
-    )
-    _check_keys(
-        meta["params"], dict.fromkeys(set(ShuntGenerator._get_param_names()) - {"stages"}, object), "params.", fail
-    )
-    given = dict(stage_options or {})
-    stages = []
-    for i, stage in enumerate(meta["stages"]):
-        kind = stage.get("kind") if isinstance(stage, dict) else None
-        if kind == "trainable":
-            _check_keys(stage, {"name": str, "kind": str}, f"stages[{i}].", fail)
-            model = _load_skops(folder / f"stage_{i}.skops", trusted, generator=True)
-        elif kind == "backend":
-            _check_keys(stage, {"name": str, "kind": str, "backend": str, "options": dict}, f"stages[{i}].", fail)
-            model = _large(stage, given.pop(stage["name"], None), trust, path, generating=True)
-            if getattr(model, "shots", 0):  # retrieved examples: the training pairs, saved as arrays
-                _load_state(model, folder / f"stage_{i}_state.npz")
-        else:
-            fail(f"stages[{i}] must be a backend or a trainable generator, got kind {kind!r}")
-        stages.append((stage["name"], model))
-    if given:
-        raise ConfigError(f"stage options name stages {sorted(given)} that this generator has no backend for")
-    thresholds = meta["thresholds"]
-    check_thresholds(thresholds, len(stages) - 1, None, fail)
-    check_calibration(meta["calibration"], None, fail)
-    shunt = ShuntGenerator(stages, **meta["params"])
-    try:
-        shunt._check_stages()
-    except ConfigError as exc:
-        raise ModelFileError(f"{path}: {exc}") from None
-    shunt.stages_, shunt.modality_ = stages, shunt.modality
-    shunt.thresholds_ = [float(t) for t in thresholds]
-    shunt.calibration_ = meta["calibration"]
-    shunt.sweep_ = _read_sweep(folder / "sweep.csv", ["threshold_1", "accuracy", "cost", "last_rate"])
-    return shunt
 
 
 def _large_options(large) -> dict:
@@ -609,4 +590,6 @@ def _plain(value):
         return value.item()
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, pd.DataFrame):  # a shunt's class report, by column
+        return value.to_dict("list")
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
