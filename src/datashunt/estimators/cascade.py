@@ -28,8 +28,9 @@ from ..core.policies import NAMES as POLICY_NAMES
 from ..core.stratified import choose_stratified, estimated_path, plan_calls
 from ..exceptions import CalibrationWarning, ConfigError, DataError
 from ..modalities import NAMES
+from .deferral import LEARNED, Deferral
 from .engine import StageList
-from .stages import ClassifierStage, LabelStage
+from .stages import ClassifierStage, Deferred, LabelStage
 
 
 class Cascade(ClassifierMixin, StageList):
@@ -71,7 +72,13 @@ class Cascade(ClassifierMixin, StageList):
     per_class : bool
         One δ per class the stage predicts: for two stages by :func:`~datashunt.core.calibration.per_class_thresholds`,
         for more by :func:`~datashunt.core.calibration.per_class_refine` from the best single thresholds.
-    confidence, label_names, modality, validation_fraction, random_state, progress
+    confidence : {"max_proba", "margin", "entropy", "learned"} or callable
+        The routing score of every stage but the last: a measure of its own probabilities
+        (:mod:`datashunt.core.confidence`; ``max_proba`` is the paper's), or ``"learned"``: a
+        gradient-boosted deferral model trained on the validation answers (cross-fitted) that
+        scores how likely each stage's answer is right from everything every stage up to it said
+        (:mod:`datashunt.estimators.deferral`; ``deferral_`` holds it).
+    label_names, modality, validation_fraction, random_state, progress
         As for :class:`~datashunt.ShuntClassifier`.
 
     Attributes
@@ -113,7 +120,7 @@ class Cascade(ClassifierMixin, StageList):
         "confidence_level": [Interval(Real, 0, 1, closed="neither"), None],
         "certification": [StrOptions({"stratified", "paired"})],
         "max_calibration_calls": [Interval(Integral, 1, None, closed="left"), None],
-        "confidence": [StrOptions(set(MEASURES)), callable],
+        "confidence": [StrOptions(set(MEASURES) | {LEARNED}), callable],
         "label_names": [dict, None],
         "modality": [StrOptions(set(NAMES))],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -165,6 +172,9 @@ class Cascade(ClassifierMixin, StageList):
         """Train the classifier stages, then calibrate the thresholds on ``X_val, y_val`` (or a
         held-out share of ``X, y``), where every stage answers every validation item."""
         self._check_stages()
+        self.__dict__.pop("deferral_", None)  # a refit learns its deferral again
+        if self.confidence == LEARNED and self.thresholds != "auto":
+            raise ConfigError("confidence='learned' is trained on validation answers: use thresholds='auto'")
         X, y, X_val, y_val, self.modality_ = training_sets(
             X, y, X_val, y_val, self.validation_fraction, self.random_state, "a cascade", self.modality
         )
@@ -230,6 +240,8 @@ class Cascade(ClassifierMixin, StageList):
         confidence = np.column_stack([a.confidence for a in answers])
         predicted = np.column_stack([np.nan_to_num(a.proba, nan=-1).argmax(axis=1) for a in answers])
         correct = np.column_stack([a.ok & (self.classes_[p] == y_val) for a, p in zip(answers, predicted.T)])
+        if self.confidence == LEARNED:
+            confidence[:, :-1] = self._learn_deferral([a.proba for a in answers], correct)
         price = np.column_stack([a.price for a in answers])
         if self.confidence_level is not None:
             self.thresholds_, met, goal = self._guaranteed(confidence, correct)
@@ -277,10 +289,14 @@ class Cascade(ClassifierMixin, StageList):
         """Certify the shared δ on every validation label, asking the last stage only where the bound needs it."""
         for (name, _), got in zip(self.stages_, answers):
             require_answers(got.ok, got.flag, f"stage {name!r}")
-        confidence = np.column_stack([np.nan_to_num(a.confidence, nan=-np.inf) for a in answers])  # failed: pass on
         correct = np.column_stack(
             [a.ok & (self.classes_[np.nan_to_num(a.proba, nan=-1).argmax(axis=1)] == y_val) for a in answers]
         )
+        if self.confidence == LEARNED:
+            learned = self._learn_deferral([a.proba for a in answers], np.column_stack([correct, correct[:, -1]]))
+            for a, scores in zip(answers, learned.T):
+                a.confidence = np.where(a.ok, scores, np.nan)
+        confidence = np.column_stack([np.nan_to_num(a.confidence, nan=-np.inf) for a in answers])  # failed: pass on
         plan = plan_calls(confidence, correct, self.max_calibration_calls, random_state=self.random_state)
         name = self.stages_[-1][0]
         got = last.ask(X_val[plan.ask], plan.ask, answers)
@@ -321,6 +337,12 @@ class Cascade(ClassifierMixin, StageList):
             "certification": "stratified",
             "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0], None),
         }
+
+    def _learn_deferral(self, probas: list, correct) -> np.ndarray:
+        """Train the learned deferral on validation answers; each stage but the last gets its
+        out-of-fold scores as confidence, (n, S - 1)."""
+        self.deferral_ = Deferral(random_state=self.random_state)
+        return self.deferral_.fit_scores(probas, correct)
 
     def _guaranteed(self, confidence, correct):
         if self.per_class:
@@ -369,13 +391,17 @@ class Cascade(ClassifierMixin, StageList):
 
     # -- inference -----------------------------------------------------------------------------
     def _stages(self) -> list:
-        measure = get_measure(self.confidence)
-        return [
+        measure = get_measure("max_proba" if self.confidence == LEARNED else self.confidence)
+        stages = [
             LabelStage(model, self.labels_, measure, modality=self.modality_, progress=self.progress)
             if isinstance(model, LargeModel)
             else ClassifierStage(model, self.classes_, measure)
             for _, model in self.stages_
         ]
+        deferral = getattr(self, "deferral_", None)
+        if deferral is not None:  # learned deferral: every stage but the last is scored on all it has seen
+            stages[:-1] = [Deferred(stage, deferral, s) for s, stage in enumerate(stages[:-1])]
+        return stages
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities from the stage each item stopped at."""

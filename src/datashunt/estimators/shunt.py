@@ -32,8 +32,9 @@ from ..core.stratified import (
 )
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
+from .deferral import LEARNED, Deferral
 from .engine import Engine
-from .stages import ClassifierStage, Given, LabelStage, Surer
+from .stages import ClassifierStage, Deferred, Given, LabelStage, Surer
 
 
 class ShuntClassifier(ClassifierMixin, Engine):
@@ -70,8 +71,12 @@ class ShuntClassifier(ClassifierMixin, Engine):
         ``target_accuracy``. A one-point promise needs about 460 validation items; with fewer,
         nothing is certified and everything goes to the large model (with a warning). None
         takes the point estimate instead (guarded by ``match_z``, no stated level).
-    confidence : {"max_proba", "margin", "entropy"} or callable
-        How sure the small model is (:mod:`datashunt.core.confidence`).
+    confidence : {"max_proba", "margin", "entropy", "learned"} or callable
+        How sure the small model is: a measure of its probabilities
+        (:mod:`datashunt.core.confidence`; ``max_proba`` is the paper's C), or ``"learned"``, a
+        gradient-boosted model trained (cross-fitted) on the validation labels that scores how
+        likely the small model's answer is right from its whole probability vector and the class
+        it says (:mod:`datashunt.estimators.deferral`; no large call is needed to train it).
     prompt_pruning : {None, "soft", "hard"}
         How the small model shapes the large model's prompt (Prompt Pruning). Both use the classes
         the small model excels in on validation data (precision and recall ``>= pruning_level``):
@@ -156,7 +161,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         "match_z": [Interval(Real, 0, None, closed="left")],
         "tolerance": [Interval(Real, 0, 1, closed="left")],
         "confidence_level": [Interval(Real, 0, 1, closed="neither"), None],
-        "confidence": [StrOptions(set(MEASURES)), callable],
+        "confidence": [StrOptions(set(MEASURES) | {LEARNED}), callable],
         "prompt_pruning": [StrOptions({m for m in MODES if m}), None],
         "pruning_level": [Interval(Real, 0, 1, closed="both")],
         "pruning_cutoff": [Interval(Real, 0, 1, closed="both")],
@@ -220,9 +225,11 @@ class ShuntClassifier(ClassifierMixin, Engine):
     # -- learning ------------------------------------------------------------------------------
     def fit(self, X, y, X_val=None, y_val=None):
         """Fit the small model, then calibrate δ on ``X_val, y_val`` or on a held-out split of ``X, y``."""
-        for stale in ("learnable_", "distillation_"):  # a refit starts over, without an earlier 2CD copy
+        for stale in ("learnable_", "distillation_", "deferral_"):  # a refit starts over
             self.__dict__.pop(stale, None)
         self.check_params()
+        if self.confidence == LEARNED and self.threshold != "auto":
+            raise ConfigError("confidence='learned' is trained on validation answers: use threshold='auto'")
         if self.cv is not None and X_val is not None:
             raise ConfigError("give either X_val (calibrate on it) or cv (cross-fit on the training data), not both")
         fraction = None if self.cv is not None else self.validation_fraction
@@ -240,7 +247,8 @@ class ShuntClassifier(ClassifierMixin, Engine):
             raise DataError(
                 f"validation labels {unseen} never occur in the training data (classes: {self.classes_.tolist()})"
             )
-        get_measure(self.confidence)  # fail early on an unknown measure
+        if self.confidence != LEARNED:
+            get_measure(self.confidence)  # fail early on an unknown measure
         self.labels_ = self._labels()
         self.large_.fit(X, words_for(y, self.classes_, self.labels_))  # a few-shot backend draws its shots
         small_proba = self._out_of_fold(X, y) if self.cv is not None else None
@@ -312,6 +320,8 @@ class ShuntClassifier(ClassifierMixin, Engine):
         require_answers([f is None for f in large.flag], large.flag, "the large model")
         small_ok = self.classes_[small.proba.argmax(axis=1)] == y_val
         large_ok = self.classes_[routed.proba().argmax(axis=1)] == y_val
+        if self.confidence == LEARNED:
+            small.confidence = self._learn_deferral(small.proba, small_ok)
         self.sweep_ = sweep(
             small.confidence, np.column_stack([small_ok, large_ok]), np.column_stack([small.price, large.price])
         )
@@ -361,8 +371,11 @@ class ShuntClassifier(ClassifierMixin, Engine):
     def _calibrate_stratified(self, X_val, y_val, small_proba=None):
         """Certify δ on every validation label, asking the large model only where the bound needs it."""
         small_proba = self.small_.predict_proba(X_val) if small_proba is None else small_proba
-        confidence = np.asarray(get_measure(self.confidence)(small_proba), dtype=float)
         small_ok = self.classes_[small_proba.argmax(axis=1)] == y_val
+        if self.confidence == LEARNED:
+            confidence = self._learn_deferral(small_proba, small_ok)
+        else:
+            confidence = np.asarray(get_measure(self.confidence)(small_proba), dtype=float)
         calls = calls_for(
             self.policy,
             confidence,
@@ -445,7 +458,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         """The small stage (the surer of the specific model and its 2CD copy, the specific one
         alone, or given out-of-fold probabilities), then the large one, its prompt pruned by the
         specific model's probabilities."""
-        measure = get_measure(self.confidence)
+        measure = get_measure(max_proba if self.confidence == LEARNED else self.confidence)
         if small_proba is not None:  # out-of-fold answers, from cross-fitting
             got = Answers.empty(len(small_proba), len(self.classes_))
             got.proba, got.specific = small_proba, small_proba
@@ -455,10 +468,19 @@ class ShuntClassifier(ClassifierMixin, Engine):
             small = ClassifierStage(self.small_, self.classes_, measure)
             if getattr(self, "learnable_", None) is not None and not specific_only:
                 small = Surer(small, ClassifierStage(self.learnable_, self.classes_, measure))
+            if getattr(self, "deferral_", None) is not None:  # learned deferral: scored on its whole answer
+                small = Deferred(small, self.deferral_, 0)
         large = LabelStage(
             self.large_, self.labels_, max_proba, modality=self.modality_, progress=self.progress, prompt=self._pruned
         )
         return [small, large]
+
+    def _learn_deferral(self, small_proba, small_ok) -> np.ndarray:
+        """Train the learned deferral on the small model's validation answers (labels only, no
+        large call); its out-of-fold scores are the small model's confidence for calibration."""
+        self.deferral_ = Deferral(random_state=self.random_state)
+        filler = np.full_like(small_proba, np.nan)  # the large model's answers are not features of the boundary
+        return self.deferral_.fit_scores([small_proba, filler], np.column_stack([small_ok, small_ok]))[:, 0]
 
     def _pruned(self, rows, earlier) -> dict:
         """Prompt Pruning: the large model's prompt shaped by the specific small model's probabilities."""

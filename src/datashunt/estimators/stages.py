@@ -131,6 +131,19 @@ class Surer(Stage):
         return got
 
 
+class Deferred(Stage):
+    """A stage whose routing score is a learned deferral's (:mod:`datashunt.estimators.deferral`):
+    how likely its answer is right, judged from every answer up to it (``s``: its position)."""
+
+    def __init__(self, stage: Stage, deferral, s: int):
+        self.stage, self.deferral, self.s = stage, deferral, s
+
+    def ask(self, items, rows, earlier):
+        got = self.stage.ask(items, rows, earlier)
+        got.confidence = self.deferral.score(self.s, [e.proba[rows] for e in earlier] + [got.proba])
+        return got
+
+
 class Given(Stage):
     """Answers computed earlier (cross-fitted probabilities, or a first stage run on another
     worker), handed back at the rows asked."""

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import skops.io as sio
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import check_is_fitted
 
@@ -33,6 +34,7 @@ from ..backends.prompt import Prompt, label_words
 from ..core.params import check_params
 from ..core.routes import LARGE, SMALL
 from ..estimators.cascade import Cascade
+from ..estimators.deferral import LEARNED, Deferral
 from ..estimators.generator import ShuntGenerator
 from ..estimators.shunt import ShuntClassifier
 from ..exceptions import ConfigError, ModelFileError
@@ -88,6 +90,17 @@ OLDER = {
 #: scikit-learn, NumPy and SciPy types and plain containers). Reviewed: the torch models accept only
 #: their parameters (checked against their constraints) and known fitted arrays; the MiniLM
 #: architecture comes from the installed package, the file gives weights only.
+#: The types a learned deferral's scorers are made of, beyond what skops trusts by default.
+DEFERRAL_TYPES = frozenset(
+    {
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.Interval",
+        "sklearn._loss._loss.CyHalfBinomialLoss",
+    }
+)
 TRUSTED_TYPES = frozenset(
     {
         "datashunt.small.tfidf.CompactTfidfVectorizer",
@@ -143,7 +156,9 @@ KINDS = {
     "ShuntGenerator": Kind(ShuntGenerator, _build_staged, {"distillation": (dict, type(None))}),
 }
 #: What an earlier save may have left in a folder: removed before saving, so one format remains.
-STALE = re.compile(r"(model|shunt|cascade|generator)\.json|small\.skops|large_state\.npz|learnable\.skops|sweep\.csv")
+STALE = re.compile(
+    r"(model|shunt|cascade|generator)\.json|small\.skops|large_state\.npz|(learnable|deferral)\.skops|sweep\.csv"
+)
 STAGE_FILE = re.compile(r"stage_\d+(\.skops|_state\.npz)")
 
 
@@ -163,7 +178,9 @@ def save(model, folder) -> Path:
     classes = None if generating else model.classes_.tolist()
     if classes is not None:
         check_label_names(params["label_names"], classes, _refuse_save)
+    deferral = getattr(model, "deferral_", None)
     stages, files = [], {"learnable.skops": getattr(model, "learnable_", None)}
+    files["deferral.skops"] = None if deferral is None else deferral.models_
     for i, (stage, part) in enumerate(model.stages_):
         if isinstance(part, Backend):
             registry = generator_name(part) if generating else backend_name(part)
@@ -297,6 +314,8 @@ def load(
         raise ModelFileError(f"{path}: {exc}") from None
     if learnable is not None:
         model.learnable_, model.distillation_ = learnable, meta["learned"]["distillation"]
+    if meta["params"].get("confidence") == LEARNED:
+        model.deferral_ = _load_deferral(file("deferral.skops"), len(stages) - 1, trusted)
     model.calibration_ = meta["calibration"]
     columns = [f"threshold_{s + 1}" for s in range(len(stages) - 1)] + ["accuracy", "cost", "last_rate"]
     model.sweep_ = _read_sweep(file("sweep.csv"), columns)
@@ -545,6 +564,34 @@ def _read_sweep(path, columns):
     if missing or not all(pd.api.types.is_numeric_dtype(sweep[c]) for c in columns):
         raise ModelFileError(f"{path} is not a threshold sweep (needs numeric columns {list(columns)})")
     return sweep
+
+
+def _load_deferral(path: Path, boundaries: int, trusted) -> Deferral:
+    """A learned deferral's scorers from ``path``: one gradient-boosted classifier (or a constant)
+    per stage boundary, of the types :data:`DEFERRAL_TYPES` only (or ``trusted``)."""
+    if not path.is_file():
+        raise ModelFileError(f"{path} is missing: the model routes by a learned deferral, saved there")
+    check_archive(path)
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, RecursionError, OSError) as exc:
+        raise ModelFileError(f"{path} is corrupt: {exc}") from None
+    refused = sorted(t for t in untrusted if t not in DEFERRAL_TYPES | set(trusted or ()))
+    if refused:
+        raise ModelFileError(f"{path} contains types that are not trusted: {refused}; nothing was loaded")
+    try:
+        models = sio.load(path, trusted=untrusted)
+    except Exception as exc:  # noqa: BLE001 - any failure to build the scorers from a file means the file is bad
+        raise ModelFileError(f"{path} is corrupt: {type(exc).__name__}: {exc}") from None
+    if not (
+        isinstance(models, list)
+        and len(models) == boundaries
+        and all(type(m) is float or type(m) is HistGradientBoostingClassifier for m in models)
+    ):
+        raise ModelFileError(f"{path} must hold {boundaries} deferral scorers (gradient-boosted classifiers)")
+    deferral = Deferral()
+    deferral.models_ = models
+    return deferral
 
 
 def _load_skops(path, trusted, generator: bool = False):

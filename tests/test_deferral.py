@@ -1,0 +1,80 @@
+"""Learned deferral: a scorer trained on validation answers routes better than a stage's own confidence."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from datashunt import Cascade
+from datashunt.backends.replay import ReplayModel
+from datashunt.estimators.deferral import Deferral, features
+from datashunt.exceptions import ConfigError
+
+
+def services(n=3000, seed=0, folder=None):
+    """A cheap service always 90% sure of itself, right on every 'pos' it says and wrong on a sixth
+    of its 'neg' (a fifth of the true 'pos' it calls 'neg'); a dear one always right. Its
+    confidence says nothing; the class it says does."""
+    rng = np.random.default_rng(seed)
+    truth = rng.choice(["pos", "neg"], n)
+    cheap = np.where((truth == "pos") & (rng.uniform(size=n) < 0.2), "neg", truth)
+    ids = [f"r{i}" for i in range(n)]
+    table = pd.DataFrame({"id": ids, "cheap": cheap, "dear": truth, "sure": 0.9})
+    if folder is not None:  # a model that is saved replays from a file
+        table.to_csv(folder / "answers.csv", index=False)
+        table = str(folder / "answers.csv")
+    stages = [
+        (name, ReplayModel(table, prediction_column=name, confidence_column="sure", name=name, price={"per_call": p}))
+        for name, p in (("cheap", 0.0), ("dear", 1.0))
+    ]
+    return np.array(ids), truth, stages, cheap
+
+
+def test_features_carry_each_stage_its_class_and_the_agreement():
+    first = np.array([[0.9, 0.1], [np.nan, np.nan]])
+    second = np.array([[0.8, 0.2], [0.3, 0.7]])
+    rows = features([first, second])
+    assert rows.shape == (2, 2 * 7 + 1)
+    assert rows[0, -1] == 1.0 and rows[1, -1] == 0.0  # agree on item 0; item 1's first stage failed
+    assert rows[1, 6] == 1.0  # the failed flag
+
+
+def test_a_learned_deferral_sends_on_only_what_the_cheap_stage_gets_wrong():
+    ids, truth, stages, cheap = services()
+    fitted = {}
+    for confidence in ("max_proba", "learned"):
+        cascade = Cascade(stages, policy="target_accuracy", target_accuracy=0.97, confidence=confidence, random_state=0)
+        fitted[confidence] = cascade.fit(ids[:2000], truth[:2000], X_val=ids[:2000], y_val=truth[:2000])
+    plain, learned = fitted["max_proba"], fitted["learned"]
+    routes = {name: model.route(ids[2000:]) for name, model in fitted.items()}
+    accuracy = {name: (table["label"].to_numpy() == truth[2000:]).mean() for name, table in routes.items()}
+    assert accuracy["learned"] >= 0.96 and learned.calibration_["goal_met"]
+    assert routes["learned"]["cost"].sum() < 0.7 * routes["max_proba"]["cost"].sum()
+    sent, said = (routes["learned"]["reached"] == 1).to_numpy(), cheap[2000:]
+    assert sent[said == "neg"].mean() > 0.95 and sent[said == "pos"].mean() < 0.05  # only its doubtful class goes on
+    assert not hasattr(plain, "deferral_") and isinstance(learned.deferral_, Deferral)
+
+
+def test_a_learned_deferral_needs_validation_answers():
+    ids, truth, stages, _ = services(200)
+    with pytest.raises(ConfigError, match="confidence='learned' is trained on validation answers"):
+        Cascade(stages, thresholds=[0.5], confidence="learned").fit(ids, truth)
+
+
+def test_a_learned_deferral_is_saved_and_refused_when_tampered(tmp_path):
+    import skops.io as sio
+
+    from datashunt.exceptions import ModelFileError
+    from datashunt.io.persist import load, save
+
+    ids, truth, stages, _ = services(1500, folder=tmp_path)
+    cascade = Cascade(stages, policy="target_accuracy", target_accuracy=0.97, confidence="learned", random_state=0)
+    cascade.fit(ids[:1000], truth[:1000], X_val=ids[:1000], y_val=truth[:1000])
+    save(cascade, tmp_path / "m")
+    loaded = load(tmp_path / "m", trust_saved_locations=True)
+    pd.testing.assert_frame_equal(loaded.route(ids[1000:]), cascade.route(ids[1000:]))
+    sio.dump([len], tmp_path / "m" / "deferral.skops")  # a function where scorers should be
+    with pytest.raises(ModelFileError, match="deferral.skops contains types that are not trusted"):
+        load(tmp_path / "m", trust_saved_locations=True)
+    (tmp_path / "m" / "deferral.skops").unlink()
+    with pytest.raises(ModelFileError, match="deferral.skops is missing"):
+        load(tmp_path / "m", trust_saved_locations=True)
