@@ -160,6 +160,23 @@ def guarantee_table(result: dict) -> str:
                 f"| {r['setting']} | {r['policy']} | {r['goal']:.3f} | {r['alpha']:g} | "
                 f"{r['violation_rate']:.1%} | {bar} | {r['large_share']:.1%} | {r['mean_true_accuracy']:.4f} |"
             )
+    if result.get("learned"):
+        lines += [
+            "",
+            f"`{result['commands']['learned']}`: the match promise certified on a learned routing score "
+            "(cross-fitted deferral, the deployed scorer judged on 200,000 items of the population) and on "
+            "the raw confidence, on the same draws",
+            "",
+            "| setting | ε | routing score | α | violation rate | bar (α + 0.01) | sent to large (mean) | "
+            "true gap to the large model (mean) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in sorted(result["learned"], key=lambda r: (r["setting"], r["epsilon"], r["score"], r["alpha"])):
+            bar = "met" if r["violation_rate"] <= r["alpha"] + 0.01 else "**missed**"
+            lines.append(
+                f"| {r['setting']} | {r['epsilon']:g} | {r['score']} | {r['alpha']:g} | {r['violation_rate']:.1%} | "
+                f"{bar} | {r['large_share']:.1%} | {r['mean_true_gap']:+.4f} |"
+            )
     movies = result.get("movies_split_half")
     if movies:
         lines += [
@@ -246,25 +263,28 @@ def cascade_table(result: dict) -> str:
         f"`{result['command']}` (seed {result['seed']}; calibrated on {result['n_calibration']:,} reviews, "
         f"reported on {result['n_report']:,}; tolerance {result['tolerance']:g})",
         "",
-        "| cascade | thresholds | accuracy | cost / Google's | share reaching the last stage | "
-        "random routing, same share | APGR | CPT(50%) | CPT(80%) | calibration half: accuracy, cost / Google's |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        f"| Google alone | - | {result['google']['accuracy']:.4f} | 1.000 | 100% | - | - | - | - | - |",
-        f"| Amazon alone | - | {result['amazon']['accuracy']:.4f} | {result['amazon']['cost_ratio']:.3f} | - | - | "
-        "- | - | - | - |",
+        "| cascade | thresholds | routing score | accuracy | cost / Google's | share reaching the last stage | "
+        "random routing, same share | APGR | CPT(50%) | CPT(80%) | calibration half: accuracy, cost / Google's | "
+        "fit seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| Google alone | - | - | {result['google']['accuracy']:.4f} | 1.000 | 100% | - | - | - | - | - | - |",
+        f"| Amazon alone | - | - | {result['amazon']['accuracy']:.4f} | {result['amazon']['cost_ratio']:.3f} | - | - | "
+        "- | - | - | - | - |",
     ]
+    scores = {None: "service's score (arrays)", "max_proba": "max_proba (Cascade)", "learned": "learned (Cascade)"}
     for r in result["all"]:
         peers = " | ".join(_num(r.get(k), 3) if k == "apgr" else _share(r.get(k)) for k in ("apgr", "cpt_50", "cpt_80"))
         lines.append(
-            f"| {r['cascade']} | {r['thresholds']} | {r['accuracy']:.4f} | {r['cost_ratio']:.3f} | "
-            f"{r['large_share']:.1%} | {r['random_routing_accuracy']:.4f} | {peers} | "
-            f"{r['calibration_accuracy']:.4f}, {r['calibration_cost_ratio']:.3f} |"
+            f"| {r['cascade']} | {r['thresholds']} | {scores[r.get('confidence')]} | {r['accuracy']:.4f} | "
+            f"{r['cost_ratio']:.3f} | {r['large_share']:.1%} | {r['random_routing_accuracy']:.4f} | {peers} | "
+            f"{r['calibration_accuracy']:.4f}, {r['calibration_cost_ratio']:.3f} | {_num(r.get('fit_seconds'), 2)} |"
         )
     best = result["cascade"]
+    score = f", {best['confidence']} routing score" if best.get("confidence") else ""
     lines += [
         "",
         f"Chosen on the calibration half (cheapest meeting its goal there): **{best['cascade']}, "
-        f"{best['thresholds']} thresholds**: accuracy {best['accuracy']:.4f} against Google's "
+        f"{best['thresholds']} thresholds{score}**: accuracy {best['accuracy']:.4f} against Google's "
         f"{result['google']['accuracy']:.4f}, cost ratio {best['cost_ratio']:.3f}.",
     ]
     return "\n".join(lines)

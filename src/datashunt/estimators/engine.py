@@ -96,17 +96,18 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
         names = self.stage_names()
         n = len(routed.stage)
         stage, reached = routed.stage, routed.reached
+        answers = routed.answers + [self._blank(n) for _ in names[len(routed.answers) :]]  # a partial run's rest
         named = np.array(names + [INVALID], dtype=object)  # stage -1 indexes INVALID
         route = np.where(stage == reached, named[stage], FALLBACK).astype(object)
         confidence, cached = np.full(n, np.nan), np.zeros(n, bool)
-        for s, got in enumerate(routed.answers):
+        for s, got in enumerate(answers):
             here = stage == s
             confidence[here], cached[here] = got.confidence[here], got.cached[here]
             route[here & (reached == s) & got.learnable] = LEARNABLE
         route[stage < 0] = INVALID
         route[routed.open] = OPEN
         flag = list(problems) if problems is not None else [None] * n
-        for name, got in zip(names, routed.answers):
+        for name, got in zip(names, answers):
             for i in np.flatnonzero([f is not None for f in got.flag]):
                 flag[i] = "; ".join(filter(None, [flag[i], f"{name}: {got.flag[i]}"]))
         for i in np.flatnonzero((stage < 0) & (reached >= 0)):
@@ -114,7 +115,7 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
         columns = {"route": route, "stage": stage, "reached": reached}
         if self.task == "generate":
             text = [None] * n
-            for s, got in enumerate(routed.answers):
+            for s, got in enumerate(answers):
                 for i in np.flatnonzero(stage == s):
                     text[i] = got.text[i]
             columns["text"] = pd.Series(text, dtype=object)
@@ -125,12 +126,12 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
             labels[ok] = self.classes_[proba[ok].argmax(axis=1)]
             columns["label"] = labels
         columns["confidence"] = confidence
-        for name, got in zip(names, routed.answers):
+        for name, got in zip(names, answers):
             columns[f"confidence_{name}"] = got.confidence
-        columns["cost"] = sum(got.cost for got in routed.answers)
-        columns["prompt_tokens"] = sum(np.asarray(got.prompt_tokens, int) for got in routed.answers)
+        columns["cost"] = sum(got.cost for got in answers)
+        columns["prompt_tokens"] = sum(np.asarray(got.prompt_tokens, int) for got in answers)
         columns["completion_tokens"] = sum(
-            np.asarray(getattr(got, "completion_tokens", np.zeros(n, int)), int) for got in routed.answers
+            np.asarray(getattr(got, "completion_tokens", np.zeros(n, int)), int) for got in answers
         )
         columns["cached"] = cached
         columns["flag"] = flag
