@@ -2,8 +2,8 @@
 
 Stages are the recorded answers of VADER (a free lexicon model), Amazon's and Google's APIs, each
 with its own score as confidence and its recorded price. Thresholds are calibrated on a random half
-of the reviews (seed 0) to the cheapest setting whose accuracy is at least Google's minus
-``--tolerance`` on that half, then reported on the other half; the best cascade is the one
+of the reviews, stratified by label (seed 0), to the cheapest setting whose accuracy is at least
+Google's minus ``--tolerance`` on that half, then reported on the other half; the best cascade is the one
 cheapest on the calibration half. Single thresholds and per-class thresholds (one δ per label the
 stage predicts, FrugalML's idea) are compared. For each cascade: RouteLLM's peer metrics (APGR, CPT at
 50% and 80%, over the curve of every single-threshold setting on the report half) and the accuracy
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import train_test_split
 
 from datashunt import Cascade
 from datashunt.backends.replay import ReplayModel
@@ -78,7 +79,9 @@ def engine_rows(table, calib, report, target: float, google_cost: dict, seed: in
     """The same cascades through the estimator (:class:`datashunt.Cascade` over replayed answers),
     with the paper's confidence (``max_proba`` of each service's recorded answer) and with the
     learned deferral (``confidence="learned"``: a gradient-boosted model over every earlier
-    service's answer, cross-fitted on the calibration half), single and per-class thresholds."""
+    service's answer, cross-fitted on the calibration half), alone and with a combined final
+    answer (``combine=True``: stacking every service's answer where the last was asked, kept only
+    if it beats the last service on the calibration half), single and per-class thresholds."""
     frame = table.assign(**{f"{s}_pred": table[f"{s}_pred"].astype(str) for s in PRICE_PER_CALL})
     ids = {"calibration": calib["id"].to_numpy(), "report": report["id"].to_numpy()}
     truth = {
@@ -87,7 +90,7 @@ def engine_rows(table, calib, report, target: float, google_cost: dict, seed: in
     }
     rows = []
     for stages in CASCADES:
-        for confidence in ("max_proba", "learned"):
+        for confidence, combine in (("max_proba", False), ("learned", False), ("learned", True)):
             for per_class in (False, True):
                 models = [
                     (
@@ -108,6 +111,7 @@ def engine_rows(table, calib, report, target: float, google_cost: dict, seed: in
                     target_accuracy=target,
                     per_class=per_class,
                     confidence=confidence,
+                    combine=combine,
                     random_state=seed,
                 )
                 start = time.perf_counter()
@@ -125,6 +129,7 @@ def engine_rows(table, calib, report, target: float, google_cost: dict, seed: in
                         "cascade": " > ".join(stages),
                         "thresholds": "per class" if per_class else "single",
                         "confidence": confidence,
+                        "combined_answer": (cascade.combination_ or {}).get("used", False) if combine else False,
                         "engine": "datashunt.Cascade",
                         "delta": [np.asarray(t).tolist() for t in cascade.thresholds_],
                         "goal_met_on_calibration": calibration["goal_met"],
@@ -152,8 +157,7 @@ def main():
     command = "python benchmarks/cascade_yelp.py " + " ".join(sys.argv[1:])
     print(command, flush=True)
     table = pd.read_csv(TABLE)
-    order = np.random.default_rng(args.seed).permutation(len(table))
-    calib, report = table.iloc[order[: len(table) // 2]], table.iloc[order[len(table) // 2 :]]
+    calib, report = train_test_split(table, test_size=0.5, stratify=table["true_label"], random_state=args.seed)
 
     google_cal, google_rep = (stage_arrays(t, ("google",)) for t in (calib, report))
     google_cost = float(google_rep["cost"].sum())
@@ -206,7 +210,16 @@ def main():
         },
         "cascade": {
             k: best[k]
-            for k in ("cascade", "thresholds", "confidence", "delta", "accuracy", "cost_ratio", "large_share")
+            for k in (
+                "cascade",
+                "thresholds",
+                "confidence",
+                "combined_answer",
+                "delta",
+                "accuracy",
+                "cost_ratio",
+                "large_share",
+            )
             if k in best
         },
         "all": rows,

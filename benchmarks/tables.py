@@ -275,12 +275,14 @@ def cascade_table(result: dict) -> str:
     for r in result["all"]:
         peers = " | ".join(_num(r.get(k), 3) if k == "apgr" else _share(r.get(k)) for k in ("apgr", "cpt_50", "cpt_80"))
         lines.append(
-            f"| {r['cascade']} | {r['thresholds']} | {scores[r.get('confidence')]} | {r['accuracy']:.4f} | "
+            f"| {r['cascade']} | {r['thresholds']} | {scores[r.get('confidence')]}"
+            f"{', combined answer' if r.get('combined_answer') else ''} | {r['accuracy']:.4f} | "
             f"{r['cost_ratio']:.3f} | {r['large_share']:.1%} | {r['random_routing_accuracy']:.4f} | {peers} | "
             f"{r['calibration_accuracy']:.4f}, {r['calibration_cost_ratio']:.3f} | {_num(r.get('fit_seconds'), 2)} |"
         )
     best = result["cascade"]
     score = f", {best['confidence']} routing score" if best.get("confidence") else ""
+    score += ", combined answer" if best.get("combined_answer") else ""
     lines += [
         "",
         f"Chosen on the calibration half (cheapest meeting its goal there): **{best['cascade']}, "

@@ -56,7 +56,7 @@ def test_a_learned_deferral_sends_on_only_what_the_cheap_stage_gets_wrong():
 
 def test_a_learned_deferral_needs_validation_answers():
     ids, truth, stages, _ = services(200)
-    with pytest.raises(ConfigError, match="confidence='learned' is trained on validation answers"):
+    with pytest.raises(ConfigError, match="confidence='learned' and combine=True are trained on validation answers"):
         Cascade(stages, thresholds=[0.5], confidence="learned").fit(ids, truth)
 
 
@@ -78,3 +78,35 @@ def test_a_learned_deferral_is_saved_and_refused_when_tampered(tmp_path):
     (tmp_path / "m" / "deferral.skops").unlink()
     with pytest.raises(ModelFileError, match="deferral.skops is missing"):
         load(tmp_path / "m", trust_saved_locations=True)
+
+
+def test_a_combined_answer_replaces_the_last_stages_where_it_wins_and_is_saved(tmp_path):
+    from datashunt.io.persist import load, save
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    truth = rng.choice(["a", "b", "c"], n)
+
+    def noisy(wrong):  # a service wrong on a share of the items, independently of the others
+        other = np.array([{"a": "b", "b": "c", "c": "a"}[t] for t in truth])
+        return np.where(rng.uniform(size=n) < wrong, other, truth)
+
+    ids = [f"r{i}" for i in range(n)]
+    table = pd.DataFrame({"id": ids, "one": noisy(0.2), "two": noisy(0.2), "three": noisy(0.1), "sure": 0.9})
+    table.to_csv(tmp_path / "answers.csv", index=False)
+    stages = [
+        (name, ReplayModel(str(tmp_path / "answers.csv"), prediction_column=name, confidence_column="sure", name=name))
+        for name in ("one", "two", "three")
+    ]
+    ids = np.array(ids)
+    cascade = Cascade(stages, thresholds="auto", policy="target_accuracy", target_accuracy=0.9, combine=True)
+    cascade.fit(ids[:2000], truth[:2000], X_val=ids[:2000], y_val=truth[:2000])
+    assert cascade.combination_["used"] and cascade.combination_["accuracy"] > cascade.combination_["last_alone"]
+    routes = cascade.route(ids[2000:])
+    last = routes["reached"] == 2
+    combined_right = (routes["label"].to_numpy() == truth[2000:])[last].mean()
+    assert combined_right > (table["three"].to_numpy()[2000:] == truth[2000:])[last].mean() + 0.01
+    save(cascade, tmp_path / "m")
+    pd.testing.assert_frame_equal(load(tmp_path / "m", trust_saved_locations=True).route(ids[2000:]), routes)
+    with pytest.raises(ConfigError, match="combine=True needs every stage's answer on every validation item"):
+        Cascade(stages, combine=True, confidence_level=0.9).fit(ids[:2000], truth[:2000])

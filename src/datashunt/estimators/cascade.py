@@ -28,9 +28,9 @@ from ..core.policies import NAMES as POLICY_NAMES
 from ..core.stratified import choose_stratified, estimated_path, plan_calls
 from ..exceptions import CalibrationWarning, ConfigError, DataError
 from ..modalities import NAMES
-from .deferral import LEARNED, Deferral
+from .deferral import LEARNED, Combiner, Deferral
 from .engine import StageList
-from .stages import ClassifierStage, Deferred, LabelStage
+from .stages import ClassifierStage, Combined, Deferred, LabelStage
 
 
 class Cascade(ClassifierMixin, StageList):
@@ -78,6 +78,13 @@ class Cascade(ClassifierMixin, StageList):
         gradient-boosted deferral model trained on the validation answers (cross-fitted) that
         scores how likely each stage's answer is right from everything every stage up to it said
         (:mod:`datashunt.estimators.deferral`; ``deferral_`` holds it).
+    combine : bool
+        Where an item reached the last stage, answer with a combination of every stage's answer
+        (stacking: a gradient-boosted classifier over all of them, trained on the validation
+        answers, :class:`~datashunt.estimators.deferral.Combiner`) instead of the last stage's
+        alone, if its out-of-fold accuracy on validation is higher (``combination_`` says whether;
+        ``combiner_`` holds it). It asks no more calls. Needs every stage's answer on every
+        validation item (not ``certification="stratified"`` with a guarantee).
     label_names, modality, validation_fraction, random_state, progress
         As for :class:`~datashunt.ShuntClassifier`.
 
@@ -121,6 +128,7 @@ class Cascade(ClassifierMixin, StageList):
         "certification": [StrOptions({"stratified", "paired"})],
         "max_calibration_calls": [Interval(Integral, 1, None, closed="left"), None],
         "confidence": [StrOptions(set(MEASURES) | {LEARNED}), callable],
+        "combine": ["boolean"],
         "label_names": [dict, None],
         "modality": [StrOptions(set(NAMES))],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -143,6 +151,7 @@ class Cascade(ClassifierMixin, StageList):
         max_calibration_calls=None,
         per_class=False,
         confidence="max_proba",
+        combine=False,
         label_names=None,
         modality="auto",
         validation_fraction=0.2,
@@ -161,6 +170,7 @@ class Cascade(ClassifierMixin, StageList):
         self.max_calibration_calls = max_calibration_calls
         self.per_class = per_class
         self.confidence = confidence
+        self.combine = combine
         self.label_names = label_names
         self.modality = modality
         self.validation_fraction = validation_fraction
@@ -172,9 +182,17 @@ class Cascade(ClassifierMixin, StageList):
         """Train the classifier stages, then calibrate the thresholds on ``X_val, y_val`` (or a
         held-out share of ``X, y``), where every stage answers every validation item."""
         self._check_stages()
-        self.__dict__.pop("deferral_", None)  # a refit learns its deferral again
-        if self.confidence == LEARNED and self.thresholds != "auto":
-            raise ConfigError("confidence='learned' is trained on validation answers: use thresholds='auto'")
+        for stale in ("deferral_", "combiner_", "combination_"):  # a refit learns them again
+            self.__dict__.pop(stale, None)
+        if (self.confidence == LEARNED or self.combine) and self.thresholds != "auto":
+            raise ConfigError(
+                "confidence='learned' and combine=True are trained on validation answers: use thresholds='auto'"
+            )
+        if self.combine and self._stratified():
+            raise ConfigError(
+                "combine=True needs every stage's answer on every validation item: use certification='paired' "
+                "(or no confidence_level)"
+            )
         X, y, X_val, y_val, self.modality_ = training_sets(
             X, y, X_val, y_val, self.validation_fraction, self.random_state, "a cascade", self.modality
         )
@@ -242,6 +260,9 @@ class Cascade(ClassifierMixin, StageList):
         correct = np.column_stack([a.ok & (self.classes_[p] == y_val) for a, p in zip(answers, predicted.T)])
         if self.confidence == LEARNED:
             confidence[:, :-1] = self._learn_deferral([a.proba for a in answers], correct)
+        combined = self._learn_combiner([a.proba for a in answers], correct, y_val) if self.combine else None
+        if combined is not None:  # the combined answer stands for the last stage's where it wins
+            correct[:, -1] = combined
         price = np.column_stack([a.price for a in answers])
         if self.confidence_level is not None:
             self.thresholds_, met, goal = self._guaranteed(confidence, correct)
@@ -282,6 +303,7 @@ class Cascade(ClassifierMixin, StageList):
             "reach": result["reach"],
             "stage_accuracy": correct.mean(axis=0).tolist(),
             "failures": [int((~a.ok).sum()) for a in answers],
+            "combination": getattr(self, "combination_", None),
             "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0], predicted[:, 0]),
         }
 
@@ -337,6 +359,24 @@ class Cascade(ClassifierMixin, StageList):
             "certification": "stratified",
             "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0], None),
         }
+
+    def _learn_combiner(self, probas: list, correct, y_val) -> np.ndarray | None:
+        """Stack every stage's validation answers into one; keep the combiner (``combiner_``) only
+        if its out-of-fold accuracy beats the last stage's alone. Returns its out-of-fold
+        correctness, or None when the last stage alone is kept."""
+        combiner = Combiner(random_state=self.random_state)
+        index = np.searchsorted(self.classes_, y_val)
+        combined = combiner.fit_proba(probas, index).argmax(axis=1) == index
+        alone = float(correct[:, -1].mean())
+        self.combination_ = {
+            "used": bool(combined.mean() > alone),
+            "accuracy": float(combined.mean()),
+            "last_alone": alone,
+        }
+        if not self.combination_["used"]:
+            return None
+        self.combiner_ = combiner
+        return combined
 
     def _learn_deferral(self, probas: list, correct) -> np.ndarray:
         """Train the learned deferral on validation answers; each stage but the last gets its
@@ -401,6 +441,8 @@ class Cascade(ClassifierMixin, StageList):
         deferral = getattr(self, "deferral_", None)
         if deferral is not None:  # learned deferral: every stage but the last is scored on all it has seen
             stages[:-1] = [Deferred(stage, deferral, s) for s, stage in enumerate(stages[:-1])]
+        if getattr(self, "combiner_", None) is not None:  # the last stage's answer combined with the others'
+            stages[-1] = Combined(stages[-1], self.combiner_)
         return stages
 
     def predict_proba(self, X) -> np.ndarray:

@@ -117,3 +117,38 @@ class Deferral:
         if ok.any():
             out[ok] = model if isinstance(model, float) else model.predict_proba(features(probas)[ok])[:, 1]
         return out
+
+
+class Combiner:
+    """A combined final answer (stacking): the class, judged from every stage's answer, for the
+    items that reached the last stage (all stages have answered them, so it costs no call).
+
+    Parameters as for :class:`Deferral`; ``fit_proba`` gives the validation items out-of-fold
+    probabilities, so whether the combination beats the last stage alone is judged fairly.
+    """
+
+    def __init__(self, model=None, cv: int = 5, random_state=None):
+        self.model, self.cv, self.random_state = model, cv, random_state
+
+    def fit_proba(self, probas: list, y) -> np.ndarray:
+        """Train on every stage's (n, k) validation probabilities and the true class indices ``y``;
+        returns the out-of-fold (n, k) probabilities and keeps a model trained on all (``model_``)."""
+        y = np.asarray(y, dtype=int)
+        k = np.asarray(probas[-1]).shape[1]
+        X = features(probas)
+        folds = min(self.cv, int(np.bincount(y, minlength=k)[np.unique(y)].min()))
+        if folds < 2:
+            raise DataError("a combined answer needs at least 2 validation items of each class")
+        model = Deferral(self.model, random_state=self.random_state)._model()
+        split = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
+        out = np.zeros((len(y), k))
+        out[:, np.unique(y)] = cross_val_predict(model, X, y, cv=split, method="predict_proba")
+        self.model_ = clone(model).fit(X, y)
+        return out
+
+    def proba(self, probas: list) -> np.ndarray:
+        """The combined (n, k) probabilities for items every stage answered (``probas`` in stage order)."""
+        k = np.asarray(probas[-1]).shape[1]
+        out = np.zeros((len(probas[-1]), k))
+        out[:, self.model_.classes_] = self.model_.predict_proba(features(probas))
+        return out

@@ -144,6 +144,23 @@ class Deferred(Stage):
         return got
 
 
+class Combined(Stage):
+    """The last stage, whose answer is replaced by a combination of every stage's (stacking,
+    :class:`~datashunt.estimators.deferral.Combiner`) where it and the earlier ones answered."""
+
+    def __init__(self, stage: Stage, combiner):
+        self.stage, self.combiner = stage, combiner
+
+    def ask(self, items, rows, earlier):
+        got = self.stage.ask(items, rows, earlier)
+        ok = got.ok
+        if ok.any():
+            probas = [e.proba[rows][ok] for e in earlier] + [got.proba[ok]]
+            got.proba[ok] = self.combiner.proba(probas)
+            got.confidence[ok] = got.proba[ok].max(axis=1)
+        return got
+
+
 class Given(Stage):
     """Answers computed earlier (cross-fitted probabilities, or a first stage run on another
     worker), handed back at the rows asked."""

@@ -34,7 +34,7 @@ from ..backends.prompt import Prompt, label_words
 from ..core.params import check_params
 from ..core.routes import LARGE, SMALL
 from ..estimators.cascade import Cascade
-from ..estimators.deferral import LEARNED, Deferral
+from ..estimators.deferral import LEARNED, Combiner, Deferral
 from ..estimators.generator import ShuntGenerator
 from ..estimators.shunt import ShuntClassifier
 from ..exceptions import ConfigError, ModelFileError
@@ -99,6 +99,9 @@ DEFERRAL_TYPES = frozenset(
         "sklearn._loss.link.LogitLink",
         "sklearn._loss.link.Interval",
         "sklearn._loss._loss.CyHalfBinomialLoss",
+        "sklearn._loss.loss.HalfMultinomialLoss",
+        "sklearn._loss.link.MultinomialLogit",
+        "sklearn._loss._loss.CyHalfMultinomialLoss",
     }
 )
 TRUSTED_TYPES = frozenset(
@@ -157,7 +160,8 @@ KINDS = {
 }
 #: What an earlier save may have left in a folder: removed before saving, so one format remains.
 STALE = re.compile(
-    r"(model|shunt|cascade|generator)\.json|small\.skops|large_state\.npz|(learnable|deferral)\.skops|sweep\.csv"
+    r"(model|shunt|cascade|generator)\.json|small\.skops|large_state\.npz|(learnable|deferral|combiner)\.skops|"
+    r"sweep\.csv"
 )
 STAGE_FILE = re.compile(r"stage_\d+(\.skops|_state\.npz)")
 
@@ -180,7 +184,9 @@ def save(model, folder) -> Path:
         check_label_names(params["label_names"], classes, _refuse_save)
     deferral = getattr(model, "deferral_", None)
     stages, files = [], {"learnable.skops": getattr(model, "learnable_", None)}
+    combiner = getattr(model, "combiner_", None)
     files["deferral.skops"] = None if deferral is None else deferral.models_
+    files["combiner.skops"] = None if combiner is None else [combiner.model_]
     for i, (stage, part) in enumerate(model.stages_):
         if isinstance(part, Backend):
             registry = generator_name(part) if generating else backend_name(part)
@@ -315,7 +321,11 @@ def load(
     if learnable is not None:
         model.learnable_, model.distillation_ = learnable, meta["learned"]["distillation"]
     if meta["params"].get("confidence") == LEARNED:
-        model.deferral_ = _load_deferral(file("deferral.skops"), len(stages) - 1, trusted)
+        model.deferral_ = Deferral()
+        model.deferral_.models_ = _load_scorers(file("deferral.skops"), len(stages) - 1, trusted)
+    if (meta["calibration"].get("combination") or {}).get("used") is True:
+        model.combiner_ = Combiner()
+        model.combiner_.model_ = _load_scorers(file("combiner.skops"), 1, trusted, constant=False)[0]
     model.calibration_ = meta["calibration"]
     columns = [f"threshold_{s + 1}" for s in range(len(stages) - 1)] + ["accuracy", "cost", "last_rate"]
     model.sweep_ = _read_sweep(file("sweep.csv"), columns)
@@ -566,11 +576,11 @@ def _read_sweep(path, columns):
     return sweep
 
 
-def _load_deferral(path: Path, boundaries: int, trusted) -> Deferral:
-    """A learned deferral's scorers from ``path``: one gradient-boosted classifier (or a constant)
-    per stage boundary, of the types :data:`DEFERRAL_TYPES` only (or ``trusted``)."""
+def _load_scorers(path: Path, count: int, trusted, constant: bool = True) -> list:
+    """A learned deferral's scorers (or a combiner) from ``path``: ``count`` gradient-boosted
+    classifiers (or, with ``constant``, numbers), of the types :data:`DEFERRAL_TYPES` only (or ``trusted``)."""
     if not path.is_file():
-        raise ModelFileError(f"{path} is missing: the model routes by a learned deferral, saved there")
+        raise ModelFileError(f"{path} is missing: the model routes by what was learned and saved there")
     check_archive(path)
     try:
         untrusted = sio.get_untrusted_types(file=path)
@@ -583,15 +593,10 @@ def _load_deferral(path: Path, boundaries: int, trusted) -> Deferral:
         models = sio.load(path, trusted=untrusted)
     except Exception as exc:  # noqa: BLE001 - any failure to build the scorers from a file means the file is bad
         raise ModelFileError(f"{path} is corrupt: {type(exc).__name__}: {exc}") from None
-    if not (
-        isinstance(models, list)
-        and len(models) == boundaries
-        and all(type(m) is float or type(m) is HistGradientBoostingClassifier for m in models)
-    ):
-        raise ModelFileError(f"{path} must hold {boundaries} deferral scorers (gradient-boosted classifiers)")
-    deferral = Deferral()
-    deferral.models_ = models
-    return deferral
+    kinds = (HistGradientBoostingClassifier, float) if constant else (HistGradientBoostingClassifier,)
+    if not (isinstance(models, list) and len(models) == count and all(type(m) in kinds for m in models)):
+        raise ModelFileError(f"{path} must hold {count} gradient-boosted classifier(s)")
+    return models
 
 
 def _load_skops(path, trusted, generator: bool = False):
