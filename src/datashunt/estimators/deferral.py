@@ -16,7 +16,7 @@ Examples
 >>> rng = np.random.default_rng(0)
 >>> truth = rng.integers(0, 2, 400)
 >>> sure = rng.uniform(size=400)
->>> right = rng.uniform(size=400) < 0.5 + 0.5 * sure            # the surer, the righter
+>>> right = rng.uniform(size=400) < sure                          # the surer, the righter
 >>> pred = np.where(right, truth, 1 - truth)
 >>> first = np.column_stack([1 - pred, pred]) * (0.5 + sure[:, None] / 2) + np.column_stack([pred, 1 - pred]) * (
 ...     0.5 - sure[:, None] / 2)
