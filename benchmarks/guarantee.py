@@ -21,12 +21,22 @@ The same draws check the stratified guarantees of the other policies (``--part p
 (:func:`~datashunt.core.stratified.certify_target` on a random sample of ``--calibration-calls``
 items) and ``max_large_rate`` at 0.2 and 0.5 (:func:`~datashunt.core.stratified.choose_budget`).
 
+``--part learned`` checks the same promise when δ is certified on a learned routing score
+(``confidence="learned"``, :mod:`datashunt.estimators.deferral`): the small model says a class as
+well as a confidence, and on one of the two classes it is wrong more often at the same
+confidence. Each draw trains the cross-fitted deferral on the validation items (labels only),
+certifies δ on its out-of-fold scores with ``certify_match`` as above, and judges the scorer then
+deployed (trained on every validation item) on a fixed sample of 200,000 items of the population,
+whose true chances of being right are known; the raw confidence, certified the same way, is the
+baseline on the same draws.
+
 ``violation_rate`` is the share of draws whose δ breaks the promise on the population;
 ``large_share`` the mean true share of items sent to the large model; ``calls`` the mean number of
 large answers the method used.
 
     .venv/bin/python benchmarks/guarantee.py --seed 0                   # both parts
     .venv/bin/python benchmarks/guarantee.py --seed 0 --part policies   # only the target and budget rows
+    .venv/bin/python benchmarks/guarantee.py --seed 0 --part learned --draws 200   # the learned score
 """
 
 import argparse
@@ -47,6 +57,7 @@ from datashunt.core.stratified import (
     plan_calls,
     sample_calls,
 )
+from datashunt.estimators.deferral import Deferral
 
 RESULTS = Path(__file__).resolve().parent / "results" / "guarantee.json"
 ALPHAS = (0.05, 0.1, 0.2)
@@ -136,6 +147,74 @@ def run(n_validation, calls, draws, seed):
     return records
 
 
+#: name: (Beta a, Beta b, P(small right | c, said class 0), P(small right | c, said 1), P(large right))
+LEARNED_SETTINGS = {
+    "one class doubtful": (3.0, 1.5, lambda c: 0.2 + 0.8 * c, lambda c: 0.1 + 0.6 * c, 0.92),
+    "classes alike": (3.0, 1.5, lambda c: c, lambda c: c, 0.93),
+}
+TRUTH_SAMPLE = 200_000
+
+
+class TwoClassPopulation:
+    """Items the small model says class 0 or 1 about (half each), with its confidence c; its chance
+    of being right depends on both, the large model's on neither."""
+
+    def __init__(self, a, b, right_0, right_1, large):
+        self.a, self.b, self.right, self.large = a, b, (right_0, right_1), large
+
+    def draw(self, n, rng):
+        c, said = 0.5 + 0.5 * rng.beta(self.a, self.b, size=n), rng.integers(0, 2, n)
+        p_small = np.where(said == 0, self.right[0](c), self.right[1](c))
+        proba = np.where(said[:, None] == 0, np.column_stack([c, 1 - c]), np.column_stack([1 - c, c]))
+        return proba, p_small, np.full(n, self.large)
+
+
+def run_learned(n_validation, calls, draws, seed):
+    """Violation rates of ``certify_match`` on the learned score (and on the raw confidence, the baseline)."""
+    records = []
+    for s, (name, spec) in enumerate(LEARNED_SETTINGS.items()):
+        population = TwoClassPopulation(*spec)
+        rng = np.random.default_rng([seed, s, 2])
+        truth_proba, truth_small, truth_large = population.draw(TRUTH_SAMPLE, np.random.default_rng([seed, s, 3]))
+        truth_gain = truth_small - truth_large  # each item's expected gain from keeping it
+        chosen = {}
+        for draw in range(draws):
+            proba, p_small, p_large = population.draw(n_validation, rng)
+            small, large = rng.uniform(size=n_validation) < p_small, rng.uniform(size=n_validation) < p_large
+            deferral = Deferral(random_state=draw)
+            learned = deferral.fit_scores([proba, proba], np.column_stack([small, small]))[:, 0]
+            deployed = deferral.score(0, [truth_proba])
+            for score_name, score, truth_score in (
+                ("learned", learned, deployed),
+                ("max_proba", proba.max(axis=1), truth_proba.max(axis=1)),
+            ):
+                plan = plan_calls(score, small, calls, random_state=[seed, s, draw])
+                for epsilon in EPSILONS:
+                    for alpha in ALPHAS:
+                        g = certify_match(score, small, plan, large[plan.ask], epsilon=epsilon, alpha=alpha)
+                        kept = truth_score >= g.threshold
+                        chosen.setdefault((score_name, alpha, epsilon), []).append(
+                            (float(truth_gain[kept].sum() / TRUTH_SAMPLE), float(1 - kept.mean()))
+                        )
+        for (score_name, alpha, epsilon), picked in chosen.items():
+            gaps, shares = np.array([g for g, _ in picked]), np.array([r for _, r in picked])
+            records.append(
+                {
+                    "setting": name,
+                    "method": "guaranteed",
+                    "score": score_name,
+                    "alpha": alpha,
+                    "epsilon": epsilon,
+                    "violation_rate": float(np.mean(gaps < -epsilon - 1e-9)),
+                    "large_share": float(shares.mean()),
+                    "mean_true_gap": float(gaps.mean()),
+                    "calls": calls,
+                }
+            )
+        print(f"{name}: {draws} draws", file=sys.stderr)
+    return records
+
+
 BUDGETS = (0.2, 0.5)
 
 
@@ -188,31 +267,36 @@ def main():
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument(
         "--part",
-        choices=("all", "match", "policies"),
+        choices=("all", "match", "policies", "learned"),
         default="all",
-        help="Run only the match_large methods or only the target and budget policies; the other "
-        "part's rows are kept from the results file.",
+        help="Run only the match methods, the target and budget policies, or the learned score; the "
+        "other parts' rows are kept from the results file ('all' runs the first two).",
     )
     args = parser.parse_args()
     earlier = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     records = (
         run(args.n_validation, args.calibration_calls, args.draws, args.seed)
-        if args.part != "policies"
+        if args.part in ("all", "match")
         else earlier.get("simulation", [])
     )
     policies = (
         run_policies(args.n_validation, args.calibration_calls, args.draws, args.seed)
-        if args.part != "match"
+        if args.part in ("all", "policies")
         else earlier.get("policies", [])
     )
-    guaranteed = [r for r in records + policies if r["method"] == "guaranteed"]
+    learned = (
+        run_learned(args.n_validation, args.calibration_calls, args.draws, args.seed)
+        if args.part == "learned"
+        else earlier.get("learned", [])
+    )
+    guaranteed = [r for r in records + policies + learned if r["method"] == "guaranteed"]
     bar_met = all(r["violation_rate"] <= r["alpha"] + 0.01 for r in guaranteed)
     command = "python benchmarks/guarantee.py " + " ".join(sys.argv[1:])
     result = {
         "command": command,
         "commands": {
             part: command if args.part in ("all", part) else earlier.get("commands", {}).get(part, "")
-            for part in ("match", "policies")
+            for part in ("match", "policies", "learned")
         },
         "seed": args.seed,
         "n_validation": args.n_validation,
@@ -225,6 +309,7 @@ def main():
         "bar_met": bar_met,
         "simulation": records,
         "policies": policies,
+        "learned": learned,
     }
     result |= {k: v for k, v in earlier.items() if k == "movies_split_half"}  # from benchmarks/calibration.py
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
