@@ -1,1 +1,2 @@
-"""The estimators: a shunt, a cascade, a generator shunt."""
+"""The one N-stage engine (engine.py, its stages in stages.py, learned deferral in deferral.py) and
+its faces: a shunt, a cascade, a generator shunt."""
