@@ -182,7 +182,7 @@ def run_learned(n_validation, calls, draws, seed):
             proba, p_small, p_large = population.draw(n_validation, rng)
             small, large = rng.uniform(size=n_validation) < p_small, rng.uniform(size=n_validation) < p_large
             deferral = Deferral(random_state=draw)
-            learned = deferral.fit_scores([proba, proba], np.column_stack([small, small]))[:, 0]
+            learned = deferral.fit_scores([proba], small)[:, 0]
             deployed = deferral.score(0, [truth_proba])
             for score_name, score, truth_score in (
                 ("learned", learned, deployed),

@@ -382,18 +382,12 @@ GENERATE_PAIRS = [
 ]
 
 
-def test_generation_config_fits_predicts_and_evaluates_on_a_real_tiny_model(tmp_path):
-    from test_llama_cpp import installed_tiny
-
-    tiny = installed_tiny()
-    if tiny is None:
-        pytest.skip("run `datashunt setup` first (installs the tiny test model)")
-    frame = pd.DataFrame(GENERATE_PAIRS * 3, columns=["english", "german"])
-    frame.to_csv(tmp_path / "pairs.csv", index=False)
-    frame[["english"]].to_csv(tmp_path / "new.csv", index=False)
+def generation_config(tmp_path, tiny, generate: str) -> str:
+    """A translation config over ``pairs.csv`` in ``tmp_path``: two stages of the tiny local model
+    (the second shown two examples), its ``[generate]`` section ``generate``."""
     cache = tmp_path / "c.sqlite"
     stage = f'backend = "llama_cpp"\nmodel = "{tiny}"\nmax_new_tokens = 6\nstop = ["\\n"]\ncache = "{cache}"'
-    (tmp_path / "gen.toml").write_text(f"""
+    return f"""
 task = "generate"
 [data]
 train = "{tmp_path / "pairs.csv"}"
@@ -414,13 +408,25 @@ instruction = "Translate this English text into German. Answer with the translat
 shots = 2
 
 [generate]
-metric = "chrf"
-policy = "max_last_rate"
-max_last_rate = 0.5
+{generate}
 
 [output]
 dir = "{tmp_path / "out"}"
-""")
+"""
+
+
+def test_generation_config_fits_predicts_and_evaluates_on_a_real_tiny_model(tmp_path):
+    from test_llama_cpp import installed_tiny
+
+    tiny = installed_tiny()
+    if tiny is None:
+        pytest.skip("run `datashunt setup` first (installs the tiny test model)")
+    frame = pd.DataFrame(GENERATE_PAIRS * 3, columns=["english", "german"])
+    frame.to_csv(tmp_path / "pairs.csv", index=False)
+    frame[["english"]].to_csv(tmp_path / "new.csv", index=False)
+    (tmp_path / "gen.toml").write_text(
+        generation_config(tmp_path, tiny, 'metric = "chrf"\npolicy = "max_last_rate"\nmax_last_rate = 0.5')
+    )
     fitted = runner.invoke(app, ["fit", str(tmp_path / "gen.toml")])
     assert fitted.exit_code == 0, fitted.output
     assert "sent to the last stage" in fitted.output and (tmp_path / "out/model/model.json").is_file()

@@ -110,3 +110,27 @@ def test_a_combined_answer_replaces_the_last_stages_where_it_wins_and_is_saved(t
     pd.testing.assert_frame_equal(load(tmp_path / "m", trust_saved_locations=True).route(ids[2000:]), routes)
     with pytest.raises(ConfigError, match="combine=True needs every stage's answer on every validation item"):
         Cascade(stages, combine=True, confidence_level=0.9).fit(ids[:2000], truth[:2000])
+
+
+def test_what_cannot_be_learned_is_refused_with_the_reason(tmp_path):
+    import skops.io as sio
+
+    from datashunt import ShuntClassifier
+    from datashunt.estimators.deferral import Combiner
+    from datashunt.exceptions import DataError, ModelFileError
+    from datashunt.io.persist import load, save
+    from datashunt.small import make_small
+
+    proba = np.tile([[0.9, 0.1]], (10, 1))
+    with pytest.raises(DataError, match="learned deferral at stage 0 needs at least 2 right and 2 wrong"):
+        Deferral().fit_scores([proba], np.array([True] * 9 + [False]))
+    with pytest.raises(DataError, match="a combined answer needs at least 2 validation items of each class"):
+        Combiner().fit_proba([proba, proba], np.array([0] * 9 + [1]))
+    ids, truth, stages, _ = services(1500, folder=tmp_path)
+    with pytest.raises(ConfigError, match="confidence='learned' is trained on validation answers"):
+        ShuntClassifier(make_small("tfidf"), stages[1][1], threshold=0.5, confidence="learned").fit(ids, truth)
+    cascade = Cascade(stages, policy="target_accuracy", target_accuracy=0.97, confidence="learned", random_state=0)
+    save(cascade.fit(ids[:1000], truth[:1000], X_val=ids[:1000], y_val=truth[:1000]), tmp_path / "m")
+    sio.dump([0.5, 0.5], tmp_path / "m" / "deferral.skops")  # two scorers for one boundary
+    with pytest.raises(ModelFileError, match=r"deferral.skops must hold 1 gradient-boosted classifier\(s\)"):
+        load(tmp_path / "m", trust_saved_locations=True)

@@ -83,6 +83,8 @@ def test_the_cheap_stages_and_the_last_one_can_run_apart():
         cascade.route(items, first_stage=cascade.first_stages(items[:3]))
     with pytest.raises(ConfigError, match="upto must be between 1 and 2, got 3"):
         cascade.first_stages(items, upto=3)
+    with pytest.raises(DataError, match=r"first_stage is not a table written by first_stages\(\) for this model"):
+        cascade.route(items, first_stage=pd.DataFrame({"x": range(len(items))}))
 
 
 def test_a_2cd_copy_answering_on_another_worker_keeps_its_route():

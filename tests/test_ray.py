@@ -98,7 +98,7 @@ dir = "{tmp_path / "out"}"
 
 
 def test_ray_engine_runs_a_generator_like_the_local_engine(tmp_path):
-    from test_cli import GENERATE_PAIRS
+    from test_cli import GENERATE_PAIRS, generation_config
     from test_llama_cpp import installed_tiny
 
     tiny = installed_tiny()
@@ -106,31 +106,9 @@ def test_ray_engine_runs_a_generator_like_the_local_engine(tmp_path):
         pytest.skip("run `datashunt setup` first (installs the tiny test model)")
     pd.DataFrame(GENERATE_PAIRS * 3, columns=["english", "german"]).to_csv(tmp_path / "pairs.csv", index=False)
     new = pd.DataFrame({"id": np.arange(len(GENERATE_PAIRS)), "english": [e for e, _ in GENERATE_PAIRS]})
-    cache = tmp_path / "c.sqlite"
-    stage = f'backend = "llama_cpp"\nmodel = "{tiny}"\nmax_new_tokens = 6\nstop = ["\\n"]\ncache = "{cache}"'
     out = _same_output(
         tmp_path,
-        f"""
-task = "generate"
-[data]
-train = "{tmp_path / "pairs.csv"}"
-validation = "{tmp_path / "pairs.csv"}"
-text_column = "english"
-reference_column = "german"
-[[stages]]
-name = "small"
-{stage}
-instruction = "Translate into German."
-[[stages]]
-name = "large"
-{stage}
-instruction = "Translate this English text into German. Answer with the translation only."
-shots = 2
-[generate]
-thresholds = [0.5]
-[output]
-dir = "{tmp_path / "out"}"
-""",
+        generation_config(tmp_path, tiny, "thresholds = [0.5]"),
         new,
         ignore=["cached"],  # the second run finds the first one's answers in the shared cache
     )

@@ -669,3 +669,25 @@ def test_lone_surrogates_are_flagged_per_item_among_concurrent_requests(shunt, s
     assert all("lone surrogate U+D800" in r[1]["flag"] for r in bad)  # the text modality's own words
     good = [row["label"] for r, b in zip(rows, bodies) if b"ud800" not in b for row in r]
     assert good == shunt.predict(texts).tolist()
+
+
+def test_the_proxy_refuses_a_local_stage_that_cannot_chat(proxy):
+    from datashunt.exceptions import ConfigError
+
+    class Writer:  # a generator of items, with no chat
+        def fit(self, X, references):
+            return self
+
+        def generate(self, X, hints=None, progress=False, modality="auto"):
+            raise AssertionError("not asked")
+
+        def check_modality(self, name):
+            pass
+
+        def get_params(self, deep=True):
+            return {}
+
+    shunt, upstream, _, _ = proxy
+    mute = ShuntGenerator([("writer", Writer()), shunt.stages[1]], thresholds=[0.5]).fit(["a", "b"] * 2, ["x", "y"] * 2)
+    with pytest.raises(ConfigError, match=r"the proxy answers chats; stages \['writer'\] cannot"):
+        create_app(mute, upstream=upstream)

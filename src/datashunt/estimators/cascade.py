@@ -259,7 +259,7 @@ class Cascade(ClassifierMixin, StageList):
         predicted = np.column_stack([np.nan_to_num(a.proba, nan=-1).argmax(axis=1) for a in answers])
         correct = np.column_stack([a.ok & (self.classes_[p] == y_val) for a, p in zip(answers, predicted.T)])
         if self.confidence == LEARNED:
-            confidence[:, :-1] = self._learn_deferral([a.proba for a in answers], correct)
+            confidence[:, :-1] = self._learn_deferral([a.proba for a in answers], correct[:, :-1])
         combined = self._learn_combiner([a.proba for a in answers], correct, y_val) if self.combine else None
         if combined is not None:  # the combined answer stands for the last stage's where it wins
             correct[:, -1] = combined
@@ -315,7 +315,7 @@ class Cascade(ClassifierMixin, StageList):
             [a.ok & (self.classes_[np.nan_to_num(a.proba, nan=-1).argmax(axis=1)] == y_val) for a in answers]
         )
         if self.confidence == LEARNED:
-            learned = self._learn_deferral([a.proba for a in answers], np.column_stack([correct, correct[:, -1]]))
+            learned = self._learn_deferral([a.proba for a in answers], correct)
             for a, scores in zip(answers, learned.T):
                 a.confidence = np.where(a.ok, scores, np.nan)
         confidence = np.column_stack([np.nan_to_num(a.confidence, nan=-np.inf) for a in answers])  # failed: pass on
@@ -379,8 +379,8 @@ class Cascade(ClassifierMixin, StageList):
         return combined
 
     def _learn_deferral(self, probas: list, correct) -> np.ndarray:
-        """Train the learned deferral on validation answers; each stage but the last gets its
-        out-of-fold scores as confidence, (n, S - 1)."""
+        """Train the learned deferral on the validation answers of the stages before the last
+        (``correct``: one column each); returns their out-of-fold scores, the confidence they calibrate on."""
         self.deferral_ = Deferral(random_state=self.random_state)
         return self.deferral_.fit_scores(probas, correct)
 

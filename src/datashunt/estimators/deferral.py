@@ -20,9 +20,8 @@ Examples
 >>> pred = np.where(right, truth, 1 - truth)
 >>> first = np.column_stack([1 - pred, pred]) * (0.5 + sure[:, None] / 2) + np.column_stack([pred, 1 - pred]) * (
 ...     0.5 - sure[:, None] / 2)
->>> last = np.eye(2)[truth]
 >>> deferral = Deferral(random_state=0)
->>> scores = deferral.fit_scores([first, last], np.column_stack([right, np.ones(400, bool)]))
+>>> scores = deferral.fit_scores([first], right)
 >>> scores.shape, bool(np.corrcoef(scores[:, 0], right)[0, 1] > 0.3)
 ((400, 1), True)
 """
@@ -80,20 +79,19 @@ class Deferral:
         self.model, self.cv, self.random_state = model, cv, random_state
 
     def _model(self):
-        if self.model is not None:
-            return clone(self.model)
-        return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=self.random_state)
+        return _model(self.model, self.random_state)
 
     def fit_scores(self, probas: list, correct) -> np.ndarray:
         """Train one scorer per boundary on validation answers and return their out-of-fold scores.
 
-        ``probas``: every stage's (n, k) probabilities on the validation items; ``correct``: (n, S)
-        whether each stage is right. Returns (n, S - 1) scores: each item's, from a scorer trained
+        ``probas``: the stages' (n, k) probabilities on the validation items, in order; ``correct``:
+        (n, B) whether each of the first B stages is right, one column per boundary to learn (every
+        stage but the last of a cascade). Returns (n, B) scores: each item's, from a scorer trained
         without its fold. The scorers kept for new items (``models_``) are trained on all of them.
         """
-        correct = np.asarray(correct, dtype=bool)
+        correct = np.asarray(correct, dtype=bool).reshape(len(probas[0]), -1)
         self.models_, scores = [], []
-        for s in range(correct.shape[1] - 1):
+        for s in range(correct.shape[1]):
             X, y = features(probas[: s + 1]), correct[:, s]
             if y.all() or not y.any():  # always right (or wrong) on validation: nothing to learn
                 self.models_.append(float(y.mean()))
@@ -139,7 +137,7 @@ class Combiner:
         folds = min(self.cv, int(np.bincount(y, minlength=k)[np.unique(y)].min()))
         if folds < 2:
             raise DataError("a combined answer needs at least 2 validation items of each class")
-        model = Deferral(self.model, random_state=self.random_state)._model()
+        model = _model(self.model, self.random_state)
         split = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
         out = np.zeros((len(y), k))
         out[:, np.unique(y)] = cross_val_predict(model, X, y, cv=split, method="predict_proba")
@@ -152,3 +150,10 @@ class Combiner:
         out = np.zeros((len(probas[-1]), k))
         out[:, self.model_.classes_] = self.model_.predict_proba(features(probas))
         return out
+
+
+def _model(model, random_state):
+    """A fresh copy of ``model``, or the default scorer: histogram gradient boosting."""
+    if model is not None:
+        return clone(model)
+    return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=random_state)

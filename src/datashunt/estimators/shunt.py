@@ -479,8 +479,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         """Train the learned deferral on the small model's validation answers (labels only, no
         large call); its out-of-fold scores are the small model's confidence for calibration."""
         self.deferral_ = Deferral(random_state=self.random_state)
-        filler = np.full_like(small_proba, np.nan)  # the large model's answers are not features of the boundary
-        return self.deferral_.fit_scores([small_proba, filler], np.column_stack([small_ok, small_ok]))[:, 0]
+        return self.deferral_.fit_scores([small_proba], small_ok)[:, 0]
 
     def _pruned(self, rows, earlier) -> dict:
         """Prompt Pruning: the large model's prompt shaped by the specific small model's probabilities."""
