@@ -1,5 +1,7 @@
 """Learned deferral: a scorer trained on validation answers routes better than a stage's own confidence."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -134,3 +136,96 @@ def test_what_cannot_be_learned_is_refused_with_the_reason(tmp_path):
     sio.dump([0.5, 0.5], tmp_path / "m" / "deferral.skops")  # two scorers for one boundary
     with pytest.raises(ModelFileError, match=r"deferral.skops must hold 1 gradient-boosted classifier\(s\)"):
         load(tmp_path / "m", trust_saved_locations=True)
+
+
+def copying_generators():
+    """A small generator equally sure of every text, that leaves one input in three untranslated
+    (a copy of it: wrong), and a large one always right."""
+    from fakes import FakeGenerator
+
+    items = [f"item {i}" for i in range(150)]
+    refs = [f"Referenz {i}" for i in range(150)]
+    copies = np.arange(150) % 3 == 0
+    small = {x: (x if c else r, [0.9, 0.9]) for x, r, c in zip(items, refs, copies)}
+    large = {x: (r, [0.6, 0.7]) for x, r in zip(items, refs)}
+    stages = [("small", FakeGenerator(small, name="small")), ("large", FakeGenerator(large, name="large"))]
+    return items, refs, copies, stages
+
+
+def test_a_learned_quality_estimator_sends_on_only_the_texts_it_expects_to_be_worse():
+    from datashunt import ShuntGenerator
+    from datashunt.estimators.deferral import QualityDeferral
+
+    items, refs, copies, stages = copying_generators()
+    fitted = {
+        confidence: ShuntGenerator(stages, metric="exact_match", confidence=confidence, random_state=0).fit(
+            items[:30], refs[:30], items[:100], refs[:100]
+        )
+        for confidence in ("mean_proba", "learned")
+    }
+    plain, learned = fitted["mean_proba"], fitted["learned"]
+    assert plain.calibration_["reach"][1] == 1.0  # its own confidence cannot tell: everything goes on
+    assert learned.calibration_["goal_met"] and learned.calibration_["reach"][1] == pytest.approx(copies[:100].mean())
+    table = learned.route(items[100:])
+    assert table["route"].tolist() == ["large" if c else "small" for c in copies[100:]]
+    assert learned.score(items[100:], refs[100:]) == 100.0
+    assert isinstance(learned.deferral_, QualityDeferral) and not hasattr(plain, "deferral_")
+
+
+def test_a_learned_quality_estimator_is_saved_and_its_file_checked(tmp_path):
+    import skops.io as sio
+    from fakes import FakeOpenAIServer
+
+    from datashunt import ShuntGenerator
+    from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
+    from datashunt.exceptions import ModelFileError
+    from datashunt.io.persist import load, save
+
+    items, refs, copies, _ = copying_generators()
+    small = {x: [(x if c else r, -0.1)] for x, r, c in zip(items, refs, copies)}
+    large = {x: [(r, -0.3)] for x, r in zip(items, refs)}
+    with FakeOpenAIServer(small, sequence=True) as first, FakeOpenAIServer(large, sequence=True) as last:
+        stages = [
+            ("small", OpenAIChatGenerator("tiny", base_url=first.base_url, instruction="Translate.")),
+            ("large", OpenAIChatGenerator("big", base_url=last.base_url, instruction="Translate.")),
+        ]
+        model = ShuntGenerator(stages, metric="exact_match", confidence="learned", random_state=0)
+        model.fit(items[:30], refs[:30], items[:100], refs[:100])
+        save(model, tmp_path / "m")
+        loaded = load(tmp_path / "m", trust_saved_locations=True)
+        assert isinstance(loaded.deferral_.models_[0], type(model.deferral_.models_[0]))
+        again, routed = loaded.route(items[100:]), model.route(items[100:])
+        pd.testing.assert_frame_equal(again.drop(columns="cached"), routed.drop(columns="cached"))
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    meta["calibration"]["deferral"]["scales"] = [-1.0]
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        ModelFileError, match=r"calibration.deferral.scales must be 1 positive number\(s\), got \[-1.0\]"
+    ):
+        load(tmp_path / "m", trust_saved_locations=True)
+    sio.dump([model.deferral_.models_[0], model.deferral_.models_[0]], tmp_path / "m" / "deferral.skops")
+    with pytest.raises(ModelFileError, match="must hold 1 gradient-boosted regressor"):
+        load(tmp_path / "m", trust_saved_locations=True)
+
+
+def test_a_learned_quality_estimator_needs_enough_validation_texts():
+    from datashunt import ShuntGenerator
+    from datashunt.exceptions import DataError
+
+    items, refs, _, stages = copying_generators()
+    with pytest.raises(DataError, match="needs at least 20 validation items, got 12"):
+        ShuntGenerator(stages, metric="exact_match", confidence="learned").fit(
+            items[:30], refs[:30], items[:12], refs[:12]
+        )
+    with pytest.raises(ConfigError, match="confidence='learned' is trained on validation texts"):
+        ShuntGenerator(stages, thresholds=[0.5], confidence="learned").fit(items[:30], refs[:30])
+
+
+def test_a_draft_hint_keeps_the_token_confidence_when_routing_learns_its_score():
+    from datashunt import ShuntGenerator
+
+    items, refs, _, stages = copying_generators()
+    model = ShuntGenerator(stages, metric="exact_match", confidence="learned", hint=True, random_state=0)
+    model.fit(items[:30], refs[:30], items[:100], refs[:100])
+    model.route(items[102:103])  # a copy: sent on with its draft
+    assert "its confidence: 0.90" in str(model.stages_[1][1].last_messages)

@@ -304,7 +304,9 @@ class Cascade(ClassifierMixin, StageList):
             "stage_accuracy": correct.mean(axis=0).tolist(),
             "failures": [int((~a.ok).sum()) for a in answers],
             "combination": getattr(self, "combination_", None),
-            "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0], predicted[:, 0]),
+            "drift_reference": drift.reference(
+                self._deployed(answers, confidence), self.thresholds_[0], predicted[:, 0]
+            ),
         }
 
     def _calibrate_stratified(self, X_val, y_val, answers, last):
@@ -357,7 +359,7 @@ class Cascade(ClassifierMixin, StageList):
                 "safe_sampled": int(plan.sampled_right.sum()),
             },
             "certification": "stratified",
-            "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0], None),
+            "drift_reference": drift.reference(self._deployed(answers, confidence), self.thresholds_[0], None),
         }
 
     def _learn_combiner(self, probas: list, correct, y_val) -> np.ndarray | None:
@@ -377,6 +379,12 @@ class Cascade(ClassifierMixin, StageList):
             return None
         self.combiner_ = combiner
         return combined
+
+    def _deployed(self, answers, confidence) -> np.ndarray:
+        """The first stage's routing scores on validation as routing will compute them (what drift is
+        checked against): a learned deferral's refit scorer, not its out-of-fold scores."""
+        deferral = getattr(self, "deferral_", None)
+        return confidence[:, 0] if deferral is None else deferral.judge(0, answers[:1])
 
     def _learn_deferral(self, probas: list, correct) -> np.ndarray:
         """Train the learned deferral on the validation answers of the stages before the last

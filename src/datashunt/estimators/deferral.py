@@ -9,7 +9,9 @@ is right (FrugalGPT's scorer, AutoMix's meta-verifier); its probability replaces
 confidence as the routing score, and the thresholds are calibrated on it as on any confidence.
 Its scores on the validation items are out of fold (cross-fitted), so calibration and its
 guarantees see them as they will be on new data: Learn then Test needs only a score and
-exchangeable data.
+exchangeable data. For generation, :class:`QualityDeferral` is the same idea as a regression: a
+learned quality estimator over sequence features (:func:`sequence_features`: token
+probabilities, lengths, how much of the input a text copies, how close two stages' texts are).
 
 Examples
 --------
@@ -26,11 +28,15 @@ Examples
 ((400, 1), True)
 """
 
-import numpy as np
-from sklearn.base import clone
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from difflib import SequenceMatcher
 
+import numpy as np
+from scipy.stats import norm
+from sklearn.base import clone
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+
+from ..core.sequence import geometric_mean, mean_proba, min_proba
 from ..exceptions import DataError
 
 LEARNED = "learned"  #: the ``confidence`` of a face whose routing score is learned
@@ -105,6 +111,10 @@ class Deferral:
             self.models_.append(self._model().fit(X, y))
         return np.column_stack(scores)
 
+    def judge(self, s: int, answers: list, items=None) -> np.ndarray:
+        """:meth:`score` from the stages' answers (:class:`~datashunt.core.answers.Answers`)."""
+        return self.score(s, [a.proba for a in answers])
+
     def score(self, s: int, probas: list) -> np.ndarray:
         """The routing score at the boundary after stage ``s`` (``probas``: stages ``0 .. s``, each
         (n, k) over the same items); NaN where stage ``s`` has no answer."""
@@ -152,8 +162,117 @@ class Combiner:
         return out
 
 
-def _model(model, random_state):
+def sequence_features(generations: list, items) -> np.ndarray:
+    """What the generating stages up to a boundary wrote for each item, as one row of numbers per item.
+
+    ``generations``: each stage's answers to the same items, in order
+    (:class:`~datashunt.backends.generate.base.Generation`); ``items``: the inputs (texts, chat
+    conversations whose last user message is read, or anything else, read as no text). The input's
+    length in characters and words; per stage the mean, geometric mean and lowest token
+    probability, the number of tokens, the share of tokens below 1/2, the spread of their
+    log-probabilities, the text's length relative to the input's, how much of the input it copies
+    and a failed flag; then how close each earlier stage's text is to the last one's (a character
+    match ratio). NaN where a value is unknown (the gradient-boosted scorer takes NaN as it comes).
+    """
+    sources = [_source_text(x) for x in items]
+    size = np.array([len(x) for x in sources], dtype=float)
+    columns = [np.log1p(size), np.array([len(x.split()) for x in sources], dtype=float)]
+    for got in generations:
+        logprobs = [None if lp is None or not len(lp) else np.asarray(lp, dtype=float) for lp in got.token_logprob]
+        texts = [t if isinstance(t, str) else None for t in got.text]
+        columns += [mean_proba(logprobs), geometric_mean(logprobs), min_proba(logprobs)]
+        columns.append(np.array([np.nan if lp is None else len(lp) for lp in logprobs], dtype=float))
+        columns.append(np.array([np.nan if lp is None else float((lp < np.log(0.5)).mean()) for lp in logprobs]))
+        columns.append(np.array([np.nan if lp is None else float(lp.std()) for lp in logprobs]))
+        columns.append(np.array([np.nan if t is None else len(t) / max(n, 1.0) for t, n in zip(texts, size)]))
+        columns.append(np.array([_similarity(x, t) for x, t in zip(sources, texts)]))
+        columns.append(np.array([t is None for t in texts], dtype=float))
+    last = generations[-1].text
+    for got in generations[:-1]:
+        columns.append(np.array([_similarity(a, b) for a, b in zip(got.text, last)]))
+    return np.column_stack(columns)
+
+
+class QualityDeferral:
+    """A learned quality estimator per stage boundary, for generation: how likely the text in hand
+    is at least as good as what the last stage would write, judged from every text and token
+    probability up to it (:func:`sequence_features`).
+
+    Trained on the validation items' per-item quality (the calibration metric, such as sentence
+    chrF): at the boundary after stage ``s`` a regressor predicts stage ``s``'s quality minus the
+    last stage's, cross-fitted so the validation items' scores are out of fold; the score is
+    ``Φ(prediction / σ)``, with σ the spread of its out-of-fold errors (``scales_``): a
+    probability-like number in [0, 1] that orders items as the predicted difference does.
+    Parameters as for :class:`Deferral` (a gradient-boosted regressor by default).
+
+    Examples
+    --------
+    >>> from datashunt.backends.generate.base import Generation
+    >>> rng = np.random.default_rng(0)
+    >>> n = 200
+    >>> sure = rng.uniform(0.2, 1, n)
+    >>> got = Generation.empty(n)
+    >>> got.text = ["ein Text"] * n
+    >>> got.token_logprob = [np.log(np.full(4, p)) for p in sure]
+    >>> quality = np.column_stack([100 * sure + rng.normal(0, 5, n), np.full(n, 80.0)])
+    >>> scores = QualityDeferral(random_state=0).fit_scores([got, got], ["a text"] * n, quality)
+    >>> scores.shape, bool(np.corrcoef(scores[:, 0], sure)[0, 1] > 0.8)
+    ((200, 1), True)
+    """
+
+    def __init__(self, model=None, cv: int = 5, random_state=None):
+        self.model, self.cv, self.random_state = model, cv, random_state
+
+    def fit_scores(self, generations: list, items, quality) -> np.ndarray:
+        """Train one estimator per boundary on the stages' validation ``generations`` (every stage,
+        in order) and the (n, S) per-item ``quality`` of each stage's text; returns the (n, S - 1)
+        out-of-fold scores. The estimators kept for new items (``models_``) are trained on all."""
+        quality = np.asarray(quality, dtype=float)
+        n = len(quality)
+        folds = min(self.cv, n // 10)
+        if folds < 2:
+            raise DataError(f"a learned quality estimator needs at least 20 validation items, got {n}")
+        split = KFold(folds, shuffle=True, random_state=self.random_state)
+        self.models_, self.scales_, scores = [], [], []
+        for s in range(quality.shape[1] - 1):
+            X, y = sequence_features(generations[: s + 1], items), quality[:, s] - quality[:, -1]
+            model = _model(self.model, self.random_state, regress=True)
+            predicted = cross_val_predict(model, X, y, cv=split)
+            self.scales_.append(max(float(np.std(y - predicted)), 1e-9))
+            scores.append(norm.cdf(predicted / self.scales_[-1]))
+            self.models_.append(clone(model).fit(X, y))
+        return np.column_stack(scores)
+
+    def judge(self, s: int, answers: list, items=None) -> np.ndarray:
+        """The routing score at the boundary after stage ``s`` (``answers``: the generations of
+        stages ``0 .. s`` on ``items``); NaN where stage ``s`` wrote no text."""
+        out = np.full(len(items), np.nan)
+        ok = np.array([isinstance(t, str) for t in answers[-1].text], dtype=bool)
+        if ok.any():
+            out[ok] = norm.cdf(self.models_[s].predict(sequence_features(answers, items)[ok]) / self.scales_[s])
+        return out
+
+
+def _source_text(item) -> str:
+    """The text an item asks about: itself, the last user message of a chat, or none."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, list | tuple):
+        said = [m.get("content") for m in item if isinstance(m, dict) and m.get("role") == "user"]
+        return said[-1] if said and isinstance(said[-1], str) else ""
+    return ""
+
+
+def _similarity(a, b) -> float:
+    """How alike two texts are (difflib's match ratio, 0 to 1); NaN if either is missing."""
+    if not isinstance(a, str) or not isinstance(b, str):
+        return np.nan
+    return SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def _model(model, random_state, regress: bool = False):
     """A fresh copy of ``model``, or the default scorer: histogram gradient boosting."""
     if model is not None:
         return clone(model)
-    return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=random_state)
+    kind = HistGradientBoostingRegressor if regress else HistGradientBoostingClassifier
+    return kind(max_iter=200, learning_rate=0.05, random_state=random_state)

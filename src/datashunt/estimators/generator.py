@@ -1,6 +1,7 @@
 """ShuntGenerator: Data Shunt for text generation and captioning (the paper's eq. 8 and Table 3)."""
 
 import copy
+import time
 from numbers import Integral, Real
 
 import numpy as np
@@ -21,8 +22,9 @@ from ..core.sequence import SEQUENCE_MEASURES
 from ..eval.metrics import METRICS, Metric, get_metric
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
+from .deferral import LEARNED, QualityDeferral
 from .engine import StageList
-from .stages import GeneratorStage, Surer
+from .stages import Deferred, GeneratorStage, Surer
 
 
 class ShuntGenerator(StageList):
@@ -56,10 +58,13 @@ class ShuntGenerator(StageList):
         calibration, as reported.
     confidence : str or callable
         ``mean_proba`` (eq. 8), ``geometric_mean``, ``min_proba`` or ``length_normalised``
-        (:mod:`datashunt.core.sequence`).
+        (:mod:`datashunt.core.sequence`), or ``"learned"``: a quality estimator trained on the
+        validation texts (cross-fitted) that predicts from every text and token probability so
+        far how much worse a stage's text is than the last stage's
+        (:class:`~datashunt.estimators.deferral.QualityDeferral`; ``deferral_`` holds it).
     hint : bool
-        Offer each stage the previous stage's text and confidence as a draft in its prompt
-        (:func:`datashunt.collab.drafts.draft_hint`).
+        Offer each stage the previous stage's text and confidence (its mean token probability) as
+        a draft in its prompt (:func:`datashunt.collab.drafts.draft_hint`).
     n_grid : int
         Candidate thresholds per stage (quantiles of its validation confidences).
     modality, validation_fraction, random_state, progress
@@ -93,7 +98,7 @@ class ShuntGenerator(StageList):
         "thresholds": [StrOptions({"auto"}), list],
         "policy": [StrOptions(set(POLICY_NAMES))],
         "metric": [StrOptions(set(METRICS)), Metric],
-        "confidence": [StrOptions(set(SEQUENCE_MEASURES)), callable],
+        "confidence": [StrOptions(set(SEQUENCE_MEASURES) | {LEARNED}), callable],
         "tolerance": [Interval(Real, 0, None, closed="left")],
         "max_cost": [Interval(Real, 0, None, closed="left"), None],
         "max_last_rate": [Interval(Real, 0, 1, closed="both"), None],
@@ -147,6 +152,9 @@ class ShuntGenerator(StageList):
         references_val`` (or a held-out share of the pairs), where every stage answers every
         validation item. A reference is a string, or a list of strings (several captions)."""
         self._check_stages()
+        self.__dict__.pop("deferral_", None)  # a refit learns it again
+        if self.confidence == LEARNED and self.thresholds != "auto":
+            raise ConfigError("confidence='learned' is trained on validation texts: use thresholds='auto'")
         X, references, self.modality_ = self._pairs(X, references, "training")
         if X_val is None:
             if len(X) < 4:
@@ -202,6 +210,7 @@ class ShuntGenerator(StageList):
 
     def _calibrate(self, X_val, references_val):
         metric, n = get_metric(self.metric), len(X_val)
+        self.__dict__.pop("deferral_", None)  # the stages answer with their own confidence first
         every = self.answers_of_every_stage(X_val)
         for (name, _), got in zip(self.stages_, every):
             require_answers(got.ok, got.flag, f"stage {name!r}")
@@ -209,6 +218,12 @@ class ShuntGenerator(StageList):
         confidence = np.column_stack([got.confidence for got in every])
         item_quality = np.column_stack([metric.per_item(t, references_val) for t in texts])
         price = np.column_stack([got.price for got in every])
+        learned = None
+        if self.confidence == LEARNED:
+            start = time.perf_counter()
+            self.deferral_ = QualityDeferral(random_state=self.random_state)
+            confidence[:, :-1] = self.deferral_.fit_scores(every, X_val, item_quality)
+            learned = {"scales": self.deferral_.scales_, "seconds": time.perf_counter() - start}
 
         def corpus(stage):
             return metric.corpus(_standing(texts, stage), references_val)
@@ -236,16 +251,27 @@ class ShuntGenerator(StageList):
             "cost_per_item": result["cost"] / n,
             "reach": result["reach"],
             "failures": [int((~got.ok).sum()) for got in every],
-            "drift_reference": drift.reference(confidence[:, 0], self.thresholds_[0]),
+            "deferral": learned,
+            "drift_reference": drift.reference(self._deployed(every, X_val, confidence), self.thresholds_[0]),
         }
+
+    def _deployed(self, every, X_val, confidence) -> np.ndarray:
+        """The first stage's routing scores on validation as routing will compute them (what drift is
+        checked against): a learned quality estimator's refit model, not its out-of-fold scores."""
+        deferral = getattr(self, "deferral_", None)
+        return confidence[:, 0] if deferral is None else deferral.judge(0, every[:1], X_val)
 
     # -- inference -----------------------------------------------------------------------------
     def _stages(self, chat: bool = False) -> list:
         options = {"modality": self.modality_, "progress": self.progress, "chat": chat}
-        stages = [GeneratorStage(model, self.confidence, hint=self.hint, **options) for _, model in self.stages_]
+        measure = "mean_proba" if self.confidence == LEARNED else self.confidence
+        stages = [GeneratorStage(model, measure, hint=self.hint, **options) for _, model in self.stages_]
         learnable = getattr(self, "learnable_", None)
         if learnable is not None:  # 2CD: the surer of the first stage and its distilled copy answers
-            stages[0] = Surer(stages[0], GeneratorStage(learnable, self.confidence, **options))
+            stages[0] = Surer(stages[0], GeneratorStage(learnable, measure, **options))
+        deferral = getattr(self, "deferral_", None)
+        if deferral is not None:  # learned quality: every stage but the last scored on all written so far
+            stages[:-1] = [Deferred(stage, deferral, s) for s, stage in enumerate(stages[:-1])]
         return stages
 
     def route_chats(self, conversations: list, upto: int | None = None) -> pd.DataFrame:

@@ -365,7 +365,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
             },
             "cross_fitted": self.cv is not None,
             "certification": "paired" if self.confidence_level else None,
-            "drift_reference": drift.reference(small.confidence, self.threshold_),
+            "drift_reference": drift.reference(self._deployed(small.proba, small.confidence), self.threshold_),
         }
 
     def _calibrate_stratified(self, X_val, y_val, small_proba=None):
@@ -440,7 +440,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
             ),
             "cross_fitted": self.cv is not None,
             "certification": "stratified",
-            "drift_reference": drift.reference(confidence, self.threshold_),
+            "drift_reference": drift.reference(self._deployed(small_proba, confidence), self.threshold_),
         }
 
     # -- inference -----------------------------------------------------------------------------
@@ -474,6 +474,12 @@ class ShuntClassifier(ClassifierMixin, Engine):
             self.large_, self.labels_, max_proba, modality=self.modality_, progress=self.progress, prompt=self._pruned
         )
         return [small, large]
+
+    def _deployed(self, small_proba, confidence) -> np.ndarray:
+        """The small model's routing scores on validation as routing will compute them (what drift
+        is checked against): a learned deferral's refit scorer, not its out-of-fold scores."""
+        deferral = getattr(self, "deferral_", None)
+        return confidence if deferral is None else deferral.score(0, [small_proba])
 
     def _learn_deferral(self, small_proba, small_ok) -> np.ndarray:
         """Train the learned deferral on the small model's validation answers (labels only, no

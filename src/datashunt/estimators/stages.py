@@ -97,7 +97,9 @@ class GeneratorStage(Stage):
         hints = None
         if self.hint and earlier:
             previous = earlier[-1]
-            hints = [draft_hint(previous.text[i], previous.confidence[i]) for i in rows]
+            # the draft's sequence confidence, even where the routing score is a learned one
+            sure = self.measure([previous.token_logprob[i] for i in rows])
+            hints = [draft_hint(previous.text[i], c) for i, c in zip(rows, sure)]
         if self.chat:
             turns = [
                 list(c) + ([{"role": "system", "content": h}] if h else [])
@@ -133,14 +135,15 @@ class Surer(Stage):
 
 class Deferred(Stage):
     """A stage whose routing score is a learned deferral's (:mod:`datashunt.estimators.deferral`):
-    how likely its answer is right, judged from every answer up to it (``s``: its position)."""
+    how likely its answer is right (or how good its text is), judged from every answer up to it
+    (``s``: its position)."""
 
     def __init__(self, stage: Stage, deferral, s: int):
         self.stage, self.deferral, self.s = stage, deferral, s
 
     def ask(self, items, rows, earlier):
         got = self.stage.ask(items, rows, earlier)
-        got.confidence = self.deferral.score(self.s, [e.proba[rows] for e in earlier] + [got.proba])
+        got.confidence = self.deferral.judge(self.s, [take(e, rows) for e in earlier] + [got], items)
         return got
 
 

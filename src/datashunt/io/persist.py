@@ -13,6 +13,7 @@ trusts, and where a loaded model's calls may go, is stated there.
 
 import io
 import json
+import math
 import re
 import zipfile
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import skops.io as sio
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import check_is_fitted
 
@@ -34,7 +35,7 @@ from ..backends.prompt import Prompt, label_words
 from ..core.params import check_params
 from ..core.routes import LARGE, SMALL
 from ..estimators.cascade import Cascade
-from ..estimators.deferral import LEARNED, Combiner, Deferral
+from ..estimators.deferral import LEARNED, Combiner, Deferral, QualityDeferral
 from ..estimators.generator import ShuntGenerator
 from ..estimators.shunt import ShuntClassifier
 from ..exceptions import ConfigError, ModelFileError
@@ -321,8 +322,10 @@ def load(
     if learnable is not None:
         model.learnable_, model.distillation_ = learnable, meta["learned"]["distillation"]
     if meta["params"].get("confidence") == LEARNED:
-        model.deferral_ = Deferral()
-        model.deferral_.models_ = _load_scorers(file("deferral.skops"), len(stages) - 1, trusted)
+        model.deferral_ = QualityDeferral() if generating else Deferral()
+        model.deferral_.models_ = _load_scorers(file("deferral.skops"), len(stages) - 1, trusted, regress=generating)
+        if generating:
+            model.deferral_.scales_ = _scales(meta["calibration"].get("deferral"), len(stages) - 1, fail)
     if (meta["calibration"].get("combination") or {}).get("used") is True:
         model.combiner_ = Combiner()
         model.combiner_.model_ = _load_scorers(file("combiner.skops"), 1, trusted, constant=False)[0]
@@ -576,9 +579,22 @@ def _read_sweep(path, columns):
     return sweep
 
 
-def _load_scorers(path: Path, count: int, trusted, constant: bool = True) -> list:
+def _scales(learned, count: int, fail) -> list:
+    """A learned quality estimator's error spreads (``calibration.deferral.scales``): ``count`` positive numbers."""
+    scales = learned.get("scales") if isinstance(learned, dict) else None
+    if not (
+        isinstance(scales, list)
+        and len(scales) == count
+        and all(type(v) in (int, float) and 0 < v < math.inf for v in scales)
+    ):
+        fail(f"calibration.deferral.scales must be {count} positive number(s), got {short(scales)}")
+    return [float(v) for v in scales]
+
+
+def _load_scorers(path: Path, count: int, trusted, constant: bool = True, regress: bool = False) -> list:
     """A learned deferral's scorers (or a combiner) from ``path``: ``count`` gradient-boosted
-    classifiers (or, with ``constant``, numbers), of the types :data:`DEFERRAL_TYPES` only (or ``trusted``)."""
+    classifiers (or, with ``constant``, numbers; with ``regress``, regressors: a generator's
+    quality estimators), of the types :data:`DEFERRAL_TYPES` only (or ``trusted``)."""
     if not path.is_file():
         raise ModelFileError(f"{path} is missing: the model routes by what was learned and saved there")
     check_archive(path)
@@ -593,9 +609,15 @@ def _load_scorers(path: Path, count: int, trusted, constant: bool = True) -> lis
         models = sio.load(path, trusted=untrusted)
     except Exception as exc:  # noqa: BLE001 - any failure to build the scorers from a file means the file is bad
         raise ModelFileError(f"{path} is corrupt: {type(exc).__name__}: {exc}") from None
-    kinds = (HistGradientBoostingClassifier, float) if constant else (HistGradientBoostingClassifier,)
+    if regress:
+        kinds, what = (HistGradientBoostingRegressor,), "regressor"
+    else:
+        kinds, what = (
+            (HistGradientBoostingClassifier, float) if constant else (HistGradientBoostingClassifier,),
+            "classifier",
+        )
     if not (isinstance(models, list) and len(models) == count and all(type(m) in kinds for m in models)):
-        raise ModelFileError(f"{path} must hold {count} gradient-boosted classifier(s)")
+        raise ModelFileError(f"{path} must hold {count} gradient-boosted {what}(s)")
     return models
 
 
