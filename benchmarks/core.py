@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import train_test_split
 
 from datashunt import ShuntClassifier
@@ -164,11 +165,37 @@ def main():
             "test_sweep_for_figure_only": test_sweep.replace([np.inf, -np.inf], None).to_dict("list"),
             "routing_overhead": routing_overhead(shunt, list(test["text"]) * 3),
         }
+        if not args.cv:  # the same small model routed by the learned score (a cross-fitted one would need copies)
+            results["small_models"][name]["learned"] = learned_routing(shunt, large, train, val, test, args.seed)
         print(name, evaluation.summary[["system", "accuracy", "large_rate"]].to_string(index=False), flush=True)
         args.out.write_text(json.dumps(results, indent=1, default=float))
     results["large_call_speed"] = large_call_speed(args.model, list(test["text"][:100]))
     args.out.write_text(json.dumps(results, indent=1, default=float))
     print(json.dumps(results["large_call_speed"]), flush=True)
+
+
+def learned_routing(shunt, large, train, val, test, seed) -> dict:
+    """The shunt's small model, already trained, routed by ``confidence="learned"`` and ``"auto"``
+    (the same policy and guarantee; the scorer is trained on the validation labels), on the same test split."""
+    out, y = {}, test["label"].to_numpy()
+    for confidence in ("learned", "auto"):
+        start = time.perf_counter()
+        other = ShuntClassifier(
+            FrozenEstimator(shunt.small_), large, policy="match_large", confidence=confidence, random_state=seed
+        )
+        other.fit(train["text"], train["label"], X_val=val["text"], y_val=val["label"])
+        routes = other.route(test["text"])
+        out[confidence] = {
+            "threshold": other.threshold_,
+            "accuracy": float((routes["label"].to_numpy() == y).mean()),
+            "large_rate": float((routes["reached"] == 1).mean()),
+            "goal_met": other.calibration_["goal_met"],
+            "large_calls": other.calibration_.get("large_calls"),
+            "scoring": other.scoring_,
+            "fit_seconds": time.perf_counter() - start,
+        }
+        print(confidence, json.dumps({k: v for k, v in out[confidence].items() if k != "scoring"}), flush=True)
+    return out
 
 
 def point_estimate(shunt, match_z, test_confidence, small_right, large_right):

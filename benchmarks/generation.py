@@ -13,11 +13,15 @@ shown as earlier chat turns). Greedy decoding, one line (``stop="\\n"``), local 
 
 Each configuration is a two-stage :class:`~datashunt.ShuntGenerator` with the default policy
 (``match_last``: the fewest items sent on whose validation chrF is at least the large model's
-alone) and confidence (mean token probability, eq. 8). Reported on the test split: corpus chrF
+alone, less ``--tolerance`` chrF points) for every sequence confidence: the paper's mean token
+probability (eq. 8, the baseline: ``ds_mean_proba``), the other token measures, the learned
+quality estimator (``learned``) and ``auto``, which takes the learned score only where it ranks
+the validation texts better; ``ds`` (the headline) is ``auto``. Reported on the test split: corpus chrF
 (sacrebleu) with a bootstrap 95% interval, BLEU and ROUGE-L, the large share, tokens and seconds
 per item of each stage (seconds as measured when each answer was first computed: the call cache
 keeps them), the quality-share curve at fixed shares (Fig. 3), and every sequence confidence.
-Nothing is chosen on the test split.
+Nothing is chosen on the test split. Run for some configurations only (``--configs``), the file
+keeps the others' entries; each entry names the command that made it.
 
     .venv/bin/python benchmarks/generation.py --seed 0
 """
@@ -52,10 +56,15 @@ def run(name, small, large, task, args, hint=False) -> dict:
     result = {}
     # With a hint the large stage's prompt carries the small stage's confidence, so every measure
     # would make new prompts (and calls): the hint configuration uses the default measure only.
-    for measure in ("mean_proba",) if hint else SEQUENCE_MEASURES:
+    for measure in ("mean_proba",) if hint else (*SEQUENCE_MEASURES, "learned", "auto"):
         start = time.perf_counter()
         shunt = ShuntGenerator(
-            [("small", small), ("large", large)], metric="chrf", confidence=measure, hint=hint, random_state=args.seed
+            [("small", small), ("large", large)],
+            metric="chrf",
+            confidence=measure,
+            hint=hint,
+            tolerance=args.tolerance,
+            random_state=args.seed,
         )
         shunt.fit(train.text.tolist(), train.reference.tolist(), val.text.tolist(), val.reference.tolist())
         evaluation = compare_generation(shunt, test.text.tolist(), refs, n_bootstrap=args.bootstrap, seed=args.seed)
@@ -70,6 +79,9 @@ def run(name, small, large, task, args, hint=False) -> dict:
             "validation": {k: shunt.calibration_[k] for k in ("quality", "stage_quality", "reach", "goal", "goal_met")},
             "fit_seconds": time.perf_counter() - start,
         }
+        if shunt.calibration_.get("scoring"):  # the learned score: which one was used, both ranks, training time
+            result[measure]["scoring"] = shunt.calibration_["scoring"]
+            result[measure]["deferral_seconds"] = shunt.calibration_["deferral"]["seconds"]
         if measure == "mean_proba":
             for stage in ("small", "large"):
                 row = rows.loc[f"{stage} only"]
@@ -89,7 +101,9 @@ def run(name, small, large, task, args, hint=False) -> dict:
             ),
             flush=True,
         )
-    result["ds"] = result["mean_proba"]
+    # Data Shunt's headline routing score: the learned one where it ranks the validation texts better
+    # (confidence="auto"), the paper's mean token probability otherwise; mean_proba stays the baseline.
+    result["ds"] = result.get("auto", result["mean_proba"])
     return result
 
 
@@ -101,6 +115,9 @@ def main():
     parser.add_argument("--n-test", type=int, default=300)
     parser.add_argument("--shots", type=int, default=2)
     parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument(
+        "--tolerance", type=float, default=0.0, help="chrF points below the large model's the match policy accepts"
+    )
     parser.add_argument(
         "--configs",
         nargs="+",
@@ -120,16 +137,24 @@ def main():
         "hint": (small_shots, large, True),
         "shots_both": (small_shots, large_shots, False),
     }
+    command = "python " + " ".join(sys.argv)
     configs = {}
+    if args.out.is_file():  # the configurations not run now keep their entries, each naming its command
+        earlier = json.loads(args.out.read_text())
+        configs = {
+            name: {"command": entry.get("command", earlier["command"])} | entry
+            for name, entry in earlier.get("configs", {}).items()
+            if name not in args.configs
+        }
     for name in args.configs:
         small, big, hint = plan[name]
-        configs[name] = run(name, small, big, task, args, hint=hint)
+        configs[name] = {"command": command} | run(name, small, big, task, args, hint=hint)
     # The headline: both stages shown the same examples, so "as good as the large model" is measured
     # against the large model at its best, not against a zero-shot one the small model already beats.
     headline = "shots_both" if "shots_both" in configs else next(iter(configs))
     main_config = configs[headline]
     results = {
-        "command": "python " + " ".join(sys.argv),
+        "command": command,
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}; 2 cores",
         "task": {
             "data": f"Debian package synopses, English -> {args.lang} (DDTP)",
@@ -138,6 +163,7 @@ def main():
             "n_test": args.n_test,
             "seed": args.seed,
             "shots": args.shots,
+            "tolerance": args.tolerance,
         },
         "stages": {
             "small": "Qwen2.5-Coder-0.5B-Instruct GGUF, greedy",
@@ -148,6 +174,7 @@ def main():
         "small": main_config["small"],
         "large": main_config["large"],
         "ds": main_config["ds"],
+        "ds_mean_proba": main_config["mean_proba"],
         "configs": configs,
     }
     args.out.write_text(json.dumps(results, indent=1, default=float))

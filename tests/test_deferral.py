@@ -58,7 +58,9 @@ def test_a_learned_deferral_sends_on_only_what_the_cheap_stage_gets_wrong():
 
 def test_a_learned_deferral_needs_validation_answers():
     ids, truth, stages, _ = services(200)
-    with pytest.raises(ConfigError, match="confidence='learned' and combine=True are trained on validation answers"):
+    with pytest.raises(
+        ConfigError, match=r"confidence='learned' \(or 'auto'\) and combine=True are trained on validation answers"
+    ):
         Cascade(stages, thresholds=[0.5], confidence="learned").fit(ids, truth)
 
 
@@ -229,3 +231,48 @@ def test_a_draft_hint_keeps_the_token_confidence_when_routing_learns_its_score()
     model.fit(items[:30], refs[:30], items[:100], refs[:100])
     model.route(items[102:103])  # a copy: sent on with its draft
     assert "its confidence: 0.90" in str(model.stages_[1][1].last_messages)
+
+
+def test_auto_takes_the_learned_score_only_where_it_ranks_the_errors_better(tmp_path):
+    from datashunt.io.persist import load, save
+
+    ids, truth, stages, _ = services(folder=tmp_path)
+    common = {"policy": "target_accuracy", "target_accuracy": 0.97, "random_state": 0}
+    auto = Cascade(stages, confidence="auto", **common).fit(ids[:2000], truth[:2000], ids[:2000], truth[:2000])
+    learned = Cascade(stages, confidence="learned", **common).fit(ids[:2000], truth[:2000], ids[:2000], truth[:2000])
+    assert auto.scoring_["used"] == "learned" and auto.scoring_["ranking"] == "roc_auc"
+    assert auto.scoring_["validation"]["learned"] > 0.65 and auto.scoring_["validation"]["max_proba"] == 0.5
+    assert auto.thresholds_ == learned.thresholds_
+    # a cheap service whose own confidence already tells its errors: nothing to learn, its own score is kept
+    table = pd.read_csv(tmp_path / "answers.csv")
+    table["sure"] = np.where(table["cheap"] == table["dear"], 0.95, 0.55)
+    table.to_csv(tmp_path / "answers.csv", index=False)
+    honest = Cascade(stages, confidence="auto", **common).fit(ids[:2000], truth[:2000], ids[:2000], truth[:2000])
+    assert honest.scoring_["used"] == "max_proba" and honest.scoring_["validation"]["max_proba"] == 1.0
+    assert not hasattr(honest, "deferral_") and honest.calibration_["scoring"] == honest.scoring_
+    save(honest, tmp_path / "m")
+    assert not (tmp_path / "m" / "deferral.skops").exists()
+    again = load(tmp_path / "m", trust_saved_locations=True)
+    pd.testing.assert_frame_equal(again.route(ids[2000:]), honest.route(ids[2000:]))
+
+
+def test_auto_for_a_shunt_and_a_generator_records_both_scores():
+    from datashunt import ShuntClassifier, ShuntGenerator
+    from datashunt.small import make_small
+
+    items, refs, copies, stages = copying_generators()
+    auto = ShuntGenerator(stages, metric="exact_match", confidence="auto", random_state=0)
+    auto.fit(items[:30], refs[:30], items[:100], refs[:100])
+    assert auto.scoring_["used"] == "learned" and auto.scoring_["ranking"] == "spearman"
+    assert auto.scoring_["validation"]["mean_proba"] == 0.0 and auto.scoring_["validation"]["learned"] > 0.5
+    assert auto.calibration_["reach"][1] == pytest.approx(copies[:100].mean())
+
+    rng = np.random.default_rng(0)
+    truth = rng.choice(["pos", "neg"], 1000)
+    said = np.where(rng.uniform(size=1000) < 0.8, truth, np.where(truth == "pos", "neg", "pos"))
+    texts = [f"{'good' if s == 'pos' else 'bad'} r{i}" for i, s in enumerate(said)]
+    large = ReplayModel(pd.DataFrame({"id": texts, "prediction": truth}), name="dear")
+    shunt = ShuntClassifier(make_small("tfidf"), large, confidence="auto", random_state=0)
+    shunt.fit(texts[:500], truth[:500], texts[500:], truth[500:])
+    assert set(shunt.scoring_["validation"]) == {"max_proba", "learned"}
+    assert shunt.scoring_["used"] in ("max_proba", "learned") and shunt.calibration_["scoring"] == shunt.scoring_

@@ -164,13 +164,13 @@ def demo_generate(
     lang: str = typer.Option("de", help="Target language: any code apt has a Translation list for."),
     small: str = typer.Option("qwen2.5-coder-0.5b", help="Small generator: a local GGUF model name or path."),
     large: str = typer.Option("qwen2.5-coder-1.5b", help="Large generator: a local GGUF model name or path."),
-    shots: int = typer.Option(2, min=0, help="Closest training pairs the small model is shown as examples."),
+    shots: int = typer.Option(2, min=0, help="Closest training pairs both models are shown as examples."),
     n_validation: int = typer.Option(60, min=10, help="Pairs for calibrating δ (every stage answers each)."),
     n_test: int = typer.Option(60, min=10, help="Held-out pairs for the comparison (every stage answers each)."),
     seed: int = typer.Option(0, help="Seed of the split."),
     out: Path = typer.Option(Path("reports/demo-generate"), help="Report folder."),
 ):
-    """Debian package synopses into German: a small model with examples, a larger one zero-shot, Data Shunt.
+    """Debian package synopses into German: a small and a large model shown the same examples, Data Shunt.
 
     Items are English one-line synopses, references the translations Debian's volunteers wrote
     (run ``apt-get -o Acquire::Languages=de update`` once, as root). δ keeps the fewest items on

@@ -155,10 +155,12 @@ def long_tailed_images(
 def translation(
     *, lang: str, small: str, large: str, shots: int, n_validation: int, n_test: int, seed: int, out: Path
 ) -> None:
-    """Debian package synopses into German: a small model with examples, a larger one zero-shot, Data Shunt.
+    """Debian package synopses into German: a small and a large model shown the same examples, Data Shunt.
 
     Items are English one-line synopses, references the translations Debian's volunteers wrote.
-    δ keeps the fewest items on the large model whose validation chrF is at least the large model's alone.
+    Both models see the ``shots`` closest training pairs, so the large model is at its best and
+    routing, not prompting, makes the difference. δ keeps the fewest items on the large model
+    whose validation chrF is at least the large model's alone.
     """
     from .io.persist import save  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
@@ -171,7 +173,7 @@ def translation(
     ask = translation_instruction(lang)
     stages = [
         ("small", LlamaCppGenerator(small, instruction=ask, shots=shots, stop=["\n"], max_new_tokens=64)),
-        ("large", LlamaCppGenerator(large, instruction=ask, stop=["\n"], max_new_tokens=64)),
+        ("large", LlamaCppGenerator(large, instruction=ask, shots=shots, stop=["\n"], max_new_tokens=64)),
     ]
     shunt = ShuntGenerator(stages, metric="chrf", random_state=seed, progress=True)
     say_destination(shunt)
@@ -189,7 +191,7 @@ def translation(
         "command": "datashunt demo-generate",
         "lang": lang,
         "small": f"{small}, {shots} retrieved examples",
-        "large": f"{large}, zero-shot",
+        "large": f"{large}, {shots} retrieved examples",
         "seed": seed,
         "n_train": len(train),
         "n_validation": len(val),

@@ -28,7 +28,7 @@ from ..core.policies import NAMES as POLICY_NAMES
 from ..core.stratified import choose_stratified, estimated_path, plan_calls
 from ..exceptions import CalibrationWarning, ConfigError, DataError
 from ..modalities import NAMES
-from .deferral import LEARNED, Combiner, Deferral
+from .deferral import AUTO, LEARNED, Combiner, Deferral, settle
 from .engine import StageList
 from .stages import ClassifierStage, Combined, Deferred, LabelStage
 
@@ -72,12 +72,14 @@ class Cascade(ClassifierMixin, StageList):
     per_class : bool
         One δ per class the stage predicts: for two stages by :func:`~datashunt.core.calibration.per_class_thresholds`,
         for more by :func:`~datashunt.core.calibration.per_class_refine` from the best single thresholds.
-    confidence : {"max_proba", "margin", "entropy", "learned"} or callable
+    confidence : {"max_proba", "margin", "entropy", "learned", "auto"} or callable
         The routing score of every stage but the last: a measure of its own probabilities
         (:mod:`datashunt.core.confidence`; ``max_proba`` is the paper's), or ``"learned"``: a
         gradient-boosted deferral model trained on the validation answers (cross-fitted) that
         scores how likely each stage's answer is right from everything every stage up to it said
-        (:mod:`datashunt.estimators.deferral`; ``deferral_`` holds it).
+        (:mod:`datashunt.estimators.deferral`; ``deferral_`` holds it). ``"auto"``: the learned
+        score only if its out-of-fold scores rank the stages' errors better than ``max_proba``
+        on validation (ROC AUC; ``scoring_`` records both), ``max_proba`` otherwise.
     combine : bool
         Where an item reached the last stage, answer with a combination of every stage's answer
         (stacking: a gradient-boosted classifier over all of them, trained on the validation
@@ -96,6 +98,8 @@ class Cascade(ClassifierMixin, StageList):
     thresholds_ : list of S - 1 thresholds (floats, or arrays over ``classes_``)
     sweep_ : DataFrame of every threshold combination tried, or None
     calibration_ : dict summarising the validation figures behind ``thresholds_``
+    scoring_ : dict, with a learned or ``"auto"`` confidence: the score used and both scores'
+        ranking figures on validation
 
     Examples
     --------
@@ -127,7 +131,7 @@ class Cascade(ClassifierMixin, StageList):
         "confidence_level": [Interval(Real, 0, 1, closed="neither"), None],
         "certification": [StrOptions({"stratified", "paired"})],
         "max_calibration_calls": [Interval(Integral, 1, None, closed="left"), None],
-        "confidence": [StrOptions(set(MEASURES) | {LEARNED}), callable],
+        "confidence": [StrOptions(set(MEASURES) | {LEARNED, AUTO}), callable],
         "combine": ["boolean"],
         "label_names": [dict, None],
         "modality": [StrOptions(set(NAMES))],
@@ -182,11 +186,12 @@ class Cascade(ClassifierMixin, StageList):
         """Train the classifier stages, then calibrate the thresholds on ``X_val, y_val`` (or a
         held-out share of ``X, y``), where every stage answers every validation item."""
         self._check_stages()
-        for stale in ("deferral_", "combiner_", "combination_"):  # a refit learns them again
+        for stale in ("deferral_", "combiner_", "combination_", "scoring_"):  # a refit learns them again
             self.__dict__.pop(stale, None)
-        if (self.confidence == LEARNED or self.combine) and self.thresholds != "auto":
+        if (self._learns() or self.combine) and self.thresholds != "auto":
             raise ConfigError(
-                "confidence='learned' and combine=True are trained on validation answers: use thresholds='auto'"
+                "confidence='learned' (or 'auto') and combine=True are trained on validation answers: "
+                "use thresholds='auto'"
             )
         if self.combine and self._stratified():
             raise ConfigError(
@@ -258,8 +263,8 @@ class Cascade(ClassifierMixin, StageList):
         confidence = np.column_stack([a.confidence for a in answers])
         predicted = np.column_stack([np.nan_to_num(a.proba, nan=-1).argmax(axis=1) for a in answers])
         correct = np.column_stack([a.ok & (self.classes_[p] == y_val) for a, p in zip(answers, predicted.T)])
-        if self.confidence == LEARNED:
-            confidence[:, :-1] = self._learn_deferral([a.proba for a in answers], correct[:, :-1])
+        if self._learns():
+            confidence[:, :-1] = self._learn_deferral([a.proba for a in answers], correct[:, :-1], confidence[:, :-1])
         combined = self._learn_combiner([a.proba for a in answers], correct, y_val) if self.combine else None
         if combined is not None:  # the combined answer stands for the last stage's where it wins
             correct[:, -1] = combined
@@ -304,6 +309,7 @@ class Cascade(ClassifierMixin, StageList):
             "stage_accuracy": correct.mean(axis=0).tolist(),
             "failures": [int((~a.ok).sum()) for a in answers],
             "combination": getattr(self, "combination_", None),
+            "scoring": getattr(self, "scoring_", None),
             "drift_reference": drift.reference(
                 self._deployed(answers, confidence), self.thresholds_[0], predicted[:, 0]
             ),
@@ -316,8 +322,9 @@ class Cascade(ClassifierMixin, StageList):
         correct = np.column_stack(
             [a.ok & (self.classes_[np.nan_to_num(a.proba, nan=-1).argmax(axis=1)] == y_val) for a in answers]
         )
-        if self.confidence == LEARNED:
-            learned = self._learn_deferral([a.proba for a in answers], correct)
+        if self._learns():
+            own = np.column_stack([a.confidence for a in answers])
+            learned = self._learn_deferral([a.proba for a in answers], correct, own)
             for a, scores in zip(answers, learned.T):
                 a.confidence = np.where(a.ok, scores, np.nan)
         confidence = np.column_stack([np.nan_to_num(a.confidence, nan=-np.inf) for a in answers])  # failed: pass on
@@ -359,6 +366,7 @@ class Cascade(ClassifierMixin, StageList):
                 "safe_sampled": int(plan.sampled_right.sum()),
             },
             "certification": "stratified",
+            "scoring": getattr(self, "scoring_", None),
             "drift_reference": drift.reference(self._deployed(answers, confidence), self.thresholds_[0], None),
         }
 
@@ -386,11 +394,20 @@ class Cascade(ClassifierMixin, StageList):
         deferral = getattr(self, "deferral_", None)
         return confidence[:, 0] if deferral is None else deferral.judge(0, answers[:1])
 
-    def _learn_deferral(self, probas: list, correct) -> np.ndarray:
+    def _learns(self) -> bool:
+        return self.confidence in (LEARNED, AUTO)
+
+    def _learn_deferral(self, probas: list, correct, raw) -> np.ndarray:
         """Train the learned deferral on the validation answers of the stages before the last
-        (``correct``: one column each); returns their out-of-fold scores, the confidence they calibrate on."""
+        (``correct``: one column each, ``raw``: their own confidences); returns the scores they
+        calibrate on: its out-of-fold ones, or with ``confidence="auto"`` the raw ones where
+        those rank the stages' errors better (``scoring_`` records both)."""
         self.deferral_ = Deferral(random_state=self.random_state)
-        return self.deferral_.fit_scores(probas, correct)
+        learned = self.deferral_.fit_scores(probas, correct)
+        scores, self.scoring_ = settle(self.confidence, "max_proba", raw, learned, np.asarray(correct, bool))
+        if self.scoring_["used"] != LEARNED:
+            del self.deferral_
+        return scores
 
     def _guaranteed(self, confidence, correct):
         if self.per_class:
@@ -439,7 +456,7 @@ class Cascade(ClassifierMixin, StageList):
 
     # -- inference -----------------------------------------------------------------------------
     def _stages(self) -> list:
-        measure = get_measure("max_proba" if self.confidence == LEARNED else self.confidence)
+        measure = get_measure("max_proba" if self._learns() else self.confidence)
         stages = [
             LabelStage(model, self.labels_, measure, modality=self.modality_, progress=self.progress)
             if isinstance(model, LargeModel)

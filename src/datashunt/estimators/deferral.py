@@ -31,15 +31,54 @@ Examples
 from difflib import SequenceMatcher
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import norm, spearmanr
 from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 
 from ..core.sequence import geometric_mean, mean_proba, min_proba
 from ..exceptions import DataError
 
 LEARNED = "learned"  #: the ``confidence`` of a face whose routing score is learned
+AUTO = "auto"  #: the learned score where it ranks the stages' answers better on validation, else their own
+
+
+def settle(choice: str, base: str, raw, learned, target) -> tuple[np.ndarray, dict]:
+    """Which routing score to use, as judged on validation: the stages' own confidence (``raw``,
+    by the measure named ``base``) or the learned one's out-of-fold scores (``learned``), each
+    (n, B), one column per stage boundary. ``target`` (n, B) is what the learned one predicts:
+    whether the stage is right (ranked by ROC AUC) or its quality against the last stage's (by
+    Spearman's correlation). ``choice`` ``"learned"`` always takes the learned score; ``"auto"``
+    takes it only if it ranks better on average over the boundaries. Returns the scores chosen
+    and a record of both figures (the learned score's baseline in every report).
+
+    Examples
+    --------
+    >>> right = np.array([[True], [False], [True], [False]])
+    >>> raw, learned = np.array([[0.9], [0.95], [0.6], [0.7]]), np.array([[0.8], [0.1], [0.7], [0.2]])
+    >>> scores, record = settle("auto", "max_proba", raw, learned, right)
+    >>> record["used"], record["validation"]
+    ('learned', {'max_proba': 0.25, 'learned': 1.0})
+    """
+    raw, learned, target = (np.asarray(a).reshape(len(np.asarray(raw)), -1) for a in (raw, learned, target))
+    ranked = target.dtype == bool
+    figures = {}
+    for name, scores in ((base, raw), (LEARNED, learned)):
+        each = []
+        for s in range(target.shape[1]):
+            if len(np.unique(target[:, s])) < 2:
+                continue  # a boundary whose stage is always right (or equal): nothing to rank
+            score = np.nan_to_num(scores[:, s], nan=-1.0)
+            if ranked:
+                each.append(roc_auc_score(target[:, s], score))
+            else:  # a constant score ranks nothing: no correlation
+                each.append(spearmanr(score, target[:, s])[0] if np.ptp(score) > 0 else 0.0)
+        figures[name] = float(np.mean(each)) if each else None
+    better = figures[LEARNED] is not None and (figures[base] is None or figures[LEARNED] > figures[base])
+    used = LEARNED if choice == LEARNED or better else base
+    record = {"used": used, "ranking": "roc_auc" if ranked else "spearman", "validation": figures}
+    return (learned if used == LEARNED else raw), record
 
 
 def features(probas: list) -> np.ndarray:

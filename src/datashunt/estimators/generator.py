@@ -22,7 +22,7 @@ from ..core.sequence import SEQUENCE_MEASURES
 from ..eval.metrics import METRICS, Metric, get_metric
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
-from .deferral import LEARNED, QualityDeferral
+from .deferral import AUTO, LEARNED, QualityDeferral, settle
 from .engine import StageList
 from .stages import Deferred, GeneratorStage, Surer
 
@@ -62,6 +62,9 @@ class ShuntGenerator(StageList):
         validation texts (cross-fitted) that predicts from every text and token probability so
         far how much worse a stage's text is than the last stage's
         (:class:`~datashunt.estimators.deferral.QualityDeferral`; ``deferral_`` holds it).
+        ``"auto"``: the learned score only if its out-of-fold scores rank the validation texts
+        better than ``mean_proba`` (Spearman's correlation with the quality difference),
+        ``mean_proba`` otherwise (``scoring_`` records both).
     hint : bool
         Offer each stage the previous stage's text and confidence (its mean token probability) as
         a draft in its prompt (:func:`datashunt.collab.drafts.draft_hint`).
@@ -73,6 +76,8 @@ class ShuntGenerator(StageList):
     Attributes
     ----------
     stages_, thresholds_, sweep_, calibration_, modality_
+    scoring_ : dict, with a learned or ``"auto"`` confidence: the score used and both scores'
+        ranking figures on validation
 
     Examples
     --------
@@ -98,7 +103,7 @@ class ShuntGenerator(StageList):
         "thresholds": [StrOptions({"auto"}), list],
         "policy": [StrOptions(set(POLICY_NAMES))],
         "metric": [StrOptions(set(METRICS)), Metric],
-        "confidence": [StrOptions(set(SEQUENCE_MEASURES) | {LEARNED}), callable],
+        "confidence": [StrOptions(set(SEQUENCE_MEASURES) | {LEARNED, AUTO}), callable],
         "tolerance": [Interval(Real, 0, None, closed="left")],
         "max_cost": [Interval(Real, 0, None, closed="left"), None],
         "max_last_rate": [Interval(Real, 0, 1, closed="both"), None],
@@ -152,9 +157,10 @@ class ShuntGenerator(StageList):
         references_val`` (or a held-out share of the pairs), where every stage answers every
         validation item. A reference is a string, or a list of strings (several captions)."""
         self._check_stages()
-        self.__dict__.pop("deferral_", None)  # a refit learns it again
-        if self.confidence == LEARNED and self.thresholds != "auto":
-            raise ConfigError("confidence='learned' is trained on validation texts: use thresholds='auto'")
+        for stale in ("deferral_", "scoring_"):  # a refit learns them again
+            self.__dict__.pop(stale, None)
+        if self._learns() and self.thresholds != "auto":
+            raise ConfigError(f"confidence={self.confidence!r} is trained on validation texts: use thresholds='auto'")
         X, references, self.modality_ = self._pairs(X, references, "training")
         if X_val is None:
             if len(X) < 4:
@@ -210,7 +216,8 @@ class ShuntGenerator(StageList):
 
     def _calibrate(self, X_val, references_val):
         metric, n = get_metric(self.metric), len(X_val)
-        self.__dict__.pop("deferral_", None)  # the stages answer with their own confidence first
+        for stale in ("deferral_", "scoring_"):  # the stages answer with their own confidence first
+            self.__dict__.pop(stale, None)
         every = self.answers_of_every_stage(X_val)
         for (name, _), got in zip(self.stages_, every):
             require_answers(got.ok, got.flag, f"stage {name!r}")
@@ -219,11 +226,15 @@ class ShuntGenerator(StageList):
         item_quality = np.column_stack([metric.per_item(t, references_val) for t in texts])
         price = np.column_stack([got.price for got in every])
         learned = None
-        if self.confidence == LEARNED:
+        if self._learns():
             start = time.perf_counter()
             self.deferral_ = QualityDeferral(random_state=self.random_state)
-            confidence[:, :-1] = self.deferral_.fit_scores(every, X_val, item_quality)
+            scores = self.deferral_.fit_scores(every, X_val, item_quality)
+            gain = item_quality[:, :-1] - item_quality[:, -1:]
+            confidence[:, :-1], self.scoring_ = settle(self.confidence, "mean_proba", confidence[:, :-1], scores, gain)
             learned = {"scales": self.deferral_.scales_, "seconds": time.perf_counter() - start}
+            if self.scoring_["used"] != LEARNED:
+                del self.deferral_
 
         def corpus(stage):
             return metric.corpus(_standing(texts, stage), references_val)
@@ -252,8 +263,12 @@ class ShuntGenerator(StageList):
             "reach": result["reach"],
             "failures": [int((~got.ok).sum()) for got in every],
             "deferral": learned,
+            "scoring": getattr(self, "scoring_", None),
             "drift_reference": drift.reference(self._deployed(every, X_val, confidence), self.thresholds_[0]),
         }
+
+    def _learns(self) -> bool:
+        return self.confidence in (LEARNED, AUTO)
 
     def _deployed(self, every, X_val, confidence) -> np.ndarray:
         """The first stage's routing scores on validation as routing will compute them (what drift is
@@ -264,7 +279,7 @@ class ShuntGenerator(StageList):
     # -- inference -----------------------------------------------------------------------------
     def _stages(self, chat: bool = False) -> list:
         options = {"modality": self.modality_, "progress": self.progress, "chat": chat}
-        measure = "mean_proba" if self.confidence == LEARNED else self.confidence
+        measure = "mean_proba" if self._learns() else self.confidence
         stages = [GeneratorStage(model, measure, hint=self.hint, **options) for _, model in self.stages_]
         learnable = getattr(self, "learnable_", None)
         if learnable is not None:  # 2CD: the surer of the first stage and its distilled copy answers

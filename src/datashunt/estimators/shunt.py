@@ -32,7 +32,7 @@ from ..core.stratified import (
 )
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
-from .deferral import LEARNED, Deferral
+from .deferral import AUTO, LEARNED, Deferral, settle
 from .engine import Engine
 from .stages import ClassifierStage, Deferred, Given, LabelStage, Surer
 
@@ -71,12 +71,14 @@ class ShuntClassifier(ClassifierMixin, Engine):
         ``target_accuracy``. A one-point promise needs about 460 validation items; with fewer,
         nothing is certified and everything goes to the large model (with a warning). None
         takes the point estimate instead (guarded by ``match_z``, no stated level).
-    confidence : {"max_proba", "margin", "entropy", "learned"} or callable
+    confidence : {"max_proba", "margin", "entropy", "learned", "auto"} or callable
         How sure the small model is: a measure of its probabilities
         (:mod:`datashunt.core.confidence`; ``max_proba`` is the paper's C), or ``"learned"``, a
         gradient-boosted model trained (cross-fitted) on the validation labels that scores how
         likely the small model's answer is right from its whole probability vector and the class
         it says (:mod:`datashunt.estimators.deferral`; no large call is needed to train it).
+        ``"auto"``: the learned score only if its out-of-fold scores rank the small model's
+        errors better than ``max_proba`` on validation (ROC AUC), ``max_proba`` otherwise.
     prompt_pruning : {None, "soft", "hard"}
         How the small model shapes the large model's prompt (Prompt Pruning). Both use the classes
         the small model excels in on validation data (precision and recall ``>= pruning_level``):
@@ -133,6 +135,8 @@ class ShuntClassifier(ClassifierMixin, Engine):
     calibration_ : dict summarising the validation figures behind ``threshold_``
     class_report_ : DataFrame of the small model's per-class precision and recall on validation
     pruning_ : the fitted :class:`~datashunt.collab.pruning.Pruning`, or None
+    scoring_ : dict, with a learned or ``"auto"`` confidence: the score used and both scores'
+        ranking figures on validation
 
     Examples
     --------
@@ -161,7 +165,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         "match_z": [Interval(Real, 0, None, closed="left")],
         "tolerance": [Interval(Real, 0, 1, closed="left")],
         "confidence_level": [Interval(Real, 0, 1, closed="neither"), None],
-        "confidence": [StrOptions(set(MEASURES) | {LEARNED}), callable],
+        "confidence": [StrOptions(set(MEASURES) | {LEARNED, AUTO}), callable],
         "prompt_pruning": [StrOptions({m for m in MODES if m}), None],
         "pruning_level": [Interval(Real, 0, 1, closed="both")],
         "pruning_cutoff": [Interval(Real, 0, 1, closed="both")],
@@ -225,11 +229,11 @@ class ShuntClassifier(ClassifierMixin, Engine):
     # -- learning ------------------------------------------------------------------------------
     def fit(self, X, y, X_val=None, y_val=None):
         """Fit the small model, then calibrate δ on ``X_val, y_val`` or on a held-out split of ``X, y``."""
-        for stale in ("learnable_", "distillation_", "deferral_"):  # a refit starts over
+        for stale in ("learnable_", "distillation_", "deferral_", "scoring_"):  # a refit starts over
             self.__dict__.pop(stale, None)
         self.check_params()
-        if self.confidence == LEARNED and self.threshold != "auto":
-            raise ConfigError("confidence='learned' is trained on validation answers: use threshold='auto'")
+        if self._learns() and self.threshold != "auto":
+            raise ConfigError(f"confidence={self.confidence!r} is trained on validation answers: use threshold='auto'")
         if self.cv is not None and X_val is not None:
             raise ConfigError("give either X_val (calibrate on it) or cv (cross-fit on the training data), not both")
         fraction = None if self.cv is not None else self.validation_fraction
@@ -247,8 +251,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
             raise DataError(
                 f"validation labels {unseen} never occur in the training data (classes: {self.classes_.tolist()})"
             )
-        if self.confidence != LEARNED:
-            get_measure(self.confidence)  # fail early on an unknown measure
+        get_measure(self._measure())  # fail early on an unknown measure
         self.labels_ = self._labels()
         self.large_.fit(X, words_for(y, self.classes_, self.labels_))  # a few-shot backend draws its shots
         small_proba = self._out_of_fold(X, y) if self.cv is not None else None
@@ -320,8 +323,8 @@ class ShuntClassifier(ClassifierMixin, Engine):
         require_answers([f is None for f in large.flag], large.flag, "the large model")
         small_ok = self.classes_[small.proba.argmax(axis=1)] == y_val
         large_ok = self.classes_[routed.proba().argmax(axis=1)] == y_val
-        if self.confidence == LEARNED:
-            small.confidence = self._learn_deferral(small.proba, small_ok)
+        if self._learns():
+            small.confidence = self._learn_deferral(small.proba, small_ok, small.confidence)
         self.sweep_ = sweep(
             small.confidence, np.column_stack([small_ok, large_ok]), np.column_stack([small.price, large.price])
         )
@@ -365,6 +368,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
             },
             "cross_fitted": self.cv is not None,
             "certification": "paired" if self.confidence_level else None,
+            "scoring": getattr(self, "scoring_", None),
             "drift_reference": drift.reference(self._deployed(small.proba, small.confidence), self.threshold_),
         }
 
@@ -372,10 +376,9 @@ class ShuntClassifier(ClassifierMixin, Engine):
         """Certify δ on every validation label, asking the large model only where the bound needs it."""
         small_proba = self.small_.predict_proba(X_val) if small_proba is None else small_proba
         small_ok = self.classes_[small_proba.argmax(axis=1)] == y_val
-        if self.confidence == LEARNED:
-            confidence = self._learn_deferral(small_proba, small_ok)
-        else:
-            confidence = np.asarray(get_measure(self.confidence)(small_proba), dtype=float)
+        confidence = np.asarray(get_measure(self._measure())(small_proba), dtype=float)
+        if self._learns():
+            confidence = self._learn_deferral(small_proba, small_ok, confidence)
         calls = calls_for(
             self.policy,
             confidence,
@@ -440,6 +443,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
             ),
             "cross_fitted": self.cv is not None,
             "certification": "stratified",
+            "scoring": getattr(self, "scoring_", None),
             "drift_reference": drift.reference(self._deployed(small_proba, confidence), self.threshold_),
         }
 
@@ -458,7 +462,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         """The small stage (the surer of the specific model and its 2CD copy, the specific one
         alone, or given out-of-fold probabilities), then the large one, its prompt pruned by the
         specific model's probabilities."""
-        measure = get_measure(max_proba if self.confidence == LEARNED else self.confidence)
+        measure = get_measure(self._measure())
         if small_proba is not None:  # out-of-fold answers, from cross-fitting
             got = Answers.empty(len(small_proba), len(self.classes_))
             got.proba, got.specific = small_proba, small_proba
@@ -481,11 +485,23 @@ class ShuntClassifier(ClassifierMixin, Engine):
         deferral = getattr(self, "deferral_", None)
         return confidence if deferral is None else deferral.score(0, [small_proba])
 
-    def _learn_deferral(self, small_proba, small_ok) -> np.ndarray:
+    def _learns(self) -> bool:
+        return self.confidence in (LEARNED, AUTO)
+
+    def _measure(self):
+        """The small model's own confidence measure (``max_proba`` where the routing score is learned)."""
+        return max_proba if self._learns() else self.confidence
+
+    def _learn_deferral(self, small_proba, small_ok, raw) -> np.ndarray:
         """Train the learned deferral on the small model's validation answers (labels only, no
-        large call); its out-of-fold scores are the small model's confidence for calibration."""
+        large call); its out-of-fold scores are the small model's confidence for calibration, or
+        with ``confidence="auto"`` the ``raw`` one where that ranks its errors better (``scoring_``)."""
         self.deferral_ = Deferral(random_state=self.random_state)
-        return self.deferral_.fit_scores([small_proba], small_ok)[:, 0]
+        learned = self.deferral_.fit_scores([small_proba], small_ok)
+        scores, self.scoring_ = settle(self.confidence, "max_proba", raw, learned, small_ok[:, None])
+        if self.scoring_["used"] != LEARNED:
+            del self.deferral_
+        return scores[:, 0]
 
     def _pruned(self, rows, earlier) -> dict:
         """Prompt Pruning: the large model's prompt shaped by the specific small model's probabilities."""

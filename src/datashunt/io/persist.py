@@ -35,7 +35,7 @@ from ..backends.prompt import Prompt, label_words
 from ..core.params import check_params
 from ..core.routes import LARGE, SMALL
 from ..estimators.cascade import Cascade
-from ..estimators.deferral import LEARNED, Combiner, Deferral, QualityDeferral
+from ..estimators.deferral import AUTO, LEARNED, Combiner, Deferral, QualityDeferral
 from ..estimators.generator import ShuntGenerator
 from ..estimators.shunt import ShuntClassifier
 from ..exceptions import ConfigError, ModelFileError
@@ -321,7 +321,9 @@ def load(
         raise ModelFileError(f"{path}: {exc}") from None
     if learnable is not None:
         model.learnable_, model.distillation_ = learnable, meta["learned"]["distillation"]
-    if meta["params"].get("confidence") == LEARNED:
+    scoring = meta["calibration"].get("scoring")
+    chosen = scoring.get("used") if isinstance(scoring, dict) else None
+    if meta["params"].get("confidence") == LEARNED or (meta["params"].get("confidence") == AUTO and chosen == LEARNED):
         model.deferral_ = QualityDeferral() if generating else Deferral()
         model.deferral_.models_ = _load_scorers(file("deferral.skops"), len(stages) - 1, trusted, regress=generating)
         if generating:
