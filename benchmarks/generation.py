@@ -50,61 +50,70 @@ def generator(model: str, args, shots: int = 0) -> LlamaCppGenerator:
 
 def run(name, small, large, task, args, hint=False) -> dict:
     """One two-stage configuration: each stage alone and Data Shunt on the test split, for every
-    sequence confidence (the default, ``mean_proba``, also gives the curve and the stage figures)."""
-    train, val, test = task
-    refs = test.reference.tolist()
+    sequence confidence and every ``--tolerance`` (the first gives the full entry per measure, the
+    others a summary under ``tolerance_<t>``; ``mean_proba`` also gives the curve and the stage figures)."""
     result = {}
     # With a hint the large stage's prompt carries the small stage's confidence, so every measure
     # would make new prompts (and calls): the hint configuration uses the default measure only.
     for measure in ("mean_proba",) if hint else (*SEQUENCE_MEASURES, "learned", "auto"):
-        start = time.perf_counter()
-        shunt = ShuntGenerator(
-            [("small", small), ("large", large)],
-            metric="chrf",
-            confidence=measure,
-            hint=hint,
-            tolerance=args.tolerance,
-            random_state=args.seed,
-        )
-        shunt.fit(train.text.tolist(), train.reference.tolist(), val.text.tolist(), val.reference.tolist())
-        evaluation = compare_generation(shunt, test.text.tolist(), refs, n_bootstrap=args.bootstrap, seed=args.seed)
-        rows = evaluation.summary.set_index("system")
-        ds = rows.loc["data shunt"]
-        result[measure] = {
-            "quality": ds.quality,
-            "ci95": [ds.ci_low, ds.ci_high],
-            "large_share": ds.last_share,
-            "threshold": shunt.thresholds_[0],
-            "seconds_per_item": ds.seconds_per_item,
-            "validation": {k: shunt.calibration_[k] for k in ("quality", "stage_quality", "reach", "goal", "goal_met")},
-            "fit_seconds": time.perf_counter() - start,
-        }
-        if shunt.calibration_.get("scoring"):  # the learned score: which one was used, both ranks, training time
-            result[measure]["scoring"] = shunt.calibration_["scoring"]
-            result[measure]["deferral_seconds"] = shunt.calibration_["deferral"]["seconds"]
-        if measure == "mean_proba":
-            for stage in ("small", "large"):
-                row = rows.loc[f"{stage} only"]
-                result[stage] = {
-                    "quality": row.quality,
-                    "ci95": [row.ci_low, row.ci_high],
-                    "completion_tokens_per_item": row.completion_tokens,
-                    "seconds_per_item": row.seconds_per_item,
-                    "unanswered": int(row.unanswered),
+        for i, tolerance in enumerate(args.tolerance):
+            entry, rows, curve = shunted(small, large, task, args, measure, tolerance, hint)
+            if i:
+                result.setdefault(f"tolerance_{tolerance:g}", {})[measure] = {
+                    k: entry[k] for k in ("quality", "ci95", "large_share", "threshold", "validation")
                 }
-            result["curve"] = evaluation.curve.to_dict("records")
-        print(
-            name,
-            measure,
-            json.dumps(
-                {k: round(v, 3) if isinstance(v, float) else v for k, v in result[measure].items() if k != "validation"}
-            ),
-            flush=True,
-        )
+                continue
+            result[measure] = entry
+            if measure == "mean_proba":
+                for stage in ("small", "large"):
+                    row = rows.loc[f"{stage} only"]
+                    result[stage] = {
+                        "quality": row.quality,
+                        "ci95": [row.ci_low, row.ci_high],
+                        "completion_tokens_per_item": row.completion_tokens,
+                        "seconds_per_item": row.seconds_per_item,
+                        "unanswered": int(row.unanswered),
+                    }
+                result["curve"] = curve
+        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in result[measure].items() if k != "validation"}
+        print(name, measure, json.dumps(shown), flush=True)
     # Data Shunt's headline routing score: the learned one where it ranks the validation texts better
     # (confidence="auto"), the paper's mean token probability otherwise; mean_proba stays the baseline.
     result["ds"] = result.get("auto", result["mean_proba"])
     return result
+
+
+def shunted(small, large, task, args, measure, tolerance, hint):
+    """Fit one ShuntGenerator on the training and validation pairs and judge it on the test pairs."""
+    train, val, test = task
+    start = time.perf_counter()
+    shunt = ShuntGenerator(
+        [("small", small), ("large", large)],
+        metric="chrf",
+        confidence=measure,
+        hint=hint,
+        tolerance=tolerance,
+        random_state=args.seed,
+    )
+    shunt.fit(train.text.tolist(), train.reference.tolist(), val.text.tolist(), val.reference.tolist())
+    evaluation = compare_generation(
+        shunt, test.text.tolist(), test.reference.tolist(), n_bootstrap=args.bootstrap, seed=args.seed
+    )
+    rows = evaluation.summary.set_index("system")
+    ds = rows.loc["data shunt"]
+    entry = {
+        "quality": ds.quality,
+        "ci95": [ds.ci_low, ds.ci_high],
+        "large_share": ds.last_share,
+        "threshold": shunt.thresholds_[0],
+        "seconds_per_item": ds.seconds_per_item,
+        "validation": {k: shunt.calibration_[k] for k in ("quality", "stage_quality", "reach", "goal", "goal_met")},
+        "fit_seconds": time.perf_counter() - start,
+    }
+    if shunt.calibration_.get("scoring"):  # the learned score: which one was used, both ranks, training time
+        entry["scoring"] = shunt.calibration_["scoring"]
+        entry["deferral_seconds"] = shunt.calibration_["deferral"]["seconds"]
+    return entry, rows, evaluation.curve.to_dict("records")
 
 
 def main():
@@ -116,7 +125,11 @@ def main():
     parser.add_argument("--shots", type=int, default=2)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument(
-        "--tolerance", type=float, default=0.0, help="chrF points below the large model's the match policy accepts"
+        "--tolerance",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="chrF points below the large model's the match policy accepts (the first is the headline)",
     )
     parser.add_argument(
         "--configs",

@@ -276,3 +276,21 @@ def test_auto_for_a_shunt_and_a_generator_records_both_scores():
     shunt.fit(texts[:500], truth[:500], texts[500:], truth[500:])
     assert set(shunt.scoring_["validation"]) == {"max_proba", "learned"}
     assert shunt.scoring_["used"] in ("max_proba", "learned") and shunt.calibration_["scoring"] == shunt.scoring_
+
+
+def test_auto_keeps_the_own_confidence_where_there_is_too_little_to_learn_from():
+    from datashunt import ShuntGenerator
+
+    ids, _, stages, cheap = services(300)
+    y = cheap[:100].copy()
+    y[0] = "pos" if y[0] == "neg" else "neg"  # the cheap stage wrong on one validation item only
+    cascade = Cascade(stages, confidence="auto", random_state=0).fit(ids[:100], y, ids[:100], y)
+    assert (
+        cascade.scoring_["used"] == "max_proba" and "needs at least 2 right and 2 wrong" in cascade.scoring_["reason"]
+    )
+    items, refs, _, stages = copying_generators()
+    model = ShuntGenerator(stages, metric="exact_match", confidence="auto").fit(
+        items[:30], refs[:30], items[:12], refs[:12]
+    )
+    assert model.scoring_["used"] == "mean_proba" and "needs at least 20 validation items" in model.scoring_["reason"]
+    assert not hasattr(model, "deferral_")

@@ -403,7 +403,10 @@ class Cascade(ClassifierMixin, StageList):
         calibrate on: its out-of-fold ones, or with ``confidence="auto"`` the raw ones where
         those rank the stages' errors better (``scoring_`` records both)."""
         self.deferral_ = Deferral(random_state=self.random_state)
-        learned = self.deferral_.fit_scores(probas, correct)
+        try:
+            learned = self.deferral_.fit_scores(probas, correct)
+        except DataError as exc:  # too little to learn from: "auto" keeps the stages' own confidence
+            learned = exc
         scores, self.scoring_ = settle(self.confidence, "max_proba", raw, learned, np.asarray(correct, bool))
         if self.scoring_["used"] != LEARNED:
             del self.deferral_

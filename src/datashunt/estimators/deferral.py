@@ -44,41 +44,67 @@ LEARNED = "learned"  #: the ``confidence`` of a face whose routing score is lear
 AUTO = "auto"  #: the learned score where it ranks the stages' answers better on validation, else their own
 
 
-def settle(choice: str, base: str, raw, learned, target) -> tuple[np.ndarray, dict]:
+def settle(choice: str, base: str, raw, learned, target, n_bootstrap: int = 200) -> tuple[np.ndarray, dict]:
     """Which routing score to use, as judged on validation: the stages' own confidence (``raw``,
     by the measure named ``base``) or the learned one's out-of-fold scores (``learned``), each
     (n, B), one column per stage boundary. ``target`` (n, B) is what the learned one predicts:
     whether the stage is right (ranked by ROC AUC) or its quality against the last stage's (by
-    Spearman's correlation). ``choice`` ``"learned"`` always takes the learned score; ``"auto"``
-    takes it only if it ranks better on average over the boundaries. Returns the scores chosen
-    and a record of both figures (the learned score's baseline in every report).
+    Spearman's correlation), averaged over the boundaries. ``choice`` ``"learned"`` always takes
+    the learned score; ``"auto"`` takes it only if it ranks better by more than one standard error
+    of the difference (over ``n_bootstrap`` resamples of the validation items: the one-standard-
+    error rule, so the simpler score stays where the two are within validation noise). Returns
+    the scores chosen and a record of both figures (the learned score's baseline in every report).
+    ``learned`` may be the :class:`~datashunt.exceptions.DataError` that training it raised (too
+    few validation answers to learn from): ``"auto"`` then keeps the raw score and records why;
+    ``"learned"`` raises it.
 
     Examples
     --------
-    >>> right = np.array([[True], [False], [True], [False]])
-    >>> raw, learned = np.array([[0.9], [0.95], [0.6], [0.7]]), np.array([[0.8], [0.1], [0.7], [0.2]])
+    >>> rng = np.random.default_rng(0)
+    >>> right = rng.uniform(size=(300, 1)) < 0.7
+    >>> raw = rng.uniform(size=(300, 1))                           # says nothing
+    >>> learned = np.where(right, 0.8, 0.3) + rng.normal(0, 0.2, (300, 1))
     >>> scores, record = settle("auto", "max_proba", raw, learned, right)
-    >>> record["used"], record["validation"]
-    ('learned', {'max_proba': 0.25, 'learned': 1.0})
+    >>> record["used"], {k: round(v, 2) for k, v in record["validation"].items()}
+    ('learned', {'max_proba': 0.49, 'learned': 0.97})
     """
+    if isinstance(learned, DataError):
+        if choice == LEARNED:
+            raise learned
+        return raw, {"used": base, "ranking": None, "validation": None, "reason": str(learned)}
     raw, learned, target = (np.asarray(a).reshape(len(np.asarray(raw)), -1) for a in (raw, learned, target))
     ranked = target.dtype == bool
-    figures = {}
-    for name, scores in ((base, raw), (LEARNED, learned)):
-        each = []
-        for s in range(target.shape[1]):
-            if len(np.unique(target[:, s])) < 2:
-                continue  # a boundary whose stage is always right (or equal): nothing to rank
-            score = np.nan_to_num(scores[:, s], nan=-1.0)
-            if ranked:
-                each.append(roc_auc_score(target[:, s], score))
-            else:  # a constant score ranks nothing: no correlation
-                each.append(spearmanr(score, target[:, s])[0] if np.ptp(score) > 0 else 0.0)
-        figures[name] = float(np.mean(each)) if each else None
-    better = figures[LEARNED] is not None and (figures[base] is None or figures[LEARNED] > figures[base])
+    both = np.stack([np.nan_to_num(raw, nan=-1.0), np.nan_to_num(learned, nan=-1.0)])
+    figures = _ranks(both, target, np.arange(len(target)), ranked)
+    record = {"used": base, "ranking": "roc_auc" if ranked else "spearman", "validation": None}
+    if figures is None:  # every stage always right (or no differences): nothing to rank
+        return (learned if choice == LEARNED else raw), record | {"used": choice if choice == LEARNED else base}
+    rng = np.random.default_rng(0)
+    draws = [_ranks(both, target, rng.integers(0, len(target), len(target)), ranked) for _ in range(n_bootstrap)]
+    gaps = [d[1] - d[0] for d in draws if d is not None]
+    se = float(np.std(gaps)) if len(gaps) > 1 else np.inf
+    better = figures[1] - figures[0] > se
     used = LEARNED if choice == LEARNED or better else base
-    record = {"used": used, "ranking": "roc_auc" if ranked else "spearman", "validation": figures}
+    record |= {"used": used, "validation": {base: figures[0], LEARNED: figures[1]}, "difference_se": se}
     return (learned if used == LEARNED else raw), record
+
+
+def _ranks(both, target, rows, ranked):
+    """How well each of the two scores (``both``: raw, learned) ranks ``target`` on ``rows``,
+    averaged over the boundaries that vary there; None if none does."""
+    each = []
+    for s in range(target.shape[1]):
+        y = target[rows, s]
+        if len(np.unique(y)) < 2:
+            continue
+        pair = []
+        for score in both[:, rows, s]:
+            if ranked:
+                pair.append(roc_auc_score(y, score))
+            else:  # a constant score ranks nothing: no correlation
+                pair.append(spearmanr(score, y)[0] if np.ptp(score) > 0 else 0.0)
+        each.append(pair)
+    return np.mean(each, axis=0).tolist() if each else None
 
 
 def features(probas: list) -> np.ndarray:

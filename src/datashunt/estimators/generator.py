@@ -229,10 +229,13 @@ class ShuntGenerator(StageList):
         if self._learns():
             start = time.perf_counter()
             self.deferral_ = QualityDeferral(random_state=self.random_state)
-            scores = self.deferral_.fit_scores(every, X_val, item_quality)
+            try:
+                scores = self.deferral_.fit_scores(every, X_val, item_quality)
+            except DataError as exc:  # too few texts to learn from: "auto" keeps the token confidence
+                scores = exc
             gain = item_quality[:, :-1] - item_quality[:, -1:]
             confidence[:, :-1], self.scoring_ = settle(self.confidence, "mean_proba", confidence[:, :-1], scores, gain)
-            learned = {"scales": self.deferral_.scales_, "seconds": time.perf_counter() - start}
+            learned = {"scales": getattr(self.deferral_, "scales_", None), "seconds": time.perf_counter() - start}
             if self.scoring_["used"] != LEARNED:
                 del self.deferral_
 

@@ -497,7 +497,10 @@ class ShuntClassifier(ClassifierMixin, Engine):
         large call); its out-of-fold scores are the small model's confidence for calibration, or
         with ``confidence="auto"`` the ``raw`` one where that ranks its errors better (``scoring_``)."""
         self.deferral_ = Deferral(random_state=self.random_state)
-        learned = self.deferral_.fit_scores([small_proba], small_ok)
+        try:
+            learned = self.deferral_.fit_scores([small_proba], small_ok)
+        except DataError as exc:  # too little to learn from: "auto" keeps the small model's own confidence
+            learned = exc
         scores, self.scoring_ = settle(self.confidence, "max_proba", raw, learned, small_ok[:, None])
         if self.scoring_["used"] != LEARNED:
             del self.deferral_
