@@ -117,7 +117,7 @@ def run(name, args):
     if args.match_z is not None:
         policy["match_z"] = args.match_z
     policy["confidence_level"] = args.confidence_level
-    base = ShuntClassifier(small, large, random_state=args.seed, progress=True, **policy)
+    base = ShuntClassifier(small, large, confidence="max_proba", random_state=args.seed, progress=True, **policy)
     base.fit(train["text"], train["label"], **fit_kwargs)
     data["calibration"] = base.calibration_
     if args.large_share:  # δ at that share of the validation items, whatever the accuracy

@@ -88,7 +88,8 @@ def run_ratio(ratio, args, ablation: bool) -> dict:
     train_seconds = time.perf_counter() - start  # trained once: every shunt below wraps it, fit leaves it be
     large = FewShotImageModel(shots=args.shots, random_state=args.seed)
     start = time.perf_counter()
-    shunt = ShuntClassifier(FrozenEstimator(small), large, random_state=args.seed, progress=True)
+    paper = {"confidence": "max_proba", "random_state": args.seed, "progress": True}  # the paper's routing score
+    shunt = ShuntClassifier(FrozenEstimator(small), large, **paper)
     shunt.fit(X_lt, y_lt, X_val=X_val, y_val=y_val)
     calibrate_seconds = time.perf_counter() - start
     evaluation = compare(shunt, X_test, y_te, progress=True, groups=group_of)
@@ -107,7 +108,7 @@ def run_ratio(ratio, args, ablation: bool) -> dict:
     # The paper's setting: a budget of large calls (with the default guarantee: share within it with
     # probability 0.9), the most accurate δ on validation inside it.
     budget = dict(policy="max_large_rate", max_large_rate=args.budget)
-    shunt = ShuntClassifier(FrozenEstimator(small), large, random_state=args.seed, progress=True, **budget)
+    shunt = ShuntClassifier(FrozenEstimator(small), large, **paper, **budget)
     shunt.fit(X_lt, y_lt, X_val=X_val, y_val=y_val)
     result["ds_budget"] = routed_summary(shunt, X_test, y_te, group_of)
     result["ds_budget"].update(threshold=shunt.threshold_, calibration=shunt.calibration_)
@@ -144,9 +145,7 @@ def run_ratio(ratio, args, ablation: bool) -> dict:
     result["ds_pp_soft"], result["ds_pp_hard"] = pp["soft"], pp["hard"]
     for key, mode in (("ds_2cd", None), ("ds_pp_2cd", "hard")):
         start = time.perf_counter()
-        variant = ShuntClassifier(
-            FrozenEstimator(small), large, prompt_pruning=mode, random_state=args.seed, progress=True, **budget
-        )
+        variant = ShuntClassifier(FrozenEstimator(small), large, prompt_pruning=mode, **paper, **budget)
         variant.fit(X_lt, y_lt, X_val=X_val, y_val=y_val)
         # 2CD trains a copy of the ResNet-32 (the frozen wrapper passes distill through to it) and recalibrates δ
         variant.distill(task.X_pool, X_train=X_lt, y_train=y_lt, X_val=X_val, y_val=y_val, epochs=args.distill_epochs)

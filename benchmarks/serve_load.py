@@ -57,6 +57,7 @@ def fit_shunt(seed: int, folder: Path, small: str = "minilm"):
         ReplayModel(str(table)),
         policy="max_large_rate",
         max_large_rate=0.3,
+        confidence="max_proba",
         random_state=seed,
     )
     start = time.perf_counter()

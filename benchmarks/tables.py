@@ -392,6 +392,7 @@ def generation_tables(result: dict) -> str:
         "δ | s/item small | s/item large | s/item Data Shunt |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    tolerance = task.get("tolerance", [0.0])
     for name, r in result["configs"].items():
         ds = r["ds"]
         lines.append(
@@ -401,17 +402,44 @@ def generation_tables(result: dict) -> str:
             f"{ds['threshold']:.3f} | {r['small']['seconds_per_item']:.2f} | "
             f"{r['large']['seconds_per_item']:.2f} | {ds['seconds_per_item']:.2f} |"
         )
-    measures = ("mean_proba", "geometric_mean", "min_proba", "length_normalised")
+    commands = {r.get("command", result["command"]) for r in result["configs"].values()}
+    if len(commands) > 1:
+        lines += [
+            "",
+            "Made by: "
+            + "; ".join(
+                f"{CONFIG_NAMES.get(n, n)}: `{r.get('command', result['command'])}`"
+                for n, r in result["configs"].items()
+            ),
+        ]
+    measures = ("mean_proba", "geometric_mean", "min_proba", "length_normalised", "learned", "auto")
     lines += [
         "",
-        "Data Shunt by sequence confidence (chrF, share sent to large):",
+        "Data Shunt by routing score (chrF, share sent to large; `learned`: the quality estimator, "
+        "`auto`: it where it ranks the validation texts better by more than one standard error):",
         "",
-        "| configuration | " + " | ".join(measures) + " |",
-        "|---|" + "---|" * len(measures),
+        "| configuration | tolerance | " + " | ".join(measures) + " |",
+        "|---|---|" + "---|" * len(measures),
     ]
     for name, r in result["configs"].items():
-        cells = [f"{r[m]['quality']:.1f} ({_share(r[m]['large_share'])})" if m in r else "-" for m in measures]
-        lines.append(f"| {CONFIG_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
+        own = tolerance if r.get("command", result["command"]) == result["command"] else [0.0]
+        for i, tol in enumerate(own):
+            row = r if i == 0 else r.get(f"tolerance_{tol:g}", {})
+            cells = [
+                f"{row[m]['quality']:.1f} ({_share(row[m]['large_share'])})" if m in row else "-" for m in measures
+            ]
+            lines.append(f"| {CONFIG_NAMES.get(name, name)} | {tol:g} | " + " | ".join(cells) + " |")
+    for name, r in result["configs"].items():
+        scoring = r.get("auto", {}).get("scoring")
+        if scoring and scoring.get("validation"):
+            figures = scoring["validation"]
+            lines += [
+                "",
+                f"{CONFIG_NAMES.get(name, name)}: on validation, Spearman's correlation with the quality "
+                f"difference {figures['mean_proba']:.3f} (mean_proba) against {figures['learned']:.3f} (learned), "
+                f"one standard error of the difference {scoring['difference_se']:.3f}: auto uses "
+                f"{scoring['used']}; training the estimator took {r['learned']['deferral_seconds']:.2f} s.",
+            ]
     shares = [row["share"] for row in next(iter(result["configs"].values()))["curve"]]
     lines += [
         "",

@@ -213,7 +213,9 @@ def test_a_cascade_asks_its_last_stage_only_within_the_budget(tmp_path):
     from datashunt import Cascade
 
     ids, truth, stages = three_services(3000, tmp_path)
-    cascade = Cascade(stages, confidence_level=0.9, tolerance=0.01, max_calibration_calls=600, random_state=0)
+    cascade = Cascade(
+        stages, confidence="max_proba", confidence_level=0.9, tolerance=0.01, max_calibration_calls=600, random_state=0
+    )
     cascade.fit(ids, truth, X_val=ids, y_val=truth)
     calls = cascade.calibration_["large_calls"]
     assert cascade.calibration_["certification"] == "stratified" and calls["asked"] <= 600

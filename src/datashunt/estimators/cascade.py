@@ -77,9 +77,10 @@ class Cascade(ClassifierMixin, StageList):
         (:mod:`datashunt.core.confidence`; ``max_proba`` is the paper's), or ``"learned"``: a
         gradient-boosted deferral model trained on the validation answers (cross-fitted) that
         scores how likely each stage's answer is right from everything every stage up to it said
-        (:mod:`datashunt.estimators.deferral`; ``deferral_`` holds it). ``"auto"``: the learned
-        score only if its out-of-fold scores rank the stages' errors better than ``max_proba``
-        on validation (ROC AUC; ``scoring_`` records both), ``max_proba`` otherwise.
+        (:mod:`datashunt.estimators.deferral`; ``deferral_`` holds it). ``"auto"`` (the default):
+        the learned score only if its out-of-fold scores rank the stages' errors better than
+        ``max_proba`` on validation by more than one standard error (ROC AUC; ``scoring_`` records
+        both), ``max_proba`` otherwise, and with fixed thresholds.
     combine : bool
         Where an item reached the last stage, answer with a combination of every stage's answer
         (stacking: a gradient-boosted classifier over all of them, trained on the validation
@@ -154,7 +155,7 @@ class Cascade(ClassifierMixin, StageList):
         certification="stratified",
         max_calibration_calls=None,
         per_class=False,
-        confidence="max_proba",
+        confidence="auto",
         combine=False,
         label_names=None,
         modality="auto",
@@ -188,10 +189,9 @@ class Cascade(ClassifierMixin, StageList):
         self._check_stages()
         for stale in ("deferral_", "combiner_", "combination_", "scoring_"):  # a refit learns them again
             self.__dict__.pop(stale, None)
-        if (self._learns() or self.combine) and self.thresholds != "auto":
+        if (self.confidence == LEARNED or self.combine) and self.thresholds != "auto":
             raise ConfigError(
-                "confidence='learned' (or 'auto') and combine=True are trained on validation answers: "
-                "use thresholds='auto'"
+                "confidence='learned' and combine=True are trained on validation answers: use thresholds='auto'"
             )
         if self.combine and self._stratified():
             raise ConfigError(

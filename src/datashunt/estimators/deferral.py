@@ -68,11 +68,12 @@ def settle(choice: str, base: str, raw, learned, target, n_bootstrap: int = 200)
     >>> record["used"], {k: round(v, 2) for k, v in record["validation"].items()}
     ('learned', {'max_proba': 0.49, 'learned': 0.97})
     """
+    raw = np.asarray(raw, dtype=float).reshape(len(raw), -1)
     if isinstance(learned, DataError):
         if choice == LEARNED:
             raise learned
         return raw, {"used": base, "ranking": None, "validation": None, "reason": str(learned)}
-    raw, learned, target = (np.asarray(a).reshape(len(np.asarray(raw)), -1) for a in (raw, learned, target))
+    learned, target = (np.asarray(a).reshape(len(raw), -1) for a in (learned, target))
     ranked = target.dtype == bool
     both = np.stack([np.nan_to_num(raw, nan=-1.0), np.nan_to_num(learned, nan=-1.0)])
     figures = _ranks(both, target, np.arange(len(target)), ranked)

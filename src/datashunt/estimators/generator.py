@@ -62,9 +62,10 @@ class ShuntGenerator(StageList):
         validation texts (cross-fitted) that predicts from every text and token probability so
         far how much worse a stage's text is than the last stage's
         (:class:`~datashunt.estimators.deferral.QualityDeferral`; ``deferral_`` holds it).
-        ``"auto"``: the learned score only if its out-of-fold scores rank the validation texts
-        better than ``mean_proba`` (Spearman's correlation with the quality difference),
-        ``mean_proba`` otherwise (``scoring_`` records both).
+        ``"auto"`` (the default): the learned score only if its out-of-fold scores rank the
+        validation texts better than ``mean_proba`` by more than one standard error (Spearman's
+        correlation with the quality difference; ``scoring_`` records both), ``mean_proba``
+        otherwise, and with fixed thresholds or fewer than 20 validation texts.
     hint : bool
         Offer each stage the previous stage's text and confidence (its mean token probability) as
         a draft in its prompt (:func:`datashunt.collab.drafts.draft_hint`).
@@ -123,7 +124,7 @@ class ShuntGenerator(StageList):
         thresholds="auto",
         policy="match_last",
         metric="chrf",
-        confidence="mean_proba",
+        confidence="auto",
         tolerance=0.0,
         max_cost=None,
         max_last_rate=None,
@@ -159,8 +160,8 @@ class ShuntGenerator(StageList):
         self._check_stages()
         for stale in ("deferral_", "scoring_"):  # a refit learns them again
             self.__dict__.pop(stale, None)
-        if self._learns() and self.thresholds != "auto":
-            raise ConfigError(f"confidence={self.confidence!r} is trained on validation texts: use thresholds='auto'")
+        if self.confidence == LEARNED and self.thresholds != "auto":
+            raise ConfigError("confidence='learned' is trained on validation texts: use thresholds='auto'")
         X, references, self.modality_ = self._pairs(X, references, "training")
         if X_val is None:
             if len(X) < 4:

@@ -77,8 +77,9 @@ class ShuntClassifier(ClassifierMixin, Engine):
         gradient-boosted model trained (cross-fitted) on the validation labels that scores how
         likely the small model's answer is right from its whole probability vector and the class
         it says (:mod:`datashunt.estimators.deferral`; no large call is needed to train it).
-        ``"auto"``: the learned score only if its out-of-fold scores rank the small model's
-        errors better than ``max_proba`` on validation (ROC AUC), ``max_proba`` otherwise.
+        ``"auto"`` (the default): the learned score only if its out-of-fold scores rank the small
+        model's errors better than ``max_proba`` on validation by more than one standard error
+        (ROC AUC; ``scoring_`` records both), ``max_proba`` otherwise, and with a fixed threshold.
     prompt_pruning : {None, "soft", "hard"}
         How the small model shapes the large model's prompt (Prompt Pruning). Both use the classes
         the small model excels in on validation data (precision and recall ``>= pruning_level``):
@@ -191,7 +192,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         match_z=2.0,
         tolerance=0.01,
         confidence_level=0.9,
-        confidence="max_proba",
+        confidence="auto",
         prompt_pruning=None,
         pruning_level=0.9,
         pruning_cutoff=0.1,
@@ -232,8 +233,8 @@ class ShuntClassifier(ClassifierMixin, Engine):
         for stale in ("learnable_", "distillation_", "deferral_", "scoring_"):  # a refit starts over
             self.__dict__.pop(stale, None)
         self.check_params()
-        if self._learns() and self.threshold != "auto":
-            raise ConfigError(f"confidence={self.confidence!r} is trained on validation answers: use threshold='auto'")
+        if self.confidence == LEARNED and self.threshold != "auto":
+            raise ConfigError("confidence='learned' is trained on validation answers: use threshold='auto'")
         if self.cv is not None and X_val is not None:
             raise ConfigError("give either X_val (calibrate on it) or cv (cross-fit on the training data), not both")
         fraction = None if self.cv is not None else self.validation_fraction
