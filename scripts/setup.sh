@@ -29,14 +29,15 @@ if ! command -v chromium >/dev/null; then
     echo "note: 'apt-get install chromium' (as root) lets the tests open the HTML report in a browser" >&2
   fi
 fi
-# Debian's package-description translations (German) for the generation demo and benchmark: apt's own lists,
-# which `datashunt setup` then keeps in the cache folder (a later apt-get update may delete them).
-if ! ls /var/lib/apt/lists/*_i18n_Translation-de* >/dev/null 2>&1; then
+# Debian's package descriptions (English originals and German translations) for the generation demo and
+# benchmarks: apt's own lists, which `datashunt setup` then keeps in the cache folder (a later apt-get update
+# may delete them).
+if ! ls /var/lib/apt/lists/*_i18n_Translation-de* /var/lib/apt/lists/*_i18n_Translation-en* >/dev/null 2>&1; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get -o Acquire::Languages=de update -qq >/dev/null 2>&1 \
-      || echo "note: could not fetch Debian's Translation-de list; the generation demo needs it" >&2
+    apt-get -o Acquire::Languages=en,de update -qq >/dev/null 2>&1 \
+      || echo "note: could not fetch Debian's Translation-en/-de lists; the generation demo needs them" >&2
   else
-    echo "note: 'apt-get -o Acquire::Languages=de update' (as root) provides the generation data" >&2
+    echo "note: 'apt-get -o Acquire::Languages=en,de update' (as root) provides the generation data" >&2
   fi
 fi
 .venv/bin/datashunt setup "$@"

@@ -170,3 +170,54 @@ def test_ddtp_pairs_are_kept_once_read_and_survive_apt_dropping_its_list(tmp_pat
     pd.testing.assert_frame_equal(first, again)
     with pytest.raises(DataError, match=r"no Translation-fr list .*apt-get -o Acquire::Languages=fr update"):
         ddtp.load_ddtp("fr", lists=str(lists), cache_dir=tmp_path / "cache")
+
+
+def test_ddtp_documents_pair_long_descriptions_by_md5_and_are_kept(tmp_path, monkeypatch):
+    from datashunt.io.datasets import ddtp
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "x_i18n_Translation-en").write_text(
+        "Package: 0ad\nDescription-md5: d9\nDescription-en: Strategy game\n A game of war. It is free.\n .\n"
+        "  * fast\n\nPackage: bare\nDescription-md5: e1\nDescription-en: Nothing more\n\n"
+    )
+    (lists / "x_i18n_Translation-de").write_text(
+        "Package: 0ad\nDescription-md5: d9\nDescription-de: Strategiespiel\n Ein Kriegsspiel. Es ist frei.\n .\n"
+        "  * schnell\n\n"
+    )
+    monkeypatch.setattr(ddtp, "_read_list", lambda path: Path(path).read_text())
+    docs = ddtp.load_documents("de", lists=str(lists), cache_dir=tmp_path / "cache")
+    assert docs.values.tolist() == [
+        ["A game of war. It is free.\n\n * fast", "Ein Kriegsspiel. Es ist frei.\n\n * schnell", "0ad", 3]
+    ]
+    for path in lists.iterdir():
+        path.unlink()
+    pd.testing.assert_frame_equal(ddtp.load_documents("de", lists=str(lists), cache_dir=tmp_path / "cache"), docs)
+    with pytest.raises(DataError, match=r"no Translation-en list .*Acquire::Languages=en,fr update"):
+        ddtp.load_documents("fr", lists=str(lists), cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match="1 documents cannot give 1 validation and 1 test items"):
+        ddtp.documents_task("de", 1, 1, cache_dir=tmp_path / "cache", min_sentences=1)
+
+
+def test_debian_facets_take_each_packages_most_common_value_and_a_split_fixed_by_name():
+    from datashunt.io.datasets.debian import facet_split, facet_table
+
+    index = (
+        "".join(
+            f"Package: p{i}\nSection: {'games' if i % 2 else 'net'}\nDescription: tool {i}\n long text\n"
+            f"Tag: interface::{'x11, interface::graphical' if i % 3 else 'commandline'},\n use::{{viewing,editing}}\n\n"
+            for i in range(60)
+        )
+        + "Package: untagged\nSection: net\nDescription: no tags\n\n"
+    )
+    frame = facet_table(index, ("interface", "use"), min_count=5)
+    assert len(frame) == 60 and frame.loc[frame["package"] == "p1", "text"].item() == "p1: tool 1"
+    assert set(frame["interface"]) == {"x11", "commandline"}  # x11 and graphical tie: the name decides
+    assert set(frame["use"]) == {"viewing"} and set(frame["section"]) == {"games", "net"}
+    rare = facet_table(index, ("interface", "use"), min_count=25)
+    assert set(rare["interface"]) == {"x11", "other"}
+    train, val, test = facet_split(frame)
+    again = facet_split(frame.sample(frac=1.0, random_state=1))
+    assert sorted(test["package"]) == sorted(again[2]["package"]) and len(train) + len(val) + len(test) == 60
+    with pytest.raises(DataError, match=r"no package in the index has a section and the facets \['role'\]"):
+        facet_table(index, ("role",))

