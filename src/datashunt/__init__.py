@@ -3,6 +3,7 @@
 from .estimators.cascade import Cascade
 from .estimators.generator import ShuntGenerator
 from .estimators.shunt import ShuntClassifier
+from .estimators.subtasks import Subtasks
 
 __version__ = "0.1.0"
-__all__ = ["Cascade", "ShuntClassifier", "ShuntGenerator", "__version__"]
+__all__ = ["Cascade", "ShuntClassifier", "ShuntGenerator", "Subtasks", "__version__"]

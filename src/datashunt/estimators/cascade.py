@@ -458,10 +458,11 @@ class Cascade(ClassifierMixin, StageList):
         return [delta], met
 
     # -- inference -----------------------------------------------------------------------------
-    def _stages(self) -> list:
+    def _stages(self, context=None) -> list:
         measure = get_measure("max_proba" if self._learns() else self.confidence)
+        options = {"modality": self.modality_, "progress": self.progress, "context": context}
         stages = [
-            LabelStage(model, self.labels_, measure, modality=self.modality_, progress=self.progress)
+            LabelStage(model, self.labels_, measure, **options)
             if isinstance(model, LargeModel)
             else ClassifierStage(model, self.classes_, measure)
             for _, model in self.stages_

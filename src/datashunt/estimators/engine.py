@@ -63,8 +63,9 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
     task = "classify"
 
     # -- what a face provides ------------------------------------------------------------------
-    def _stages(self) -> list:
-        """The fitted stages as :class:`~datashunt.estimators.stages.Stage` objects, hooks bound."""
+    def _stages(self, context=None) -> list:
+        """The fitted stages as :class:`~datashunt.estimators.stages.Stage` objects, hooks bound
+        (``context``: a line per item for the large-model stages' prompts)."""
         raise NotImplementedError
 
     def stage_names(self) -> list[str]:
@@ -143,7 +144,7 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
         return table
 
     # -- the faces' shared methods -------------------------------------------------------------
-    def route(self, X, first_stage: pd.DataFrame | None = None) -> pd.DataFrame:
+    def route(self, X, first_stage: pd.DataFrame | None = None, context=None) -> pd.DataFrame:
         """One record per item (the route table, see :mod:`datashunt.estimators.engine`): the
         stage that answered, its answer and confidence, every stage's confidence, what the item
         cost, the tokens it took, whether the answer was cached, and a flag. Bad items are flagged
@@ -154,16 +155,28 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
         ``first_stage`` (from :meth:`first_stages` on the same items, perhaps on another worker)
         stands in for asking the stages it holds again: only the later stages are asked, and
         only about the items still open.
+
+        ``context`` (one string or None per item) is shown to the large-model stages in each
+        item's prompt: what the caller already knows about it, such as the answers other
+        subtasks settled (:class:`~datashunt.Subtasks`).
         """
         check_is_fitted(self, "calibration_")
         batch = as_inputs(X, self.modality_)
         given = None if first_stage is None else self._read_partial(first_stage, len(batch))
-        return self._table(self._run(batch.items, batch.problems, given=given), batch.problems)
+        stages = None
+        if context is not None:
+            context = list(context)
+            if len(context) != len(batch) or not all(c is None or isinstance(c, str) for c in context):
+                raise DataError(f"context needs one string (or None) per item ({len(batch)}), got {len(context)}")
+            stages = self._stages(context=context)
+        return self._table(self._run(batch.items, batch.problems, stages=stages, given=given), batch.problems)
 
     def first_stages(self, X, upto: int | None = None) -> pd.DataFrame:
         """The answers of the first ``upto`` stages alone (all but the last by default): what the
         cheap side can do on a worker without the expensive stage. One row per item, in columns a
         table can carry; hand it to :meth:`route` on the same items to finish the job there.
+        ``_datashunt_open`` says which items those stages left open, ``_datashunt_answer`` the
+        answer (label or text) they settled on for the others.
 
         Examples
         --------
@@ -188,6 +201,9 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
         columns = {}
         for s, got in enumerate(routed.answers[:upto]):
             columns |= to_columns(got, f"{PARTIAL}{s}_")
+        table = self._table(routed, batch.problems)
+        columns[f"{PARTIAL}open"] = routed.open
+        columns[f"{PARTIAL}answer"] = table["text" if self.task == "generate" else "label"].where(~routed.open, None)
         return pd.DataFrame(columns)
 
     def _read_partial(self, table: pd.DataFrame, n: int) -> list:

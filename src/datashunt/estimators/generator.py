@@ -281,10 +281,13 @@ class ShuntGenerator(StageList):
         return confidence[:, 0] if deferral is None else deferral.judge(0, every[:1], X_val)
 
     # -- inference -----------------------------------------------------------------------------
-    def _stages(self, chat: bool = False) -> list:
+    def _stages(self, chat: bool = False, context=None) -> list:
         options = {"modality": self.modality_, "progress": self.progress, "chat": chat}
         measure = "mean_proba" if self._learns() else self.confidence
-        stages = [GeneratorStage(model, measure, hint=self.hint, **options) for _, model in self.stages_]
+        stages = [
+            GeneratorStage(model, measure, hint=self.hint, context=context if s else None, **options)
+            for s, (_, model) in enumerate(self.stages_)
+        ]
         learnable = getattr(self, "learnable_", None)
         if learnable is not None:  # 2CD: the surer of the first stage and its distilled copy answers
             stages[0] = Surer(stages[0], GeneratorStage(learnable, measure, **options))

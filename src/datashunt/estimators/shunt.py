@@ -459,10 +459,10 @@ class ShuntClassifier(ClassifierMixin, Engine):
         """The two stages as every face lists them: ``[("small", small_), ("large", large_)]``."""
         return [(SMALL, self.small_), (LARGE, self.large_)]
 
-    def _stages(self, specific_only=False, small_proba=None) -> list:
+    def _stages(self, specific_only=False, small_proba=None, context=None) -> list:
         """The small stage (the surer of the specific model and its 2CD copy, the specific one
         alone, or given out-of-fold probabilities), then the large one, its prompt pruned by the
-        specific model's probabilities."""
+        specific model's probabilities (and told ``context``, a line per item, if given)."""
         measure = get_measure(self._measure())
         if small_proba is not None:  # out-of-fold answers, from cross-fitting
             got = Answers.empty(len(small_proba), len(self.classes_))
@@ -476,7 +476,13 @@ class ShuntClassifier(ClassifierMixin, Engine):
             if getattr(self, "deferral_", None) is not None:  # learned deferral: scored on its whole answer
                 small = Deferred(small, self.deferral_, 0)
         large = LabelStage(
-            self.large_, self.labels_, max_proba, modality=self.modality_, progress=self.progress, prompt=self._pruned
+            self.large_,
+            self.labels_,
+            max_proba,
+            modality=self.modality_,
+            progress=self.progress,
+            prompt=self._pruned,
+            context=context,
         )
         return [small, large]
 

@@ -61,16 +61,35 @@ class ClassifierStage(Stage):
         return _measured(got, self.measure)
 
 
+def with_context(hints, context, rows):
+    r"""Each item's prompt hint with its ``context`` line (per item of the batch, or None) after it:
+    what the caller knows about the item, such as the answers other subtasks settled.
+
+    Examples
+    --------
+    >>> with_context(["prior: pos 0.9", None], ["section: games", "section: net"], [0, 1])
+    ['prior: pos 0.9\nsection: games', 'section: net']
+    """
+    if context is None:
+        return hints
+    hints = [None] * len(rows) if hints is None else hints
+    return ["\n".join(filter(None, [h, context[i]])) or None for h, i in zip(hints, rows)]
+
+
 class LabelStage(Stage):
     """A large-model backend, asked by label names; ``prompt(rows, earlier)`` gives the prompt's
-    extra arguments (Prompt Pruning's prior or candidates), None for none."""
+    extra arguments (Prompt Pruning's prior or candidates), None for none; ``context`` (one line
+    or None per item of the batch) is added to each item's prompt."""
 
-    def __init__(self, model, labels, measure, *, modality="auto", progress=False, prompt=None):
+    def __init__(self, model, labels, measure, *, modality="auto", progress=False, prompt=None, context=None):
         self.model, self.labels, self.measure = model, labels, measure
-        self.modality, self.progress, self.prompt = modality, progress, prompt
+        self.modality, self.progress, self.prompt, self.context = modality, progress, prompt, context
 
     def ask(self, items, rows, earlier) -> Answers:
-        extra = self.prompt(rows, earlier) if self.prompt is not None else {}
+        extra = dict(self.prompt(rows, earlier) or {}) if self.prompt is not None else {}
+        hints = with_context(extra.get("hints"), self.context, rows)
+        if hints is not None:
+            extra["hints"] = hints
         result = self.model.predict_proba(items, self.labels, progress=self.progress, modality=self.modality, **extra)
         got = Answers(
             result.proba,
@@ -86,12 +105,14 @@ class LabelStage(Stage):
 
 class GeneratorStage(Stage):
     """A generator (a backend or a trainable small one); with ``hint`` its prompt carries the
-    previous stage's text and confidence as a draft. With ``chat`` the items are whole chat
-    conversations, answered as given (a draft, if any, comes last as a system message)."""
+    previous stage's text and confidence as a draft; ``context`` (one line or None per item of the
+    batch) is added after it. With ``chat`` the items are whole chat conversations, answered as
+    given (a draft, if any, comes last as a system message)."""
 
-    def __init__(self, model, confidence, *, modality="auto", progress=False, hint=False, chat=False):
+    def __init__(self, model, confidence, *, modality="auto", progress=False, hint=False, chat=False, context=None):
         self.model, self.measure = model, get_sequence_measure(confidence)
         self.modality, self.progress, self.hint, self.chat = modality, progress, hint, chat
+        self.context = context
 
     def ask(self, items, rows, earlier) -> Generation:
         hints = None
@@ -100,6 +121,7 @@ class GeneratorStage(Stage):
             # the draft's sequence confidence, even where the routing score is a learned one
             sure = self.measure([previous.token_logprob[i] for i in rows])
             hints = [draft_hint(previous.text[i], c) for i, c in zip(rows, sure)]
+        hints = with_context(hints, self.context, rows)
         if self.chat:
             turns = [
                 list(c) + ([{"role": "system", "content": h}] if h else [])

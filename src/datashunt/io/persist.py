@@ -15,6 +15,7 @@ import io
 import json
 import math
 import re
+import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,7 @@ from ..estimators.cascade import Cascade
 from ..estimators.deferral import AUTO, LEARNED, Combiner, Deferral, QualityDeferral
 from ..estimators.generator import ShuntGenerator
 from ..estimators.shunt import ShuntClassifier
+from ..estimators.subtasks import Subtasks
 from ..exceptions import ConfigError, ModelFileError
 from .checks import (
     check_archive,
@@ -168,8 +170,12 @@ STAGE_FILE = re.compile(r"stage_\d+(\.skops|_state\.npz)")
 
 
 def save(model, folder) -> Path:
-    """Write a fitted :class:`~datashunt.ShuntClassifier`, :class:`~datashunt.Cascade` or
-    :class:`~datashunt.ShuntGenerator` to ``folder`` (created if needed), replacing an earlier save."""
+    """Write a fitted :class:`~datashunt.ShuntClassifier`, :class:`~datashunt.Cascade`,
+    :class:`~datashunt.ShuntGenerator` or :class:`~datashunt.Subtasks` to ``folder`` (created if
+    needed), replacing an earlier save. Subtasks are saved one folder each (``subtask_0`` ...)
+    beside ``subtasks.json``."""
+    if type(model) is Subtasks:
+        return _save_subtasks(model, Path(folder))
     name = type(model).__name__
     kind = KINDS.get(name)
     if kind is None or kind.cls is not type(model):
@@ -280,6 +286,8 @@ def load(
         The folder names a location and you gave none (see above).
     """
     folder = Path(folder)
+    if (folder / SUBTASKS_FILE).is_file():
+        return _load_subtasks(folder, large_options, trust_saved_locations, trusted)
     meta, path, files = _read_meta(folder)
     if meta is None:
         raise ModelFileError(f"{folder} is not a saved shunt, cascade or generator (needs model.json)")
@@ -339,8 +347,65 @@ def load(
     return model
 
 
+SUBTASKS_FILE = "subtasks.json"  #: what a Subtasks folder holds beside one folder per subtask
+
+
+def _save_subtasks(model, folder: Path) -> Path:
+    check_is_fitted(model, "subtasks_")
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():  # an earlier save with more subtasks
+        if re.fullmatch(r"subtask_\d+", old.name) and old.is_dir() and int(old.name[8:]) >= len(model.subtasks_):
+            shutil.rmtree(old)
+    for i, (_, face) in enumerate(model.subtasks_):
+        save(face, folder / f"subtask_{i}")
+    meta = {
+        "format": 1,
+        "datashunt_version": __version__,
+        "kind": "Subtasks",
+        "subtasks": [name for name, _ in model.subtasks_],
+        "context": bool(model.context),
+    }
+    (folder / SUBTASKS_FILE).write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def _load_subtasks(folder: Path, large_options, trust_saved_locations, trusted):
+    """A :class:`~datashunt.Subtasks` folder: ``subtasks.json`` checked, each subtask loaded as any
+    saved face (``large_options`` keyed by subtask name)."""
+    path = folder / SUBTASKS_FILE
+    meta, fail = _read_json(path), _refuser(path)
+    _check_format(meta, path, 1)
+    names = meta.get("subtasks")
+    if set(meta) != {"format", "datashunt_version", "kind", "subtasks", "context"} or meta["kind"] != "Subtasks":
+        fail(f"the keys must be format, datashunt_version, kind (Subtasks), subtasks and context, got {short(meta)}")
+    if not (isinstance(names, list) and names and all(isinstance(n, str) and n for n in names)):
+        fail(f"subtasks must be a non-empty list of names, got {short(names)}")
+    if len(set(names)) != len(names) or type(meta["context"]) is not bool:
+        fail(f"subtask names must be distinct and context true or false, got {short(names)}, {short(meta['context'])}")
+    options = dict(large_options or {})
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ConfigError(f"large_options names subtasks {unknown} that this model has none of (it has {names})")
+    faces = []
+    for i, name in enumerate(names):
+        face = load(
+            folder / f"subtask_{i}",
+            large_options=options.get(name),
+            trust_saved_locations=trust_saved_locations,
+            trusted=trusted,
+        )
+        if face.task != "classify":
+            fail(f"subtask {name!r} is a {type(face).__name__}; a subtask is a ShuntClassifier or a Cascade")
+        faces.append((name, face))
+    model = Subtasks([(name, face) for name, face in faces], context=meta["context"])
+    model.subtasks_ = faces
+    return model
+
+
 def saved_kind(folder) -> str | None:
     """The class name of the model saved in ``folder`` (``"Cascade"``), or None when it holds none."""
+    if (Path(folder) / SUBTASKS_FILE).is_file():
+        return "Subtasks"
     meta, _, _ = _read_meta(Path(folder))
     return None if meta is None else meta["kind"]
 

@@ -1,0 +1,173 @@
+"""Subtasks (Data Shunt+): an item made of several questions, each routed on its own.
+
+Some tasks break into subtasks of unequal difficulty: the facets of a package (its section, its
+interface, what it is used for), the fields of a form, the steps of a job. :class:`Subtasks` holds
+one face per subtask (a :class:`~datashunt.ShuntClassifier` or :class:`~datashunt.Cascade`, each
+with its own small model, δ, policy and guarantee) and routes every subtask of every item on its
+own, so the large model is asked only the questions its small model is unsure of, not everything
+about an item or nothing. What the small side settled goes into the large model's prompt as
+context for the open questions (``context=True``: "Known about this item: section: games").
+
+The route table has one row per item: per subtask its answer (a column named after it), route,
+confidence, cost and flag (``route_<name>`` ...), then the item's totals: ``cost``,
+``large_calls`` (the subtasks that reached a large-model stage), ``prompt_tokens``,
+``completion_tokens`` and the joined ``flag``. A label-scoring backend answers one subtask per
+call; each call carries the context.
+
+Examples
+--------
+Two subtasks from recorded answers, the first settled by the small side, the second asked:
+
+>>> import pandas as pd
+>>> from sklearn.dummy import DummyClassifier
+>>> from datashunt import ShuntClassifier
+>>> from datashunt.backends.replay import ReplayModel
+>>> ids = [f"p{i}" for i in range(4)]
+>>> asked = ReplayModel(pd.DataFrame({"id": ids, "prediction": ["x11", "cli", "x11", "cli"]}), name="llm")
+>>> sure = DummyClassifier(strategy="prior")
+>>> model = Subtasks([
+...     ("section", ShuntClassifier(sure, asked, threshold=0.0)),
+...     ("interface", ShuntClassifier(sure, asked, threshold=1.1)),
+... ])
+>>> labels = pd.DataFrame({"section": ["games"] * 3 + ["net"], "interface": ["x11", "cli", "x11", "cli"]})
+>>> model = model.fit(ids, labels, X_val=ids, Y_val=labels)
+>>> table = model.route(ids[:2])
+>>> table[["section", "route_section", "interface", "route_interface", "large_calls"]].values.tolist()
+[['games', 'small', 'x11', 'large', 1], ['games', 'small', 'cli', 'large', 1]]
+"""
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.utils.validation import check_is_fitted
+
+from ..exceptions import ConfigError, DataError, LargeModelError
+from .engine import PARTIAL, Engine
+
+CONTEXT_LEAD = "Known about this item: "  #: how the settled answers are introduced in a prompt
+
+
+class Subtasks(MetaEstimatorMixin, BaseEstimator):
+    """Named subtasks of one item, each routed by its own face; the large model answers only the
+    open ones, told what the small side settled.
+
+    Parameters
+    ----------
+    subtasks : list of (name, estimator)
+        One classification face per subtask (:class:`~datashunt.ShuntClassifier` or
+        :class:`~datashunt.Cascade`), cloned and fitted on that subtask's labels with its own
+        calibration (policy, guarantee) on the same validation items.
+    context : bool
+        Show the large-model stages, in each item's prompt, the answers the small side settled for
+        the item's other subtasks.
+
+    Attributes
+    ----------
+    subtasks_ : list of (name, fitted estimator)
+    """
+
+    def __init__(self, subtasks, *, context: bool = True):
+        self.subtasks = subtasks
+        self.context = context
+
+    def fit(self, X, Y, X_val=None, Y_val=None):
+        """Fit every subtask's face on ``Y[name]`` (a table with one column per subtask), calibrating
+        each on ``Y_val[name]`` (or each face's own held-out share when ``X_val`` is None)."""
+        names = self._names()
+        Y = self._labels(Y, names, "training", len(X))
+        Y_val = None if X_val is None else self._labels(Y_val, names, "validation", len(X_val))
+        self.subtasks_ = []
+        for name, face in self.subtasks:
+            fitted = clone(face)
+            if X_val is None:
+                fitted.fit(X, Y[name].to_numpy())
+            else:
+                fitted.fit(X, Y[name].to_numpy(), X_val=X_val, y_val=Y_val[name].to_numpy())
+            self.subtasks_.append((name, fitted))
+        return self
+
+    def _names(self) -> list[str]:
+        if not isinstance(self.subtasks, list | tuple) or not self.subtasks:
+            raise ConfigError("subtasks must be a non-empty list of (name, estimator) pairs")
+        names = []
+        for pair in self.subtasks:
+            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) and pair[0]):
+                raise ConfigError(f"each subtask is a (name, estimator) pair, got {pair!r}")
+            name, face = pair
+            if not isinstance(face, Engine) or face.task != "classify":
+                raise ConfigError(f"subtask {name!r} needs a ShuntClassifier or a Cascade, got {type(face).__name__}")
+            names.append(name)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"subtask names must be distinct, got {names}")
+        return names
+
+    @staticmethod
+    def _labels(Y, names, what: str, n: int) -> pd.DataFrame:
+        if not isinstance(Y, pd.DataFrame | dict):
+            raise DataError(f"{what} labels must be a table (or dict) with one column per subtask {names}")
+        Y = pd.DataFrame(Y)
+        missing = [name for name in names if name not in Y.columns]
+        if missing:
+            raise DataError(f"{what} labels have no column for subtask(s) {missing} (columns: {list(Y.columns)})")
+        if len(Y) != n:
+            raise DataError(f"{what}: {n} items but {len(Y)} rows of labels")
+        return Y.reset_index(drop=True)
+
+    # -- routing -------------------------------------------------------------------------------
+    def route(self, X) -> pd.DataFrame:
+        """One row per item: every subtask's answer and route, then the item's totals (see the
+        module's docstring). Each subtask's small side answers first; the large model is asked only
+        the open subtasks, with the settled ones as context."""
+        check_is_fitted(self, "subtasks_")
+        first = {name: face.first_stages(X) for name, face in self.subtasks_}
+        settled = {name: table[f"{PARTIAL}answer"].notna().to_numpy() for name, table in first.items()}
+        n = len(next(iter(first.values())))
+        columns, totals, flags = {}, {"cost": np.zeros(n), "prompt_tokens": np.zeros(n, int)}, [[] for _ in range(n)]
+        totals["completion_tokens"], totals["large_calls"] = np.zeros(n, int), np.zeros(n, int)
+        for name, face in self.subtasks_:
+            context = self._context(name, first, settled) if self.context else None
+            table = face.route(X, first_stage=first[name], context=context)
+            columns[name] = table["label"].to_numpy()
+            columns[f"route_{name}"] = table["route"].to_numpy()
+            columns[f"confidence_{name}"] = table["confidence"].to_numpy()
+            columns[f"cost_{name}"] = table["cost"].to_numpy()
+            columns[f"flag_{name}"] = table["flag"].to_numpy()
+            totals["cost"] += table["cost"].to_numpy()
+            totals["prompt_tokens"] += table["prompt_tokens"].to_numpy()
+            totals["completion_tokens"] += table["completion_tokens"].to_numpy()
+            totals["large_calls"] += (table["reached"].to_numpy() == len(face.stages_) - 1) & (~settled[name])
+            for i, flag in enumerate(table["flag"]):
+                if flag:
+                    flags[i].append(f"{name}: {flag}")
+        out = pd.DataFrame(columns | totals)
+        out["flag"] = ["; ".join(f) or None for f in flags]
+        return out
+
+    def _context(self, name: str, first: dict, settled: dict) -> list:
+        """Per item, the answers the small side settled for the other subtasks (None where none)."""
+        n = len(first[name])
+        parts = [[] for _ in range(n)]
+        for other, table in first.items():
+            if other == name:
+                continue
+            for i in np.flatnonzero(settled[other]):
+                parts[i].append(f"{other}: {table[f'{PARTIAL}answer'].iloc[i]}")
+        return [CONTEXT_LEAD + "; ".join(p) if p else None for p in parts]
+
+    def predict(self, X) -> pd.DataFrame:
+        """Every subtask's answer, one column each; raises if an item got no answer for one (use
+        :meth:`route` for a per-row flag)."""
+        table = self.route(X)
+        names = [name for name, _ in self.subtasks_]
+        missing = table[names].isna().any(axis=1).to_numpy()
+        if missing.any():
+            i = int(np.flatnonzero(missing)[0])
+            raise LargeModelError(f"{int(missing.sum())} items lack an answer (row {i}: {table['flag'].iloc[i]})")
+        return table[names]
+
+    def score(self, X, Y) -> float:
+        """Exact match: the share of items whose every subtask is answered right."""
+        names = [name for name, _ in self.subtasks_]
+        Y = self._labels(Y, names, "scoring", len(X))
+        got = self.route(X)
+        return float((got[names].to_numpy() == Y[names].to_numpy()).all(axis=1).mean())

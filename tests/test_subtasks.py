@@ -1,0 +1,108 @@
+"""Subtasks (Data Shunt+): each subtask routed on its own, the large model told what the small side settled."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from fakes import FakeLargeModel
+
+from datashunt import ShuntClassifier, Subtasks
+from datashunt.exceptions import ConfigError, DataError
+from datashunt.small import make_small
+
+
+def packages(n=300, seed=0):
+    """Items whose section the words give away and whose interface only half of them do: the small
+    model settles the section and the clear interfaces, the large model (always right) the rest."""
+    rng = np.random.default_rng(seed)
+    section = rng.choice(["games", "net"], n)
+    interface = rng.choice(["x11", "commandline"], n)
+    clear = rng.uniform(size=n) < 0.5
+    texts = [
+        f"pkg{i}: {'play fun level' if s == 'games' else 'socket proxy server'} "
+        f"{('window mouse' if f == 'x11' else 'terminal shell') if c else 'tool'}"
+        for i, (s, f, c) in enumerate(zip(section, interface, clear))
+    ]
+    return texts, pd.DataFrame({"section": section, "interface": interface}), clear
+
+
+def subtasks(labels, texts, context=True):
+    faces = []
+    for name in ("section", "interface"):
+        large = FakeLargeModel(dict(zip(texts, labels[name])), confidence=0.95, price={"per_call": 1.0})
+        faces.append(
+            (
+                name,
+                ShuntClassifier(
+                    make_small("tfidf"), large, confidence="max_proba", confidence_level=None, random_state=0
+                ),
+            )
+        )
+    return Subtasks(faces, context=context)
+
+
+def test_each_subtask_is_routed_on_its_own_and_the_large_model_hears_what_was_settled():
+    texts, labels, clear = packages()
+    model = subtasks(labels, texts).fit(texts[:150], labels[:150], texts[150:250], labels[150:250])
+    table = model.route(texts[250:])
+    assert list(table.columns[:5]) == ["section", "route_section", "confidence_section", "cost_section", "flag_section"]
+    sent = table["route_interface"] == "large"
+    assert sent.sum() > 0 and (table["route_section"] == "small").mean() > 0.9
+    assert sent[~clear[250:]].mean() > sent[clear[250:]].mean()  # the unclear interfaces go to the large model
+    assert table["large_calls"].tolist() == ((table["route_section"] == "large") + sent).astype(int).tolist()
+    assert table["cost"].tolist() == pytest.approx(table["large_calls"].tolist())  # one paid call per open subtask
+    prompt = model.subtasks_[1][1].large_.last_prompt
+    assert "Known about this item: section: " in prompt
+    assert model.score(texts[250:], labels[250:]) == pytest.approx(
+        float((table[["section", "interface"]].to_numpy() == labels[250:].to_numpy()).all(axis=1).mean())
+    )
+    assert model.predict(texts[250:]).columns.tolist() == ["section", "interface"]
+
+
+def test_without_context_the_prompts_carry_no_settled_answers():
+    texts, labels, _ = packages()
+    model = subtasks(labels, texts, context=False).fit(texts[:150], labels[:150], texts[150:250], labels[150:250])
+    model.route(texts[250:])
+    assert "Known about this item" not in model.subtasks_[1][1].large_.last_prompt
+
+
+def test_bad_subtasks_and_labels_are_refused_with_the_reason():
+    texts, labels, _ = packages(60)
+    with pytest.raises(ConfigError, match="subtasks must be a non-empty list"):
+        Subtasks([]).fit(texts, labels)
+    with pytest.raises(ConfigError, match="subtask 'x' needs a ShuntClassifier or a Cascade, got str"):
+        Subtasks([("x", "model")]).fit(texts, labels)
+    face = subtasks(labels, texts).subtasks[0][1]
+    with pytest.raises(ConfigError, match=r"subtask names must be distinct, got \['a', 'a'\]"):
+        Subtasks([("a", face), ("a", face)]).fit(texts, labels)
+    with pytest.raises(DataError, match=r"training labels have no column for subtask\(s\) \['use'\]"):
+        Subtasks([("section", face), ("use", face)]).fit(texts, labels)
+    with pytest.raises(DataError, match="validation: 10 items but 60 rows of labels"):
+        Subtasks([("section", face)]).fit(texts, labels, texts[:10], labels)
+    fitted = face.fit(texts, labels["section"].to_numpy(), X_val=texts, y_val=labels["section"].to_numpy())
+    with pytest.raises(DataError, match=r"context needs one string \(or None\) per item \(3\), got 2"):
+        fitted.route(texts[:3], context=["a", "b"])
+
+
+def test_subtasks_are_saved_one_folder_each_and_load_like_the_original(tmp_path):
+    from datashunt.backends.replay import ReplayModel
+    from datashunt.exceptions import ModelFileError
+    from datashunt.io.persist import load, save, saved_kind
+
+    texts, labels, _ = packages()
+    faces, options = [], {}
+    for name in ("section", "interface"):
+        table = tmp_path / f"{name}.csv"
+        pd.DataFrame({"id": texts, "prediction": labels[name]}).to_csv(table, index=False)
+        large = ReplayModel(str(table), name=name)
+        faces.append((name, ShuntClassifier(make_small("tfidf"), large, confidence_level=None, random_state=0)))
+        options[name] = {"table": str(table)}
+    model = Subtasks(faces).fit(texts[:150], labels[:150], texts[150:250], labels[150:250])
+    folder = save(model, tmp_path / "m")
+    assert saved_kind(folder) == "Subtasks" and (folder / "subtask_1" / "model.json").is_file()
+    loaded = load(folder, large_options=options)
+    pd.testing.assert_frame_equal(loaded.route(texts[250:]), model.route(texts[250:]))
+    with pytest.raises(ConfigError, match=r"large_options names subtasks \['use'\]"):
+        load(folder, large_options={"use": {}})
+    (folder / "subtasks.json").write_text('{"format": 1, "kind": "Subtasks", "subtasks": [], "context": true}')
+    with pytest.raises(ModelFileError, match="the keys must be format, datashunt_version, kind"):
+        load(folder, large_options=options)
