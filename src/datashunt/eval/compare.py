@@ -390,14 +390,34 @@ def describe_calibration(calibration: dict) -> str:
             if calibration["accuracy"] is None
             else f"accuracy {calibration['accuracy']:.4f} (last stage only {_figure(last)})"
         )
-        return line + (f", {calibration['reach'][-1]:.1%} sent to the last stage" if calibration.get("reach") else "")
+        line += f", {calibration['reach'][-1]:.1%} sent to the last stage" if calibration.get("reach") else ""
+        return line + describe_scoring(calibration.get("scoring"))
     if calibration["accuracy"] is None:  # estimated from a sample that cannot tell: say what the labels show
         line += f"small only {_figure(calibration.get('small_accuracy'))}"
     else:
         line += f"accuracy {calibration['accuracy']:.4f}"
         if "large_accuracy" in calibration:
             line += f" (large only {_figure(calibration['large_accuracy'])})"
-    return line + (f", {calibration['large_rate']:.1%} sent to the large model" if "large_rate" in calibration else "")
+    line += f", {calibration['large_rate']:.1%} sent to the large model" if "large_rate" in calibration else ""
+    return line + describe_scoring(calibration.get("scoring"))
+
+
+def describe_scoring(scoring: dict | None) -> str:
+    """The routing score a learned or ``"auto"`` confidence chose, with both scores' validation
+    figures ("" where none was learned).
+
+    Examples
+    --------
+    >>> describe_scoring({"used": "max_proba", "ranking": "roc_auc",
+    ...                   "validation": {"max_proba": 0.83, "learned": 0.786}, "difference_se": 0.008})
+    '; routing score: max_proba (roc_auc on validation, out of fold: max_proba 0.830, learned 0.786)'
+    """
+    if not scoring:
+        return ""
+    if not scoring.get("validation"):
+        return f"; routing score: {scoring['used']} ({scoring.get('reason', 'the learned one was not compared')})"
+    figures = ", ".join(f"{name} {value:.3f}" for name, value in scoring["validation"].items())
+    return f"; routing score: {scoring['used']} ({scoring['ranking']} on validation, out of fold: {figures})"
 
 
 def _figure(value) -> str:

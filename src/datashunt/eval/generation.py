@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .compare import describe_scoring
 from .metrics import get_metric
 
 SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -130,7 +131,7 @@ def describe_calibration(calibration: dict) -> str:
         f"goal {calibration['goal']} ({'met' if calibration['goal_met'] else 'NOT met'}) on "
         f"{calibration['n_validation']} validation items: {calibration['metric']} {calibration['quality']:.2f} "
         f"(stages alone: {alone}), {calibration['reach'][-1]:.1%} sent to the last stage"
-    )
+    ) + describe_scoring(calibration.get("scoring"))
 
 
 def write_report(folder, evaluation: GenerationEvaluation | None, shunt, info: dict | None = None):
