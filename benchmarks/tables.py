@@ -371,6 +371,58 @@ def longtail_tables(result: dict) -> str:
     return "\n".join(lines)
 
 
+def scoring_table(rows: list) -> str:
+    """The paper's routing score against the learned one (and ``auto``'s choice): per row a name,
+    then (label, accuracy, share sent, δ, scoring record or None) for each score tried."""
+    lines = [
+        "| setting | routing score | accuracy | sent to large | δ | ROC AUC on validation (max_proba / learned) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, scores in rows:
+        for label, accuracy, share, delta, scoring in scores:
+            figures = (scoring or {}).get("validation") or {}
+            auc = " / ".join(f"{figures[k]:.3f}" for k in ("max_proba", "learned") if k in figures) or "-"
+            used = f" (uses {scoring['used']})" if label == "auto" and scoring else ""
+            lines.append(f"| {name} | {label}{used} | {accuracy:.4f} | {_share(share)} | {delta:.4f} | {auc} |")
+    return "\n".join(lines)
+
+
+def core_scoring_rows(result: dict) -> list:
+    rows = []
+    for name, entry in result["small_models"].items():
+        if "learned" not in entry:
+            continue
+        ds = {row["system"]: row for row in entry["summary"]}["data shunt"]
+        scores = [("max_proba", ds["accuracy"], ds["large_rate"], entry["threshold"], None)]
+        for label in ("learned", "auto"):
+            r = entry["learned"][label]
+            scores.append((label, r["accuracy"], r["large_rate"], r["threshold"], r["scoring"]))
+        rows.append((name, scores))
+    return rows
+
+
+def longtail_scoring_rows(result: dict) -> list:
+    rows = []
+    for key in (k for k in result if k.startswith("imbalance_")):
+        r = result[key]
+        for policy, base, learned in (("default", "ds", "ds_learned"), ("budget", "ds_budget", "ds_budget_learned")):
+            if learned not in r:
+                continue
+            delta = r["threshold"] if base == "ds" else r[base]["threshold"]
+            scores = [
+                ("max_proba", r[base]["overall"], r[base]["large_share"], delta, None),
+                (
+                    "learned",
+                    r[learned]["overall"],
+                    r[learned]["large_share"],
+                    r[learned]["threshold"],
+                    r[learned]["scoring"],
+                ),
+            ]
+            rows.append((f"ratio {key.removeprefix('imbalance_')}, {policy} policy", scores))
+    return rows
+
+
 CONFIG_NAMES = {
     "zero": "0.5B zero-shot → 1.5B zero-shot",
     "shots": "0.5B + examples → 1.5B zero-shot",
@@ -598,6 +650,13 @@ def main():
             print()
             print(sweep_table(result, name))
         core_figure(result, RESULTS / "core_sweep.png")
+    if core.is_file() and core_scoring_rows(json.loads(core.read_text())):
+        print()
+        print(scoring_table(core_scoring_rows(json.loads(core.read_text()))))
+    learned_longtail = RESULTS / "longtail_learned.json"
+    if learned_longtail.is_file():
+        print()
+        print(scoring_table(longtail_scoring_rows(json.loads(learned_longtail.read_text()))))
     calibration = RESULTS / "calibration.json"
     if calibration.is_file():
         print()
