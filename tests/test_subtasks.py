@@ -106,3 +106,22 @@ def test_subtasks_are_saved_one_folder_each_and_load_like_the_original(tmp_path)
     (folder / "subtasks.json").write_text('{"format": 1, "kind": "Subtasks", "subtasks": [], "context": true}')
     with pytest.raises(ModelFileError, match="the keys must be format, datashunt_version, kind"):
         load(folder, large_options=options)
+
+
+def test_every_face_shows_a_context_line_to_its_large_stages_only():
+    from fakes import FakeGenerator
+
+    from datashunt import ShuntGenerator
+
+    items = [f"item {i}" for i in range(40)]
+    refs = [f"Ding {i}" for i in range(40)]
+    small = FakeGenerator({x: ("falsch", [0.3]) for x in items}, name="small")
+    large = FakeGenerator({x: (r, [0.9]) for x, r in zip(items, refs)}, name="large")
+    model = ShuntGenerator([("small", small), ("large", large)], thresholds=[0.5]).fit(items, refs)
+    table = model.route(items[:2], context=["Known about this item: topic: games", None])
+    assert table["route"].tolist() == ["large", "large"]
+    seen = str(model.stages_[1][1].last_messages)
+    assert "topic: games" not in seen  # the last message asked was the second item's, without context
+    model.route(items[:1], context=["Known about this item: topic: games"])
+    assert "Known about this item: topic: games" in str(model.stages_[1][1].last_messages)
+    assert "topic: games" not in str(model.stages_[0][1].last_messages)
