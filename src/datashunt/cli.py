@@ -168,17 +168,26 @@ def demo_generate(
     shots: int = typer.Option(2, min=0, help="Closest training pairs both models are shown as examples."),
     n_validation: int = typer.Option(60, min=10, help="Pairs for calibrating δ (every stage answers each)."),
     n_test: int = typer.Option(60, min=10, help="Held-out pairs for the comparison (every stage answers each)."),
+    tolerance: float = typer.Option(1.0, min=0.0, help="chrF points below the large model's that δ may give up."),
     seed: int = typer.Option(0, help="Seed of the split."),
     out: Path = typer.Option(Path("reports/demo-generate"), help="Report folder."),
 ):
     """Debian package synopses into German: a small and a large model shown the same examples, Data Shunt.
 
     Items are English one-line synopses, references the translations Debian's volunteers wrote
-    (run ``apt-get -o Acquire::Languages=de update`` once, as root). δ keeps the fewest items on
-    the large model whose validation chrF is at least the large model's alone.
+    (run ``apt-get -o Acquire::Languages=en,de update`` once, as root). δ keeps the fewest items on
+    the large model whose validation chrF is at least the large model's alone, less ``--tolerance``.
     """
     demos.translation(
-        lang=lang, small=small, large=large, shots=shots, n_validation=n_validation, n_test=n_test, seed=seed, out=out
+        lang=lang,
+        small=small,
+        large=large,
+        shots=shots,
+        n_validation=n_validation,
+        n_test=n_test,
+        tolerance=tolerance,
+        seed=seed,
+        out=out,
     )
 
 

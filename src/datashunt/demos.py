@@ -153,14 +153,23 @@ def long_tailed_images(
 
 
 def translation(
-    *, lang: str, small: str, large: str, shots: int, n_validation: int, n_test: int, seed: int, out: Path
+    *,
+    lang: str,
+    small: str,
+    large: str,
+    shots: int,
+    n_validation: int,
+    n_test: int,
+    tolerance: float,
+    seed: int,
+    out: Path,
 ) -> None:
     """Debian package synopses into German: a small and a large model shown the same examples, Data Shunt.
 
     Items are English one-line synopses, references the translations Debian's volunteers wrote.
     Both models see the ``shots`` closest training pairs, so the large model is at its best and
     routing, not prompting, makes the difference. δ keeps the fewest items on the large model
-    whose validation chrF is at least the large model's alone.
+    whose validation chrF is at least the large model's alone, less ``tolerance`` chrF points.
     """
     from .io.persist import save  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
@@ -175,7 +184,7 @@ def translation(
         ("small", LlamaCppGenerator(small, instruction=ask, shots=shots, stop=["\n"], max_new_tokens=64)),
         ("large", LlamaCppGenerator(large, instruction=ask, shots=shots, stop=["\n"], max_new_tokens=64)),
     ]
-    shunt = ShuntGenerator(stages, metric="chrf", random_state=seed, progress=True)
+    shunt = ShuntGenerator(stages, metric="chrf", tolerance=tolerance, random_state=seed, progress=True)
     say_destination(shunt)
     start = time.perf_counter()
     shunt.fit(train.text.tolist(), train.reference.tolist(), val.text.tolist(), val.reference.tolist())
@@ -192,6 +201,7 @@ def translation(
         "lang": lang,
         "small": f"{small}, {shots} retrieved examples",
         "large": f"{large}, {shots} retrieved examples",
+        "tolerance": tolerance,
         "seed": seed,
         "n_train": len(train),
         "n_validation": len(val),

@@ -79,7 +79,8 @@ def settle(choice: str, base: str, raw, learned, target, n_bootstrap: int = 200)
     figures = _ranks(both, target, np.arange(len(target)), ranked)
     record = {"used": base, "ranking": "roc_auc" if ranked else "spearman", "validation": None}
     if figures is None:  # every stage always right (or no differences): nothing to rank
-        return (learned if choice == LEARNED else raw), record | {"used": choice if choice == LEARNED else base}
+        record["used"] = LEARNED if choice == LEARNED else base
+        return (learned if choice == LEARNED else raw), record
     rng = np.random.default_rng(0)
     draws = [_ranks(both, target, rng.integers(0, len(target), len(target)), ranked) for _ in range(n_bootstrap)]
     gaps = [d[1] - d[0] for d in draws if d is not None]

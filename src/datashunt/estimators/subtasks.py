@@ -10,7 +10,7 @@ context for the open questions (``context=True``: "Known about this item: sectio
 
 The route table has one row per item: per subtask its answer (a column named after it), route,
 confidence, cost and flag (``route_<name>`` ...), then the item's totals: ``cost``,
-``large_calls`` (the subtasks that reached a large-model stage), ``prompt_tokens``,
+``large_calls`` (the subtasks that reached their last stage), ``prompt_tokens``,
 ``completion_tokens`` and the joined ``flag``. A label-scoring backend answers one subtask per
 call; each call carries the context.
 
