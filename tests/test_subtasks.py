@@ -125,3 +125,26 @@ def test_every_face_shows_a_context_line_to_its_large_stages_only():
     model.route(items[:1], context=["Known about this item: topic: games"])
     assert "Known about this item: topic: games" in str(model.stages_[1][1].last_messages)
     assert "topic: games" not in str(model.stages_[0][1].last_messages)
+
+
+def test_a_cascade_can_be_a_subtask():
+    from datashunt import Cascade
+    from datashunt.backends.replay import ReplayModel
+
+    texts, labels, _ = packages(200)
+    answers = pd.DataFrame({"id": texts, "prediction": labels["interface"], "sure": 0.9})
+    cascade = Cascade(
+        [
+            ("tfidf", make_small("tfidf")),
+            ("llm", ReplayModel(answers, confidence_column="sure", name="llm", price={"per_call": 1.0})),
+        ],
+        confidence="max_proba",
+        random_state=0,
+    )
+    faces = [("section", subtasks(labels, texts).subtasks[0][1]), ("interface", cascade)]
+    model = Subtasks(faces).fit(texts[:100], labels[:100], texts[100:160], labels[100:160])
+    table = model.route(texts[160:])
+    asked = table["route_interface"] == "llm"
+    assert table["cost_interface"].tolist() == pytest.approx(asked.astype(float).tolist())
+    truth = labels["interface"].to_numpy()[160:]
+    assert (table["interface"].to_numpy()[asked] == truth[asked]).all()
