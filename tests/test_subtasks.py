@@ -148,3 +148,22 @@ def test_a_cascade_can_be_a_subtask():
     assert table["cost_interface"].tolist() == pytest.approx(asked.astype(float).tolist())
     truth = labels["interface"].to_numpy()[160:]
     assert (table["interface"].to_numpy()[asked] == truth[asked]).all()
+
+
+def test_a_failing_large_model_and_a_blank_item_are_flagged_per_row():
+    from datashunt.exceptions import LargeModelError
+
+    texts, labels, _ = packages()
+    faces = []
+    for name in ("section", "interface"):
+        large = FakeLargeModel(dict(zip(texts, labels[name])), fail=tuple(texts[250:255]))
+        faces.append((name, ShuntClassifier(make_small("tfidf"), large, threshold=1.1)))  # everything asked
+    model = Subtasks(faces).fit(texts[:250], labels[:250], texts[:250], labels[:250])
+    table = model.route(texts[250:260] + ["   "])
+    assert table["flag"].iloc[0].startswith("section: large: simulated time-out")
+    assert "interface: large: simulated time-out" in table["flag"].iloc[0]
+    assert table["route_section"].iloc[0] == "fallback" and table["section"].iloc[0] is not None
+    assert table["route_section"].iloc[-1] == "invalid" and pd.isna(table["section"].iloc[-1])
+    assert pd.isna(table["flag"].iloc[5])
+    with pytest.raises(LargeModelError, match=r"1 items lack an answer \(row 10: section: "):
+        model.predict(texts[250:260] + ["   "])

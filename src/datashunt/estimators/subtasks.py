@@ -137,7 +137,7 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
             totals["completion_tokens"] += table["completion_tokens"].to_numpy()
             totals["large_calls"] += (table["reached"].to_numpy() == len(face.stages_) - 1) & (~settled[name])
             for i, flag in enumerate(table["flag"]):
-                if flag:
+                if isinstance(flag, str) and flag:  # None, or NaN where pandas stored it so
                     flags[i].append(f"{name}: {flag}")
         out = pd.DataFrame(columns | totals)
         out["flag"] = ["; ".join(f) or None for f in flags]
