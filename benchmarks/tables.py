@@ -423,6 +423,38 @@ def longtail_scoring_rows(result: dict) -> list:
     return rows
 
 
+def facets_table(result: dict) -> str:
+    """Data Shunt+ on the Debian facets: each system's exact match, macro-F1 per subtask and LLM tokens."""
+    facets = result["facets"]
+    names = list(facets["small"]["macro_f1"])
+    n = facets["n"]
+    lines = [
+        f"`{facets['command']}` (packages: {n['train']:,} train, {n['validation']} validation, {n['test']} test; "
+        f"subtasks {', '.join(names)})",
+        "",
+        "| system | exact match | " + " | ".join(f"macro-F1 {x}" for x in names) + " | LLM tokens per item | "
+        "items asking the LLM |",
+        "|---|---|" + "---|" * len(names) + "---|---|",
+    ]
+    labels = {
+        "small": "small only (TF-IDF per subtask)",
+        "large": "large only (Qwen2.5-Coder-1.5B, zero-shot)",
+        "ds_item": "Data Shunt on whole items",
+        "ds_plus": "Data Shunt+ (Subtasks, context)",
+    }
+    for key, label in labels.items():
+        row = facets[key]
+        asked = {"small": "0%", "large": "100%"}.get(key)
+        if asked is None:
+            asked = _share(row["large_share"] if key == "ds_item" else row["items_asking_large"])
+        lines.append(
+            f"| {label} | {row['exact_match']:.4f} | "
+            + " | ".join(f"{row['macro_f1'][x]:.3f}" for x in names)
+            + f" | {row['large_tokens_per_item']:.1f} | {asked} |"
+        )
+    return "\n".join(lines)
+
+
 CONFIG_NAMES = {
     "zero": "0.5B zero-shot → 1.5B zero-shot",
     "shots": "0.5B + examples → 1.5B zero-shot",
@@ -657,6 +689,10 @@ def main():
     if learned_longtail.is_file():
         print()
         print(scoring_table(longtail_scoring_rows(json.loads(learned_longtail.read_text()))))
+    ds_plus = RESULTS / "ds_plus.json"
+    if ds_plus.is_file() and "facets" in json.loads(ds_plus.read_text()):
+        print()
+        print(facets_table(json.loads(ds_plus.read_text())))
     calibration = RESULTS / "calibration.json"
     if calibration.is_file():
         print()
