@@ -1,5 +1,7 @@
 """Subtasks (Data Shunt+): each subtask routed on its own, the large model told what the small side settled."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -103,6 +105,13 @@ def test_subtasks_are_saved_one_folder_each_and_load_like_the_original(tmp_path)
     pd.testing.assert_frame_equal(loaded.route(texts[250:]), model.route(texts[250:]))
     with pytest.raises(ConfigError, match=r"large_options names subtasks \['use'\]"):
         load(folder, large_options={"use": {}})
+    meta = json.loads((folder / "subtasks.json").read_text())
+    (folder / "subtasks.json").write_text(json.dumps(meta | {"subtasks": ["section", "section"]}))
+    with pytest.raises(ModelFileError, match=r"subtask names must be distinct and context true or false"):
+        load(folder, large_options=options)
+    (folder / "subtasks.json").write_text(json.dumps(meta | {"context": "yes"}))
+    with pytest.raises(ModelFileError, match=r"subtask names must be distinct and context true or false"):
+        load(folder, large_options=options)
     (folder / "subtasks.json").write_text('{"format": 1, "kind": "Subtasks", "subtasks": [], "context": true}')
     with pytest.raises(ModelFileError, match="the keys must be format, datashunt_version, kind"):
         load(folder, large_options=options)

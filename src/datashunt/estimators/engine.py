@@ -115,17 +115,9 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
             flag[i] = flag[i] or "no stage could answer"
         columns = {"route": route, "stage": stage, "reached": reached}
         if self.task == "generate":
-            text = [None] * n
-            for s, got in enumerate(answers):
-                for i in np.flatnonzero(stage == s):
-                    text[i] = got.text[i]
-            columns["text"] = pd.Series(text, dtype=object)
+            columns["text"] = pd.Series(self._answer(routed), dtype=object)
         else:
-            proba = routed.proba()
-            ok = ~np.isnan(proba).any(axis=1)
-            labels = np.empty(n, dtype=object)
-            labels[ok] = self.classes_[proba[ok].argmax(axis=1)]
-            columns["label"] = labels
+            columns["label"] = self._answer(routed)
         columns["confidence"] = confidence
         for name, got in zip(names, answers):
             columns[f"confidence_{name}"] = got.confidence
@@ -142,6 +134,20 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
             self.calibration_.get("drift_reference"), first.confidence, self.thresholds_[0], first.predicted()
         )
         return table
+
+    def _answer(self, routed: Routed) -> np.ndarray:
+        """Each item's standing answer: the label (or text) of the stage it stopped at, None for none."""
+        n = len(routed.stage)
+        out = np.full(n, None, dtype=object)
+        if self.task == "generate":
+            for s, got in enumerate(routed.answers):
+                for i in np.flatnonzero(routed.stage == s):
+                    out[i] = got.text[i]
+        else:
+            proba = routed.proba()
+            ok = ~np.isnan(proba).any(axis=1)
+            out[ok] = self.classes_[proba[ok].argmax(axis=1)]
+        return out
 
     # -- the faces' shared methods -------------------------------------------------------------
     def route(self, X, first_stage: pd.DataFrame | None = None, context=None) -> pd.DataFrame:
@@ -201,9 +207,8 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
         columns = {}
         for s, got in enumerate(routed.answers[:upto]):
             columns |= to_columns(got, f"{PARTIAL}{s}_")
-        table = self._table(routed, batch.problems)
         columns[f"{PARTIAL}open"] = routed.open
-        columns[f"{PARTIAL}answer"] = table["text" if self.task == "generate" else "label"].where(~routed.open, None)
+        columns[f"{PARTIAL}answer"] = np.where(routed.open, None, self._answer(routed))
         return pd.DataFrame(columns)
 
     def _read_partial(self, table: pd.DataFrame, n: int) -> list:
