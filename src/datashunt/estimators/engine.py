@@ -181,8 +181,8 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
         """The answers of the first ``upto`` stages alone (all but the last by default): what the
         cheap side can do on a worker without the expensive stage. One row per item, in columns a
         table can carry; hand it to :meth:`route` on the same items to finish the job there.
-        ``_datashunt_open`` says which items those stages left open, ``_datashunt_answer`` the
-        answer (label or text) they settled on for the others.
+        ``_datashunt_open`` says which items those stages left open, ``_datashunt_stage`` and
+        ``_datashunt_answer`` the stage that settled each of the others and its answer (label or text).
 
         Examples
         --------
@@ -208,6 +208,7 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
         for s, got in enumerate(routed.answers[:upto]):
             columns |= to_columns(got, f"{PARTIAL}{s}_")
         columns[f"{PARTIAL}open"] = routed.open
+        columns[f"{PARTIAL}stage"] = routed.stage
         columns[f"{PARTIAL}answer"] = np.where(routed.open, None, self._answer(routed))
         return pd.DataFrame(columns)
 

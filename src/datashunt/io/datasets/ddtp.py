@@ -16,7 +16,6 @@ deletes apt's list.
 
 import glob
 import os
-import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...backends.cache import default_cache_dir
+from ...core.segments import split
 from ...exceptions import DataError
 from .debian import long_text, paragraphs, parse_index
 
@@ -68,22 +68,17 @@ def parse_descriptions(text: str, lang: str) -> pd.DataFrame:
 
 
 def split_sentences(text: str) -> list[str]:
-    r"""The sentences of a description: every line is a boundary (paragraphs, list items, verbatim
-    lines), and within a line a sentence ends at ``.``, ``!`` or ``?`` followed by a space and an
-    upper-case letter, a digit or an opening quote or bracket (so "e.g. a" and "v1.2" stay whole).
+    r"""The sentences of a description (:func:`datashunt.core.segments.split`): every line is a
+    boundary (paragraphs, list items, verbatim lines), and within a line a sentence ends at ``.``,
+    ``!`` or ``?`` followed by a space and an upper-case letter, a digit or an opening quote or
+    bracket (so "e.g. a" and "v1.2" stay whole).
 
     Examples
     --------
     >>> split_sentences("A game. It is free, e.g. for all.\n\n  * fast")
     ['A game.', 'It is free, e.g. for all.', '* fast']
     """
-    out = []
-    for line in text.split("\n"):
-        out += [part for part in _SENTENCE_END.split(line.strip()) if part]
-    return out
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+    return [part for part, _ in split(text)]
 
 
 def documents_path(lang: str, cache_dir=None) -> Path:

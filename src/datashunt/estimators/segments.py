@@ -1,0 +1,363 @@
+"""Segments (Data Shunt+): a document made of parts, each part routed on its own.
+
+Translating, correcting or captioning a long text is a task whose subtasks are its parts: most
+sentences of a package description are easy for a small model, a few are not. :class:`Segments`
+cuts each document into sentences (or lines, :mod:`datashunt.core.segments`), lets a
+:class:`~datashunt.ShuntGenerator` route every part on its own, and asks the large model only
+about the parts the small side left open: together, in one call per document (numbered lines, with
+the examples its ``shots`` retrieve), where it answers every numbered line; one by one where a
+document has a single open part, or where the joint answer cannot be read back (flagged). With
+``context`` the large model also sees what the small side wrote just before and after each open
+part. The parts' answers are joined with the document's own line breaks.
+
+Calibration is per part: the training and validation documents whose reference has as many parts
+as the text (the usual case for translations) give aligned part pairs; the shunt keeps its policy,
+guarantee and learned score on them (``alignment_`` counts what was usable).
+
+The route table has one row per document: ``text``, ``parts``, ``large_parts`` (answered by the
+last stage), ``large_calls``, ``large_prompt_tokens`` and ``large_completion_tokens`` (the last
+stage's), ``prompt_tokens`` and ``completion_tokens`` (every stage's), ``cost``, ``routes`` (each
+part's route) and ``flag``.
+
+Examples
+--------
+The local models, the smaller shown its two closest training sentences (needs ``datashunt setup
+--model qwen2.5-coder-0.5b``)::
+
+    from datashunt import Segments, ShuntGenerator
+    from datashunt.backends.generate.llama_cpp import LlamaCppGenerator
+    ask = "Translate this sentence from English into German. Answer with the translation only."
+    shunt = ShuntGenerator([
+        ("small", LlamaCppGenerator("qwen2.5-coder-0.5b", instruction=ask, shots=2, stop=["\\n"])),
+        ("large", LlamaCppGenerator("qwen2.5-coder-1.5b", instruction=ask, shots=1, stop=["\\n"])),
+    ])
+    model = Segments(shunt).fit(descriptions, translations, X_val, translations_val)
+    model.route(["A free game. It runs on any machine with a modern graphics card."])
+"""
+
+import copy
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import check_is_fitted
+
+from ..core.segments import UNITS, join, split
+from ..eval.metrics import get_metric
+from ..exceptions import ConfigError, DataError, LargeModelError
+from .engine import PARTIAL, Engine
+from .subtasks import CONTEXT_LEAD
+
+#: How the large model is asked about several parts at once (after the last stage's own instruction).
+TOGETHER = (
+    "Do this for each numbered line below, in order: answer with the same numbers, one line each, and nothing else."
+)
+TOKENS = ("prompt_tokens", "completion_tokens")
+_NUMBERED = re.compile(r"^\s*(\d+)\s*[.):]\s*(.*?)\s*$")
+
+
+class Segments(MetaEstimatorMixin, BaseEstimator):
+    """Documents cut into parts, each part routed by a :class:`~datashunt.ShuntGenerator`; the
+    large model answers a document's open parts together, told what the small side wrote around them.
+
+    Parameters
+    ----------
+    shunt : ShuntGenerator
+        Routes the parts (cloned and fitted on the aligned part pairs; its last stage is the
+        large model).
+    unit : {"sentences", "lines"}
+        Where a document is cut (:func:`datashunt.core.segments.split`).
+    together : bool
+        Ask the large model about all of a document's open parts in one call (where its backend
+        takes whole chats); one call per part otherwise.
+    context : bool
+        Show the large model the small side's answers just before and after each open part.
+
+    Attributes
+    ----------
+    shunt_ : the fitted ShuntGenerator
+    alignment_ : dict, per split, the documents whose parts could be paired and how many there were
+    """
+
+    def __init__(self, shunt, *, unit: str = "sentences", together: bool = True, context: bool = True):
+        self.shunt = shunt
+        self.unit = unit
+        self.together = together
+        self.context = context
+
+    # -- learning ------------------------------------------------------------------------------
+    def fit(self, X, references, X_val=None, references_val=None):
+        """Fit the shunt on the part pairs of the training documents and calibrate it on those
+        of ``X_val, references_val`` (or of a held-out share of the documents)."""
+        self._check()
+        X, references = self._documents(X, references, "training")
+        if X_val is None:
+            X, X_val, references, references_val = train_test_split(
+                X, references, test_size=self.shunt.validation_fraction, random_state=self.shunt.random_state
+            )
+        else:
+            X_val, references_val = self._documents(X_val, references_val, "validation")
+        train, val = self._aligned(X, references, "training"), self._aligned(X_val, references_val, "validation")
+        self.alignment_ = {"training": train[2], "validation": val[2]}
+        self.shunt_ = clone(self.shunt).fit(train[0], train[1], val[0], val[1])
+        return self
+
+    def _check(self) -> None:
+        if not isinstance(self.shunt, Engine) or self.shunt.task != "generate":
+            raise ConfigError(f"Segments needs a ShuntGenerator, got {type(self.shunt).__name__}")
+        if self.unit not in UNITS:
+            raise ConfigError(f"unit must be one of {UNITS}, got {self.unit!r}")
+        for name in ("together", "context"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    @staticmethod
+    def _documents(X, references, what: str) -> tuple[list, list]:
+        X = _texts(X, f"{what} documents")
+        if references is None or len(references) != len(X):
+            raise DataError(
+                f"{what}: expected one reference per document ({len(X)}), got {references and len(references)}"
+            )
+        return X, _texts(references, f"{what} references")
+
+    def _aligned(self, X, references, what: str) -> tuple[list, list, dict]:
+        """The part pairs of the documents whose reference has as many parts as the text."""
+        texts, refs, used = [], [], 0
+        for text, reference in zip(X, references):
+            parts, answers = split(text, self.unit), split(reference, self.unit)
+            if parts and len(parts) == len(answers):
+                texts += [p for p, _ in parts]
+                refs += [a for a, _ in answers]
+                used += 1
+        if not texts:
+            raise DataError(
+                f"{what}: no document's reference has as many {self.unit} as its text, so no part can be "
+                "paired with its answer; give references cut the same way"
+            )
+        return texts, refs, {"documents": len(X), "aligned": used, "parts": len(texts)}
+
+    # -- routing -------------------------------------------------------------------------------
+    def route(self, X) -> pd.DataFrame:
+        """One row per document (see the module's docstring): the small side answers every part,
+        the large model the open ones; a document that is not text is flagged, never raised."""
+        check_is_fitted(self, "shunt_")
+        docs, problems = _checked(X)
+        run = _Parts.cut(docs, problems, self.unit)
+        if run.parts:
+            first = self.shunt_.first_stages(run.parts)
+            run.settle(first, self.shunt_)
+            context = self._context(run) if self.context else None
+            left = np.flatnonzero(first[f"{PARTIAL}open"].to_numpy(bool))
+            if self.together:
+                left = self._together(run, context, left)
+            if len(left):
+                self._one_by_one(run, first, context, left)
+        return run.table(problems, self.shunt_.stage_names()[-1])
+
+    @staticmethod
+    def _context(run: "_Parts") -> list:
+        """Per part, the small side's answers just before and after it in its document (None where none)."""
+        out = []
+        for i in range(len(run.parts)):
+            near = [j for j in (i - 1, i + 1) if 0 <= j < len(run.parts) and run.owner[j] == run.owner[i]]
+            around = [run.texts[j] for j in near if run.texts[j] is not None]
+            out.append(CONTEXT_LEAD + "the text around it reads: " + " … ".join(around) if around else None)
+        return out
+
+    def _together(self, run: "_Parts", context, left) -> np.ndarray:
+        """Ask the last stage once per document with two or more open parts; the parts left to ask one by one."""
+        name, model = self.shunt_.stages_[-1]
+        if not hasattr(model, "chat"):
+            return left
+        groups = {d: left[run.owner[left] == d] for d in np.unique(run.owner[left])}
+        by_size: dict[int, list] = {}
+        for d, rows in groups.items():
+            if len(rows) > 1:
+                by_size.setdefault(len(rows), []).append(d)
+        answered = set()
+        for k, ds in by_size.items():
+            joint = copy.copy(model).set_params(stop=None, max_new_tokens=model.max_new_tokens * k)
+            chats = [
+                self._chat(model, [run.parts[i] for i in groups[d]], context and _joined(context, groups[d]))
+                for d in ds
+            ]
+            got = joint.chat(chats, progress=self.shunt_.progress)
+            for j, d in enumerate(ds):
+                rows = groups[d]
+                run.calls[d] += 1
+                run.cost[rows[0]] += got.cost[j]
+                run.large["prompt_tokens"][rows[0]] += got.prompt_tokens[j]
+                run.large["completion_tokens"][rows[0]] += got.completion_tokens[j]
+                read = _read_numbered(got.text[j], k)
+                if read is None:
+                    why = got.flag[j] or "its joint answer did not number every part"
+                    run.flags[d].append(f"{name}: {why}; asked part by part")
+                    continue
+                run.texts[rows], run.routes[rows] = read, name
+                answered.update(rows.tolist())
+        return np.array([i for i in left if i not in answered], dtype=int)
+
+    @staticmethod
+    def _chat(model, parts: list, context: str | None) -> list[dict]:
+        """The messages of one joint call: the examples the model's ``shots`` retrieve for the parts
+        (one each, as one numbered earlier turn), then the numbered parts."""
+        ask = f"{model.instruction} {TOGETHER}".strip()
+
+        def user(lines, context=None):
+            return {"role": "user", "content": "\n\n".join(filter(None, [ask, context, _numbered(lines)]))}
+
+        turns = []
+        memory = getattr(model, "memory_", None)
+        if model.shots and memory is not None:
+            shown = [pairs[0] for pairs in memory.nearest(parts, 1) if pairs]
+            turns = [user([t for t, _ in shown]), {"role": "assistant", "content": _numbered([a for _, a in shown])}]
+        return turns + [user(parts, context)]
+
+    def _one_by_one(self, run: "_Parts", first: pd.DataFrame, context, rows) -> None:
+        """The shunt's own route for the open parts left: one last-stage call each."""
+        table = self.shunt_.route(
+            [run.parts[i] for i in rows],
+            first_stage=first.iloc[rows].reset_index(drop=True),
+            context=None if context is None else [context[i] for i in rows],
+        )
+        run.texts[rows], run.routes[rows] = table["text"].to_numpy(), table["route"].to_numpy()
+        for k in run.large:  # the route table counts the first stages' tokens again: the last stage's alone
+            run.large[k][rows] += table[k].to_numpy(int) - run.small[k][rows]
+        run.cost[rows] = table["cost"].to_numpy(float)
+        last = len(self.shunt_.stages_) - 1
+        for i, reached, flag in zip(rows, table["reached"], table["flag"]):
+            run.calls[run.owner[i]] += int(reached == last)
+            if isinstance(flag, str) and flag:
+                run.flags[run.owner[i]].append(flag)
+
+    def generate(self, X) -> list[str]:
+        """Each document's text; raises if one got none (use :meth:`route` for a per-row flag)."""
+        table = self.route(X)
+        missing = table["text"].isna().to_numpy()
+        if missing.any():
+            i = int(np.flatnonzero(missing)[0])
+            raise LargeModelError(f"{int(missing.sum())} documents lack a text (row {i}: {table['flag'].iloc[i]})")
+        return table["text"].tolist()
+
+    def score(self, X, references) -> float:
+        """Corpus quality of the joined texts against whole-document references (the shunt's metric)."""
+        return get_metric(self.shunt_.metric).corpus(self.route(X)["text"].tolist(), list(references))
+
+
+@dataclass
+class _Parts:
+    """The parts of a batch of documents and what each has got so far."""
+
+    owner: np.ndarray  #: each part's document
+    pieces: list  #: each part's (text, separator after it)
+    n_docs: int
+
+    def __post_init__(self):
+        n = len(self.pieces)
+        self.parts = [p for p, _ in self.pieces]
+        self.texts = np.full(n, None, dtype=object)
+        self.routes = np.full(n, "", dtype=object)
+        self.cost = np.zeros(n)
+        self.large = {k: np.zeros(n, int) for k in TOKENS}  # the last stage's tokens
+        self.small = {k: np.zeros(n, int) for k in TOKENS}  # the earlier stages'
+        self.calls = np.zeros(self.n_docs, int)  # last-stage calls per document
+        self.flags = [[] for _ in range(self.n_docs)]
+
+    @classmethod
+    def cut(cls, docs: list, problems: list, unit: str) -> "_Parts":
+        owner, pieces = [], []
+        for d, doc in enumerate(docs):
+            for piece in split(doc, unit) if problems[d] is None else []:
+                owner.append(d)
+                pieces.append(piece)
+        return cls(np.asarray(owner, dtype=int), pieces, len(docs))
+
+    def settle(self, first: pd.DataFrame, shunt) -> None:
+        """Take what the first stages settled (``first``: :meth:`Engine.first_stages` of the parts)."""
+        settled = ~first[f"{PARTIAL}open"].to_numpy(bool)
+        self.texts[settled] = first[f"{PARTIAL}answer"].to_numpy()[settled]
+        names = shunt.stage_names()
+        self.routes[settled] = [names[s] for s in first[f"{PARTIAL}stage"].to_numpy(int)[settled]]
+        for s in range(len(names) - 1):
+            self.cost += first[f"{PARTIAL}{s}_cost"].to_numpy(float)
+            for k in TOKENS:
+                self.small[k] += first[f"{PARTIAL}{s}_{k}"].to_numpy(int)
+
+    def _per_doc(self, values, kind=int) -> np.ndarray:
+        out = np.zeros(self.n_docs, dtype=kind)
+        np.add.at(out, self.owner, values)
+        return out
+
+    def table(self, problems: list, last: str) -> pd.DataFrame:
+        text, routes = np.full(self.n_docs, None, dtype=object), []
+        for d in range(self.n_docs):
+            rows = np.flatnonzero(self.owner == d)
+            routes.append(self.routes[rows].tolist())
+            if problems[d] is not None:
+                self.flags[d].insert(0, f"{problems[d]}; not sent")
+            elif not len(rows):
+                self.flags[d].insert(0, "no text to cut into parts")
+            elif any(self.texts[i] is None for i in rows):
+                self.flags[d].append("a part got no answer")
+            else:
+                text[d] = join(list(self.texts[rows]), [self.pieces[i][1] for i in rows])
+        return pd.DataFrame(
+            {
+                "text": pd.Series(text, dtype=object),
+                "parts": self._per_doc(np.ones(len(self.owner), int)),
+                "large_parts": self._per_doc((self.routes == last).astype(int)),
+                "large_calls": self.calls,
+                "large_prompt_tokens": self._per_doc(self.large["prompt_tokens"]),
+                "large_completion_tokens": self._per_doc(self.large["completion_tokens"]),
+                **{k: self._per_doc(self.large[k] + self.small[k]) for k in TOKENS},
+                "cost": self._per_doc(self.cost, float),
+                "routes": routes,
+                "flag": ["; ".join(f) or None for f in self.flags],
+            }
+        )
+
+
+def _texts(values, what: str) -> list:
+    values = list(values) if isinstance(values, list | tuple | np.ndarray | pd.Series) else None
+    if values is None:
+        raise DataError(f"{what} must be a list of strings")
+    bad = [i for i, v in enumerate(values) if not (isinstance(v, str) and v.strip())]
+    if bad:
+        raise DataError(f"{what}: {len(bad)} are not non-blank strings (rows {bad[:5]})")
+    return values
+
+
+def _checked(X) -> tuple[list, list]:
+    """The documents and, per document, why it cannot be routed (None when it can)."""
+    if not isinstance(X, list | tuple | np.ndarray | pd.Series):
+        raise DataError(f"documents must be a list of strings, got {type(X).__name__}")
+    docs = list(X)
+    problems = [None if isinstance(d, str) else f"not text ({type(d).__name__})" for d in docs]
+    return [d if isinstance(d, str) else "" for d in docs], problems
+
+
+def _joined(context: list, rows) -> str | None:
+    lines = list(dict.fromkeys(c for c in (context[i] for i in rows) if c))
+    return "\n".join(lines) or None
+
+
+def _numbered(lines: list) -> str:
+    return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
+
+
+def _read_numbered(text, k: int) -> list | None:
+    """The answers to lines 1..k of a numbered reply, or None if any is missing, doubled or empty."""
+    if not isinstance(text, str):
+        return None
+    found = {}
+    for line in text.splitlines():
+        match = _NUMBERED.match(line)
+        if match and match.group(2):
+            number = int(match.group(1))
+            if number in found or not 1 <= number <= k:
+                return None
+            found[number] = match.group(2)
+    return [found[i] for i in range(1, k + 1)] if len(found) == k else None

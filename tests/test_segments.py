@@ -1,0 +1,140 @@
+"""Segments (Data Shunt+): documents cut into sentences, the large model asked only the open ones, together."""
+
+import pytest
+from fakes import FakeGenerator
+
+from datashunt import Segments, ShuntGenerator
+from datashunt.core.segments import split
+from datashunt.exceptions import ConfigError, DataError, LargeModelError
+
+EASY = {f"Easy sentence {i}.": f"Leichter Satz {i}." for i in range(8)}
+HARD = {f"Hard sentence {i}.": f"Schwerer Satz {i}." for i in range(8)}
+
+
+class JointGenerator(FakeGenerator):
+    """The fake large model, also answering whole chats: each numbered line of the last user
+    message translated from the table (``garble``: an answer without numbers)."""
+
+    def __init__(self, table=None, *, name="large", fail=(), max_new_tokens=16, stop=None, price=None, garble=False):
+        super().__init__(table, name=name, fail=fail, max_new_tokens=max_new_tokens, stop=stop, price=price)
+        self.garble = garble
+        self.chats = []  # shared with the copy a joint call is made by
+
+    def _generate(self, messages, item):
+        if item is not None:
+            return super()._generate(messages, item)
+        self.chats.append(messages)
+        lines = [line.split(". ", 1) for line in messages[-1]["content"].splitlines() if line[:1].isdigit()]
+        answers = [f"{n}. {self.table[text][0]}" for n, text in lines]
+        from datashunt.backends.generate.base import Generated
+
+        text = "Hier ist alles." if self.garble else "\n".join(answers)
+        return Generated(text, [-0.01] * len(answers), prompt_tokens=100, completion_tokens=10 * len(answers))
+
+
+def shunt(garble=False, fail=(), thresholds=(0.5,)):
+    small = {s: (t, [0.95, 0.95]) for s, t in EASY.items()} | {s: ("falsch", [0.3, 0.3]) for s in HARD}
+    large = {s: (t, [0.99]) for s, t in (EASY | HARD).items()}
+    return ShuntGenerator(
+        [
+            ("small", FakeGenerator(small, name="small")),
+            ("large", JointGenerator(large, name="large", garble=garble, fail=fail, price={"per_call": 1.0})),
+        ],
+        thresholds=list(thresholds),
+        confidence="mean_proba",
+    )
+
+
+DOCS = [
+    "Easy sentence 0. Hard sentence 0.\nEasy sentence 1.",
+    "Hard sentence 1. Easy sentence 2. Hard sentence 2.",
+    "Easy sentence 3. Easy sentence 4.",
+]
+REFS = [
+    "Leichter Satz 0. Schwerer Satz 0.\nLeichter Satz 1.",
+    "Schwerer Satz 1. Leichter Satz 2. Schwerer Satz 2.",
+    "Leichter Satz 3. Leichter Satz 4.",
+]
+
+
+def test_split_keeps_the_documents_line_breaks():
+    pieces = split("One. Two three.\n\n * four\nfive")
+    assert pieces == [("One.", " "), ("Two three.", "\n\n"), ("* four", "\n"), ("five", "")]
+    assert [p for p, _ in split("One. Two.", "lines")] == ["One. Two."]
+    with pytest.raises(ConfigError, match="unit must be one of"):
+        split("x", "words")
+
+
+def test_only_the_open_sentences_reach_the_large_model_and_one_document_asks_once():
+    model = Segments(shunt()).fit(DOCS, REFS)
+    table = model.route(DOCS)
+    assert table["text"].tolist() == REFS  # the hard sentences translated by the large model, line breaks kept
+    assert table["parts"].tolist() == [3, 3, 2]
+    assert table["large_parts"].tolist() == [1, 2, 0]
+    assert table["large_calls"].tolist() == [1, 1, 0]  # the two open sentences of document 1 in one call
+    assert table["routes"].iloc[1] == ["large", "small", "large"]
+    large = model.shunt_.stages_[-1][1]
+    assert large.calls == ["Hard sentence 0."]  # document 0's single open sentence: its own call
+    (chat,) = large.chats
+    ask = chat[-1]["content"]
+    assert "1. Hard sentence 1.\n2. Hard sentence 2." in ask and "same numbers" in ask
+    assert "the text around it reads: Leichter Satz 2." in ask  # the small side's neighbour as context
+    assert table["large_prompt_tokens"].tolist() == [10, 100, 0]  # the large model's alone
+    assert table["prompt_tokens"].iloc[2] == 20  # the small model's two calls
+    assert table["cost"].tolist() == [1.0, 1.0, 0.0]
+    assert table["flag"].isna().all()
+    assert model.alignment_["training"]["aligned"] + model.alignment_["validation"]["aligned"] == 3
+
+
+def test_an_unreadable_joint_answer_is_flagged_and_asked_part_by_part():
+    table = Segments(shunt(garble=True)).fit(DOCS, REFS).route(DOCS[1:2])
+    assert table["text"].iloc[0] == REFS[1]
+    assert table["large_calls"].iloc[0] == 3  # the joint call, then one per open sentence
+    assert "did not number every part; asked part by part" in table["flag"].iloc[0]
+
+
+def test_without_together_or_context_each_open_part_is_its_own_plain_call():
+    model = Segments(shunt(), together=False, context=False).fit(DOCS, REFS)
+    table = model.route(DOCS[1:2])
+    assert table["large_calls"].iloc[0] == 2
+    large = model.shunt_.stages_[-1][1]
+    assert "around it" not in large.last_messages[-1]["content"]
+
+
+def test_a_failing_large_model_keeps_the_small_text_flagged():
+    table = Segments(shunt(fail=("Hard sentence 0.",))).fit(DOCS, REFS).route(DOCS[:1])
+    assert table["text"].iloc[0] == "Leichter Satz 0. falsch\nLeichter Satz 1."
+    assert table["routes"].iloc[0][1] == "fallback"
+    assert "upstream error 500" in table["flag"].iloc[0]
+
+
+def test_bad_documents_are_flagged_per_row():
+    table = Segments(shunt()).fit(DOCS, REFS).route([DOCS[2], None, "   "])
+    assert table["text"].iloc[0] == REFS[2]
+    assert table["flag"].iloc[1] == "not text (NoneType); not sent"
+    assert table["flag"].iloc[2] == "no text to cut into parts"
+    assert table["parts"].tolist() == [2, 0, 0]
+    with pytest.raises(LargeModelError, match="2 documents lack a text"):
+        Segments(shunt()).fit(DOCS, REFS).generate([DOCS[2], None, "   "])
+
+
+def test_calibration_uses_the_aligned_sentences_and_refuses_when_none_align():
+    model = Segments(shunt(thresholds=())).set_params(shunt__thresholds="auto")
+    model.fit(DOCS, REFS, X_val=DOCS, references_val=REFS)
+    assert 0.3 < model.shunt_.thresholds_[0] <= 0.95  # δ between the unsure and the sure sentences
+    assert model.alignment_["validation"] == {"documents": 3, "aligned": 3, "parts": 8}
+    assert model.score(DOCS, REFS) == pytest.approx(100.0)
+    with pytest.raises(DataError, match="no document's reference has as many sentences"):
+        Segments(shunt()).fit(DOCS, ["Ein Satz."] * 3)
+    with pytest.raises(DataError, match="expected one reference per document"):
+        Segments(shunt()).fit(DOCS, REFS[:2])
+    with pytest.raises(DataError, match="are not non-blank strings"):
+        Segments(shunt()).fit(DOCS[:2] + [3], REFS)
+
+
+def test_segments_needs_a_shunt_generator():
+    with pytest.raises(ConfigError, match="needs a ShuntGenerator"):
+        Segments("translate").fit(DOCS, REFS)
+    with pytest.raises(ConfigError, match="together must be True or False"):
+        Segments(shunt(), together="yes").fit(DOCS, REFS)
+    assert len(Segments(shunt()).fit(DOCS, REFS).route([])) == 0
