@@ -17,7 +17,27 @@ packages (small) and the local Qwen2.5-Coder-1.5B asked that subtask's question 
 Reported on the test packages: exact match (every subtask right), macro-F1 per subtask, and the
 LLM's tokens (prompt and completion) per item. Nothing is chosen on the test packages.
 
-    .venv/bin/python benchmarks/ds_plus.py --seed 0 --part facets
+``--part segments``: Debian long package descriptions (3 to 6 English sentences) translated into
+German (:func:`datashunt.io.datasets.ddtp.documents_task`; human translations as references).
+The training descriptions give retrieved examples, and their sentences paired one to one where
+the translation has as many sentences. Small: Qwen2.5-Coder-0.5B with 2 retrieved sentence
+examples; large: Qwen2.5-Coder-1.5B with 1 retrieved example (a sentence, or a whole description
+when it translates whole descriptions). Greedy, local.
+
+- ``small``: the small model on every sentence, joined; ``large``: the large model on each whole
+  description (what one would do without Data Shunt);
+- ``ds_item``: Data Shunt on whole descriptions (the paper's unit): the small model translates the
+  description, δ on its mean token probability by the match policy on validation chrF, the large
+  model translates the unsure descriptions whole;
+- ``ds_plus``: :class:`~datashunt.Segments`: every sentence routed on its own (a ShuntGenerator,
+  default policy and score, calibrated on the validation descriptions' aligned sentences), the
+  large model asked a description's open sentences together in one numbered call, shown what the
+  small model wrote around them; ``ds_plus_one_by_one``: the same, one call per open sentence.
+
+Reported on the test descriptions: corpus chrF against the whole human translation with a
+bootstrap 95% interval, and the large model's tokens (prompt and completion) per description.
+
+    .venv/bin/python benchmarks/ds_plus.py --seed 0 --part segments
 """
 
 import argparse
@@ -27,12 +47,18 @@ import sys
 import time
 from pathlib import Path
 
+import finetune
 import numpy as np
+from sklearn.base import clone
 from sklearn.metrics import f1_score
 
-from datashunt import ShuntClassifier, Subtasks
+from datashunt import Segments, ShuntClassifier, ShuntGenerator, Subtasks
+from datashunt.backends.generate.llama_cpp import LlamaCppGenerator
 from datashunt.backends.llama_cpp import LlamaCppModel
 from datashunt.core.calibration import choose, sweep
+from datashunt.core.segments import join, split
+from datashunt.eval.metrics import get_metric
+from datashunt.io.datasets.ddtp import LANGUAGES, documents_task
 from datashunt.io.datasets.debian import facet_split, load_debian_facets
 from datashunt.small import make_small
 
@@ -137,19 +163,131 @@ def whole_items(fitted, names, val, test, large_test) -> dict:
     return figures(predicted, test, tokens) | {"threshold": float(delta), "large_share": float(sent.mean())}
 
 
+def segments(args) -> dict:
+    language = LANGUAGES.get(args.lang, args.lang)
+    ask_part = (
+        f"Translate this sentence of a Debian package description from English into {language}. "
+        f"Answer with the {language} translation only."
+    )
+    ask_doc = (
+        f"Translate this Debian package description from English into {language}, keeping its line breaks. "
+        f"Answer with the {language} translation only."
+    )
+    train, val, test = documents_task(args.lang, args.n_validation, args.n_test, args.seed, 3, 6)
+    print(f"descriptions: train {len(train)}, validation {len(val)}, test {len(test)}", flush=True)
+    small, large = "qwen2.5-coder-0.5b", args.model
+
+    def part_model(model, shots):
+        return LlamaCppGenerator(model, instruction=ask_part, shots=shots, stop=["\n"], max_new_tokens=96)
+
+    def doc_model(model):
+        return LlamaCppGenerator(model, instruction=ask_doc, shots=1, max_new_tokens=512, n_ctx=4096)
+
+    def shunt(first, last):
+        return ShuntGenerator([("small", first), ("large", last)], metric="chrf", random_state=args.seed, progress=True)
+
+    chrf = get_metric("chrf")
+    refs = test["reference"].tolist()
+
+    def figures(texts, large_tokens) -> dict:
+        low, high = chrf.bootstrap(texts, refs, n=args.bootstrap, seed=args.seed)
+        return {
+            "quality": chrf.corpus(texts, refs),
+            "ci95": [low, high],
+            "large_tokens_per_item": float(np.mean(large_tokens)),
+        }
+
+    result, seconds = {}, {}
+    start = time.perf_counter()
+    plus = Segments(shunt(part_model(small, 2), part_model(large, 1)))
+    plus.fit(train["text"].tolist(), train["reference"].tolist(), val["text"].tolist(), val["reference"].tolist())
+    seconds["ds_plus_fit"] = time.perf_counter() - start
+    start = time.perf_counter()
+    table = plus.route(test["text"].tolist())
+    seconds["ds_plus_route"] = time.perf_counter() - start
+    calibration = plus.shunt_.calibration_
+    result["ds_plus"] = figures(table["text"].tolist(), table["large_prompt_tokens"] + table["large_completion_tokens"])
+    result["ds_plus"] |= {
+        "large_share_of_sentences": float(table["large_parts"].sum() / table["parts"].sum()),
+        "items_asking_large": float((table["large_calls"] > 0).mean()),
+        "large_calls_per_item": float(table["large_calls"].mean()),
+        "flagged": int(table["flag"].notna().sum()),
+        "threshold": plus.shunt_.thresholds_[0],
+        "scoring": (calibration.get("scoring") or {}).get("used", "mean_proba"),
+        "validation": {k: calibration[k] for k in ("quality", "stage_quality", "reach", "goal_met", "n_validation")},
+        "alignment": plus.alignment_,
+    }
+    print("ds_plus", json.dumps({k: result["ds_plus"][k] for k in ("quality", "large_tokens_per_item")}), flush=True)
+    # the small model alone on every sentence (its answers are cached from routing)
+    pieces = [split(doc) for doc in test["text"]]
+    flat = [part for doc in pieces for part, _ in doc]
+    texts = iter(plus.shunt_.ask_stage(0, flat).text)
+    joined = [join([next(texts) for _ in doc], [sep for _, sep in doc]) for doc in pieces]
+    result["small"] = figures(joined, np.zeros(len(test)))
+
+    one = clone(plus).set_params(together=False)
+    one.shunt_, one.alignment_ = plus.shunt_, plus.alignment_  # the same calibrated shunt
+    start = time.perf_counter()
+    alone = one.route(test["text"].tolist())
+    seconds["ds_plus_one_by_one_route"] = time.perf_counter() - start
+    result["ds_plus_one_by_one"] = figures(
+        alone["text"].tolist(), alone["large_prompt_tokens"] + alone["large_completion_tokens"]
+    ) | {"large_calls_per_item": float(alone["large_calls"].mean())}
+
+    start = time.perf_counter()
+    item = shunt(doc_model(small), doc_model(large))
+    item.fit(train["text"].tolist(), train["reference"].tolist(), val["text"].tolist(), val["reference"].tolist())
+    seconds["ds_item_fit"] = time.perf_counter() - start
+    start = time.perf_counter()
+    every = item.answers_of_every_stage(test["text"].tolist())
+    routed = item.route(test["text"].tolist())
+    seconds["whole_descriptions_test"] = time.perf_counter() - start
+    large_tokens = np.asarray(every[1].prompt_tokens) + np.asarray(every[1].completion_tokens)
+    result["large"] = figures(list(every[1].text), large_tokens)
+    sent = routed["reached"].to_numpy() == 1
+    result["ds_item"] = figures(routed["text"].tolist(), np.where(sent, large_tokens, 0)) | {
+        "large_share": float(sent.mean()),
+        "threshold": item.thresholds_[0],
+        "scoring": (item.calibration_.get("scoring") or {}).get("used", "mean_proba"),
+    }
+    result["small_whole_descriptions"] = figures(list(every[0].text), np.zeros(len(test)))
+    result["n"] = {"train": len(train), "validation": len(val), "test": len(test)}
+    result["sentences_per_item"] = float(np.mean([len(doc) for doc in pieces]))
+    result["seconds"] = seconds
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--part", nargs="+", default=["facets"], choices=["facets"])
-    parser.add_argument("--model", default="qwen2.5-coder-1.5b")
+    parser.add_argument(
+        "--part", nargs="+", default=["facets", "segments", "finetune"], choices=["facets", "segments", "finetune"]
+    )
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b", help="the large model")
+    parser.add_argument("--lang", default="de", help="segments: the language translated into")
+    parser.add_argument("--n-validation", type=int, default=100, help="segments: validation descriptions")
+    parser.add_argument("--n-test", type=int, default=100, help="segments: test descriptions")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--finetune-tasks", nargs="+", default=list(finetune.TASKS), choices=list(finetune.TASKS))
+    parser.add_argument("--lora-model", default="qwen2.5-coder-0.5b", help="finetune: the LLM given LoRA adapters")
+    parser.add_argument("--lora-train", type=int, default=512, help="finetune: training items the LoRA run sees")
+    parser.add_argument("--lora-epochs", type=int, default=1)
+    parser.add_argument("--image-epochs", type=int, default=8)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     command = "python benchmarks/ds_plus.py " + " ".join(sys.argv[1:])
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     results |= {"machine": f"{platform.machine()}, 2 cores", "seed": args.seed}
     for part in args.part:
-        results[part] = {"command": command} | {"facets": facets}[part](args)
-        print(part, json.dumps({k: v.get("exact_match") for k, v in results[part].items() if isinstance(v, dict)}))
+        if part == "finetune":  # the tasks not run now keep their entries, each naming its command
+            done = {name: {"command": command} | entry for name, entry in finetune.run(args).items()}
+            results[part] = results.get(part, {}) | done
+            print(part, json.dumps({k: (v["lora"]["accuracy"], v["ds_plus"]["accuracy"]) for k, v in done.items()}))
+            args.out.write_text(json.dumps(results, indent=1, default=float))
+            continue
+        results[part] = {"command": command} | {"facets": facets, "segments": segments}[part](args)
+        headline = "exact_match" if part == "facets" else "quality"
+        print(part, json.dumps({k: v.get(headline) for k, v in results[part].items() if isinstance(v, dict)}))
         args.out.write_text(json.dumps(results, indent=1, default=float))
 
 

@@ -1,5 +1,8 @@
 """Segments (Data Shunt+): documents cut into sentences, the large model asked only the open ones, together."""
 
+import json
+
+import pandas as pd
 import pytest
 from fakes import FakeGenerator
 
@@ -138,3 +141,64 @@ def test_segments_needs_a_shunt_generator():
     with pytest.raises(ConfigError, match="together must be True or False"):
         Segments(shunt(), together="yes").fit(DOCS, REFS)
     assert len(Segments(shunt()).fit(DOCS, REFS).route([])) == 0
+
+
+def test_a_metered_run_pays_for_the_joint_calls():
+    from datashunt.backends.base import metering
+    from datashunt.jobs.spending import priced_models
+
+    class Recorder:
+        def __init__(self):
+            self.paid = []
+
+        def allowed(self, model, floor, wanted):
+            return wanted
+
+        def pay(self, model, cost):
+            self.paid.append((model, cost))
+
+    model = Segments(shunt()).fit(DOCS, REFS)
+    recorder = Recorder()
+    with metering(recorder, priced_models(model)):
+        table = model.route(DOCS)
+    assert table["route"].tolist() == ["large", "large", "small"]
+    assert recorder.paid == [("fake_generator:large", 1.0)] * 2  # the joint call is paid like any other
+
+
+def test_segments_save_and_load_with_real_http_backends(tmp_path):
+    from fakes import FakeOpenAIServer
+
+    from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
+    from datashunt.exceptions import ModelFileError
+    from datashunt.io.persist import load, save, saved_kind
+
+    def tokens(text, logprob):
+        return [(word + " ", logprob) for word in text.split()]
+
+    small = {s: tokens(t, -0.01) for s, t in EASY.items()} | {s: tokens("falsch", -2.0) for s in HARD}
+    joint = {"1. Hard sentence 1.": [("1. Schwerer Satz 1.\n", -0.01), ("2. Schwerer Satz 2.", -0.01)]}
+    large = joint | {s: tokens(t, -0.01) for s, t in (EASY | HARD).items()}
+    with FakeOpenAIServer(small, sequence=True) as first, FakeOpenAIServer(large, sequence=True) as last:
+        stages = [
+            ("small", OpenAIChatGenerator("tiny", base_url=first.base_url, instruction="Translate.")),
+            ("large", OpenAIChatGenerator("big", base_url=last.base_url, instruction="Translate.")),
+        ]
+        model = Segments(ShuntGenerator(stages, thresholds=[0.5], confidence="mean_proba")).fit(DOCS, REFS)
+        table = model.route(DOCS)
+        assert table["text"].tolist() == REFS and table["large_calls"].tolist() == [1, 1, 0]
+        folder = save(model, tmp_path / "m")
+        assert saved_kind(folder) == "Segments" and (folder / "shunt" / "model.json").is_file()
+        options = {
+            "small": {"model": "tiny", "base_url": first.base_url},
+            "large": {"model": "big", "base_url": last.base_url},
+        }
+        loaded = load(folder, large_options=options)
+        pd.testing.assert_frame_equal(loaded.route(DOCS), table)
+        assert loaded.get_params()["unit"] == "sentences" and loaded.alignment_ == model.alignment_
+    meta = json.loads((folder / "segments.json").read_text())
+    (folder / "segments.json").write_text(json.dumps(meta | {"unit": "words"}))
+    with pytest.raises(ModelFileError, match="unit must be one of"):
+        load(folder, large_options=options)
+    (folder / "segments.json").write_text(json.dumps(meta | {"code": "import os"}))
+    with pytest.raises(ModelFileError, match="the keys must be"):
+        load(folder, large_options=options)

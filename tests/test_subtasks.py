@@ -52,6 +52,7 @@ def test_each_subtask_is_routed_on_its_own_and_the_large_model_hears_what_was_se
     assert sent[~clear[250:]].mean() > sent[clear[250:]].mean()  # the unclear interfaces go to the large model
     assert table["large_calls"].tolist() == ((table["route_section"] == "large") + sent).astype(int).tolist()
     assert table["cost"].tolist() == pytest.approx(table["large_calls"].tolist())  # one paid call per open subtask
+    assert table["route"].tolist() == np.where(table["large_calls"] > 0, "large", "small").tolist()
     prompt = model.subtasks_[1][1].large_.last_prompt
     assert "Known about this item: section: " in prompt
     assert model.score(texts[250:], labels[250:]) == pytest.approx(
@@ -112,6 +113,14 @@ def test_subtasks_are_saved_one_folder_each_and_load_like_the_original(tmp_path)
     (folder / "subtasks.json").write_text(json.dumps(meta | {"context": "yes"}))
     with pytest.raises(ModelFileError, match=r"subtask names must be distinct and context true or false"):
         load(folder, large_options=options)
+    from datashunt import ShuntGenerator
+    from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
+
+    stages = [(n, OpenAIChatGenerator(n, base_url="http://127.0.0.1:9/v1")) for n in ("a", "b")]
+    save(ShuntGenerator(stages, thresholds=[0.5]).fit(texts[:8], texts[:8]), folder / "subtask_0")
+    (folder / "subtasks.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="subtask 'section' is a ShuntGenerator; a subtask is a ShuntClassifier"):
+        load(folder, trust_saved_locations=True, large_options={"interface": options["interface"]})
     (folder / "subtasks.json").write_text('{"format": 1, "kind": "Subtasks", "subtasks": [], "context": true}')
     with pytest.raises(ModelFileError, match="the keys must be format, datashunt_version, kind"):
         load(folder, large_options=options)

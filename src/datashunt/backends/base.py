@@ -7,6 +7,7 @@ the cost meter, the per-row error flags and the renormalisation over the label s
 
 import abc
 import contextlib
+import copy
 import inspect
 import time
 from contextvars import ContextVar
@@ -160,6 +161,20 @@ class Backend(BaseEstimator, abc.ABC):
         """Where this model's calls go, in words (shown before the first call)."""
         return self.identity()
 
+    def variant(self, **params) -> "Backend":
+        """A copy with other settings (such as a generator's ``stop`` or ``max_new_tokens``) that shares
+        this backend's loaded model and cache, and whose calls a meter watching this one pays and limits.
+
+        Examples
+        --------
+        >>> from datashunt.backends.generate.llama_cpp import LlamaCppGenerator
+        >>> LlamaCppGenerator("smollm2-135m", stop=["\\n"]).variant(stop=None).stop is None
+        True
+        """
+        twin = copy.copy(self).set_params(**params)
+        twin._metered_as = getattr(self, "_metered_as", self)
+        return twin
+
     def _validate_params(self):
         super()._validate_params()
         try:
@@ -271,7 +286,8 @@ class Backend(BaseEstimator, abc.ABC):
 
     def _meter(self):
         """The meter watching this backend's calls in this context (:func:`metering`), or None."""
-        return next((meter for backend, meter in reversed(_METERS.get()) if backend is self), None)
+        me = getattr(self, "_metered_as", self)  # a variant is metered as the backend it was made from
+        return next((meter for backend, meter in reversed(_METERS.get()) if backend is me), None)
 
     def _groups(self, meter, n: int, floor: float):
         """Yield ``(start, stop)`` of the groups of ``n`` calls (each costing at least ``floor``) that ``meter`` lets

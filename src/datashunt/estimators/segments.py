@@ -14,7 +14,9 @@ Calibration is per part: the training and validation documents whose reference h
 as the text (the usual case for translations) give aligned part pairs; the shunt keeps its policy,
 guarantee and learned score on them (``alignment_`` counts what was usable).
 
-The route table has one row per document: ``text``, ``parts``, ``large_parts`` (answered by the
+The route table has one row per document: ``text``, ``route`` (``large`` where the large model
+was asked about any part, ``small`` where not, ``invalid`` for a document that is not text),
+``parts``, ``large_parts`` (answered by the
 last stage), ``large_calls``, ``large_prompt_tokens`` and ``large_completion_tokens`` (the last
 stage's), ``prompt_tokens`` and ``completion_tokens`` (every stage's), ``cost``, ``routes`` (each
 part's route) and ``flag``.
@@ -35,7 +37,6 @@ The local models, the smaller shown its two closest training sentences (needs ``
     model.route(["A free game. It runs on any machine with a modern graphics card."])
 """
 
-import copy
 import re
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
+from ..core.routes import INVALID, LARGE, SMALL
 from ..core.segments import UNITS, join, split
 from ..eval.metrics import get_metric
 from ..exceptions import ConfigError, DataError, LargeModelError
@@ -179,7 +181,7 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
                 by_size.setdefault(len(rows), []).append(d)
         answered = set()
         for k, ds in by_size.items():
-            joint = copy.copy(model).set_params(stop=None, max_new_tokens=model.max_new_tokens * k)
+            joint = model.variant(stop=None, max_new_tokens=model.max_new_tokens * k)
             chats = [
                 self._chat(model, [run.parts[i] for i in groups[d]], context and _joined(context, groups[d]))
                 for d in ds
@@ -292,14 +294,13 @@ class _Parts:
         return out
 
     def table(self, problems: list, last: str) -> pd.DataFrame:
-        text, routes = np.full(self.n_docs, None, dtype=object), []
+        text, routes, route = np.full(self.n_docs, None, dtype=object), [], np.where(self.calls > 0, LARGE, SMALL)
         for d in range(self.n_docs):
             rows = np.flatnonzero(self.owner == d)
             routes.append(self.routes[rows].tolist())
-            if problems[d] is not None:
-                self.flags[d].insert(0, f"{problems[d]}; not sent")
-            elif not len(rows):
-                self.flags[d].insert(0, "no text to cut into parts")
+            if problems[d] is not None or not len(rows):
+                route[d] = INVALID
+                self.flags[d].insert(0, f"{problems[d]}; not sent" if problems[d] else "no text to cut into parts")
             elif any(self.texts[i] is None for i in rows):
                 self.flags[d].append("a part got no answer")
             else:
@@ -307,6 +308,7 @@ class _Parts:
         return pd.DataFrame(
             {
                 "text": pd.Series(text, dtype=object),
+                "route": route,
                 "parts": self._per_doc(np.ones(len(self.owner), int)),
                 "large_parts": self._per_doc((self.routes == last).astype(int)),
                 "large_calls": self.calls,

@@ -9,7 +9,9 @@ about an item or nothing. What the small side settled goes into the large model'
 context for the open questions (``context=True``: "Known about this item: section: games").
 
 The route table has one row per item: per subtask its answer (a column named after it), route,
-confidence, cost and flag (``route_<name>`` ...), then the item's totals: ``cost``,
+confidence, cost and flag (``route_<name>`` ...), then the item's: ``route`` (``large`` where any
+subtask asked the large model, ``small`` where none did, ``invalid`` where the item could not be
+read), ``cost``,
 ``large_calls`` (the subtasks that reached their last stage), ``prompt_tokens``,
 ``completion_tokens`` and the joined ``flag``. A label-scoring backend answers one subtask per
 call; each call carries the context.
@@ -41,6 +43,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from ..core.routes import INVALID, LARGE, SMALL
 from ..exceptions import ConfigError, DataError, LargeModelError
 from .engine import PARTIAL, Engine
 
@@ -139,7 +142,9 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
             for i, flag in enumerate(table["flag"]):
                 if isinstance(flag, str) and flag:  # None, or NaN where pandas stored it so
                     flags[i].append(f"{name}: {flag}")
-        out = pd.DataFrame(columns | totals)
+        invalid = np.all([columns[f"route_{name}"] == INVALID for name, _ in self.subtasks_], axis=0)
+        route = np.where(invalid, INVALID, np.where(totals["large_calls"] > 0, LARGE, SMALL))
+        out = pd.DataFrame(columns | {"route": route} | totals)
         out["flag"] = ["; ".join(f) or None for f in flags]
         return out
 

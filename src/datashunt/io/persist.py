@@ -35,10 +35,12 @@ from ..backends.generate import generator_class, generator_name, make_generator
 from ..backends.prompt import Prompt, label_words
 from ..core.params import check_params
 from ..core.routes import LARGE, SMALL
+from ..core.segments import UNITS
 from ..estimators.cascade import Cascade
 from ..estimators.deferral import AUTO, LEARNED, Combiner, Deferral, QualityDeferral
 from ..estimators.generator import ShuntGenerator
 from ..estimators.shunt import ShuntClassifier
+from ..estimators.segments import Segments
 from ..estimators.subtasks import Subtasks
 from ..exceptions import ConfigError, ModelFileError
 from .checks import (
@@ -164,18 +166,20 @@ KINDS = {
 #: What an earlier save may have left in a folder: removed before saving, so one format remains.
 STALE = re.compile(
     r"(model|shunt|cascade|generator)\.json|small\.skops|large_state\.npz|(learnable|deferral|combiner)\.skops|"
-    r"sweep\.csv"
+    r"sweep\.csv|subtasks\.json|segments\.json"
 )
 STAGE_FILE = re.compile(r"stage_\d+(\.skops|_state\.npz)")
 
 
 def save(model, folder) -> Path:
     """Write a fitted :class:`~datashunt.ShuntClassifier`, :class:`~datashunt.Cascade`,
-    :class:`~datashunt.ShuntGenerator` or :class:`~datashunt.Subtasks` to ``folder`` (created if
-    needed), replacing an earlier save. Subtasks are saved one folder each (``subtask_0`` ...)
-    beside ``subtasks.json``."""
+    :class:`~datashunt.ShuntGenerator`, :class:`~datashunt.Subtasks` or :class:`~datashunt.Segments`
+    to ``folder`` (created if needed), replacing an earlier save. Subtasks are saved one folder each
+    (``subtask_0`` ...) beside ``subtasks.json``; Segments' shunt in ``shunt/`` beside ``segments.json``."""
     if type(model) is Subtasks:
         return _save_subtasks(model, Path(folder))
+    if type(model) is Segments:
+        return _save_segments(model, Path(folder))
     name = type(model).__name__
     kind = KINDS.get(name)
     if kind is None or kind.cls is not type(model):
@@ -288,6 +292,8 @@ def load(
     folder = Path(folder)
     if (folder / SUBTASKS_FILE).is_file():
         return _load_subtasks(folder, large_options, trust_saved_locations, trusted)
+    if (folder / SEGMENTS_FILE).is_file():
+        return _load_segments(folder, large_options, trust_saved_locations, trusted)
     meta, path, files = _read_meta(folder)
     if meta is None:
         raise ModelFileError(f"{folder} is not a saved shunt, cascade or generator (needs model.json)")
@@ -353,6 +359,7 @@ SUBTASKS_FILE = "subtasks.json"  #: what a Subtasks folder holds beside one fold
 def _save_subtasks(model, folder: Path) -> Path:
     check_is_fitted(model, "subtasks_")
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / SEGMENTS_FILE).unlink(missing_ok=True)  # an earlier save of another kind
     for old in folder.iterdir():  # an earlier save with more subtasks
         if re.fullmatch(r"subtask_\d+", old.name) and old.is_dir() and int(old.name[8:]) >= len(model.subtasks_):
             shutil.rmtree(old)
@@ -402,10 +409,49 @@ def _load_subtasks(folder: Path, large_options, trust_saved_locations, trusted):
     return model
 
 
+SEGMENTS_FILE = "segments.json"  #: what a Segments folder holds beside its shunt's folder
+SEGMENTS_KEYS = {"format", "datashunt_version", "kind", "unit", "together", "context", "alignment"}
+
+
+def _save_segments(model, folder: Path) -> Path:
+    check_is_fitted(model, "shunt_")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SUBTASKS_FILE).unlink(missing_ok=True)  # an earlier save of another kind
+    save(model.shunt_, folder / "shunt")
+    meta = {"format": 1, "datashunt_version": __version__, "kind": "Segments"}
+    meta |= {k: getattr(model, k) for k in ("unit", "together", "context")} | {"alignment": model.alignment_}
+    (folder / SEGMENTS_FILE).write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def _load_segments(folder: Path, large_options, trust_saved_locations, trusted):
+    """A :class:`~datashunt.Segments` folder: ``segments.json`` checked, its ShuntGenerator loaded from
+    ``shunt/`` (``large_options``: the generator stages' settings by stage name)."""
+    path = folder / SEGMENTS_FILE
+    meta, fail = _read_json(path), _refuser(path)
+    _check_format(meta, path, 1)
+    if set(meta) != SEGMENTS_KEYS or meta["kind"] != "Segments":
+        fail(f"the keys must be {sorted(SEGMENTS_KEYS)} (kind Segments), got {short(meta)}")
+    if meta["unit"] not in UNITS or type(meta["together"]) is not bool or type(meta["context"]) is not bool:
+        fail(f"unit must be one of {UNITS} and together, context true or false, got {short(meta)}")
+    if not isinstance(meta["alignment"], dict):
+        fail(f"alignment must be a table, got {short(meta['alignment'])}")
+    shunt = load(
+        folder / "shunt", large_options=large_options, trust_saved_locations=trust_saved_locations, trusted=trusted
+    )
+    if shunt.task != "generate":
+        fail(f"its shunt is a {type(shunt).__name__}; Segments route parts with a ShuntGenerator")
+    model = Segments(shunt, unit=meta["unit"], together=meta["together"], context=meta["context"])
+    model.shunt_, model.alignment_ = shunt, meta["alignment"]
+    return model
+
+
 def saved_kind(folder) -> str | None:
     """The class name of the model saved in ``folder`` (``"Cascade"``), or None when it holds none."""
     if (Path(folder) / SUBTASKS_FILE).is_file():
         return "Subtasks"
+    if (Path(folder) / SEGMENTS_FILE).is_file():
+        return "Segments"
     meta, _, _ = _read_meta(Path(folder))
     return None if meta is None else meta["kind"]
 

@@ -30,10 +30,13 @@ __all__ = ["NOT_ASKED", "Meter", "priced_models"]
 
 
 def priced_models(model) -> list:
-    """The models inside ``model`` (a fitted shunt, cascade or generator) that charge for answers."""
+    """The models inside ``model`` (a fitted shunt, cascade, generator, Subtasks or Segments) that
+    charge for answers."""
     found = []
     inside = [getattr(model, "large_", None), getattr(model, "learnable_", None)]
     inside += [stage for _, stage in getattr(model, "stages_", [])]
+    for face in [face for _, face in getattr(model, "subtasks_", [])] + [getattr(model, "shunt_", None)]:
+        inside += priced_models(face) if face is not None else []
     for backend in inside:
         if (
             isinstance(backend, LargeModel | Generator)
