@@ -39,8 +39,8 @@ from ..core.segments import UNITS
 from ..estimators.cascade import Cascade
 from ..estimators.deferral import AUTO, LEARNED, Combiner, Deferral, QualityDeferral
 from ..estimators.generator import ShuntGenerator
-from ..estimators.shunt import ShuntClassifier
 from ..estimators.segments import Segments
+from ..estimators.shunt import ShuntClassifier
 from ..estimators.subtasks import Subtasks
 from ..exceptions import ConfigError, ModelFileError
 from .checks import (
