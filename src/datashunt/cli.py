@@ -15,6 +15,8 @@ from .backends.openai_chat import DEFAULT_URL
 from .backends.weights import MODELS, install_model
 from .collab.distill import distill_rounds
 from .display import console, count_text, say_destination, show_generation, show_groups, show_summary, with_progress
+from .estimators.segments import Segments
+from .estimators.subtasks import Subtasks
 from .eval.compare import (
     collaboration,
     compare,
@@ -26,6 +28,8 @@ from .eval.compare import (
 from .eval.generation import compare_generation
 from .eval.generation import describe_calibration as describe_generation
 from .eval.generation import write_report as write_generation_report
+from .eval.plus import describe_plus, evaluate_segments, evaluate_subtasks
+from .eval.plus import write_report as write_plus_report
 from .exceptions import ConfigError, DataError, DatashuntError, require
 from .io.config import build_shunt, groups_of, load_config, load_data, model_options, require_key
 from .io.datasets.ddtp import install_ddtp, install_documents
@@ -206,6 +210,15 @@ def fit(config: Path = typer.Argument(..., help="TOML config file.")):
         X_val, y_val = load_data(cfg, data["validation"])
     shunt = with_progress(build_shunt(cfg))
     say_destination(shunt)
+    if isinstance(shunt, Subtasks | Segments):  # Data Shunt+: each subtask or part routed on its own
+        if cfg["task"] == "generate":  # whole-document references
+            y, y_val = y.tolist(), None if y_val is None else y_val.tolist()
+        shunt.fit(X, y, X_val, y_val)
+        save(shunt, out / "model")
+        write_plus_report(out, None, shunt, {"command": f"datashunt fit {config}"})
+        console.print(escape(describe_plus(shunt)))
+        console.print(f"saved to {out / 'model'}")
+        return
     if cfg["task"] == "generate":
         shunt.fit(X, y.tolist(), X_val, None if y_val is None else y_val.tolist())
         save(shunt, out / "model")
@@ -259,7 +272,7 @@ def predict(
     if output.suffix.lower() != ".parquet":  # a .parquet output is a folder of parts
         check_writable(output)
     folder = Path(model or Path(cfg["output"]["dir"]) / "model")
-    shunt = load_shunt(cfg, folder, trust_model_locations).set_params(progress=False)
+    shunt = with_progress(load_shunt(cfg, folder, trust_model_locations), on=False)
     name = "path" if shunt.modality_ == "image" else "input" if cfg["task"] == "generate" else "text"
     column = cfg["data"]["text_column"]
     if input.is_dir() and shunt.modality_ == "image":
@@ -342,6 +355,15 @@ def evaluate(
     out = Path(cfg["output"]["dir"])
     shunt = load_shunt(cfg, model, trust_model_locations)
     X, y = load_data(cfg, require_key(cfg, "data", "test", "to evaluate"))
+    if isinstance(shunt, Subtasks | Segments):
+        if isinstance(shunt, Subtasks):
+            summary, routes = evaluate_subtasks(shunt, X, y)
+        else:
+            summary, routes = evaluate_segments(shunt, X, y.tolist())
+        console.print(escape(describe_plus(shunt, summary)))
+        write_plus_report(out, summary, shunt, {"command": f"datashunt evaluate {config}"}, routes)
+        console.print(f"report: {out}/report.json, {out}/routes.csv")
+        return
     if cfg["task"] == "generate":
         evaluation = compare_generation(shunt, X, y.tolist())
         show_generation(evaluation, str(data["test"]))
@@ -382,9 +404,10 @@ def distill(
     from .io.persist import save  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     cfg = load_config(config)
-    if "stages" in cfg:
+    if "stages" in cfg or "subtasks" in cfg:
         raise ConfigError(
-            "2-Stage Confidence Distillation works on a shunt ([small] and [large]), not yet on a cascade of [[stages]]"
+            "2-Stage Confidence Distillation works on a shunt ([small] and [large]), not yet on a cascade of "
+            "[[stages]] or on [[subtasks]]"
         )
     data = cfg["data"]
     out = check_output_folder(cfg["output"]["dir"])  # before the rounds, not after them
@@ -485,6 +508,11 @@ def serve(
         if cfg
         else load(model, trust_saved_locations=trust_model_locations)
     )
+    if isinstance(shunt, Subtasks | Segments):
+        raise ConfigError(
+            f"{model} holds {type(shunt).__name__}, which the service does not serve yet; "
+            "label files with datashunt predict"
+        )
     if not cfg:
         say_destination(shunt)
     settings = ServeSettings.from_sources(
@@ -522,8 +550,10 @@ def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
     from .io.persist import load, saved_kind  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     kind = "generate" if cfg["task"] == "generate" else "cascade" if "stages" in cfg else "shunt"
+    kind = "segments" if "segments" in cfg else "subtasks" if "subtasks" in cfg else kind
     folder = Path(model or Path(cfg["output"]["dir"]) / "model")
     kinds = {"ShuntGenerator": "generate", "Cascade": "cascade", "ShuntClassifier": "shunt"}
+    kinds |= {"Segments": "segments", "Subtasks": "subtasks"}
     found = kinds.get(saved_kind(folder))  # from model.json, or an older folder's JSON
     if found != kind:
         raise ConfigError(
@@ -537,7 +567,7 @@ def load_shunt(cfg: dict, model: Path | None, trust_locations: bool):
     )
     fitted = shunt.get_params(deep=False)
     section = kind
-    for key, value in cfg[section].items():
+    for key, value in cfg[section].items() if isinstance(cfg[section], dict) else ():
         if fitted[key] != value:
             console.print(
                 escape(

@@ -10,8 +10,21 @@ from .backends.base import Backend, LargeModel
 console = Console()
 
 
+def faces(model) -> list:
+    """The shunts a Data Shunt+ model is made of (fitted where it is), or the model itself."""
+    if hasattr(model, "subtasks"):
+        return [face for _, face in getattr(model, "subtasks_", model.subtasks)]
+    if hasattr(model, "unit"):  # Segments
+        return [getattr(model, "shunt_", model.shunt)]
+    return [model]
+
+
 def say_destination(model) -> None:
     """Print where each large model's calls will go, before the first one is made."""
+    if faces(model) != [model]:
+        for face in faces(model):
+            say_destination(face)
+        return
     if hasattr(model, "stages"):  # a cascade, or a generator shunt
         stages = model.stages_ if hasattr(model, "stages_") else model.stages
         for name, stage in stages:
@@ -22,11 +35,13 @@ def say_destination(model) -> None:
     console.print(escape(f"large model: {large.describe()}"), highlight=False)
 
 
-def with_progress(shunt):
-    """Progress bars for the large-model calls and, where it has one, the small model's training."""
-    shunt.set_params(progress=True)
-    if "small__progress" in shunt.get_params():
-        shunt.set_params(small__progress=True)
+def with_progress(shunt, on: bool = True):
+    """Progress bars (or, with ``on`` False, none) for the large-model calls and, where it has one,
+    the small model's training."""
+    for face in faces(shunt):
+        face.set_params(progress=on)
+        if "small__progress" in face.get_params():
+            face.set_params(small__progress=on)
     return shunt
 
 

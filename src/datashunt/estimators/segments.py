@@ -107,6 +107,8 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
         self.shunt_ = clone(self.shunt).fit(train[0], train[1], val[0], val[1])
         return self
 
+    modality_ = "text"  #: documents are texts
+
     def _check(self) -> None:
         if not isinstance(self.shunt, Engine) or self.shunt.task != "generate":
             raise ConfigError(f"Segments needs a ShuntGenerator, got {type(self.shunt).__name__}")

@@ -89,6 +89,12 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
             self.subtasks_.append((name, fitted))
         return self
 
+    @property
+    def modality_(self) -> str:
+        """What the items are (text, image ...), as the first subtask's face read them."""
+        check_is_fitted(self, "subtasks_")
+        return self.subtasks_[0][1].modality_
+
     def _names(self) -> list[str]:
         if not isinstance(self.subtasks, list | tuple) or not self.subtasks:
             raise ConfigError("subtasks must be a non-empty list of (name, estimator) pairs")

@@ -59,6 +59,32 @@ arguments from ``[generate]``:
     [generate]
     metric = "chrf"
 
+Documents made of sentences (:class:`~datashunt.Segments`): a generation config with a
+``[segments]`` table routes every sentence of a document on its own, the large model asked only
+the open ones (together, one call per document). References are whole documents:
+
+.. code-block:: toml
+
+    [segments]
+    unit = "sentences"           # or "lines"
+    together = true
+    context = true
+
+Items with several labels (:class:`~datashunt.Subtasks`): a ``[[subtasks]]`` table per label
+column, each its own shunt (``small``, ``params``, ``large`` backend options, ``shunt``
+arguments), replaces ``[small]``, ``[large]`` and ``[shunt]``; the top-level ``context`` says
+whether the large model is told what the small side settled:
+
+.. code-block:: toml
+
+    context = true
+
+    [[subtasks]]
+    name = "interface"           # its label column too, unless label_column says otherwise
+    small = "tfidf"
+    large = { backend = "llama_cpp", instruction = "What kind of user interface does it offer?" }
+    shunt = { tolerance = 0.02 }
+
 A cascade of any number of stages replaces ``[small]``, ``[large]`` and ``[shunt]`` with a list of
 stages, cheapest first (each a small model by name, or a large backend with its options), and a
 ``[cascade]`` table of :class:`~datashunt.Cascade` arguments:
@@ -84,16 +110,20 @@ import importlib
 import tomllib
 from pathlib import Path
 
+import pandas as pd
+
 from ..backends import make_large
 from ..backends.generate import make_generator
 from ..core.params import check_params
 from ..estimators.cascade import Cascade
 from ..estimators.generator import ShuntGenerator
+from ..estimators.segments import Segments
 from ..estimators.shunt import ShuntClassifier
+from ..estimators.subtasks import Subtasks
 from ..eval.compare import count_groups
-from ..exceptions import ConfigError
+from ..exceptions import ConfigError, DataError
 from ..small import make_small
-from .datasets.files import load_labeled
+from .datasets.files import load_labeled, read_table
 
 TASKS = ("classify", "generate")
 SECTIONS = {
@@ -114,13 +144,17 @@ SECTIONS = {
     "stages": None,  # a list of stage tables, checked by check_stages
     "cascade": "Cascade",  # the cascade's constructor arguments, less the stages
     "generate": "ShuntGenerator",  # a generator shunt's constructor arguments, less the stages
+    "segments": "Segments",  # documents cut into parts: Segments' arguments, less the shunt
+    "subtasks": None,  # a list of subtask tables, checked by check_subtasks
     "serve": None,  # the service's limits and key digests, checked by datashunt.serve.settings.ServeSettings
 }
 ESTIMATORS = {
     "ShuntClassifier": ("..estimators.shunt", "ShuntClassifier"),
     "Cascade": ("..estimators.cascade", "Cascade"),
     "ShuntGenerator": ("..estimators.generator", "ShuntGenerator"),
+    "Segments": ("..estimators.segments", "Segments"),
 }
+SUBTASK_KEYS = {"name": str, "label_column": str, "small": str, "params": dict, "large": dict, "shunt": dict}
 _TYPE_NAMES = {str: "string", dict: "table", object: "value", (str, dict): "string or table"}
 
 
@@ -154,6 +188,20 @@ def check_config(config: dict, source: str = "config") -> dict:
     task = config.pop("task", "classify")
     if task not in TASKS:
         raise ConfigError(f"{source}: task must be one of {list(TASKS)}, got {task!r}")
+    context = config.pop("context", True)
+    if "subtasks" in config:
+        if task != "classify" or sorted({"small", "large", "shunt", "stages", "cascade"} & set(config)):
+            raise ConfigError(
+                f"{source}: [[subtasks]] (each its own shunt) replaces [small], [large], [shunt] and [[stages]], "
+                'and labels items (task = "classify")'
+            )
+        check_subtasks(config["subtasks"], source)
+        if not isinstance(context, bool):
+            raise ConfigError(f"{source}: context must be true or false, got {context!r}")
+    elif context is not True:
+        raise ConfigError(f"{source}: context (telling the large model what the small side settled) needs [[subtasks]]")
+    if "segments" in config and task != "generate":
+        raise ConfigError(f'{source}: [segments] needs task = "generate"')
     unknown = sorted(set(config) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; allowed: {sorted(SECTIONS)} and task")
@@ -179,12 +227,14 @@ def check_config(config: dict, source: str = "config") -> dict:
     elif "cascade" in config:
         raise ConfigError(f"{source}: [cascade] needs a list of [[stages]]")
     for name, keys in SECTIONS.items():
-        if name == "stages":
-            continue
+        if name in ("stages", "subtasks") or (name == "segments" and name not in config):
+            continue  # lists checked above; [segments], present or not, says what the model is
         if isinstance(keys, str):
             module, attr = ESTIMATORS[keys]
             cls = getattr(importlib.import_module(module, __package__), attr)
-            keys = dict.fromkeys(set(cls._get_param_names()) - {"small", "large", "stages", "progress"}, object)
+            keys = dict.fromkeys(
+                set(cls._get_param_names()) - {"small", "large", "stages", "shunt", "progress"}, object
+            )
         section = config.setdefault(name, {})
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
@@ -215,10 +265,12 @@ def check_config(config: dict, source: str = "config") -> dict:
             "encoding (e.g. 'utf-8', 'latin-1')"
         ) from None
     config["small"].setdefault("model", "tfidf")
-    if "stages" not in config and not isinstance(config["large"].get("backend"), str):
+    if not ({"stages", "subtasks"} & set(config)) and not isinstance(config["large"].get("backend"), str):
         raise ConfigError(f"{source}: [large] needs a 'backend' (llama_cpp, openai, replay, fewshot or clip)")
     config["output"].setdefault("dir", "reports/run")
     config["task"] = task
+    if "subtasks" in config:
+        config["context"] = context
     return config
 
 
@@ -258,6 +310,46 @@ def check_stages(stages, source: str = "config", generating: bool = False) -> No
             )
 
 
+def check_subtasks(subtasks, source: str = "config") -> None:
+    """Each subtask a table with a distinct ``name``, a ``large`` table naming its backend, and
+    optionally ``label_column``, ``small`` (+ ``params``) and ``shunt`` (the shunt's arguments).
+
+    Examples
+    --------
+    >>> check_subtasks([{"name": "use", "large": {"backend": "openai"}, "shunt": 0.5}])
+    Traceback (most recent call last):
+    ...
+    datashunt.exceptions.ConfigError: config: [[subtasks]] 1 ('use'): shunt must be a table, got 0.5
+    """
+    if not isinstance(subtasks, list) or not subtasks or not all(isinstance(s, dict) for s in subtasks):
+        raise ConfigError(f"{source}: [[subtasks]] must list at least one subtask table")
+    names = []
+    for i, subtask in enumerate(subtasks, start=1):
+        name = subtask.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{source}: [[subtasks]] {i} needs a name")
+        where = f"{source}: [[subtasks]] {i} ({name!r})"
+        if set(subtask) - set(SUBTASK_KEYS):
+            unknown = sorted(set(subtask) - set(SUBTASK_KEYS))
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(SUBTASK_KEYS)}")
+        for key, value in subtask.items():
+            if not isinstance(value, SUBTASK_KEYS[key]):
+                raise ConfigError(f"{where}: {key} must be a {_TYPE_NAMES[SUBTASK_KEYS[key]]}, got {value!r}")
+        if not isinstance(subtask.get("large", {}).get("backend"), str):
+            raise ConfigError(f'{where} needs large = {{ backend = "<name>", ... }}')
+        subtask.setdefault("label_column", name)
+        subtask.setdefault("small", "tfidf")
+        subtask["shunt"] = {k: None if v == "none" else v for k, v in subtask.get("shunt", {}).items()}
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: [[subtasks]] names must be distinct, got {names}")
+
+
+def label_columns(config: dict) -> list[str] | None:
+    """The label column of each subtask, or None for a config without [[subtasks]]."""
+    return [s["label_column"] for s in config["subtasks"]] if "subtasks" in config else None
+
+
 def stage_options(config: dict) -> dict:
     """The options of each backend stage of a cascade or generation config, by stage name
     (``backend`` included), checked."""
@@ -284,8 +376,25 @@ def load_data(config: dict, path, labelled: bool = True):
     For a generation task the "labels" are the references (a JSON list in a cell: several)."""
     data = config["data"]
     images = "image" in (config[s].get("modality") for s in ("shunt", "cascade", "generate"))
+    if label_columns(config) is not None and labelled:  # one label column per subtask: a table of labels
+        return _subtask_labels(config, path)
     target = data["reference_column"] if config.get("task") == "generate" else data["label_column"]
     return load_labeled(path, data["text_column"], target if labelled else None, data["encoding"], images=images)
+
+
+def _subtask_labels(config: dict, path) -> tuple:
+    data = config["data"]
+    frame = read_table(path, data["encoding"], text_columns=[data["text_column"]])
+    columns = {s["name"]: s["label_column"] for s in config["subtasks"]}
+    missing = [c for c in [data["text_column"], *columns.values()] if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; columns present: {list(frame.columns)}")
+    labels = pd.DataFrame({name: frame[column] for name, column in columns.items()})
+    empty = labels.isna().any(axis=1)
+    if empty.any():
+        rows = labels.index[empty].tolist()[:5]
+        raise DataError(f"{path}: {int(empty.sum())} rows lack a label of some subtask (first rows: {rows})")
+    return frame[data["text_column"]], labels
 
 
 def groups_of(config: dict) -> dict | None:
@@ -304,8 +413,12 @@ def groups_of(config: dict) -> dict | None:
 
 def large_options(config: dict) -> dict:
     """The [large] section as backend options (``backend`` included), checked against the backend."""
-    options = dict(config["large"])
-    check_params(make_large(**options), "[large]")
+    return _checked_large(config["large"], "[large]")
+
+
+def _checked_large(options: dict, where: str) -> dict:
+    options = dict(options)
+    check_params(make_large(**options), where)
     return options
 
 
@@ -313,18 +426,31 @@ def model_options(config: dict) -> dict:
     """Where a saved model's calls go, from the config: the ``[large]`` options of a shunt, or each
     backend stage's options by name for a cascade or a generator (what :func:`datashunt.io.persist.load`
     takes as ``large_options``)."""
+    if "subtasks" in config:
+        return {s["name"]: _checked_large(s["large"], f"[[subtasks]] {s['name']!r} large") for s in config["subtasks"]}
     return stage_options(config) if "stages" in config else large_options(config)
 
 
 def build_shunt(config: dict):
     """Constructor arguments from a checked config, assembled into a ShuntClassifier (or, with
-    ``[[stages]]``, a Cascade; with ``task = "generate"``, a ShuntGenerator) and checked."""
+    ``[[stages]]``, a Cascade; with ``[[subtasks]]``, Subtasks; with ``task = "generate"``, a
+    ShuntGenerator, in Segments with ``[segments]``) and checked."""
     if config.get("task") == "generate":
         shunt = ShuntGenerator(
             [(name, make_generator(**options)) for name, options in stage_options(config).items()], **config["generate"]
         )
         shunt._check_stages()
-        return shunt
+        return Segments(shunt, **config["segments"]) if "segments" in config else shunt
+    if "subtasks" in config:
+        large = model_options(config)
+        faces = []
+        for s in config["subtasks"]:
+            face = ShuntClassifier(
+                make_small(s["small"], **s.get("params", {})), make_large(**large[s["name"]]), **s["shunt"]
+            )
+            face.check_params()
+            faces.append((s["name"], face))
+        return Subtasks(faces, context=config["context"])
     if "stages" in config:
         large = stage_options(config)
         stages = [

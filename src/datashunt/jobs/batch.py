@@ -43,6 +43,7 @@ __all__ = [
 
 FLAG_CHARS = 200  # the longest flag written: a flag that quotes a huge cell is cut, with an ellipsis
 MODEL_FILES = ("*.json", "*.skops", "*.npz", "sweep.csv")  # what a saved model folder holds (io.persist)
+MODEL_FOLDERS = ("subtask_*", "shunt")  # the faces of Subtasks and Segments, saved one folder each
 MAX_MODEL_FILE = 4 << 30  # a saved file beyond this is not a model datashunt loads (io.persist)
 
 
@@ -92,14 +93,15 @@ def model_digest(folder) -> str:
     is a different job. Other files in the folder are not part of the model and are not read."""
     digest = hashlib.sha256()
     folder = Path(folder)
-    files = sorted({p for pattern in MODEL_FILES for p in folder.glob(pattern) if p.is_file()})
+    places = [folder] + sorted(p for pattern in MODEL_FOLDERS for p in folder.glob(pattern) if p.is_dir())
+    files = sorted({p for place in places for pattern in MODEL_FILES for p in place.glob(pattern) if p.is_file()})
     for path in files:
         size = path.stat().st_size
         if size > MAX_MODEL_FILE:
             raise DataError(
                 f"{path}: {size:,} bytes is larger than any model file datashunt saves; is this the right model folder?"
             )
-        digest.update(f"{path.name}\0{size}\0".encode())
+        digest.update(f"{path.relative_to(folder)}\0{size}\0".encode())
         with open(path, "rb") as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)

@@ -1,0 +1,147 @@
+"""The command line on Data Shunt+ configs: [[subtasks]] (several labels per item) and [segments]
+(documents cut into sentences), with real TF-IDF, replay tables and a loopback HTTP generator."""
+
+import json
+
+import pandas as pd
+from fakes import FakeOpenAIServer
+from test_segments import DOCS, EASY, HARD, REFS
+from test_subtasks import packages
+from typer.testing import CliRunner
+
+from datashunt.cli import app
+
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+def test_subtasks_fit_predict_evaluate(tmp_path):
+    texts, labels, _ = packages()
+    frame = pd.DataFrame({"text": texts, "sec": labels["section"], "interface": labels["interface"]})
+    frame.iloc[:150].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[150:250].to_csv(tmp_path / "val.csv", index=False)
+    frame.iloc[250:].to_csv(tmp_path / "test.csv", index=False)
+    frame.iloc[250:, :1].to_csv(tmp_path / "new.csv", index=False)
+    for name, column in (("section", "sec"), ("interface", "interface")):
+        pd.DataFrame({"id": texts, "prediction": frame[column]}).to_csv(tmp_path / f"{name}.csv", index=False)
+    (tmp_path / "run.toml").write_text(f"""
+context = true
+
+[data]
+train = "{tmp_path / "train.csv"}"
+validation = "{tmp_path / "val.csv"}"
+test = "{tmp_path / "test.csv"}"
+
+[[subtasks]]
+name = "section"
+label_column = "sec"
+large = {{ backend = "replay", table = "{tmp_path / "section.csv"}", price = {{ per_call = 1.0 }} }}
+shunt = {{ confidence_level = "none", random_state = 0 }}
+
+[[subtasks]]
+name = "interface"
+small = "tfidf"
+params = {{ C = 2.0 }}
+large = {{ backend = "replay", table = "{tmp_path / "interface.csv"}", price = {{ per_call = 1.0 }} }}
+shunt = {{ confidence_level = "none", random_state = 0 }}
+
+[output]
+dir = "{tmp_path / "out"}"
+""")
+    fitted = runner.invoke(app, ["fit", str(tmp_path / "run.toml")])
+    assert fitted.exit_code == 0, fitted.output
+    assert "section: δ =" in fitted.output and "interface: δ =" in fitted.output
+    assert (tmp_path / "out" / "model" / "subtasks.json").is_file()
+    predicted = runner.invoke(
+        app, ["predict", str(tmp_path / "run.toml"), "-i", str(tmp_path / "new.csv"), "-o", str(tmp_path / "o.csv")]
+    )
+    assert predicted.exit_code == 0, predicted.output
+    out = pd.read_csv(tmp_path / "o.csv")
+    assert {"text", "section", "interface", "route_interface", "route", "large_calls", "cost"} <= set(out.columns)
+    assert (out["section"] == frame["sec"].iloc[250:].to_numpy()).mean() > 0.9
+    evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "run.toml")])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["kind"] == "Subtasks" and report["summary"]["exact_match"] > 0.9
+    assert set(report["summary"]["subtasks"]) == {"section", "interface"}
+    assert "exact match" in evaluated.output
+    frame.drop(columns="sec").to_csv(tmp_path / "test.csv", index=False)
+    missing = runner.invoke(app, ["evaluate", str(tmp_path / "run.toml")])
+    assert missing.exit_code != 0 and "missing column(s) ['sec']" in " ".join(missing.output.split())
+    distilled = runner.invoke(app, ["distill", str(tmp_path / "run.toml"), "--pool", str(tmp_path / "new.csv")])
+    assert distilled.exit_code != 0 and "not yet on a cascade of [[stages]] or on [[subtasks]]" in distilled.output
+
+
+def test_segments_fit_and_evaluate_over_http(tmp_path):
+    def tokens(text, logprob):
+        return [(word + " ", logprob) for word in text.split()]
+
+    small = {s: tokens(t, -0.01) for s, t in EASY.items()} | {s: tokens("falsch", -2.0) for s in HARD}
+    joint = {"1. Hard sentence 1.": [("1. Schwerer Satz 1.\n", -0.01), ("2. Schwerer Satz 2.", -0.01)]}
+    large = joint | {s: tokens(t, -0.01) for s, t in (EASY | HARD).items()}
+    pd.DataFrame({"text": DOCS, "reference": REFS}).to_csv(tmp_path / "docs.csv", index=False)
+    with FakeOpenAIServer(small, sequence=True) as first, FakeOpenAIServer(large, sequence=True) as last:
+        (tmp_path / "run.toml").write_text(f"""
+task = "generate"
+
+[data]
+train = "{tmp_path / "docs.csv"}"
+validation = "{tmp_path / "docs.csv"}"
+test = "{tmp_path / "docs.csv"}"
+
+[[stages]]
+name = "small"
+backend = "openai"
+model = "tiny"
+base_url = "{first.base_url}"
+instruction = "Translate."
+
+[[stages]]
+name = "large"
+backend = "openai"
+model = "big"
+base_url = "{last.base_url}"
+instruction = "Translate."
+
+[generate]
+thresholds = [0.5]
+confidence = "mean_proba"
+
+[segments]
+together = true
+
+[output]
+dir = "{tmp_path / "out"}"
+""")
+        fitted = runner.invoke(app, ["fit", str(tmp_path / "run.toml")])
+        assert fitted.exit_code == 0, fitted.output
+        assert "documents cut alike: training 3/3, validation 3/3" in " ".join(fitted.output.split())
+        evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "run.toml")])
+        assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["kind"] == "Segments" and report["summary"]["quality"] == 100.0
+    assert report["summary"]["large_share_of_parts"] == 3 / 8 and report["summary"]["large_calls_per_item"] == 2 / 3
+    routes = pd.read_csv(tmp_path / "out" / "routes.csv")
+    assert routes["route"].tolist() == ["large", "large", "small"]
+
+
+def test_data_shunt_plus_configs_are_checked():
+    import pytest
+
+    from datashunt.exceptions import ConfigError
+    from datashunt.io.config import check_config
+
+    large = {"backend": "replay", "table": "t.csv"}
+    cases = [
+        ({"subtasks": [{"name": "a", "large": large}], "small": {}}, "replaces [small], [large], [shunt]"),
+        ({"subtasks": [{"name": "a", "large": large}] * 2}, "names must be distinct"),
+        ({"subtasks": [{"name": "a"}]}, "needs large = { backend"),
+        ({"subtasks": [{"name": "a", "large": large}], "context": "yes"}, "context must be true or false"),
+        ({"context": False, "large": large}, "context (telling the large model what the small side settled) needs"),
+        ({"segments": {"unit": "lines"}, "large": large}, '[segments] needs task = "generate"'),
+    ]
+    for config, message in cases:
+        with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+            check_config(config)
+    config = check_config({"subtasks": [{"name": "a", "large": large, "shunt": {"confidence_level": "none"}}]})
+    assert config["subtasks"][0]["label_column"] == "a" and config["subtasks"][0]["shunt"]["confidence_level"] is None
+    assert config["context"] is True and "segments" not in config
