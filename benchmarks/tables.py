@@ -455,6 +455,68 @@ def facets_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def segments_table(result: dict) -> str:
+    """Data Shunt+ on Debian descriptions: whole-description chrF with its interval and the large model's tokens."""
+    seg = result["segments"]
+    n = seg["n"]
+    lines = [
+        f"`{seg['command']}` (descriptions of 3 to 6 sentences: {n['train']:,} train, {n['validation']} validation, "
+        f"{n['test']} test; {seg['sentences_per_item']:.2f} sentences per test description)",
+        "",
+        "| system | chrF (95% CI) | large tokens per item | vs large | large share | large calls per item |",
+        "|---|---|---|---|---|---|",
+    ]
+    labels = {
+        "small": "small only (0.5B + 2 examples, sentence by sentence)",
+        "small_whole_descriptions": "small only, whole descriptions (0.5B + 1 example)",
+        "large": "large only (1.5B + 1 example, whole descriptions)",
+        "ds_item": "Data Shunt on whole descriptions",
+        "ds_plus": "Data Shunt+ (Segments: open sentences together, one call)",
+        "ds_plus_one_by_one": "Data Shunt+, one call per open sentence",
+    }
+    large = seg["large"]["large_tokens_per_item"]
+    for key, label in labels.items():
+        row = seg.get(key)
+        if row is None:
+            continue
+        low, high = row["ci95"]
+        share = {"small": 0.0, "small_whole_descriptions": 0.0, "large": 1.0}.get(key)
+        if share is None:
+            share = row.get("large_share", row.get("large_share_of_sentences"))
+        share_text = _share(share) + (" of sentences" if key.startswith("ds_plus") and share is not None else "")
+        if key == "ds_plus_one_by_one":
+            share_text = _share(seg["ds_plus"]["large_share_of_sentences"]) + " of sentences"
+        calls = row.get("large_calls_per_item", {"large": 1.0}.get(key, row.get("large_share")))
+        lines.append(
+            f"| {label} | {row['quality']:.2f} ({low:.2f}–{high:.2f}) | {row['large_tokens_per_item']:.0f} | "
+            f"{row['large_tokens_per_item'] / large:.2f} | {share_text} | {_num(calls, 2) if calls else '0'} |"
+        )
+    return "\n".join(lines)
+
+
+def finetune_table(result: dict) -> str:
+    """Fine-tuning the model itself against Data Shunt over the frozen large model, per task."""
+    lines = [
+        "| task | system | accuracy | trained on | training s | inference s per item | large-model tokens per item |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, entry in result["finetune"].items():
+        if not isinstance(entry, dict) or "lora" not in entry:
+            continue
+        rows = {"lora": entry["lora"].get("model", "fine-tuned"), "ds_plus": "Data Shunt (frozen large model)"}
+        if "ds_plus_same_data" in entry:
+            rows["ds_plus_same_data"] = "Data Shunt, small model on the fine-tune's items only"
+        for key, label in rows.items():
+            row = entry[key]
+            tokens = row.get("large_tokens_per_item")
+            lines.append(
+                f"| {task} | {label} | {row['accuracy']:.4f} | {_count(row.get('n_train'))} | "
+                f"{row.get('train_seconds', float('nan')):.0f} | {_num(row.get('inference_seconds_per_item'), 3)} | "
+                f"{'-' if tokens is None else f'{tokens:.1f}'} |"
+            )
+    return "\n".join(lines)
+
+
 CONFIG_NAMES = {
     "zero": "0.5B zero-shot → 1.5B zero-shot",
     "shots": "0.5B + examples → 1.5B zero-shot",
@@ -690,9 +752,11 @@ def main():
         print()
         print(scoring_table(longtail_scoring_rows(json.loads(learned_longtail.read_text()))))
     ds_plus = RESULTS / "ds_plus.json"
-    if ds_plus.is_file() and "facets" in json.loads(ds_plus.read_text()):
-        print()
-        print(facets_table(json.loads(ds_plus.read_text())))
+    plus = json.loads(ds_plus.read_text()) if ds_plus.is_file() else {}
+    for part, table in (("facets", facets_table), ("segments", segments_table), ("finetune", finetune_table)):
+        if part in plus:
+            print()
+            print(table(plus))
     calibration = RESULTS / "calibration.json"
     if calibration.is_file():
         print()
