@@ -202,3 +202,20 @@ def test_segments_save_and_load_with_real_http_backends(tmp_path):
     (folder / "segments.json").write_text(json.dumps(meta | {"code": "import os"}))
     with pytest.raises(ModelFileError, match="the keys must be"):
         load(folder, large_options=options)
+
+
+def test_drift_is_judged_on_every_part_not_on_the_unsure_ones_alone():
+    import warnings
+
+    from datashunt.exceptions import DriftWarning
+
+    easy, hard = list(EASY), list(HARD)
+    docs = [f"{easy[i % 8]} {hard[i % 8]} {easy[(i + 1) % 8]}" for i in range(40)]
+    refs = [" ".join((EASY | HARD)[s] for s in (easy[i % 8], hard[i % 8], easy[(i + 1) % 8])) for i in range(40)]
+    model = Segments(shunt().set_params(thresholds="auto")).fit(docs[:20], refs[:20], docs[20:], refs[20:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DriftWarning)  # the same mix as in calibration: no warning
+        table = model.route(docs)
+    assert table.attrs["drift"]["drifted"] is False and table.attrs["drift"]["n_live"] == 120
+    with pytest.warns(DriftWarning):
+        assert model.route([" ".join(hard[:4])] * 20).attrs["drift"]["drifted"] is True

@@ -38,6 +38,7 @@ The local models, the smaller shown its two closest training sentences (needs ``
 """
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,10 +47,11 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
+from ..core import drift
 from ..core.routes import INVALID, LARGE, SMALL
 from ..core.segments import UNITS, join, split
 from ..eval.metrics import get_metric
-from ..exceptions import ConfigError, DataError, LargeModelError
+from ..exceptions import ConfigError, DataError, DriftWarning, LargeModelError
 from .engine import PARTIAL, Engine
 from .subtasks import CONTEXT_LEAD
 
@@ -146,20 +148,28 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
     # -- routing -------------------------------------------------------------------------------
     def route(self, X) -> pd.DataFrame:
         """One row per document (see the module's docstring): the small side answers every part,
-        the large model the open ones; a document that is not text is flagged, never raised."""
+        the large model the open ones; a document that is not text is flagged, never raised.
+        ``table.attrs["drift"]`` compares the first stage's confidences on every part with
+        calibration (:func:`datashunt.core.drift.check`)."""
         check_is_fitted(self, "shunt_")
         docs, problems = _checked(X)
-        run = _Parts.cut(docs, problems, self.unit)
+        run, checked = _Parts.cut(docs, problems, self.unit), None
         if run.parts:
             first = self.shunt_.first_stages(run.parts)
             run.settle(first, self.shunt_)
+            confidence = first[f"{PARTIAL}0_confidence"].to_numpy(float)  # every part's, against calibration
+            checked = drift.check(
+                self.shunt_.calibration_.get("drift_reference"), confidence, self.shunt_.thresholds_[0]
+            )
             context = self._context(run) if self.context else None
             left = np.flatnonzero(first[f"{PARTIAL}open"].to_numpy(bool))
             if self.together:
                 left = self._together(run, context, left)
             if len(left):
                 self._one_by_one(run, first, context, left)
-        return run.table(problems, self.shunt_.stage_names()[-1])
+        table = run.table(problems, self.shunt_.stage_names()[-1])
+        table.attrs["drift"] = checked
+        return table
 
     @staticmethod
     def _context(run: "_Parts") -> list:
@@ -222,11 +232,13 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
 
     def _one_by_one(self, run: "_Parts", first: pd.DataFrame, context, rows) -> None:
         """The shunt's own route for the open parts left: one last-stage call each."""
-        table = self.shunt_.route(
-            [run.parts[i] for i in rows],
-            first_stage=first.iloc[rows].reset_index(drop=True),
-            context=None if context is None else [context[i] for i in rows],
-        )
+        with warnings.catch_warnings():  # these are the unsure parts only: drift is judged on all of them (route)
+            warnings.simplefilter("ignore", DriftWarning)
+            table = self.shunt_.route(
+                [run.parts[i] for i in rows],
+                first_stage=first.iloc[rows].reset_index(drop=True),
+                context=None if context is None else [context[i] for i in rows],
+            )
         run.texts[rows], run.routes[rows] = table["text"].to_numpy(), table["route"].to_numpy()
         for k in run.large:  # the route table counts the first stages' tokens again: the last stage's alone
             run.large[k][rows] += table[k].to_numpy(int) - run.small[k][rows]
