@@ -184,7 +184,7 @@ def test_a_tampered_cascade_folder_is_refused(tmp_path, sentiment, edit, message
 def test_per_class_thresholds_for_three_stages_never_cost_more_than_single_ones():
     table = pd.read_csv(YELP).sample(n=4000, random_state=1)
     fits = {
-        per_class: Cascade(yelp_stages(table), per_class=per_class, tolerance=0.005).fit(
+        per_class: Cascade(yelp_stages(table), per_class=per_class, tolerance=0.005, random_state=0).fit(
             table["id"], table["true_label"], X_val=table["id"], y_val=table["true_label"]
         )
         for per_class in (False, True)
