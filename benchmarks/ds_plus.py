@@ -272,18 +272,20 @@ def main():
     parser.add_argument("--lora-model", default="qwen2.5-coder-0.5b", help="finetune: the LLM given LoRA adapters")
     parser.add_argument("--lora-train", type=int, default=512, help="finetune: training items the LoRA run sees")
     parser.add_argument("--lora-epochs", type=int, default=1)
-    parser.add_argument("--image-epochs", type=int, default=8)
+    parser.add_argument("--image-epochs", type=int, default=6)
+    parser.add_argument("--image-size", type=int, default=112, help="finetune: pixels a side (the stand-in sees 224)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     command = "python benchmarks/ds_plus.py " + " ".join(sys.argv[1:])
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     results |= {"machine": f"{platform.machine()}, 2 cores", "seed": args.seed}
     for part in args.part:
-        if part == "finetune":  # the tasks not run now keep their entries, each naming its command
-            done = {name: {"command": command} | entry for name, entry in finetune.run(args).items()}
-            results[part] = results.get(part, {}) | done
-            print(part, json.dumps({k: (v["lora"]["accuracy"], v["ds_plus"]["accuracy"]) for k, v in done.items()}))
-            args.out.write_text(json.dumps(results, indent=1, default=float))
+        if part == "finetune":  # each task written when done; the tasks not run keep their entries
+            for name in args.finetune_tasks:
+                entry = {"command": command} | finetune.TASKS[name](args)
+                results[part] = results.get(part, {}) | {name: entry}
+                print(part, name, json.dumps({k: entry[k]["accuracy"] for k in ("lora", "ds_plus")}), flush=True)
+                args.out.write_text(json.dumps(results, indent=1, default=float))
             continue
         results[part] = {"command": command} | {"facets": facets, "segments": segments}[part](args)
         headline = "exact_match" if part == "facets" else "quality"

@@ -13,8 +13,9 @@
   interface; the split fixed by package name). Fine-tuned as above; Data Shunt: TF-IDF with the
   frozen 1.5B asked the facet question zero-shot (as ``--part facets``).
 - ``images``: Fashion-MNIST-LT at ratio 100 (1,236 training images). Fine-tuned: the ImageNet
-  EfficientNet-Lite0 trained whole on the long-tailed images (class-weighted cross-entropy,
-  horizontal flips, the epoch with the best validation accuracy kept); Data Shunt: the
+  EfficientNet-Lite0 trained whole on the long-tailed images at ``--image-size`` pixels
+  (class-weighted cross-entropy, horizontal flips, the epoch with the best validation accuracy
+  kept); Data Shunt: the
   long-tail benchmark's result at the same ratio and seed (ResNet-32 with the frozen
   EfficientNet-Lite0 few-shot stand-in, ``benchmarks/results/longtail.json``).
 
@@ -225,7 +226,8 @@ def images(args) -> dict:
 
     def tensor(images):
         x = torch.from_numpy(np.asarray(images, dtype=np.float32))[:, None].div(255.0).expand(-1, 3, -1, -1)
-        return (F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False) - PIXEL_SCALE) / PIXEL_SCALE
+        side = (args.image_size, args.image_size)
+        return (F.interpolate(x, size=side, mode="bilinear", align_corners=False) - PIXEL_SCALE) / PIXEL_SCALE
 
     def logits(x):
         return head(net.extract_features(x).mean(dim=(2, 3)))
@@ -270,7 +272,7 @@ def images(args) -> dict:
     ratio = longtail["imbalance_100"]
     return {
         "lora": {
-            "model": "EfficientNet-Lite0 (ImageNet), every weight fine-tuned (full fine-tuning, not LoRA)",
+            "model": f"EfficientNet-Lite0 (ImageNet), every weight fine-tuned at {args.image_size} px (not LoRA)",
             "accuracy": test_accuracy,
             "train_seconds": train_seconds,
             "epochs": args.image_epochs,
@@ -292,8 +294,3 @@ def images(args) -> dict:
 
 
 TASKS = {"movies": movies, "debian_interface": debian_interface, "images": images}
-
-
-def run(args) -> dict:
-    """Every task in ``args.finetune_tasks``."""
-    return {name: TASKS[name](args) for name in args.finetune_tasks}
