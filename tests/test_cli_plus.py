@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 from fakes import FakeOpenAIServer
-from test_segments import DOCS, EASY, HARD, REFS
+from test_segments import DOCS, REFS, server_answers
 from test_subtasks import packages
 from typer.testing import CliRunner
 
@@ -72,12 +72,7 @@ dir = "{tmp_path / "out"}"
 
 
 def test_segments_fit_and_evaluate_over_http(tmp_path):
-    def tokens(text, logprob):
-        return [(word + " ", logprob) for word in text.split()]
-
-    small = {s: tokens(t, -0.01) for s, t in EASY.items()} | {s: tokens("falsch", -2.0) for s in HARD}
-    joint = {"1. Hard sentence 1.": [("1. Schwerer Satz 1.\n", -0.01), ("2. Schwerer Satz 2.", -0.01)]}
-    large = joint | {s: tokens(t, -0.01) for s, t in (EASY | HARD).items()}
+    small, large = server_answers()
     pd.DataFrame({"text": DOCS, "reference": REFS}).to_csv(tmp_path / "docs.csv", index=False)
     with FakeOpenAIServer(small, sequence=True) as first, FakeOpenAIServer(large, sequence=True) as last:
         (tmp_path / "run.toml").write_text(f"""

@@ -165,6 +165,18 @@ def test_a_metered_run_pays_for_the_joint_calls():
     assert recorder.paid == [("fake_generator:large", 1.0)] * 2  # the joint call is paid like any other
 
 
+def server_answers() -> tuple[dict, dict]:
+    """What the loopback small and large servers answer: word tokens per sentence, and the large
+    one's joint answer to document 1's two open sentences."""
+
+    def tokens(text, logprob):
+        return [(word + " ", logprob) for word in text.split()]
+
+    small = {s: tokens(t, -0.01) for s, t in EASY.items()} | {s: tokens("falsch", -2.0) for s in HARD}
+    joint = {"1. Hard sentence 1.": [("1. Schwerer Satz 1.\n", -0.01), ("2. Schwerer Satz 2.", -0.01)]}
+    return small, joint | {s: tokens(t, -0.01) for s, t in (EASY | HARD).items()}
+
+
 def test_segments_save_and_load_with_real_http_backends(tmp_path):
     from fakes import FakeOpenAIServer
 
@@ -172,12 +184,7 @@ def test_segments_save_and_load_with_real_http_backends(tmp_path):
     from datashunt.exceptions import ModelFileError
     from datashunt.io.persist import load, save, saved_kind
 
-    def tokens(text, logprob):
-        return [(word + " ", logprob) for word in text.split()]
-
-    small = {s: tokens(t, -0.01) for s, t in EASY.items()} | {s: tokens("falsch", -2.0) for s in HARD}
-    joint = {"1. Hard sentence 1.": [("1. Schwerer Satz 1.\n", -0.01), ("2. Schwerer Satz 2.", -0.01)]}
-    large = joint | {s: tokens(t, -0.01) for s, t in (EASY | HARD).items()}
+    small, large = server_answers()
     with FakeOpenAIServer(small, sequence=True) as first, FakeOpenAIServer(large, sequence=True) as last:
         stages = [
             ("small", OpenAIChatGenerator("tiny", base_url=first.base_url, instruction="Translate.")),

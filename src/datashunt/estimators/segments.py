@@ -124,9 +124,8 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
     def _documents(X, references, what: str) -> tuple[list, list]:
         X = _texts(X, f"{what} documents")
         if references is None or len(references) != len(X):
-            raise DataError(
-                f"{what}: expected one reference per document ({len(X)}), got {references and len(references)}"
-            )
+            got = "none" if references is None else len(references)
+            raise DataError(f"{what}: expected one reference per document ({len(X)}), got {got}")
         return X, _texts(references, f"{what} references")
 
     def _aligned(self, X, references, what: str) -> tuple[list, list, dict]:
