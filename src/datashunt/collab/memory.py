@@ -35,6 +35,18 @@ class ExampleMemory:
         self.index_ = NearestNeighbors(metric="cosine").fit(self.vectorizer_.fit_transform(texts))
         return self
 
+    def closest(self, texts) -> tuple[list[str], np.ndarray]:
+        """The answer of the training text most similar to each text, and that cosine similarity
+        (1.0 for an exact copy, which counts here: it is what a translation memory reuses).
+
+        >>> memory = ExampleMemory().fit(["free game", "image tool"], ["ein Spiel", "ein Bild"])
+        >>> answers, similarity = memory.closest(["free game", "image tools"])
+        >>> answers, similarity.round(2).tolist()
+        (['ein Spiel', 'ein Bild'], [1.0, 0.93])
+        """
+        distance, idx = self.index_.kneighbors(self.vectorizer_.transform([str(t) for t in texts]), n_neighbors=1)
+        return [str(self.answers_[row[0]]) for row in idx], np.clip(1.0 - distance[:, 0], 0.0, 1.0)
+
     def nearest(self, texts, k: int) -> list[list[tuple[str, str]]]:
         """The ``k`` most similar (text, answer) pairs for each text, most similar first (an exact
         copy of the text itself is left out, so an item never sees its own answer)."""

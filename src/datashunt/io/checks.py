@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from ..backends.prompt import label_words
 from ..core.params import check_params
@@ -118,11 +120,19 @@ def check_small(model, path, generator: bool = False, trusted=()) -> None:
     ``memory`` cache folder, texts read as content (not as file names), and the default token
     pattern (a crafted one can take hours).
     """
-    if generator and not (hasattr(model, "generate") and hasattr(model, "vocabulary_")):
+    if generator and not (hasattr(model, "generate") and _fitted(model)):
         raise ModelFileError(f"{path} does not hold a fitted generator")
     if not generator and (not hasattr(model, "predict_proba") or not hasattr(model, "classes_")):
         raise ModelFileError(f"{path} does not hold a fitted classifier with predict_proba")
     _Walk(path, trusted).visit(model, "", "", 0)
+
+
+def _fitted(model) -> bool:
+    try:
+        check_is_fitted(model)
+    except (NotFittedError, TypeError):
+        return False
+    return True
 
 
 def _is_model(value) -> bool:

@@ -118,6 +118,7 @@ TRUSTED_TYPES = frozenset(
         "datashunt.small.resnet.ResNet32Classifier",
         "datashunt.small.cnn.SmallCNNClassifier",
         "datashunt.small.captioner.CaptionerGenerator",
+        "datashunt.small.memory.MemoryGenerator",
     }
 )
 

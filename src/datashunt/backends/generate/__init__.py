@@ -2,7 +2,8 @@
 
 The names match the label backends where the service is the same (``llama_cpp``, ``openai``);
 ``transformers`` runs any decoder, encoder-decoder or image-to-text model, and ``captioner`` is
-the trainable small CNN-LSTM (:class:`~datashunt.small.captioner.CaptionerGenerator`).
+the trainable small CNN-LSTM (:class:`~datashunt.small.captioner.CaptionerGenerator`) and ``memory``
+a translation memory (:class:`~datashunt.small.memory.MemoryGenerator`).
 """
 
 import importlib
@@ -14,6 +15,7 @@ GENERATORS = {
     "openai": ("datashunt.backends.generate.openai_chat", "OpenAIChatGenerator"),
     "transformers": ("datashunt.backends.generate.transformers", "TransformersGenerator"),
     "captioner": ("datashunt.small.captioner", "CaptionerGenerator"),
+    "memory": ("datashunt.small.memory", "MemoryGenerator"),
 }
 
 
