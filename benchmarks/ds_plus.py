@@ -19,20 +19,24 @@ LLM's tokens (prompt and completion) per item. Nothing is chosen on the test pac
 
 ``--part segments``: Debian long package descriptions (3 to 6 English sentences) translated into
 German (:func:`datashunt.io.datasets.ddtp.documents_task`; human translations as references).
-The training descriptions give retrieved examples, and their sentences paired one to one where
-the translation has as many sentences. Small: Qwen2.5-Coder-0.5B with 2 retrieved sentence
-examples; large: Qwen2.5-Coder-1.5B with 1 retrieved example (a sentence, or a whole description
-when it translates whole descriptions). Greedy, local.
+A description is cut into its paragraphs (``--unit lines``: Debian writes one paragraph per line;
+``sentences`` is the other unit, run as an extra row). The training descriptions whose translation
+has as many parts give the aligned part pairs: the translation memory and the retrieved examples.
+Three stages, cheapest first: a translation memory (:class:`~datashunt.small.memory.MemoryGenerator`:
+the translation of the most similar training part, confidence = their similarity), Qwen2.5-Coder-0.5B
+with 2 retrieved examples, Qwen2.5-Coder-1.5B with 1 retrieved example (a part, or a whole
+description when it translates whole descriptions). Greedy, local.
 
-- ``small``: the small model on every sentence, joined; ``large``: the large model on each whole
-  description (what one would do without Data Shunt);
-- ``ds_item``: Data Shunt on whole descriptions (the paper's unit): the small model translates the
-  description, δ on its mean token probability by the match policy on validation chrF, the large
-  model translates the unsure descriptions whole;
-- ``ds_plus``: :class:`~datashunt.Segments`: every sentence routed on its own (a ShuntGenerator,
-  default policy and score, calibrated on the validation descriptions' aligned sentences), the
-  large model asked a description's open sentences together in one numbered call, shown what the
-  small model wrote around them; ``ds_plus_one_by_one``: the same, one call per open sentence.
+- ``small``: the small side alone (the memory where its calibrated δ trusts it, the 0.5B model on
+  every other part); ``small_model_only``, ``large_parts``: each model alone on every part;
+  ``large``: the large model on each whole description (what one would do without Data Shunt);
+- ``ds_item``: Data Shunt on whole descriptions (the paper's unit), the same three stages on whole
+  descriptions, calibrated on validation chrF;
+- ``ds_plus``: :class:`~datashunt.Segments`: every part routed on its own (a ShuntGenerator,
+  default policy and score, calibrated on the validation descriptions' aligned parts), the large
+  model asked a description's open parts together in one numbered call, shown what the small side
+  wrote around them; ``ds_plus_one_by_one``: the same, one call per open part;
+  ``ds_plus_sentences``: the same by sentence.
 
 Reported on the test descriptions: corpus chrF against the whole human translation with a
 bootstrap 95% interval, and the large model's tokens (prompt and completion) per description.
@@ -61,6 +65,7 @@ from datashunt.eval.metrics import get_metric
 from datashunt.io.datasets.ddtp import LANGUAGES, documents_task
 from datashunt.io.datasets.debian import facet_split, load_debian_facets
 from datashunt.small import make_small
+from datashunt.small.memory import MemoryGenerator
 
 RESULTS = Path(__file__).parent / "results" / "ds_plus.json"
 LEAD = "This is a Debian package: its name and one-line description."
@@ -163,12 +168,11 @@ def whole_items(fitted, names, val, test, large_test) -> dict:
     return figures(predicted, test, tokens) | {"threshold": float(delta), "large_share": float(sent.mean())}
 
 
+PART = {"lines": ("paragraph", 256), "sentences": ("sentence", 96)}  # what a part is called, its new tokens
+
+
 def segments(args) -> dict:
     language = LANGUAGES.get(args.lang, args.lang)
-    ask_part = (
-        f"Translate this sentence of a Debian package description from English into {language}. "
-        f"Answer with the {language} translation only."
-    )
     ask_doc = (
         f"Translate this Debian package description from English into {language}, keeping its line breaks. "
         f"Answer with the {language} translation only."
@@ -177,14 +181,20 @@ def segments(args) -> dict:
     print(f"descriptions: train {len(train)}, validation {len(val)}, test {len(test)}", flush=True)
     small, large = "qwen2.5-coder-0.5b", args.model
 
-    def part_model(model, shots):
-        return LlamaCppGenerator(model, instruction=ask_part, shots=shots, stop=["\n"], max_new_tokens=96)
+    def part_model(model, shots, unit):
+        noun, new_tokens = PART[unit]
+        ask = (
+            f"Translate this {noun} of a Debian package description from English into {language}. "
+            f"Answer with the {language} translation only."
+        )
+        return LlamaCppGenerator(model, instruction=ask, shots=shots, stop=["\n"], max_new_tokens=new_tokens)
 
     def doc_model(model):
         return LlamaCppGenerator(model, instruction=ask_doc, shots=1, max_new_tokens=512, n_ctx=4096)
 
     def shunt(first, last):
-        return ShuntGenerator([("small", first), ("large", last)], metric="chrf", random_state=args.seed, progress=True)
+        stages = [("memory", MemoryGenerator()), ("small", first), ("large", last)]
+        return ShuntGenerator(stages, metric="chrf", random_state=args.seed, progress=True)
 
     chrf = get_metric("chrf")
     refs = test["reference"].tolist()
@@ -197,63 +207,81 @@ def segments(args) -> dict:
             "large_tokens_per_item": float(np.mean(large_tokens)),
         }
 
-    result, seconds = {}, {}
-    start = time.perf_counter()
-    plus = Segments(shunt(part_model(small, 2), part_model(large, 1)))
-    plus.fit(train["text"].tolist(), train["reference"].tolist(), val["text"].tolist(), val["reference"].tolist())
-    seconds["ds_plus_fit"] = time.perf_counter() - start
-    start = time.perf_counter()
-    table = plus.route(test["text"].tolist())
-    seconds["ds_plus_route"] = time.perf_counter() - start
-    calibration = plus.shunt_.calibration_
-    result["ds_plus"] = figures(table["text"].tolist(), table["large_prompt_tokens"] + table["large_completion_tokens"])
-    result["ds_plus"] |= {
-        "large_share_of_sentences": float(table["large_parts"].sum() / table["parts"].sum()),
-        "items_asking_large": float((table["large_calls"] > 0).mean()),
-        "large_calls_per_item": float(table["large_calls"].mean()),
-        "flagged": int(table["flag"].notna().sum()),
-        "threshold": plus.shunt_.thresholds_[0],
-        "scoring": (calibration.get("scoring") or {}).get("used", "mean_proba"),
-        "validation": {k: calibration[k] for k in ("quality", "stage_quality", "reach", "goal_met", "n_validation")},
-        "alignment": plus.alignment_,
-    }
-    print("ds_plus", json.dumps({k: result["ds_plus"][k] for k in ("quality", "large_tokens_per_item")}), flush=True)
-    # the small model alone on every sentence (its answers are cached from routing)
-    pieces = [split(doc) for doc in test["text"]]
-    flat = [part for doc in pieces for part, _ in doc]
-    texts = iter(plus.shunt_.ask_stage(0, flat).text)
-    joined = [join([next(texts) for _ in doc], [sep for _, sep in doc]) for doc in pieces]
-    result["small"] = figures(joined, np.zeros(len(test)))
+    def routed(model: Segments) -> dict:
+        start = time.perf_counter()
+        table = model.route(test["text"].tolist())
+        seconds = time.perf_counter() - start
+        parts = table["large_parts"].sum() / table["parts"].sum()
+        return figures(table["text"].tolist(), table["large_prompt_tokens"] + table["large_completion_tokens"]) | {
+            "large_share_of_parts": float(parts),
+            "items_asking_large": float((table["large_calls"] > 0).mean()),
+            "large_calls_per_item": float(table["large_calls"].mean()),
+            "flagged": int(table["flag"].notna().sum()),
+            "route_seconds": seconds,
+        }
 
+    def fitted(unit: str) -> tuple[Segments, dict]:
+        plus = Segments(shunt(part_model(small, 2, unit), part_model(large, 1, unit)), unit=unit)
+        plus.fit(train["text"].tolist(), train["reference"].tolist(), val["text"].tolist(), val["reference"].tolist())
+        calibration = plus.shunt_.calibration_
+        return plus, {
+            "unit": unit,
+            "thresholds": dict(zip(plus.shunt_.stage_names(), plus.shunt_.thresholds_)),
+            "scoring": (calibration.get("scoring") or {}).get("used", "mean_proba"),
+            "validation": {k: calibration[k] for k in ("quality", "stage_quality", "reach", "goal_met")},
+            "n_validation_parts": calibration["n_validation"],
+            "alignment": plus.alignment_,
+        }
+
+    result = {}
+    start = time.perf_counter()
+    plus, report = fitted(args.unit)
+    fit_seconds = time.perf_counter() - start
+    result["ds_plus"] = routed(plus) | report | {"fit_seconds": fit_seconds}
+    print("ds_plus", json.dumps({k: result["ds_plus"][k] for k in ("quality", "large_tokens_per_item")}), flush=True)
     one = clone(plus).set_params(together=False)
     one.shunt_, one.alignment_ = plus.shunt_, plus.alignment_  # the same calibrated shunt
-    start = time.perf_counter()
-    alone = one.route(test["text"].tolist())
-    seconds["ds_plus_one_by_one_route"] = time.perf_counter() - start
-    result["ds_plus_one_by_one"] = figures(
-        alone["text"].tolist(), alone["large_prompt_tokens"] + alone["large_completion_tokens"]
-    ) | {"large_calls_per_item": float(alone["large_calls"].mean())}
+    result["ds_plus_one_by_one"] = routed(one)
+    for unit in args.also_units:
+        other, report = fitted(unit)
+        result[f"ds_plus_{unit}"] = routed(other) | report
 
     start = time.perf_counter()
     item = shunt(doc_model(small), doc_model(large))
     item.fit(train["text"].tolist(), train["reference"].tolist(), val["text"].tolist(), val["reference"].tolist())
-    seconds["ds_item_fit"] = time.perf_counter() - start
-    start = time.perf_counter()
     every = item.answers_of_every_stage(test["text"].tolist())
-    routed = item.route(test["text"].tolist())
-    seconds["whole_descriptions_test"] = time.perf_counter() - start
-    large_tokens = np.asarray(every[1].prompt_tokens) + np.asarray(every[1].completion_tokens)
-    result["large"] = figures(list(every[1].text), large_tokens)
-    sent = routed["reached"].to_numpy() == 1
-    result["ds_item"] = figures(routed["text"].tolist(), np.where(sent, large_tokens, 0)) | {
+    whole = item.route(test["text"].tolist())
+    large_tokens = np.asarray(every[-1].prompt_tokens) + np.asarray(every[-1].completion_tokens)
+    result["large"] = figures(list(every[-1].text), large_tokens)
+    sent = whole["reached"].to_numpy() == len(every) - 1
+    result["ds_item"] = figures(whole["text"].tolist(), np.where(sent, large_tokens, 0)) | {
         "large_share": float(sent.mean()),
-        "threshold": item.thresholds_[0],
+        "thresholds": dict(zip(item.stage_names(), item.thresholds_)),
         "scoring": (item.calibration_.get("scoring") or {}).get("used", "mean_proba"),
+        "seconds": time.perf_counter() - start,
     }
-    result["small_whole_descriptions"] = figures(list(every[0].text), np.zeros(len(test)))
+    result["small_whole_descriptions"] = figures(list(every[1].text), np.zeros(len(test)))
+
+    # each side alone on every part of the routed unit: the small side (the memory where it is
+    # sure, the small model elsewhere), the small model, the large model (most answers cached)
+    pieces = [split(doc, args.unit) for doc in test["text"]]
+    flat = [part for doc in pieces for part, _ in doc]
+
+    def joined(texts):
+        texts = iter(texts)
+        return [join([next(texts) for _ in doc], [sep for _, sep in doc]) for doc in pieces]
+
+    memory, model = plus.shunt_.ask_stage(0, flat), plus.shunt_.ask_stage(1, flat)
+    sure = memory.confidence >= plus.shunt_.thresholds_[0]
+    result["small"] = figures(joined(np.where(sure, memory.text, model.text)), np.zeros(len(test)))
+    result["small"]["memory_share_of_parts"] = float(sure.mean())
+    result["small_model_only"] = figures(joined(model.text), np.zeros(len(test)))
+    last = plus.shunt_.ask_stage(2, flat)
+    tokens = iter(np.asarray(last.prompt_tokens) + np.asarray(last.completion_tokens))
+    result["large_parts"] = figures(joined(last.text), [sum(next(tokens) for _ in doc) for doc in pieces])
     result["n"] = {"train": len(train), "validation": len(val), "test": len(test)}
-    result["sentences_per_item"] = float(np.mean([len(doc) for doc in pieces]))
-    result["seconds"] = seconds
+    result["parts_per_item"] = float(np.mean([len(doc) for doc in pieces]))
+    result["unit"] = args.unit
     return result
 
 
@@ -267,6 +295,10 @@ def main():
     parser.add_argument("--lang", default="de", help="segments: the language translated into")
     parser.add_argument("--n-validation", type=int, default=100, help="segments: validation descriptions")
     parser.add_argument("--n-test", type=int, default=100, help="segments: test descriptions")
+    parser.add_argument("--unit", default="lines", choices=list(PART), help="segments: the parts routed")
+    parser.add_argument(
+        "--also-units", nargs="*", default=["sentences"], choices=list(PART), help="segments: other units, one row each"
+    )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--finetune-tasks", nargs="+", default=list(finetune.TASKS), choices=list(finetune.TASKS))
     parser.add_argument("--lora-model", default="qwen2.5-coder-0.5b", help="finetune: the LLM given LoRA adapters")

@@ -458,21 +458,24 @@ def facets_table(result: dict) -> str:
 def segments_table(result: dict) -> str:
     """Data Shunt+ on Debian descriptions: whole-description chrF with its interval and the large model's tokens."""
     seg = result["segments"]
-    n = seg["n"]
+    n, noun = seg["n"], {"lines": "paragraph", "sentences": "sentence"}[seg["unit"]]
     lines = [
         f"`{seg['command']}` (descriptions of 3 to 6 sentences: {n['train']:,} train, {n['validation']} validation, "
-        f"{n['test']} test; {seg['sentences_per_item']:.2f} sentences per test description)",
+        f"{n['test']} test; {seg['parts_per_item']:.2f} {noun}s per test description)",
         "",
         "| system | chrF (95% CI) | large tokens per item | vs large | large share | large calls per item |",
         "|---|---|---|---|---|---|",
     ]
     labels = {
-        "small": "small only (0.5B + 2 examples, sentence by sentence)",
-        "small_whole_descriptions": "small only, whole descriptions (0.5B + 1 example)",
+        "small": f"small side alone (memory where sure, else 0.5B + 2 examples; by {noun})",
+        "small_model_only": f"0.5B + 2 examples alone, {noun} by {noun}",
+        "small_whole_descriptions": "0.5B + 1 example alone, whole descriptions",
+        "large_parts": f"1.5B + 1 example alone, {noun} by {noun}",
         "large": "large only (1.5B + 1 example, whole descriptions)",
-        "ds_item": "Data Shunt on whole descriptions",
-        "ds_plus": "Data Shunt+ (Segments: open sentences together, one call)",
-        "ds_plus_one_by_one": "Data Shunt+, one call per open sentence",
+        "ds_item": "Data Shunt on whole descriptions (memory → 0.5B → 1.5B)",
+        "ds_plus": f"Data Shunt+ (Segments by {noun}: open ones together, one call)",
+        "ds_plus_one_by_one": f"Data Shunt+, one call per open {noun}",
+        "ds_plus_sentences": "Data Shunt+ by sentence (open ones together)",
     }
     large = seg["large"]["large_tokens_per_item"]
     for key, label in labels.items():
@@ -480,16 +483,16 @@ def segments_table(result: dict) -> str:
         if row is None:
             continue
         low, high = row["ci95"]
-        share = {"small": 0.0, "small_whole_descriptions": 0.0, "large": 1.0}.get(key)
-        if share is None:
-            share = row.get("large_share", row.get("large_share_of_sentences"))
-        share_text = _share(share) + (" of sentences" if key.startswith("ds_plus") and share is not None else "")
-        if key == "ds_plus_one_by_one":
-            share_text = _share(seg["ds_plus"]["large_share_of_sentences"]) + " of sentences"
-        calls = row.get("large_calls_per_item", {"large": 1.0}.get(key, row.get("large_share")))
+        if key.startswith("ds_plus"):
+            unit = {"lines": "paragraphs", "sentences": "sentences"}[row.get("unit", seg["unit"])]
+            share = f"{_share(row['large_share_of_parts'])} of {unit}"
+        else:
+            share = _share(row.get("large_share", 1.0 if key.startswith("large") else 0.0))
+        calls = row.get("large_calls_per_item", {"large": 1.0, "large_parts": seg["parts_per_item"]}.get(key))
+        calls = row.get("large_share") if calls is None else calls
         lines.append(
             f"| {label} | {row['quality']:.2f} ({low:.2f}–{high:.2f}) | {row['large_tokens_per_item']:.0f} | "
-            f"{row['large_tokens_per_item'] / large:.2f} | {share_text} | {_num(calls, 2) if calls else '0'} |"
+            f"{row['large_tokens_per_item'] / large:.2f} | {share} | {_num(calls, 2) if calls else '0'} |"
         )
     return "\n".join(lines)
 

@@ -176,6 +176,22 @@ def test_chrf_is_sacrebleus_and_bootstrap_brackets_the_corpus_score():
         get_metric("meteor")
 
 
+@pytest.mark.parametrize("name", ["chrf", "bleu", "rouge_l", "exact_match", "token_f1", "cider"])
+def test_a_mix_of_systems_scores_as_the_mixed_texts_do(name):
+    pytest.importorskip("pycocoevalcap")
+    refs = ["freie Software", "ein Spiel für Kinder", "Laufzeitbibliothek", "Zeichenwerkzeug", "das Paket"]
+    systems = [
+        ["Software frei", "Spiel für Kinder", "Bibliothek", "Werkzeug zum Zeichnen", "das Paket"],
+        ["freie Software", "ein Spiel", "Laufzeitbibliothek", "Zeichenwerkzeug", "Paket"],
+        ["frei", "Kinder", "Laufzeit", "zeichnen", "ein Paket"],
+    ]
+    metric = get_metric(name)
+    mix = metric.mixer(systems, refs)
+    for choice in ([0, 0, 0, 0, 0], [1, 2, 0, 1, 2], [2, 2, 1, 0, 1]):
+        texts = [systems[c][i] for i, c in enumerate(choice)]
+        assert mix(choice) == pytest.approx(metric.corpus(texts, refs))
+
+
 def test_rouge_cider_and_token_f1_take_several_references():
     pytest.importorskip("pycocoevalcap")
     hyps = ["a dog runs on grass", "a red square"]

@@ -240,8 +240,10 @@ class ShuntGenerator(StageList):
             if self.scoring_["used"] != LEARNED:
                 del self.deferral_
 
-        def corpus(stage):
-            return metric.corpus(_standing(texts, stage), references_val)
+        mix = metric.mixer(texts, references_val) if all(t is not None for got in texts for t in got) else None
+
+        def corpus(stage):  # every stage wrote every text: the metric's counts are mixed, not recounted
+            return mix(stage) if mix is not None else metric.corpus(_standing(texts, stage), references_val)
 
         self.sweep_ = sweep(confidence, item_quality, price, n_grid=self.n_grid, quality=corpus)
         choice = choose(

@@ -51,13 +51,17 @@ def _by_reference_slot(refs: list[list[str]]) -> list[list[str]]:
 @dataclass(frozen=True)
 class Metric:
     """A named quality metric: ``corpus(texts, references)`` and ``per_item(texts, references)``;
-    ``scale`` is its best score."""
+    ``scale`` is its best score. Where the corpus score is a function of per-item statistics summed
+    over the items (chrF and BLEU as sacrebleu counts them, and every mean of item scores),
+    ``statistics`` gives those rows and ``from_statistics`` the score of their sum, so resamples
+    and mixes of systems are scored without recounting."""
 
     name: str
     corpus_fn: Callable
     item_fn: Callable
     scale: float = 100.0
-    resampler: Callable | None = None  # (texts, references) -> f(indices) -> corpus score, fast
+    statistics: Callable | None = None  # (texts, references) -> array, one row per item
+    from_statistics: Callable | None = None  # the rows' column sums -> the corpus score
 
     def corpus(self, texts, references) -> float:
         hyps = _hyps(texts)
@@ -71,8 +75,11 @@ class Metric:
         """95% interval of the corpus score over items resampled with replacement."""
         hyps, refs = _hyps(texts), _refs(references, len(texts))
         rng = np.random.default_rng(seed)
-        if self.resampler is not None:
-            score = self.resampler(hyps, refs)
+        if self.statistics is not None:
+            stats = np.asarray(self.statistics(hyps, refs), dtype=float)
+
+            def score(idx):
+                return self.from_statistics(stats[idx].sum(axis=0))
         else:
 
             def score(idx):
@@ -81,6 +88,25 @@ class Metric:
         scores = [score(rng.integers(0, len(hyps), len(hyps))) for _ in range(n)]
         low, high = np.percentile(scores, [2.5, 97.5])
         return float(low), float(high)
+
+    def mixer(self, systems: list, references) -> Callable:
+        """The corpus score of any mix of several systems' texts (``systems[s][i]``: system s's
+        text for item i): ``f(choice)`` scores the texts ``systems[choice[i]][i]``, each system's
+        statistics counted once where the metric sums them.
+
+        Examples
+        --------
+        >>> chrf = get_metric("chrf")
+        >>> mix = chrf.mixer([["ein Spiel", "frei"], ["das Spiel", "freie Software"]], ["ein Spiel", "freie Software"])
+        >>> mix([0, 1]) == chrf.corpus(["ein Spiel", "freie Software"], ["ein Spiel", "freie Software"])
+        True
+        """
+        refs = _refs(references, len(systems[0]))
+        if self.statistics is None:
+            return lambda choice: float(self.corpus_fn([_hyps([systems[c][i]])[0] for i, c in enumerate(choice)], refs))
+        stats = np.stack([np.asarray(self.statistics(_hyps(texts), refs), dtype=float) for texts in systems])
+        rows = np.arange(len(refs))
+        return lambda choice: float(self.from_statistics(stats[np.asarray(choice, dtype=int), rows].sum(axis=0)))
 
 
 def _sacre(kind: str, **kwargs):
@@ -95,13 +121,13 @@ def _sacre(kind: str, **kwargs):
     def per_item(hyps, refs):
         return [item_scorer.sentence_score(h, r).score for h, r in zip(hyps, refs)]
 
-    def resampler(hyps, refs):
-        """Each sentence's statistics once, then the corpus score of any resample from their sum
-        (as sacrebleu's own significance tests do)."""
-        stats = np.asarray(corpus_scorer._extract_corpus_statistics(hyps, _by_reference_slot(refs)), dtype=float)
-        return lambda idx: corpus_scorer._compute_score_from_stats(list(stats[idx].sum(axis=0))).score
+    def statistics(hyps, refs):  # as sacrebleu's own significance tests do
+        return corpus_scorer._extract_corpus_statistics(hyps, _by_reference_slot(refs))
 
-    return corpus, per_item, resampler
+    def from_statistics(summed):
+        return corpus_scorer._compute_score_from_stats([float(v) for v in summed]).score
+
+    return corpus, per_item, statistics, from_statistics
 
 
 def _rouge_l():
@@ -111,17 +137,16 @@ def _rouge_l():
     def per_item(hyps, refs):
         return [100 * max(scorer.score(r, h)["rougeL"].fmeasure for r in rs) for h, rs in zip(hyps, refs)]
 
-    return (lambda hyps, refs: float(np.mean(per_item(hyps, refs)))), per_item, _mean_resampler(per_item)
+    return (lambda hyps, refs: float(np.mean(per_item(hyps, refs)))), per_item, *_mean_statistics(per_item)
 
 
-def _mean_resampler(item_fn):
-    """For a metric that is the mean of its item scores: score the items once, resample the mean."""
+def _mean_statistics(item_fn) -> tuple:
+    """For a metric that is the mean of its item scores: each item's (score, 1), and sum / count."""
 
-    def resampler(hyps, refs):
-        each = np.asarray(item_fn(hyps, refs), dtype=float)
-        return lambda idx: float(each[idx].mean())
+    def statistics(hyps, refs):
+        return np.column_stack([np.asarray(item_fn(hyps, refs), dtype=float), np.ones(len(hyps))])
 
-    return resampler
+    return statistics, lambda summed: float(summed[0] / summed[1])
 
 
 def _cider():
@@ -164,8 +189,8 @@ def _mean(fn):
     return lambda hyps, refs: float(np.mean(fn(hyps, refs)))
 
 
-def _with_resampler(name, corpus_fn, item_fn, resampler) -> Metric:
-    return Metric(name, corpus_fn, item_fn, resampler=resampler)
+def _summed(name, corpus_fn, item_fn, statistics, from_statistics) -> Metric:
+    return Metric(name, corpus_fn, item_fn, statistics=statistics, from_statistics=from_statistics)
 
 
 def get_metric(name) -> Metric:
@@ -174,18 +199,18 @@ def get_metric(name) -> Metric:
     if isinstance(name, Metric):
         return name
     if name == "chrf":
-        return _with_resampler(name, *_sacre("chrf"))
+        return _summed(name, *_sacre("chrf"))
     match = re.fullmatch(r"bleu([1-4]?)", str(name))
     if match:
-        return _with_resampler(name, *_sacre("bleu", max_ngram_order=int(match.group(1) or 4)))
+        return _summed(name, *_sacre("bleu", max_ngram_order=int(match.group(1) or 4)))
     if name == "rouge_l":
-        return _with_resampler(name, *_rouge_l())
+        return _summed(name, *_rouge_l())
     if name == "cider":
         return Metric(name, *_cider(), scale=10.0)
     if name == "exact_match":
-        return Metric(name, _mean(_exact), _exact, resampler=_mean_resampler(_exact))
+        return _summed(name, _mean(_exact), _exact, *_mean_statistics(_exact))
     if name == "token_f1":
-        return Metric(name, _mean(_token_f1), _token_f1, resampler=_mean_resampler(_token_f1))
+        return _summed(name, _mean(_token_f1), _token_f1, *_mean_statistics(_token_f1))
     raise ConfigError(f"unknown metric {name!r}; choose one of {list(METRICS)}")
 
 
