@@ -57,9 +57,10 @@ def test_save_and_load_keep_the_memory_and_refuse_a_tampered_one(tmp_path):
     ).fit(list(SEEN), list(SEEN.values()), list(SEEN), list(SEEN.values()))
     folder = save(model, tmp_path / "m")
     loaded = load(folder, large_options={"large": {"model": "big", "base_url": "http://127.0.0.1:9/v1"}})
-    assert loaded.stages_[0][1].generate([NEW, "A free game for children."]).text == memory().generate(
-        [NEW, "A free game for children."]
-    ).text
+    assert (
+        loaded.stages_[0][1].generate([NEW, "A free game for children."]).text
+        == memory().generate([NEW, "A free game for children."]).text
+    )
     with pytest.raises(ValueError, match="must hold only the memory's texts and answers"):
         MemoryGenerator().__setstate__({"texts": [], "code": "import os"})
     with pytest.raises(ValueError, match="two non-empty string arrays"):

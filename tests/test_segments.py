@@ -89,6 +89,20 @@ def test_only_the_open_sentences_reach_the_large_model_and_one_document_asks_onc
     assert model.alignment_["training"]["aligned"] + model.alignment_["validation"]["aligned"] == 3
 
 
+def test_a_translation_memory_first_settles_the_sentences_solved_before():
+    from datashunt.small.memory import MemoryGenerator
+
+    stages = shunt().stages
+    three = ShuntGenerator([("memory", MemoryGenerator()), *stages], thresholds=[0.99, 0.5], confidence="mean_proba")
+    seen = ["Hard sentence 1. Easy sentence 2.", "Hard sentence 2."]  # translated before
+    model = Segments(three).fit(seen, ["Schwerer Satz 1. Leichter Satz 2.", "Schwerer Satz 2."], DOCS, REFS)
+    table = model.route(DOCS)
+    assert table["text"].tolist() == REFS
+    assert table["routes"].iloc[1] == ["memory", "memory", "memory"]
+    assert table["large_calls"].iloc[1] == 0 and table["cost"].iloc[1] == 0  # nothing left for the models
+    assert model.shunt_.stages_[-1][1].calls == ["Hard sentence 0."]  # only what the memory has not seen
+
+
 def test_an_unreadable_joint_answer_is_flagged_and_asked_part_by_part():
     table = Segments(shunt(garble=True)).fit(DOCS, REFS).route(DOCS[1:2])
     assert table["text"].iloc[0] == REFS[1]

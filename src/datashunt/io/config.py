@@ -113,7 +113,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..backends import make_large
-from ..backends.generate import make_generator
+from ..backends.base import Backend
+from ..backends.generate import generator_class, make_generator
 from ..core.params import check_params
 from ..estimators.cascade import Cascade
 from ..estimators.generator import ShuntGenerator
@@ -428,7 +429,12 @@ def model_options(config: dict) -> dict:
     takes as ``large_options``)."""
     if "subtasks" in config:
         return {s["name"]: _checked_large(s["large"], f"[[subtasks]] {s['name']!r} large") for s in config["subtasks"]}
-    return stage_options(config) if "stages" in config else large_options(config)
+    if "stages" not in config:
+        return large_options(config)
+    options = stage_options(config)
+    if config.get("task") == "generate":  # a trainable generator (captioner, memory) is saved whole: no calls to direct
+        options = {n: o for n, o in options.items() if issubclass(generator_class(o["backend"]), Backend)}
+    return options
 
 
 def build_shunt(config: dict):

@@ -49,7 +49,9 @@ class MemoryGenerator(BaseEstimator):
         if references is None or len(references) != len(batch.items):
             got = "none" if references is None else len(references)
             raise DataError(f"the memory needs one reference per text ({len(batch.items)}), got {got}")
-        answers = [r if isinstance(r, str) else next(iter(r), None) if isinstance(r, list | tuple) else r for r in references]
+        answers = [
+            r if isinstance(r, str) else next(iter(r), None) if isinstance(r, list | tuple) else r for r in references
+        ]
         bad = [i for i, a in enumerate(answers) if not (isinstance(a, str) and a.strip())]
         if bad:
             raise DataError(f"the memory's references must be texts: rows {bad[:5]} are not")
