@@ -8,7 +8,9 @@ about the parts the small side left open: together, in one call per document (nu
 the examples its ``shots`` retrieve), where it answers every numbered line; one by one where a
 document has a single open part, or where the joint answer cannot be read back (flagged). With
 ``context`` the large model also sees what the small side wrote just before and after each open
-part. The parts' answers are joined with the document's own line breaks.
+part. The parts' answers are joined with the document's own line breaks. A translation memory as
+the shunt's first stage (:class:`~datashunt.small.memory.MemoryGenerator`) settles, for free, the
+parts the training documents have solved before.
 
 Calibration is per part: the training and validation documents whose reference has as many parts
 as the text (the usual case for translations) give aligned part pairs; the shunt keeps its policy,
