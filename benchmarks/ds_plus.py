@@ -169,6 +169,7 @@ def whole_items(fitted, names, val, test, large_test) -> dict:
 
 
 PART = {"lines": ("paragraph", 256), "sentences": ("sentence", 96)}  # what a part is called, its new tokens
+TOKEN = {"per_million_input": 1e6, "per_million_output": 1e6}  # the large model's price: 1 per token
 
 
 def segments(args) -> dict:
@@ -181,20 +182,22 @@ def segments(args) -> dict:
     print(f"descriptions: train {len(train)}, validation {len(val)}, test {len(test)}", flush=True)
     small, large = "qwen2.5-coder-0.5b", args.model
 
-    def part_model(model, shots, unit):
+    def part_model(model, shots, unit, price=None):
         noun, new_tokens = PART[unit]
         ask = (
             f"Translate this {noun} of a Debian package description from English into {language}. "
             f"Answer with the {language} translation only."
         )
-        return LlamaCppGenerator(model, instruction=ask, shots=shots, stop=["\n"], max_new_tokens=new_tokens)
+        return LlamaCppGenerator(
+            model, instruction=ask, shots=shots, stop=["\n"], max_new_tokens=new_tokens, price=price
+        )
 
-    def doc_model(model):
-        return LlamaCppGenerator(model, instruction=ask_doc, shots=1, max_new_tokens=512, n_ctx=4096)
+    def doc_model(model, price=None):
+        return LlamaCppGenerator(model, instruction=ask_doc, shots=1, max_new_tokens=512, n_ctx=4096, price=price)
 
-    def shunt(first, last):
+    def shunt(first, last, **policy):
         stages = [("memory", MemoryGenerator()), ("small", first), ("large", last)]
-        return ShuntGenerator(stages, metric="chrf", random_state=args.seed, progress=True)
+        return ShuntGenerator(stages, metric="chrf", random_state=args.seed, progress=True, **policy)
 
     chrf = get_metric("chrf")
     refs = test["reference"].tolist()
@@ -220,12 +223,14 @@ def segments(args) -> dict:
             "route_seconds": seconds,
         }
 
-    def fitted(unit: str) -> tuple[Segments, dict]:
-        plus = Segments(shunt(part_model(small, 2, unit), part_model(large, 1, unit)), unit=unit)
+    def fitted(unit: str, **policy) -> tuple[Segments, dict]:
+        last = part_model(large, 1, unit, TOKEN)
+        plus = Segments(shunt(part_model(small, 2, unit), last, **policy), unit=unit)
         plus.fit(train["text"].tolist(), train["reference"].tolist(), val["text"].tolist(), val["reference"].tolist())
         calibration = plus.shunt_.calibration_
         return plus, {
             "unit": unit,
+            "policy": calibration["policy"],
             "thresholds": dict(zip(plus.shunt_.stage_names(), plus.shunt_.thresholds_)),
             "scoring": (calibration.get("scoring") or {}).get("used", "mean_proba"),
             "validation": {k: calibration[k] for k in ("quality", "stage_quality", "reach", "goal_met")},
@@ -233,34 +238,53 @@ def segments(args) -> dict:
             "alignment": plus.alignment_,
         }
 
+    def spent(got) -> np.ndarray:
+        return np.asarray(got.prompt_tokens) + np.asarray(got.completion_tokens)
+
+    def whole(item) -> tuple[dict, list]:
+        """Data Shunt on whole descriptions, and every stage's answers on each test description."""
+        start = time.perf_counter()
+        item.fit(train["text"].tolist(), train["reference"].tolist(), val["text"].tolist(), val["reference"].tolist())
+        table = item.route(test["text"].tolist())
+        seconds = time.perf_counter() - start
+        every = item.answers_of_every_stage(test["text"].tolist())  # cached by the route and the calibration
+        sent = table["reached"].to_numpy() == len(every) - 1
+        return figures(table["text"].tolist(), np.where(sent, spent(every[-1]), 0)) | {
+            "large_share": float(sent.mean()),
+            "thresholds": dict(zip(item.stage_names(), item.thresholds_)),
+            "scoring": (item.calibration_.get("scoring") or {}).get("used", "mean_proba"),
+            "seconds": seconds,
+        }, every
+
+    # Whole descriptions first: what the large model spends per validation description sets the budget.
     result = {}
+    item = shunt(doc_model(small), doc_model(large, TOKEN))
+    result["ds_item"], every = whole(item)
+    result["large"] = figures(list(every[-1].text), spent(every[-1]))
+    result["small_whole_descriptions"] = figures(list(every[1].text), np.zeros(len(test)))
+    on_validation = float(np.mean(spent(item.answers_of_every_stage(val["text"].tolist())[-1])))  # cached
+    budget = args.budget * on_validation
+    result["budget"] = {"share": args.budget, "large_tokens_per_validation_item": on_validation}
+    budgeted = shunt(doc_model(small), doc_model(large, TOKEN), policy="max_cost", max_cost=budget)
+    result["ds_item_budget"] = whole(budgeted)[0]
+
+    def per_part(unit) -> dict:
+        """The budget per part: a validation description's share over its parts."""
+        return {"policy": "max_cost", "max_cost": budget / np.mean([len(split(d, unit)) for d in val["text"]])}
+
     start = time.perf_counter()
-    plus, report = fitted(args.unit)
+    plus, report = fitted(args.unit, **per_part(args.unit))
     fit_seconds = time.perf_counter() - start
     result["ds_plus"] = routed(plus) | report | {"fit_seconds": fit_seconds}
     print("ds_plus", json.dumps({k: result["ds_plus"][k] for k in ("quality", "large_tokens_per_item")}), flush=True)
     one = clone(plus).set_params(together=False)
     one.shunt_, one.alignment_ = plus.shunt_, plus.alignment_  # the same calibrated shunt
     result["ds_plus_one_by_one"] = routed(one)
+    match, report = fitted(args.unit)
+    result["ds_plus_match"] = routed(match) | report
     for unit in args.also_units:
-        other, report = fitted(unit)
+        other, report = fitted(unit, **per_part(unit))
         result[f"ds_plus_{unit}"] = routed(other) | report
-
-    start = time.perf_counter()
-    item = shunt(doc_model(small), doc_model(large))
-    item.fit(train["text"].tolist(), train["reference"].tolist(), val["text"].tolist(), val["reference"].tolist())
-    every = item.answers_of_every_stage(test["text"].tolist())
-    whole = item.route(test["text"].tolist())
-    large_tokens = np.asarray(every[-1].prompt_tokens) + np.asarray(every[-1].completion_tokens)
-    result["large"] = figures(list(every[-1].text), large_tokens)
-    sent = whole["reached"].to_numpy() == len(every) - 1
-    result["ds_item"] = figures(whole["text"].tolist(), np.where(sent, large_tokens, 0)) | {
-        "large_share": float(sent.mean()),
-        "thresholds": dict(zip(item.stage_names(), item.thresholds_)),
-        "scoring": (item.calibration_.get("scoring") or {}).get("used", "mean_proba"),
-        "seconds": time.perf_counter() - start,
-    }
-    result["small_whole_descriptions"] = figures(list(every[1].text), np.zeros(len(test)))
 
     # each side alone on every part of the routed unit: the small side (the memory where it is
     # sure, the small model elsewhere), the small model, the large model (most answers cached)
@@ -277,7 +301,7 @@ def segments(args) -> dict:
     result["small"]["memory_share_of_parts"] = float(sure.mean())
     result["small_model_only"] = figures(joined(model.text), np.zeros(len(test)))
     last = plus.shunt_.ask_stage(2, flat)
-    tokens = iter(np.asarray(last.prompt_tokens) + np.asarray(last.completion_tokens))
+    tokens = iter(spent(last))
     result["large_parts"] = figures(joined(last.text), [sum(next(tokens) for _ in doc) for doc in pieces])
     result["n"] = {"train": len(train), "validation": len(val), "test": len(test)}
     result["parts_per_item"] = float(np.mean([len(doc) for doc in pieces]))
@@ -298,6 +322,9 @@ def main():
     parser.add_argument("--unit", default="lines", choices=list(PART), help="segments: the parts routed")
     parser.add_argument(
         "--also-units", nargs="*", default=["sentences"], choices=list(PART), help="segments: other units, one row each"
+    )
+    parser.add_argument(
+        "--budget", type=float, default=0.5, help="segments: the large tokens allowed, a share of the large model's"
     )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--finetune-tasks", nargs="+", default=list(finetune.TASKS), choices=list(finetune.TASKS))
