@@ -303,6 +303,11 @@ def segments(args) -> dict:
     last = plus.shunt_.ask_stage(2, flat)
     tokens = iter(spent(last))
     result["large_parts"] = figures(joined(last.text), [sum(next(tokens) for _ in doc) for doc in pieces])
+    # no budget: the memory where sure, the large model on every other part (single calls)
+    rest = iter(np.where(sure, 0, spent(last)))
+    result["memory_then_large"] = figures(
+        joined(np.where(sure, memory.text, last.text)), [sum(next(rest) for _ in doc) for doc in pieces]
+    ) | {"large_share_of_parts": float(1 - sure.mean())}
     result["n"] = {"train": len(train), "validation": len(val), "test": len(test)}
     result["parts_per_item"] = float(np.mean([len(doc) for doc in pieces]))
     result["unit"] = args.unit

@@ -472,10 +472,13 @@ def segments_table(result: dict) -> str:
         "small_whole_descriptions": "0.5B + 1 example alone, whole descriptions",
         "large_parts": f"1.5B + 1 example alone, {noun} by {noun}",
         "large": "large only (1.5B + 1 example, whole descriptions)",
-        "ds_item": "Data Shunt on whole descriptions (memory → 0.5B → 1.5B)",
-        "ds_plus": f"Data Shunt+ (Segments by {noun}: open ones together, one call)",
-        "ds_plus_one_by_one": f"Data Shunt+, one call per open {noun}",
-        "ds_plus_sentences": "Data Shunt+ by sentence (open ones together)",
+        "memory_then_large": f"memory where sure, 1.5B on every other {noun} (no budget)",
+        "ds_item": "Data Shunt on whole descriptions (memory → 0.5B → 1.5B, default policy)",
+        "ds_item_budget": "Data Shunt on whole descriptions, at the budget",
+        "ds_plus": f"Data Shunt+ (Segments by {noun}, at the budget; open ones together)",
+        "ds_plus_one_by_one": f"Data Shunt+ at the budget, one call per open {noun}",
+        "ds_plus_match": f"Data Shunt+ by {noun}, default policy",
+        "ds_plus_sentences": "Data Shunt+ by sentence, at the budget",
     }
     large = seg["large"]["large_tokens_per_item"]
     for key, label in labels.items():
@@ -483,12 +486,15 @@ def segments_table(result: dict) -> str:
         if row is None:
             continue
         low, high = row["ci95"]
-        if key.startswith("ds_plus"):
+        if key.startswith("ds_plus") or key == "memory_then_large":
             unit = {"lines": "paragraphs", "sentences": "sentences"}[row.get("unit", seg["unit"])]
             share = f"{_share(row['large_share_of_parts'])} of {unit}"
         else:
             share = _share(row.get("large_share", 1.0 if key.startswith("large") else 0.0))
-        calls = row.get("large_calls_per_item", {"large": 1.0, "large_parts": seg["parts_per_item"]}.get(key))
+        calls = {"large": 1.0, "large_parts": seg["parts_per_item"]}.get(key)
+        if key == "memory_then_large":
+            calls = row["large_share_of_parts"] * seg["parts_per_item"]
+        calls = row.get("large_calls_per_item", calls)
         calls = row.get("large_share") if calls is None else calls
         lines.append(
             f"| {label} | {row['quality']:.2f} ({low:.2f}–{high:.2f}) | {row['large_tokens_per_item']:.0f} | "
