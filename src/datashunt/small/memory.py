@@ -10,7 +10,8 @@ the rest to the models; calibration decides how alike is alike enough.
 
 Examples
 --------
->>> memory = MemoryGenerator().fit(["This is a game.", "This is a tool."], ["Das ist ein Spiel.", "Das ist ein Werkzeug."])
+>>> texts, answers = ["This is a game.", "This is a tool."], ["Das ist ein Spiel.", "Das ist ein Werkzeug."]
+>>> memory = MemoryGenerator().fit(texts, answers)
 >>> got = memory.generate(["This is a game.", "A new thing."])
 >>> got.text
 ['Das ist ein Spiel.', 'Das ist ein Spiel.']
