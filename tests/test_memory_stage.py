@@ -35,6 +35,8 @@ def test_bad_items_are_flagged_per_row_and_bad_training_data_refused():
         MemoryGenerator().fit(["a", "b"], ["x"])
     with pytest.raises(DataError, match=r"references must be texts: rows \[1\]"):
         MemoryGenerator().fit(["a", "b"], ["x", 3])
+    with pytest.raises(ConfigError, match="got 1 hints for 2 inputs"):
+        memory().generate(["a", "b"], hints=["draft"])
     with pytest.raises(ConfigError, match="answers about texts, not image"):
         memory().check_modality("image")
 

@@ -13,6 +13,18 @@ from sklearn.neighbors import NearestNeighbors
 from ..exceptions import ConfigError, DataError
 
 
+def saved_pairs(texts, answers) -> bool:
+    """Whether a saved memory's two arrays can be restored: strings, one dimension, equal lengths
+    (a saved file is data, so it is checked before it is used)."""
+    return (
+        isinstance(texts, np.ndarray)
+        and isinstance(answers, np.ndarray)
+        and texts.dtype.kind == answers.dtype.kind == "U"
+        and texts.ndim == answers.ndim == 1
+        and len(texts) == len(answers)
+    )
+
+
 class ExampleMemory:
     """The training pairs, searchable by similarity to a new item.
 

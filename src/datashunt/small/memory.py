@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ..backends.generate.base import Generation
-from ..collab.memory import ExampleMemory
+from ..collab.memory import ExampleMemory, saved_pairs
 from ..core.inputs import require_valid
 from ..exceptions import ConfigError, DataError
 from ..modalities import as_inputs
@@ -110,12 +110,6 @@ class MemoryGenerator(BaseEstimator):
         if not state:
             return
         texts, answers = state.get("texts"), state.get("answers")
-        if not (
-            isinstance(texts, np.ndarray)
-            and isinstance(answers, np.ndarray)
-            and texts.dtype.kind == answers.dtype.kind == "U"
-            and texts.ndim == answers.ndim == 1
-            and len(texts) == len(answers) > 0
-        ):
+        if not (saved_pairs(texts, answers) and len(texts)):
             raise ValueError(f"{type(self).__name__} memory must be two non-empty string arrays of equal length")
         self.memory_ = ExampleMemory().fit(texts, answers)

@@ -16,7 +16,7 @@ from pathlib import PurePath
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from ...collab.memory import ExampleMemory
+from ...collab.memory import ExampleMemory, saved_pairs
 from ...core.params import check_params
 from ...exceptions import ConfigError, LargeModelError
 from ...progress import track
@@ -306,14 +306,7 @@ class Generator(Backend):
 
     def set_fitted_state(self, state: dict) -> "Generator":
         texts, answers = state.get("example_texts"), state.get("example_answers")
-        if not (
-            isinstance(texts, np.ndarray)
-            and isinstance(answers, np.ndarray)
-            and texts.dtype.kind == "U"
-            and answers.dtype.kind == "U"
-            and texts.ndim == answers.ndim == 1
-            and len(texts) == len(answers)
-        ):
+        if not saved_pairs(texts, answers):
             raise ConfigError("the saved example memory must be two string arrays of equal length")
         self.memory_ = ExampleMemory().fit(texts, answers)
         return self
