@@ -292,3 +292,14 @@ def test_auto_keeps_the_own_confidence_where_there_is_too_little_to_learn_from()
     )
     assert model.scoring_["used"] == "mean_proba" and "needs at least 20 validation items" in model.scoring_["reason"]
     assert not hasattr(model, "deferral_")
+
+
+def test_a_stage_asked_alone_has_no_learned_score_rather_than_a_wrong_one():
+    ids, truth, stages, cheap = services()
+    middle = ("middle", stages[0][1])
+    cascade = Cascade([stages[0], middle, stages[1]], policy="target_accuracy", target_accuracy=0.97)
+    cascade.set_params(confidence="learned", random_state=0).fit(ids[:2000], truth[:2000], ids[:2000], truth[:2000])
+    first, alone = cascade.ask_stage(0, ids[2000:]), cascade.ask_stage(1, ids[2000:])
+    assert np.isfinite(first.confidence).all()  # the first stage has no earlier answers to judge from
+    assert np.isnan(alone.confidence).all()  # judged from the first stage's answers too: no score alone
+    assert (cascade.classes_[alone.proba.argmax(axis=1)] == cheap[2000:]).all()  # its answers are its own

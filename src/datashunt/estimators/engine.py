@@ -235,7 +235,8 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
 
     def ask_stage(self, s: int, X):
         """Stage ``s`` alone on every item of ``X`` (already checked items), as when nothing before it
-        had answered: what a comparison of each stage alone needs."""
+        had answered: what a comparison of each stage alone needs (a learned routing score, which
+        judges from the earlier answers too, is NaN here)."""
         return self._stages()[s].ask(X, np.arange(len(X)), [])
 
     def _answered(self, X) -> tuple[np.ndarray, pd.DataFrame]:

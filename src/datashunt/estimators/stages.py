@@ -158,14 +158,18 @@ class Surer(Stage):
 class Deferred(Stage):
     """A stage whose routing score is a learned deferral's (:mod:`datashunt.estimators.deferral`):
     how likely its answer is right (or how good its text is), judged from every answer up to it
-    (``s``: its position)."""
+    (``s``: its position). Asked without the earlier stages' answers (a stage alone), it has no
+    score: its confidence is NaN, never a number on another scale."""
 
     def __init__(self, stage: Stage, deferral, s: int):
         self.stage, self.deferral, self.s = stage, deferral, s
 
     def ask(self, items, rows, earlier):
         got = self.stage.ask(items, rows, earlier)
-        got.confidence = self.deferral.judge(self.s, [take(e, rows) for e in earlier] + [got], items)
+        if len(earlier) < self.s:
+            got.confidence = np.full(len(items), np.nan)
+        else:
+            got.confidence = self.deferral.judge(self.s, [take(e, rows) for e in earlier] + [got], items)
         return got
 
 
