@@ -322,7 +322,7 @@ def main():
     )
     parser.add_argument("--model", default="qwen2.5-coder-1.5b", help="the large model")
     parser.add_argument("--lang", default="de", help="segments: the language translated into")
-    parser.add_argument("--n-validation", type=int, default=100, help="segments: validation descriptions")
+    parser.add_argument("--n-validation", type=int, default=300, help="segments: validation descriptions")
     parser.add_argument("--n-test", type=int, default=100, help="segments: test descriptions")
     parser.add_argument("--unit", default="lines", choices=list(PART), help="segments: the parts routed")
     parser.add_argument(
