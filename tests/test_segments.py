@@ -157,6 +157,46 @@ def test_segments_needs_a_shunt_generator():
     assert len(Segments(shunt()).fit(DOCS, REFS).route([])) == 0
 
 
+def test_a_budget_asks_the_least_sure_open_parts_first_and_keeps_the_rest_small():
+    budgeted = shunt()
+    budgeted.stages[0][1].table["Hard sentence 1."] = ("falsch", [0.1, 0.1])  # the least sure part
+    model = Segments(budgeted, max_cost=1 / 3).fit(DOCS, REFS)  # one call of 1.0 for three documents
+    table = model.route(DOCS)
+    assert model.shunt_.stages_[-1][1].calls == ["Hard sentence 1."]
+    assert table["text"].tolist() == [
+        "Leichter Satz 0. falsch\nLeichter Satz 1.",
+        "Schwerer Satz 1. Leichter Satz 2. falsch",
+        REFS[2],
+    ]
+    assert table["held_back"].tolist() == [1, 1, 0] and table["large_calls"].tolist() == [0, 1, 0]
+    assert table["routes"].iloc[1] == ["large", "small", "small"]
+    assert table["cost"].sum() == 1.0 and table["flag"].isna().all()
+    whole = Segments(shunt(), max_cost=1.0).fit(DOCS, REFS).route(DOCS)  # room for all three open parts
+    assert whole["text"].tolist() == REFS and whole["held_back"].sum() == 0 and whole["cost"].sum() == 3.0
+    assert Segments(shunt(), max_cost=0).fit(DOCS, REFS).route(DOCS)["large_calls"].sum() == 0
+
+
+def test_a_budget_starts_from_the_price_seen_on_validation():
+    model = Segments(shunt(thresholds=()).set_params(thresholds="auto"), max_cost=4.0)
+    model.fit(DOCS, REFS, X_val=DOCS, references_val=REFS)
+    assert model.shunt_.calibration_["stage_price"] == [0.0, 1.0]  # each stage's mean price of an answer
+    table = model.route(DOCS[1:2])  # two open parts, room for four: half of it spent at once, together
+    assert table["large_calls"].tolist() == [1] and table["held_back"].tolist() == [0]
+    table = model.set_params(max_cost=2.0).route(DOCS[1:2])  # room for two: one round each
+    assert table["large_calls"].tolist() == [2] and table["held_back"].tolist() == [0]
+
+
+def test_a_budget_needs_a_number_and_a_priced_large_model():
+    with pytest.raises(ConfigError, match="max_cost must be a non-negative number or None"):
+        Segments(shunt(), max_cost=-1).fit(DOCS, REFS)
+    with pytest.raises(ConfigError, match="max_cost must be a non-negative number or None"):
+        Segments(shunt(), max_cost="cheap").fit(DOCS, REFS)
+    free = shunt()
+    free.stages[-1][1].price = None
+    with pytest.raises(ConfigError, match="give its stage a price"):
+        Segments(free, max_cost=1.0).fit(DOCS, REFS)
+
+
 def test_a_metered_run_pays_for_the_joint_calls():
     from datashunt.backends.base import metering
     from datashunt.jobs.spending import priced_models
@@ -220,6 +260,12 @@ def test_segments_save_and_load_with_real_http_backends(tmp_path):
     (folder / "segments.json").write_text(json.dumps(meta | {"unit": "words"}))
     with pytest.raises(ModelFileError, match="unit must be one of"):
         load(folder, large_options=options)
+    (folder / "segments.json").write_text(json.dumps(meta | {"max_cost": "lots"}))
+    with pytest.raises(ModelFileError, match="max_cost must be a non-negative number"):
+        load(folder, large_options=options)
+    older = {k: v for k, v in meta.items() if k != "max_cost"}  # saved before budgets were held
+    (folder / "segments.json").write_text(json.dumps(older))
+    assert load(folder, large_options=options).max_cost is None
     (folder / "segments.json").write_text(json.dumps(meta | {"code": "import os"}))
     with pytest.raises(ModelFileError, match="the keys must be"):
         load(folder, large_options=options)

@@ -266,6 +266,7 @@ class ShuntGenerator(StageList):
             "quality": corpus(stage),
             "stage_quality": [metric.corpus(t, references_val) for t in texts],
             "cost_per_item": result["cost"] / n,
+            "stage_price": np.nanmean(price, axis=0).tolist(),  # each stage's mean price of an answer
             "reach": result["reach"],
             "failures": [int((~got.ok).sum()) for got in every],
             "deferral": learned,

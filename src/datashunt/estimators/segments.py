@@ -8,7 +8,8 @@ about the parts the small side left open: together, in one call per document (nu
 the examples its ``shots`` retrieve), where it answers every numbered line; one by one where a
 document has a single open part, or where the joint answer cannot be read back (flagged). With
 ``context`` the large model also sees what the small side wrote just before and after each open
-part. The parts' answers are joined with the document's own line breaks. A translation memory as
+part. With ``max_cost`` the large model is asked within a budget per document, least sure parts
+first. The parts' answers are joined with the document's own line breaks. A translation memory as
 the shunt's first stage (:class:`~datashunt.small.memory.MemoryGenerator`) settles, for free, the
 parts the training documents have solved before.
 
@@ -18,9 +19,9 @@ guarantee and learned score on them (``alignment_`` counts what was usable).
 
 The route table has one row per document: ``text``, ``route`` (``large`` where the large model
 was asked about any part, ``small`` where not, ``invalid`` for a document that is not text),
-``parts``, ``large_parts`` (answered by the
-last stage), ``large_calls``, ``large_prompt_tokens`` and ``large_completion_tokens`` (the last
-stage's), ``prompt_tokens`` and ``completion_tokens`` (every stage's), ``cost``, ``routes`` (each
+``parts``, ``large_parts`` (answered by the last stage), ``held_back`` (open parts the budget left
+to the small side), ``large_calls``, ``large_prompt_tokens`` and ``large_completion_tokens`` (the
+last stage's), ``prompt_tokens`` and ``completion_tokens`` (every stage's), ``cost``, ``routes`` (each
 part's route) and ``flag``.
 
 Examples
@@ -42,6 +43,7 @@ The local models, the smaller shown its two closest training sentences (needs ``
 import re
 import warnings
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 import pandas as pd
@@ -49,6 +51,7 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
+from ..backends.pricing import Price
 from ..core import drift
 from ..core.routes import INVALID, LARGE, SMALL
 from ..core.segments import UNITS, join, split
@@ -81,6 +84,14 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
         takes whole chats); one call per part otherwise.
     context : bool
         Show the large model the small side's answers just before and after each open part.
+    max_cost : float or None
+        The most the large model's calls may cost per document, on average over the documents
+        with text of one :meth:`route` call, priced as if uncached (in the units of the last
+        stage's ``price``, which it needs). Calibration says which parts are open from
+        validation data; this holds the spending on data where more are open. The open parts are
+        asked least sure first, in rounds that each spend about half of what is left at the price
+        of a part so far (at first, its mean price on validation), until not one more part fits;
+        the rest keep the small side's answer (``held_back``). None: every open part is asked.
 
     Attributes
     ----------
@@ -88,11 +99,12 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
     alignment_ : dict, per split, the documents whose parts could be paired and how many there were
     """
 
-    def __init__(self, shunt, *, unit: str = "sentences", together: bool = True, context: bool = True):
+    def __init__(self, shunt, *, unit: str = "sentences", together: bool = True, context: bool = True, max_cost=None):
         self.shunt = shunt
         self.unit = unit
         self.together = together
         self.context = context
+        self.max_cost = max_cost
 
     # -- learning ------------------------------------------------------------------------------
     def fit(self, X, references, X_val=None, references_val=None):
@@ -121,6 +133,11 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
         for name in ("together", "context"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        budget = self.max_cost
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, Real) or not budget >= 0):
+            raise ConfigError(f"max_cost must be a non-negative number or None, got {budget!r}")
+        if budget is not None and Price.coerce(getattr(self.shunt.stages[-1][1], "price", None)) == Price():
+            raise ConfigError("max_cost counts what the large model's calls cost: give its stage a price")
 
     @staticmethod
     def _documents(X, references, what: str) -> tuple[list, list]:
@@ -153,6 +170,7 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
         ``table.attrs["drift"]`` compares the first stage's confidences on every part with
         calibration (:func:`datashunt.core.drift.check`)."""
         check_is_fitted(self, "shunt_")
+        self._check()
         docs, problems = _checked(X)
         run, checked = _Parts.cut(docs, problems, self.unit), None
         if run.parts:
@@ -164,10 +182,10 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
             )
             context = self._context(run) if self.context else None
             left = np.flatnonzero(first[f"{PARTIAL}open"].to_numpy(bool))
-            if self.together:
-                left = self._together(run, context, left)
-            if len(left):
-                self._one_by_one(run, first, context, left)
+            if self.max_cost is None:
+                self._ask(run, first, context, left)
+            else:
+                self._within_budget(run, first, context, left)
         table = run.table(problems, self.shunt_.stage_names()[-1])
         table.attrs["drift"] = checked
         return table
@@ -181,6 +199,33 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
             around = [run.texts[j] for j in near if run.texts[j] is not None]
             out.append(CONTEXT_LEAD + "the text around it reads: " + " … ".join(around) if around else None)
         return out
+
+    def _ask(self, run: "_Parts", first: pd.DataFrame, context, rows) -> None:
+        """Ask the last stage about these open parts: together per document, then one by one."""
+        if self.together:
+            rows = self._together(run, context, rows)
+        if len(rows):
+            self._one_by_one(run, first, context, rows)
+
+    def _within_budget(self, run: "_Parts", first: pd.DataFrame, context, left) -> None:
+        """Ask about the open parts least sure first (by the routing score of the stage that handed
+        them on), in rounds within ``max_cost`` per document; the parts left keep the small side's answer."""
+        names = self.shunt_.stage_names()
+        score = first[f"{PARTIAL}{len(names) - 2}_confidence"].to_numpy(float)[left]
+        order = left[np.argsort(np.nan_to_num(score, nan=-np.inf), kind="stable")]  # no score: asked first
+        allowance = self.max_cost * len(np.unique(run.owner))
+        per_part, asked = _price(self.shunt_.calibration_.get("stage_price")), 0
+        while len(order):
+            spent = float(run.price.sum())
+            per_part = spent / asked if asked else per_part
+            room = allowance - spent
+            fits = int(room // per_part) if per_part > 0 else int(room > 0 and not asked)  # unknown: one
+            if fits < 1:
+                break
+            take = min(len(order), max(1, fits // 2))
+            self._ask(run, first, context, np.sort(order[:take]))
+            asked, order = asked + take, order[take:]
+        run.hold(order, first, names)
 
     def _together(self, run: "_Parts", context, left) -> np.ndarray:
         """Ask the last stage once per document with two or more open parts; the parts left to ask one by one."""
@@ -204,6 +249,7 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
                 rows = groups[d]
                 run.calls[d] += 1
                 run.cost[rows[0]] += got.cost[j]
+                run.price[rows[0]] += got.price[j]
                 run.large["prompt_tokens"][rows[0]] += got.prompt_tokens[j]
                 run.large["completion_tokens"][rows[0]] += got.completion_tokens[j]
                 read = _read_numbered(got.text[j], k)
@@ -241,10 +287,13 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
                 context=None if context is None else [context[i] for i in rows],
             )
         run.texts[rows], run.routes[rows] = table["text"].to_numpy(), table["route"].to_numpy()
-        for k in run.large:  # the route table counts the first stages' tokens again: the last stage's alone
-            run.large[k][rows] += table[k].to_numpy(int) - run.small[k][rows]
+        got = {k: table[k].to_numpy(int) - run.small[k][rows] for k in run.large}  # the last stage's tokens alone
+        for k in run.large:
+            run.large[k][rows] += got[k]
         run.cost[rows] = table["cost"].to_numpy(float)
         last = len(self.shunt_.stages_) - 1
+        asked = table["reached"].to_numpy() == last
+        run.price[rows[asked]] += self.shunt_.stages_[-1][1].price_of(*(got[k][asked] for k in TOKENS))
         for i, reached, flag in zip(rows, table["reached"], table["flag"]):
             run.calls[run.owner[i]] += int(reached == last)
             if isinstance(flag, str) and flag:
@@ -277,10 +326,12 @@ class _Parts:
         self.parts = [p for p, _ in self.pieces]
         self.texts = np.full(n, None, dtype=object)
         self.routes = np.full(n, "", dtype=object)
-        self.cost = np.zeros(n)
+        self.cost = np.zeros(n)  # paid, every stage's
+        self.price = np.zeros(n)  # the last stage's, as if uncached
         self.large = {k: np.zeros(n, int) for k in TOKENS}  # the last stage's tokens
         self.small = {k: np.zeros(n, int) for k in TOKENS}  # the earlier stages'
         self.calls = np.zeros(self.n_docs, int)  # last-stage calls per document
+        self.held = np.zeros(n, bool)  # open parts the budget left to the small side
         self.flags = [[] for _ in range(self.n_docs)]
 
     @classmethod
@@ -302,6 +353,14 @@ class _Parts:
             self.cost += first[f"{PARTIAL}{s}_cost"].to_numpy(float)
             for k in TOKENS:
                 self.small[k] += first[f"{PARTIAL}{s}_{k}"].to_numpy(int)
+
+    def hold(self, rows, first: pd.DataFrame, names: list) -> None:
+        """The open parts no budget was left for keep the latest text an earlier stage wrote."""
+        self.held[rows] = True
+        for s in range(len(names) - 2, -1, -1):
+            text = first[f"{PARTIAL}{s}_text"].to_numpy()
+            empty = [i for i in rows if self.texts[i] is None and text[i] is not None]
+            self.texts[empty], self.routes[empty] = text[empty], names[s]
 
     def _per_doc(self, values, kind=int) -> np.ndarray:
         out = np.zeros(self.n_docs, dtype=kind)
@@ -326,6 +385,7 @@ class _Parts:
                 "route": route,
                 "parts": self._per_doc(np.ones(len(self.owner), int)),
                 "large_parts": self._per_doc((self.routes == last).astype(int)),
+                "held_back": self._per_doc(self.held.astype(int)),
                 "large_calls": self.calls,
                 "large_prompt_tokens": self._per_doc(self.large["prompt_tokens"]),
                 "large_completion_tokens": self._per_doc(self.large["completion_tokens"]),
@@ -335,6 +395,12 @@ class _Parts:
                 "flag": ["; ".join(f) or None for f in self.flags],
             }
         )
+
+
+def _price(value) -> float:
+    """The last stage's mean price of an answer on validation (``calibration_["stage_price"]``), 0 when unknown."""
+    last = value[-1] if isinstance(value, list) and value else None
+    return float(last) if isinstance(last, Real) and not isinstance(last, bool) and last >= 0 else 0.0
 
 
 def _texts(values, what: str) -> list:

@@ -54,6 +54,7 @@ def evaluate_segments(model, X, references, n_bootstrap: int = 1000, seed: int =
         "quality": metric.corpus(texts, references),
         "ci95": [low, high],
         "large_share_of_parts": float(table["large_parts"].sum() / parts) if parts else 0.0,
+        "held_back_share_of_parts": float(table["held_back"].sum() / parts) if parts else 0.0,
         "large_tokens_per_item": float((table["large_prompt_tokens"] + table["large_completion_tokens"]).mean()),
         "thresholds": model.shunt_.thresholds_,
         "alignment": model.alignment_,
@@ -129,5 +130,10 @@ def describe_plus(model, summary: dict | None = None) -> str:
                 f"documents; the large model answered {summary['large_share_of_parts']:.1%} of the parts, "
                 f"{summary['large_calls_per_item']:.2f} calls and {summary['large_tokens_per_item']:.0f} tokens "
                 "per document"
+                + (
+                    f"; the budget kept {summary['held_back_share_of_parts']:.1%} of the parts on the small side"
+                    if summary.get("held_back_share_of_parts")
+                    else ""
+                )
             )
     return "\n".join(lines)

@@ -69,6 +69,7 @@ the open ones (together, one call per document). References are whole documents:
     unit = "sentences"           # or "lines"
     together = true
     context = true
+    # max_cost = 0.0002          # the most the large model may cost per document over a run
 
 Items with several labels (:class:`~datashunt.Subtasks`): a ``[[subtasks]]`` table per label
 column, each its own shunt (``small``, ``params``, ``large`` backend options, ``shunt``

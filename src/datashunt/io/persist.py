@@ -411,7 +411,8 @@ def _load_subtasks(folder: Path, large_options, trust_saved_locations, trusted):
 
 
 SEGMENTS_FILE = "segments.json"  #: what a Segments folder holds beside its shunt's folder
-SEGMENTS_KEYS = {"format", "datashunt_version", "kind", "unit", "together", "context", "alignment"}
+SEGMENTS_OPTIONS = ("unit", "together", "context", "max_cost")  #: Segments' arguments besides its shunt
+SEGMENTS_KEYS = {"format", "datashunt_version", "kind", "alignment", *SEGMENTS_OPTIONS}
 
 
 def _save_segments(model, folder: Path) -> Path:
@@ -420,7 +421,7 @@ def _save_segments(model, folder: Path) -> Path:
     (folder / SUBTASKS_FILE).unlink(missing_ok=True)  # an earlier save of another kind
     save(model.shunt_, folder / "shunt")
     meta = {"format": 1, "datashunt_version": __version__, "kind": "Segments"}
-    meta |= {k: getattr(model, k) for k in ("unit", "together", "context")} | {"alignment": model.alignment_}
+    meta |= {k: getattr(model, k) for k in SEGMENTS_OPTIONS} | {"alignment": model.alignment_}
     (folder / SEGMENTS_FILE).write_text(json.dumps(meta, indent=2))
     return folder
 
@@ -431,18 +432,22 @@ def _load_segments(folder: Path, large_options, trust_saved_locations, trusted):
     path = folder / SEGMENTS_FILE
     meta, fail = _read_json(path), _refuser(path)
     _check_format(meta, path, 1)
+    meta = {"max_cost": None} | meta  # saved before budgets were held
     if set(meta) != SEGMENTS_KEYS or meta["kind"] != "Segments":
         fail(f"the keys must be {sorted(SEGMENTS_KEYS)} (kind Segments), got {short(meta)}")
     if meta["unit"] not in UNITS or type(meta["together"]) is not bool or type(meta["context"]) is not bool:
         fail(f"unit must be one of {UNITS} and together, context true or false, got {short(meta)}")
     if not isinstance(meta["alignment"], dict):
         fail(f"alignment must be a table, got {short(meta['alignment'])}")
+    budget = meta["max_cost"]
+    if budget is not None and (type(budget) not in (int, float) or not budget >= 0):
+        fail(f"max_cost must be a non-negative number or null, got {short(budget)}")
     shunt = load(
         folder / "shunt", large_options=large_options, trust_saved_locations=trust_saved_locations, trusted=trusted
     )
     if shunt.task != "generate":
         fail(f"its shunt is a {type(shunt).__name__}; Segments route parts with a ShuntGenerator")
-    model = Segments(shunt, unit=meta["unit"], together=meta["together"], context=meta["context"])
+    model = Segments(shunt, **{k: meta[k] for k in SEGMENTS_OPTIONS})
     model.shunt_, model.alignment_ = shunt, meta["alignment"]
     return model
 
