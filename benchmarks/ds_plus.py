@@ -33,10 +33,12 @@ description when it translates whole descriptions). Greedy, local.
 - ``ds_item``: Data Shunt on whole descriptions (the paper's unit), the same three stages on whole
   descriptions, calibrated on validation chrF;
 - ``ds_plus``: :class:`~datashunt.Segments`: every part routed on its own (a ShuntGenerator,
-  default policy and score, calibrated on the validation descriptions' aligned parts), the large
-  model asked a description's open parts together in one numbered call, shown what the small side
-  wrote around them; ``ds_plus_one_by_one``: the same, one call per open part;
-  ``ds_plus_sentences``: the same by sentence.
+  default score, calibrated on the validation descriptions' aligned parts for the budget's share of
+  a part), the large model asked a description's open parts together in one numbered call, shown
+  what the small side wrote around them, least sure parts first within the budget per description
+  (``max_cost``: open parts beyond it keep the small side's answer); ``ds_plus_one_by_one``: the
+  same, one call per open part; ``ds_plus_match``: no budget (the default policy);
+  ``ds_plus_sentences``: the same as ``ds_plus`` by sentence.
 
 Reported on the test descriptions: corpus chrF against the whole human translation with a
 bootstrap 95% interval, and the large model's tokens (prompt and completion) per description.
@@ -217,15 +219,16 @@ def segments(args) -> dict:
         parts = table["large_parts"].sum() / table["parts"].sum()
         return figures(table["text"].tolist(), table["large_prompt_tokens"] + table["large_completion_tokens"]) | {
             "large_share_of_parts": float(parts),
+            "held_back_share_of_parts": float(table["held_back"].sum() / table["parts"].sum()),
             "items_asking_large": float((table["large_calls"] > 0).mean()),
             "large_calls_per_item": float(table["large_calls"].mean()),
             "flagged": int(table["flag"].notna().sum()),
             "route_seconds": seconds,
         }
 
-    def fitted(unit: str, **policy) -> tuple[Segments, dict]:
+    def fitted(unit: str, held=None, **policy) -> tuple[Segments, dict]:
         last = part_model(large, 1, unit, TOKEN)
-        plus = Segments(shunt(part_model(small, 2, unit), last, **policy), unit=unit)
+        plus = Segments(shunt(part_model(small, 2, unit), last, **policy), unit=unit, max_cost=held)
         plus.fit(train["text"].tolist(), train["reference"].tolist(), val["text"].tolist(), val["reference"].tolist())
         calibration = plus.shunt_.calibration_
         return plus, {
@@ -269,8 +272,10 @@ def segments(args) -> dict:
     result["ds_item_budget"] = whole(budgeted)[0]
 
     def per_part(unit) -> dict:
-        """The budget per part: a validation description's share over its parts."""
-        return {"policy": "max_cost", "max_cost": budget / np.mean([len(split(d, unit)) for d in val["text"]])}
+        """The budget per part (a validation description's share over its parts) for calibration,
+        held per description when routing."""
+        per_part = budget / np.mean([len(split(d, unit)) for d in val["text"]])
+        return {"policy": "max_cost", "max_cost": per_part, "held": budget}
 
     start = time.perf_counter()
     plus, report = fitted(args.unit, **per_part(args.unit))
