@@ -174,6 +174,11 @@ def test_a_budget_asks_the_least_sure_open_parts_first_and_keeps_the_rest_small(
     whole = Segments(shunt(), max_cost=1.0).fit(DOCS, REFS).route(DOCS)  # room for all three open parts
     assert whole["text"].tolist() == REFS and whole["held_back"].sum() == 0 and whole["cost"].sum() == 3.0
     assert Segments(shunt(), max_cost=0).fit(DOCS, REFS).route(DOCS)["large_calls"].sum() == 0
+    from datashunt.eval.plus import describe_plus, evaluate_segments
+
+    summary, _ = evaluate_segments(model, DOCS, REFS, n_bootstrap=20)
+    assert summary["held_back_share_of_parts"] == 2 / 8 and summary["large_share_of_parts"] == 1 / 8
+    assert "the budget kept 25.0% of the parts on the small side" in describe_plus(model, summary)
 
 
 def test_a_budget_starts_from_the_price_seen_on_validation():
