@@ -199,6 +199,21 @@ def test_ddtp_documents_pair_long_descriptions_by_md5_and_are_kept(tmp_path, mon
         ddtp.documents_task("de", 1, 1, cache_dir=tmp_path / "cache", min_sentences=1)
 
 
+def test_documents_task_grows_its_test_set_without_moving_validation(monkeypatch):
+    from datashunt.io.datasets import ddtp
+
+    docs = pd.DataFrame({"text": [f"d{i}" for i in range(40)], "n_sentences": 3})
+    monkeypatch.setattr(ddtp, "load_documents", lambda lang, cache_dir=None: docs)
+    train, val, test = ddtp.documents_task("de", 10, 5)
+    more_train, more_val, more_test = ddtp.documents_task("de", 10, 5, n_more_test=5)
+    assert (len(train), len(more_train), len(more_test)) == (25, 20, 10)
+    pd.testing.assert_frame_equal(more_val, val)
+    pd.testing.assert_frame_equal(more_test.iloc[:5], test)
+    assert set(more_test["text"][5:]) <= set(train["text"]) - set(more_train["text"])  # drawn out of training
+    with pytest.raises(DataError, match="40 documents cannot give 10 validation and 30 test items"):
+        ddtp.documents_task("de", 10, 5, n_more_test=25)
+
+
 def test_debian_facets_take_each_packages_most_common_value_and_a_split_fixed_by_name():
     from datashunt.io.datasets.debian import facet_split, facet_table
 

@@ -172,6 +172,14 @@ def test_chrf_is_sacrebleus_and_bootstrap_brackets_the_corpus_score():
     assert slow.bootstrap(hyps, refs, n=200) == pytest.approx((low, high))
     with pytest.raises(DataError, match="item 1 has no reference"):
         chrf.corpus(hyps[:2], ["x", None])
+    # paired: the difference of two systems on the same resamples, brackets their corpus difference
+    worse = ["Software", "Spiel", "Bibliothek", "Werkzeug"]
+    low, high = chrf.bootstrap(hyps, refs, n=200, against=worse)
+    assert low <= chrf.corpus(hyps, refs) - chrf.corpus(worse, refs) <= high and low > 0
+    assert slow.bootstrap(hyps, refs, n=200, against=worse) == pytest.approx((low, high))
+    assert chrf.bootstrap(hyps, refs, n=50, against=hyps) == (0.0, 0.0)  # a system against itself
+    with pytest.raises(DataError, match="against has 2 texts for 4 items"):
+        chrf.bootstrap(hyps, refs, against=worse[:2])
     with pytest.raises(ConfigError, match="unknown metric 'meteor'"):
         get_metric("meteor")
 

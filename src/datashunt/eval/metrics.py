@@ -71,21 +71,39 @@ class Metric:
         hyps = _hyps(texts)
         return np.asarray(self.item_fn(hyps, _refs(references, len(hyps))), dtype=float)
 
-    def bootstrap(self, texts, references, n: int = 1000, seed: int = 0) -> tuple[float, float]:
-        """95% interval of the corpus score over items resampled with replacement."""
+    def bootstrap(self, texts, references, n: int = 1000, seed: int = 0, against=None) -> tuple[float, float]:
+        """95% interval of the corpus score over items resampled with replacement; with
+        ``against`` (another system's texts for the same items), of the difference between the two
+        systems' scores, both scored on each resample (paired: is one better than the other?).
+
+        Examples
+        --------
+        >>> chrf = get_metric("chrf")
+        >>> refs = ["ein kleines Haus", "der Hund schläft", "es regnet heute"]
+        >>> low, high = chrf.bootstrap(refs, refs, n=50, against=["ein Haus", "der Hund", "es regnet"])
+        >>> bool(0 < low <= high)
+        True
+        """
         hyps, refs = _hyps(texts), _refs(references, len(texts))
+        others = None if against is None else _hyps(against)
+        if others is not None and len(others) != len(hyps):
+            raise DataError(f"against has {len(others)} texts for {len(hyps)} items")
+        systems = [h for h in (hyps, others) if h is not None]
         rng = np.random.default_rng(seed)
         if self.statistics is not None:
-            stats = np.asarray(self.statistics(hyps, refs), dtype=float)
+            stats = [np.asarray(self.statistics(h, refs), dtype=float) for h in systems]
 
-            def score(idx):
-                return self.from_statistics(stats[idx].sum(axis=0))
+            def score(idx, system):
+                return self.from_statistics(stats[system][idx].sum(axis=0))
         else:
 
-            def score(idx):
-                return self.corpus_fn([hyps[i] for i in idx], [refs[i] for i in idx])
+            def score(idx, system):
+                return self.corpus_fn([systems[system][i] for i in idx], [refs[i] for i in idx])
 
-        scores = [score(rng.integers(0, len(hyps), len(hyps))) for _ in range(n)]
+        scores = []
+        for _ in range(n):
+            idx = rng.integers(0, len(hyps), len(hyps))
+            scores.append(score(idx, 0) - (score(idx, 1) if others is not None else 0.0))
         low, high = np.percentile(scores, [2.5, 97.5])
         return float(low), float(high)
 

@@ -126,16 +126,23 @@ def documents_task(
     min_sentences: int = 3,
     max_sentences: int = 8,
     cache_dir=None,
+    n_more_test: int = 0,
 ):
     """Train, validation and test splits of :func:`load_documents` with ``min_sentences`` to
-    ``max_sentences`` English sentences, drawn at random with ``random_state``; every other
-    document is training data."""
+    ``max_sentences`` English sentences, drawn at random with ``random_state``: the first
+    ``n_test`` of a shuffled order are test data, the next ``n_validation`` validation data, the
+    rest training data. ``n_more_test`` more test documents come from the end of that order (out
+    of the training data), so a test set grows without moving the validation split."""
     docs = load_documents(lang, cache_dir=cache_dir)
     docs = docs[docs["n_sentences"].between(min_sentences, max_sentences)]
-    if n_validation + n_test >= len(docs):
-        raise DataError(f"{len(docs)} documents cannot give {n_validation} validation and {n_test} test items")
+    if n_validation + n_test + n_more_test >= len(docs):
+        raise DataError(
+            f"{len(docs)} documents cannot give {n_validation} validation and {n_test + n_more_test} test items"
+        )
     order = docs.sample(frac=1.0, random_state=random_state).index
-    test, val, train = order[:n_test], order[n_test : n_test + n_validation], order[n_test + n_validation :]
+    end = len(order) - n_more_test
+    test = order[:n_test].append(order[end:])
+    val, train = order[n_test : n_test + n_validation], order[n_test + n_validation : end]
     return tuple(docs.loc[idx].reset_index(drop=True) for idx in (train, val, test))
 
 
