@@ -40,8 +40,12 @@ description when it translates whole descriptions). Greedy, local.
   same, one call per open part; ``ds_plus_match``: no budget (the default policy);
   ``ds_plus_sentences``: the same as ``ds_plus`` by sentence.
 
-Reported on the test descriptions: corpus chrF against the whole human translation with a
-bootstrap 95% interval, and the large model's tokens (prompt and completion) per description.
+Reported on the test descriptions (the ``--n-test`` drawn first and ``--n-more-test`` more from
+the end of the shuffled order, so the test set grew without moving validation): corpus chrF
+against the whole human translation with a bootstrap 95% interval, the large model's tokens
+(prompt and completion) per description, Data Shunt+'s paired interval of its difference from
+``ds_item`` and ``large`` (``minus_ds_item``, ``minus_large``: both scored on the same resamples),
+and the main rows per draw of the test set (``test_batches``).
 
     .venv/bin/python benchmarks/ds_plus.py --seed 0 --part segments
 """
@@ -180,7 +184,9 @@ def segments(args) -> dict:
         f"Translate this Debian package description from English into {language}, keeping its line breaks. "
         f"Answer with the {language} translation only."
     )
-    train, val, test = documents_task(args.lang, args.n_validation, args.n_test, args.seed, 3, 6)
+    train, val, test = documents_task(
+        args.lang, args.n_validation, args.n_test, args.seed, 3, 6, n_more_test=args.n_more_test
+    )
     print(f"descriptions: train {len(train)}, validation {len(val)}, test {len(test)}", flush=True)
     small, large = "qwen2.5-coder-0.5b", args.model
 
@@ -203,21 +209,25 @@ def segments(args) -> dict:
 
     chrf = get_metric("chrf")
     refs = test["reference"].tolist()
+    written = {}  # the test texts of the rows compared at the end
 
-    def figures(texts, large_tokens) -> dict:
+    def figures(texts, large_tokens, row=None) -> dict:
         low, high = chrf.bootstrap(texts, refs, n=args.bootstrap, seed=args.seed)
+        if row:
+            written[row] = list(texts)
         return {
             "quality": chrf.corpus(texts, refs),
             "ci95": [low, high],
             "large_tokens_per_item": float(np.mean(large_tokens)),
         }
 
-    def routed(model: Segments) -> dict:
+    def routed(model: Segments, row=None) -> dict:
         start = time.perf_counter()
         table = model.route(test["text"].tolist())
         seconds = time.perf_counter() - start
         parts = table["large_parts"].sum() / table["parts"].sum()
-        return figures(table["text"].tolist(), table["large_prompt_tokens"] + table["large_completion_tokens"]) | {
+        tokens = table["large_prompt_tokens"] + table["large_completion_tokens"]
+        return figures(table["text"].tolist(), tokens, row) | {
             "large_share_of_parts": float(parts),
             "held_back_share_of_parts": float(table["held_back"].sum() / table["parts"].sum()),
             "items_asking_large": float((table["large_calls"] > 0).mean()),
@@ -244,7 +254,7 @@ def segments(args) -> dict:
     def spent(got) -> np.ndarray:
         return np.asarray(got.prompt_tokens) + np.asarray(got.completion_tokens)
 
-    def whole(item) -> tuple[dict, list]:
+    def whole(item, row=None) -> tuple[dict, list]:
         """Data Shunt on whole descriptions, and every stage's answers on each test description."""
         start = time.perf_counter()
         item.fit(train["text"].tolist(), train["reference"].tolist(), val["text"].tolist(), val["reference"].tolist())
@@ -252,7 +262,7 @@ def segments(args) -> dict:
         seconds = time.perf_counter() - start
         every = item.answers_of_every_stage(test["text"].tolist())  # cached by the route and the calibration
         sent = table["reached"].to_numpy() == len(every) - 1
-        return figures(table["text"].tolist(), np.where(sent, spent(every[-1]), 0)) | {
+        return figures(table["text"].tolist(), np.where(sent, spent(every[-1]), 0), row) | {
             "large_share": float(sent.mean()),
             "thresholds": dict(zip(item.stage_names(), item.thresholds_)),
             "scoring": (item.calibration_.get("scoring") or {}).get("used", "mean_proba"),
@@ -262,8 +272,8 @@ def segments(args) -> dict:
     # Whole descriptions first: what the large model spends per validation description sets the budget.
     result = {}
     item = shunt(doc_model(small), doc_model(large, TOKEN))
-    result["ds_item"], every = whole(item)
-    result["large"] = figures(list(every[-1].text), spent(every[-1]))
+    result["ds_item"], every = whole(item, "ds_item")
+    result["large"] = figures(list(every[-1].text), spent(every[-1]), "large")
     result["small_whole_descriptions"] = figures(list(every[1].text), np.zeros(len(test)))
     on_validation = float(np.mean(spent(item.answers_of_every_stage(val["text"].tolist())[-1])))  # cached
     budget = args.budget * on_validation
@@ -280,7 +290,7 @@ def segments(args) -> dict:
     start = time.perf_counter()
     plus, report = fitted(args.unit, **per_part(args.unit))
     fit_seconds = time.perf_counter() - start
-    result["ds_plus"] = routed(plus) | report | {"fit_seconds": fit_seconds}
+    result["ds_plus"] = routed(plus, "ds_plus") | report | {"fit_seconds": fit_seconds}
     print("ds_plus", json.dumps({k: result["ds_plus"][k] for k in ("quality", "large_tokens_per_item")}), flush=True)
     one = clone(plus).set_params(together=False)
     one.shunt_, one.alignment_ = plus.shunt_, plus.alignment_  # the same calibrated shunt
@@ -302,7 +312,7 @@ def segments(args) -> dict:
 
     memory, model = plus.shunt_.ask_stage(0, flat), plus.shunt_.ask_stage(1, flat)
     sure = memory.confidence >= plus.shunt_.thresholds_[0]
-    result["small"] = figures(joined(np.where(sure, memory.text, model.text)), np.zeros(len(test)))
+    result["small"] = figures(joined(np.where(sure, memory.text, model.text)), np.zeros(len(test)), "small")
     result["small"]["memory_share_of_parts"] = float(sure.mean())
     result["small_model_only"] = figures(joined(model.text), np.zeros(len(test)))
     last = plus.shunt_.ask_stage(2, flat)
@@ -313,6 +323,18 @@ def segments(args) -> dict:
     result["memory_then_large"] = figures(
         joined(np.where(sure, memory.text, last.text)), [sum(next(rest) for _ in doc) for doc in pieces]
     ) | {"large_share_of_parts": float(1 - sure.mean())}
+    for other in ("ds_item", "large"):  # paired: both rows scored on the same resampled descriptions
+        low, high = chrf.bootstrap(written["ds_plus"], refs, n=args.bootstrap, seed=args.seed, against=written[other])
+        result["ds_plus"][f"minus_{other}"] = {
+            "difference": result["ds_plus"]["quality"] - result[other]["quality"],
+            "ci95": [low, high],
+        }
+    batches = {"first": slice(0, args.n_test), "more": slice(args.n_test, len(test))}  # the test set as it grew
+    result["test_batches"] = {
+        batch: {"n": len(refs[rows])} | {row: chrf.corpus(texts[rows], refs[rows]) for row, texts in written.items()}
+        for batch, rows in batches.items()
+        if len(refs[rows])
+    }
     result["n"] = {"train": len(train), "validation": len(val), "test": len(test)}
     result["parts_per_item"] = float(np.mean([len(doc) for doc in pieces]))
     result["unit"] = args.unit
@@ -329,6 +351,12 @@ def main():
     parser.add_argument("--lang", default="de", help="segments: the language translated into")
     parser.add_argument("--n-validation", type=int, default=300, help="segments: validation descriptions")
     parser.add_argument("--n-test", type=int, default=100, help="segments: test descriptions")
+    parser.add_argument(
+        "--n-more-test",
+        type=int,
+        default=100,
+        help="segments: more test descriptions, from the end of the shuffled order (the validation split stays)",
+    )
     parser.add_argument("--unit", default="lines", choices=list(PART), help="segments: the parts routed")
     parser.add_argument(
         "--also-units", nargs="*", default=["sentences"], choices=list(PART), help="segments: other units, one row each"
