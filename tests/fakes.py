@@ -8,16 +8,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from datashunt.backends.base import LargeModel, Scored
+from datashunt.backends.base import LargeModel, RetrievedShots, Scored
 from datashunt.backends.generate.base import Generated, Generator
 from datashunt.exceptions import LargeModelError
 
 
-class FakeLargeModel(LargeModel):
+class FakeLargeModel(RetrievedShots, LargeModel):
     """Answers from a lookup table of item -> label; everything else in the base class is real.
 
     ``accuracy`` < 1 makes it wrong on a fixed, seeded share of items; items in ``fail`` raise a
-    LargeModelError, items in ``off_label`` put almost no probability on any label.
+    LargeModelError, items in ``off_label`` put almost no probability on any label; ``shots``
+    shows retrieved training examples in the prompt, as the chat backends do.
     """
 
     def __init__(
@@ -32,6 +33,7 @@ class FakeLargeModel(LargeModel):
         price=None,
         min_label_mass=0.01,
         seed=0,
+        shots=0,
     ):
         self.truth = truth
         self.accuracy = accuracy
@@ -42,6 +44,7 @@ class FakeLargeModel(LargeModel):
         self.price = price
         self.min_label_mass = min_label_mass
         self.seed = seed
+        self.shots = shots
 
     def identity(self):
         return f"fake:{self.seed}:{self.accuracy}"

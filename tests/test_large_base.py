@@ -183,3 +183,26 @@ def test_a_backend_from_outside_the_package_registers_saves_and_loads(tmp_path, 
     loaded = load(save(shunt, tmp_path / "model"))
     assert type(loaded.large_) is EchoModel
     pd.testing.assert_frame_equal(loaded.route(texts[300:]), shunt.route(texts[300:]))
+
+
+def test_shots_show_the_closest_labelled_training_items_in_the_prompt_never_the_item_itself():
+    train = ["free strategy game", "image editing tool", "free puzzle game", "mail server daemon"]
+    model = FakeLargeModel(TRUTH, shots=2).fit(train, ["games", "graphics", "games", "mail"])
+    model.predict_proba(["free puzzle game"], ["games", "graphics", "mail"])
+    shown = model.last_prompt.split("Solved examples like this one:\n")[1].split("\nText: ")[0]
+    assert "free puzzle game -> games" not in shown  # an item never sees its own answer
+    assert shown.splitlines()[-1] == "free strategy game -> games"  # the most similar last, nearest the item
+    assert len(shown.splitlines()) == 2
+    with pytest.raises(ConfigError, match="shots=2 needs the training pairs"):
+        FakeLargeModel(TRUTH, shots=2).predict_proba(["free puzzle game"], ["games", "mail"])
+
+
+def test_examples_are_part_of_the_cache_key_so_other_training_data_is_asked_again(tmp_path):
+    path = tmp_path / "calls.sqlite"
+    first = FakeLargeModel(TRUTH, shots=1, cache=path).fit(["great movie"], ["positive"])
+    first.predict_proba(["great film"], ["negative", "positive"])
+    second = FakeLargeModel(TRUTH, shots=1, cache=path).fit(["awful movie"], ["negative"])
+    again = second.predict_proba(["great film"], ["negative", "positive"])
+    assert not again.cached.any() and second.calls == 1
+    same = FakeLargeModel(TRUTH, shots=1, cache=path).fit(["great movie"], ["positive"])
+    assert same.predict_proba(["great film"], ["negative", "positive"]).cached.all()

@@ -292,3 +292,23 @@ def test_a_tampered_older_cascade_folder_is_refused_as_before(cascade, answers, 
         ModelFileError, match="stages\\[0\\] must be a classifier or a large model, got kind 'trainable'"
     ):
         load(folder, large_options={"recorded": {"table": str(answers)}})
+
+
+MINE_TINY = {"model": "tiny", "base_url": "http://127.0.0.1:9/v1"}
+
+
+def test_a_shunts_retrieved_examples_survive_save_and_load_and_come_from_the_training_items(tmp_path):
+    texts = [f"{w} package number {i}" for i, w in enumerate(["game", "editor", "daemon", "viewer"] * 10)]
+    y = ["games", "editors", "admin", "graphics"] * 10
+    large = OpenAIChatModel("tiny", base_url="http://127.0.0.1:9/v1", shots=2)
+    shunt = ShuntClassifier(make_small("tfidf"), large, threshold=0.5).fit(texts[:30], y[:30], texts[30:], y[30:])
+    assert sorted(shunt.large_.memory_.texts_) == sorted(texts[:30])  # never the calibration items
+    folder = save(shunt, tmp_path / "model")
+    assert (folder / "stage_1_state.npz").is_file()
+    loaded = load(folder, large_options=MINE_TINY)
+    probe = ["game package number 99"]
+    assert loaded.large_._examples(probe, [None]) == shunt.large_._examples(probe, [None])
+    assert loaded.large_._examples(probe, [None])[0][-1] == ("game package number 0", "games")
+    (folder / "stage_1_state.npz").unlink()
+    with pytest.raises(ModelFileError, match="stage_1_state.npz is missing"):
+        load(folder, large_options=MINE_TINY)

@@ -20,6 +20,7 @@ from scipy.special import logsumexp
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, InvalidParameterError
 
+from ..collab.memory import ExampleMemory, examples_hint, saved_pairs
 from ..core.params import check_params
 from ..exceptions import ConfigError, LargeModelError
 from ..modalities import as_inputs
@@ -216,6 +217,10 @@ class Backend(BaseEstimator, abc.ABC):
         """Restore :meth:`fitted_state`'s arrays, checking them (a saved file is data)."""
         raise NotImplementedError(f"{type(self).__name__} keeps no fitted state")
 
+    def _examples(self, items, problems) -> list:
+        """The solved examples shown with each item (None: none); see :class:`RetrievedShots`."""
+        return [None] * len(items)
+
     def _cache(self) -> CallCache | None:
         cache = getattr(self, "cache", True)
         if cache is False or cache is None:
@@ -301,6 +306,49 @@ class Backend(BaseEstimator, abc.ABC):
             start = stop
 
 
+class RetrievedShots:
+    """For a backend with a ``shots`` parameter: each text item is shown the ``shots`` training
+    pairs most like it (:class:`~datashunt.collab.memory.ExampleMemory`; 0 for none), task
+    knowledge in the prompt with no training. :meth:`fit` keeps the pairs; a saved model keeps
+    them as two string arrays.
+    """
+
+    def fit(self, X, y):
+        """Keep the training pairs to show as examples (``shots > 0``); otherwise nothing to learn.
+
+        ``y`` holds each item's answer: a label word, a reference text, or several references
+        (the first is shown).
+        """
+        if self.shots:
+            self.memory_ = ExampleMemory().fit(X, [a if isinstance(a, str) else next(iter(a), "") for a in y])
+        return self
+
+    def _examples(self, items, problems) -> list:
+        """For each item, its ``shots`` nearest training pairs, the most similar last (nearest the
+        item); None for an item with a problem or that is not text."""
+        if not self.shots:
+            return [None] * len(items)
+        memory = getattr(self, "memory_", None)
+        if memory is None:
+            raise ConfigError(f"shots={self.shots} needs the training pairs: call fit(X, y) first")
+        rows = [i for i, p in enumerate(problems) if p is None and isinstance(items[i], str)]
+        out = [None] * len(items)
+        for i, pairs in zip(rows, memory.nearest([items[i] for i in rows], self.shots) if rows else []):
+            out[i] = pairs[::-1]
+        return out
+
+    def fitted_state(self) -> dict | None:
+        memory = getattr(self, "memory_", None)
+        return None if memory is None else {"example_texts": memory.texts_, "example_answers": memory.answers_}
+
+    def set_fitted_state(self, state: dict):
+        texts, answers = state.get("example_texts"), state.get("example_answers")
+        if not saved_pairs(texts, answers):
+            raise ConfigError("the saved example memory must be two string arrays of equal length")
+        self.memory_ = ExampleMemory().fit(texts, answers)
+        return self
+
+
 class LargeModel(Backend):
     """Base of the large-model backends: the contract every backend fulfils.
 
@@ -348,12 +396,13 @@ class LargeModel(Backend):
         hints = [None] * n if hints is None else list(hints)
         candidates = [None] * n if candidates is None else list(candidates)
         problems = batch.problems or [None] * n
+        examples = self._examples(batch.items, problems)
         prompt = self._prompt()
         cache = self._cache()
         identity = self.identity()
         max_chars = getattr(self, "max_chars", None)
         pending: dict[str, list[Call]] = {}  # one request per distinct prompt, its answer fanned out
-        for i, (item, problem, hint, keep) in enumerate(zip(batch.items, problems, hints, candidates)):
+        for i, (item, problem, hint, keep, shown) in enumerate(zip(batch.items, problems, hints, candidates, examples)):
             if problem is not None:
                 result.error[i] = f"{problem}; not sent"
                 continue
@@ -366,14 +415,15 @@ class LargeModel(Backend):
                 continue
             keep = list(range(k)) if keep is None else list(keep)
             offered = [labels[j] for j in keep]
-            messages = prompt.messages(stand_in, offered, hint, kind.noun)
+            told = "\n".join(filter(None, [examples_hint(shown), hint])) or None
+            messages = prompt.messages(stand_in, offered, told, kind.noun)
             key = call_key(identity, messages, offered)
             hit = _usable(cache.get(key), len(keep)) if cache is not None else None
             if hit is not None:
                 _put(result, i, keep, hit, cached=True)
                 continue
             if key not in pending and not isinstance(stand_in, str):  # the real content, only for calls made
-                messages = prompt.messages(kind.content(item), offered, hint, kind.noun)
+                messages = prompt.messages(kind.content(item), offered, told, kind.noun)
             pending.setdefault(key, []).append(Call(i, key, messages, offered, keep, item, hint))
         self._dispatch(
             pending,

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..exceptions import ConfigError, LargeModelError, ModelFileError, require
 from ..progress import track
-from .base import SHARED_CONSTRAINTS, Call, LargeModel, Scored
+from .base import SHARED_CONSTRAINTS, Call, LargeModel, RetrievedShots, Scored
 from .prompt import surface_forms
 from .weights import DEFAULT_MODEL, MODELS, is_installed, model_path
 
@@ -185,7 +185,7 @@ def next_logprob(llm) -> np.ndarray:
     return log_softmax(logits.astype(np.float64))
 
 
-class LlamaCppModel(LargeModel):
+class LlamaCppModel(RetrievedShots, LargeModel):
     """A GGUF chat model run in-process; a label's probability is the summed next-token
     probability of the first tokens of its surface forms (``positive``, `` Positive``, ...),
     renormalised over the label set.
@@ -213,6 +213,9 @@ class LlamaCppModel(LargeModel):
         label's surface forms' first tokens, and refuses labels that share one; ``whole`` scores
         every surface form token by token (one more evaluation per extra token), so labels such as
         ``very good`` and ``very bad`` can be told apart.
+    shots : int, default=0
+        Solved training examples most like each text shown in its prompt
+        (:class:`~datashunt.backends.base.RetrievedShots`; a shunt gives them when it fits).
     prompt, price, cache, min_label_mass
         See :class:`~datashunt.backends.base.LargeModel`.
     """
@@ -225,6 +228,7 @@ class LlamaCppModel(LargeModel):
         "reuse_prefix": ["boolean"],
         "batch_size": [Interval(Integral, 1, 64, closed="both")],
         "label_scoring": [StrOptions({"first_token", "whole"})],
+        "shots": [Interval(Integral, 0, 64, closed="both")],
         **SHARED_CONSTRAINTS,
     }
 
@@ -237,6 +241,7 @@ class LlamaCppModel(LargeModel):
         reuse_prefix=True,
         batch_size=4,
         label_scoring="first_token",
+        shots=0,
         prompt=None,
         price=None,
         cache=True,
@@ -248,6 +253,7 @@ class LlamaCppModel(LargeModel):
         self.reuse_prefix = reuse_prefix
         self.batch_size = batch_size
         self.label_scoring = label_scoring
+        self.shots = shots
         self.prompt = prompt
         self.price = price
         self.cache = cache

@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from ..core.params import env_name
 from ..exceptions import ConfigError, LargeModelError, require
 from ..progress import track
-from .base import LOGPROB_SLACK, SHARED_CONSTRAINTS, LargeModel, Scored
+from .base import LOGPROB_SLACK, SHARED_CONSTRAINTS, LargeModel, RetrievedShots, Scored
 
 DEFAULT_URL = "https://api.openai.com/v1"
 MAX_TOKENS = 10_000_000  # a token count above this in a response is garbage, not usage
@@ -264,7 +264,7 @@ class OpenAIEndpoint:
             worker.join()
 
 
-class OpenAIChatModel(OpenAIEndpoint, LargeModel):
+class OpenAIChatModel(OpenAIEndpoint, RetrievedShots, LargeModel):
     """A chat model behind an OpenAI-compatible HTTP API, asked for one token with ``top_logprobs``.
 
     Parameters
@@ -295,6 +295,9 @@ class OpenAIChatModel(OpenAIEndpoint, LargeModel):
         validation data as always; reports and the CLI say which mode is in use.
     samples, temperature : int, float
         ``sampled`` only: answers drawn per item, and the sampling temperature.
+    shots : int, default=0
+        Solved training examples most like each text shown in its prompt
+        (:class:`~datashunt.backends.base.RetrievedShots`; a shunt gives them when it fits).
     prompt, price, cache, min_label_mass
         See :class:`~datashunt.backends.base.LargeModel`.
     """
@@ -313,6 +316,7 @@ class OpenAIChatModel(OpenAIEndpoint, LargeModel):
         "scoring": [StrOptions(set(SCORING))],
         "samples": [Interval(Integral, 2, 128, closed="both")],
         "temperature": [Interval(Real, 0, 2, closed="right")],
+        "shots": [Interval(Integral, 0, 64, closed="both")],
         **SHARED_CONSTRAINTS,
     }
 
@@ -330,6 +334,7 @@ class OpenAIChatModel(OpenAIEndpoint, LargeModel):
         scoring="logprobs",
         samples=5,
         temperature=1.0,
+        shots=0,
         prompt=None,
         price=None,
         cache=True,
@@ -346,6 +351,7 @@ class OpenAIChatModel(OpenAIEndpoint, LargeModel):
         self.scoring = scoring
         self.samples = samples
         self.temperature = temperature
+        self.shots = shots
         self.prompt = prompt
         self.price = price
         self.cache = cache

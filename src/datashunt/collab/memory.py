@@ -71,3 +71,18 @@ class ExampleMemory:
             pairs = [(self.texts_[j], self.answers_[j]) for j in row if self.texts_[j] != str(text)]
             out.append([(str(a), str(b)) for a, b in pairs[:k]])
         return out
+
+
+def examples_hint(pairs) -> str | None:
+    """Solved examples as a prompt hint for a model that answers with a label (None: no examples).
+
+    Examples
+    --------
+    >>> print(examples_hint([("vim: text editor", "editors"), ("gimp: image editor", "graphics")]))
+    Solved examples like this one:
+    vim: text editor -> editors
+    gimp: image editor -> graphics
+    """
+    if not pairs:
+        return None
+    return "Solved examples like this one:\n" + "\n".join(f"{text} -> {answer}" for text, answer in pairs)

@@ -16,11 +16,10 @@ from pathlib import PurePath
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from ...collab.memory import ExampleMemory, saved_pairs
 from ...core.params import check_params
 from ...exceptions import ConfigError, LargeModelError
 from ...progress import track
-from ..base import Backend
+from ..base import Backend, RetrievedShots
 from ..cache import call_key
 from ..pricing import Price
 from ..prompt import check_template
@@ -143,7 +142,7 @@ GENERATOR_CONSTRAINTS = {
 }
 
 
-class Generator(Backend):
+class Generator(RetrievedShots, Backend):
     """Base of the generating backends: text for each item, with its tokens' log-probabilities.
 
     Parameters shared by every generator: ``instruction`` (what to do with each item),
@@ -281,36 +280,6 @@ class Generator(Backend):
             ]
         return turns + [{"role": "user", "content": fill(template, self.instruction, text, hint, noun)}]
 
-    # -- task knowledge ------------------------------------------------------------------------
-    def fit(self, X, references):
-        """Keep the training pairs to show as examples (``shots > 0``); otherwise nothing to learn."""
-        if self.shots:
-            self.memory_ = ExampleMemory().fit(X, [_first(r) for r in references])
-        return self
-
-    def _examples(self, items, problems) -> list:
-        if not self.shots:
-            return [None] * len(items)
-        memory = getattr(self, "memory_", None)
-        if memory is None:
-            raise ConfigError(f"shots={self.shots} needs the training pairs: call fit(X, references) first")
-        rows = [i for i, p in enumerate(problems) if p is None and isinstance(items[i], str)]
-        out = [None] * len(items)
-        for i, pairs in zip(rows, memory.nearest([items[i] for i in rows], self.shots) if rows else []):
-            out[i] = pairs[::-1]  # the most similar example last, nearest the item
-        return out
-
-    def fitted_state(self) -> dict | None:
-        memory = getattr(self, "memory_", None)
-        return None if memory is None else {"example_texts": memory.texts_, "example_answers": memory.answers_}
-
-    def set_fitted_state(self, state: dict) -> "Generator":
-        texts, answers = state.get("example_texts"), state.get("example_answers")
-        if not saved_pairs(texts, answers):
-            raise ConfigError("the saved example memory must be two string arrays of equal length")
-        self.memory_ = ExampleMemory().fit(texts, answers)
-        return self
-
     def price_of(self, prompt_tokens, completion_tokens) -> np.ndarray:
         """Uncached price of answers that used these tokens."""
         price = Price.coerce(self.price)
@@ -344,11 +313,6 @@ def cut_at_stop(text: str, stop) -> tuple[str, bool]:
     """
     ends = [text.find(s) for s in stop or () if s and s in text]
     return (text[: min(ends)], True) if ends else (text, False)
-
-
-def _first(reference):
-    """The first reference of an item that has several (captions), or the reference itself."""
-    return reference if isinstance(reference, str) else next(iter(reference), "")
 
 
 def fill(template: str, instruction: str, text, hint, noun: str = "Text"):
