@@ -12,7 +12,13 @@ packages (small) and the local Qwen2.5-Coder-1.5B asked that subtask's question 
   policy on validation exact match;
 - ``ds_plus``: :class:`~datashunt.Subtasks`: each subtask a shunt of its own (the default policy
   and guarantee, calibrated on the validation packages), the LLM asked only the open subtasks and
-  told in its prompt what the small side settled.
+  told in its prompt what the small side settled;
+- ``large_informed``: the LLM on every subtask of every item, with candidate labels from the small
+  model (hard Prompt Pruning over every class: those under a probability of 0.1 dropped, at least
+  two kept) and the ``--shots`` labelled training packages most like the item in its prompt;
+- ``ds_plus_informed``: ``ds_plus`` with that informed LLM and the budget policy (the most
+  accurate δ on validation that asks the LLM about at most ``--informed-budget`` of the items per
+  subtask, guaranteed): where the LLM earns a place, on the items the small model is least sure of.
 
 Reported on the test packages: exact match (every subtask right), macro-F1 per subtask, and the
 LLM's tokens (prompt and completion) per item. Nothing is chosen on the test packages.
@@ -99,8 +105,10 @@ def figures(predicted: dict, truth, tokens) -> dict:
 
 def large_answers(face, texts):
     """The LLM's label and prompt tokens on every text (one call per text, cached; a label is
-    scored from the next token's probabilities, so no completion tokens, as in the route table)."""
-    result = face.large_.predict_proba(list(texts), face.labels_)
+    scored from the next token's probabilities, so no completion tokens, as in the route table),
+    its prompt shaped as the face shapes it (Prompt Pruning's candidates, retrieved examples)."""
+    pruning = face.pruning_.prompt_args(face.small_.predict_proba(texts), face.labels_) if face.pruning_ else {}
+    result = face.large_.predict_proba(list(texts), face.labels_, **pruning)
     label = np.where(result.ok, face.classes_[np.nan_to_num(result.proba, nan=0).argmax(axis=1)], None)
     return label, np.asarray(result.prompt_tokens)
 
@@ -110,25 +118,44 @@ def facets(args) -> dict:
     frame = load_debian_facets(tuple(n for n in names if n != "section"))
     train, val, test = facet_split(frame)
     print(f"packages: train {len(train)}, validation {len(val)}, test {len(test)}", flush=True)
-    faces = [
-        (
-            name,
-            ShuntClassifier(
-                make_small("tfidf", random_state=args.seed),
-                LlamaCppModel(args.model, prompt=QUESTIONS[name]),
-                random_state=args.seed,
-                progress=True,
-            ),
+
+    def subtasks(shots=0, **face) -> Subtasks:
+        return Subtasks(
+            [
+                (
+                    name,
+                    ShuntClassifier(
+                        make_small("tfidf", random_state=args.seed),
+                        LlamaCppModel(args.model, prompt=QUESTIONS[name], shots=shots),
+                        random_state=args.seed,
+                        progress=True,
+                        **face,
+                    ),
+                )
+                for name in names
+            ],
+            context=True,
         )
-        for name in names
-    ]
-    start = time.perf_counter()
-    plus = Subtasks(faces, context=True).fit(train["text"], train[names], val["text"], val[names])
-    fit_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    table = plus.route(test["text"])
-    route_seconds = time.perf_counter() - start
-    fitted = dict(plus.subtasks_)
+
+    def routed(plus: Subtasks) -> tuple[dict, dict]:
+        start = time.perf_counter()
+        plus.fit(train["text"], train[names], val["text"], val[names])
+        fit_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        table = plus.route(test["text"])
+        route_seconds = time.perf_counter() - start
+        fitted = dict(plus.subtasks_)
+        tokens = table["prompt_tokens"].to_numpy() + table["completion_tokens"].to_numpy()
+        return fitted, figures({n: table[n].to_numpy() for n in names}, test, tokens) | {
+            "large_share": {n: float((table[f"route_{n}"] == "large").mean()) for n in names},
+            "items_asking_large": float((table["large_calls"] > 0).mean()),
+            "thresholds": {n: fitted[n].threshold_ for n in names},
+            "scoring": {n: getattr(fitted[n], "scoring_", {"used": "max_proba"})["used"] for n in names},
+            "fit_seconds": fit_seconds,
+            "route_seconds": route_seconds,
+        }
+
+    fitted, plus = routed(subtasks())
     small = {n: fitted[n].small_.predict(test["text"]) for n in names}
     large = {n: large_answers(fitted[n], test["text"]) for n in names}
     result = {
@@ -136,16 +163,18 @@ def facets(args) -> dict:
         "large": figures({n: large[n][0] for n in names}, test, sum(large[n][1] for n in names)),
     }
     result["ds_item"] = whole_items(fitted, names, val, test, large)
-    plus_tokens = table["prompt_tokens"].to_numpy() + table["completion_tokens"].to_numpy()
-    result["ds_plus"] = figures({n: table[n].to_numpy() for n in names}, test, plus_tokens)
-    result["ds_plus"] |= {
-        "large_share": {n: float((table[f"route_{n}"] == "large").mean()) for n in names},
-        "items_asking_large": float((table["large_calls"] > 0).mean()),
-        "thresholds": {n: fitted[n].threshold_ for n in names},
-        "scoring": {n: fitted[n].scoring_["used"] if hasattr(fitted[n], "scoring_") else "max_proba" for n in names},
-        "fit_seconds": fit_seconds,
-        "route_seconds": route_seconds,
-    }
+    result["ds_plus"] = plus
+    informed, result["ds_plus_informed"] = routed(
+        subtasks(
+            shots=args.shots,
+            prompt_pruning="hard",
+            pruning_level=0.0,
+            policy="max_last_rate",
+            max_large_rate=args.informed_budget,
+        )
+    )
+    large = {n: large_answers(informed[n], test["text"]) for n in names}
+    result["large_informed"] = figures({n: large[n][0] for n in names}, test, sum(large[n][1] for n in names))
     result["n"] = {"train": len(train), "validation": len(val), "test": len(test)}
     result["classes"] = {n: fitted[n].classes_.tolist() for n in names}
     return result
@@ -348,6 +377,10 @@ def main():
         "--part", nargs="+", default=["facets", "segments", "finetune"], choices=["facets", "segments", "finetune"]
     )
     parser.add_argument("--model", default="qwen2.5-coder-1.5b", help="the large model")
+    parser.add_argument("--shots", type=int, default=4, help="facets: retrieved examples in the informed LLM's prompt")
+    parser.add_argument(
+        "--informed-budget", type=float, default=0.5, help="facets: the informed rows' largest share asked per subtask"
+    )
     parser.add_argument("--lang", default="de", help="segments: the language translated into")
     parser.add_argument("--n-validation", type=int, default=300, help="segments: validation descriptions")
     parser.add_argument("--n-test", type=int, default=100, help="segments: test descriptions")
