@@ -113,8 +113,9 @@ def test_whole_labels_tell_apart_labels_that_share_a_first_token(tiny_path):
 
 def test_whole_labels_nearly_agree_with_first_tokens_where_labels_are_one_token(tiny_path):
     """Only rare surface forms (upper case) take more than one token; there the whole form is
-    less probable than its first token alone, so the two agree closely but not exactly."""
-    first = LlamaCppModel(str(tiny_path), cache=False).predict_proba(TEXTS, LABELS)
+    less probable than its first token alone, so the two agree closely but not exactly. Both are
+    evaluated one prompt at a time: batches round differently (tested on their own below)."""
+    first = LlamaCppModel(str(tiny_path), cache=False, batch_size=1).predict_proba(TEXTS, LABELS)
     whole = LlamaCppModel(str(tiny_path), cache=False, label_scoring="whole").predict_proba(TEXTS, LABELS)
     np.testing.assert_allclose(whole.proba, first.proba, atol=0.01)
     assert (whole.proba.argmax(axis=1) == first.proba.argmax(axis=1)).all()
