@@ -312,3 +312,13 @@ def test_a_shunts_retrieved_examples_survive_save_and_load_and_come_from_the_tra
     (folder / "stage_1_state.npz").unlink()
     with pytest.raises(ModelFileError, match="stage_1_state.npz is missing"):
         load(folder, large_options=MINE_TINY)
+
+
+def test_a_tampered_example_memory_is_refused_with_its_reason(tmp_path):
+    texts = [f"{w} package number {i}" for i, w in enumerate(["game", "editor"] * 10)]
+    large = OpenAIChatModel("tiny", base_url="http://127.0.0.1:9/v1", shots=1)
+    shunt = ShuntClassifier(make_small("tfidf"), large, threshold=0.5).fit(texts, ["games", "editors"] * 10)
+    folder = save(shunt, tmp_path / "model")
+    np.savez(folder / "stage_1_state.npz", example_texts=np.arange(3), example_answers=np.array(["a", "b"]))
+    with pytest.raises(ModelFileError, match="the saved example memory must be two string arrays of equal length"):
+        load(folder, large_options=MINE_TINY)
