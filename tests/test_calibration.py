@@ -106,3 +106,60 @@ def test_choose_bad_arguments_raise(policy, kwargs, message):
 def test_sweep_on_empty_validation_raises():
     with pytest.raises(ConfigError, match="empty validation"):
         sweep(np.array([]), np.zeros((0, 2), bool))
+
+
+def noisy_gain(n=1000):
+    """Confidences 0..1; on the 100 least confident items the large model is right and the small
+    one wrong (a clear gain); on the next 200 they disagree in turn, the large model ahead by 8 at
+    the end (a gain validation noise explains); elsewhere both are right."""
+    c = np.linspace(0, 1, n)
+    small, large = np.ones(n, bool), np.ones(n, bool)
+    small[:100] = False
+    band = np.arange(100, 300)
+    small[band[:192]] = np.arange(192) % 2 == 0  # lose, win, lose, win ...
+    large[band[:192]] = ~small[band[:192]]
+    small[band[192:]] = False
+    return c, small, large
+
+
+def test_the_budget_noise_guard_buys_only_gains_noise_cannot_explain():
+    from datashunt.core.calibration import fewest_within_noise
+    from datashunt.core.guarantee import choose_guaranteed, guaranteed_budget
+
+    c, small, large = noisy_gain()
+    table = threshold_sweep(c, small, large)
+    best = choose(table, "max_last_rate", max_last_rate=0.5)
+    assert table.iloc[best.row].n_last == 300  # the most accurate within budget takes the noisy band too
+    row = fewest_within_noise(table["threshold_1"], best.row, c, large.astype(float) - small, 1.0)
+    sent = int(table.iloc[row].n_last)
+    assert 90 <= sent <= 100  # the clear gain is bought, the noise is not
+    gap = table.iloc[best.row].accuracy - table.iloc[row].accuracy
+    between = slice(sent, 300)
+    d = large[between].astype(float) - small[between]
+    assert gap == pytest.approx(d.sum() / 1000) and gap <= np.sqrt(((d**2).sum() / 1000 - gap**2) / 1000)
+    assert fewest_within_noise(table["threshold_1"], best.row, c, large.astype(float) - small, 0.0) == best.row
+    # the guaranteed budget: the same rule over its certified candidates
+    plain = guaranteed_budget(c, small, large, max_large_rate=0.5, alpha=0.1)
+    guarded = guaranteed_budget(c, small, large, max_large_rate=0.5, alpha=0.1, budget_z=1.0)
+    assert plain.large_rate >= 0.3 and 0.09 <= guarded.large_rate <= 0.1  # ties: plain sends most
+    choice = choose_guaranteed(c, small, large, "max_large_rate", confidence_level=0.9, max_large_rate=0.5, budget_z=1)
+    assert choice.threshold == guarded.threshold and choice.goal.endswith("gain clears 1 standard errors")
+
+
+def test_a_sampled_budget_counts_the_sample_in_its_noise():
+    from datashunt.core.calibration import fewest_within_noise
+    from datashunt.core.stratified import budget_limit, choose_budget, sample_calls
+
+    c, small, large = noisy_gain()
+    top = budget_limit(c, max_large_rate=0.5, alpha=0.1)
+    every = sample_calls(c, below=top, random_state=0)
+    exact = choose_budget(c, small, every, large[every], max_large_rate=0.5, alpha=0.1, budget_z=1.0)
+    assert 0.09 <= exact.large_rate <= 0.1  # every item below the budget asked: the exact rule
+    few = sample_calls(c, 120, below=top, random_state=0)
+    sampled = choose_budget(c, small, few, large[few], max_large_rate=0.5, alpha=0.1, budget_z=1.0)
+    assert sampled.large_rate <= choose_budget(c, small, few, large[few], max_large_rate=0.5, alpha=0.1).large_rate
+    # a sample's own variance widens the noise: an equal gain counts for less than on every item
+    thresholds, gain = np.array([0.1, 0.3]), large.astype(float) - small
+    whole = fewest_within_noise(thresholds, 1, c, gain, 1.0)
+    half = np.arange(0, 1000, 2)
+    assert fewest_within_noise(thresholds, 1, c[half], gain[half], 1.0, n=1000, band=1000) <= whole

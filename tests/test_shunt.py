@@ -230,3 +230,17 @@ def test_an_infinite_threshold_sends_everything_to_the_large_model(sentiment, or
     texts, labels = sentiment
     shunt = make_shunt(oracle, threshold=float("inf")).fit(texts[:400], labels[:400])
     assert (shunt.route(texts[400:450])["route"] == "large").all()
+
+
+@pytest.mark.parametrize("confidence_level", [None, 0.9])
+def test_a_budget_guarded_against_noise_sends_no_more_than_the_plain_budget(sentiment, confidence_level):
+    texts, labels = sentiment
+    large = FakeLargeModel(dict(zip(texts, labels)), accuracy=0.7)  # helps on some items, hurts on others
+    common = dict(policy="max_last_rate", max_large_rate=0.6, confidence_level=confidence_level, confidence="max_proba")
+    plain = make_shunt(large, **common).fit(texts[:400], labels[:400])
+    guarded = make_shunt(large, budget_z=1.0, **common).fit(texts[:400], labels[:400])
+    assert guarded.threshold_ <= plain.threshold_
+    assert guarded.calibration_["large_rate"] <= plain.calibration_["large_rate"] <= 0.6
+    assert guarded.calibration_["goal"].endswith("a larger share only where its gain clears 1 standard errors")
+    with pytest.raises(ValueError, match="budget_z"):
+        make_shunt(large, budget_z=-1, **common).fit(texts[:400], labels[:400])

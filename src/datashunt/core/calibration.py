@@ -198,6 +198,47 @@ def choose(
     return Choice(float(table["threshold_1"].iloc[row]), row, goal, met)
 
 
+def fewest_within_noise(thresholds, best: int, confidence, gain, z: float, *, n: int | None = None, band=None) -> int:
+    """The one-standard-error rule for a budget: of ``thresholds`` (ascending: fewest items sent
+    first) up to ``thresholds[best]``, the first whose validation accuracy trails the best one's by
+    at most ``z`` standard errors of their paired difference, so that calls whose gain validation
+    noise could explain are not spent.
+
+    ``confidence`` and ``gain`` (the large model's correctness minus the small model's) are given
+    for the items whose large answer is known: every one of the ``n`` validation items (the
+    default), or a simple random sample of the ``band`` items below the highest threshold, each
+    standing for ``band / len(gain)`` of them (the sampling variance is then added). Moving δ
+    from ``thresholds[j]`` to ``thresholds[best]`` sends the items in between on; their gains are
+    the paired difference.
+
+    Examples
+    --------
+    >>> c = np.linspace(0, 1, 100)
+    >>> gain = np.r_[np.ones(10), np.tile([1, -1], 10), np.zeros(70)]  # a clear gain, then noise
+    >>> int(fewest_within_noise(np.array([0.0, 0.1, 0.3]), 2, c, gain, 1.0))  # 0.1 sends 10 items
+    1
+    """
+    thresholds, c, gain = (np.asarray(a, dtype=float).ravel() for a in (thresholds, confidence, gain))
+    m = len(c)
+    n = m if n is None else int(n)
+    band = m if band is None else int(band)
+    order = np.argsort(c, kind="stable")
+    first, second = np.r_[0.0, np.cumsum(gain[order])], np.r_[0.0, np.cumsum(gain[order] ** 2)]
+    sent = np.searchsorted(c[order], thresholds[: best + 1], side="left")  # known items under each δ
+    s1, s2 = first[sent[best]] - first[sent], second[sent[best]] - second[sent]
+    weight = band / max(m, 1)
+    diff = weight * s1 / n
+    variance = np.clip(weight * s2 / n - diff**2, 0.0, None) / n
+    if 1 < m < band:  # a sample: its own variance, with the finite-population correction
+        variance += (band / n) ** 2 * np.clip(s2 - s1**2 / m, 0.0, None) / (m - 1) / m * (1 - m / band)
+    return int(np.flatnonzero(diff <= z * np.sqrt(variance) + 1e-12)[0])
+
+
+def noise_clause(budget_z: float) -> str:
+    """How a goal names :func:`fewest_within_noise`'s guard (nothing when it is off)."""
+    return f"; a larger share only where its gain clears {budget_z:g} standard errors" if budget_z else ""
+
+
 def per_class_thresholds(
     confidence, predicted, small_correct, large_correct, n_classes: int, min_accuracy: float
 ) -> tuple[np.ndarray, bool]:

@@ -34,7 +34,7 @@ import numpy as np
 from scipy.stats import beta
 
 from ..exceptions import CalibrationWarning, ConfigError
-from .calibration import THRESHOLD_POLICIES, Choice
+from .calibration import THRESHOLD_POLICIES, Choice, fewest_within_noise, noise_clause
 from .policies import ALIASES, MATCH_LAST, MAX_LAST_RATE, TARGET, canonical
 
 SHARE_FOR_RATIO = 0.9  # of alpha: spent on the share of losses among the disagreements; the rest on their rate
@@ -205,13 +205,22 @@ def guaranteed_target(
 
 
 def guaranteed_budget(
-    confidence, small_correct, large_correct, *, max_large_rate: float, alpha: float = 0.1, n_candidates: int = 50
+    confidence,
+    small_correct,
+    large_correct,
+    *,
+    max_large_rate: float,
+    alpha: float = 0.1,
+    n_candidates: int = 50,
+    budget_z: float = 0.0,
 ) -> Guaranteed:
     """The most accurate δ (on validation) among those whose share of items sent to the large
     model stays within ``max_large_rate`` on new data, with probability ``1 - alpha``.
 
     Candidates are tested from nothing-to-the-large-model up, each by the exact upper confidence
-    bound of its share; δ = -inf (nothing sent) when none passes.
+    bound of its share; δ = -inf (nothing sent) when none passes. ``budget_z`` > 0 then takes the
+    one sending fewest whose accuracy is within that many standard errors of the most accurate
+    (:func:`~datashunt.core.calibration.fewest_within_noise`).
 
     Examples
     --------
@@ -230,6 +239,9 @@ def guaranteed_budget(
     sent = c[None, :] < candidates[:n_ok, None]
     right = np.where(sent, large_correct[None, :], small_correct[None, :]).sum(axis=1)
     best = int(np.flatnonzero(right == right.max())[-1])  # ties: the one sending most, still within budget
+    if budget_z:
+        gain = large_correct.astype(float) - small_correct
+        best = fewest_within_noise(candidates[:n_ok], best, c, gain, budget_z)
     return Guaranteed(float(candidates[best]), float(sent[best].mean()), n_ok, candidates)
 
 
@@ -309,11 +321,13 @@ def choose_guaranteed(
     tolerance: float = 0.0,
     max_large_rate=None,
     target_accuracy=None,
+    budget_z: float = 0.0,
 ):
     """δ for a shunt policy with a guarantee at ``confidence_level``, as a :class:`~datashunt.core.calibration.Choice`.
 
     ``row`` is -1 (the guaranteed thresholds are quantiles of the confidences, not sweep rows);
-    ``met`` is False, with a warning, when no candidate could be certified.
+    ``met`` is False, with a warning, when no candidate could be certified. ``budget_z``: see
+    :func:`guaranteed_budget`.
     """
     alpha = 1 - confidence_level
     level = f"with probability >= {confidence_level:g} (Learn then Test)"
@@ -324,8 +338,10 @@ def choose_guaranteed(
     elif policy == MAX_LAST_RATE:
         if max_large_rate is None or not 0.0 <= max_large_rate <= 1.0:
             raise ConfigError(f"policy 'max_large_rate' needs max_large_rate in [0, 1], got {max_large_rate!r}")
-        found = guaranteed_budget(confidence, small_correct, large_correct, max_large_rate=max_large_rate, alpha=alpha)
-        goal = f"large-call rate <= {max_large_rate:.4f} {level}"
+        found = guaranteed_budget(
+            confidence, small_correct, large_correct, max_large_rate=max_large_rate, alpha=alpha, budget_z=budget_z
+        )
+        goal = f"large-call rate <= {max_large_rate:.4f} {level}{noise_clause(budget_z)}"
     else:
         if target_accuracy is None or not 0.0 <= target_accuracy <= 1.0:
             raise ConfigError(f"policy 'target_accuracy' needs target_accuracy in [0, 1], got {target_accuracy!r}")

@@ -44,7 +44,7 @@ import pandas as pd
 from scipy.stats import beta, hypergeom
 
 from ..exceptions import ConfigError
-from .calibration import Choice, sweep
+from .calibration import Choice, fewest_within_noise, noise_clause, sweep
 from .guarantee import (
     Guaranteed,
     _candidates,
@@ -338,10 +338,12 @@ def certify_target(confidence, small_correct, asked, large_correct_asked, *, tar
 
 
 def choose_budget(
-    confidence, small_correct, asked, large_correct_asked, *, max_large_rate: float, alpha: float
+    confidence, small_correct, asked, large_correct_asked, *, max_large_rate: float, alpha: float, budget_z: float = 0.0
 ) -> Guaranteed:
     """The δ with the best estimated accuracy among those whose share of items sent stays within
-    ``max_large_rate`` with probability ``1 - alpha``.
+    ``max_large_rate`` with probability ``1 - alpha`` (with ``budget_z`` > 0, the one sending
+    fewest within that many standard errors of it:
+    :func:`~datashunt.core.calibration.fewest_within_noise`, the sample's variance counted).
 
     The share sent depends on the small model's confidence alone, so it is certified on every pool
     item (:func:`~datashunt.core.guarantee.guaranteed_budget`'s exact bound) with no large call;
@@ -370,6 +372,9 @@ def choose_budget(
     # accuracy over the band below the top, relative to keeping all of it: what sending gains there
     gain = np.array([((large_ok - right[asked]) * (c[asked] < d)).sum() * weight for d in passing])
     best = int(np.flatnonzero(gain >= gain.max() - 1e-12)[-1])  # ties: the one sending most
+    if budget_z:
+        band = int((c < top).sum())
+        best = fewest_within_noise(passing, best, c[asked], large_ok - right[asked], budget_z, n=len(c), band=band)
     return Guaranteed(float(passing[best]), float(np.mean(c < passing[best])), len(passing), candidates)
 
 
@@ -511,11 +516,12 @@ def choose_stratified(
     tolerance: float = 0.0,
     max_large_rate=None,
     target_accuracy=None,
+    budget_z: float = 0.0,
 ):
     """δ for a guaranteed shunt ``policy`` from every label and the answers :func:`calls_for` asked
     for, as a :class:`~datashunt.core.calibration.Choice` (``met`` False, with a warning, when no
     threshold is certified); its ``sweep`` estimate comes from :func:`estimated_sweep` or
-    :func:`sampled_sweep`."""
+    :func:`sampled_sweep`. ``budget_z``: see :func:`choose_budget`."""
     alpha = 1 - confidence_level
     level = f"with probability >= {confidence_level:g} (Learn then Test)"
     n = len(np.ravel(confidence))
@@ -535,9 +541,15 @@ def choose_stratified(
         goal = f"accuracy >= {target_accuracy:.4f} {level}"
     else:
         found = choose_budget(
-            confidence, small_correct, calls, large_correct_asked, max_large_rate=max_large_rate, alpha=alpha
+            confidence,
+            small_correct,
+            calls,
+            large_correct_asked,
+            max_large_rate=max_large_rate,
+            alpha=alpha,
+            budget_z=budget_z,
         )
-        goal = f"large-call rate <= {max_large_rate:.4f} {level}"
+        goal = f"large-call rate <= {max_large_rate:.4f} {level}{noise_clause(budget_z)}"
     if not found.n_certified:
         warn_uncertified(goal, n, found.threshold, floor, tolerance, confidence_level)
     return Choice(found.threshold, -1, goal, found.n_certified > 0)

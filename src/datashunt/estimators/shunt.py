@@ -1,5 +1,6 @@
 """ShuntClassifier: the small model answers what it is sure of, the large model the rest."""
 
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -13,13 +14,13 @@ from ..collab.distill import learn, two_stage_targets
 from ..collab.pruning import MODES, Pruning, class_report
 from ..core import drift
 from ..core.answers import Answers, require_answers
-from ..core.calibration import THRESHOLD_POLICIES, choose, known, sweep
+from ..core.calibration import THRESHOLD_POLICIES, choose, fewest_within_noise, known, noise_clause, sweep
 from ..core.confidence import MEASURES, get_measure, max_proba
 from ..core.deciding import keeps
 from ..core.guarantee import choose_guaranteed
 from ..core.inputs import check_targets, require_valid, training_sets
 from ..core.params import check_params
-from ..core.policies import ALIASES, MATCH_LAST, canonical
+from ..core.policies import ALIASES, MATCH_LAST, MAX_LAST_RATE, canonical
 from ..core.routes import LARGE, SMALL
 from ..core.stratified import (
     CallPlan,
@@ -61,6 +62,13 @@ class ShuntClassifier(ClassifierMixin, Engine):
         ``match_last`` without ``confidence_level`` only: by how many standard errors of the
         paired validation gap the shunt must lead the large model, so that a lead within
         validation noise does not count (a guard, not a guarantee).
+    budget_z : float, default=0.0
+        ``max_last_rate`` only: a larger share of items sent is taken only where its validation
+        gain over the share sending fewest clears this many standard errors of their paired
+        difference (the one-standard-error rule at 1.0:
+        :func:`~datashunt.core.calibration.fewest_within_noise`), so that calls whose gain
+        validation noise could explain are not spent; 0 takes the most accurate share within the
+        budget.
     tolerance : float, default=0.01
         ``match_last`` only: how far below the large model's accuracy the shunt may be (ε).
     confidence_level : float or None, default=0.9
@@ -164,6 +172,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         "max_large_rate": [Interval(Real, 0, 1, closed="both"), None],
         "target_accuracy": [Interval(Real, 0, 1, closed="both"), None],
         "match_z": [Interval(Real, 0, None, closed="left")],
+        "budget_z": [Interval(Real, 0, None, closed="left")],
         "tolerance": [Interval(Real, 0, 1, closed="left")],
         "confidence_level": [Interval(Real, 0, 1, closed="neither"), None],
         "confidence": [StrOptions(set(MEASURES) | {LEARNED, AUTO}), callable],
@@ -190,6 +199,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         max_large_rate=None,
         target_accuracy=None,
         match_z=2.0,
+        budget_z=0.0,
         tolerance=0.01,
         confidence_level=0.9,
         confidence="auto",
@@ -212,6 +222,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
         self.max_large_rate = max_large_rate
         self.target_accuracy = target_accuracy
         self.match_z = match_z
+        self.budget_z = budget_z
         self.tolerance = tolerance
         self.confidence_level = confidence_level
         self.confidence = confidence
@@ -338,6 +349,12 @@ class ShuntClassifier(ClassifierMixin, Engine):
                 match_z=self.match_z,
                 tolerance=self.tolerance,
             )
+            if canonical(self.policy) == MAX_LAST_RATE and self.budget_z:
+                thresholds = self.sweep_["threshold_1"].to_numpy()
+                gain = large_ok.astype(float) - small_ok
+                row = fewest_within_noise(thresholds, choice.row, small.confidence, gain, self.budget_z)
+                goal = choice.goal + noise_clause(self.budget_z)
+                choice = replace(choice, threshold=float(thresholds[row]), row=row, goal=goal)
         else:
             choice = choose_guaranteed(
                 small.confidence,
@@ -348,6 +365,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
                 tolerance=self.tolerance,
                 max_large_rate=self.max_large_rate,
                 target_accuracy=self.target_accuracy,
+                budget_z=self.budget_z,
             )
         self.threshold_ = choice.threshold
         kept = keeps(small.confidence, self.threshold_)
@@ -416,6 +434,7 @@ class ShuntClassifier(ClassifierMixin, Engine):
             tolerance=self.tolerance,
             max_large_rate=self.max_large_rate,
             target_accuracy=self.target_accuracy,
+            budget_z=self.budget_z,
         )
         self.threshold_ = choice.threshold
         kept = keeps(confidence, self.threshold_)
