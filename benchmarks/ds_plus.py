@@ -18,7 +18,10 @@ packages (small) and the local Qwen2.5-Coder-1.5B asked that subtask's question 
   two kept) and the ``--shots`` labelled training packages most like the item in its prompt;
 - ``ds_plus_informed``: ``ds_plus`` with that informed LLM and the budget policy (the most
   accurate δ on validation that asks the LLM about at most ``--informed-budget`` of the items per
-  subtask, guaranteed): where the LLM earns a place, on the items the small model is least sure of.
+  subtask, guaranteed): where the LLM earns a place, on the items the small model is least sure of;
+  ``ds_plus_informed_guarded``: the same with ``budget_z`` (``--budget-z`` standard errors, the
+  one-standard-error rule by default): a larger share asked only where its validation gain clears
+  the noise.
 
 Reported on the test packages: exact match (every subtask right), macro-F1 per subtask, and the
 LLM's tokens (prompt and completion) per item. Nothing is chosen on the test packages.
@@ -175,6 +178,16 @@ def facets(args) -> dict:
     )
     large = {n: large_answers(informed[n], test["text"]) for n in names}
     result["large_informed"] = figures({n: large[n][0] for n in names}, test, sum(large[n][1] for n in names))
+    _, result["ds_plus_informed_guarded"] = routed(
+        subtasks(
+            shots=args.shots,
+            prompt_pruning="hard",
+            pruning_level=0.0,
+            policy="max_last_rate",
+            max_large_rate=args.informed_budget,
+            budget_z=args.budget_z,
+        )
+    )
     result["n"] = {"train": len(train), "validation": len(val), "test": len(test)}
     result["classes"] = {n: fitted[n].classes_.tolist() for n in names}
     return result
@@ -381,6 +394,9 @@ def main():
     parser.add_argument(
         "--informed-budget", type=float, default=0.5, help="facets: the informed rows' largest share asked per subtask"
     )
+    parser.add_argument(
+        "--budget-z", type=float, default=1.0, help="facets: the guarded informed row's noise guard (standard errors)"
+    )
     parser.add_argument("--lang", default="de", help="segments: the language translated into")
     parser.add_argument("--n-validation", type=int, default=300, help="segments: validation descriptions")
     parser.add_argument("--n-test", type=int, default=100, help="segments: test descriptions")
@@ -399,7 +415,12 @@ def main():
     )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--finetune-tasks", nargs="+", default=list(finetune.TASKS), choices=list(finetune.TASKS))
-    parser.add_argument("--lora-model", default="qwen2.5-coder-0.5b", help="finetune: the LLM given LoRA adapters")
+    parser.add_argument(
+        "--lora-model",
+        nargs="+",
+        default=["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"],
+        help="finetune: the LLMs given LoRA adapters, each on its own (the first is reported as lora)",
+    )
     parser.add_argument("--lora-train", type=int, default=512, help="finetune: training items the LoRA run sees")
     parser.add_argument("--lora-epochs", type=int, default=1)
     parser.add_argument("--image-epochs", type=int, default=6)

@@ -3,8 +3,9 @@
 (fine-tuned), or to a small model that works with the frozen large model (Data Shunt).
 
 - ``movies``: the main job's task and split (VADER movie sentences, 300 test, 2,000 validation,
-  the rest training; seed 0). Fine-tuned: Qwen2.5-Coder-0.5B, loaded by transformers from the
-  GGUF file the project installs, with LoRA adapters (peft; rank 8 on the attention projections)
+  the rest training; seed 0). Fine-tuned: each ``--lora-model`` (the large model itself,
+  Qwen2.5-Coder-1.5B, first: ``lora``; every one in ``lora_by_model``), loaded by transformers from
+  the GGUF file the project installs, with LoRA adapters (peft; rank 8 on the attention projections)
   and a classification head, trained on ``--lora-train`` training sentences for ``--lora-epochs``
   epochs. Data Shunt: the main job (MiniLM trained on every training sentence, the frozen
   Qwen2.5-Coder-1.5B, δ certified on the validation sentences with at most 400 LLM calls), and the
@@ -158,9 +159,13 @@ def text_task(name, args, X, y, X_val, y_val, X_test, y_test, small: str, instru
     rng = np.random.default_rng(args.seed)
     seen = rng.choice(len(X), min(args.lora_train, len(X)), replace=False)
     X_seen, y_seen = [X[i] for i in seen], np.asarray(y)[seen]
-    lora = LoraClassifier(args.lora_model, instruction, epochs=args.lora_epochs, seed=args.seed).fit(X_seen, y_seen)
-    result = {"lora": lora_figures(lora, X_test, y_test) | {"n_train": len(seen)}}
-    print(name, "lora", json.dumps({k: result["lora"][k] for k in ("accuracy", "train_seconds")}), flush=True)
+    by_model = {}
+    for model in args.lora_model:
+        lora = LoraClassifier(model, instruction, epochs=args.lora_epochs, seed=args.seed).fit(X_seen, y_seen)
+        by_model[model] = lora_figures(lora, X_test, y_test) | {"n_train": len(seen)}
+        print(name, model, json.dumps({k: by_model[model][k] for k in ("accuracy", "train_seconds")}), flush=True)
+        del lora  # one LLM in memory at a time
+    result = {"lora": by_model[args.lora_model[0]], "lora_by_model": by_model}
     large = LlamaCppModel(args.model, prompt=instruction)
     shunt, seconds = fitted_shunt(
         make_small(small, random_state=args.seed), large, X, y, X_val, y_val, args.seed, **shunt_params

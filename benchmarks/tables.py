@@ -439,12 +439,17 @@ def facets_table(result: dict) -> str:
     labels = {
         "small": "small only (TF-IDF per subtask)",
         "large": "large only (Qwen2.5-Coder-1.5B, zero-shot)",
+        "large_informed": "large only, informed (candidates from the small model, retrieved examples)",
         "ds_item": "Data Shunt on whole items",
-        "ds_plus": "Data Shunt+ (Subtasks, context)",
+        "ds_plus": "Data Shunt+ (Subtasks, context; default policy)",
+        "ds_plus_informed": "Data Shunt+ with the informed LLM (budget policy)",
+        "ds_plus_informed_guarded": "Data Shunt+ with the informed LLM (budget policy, noise guard)",
     }
     for key, label in labels.items():
+        if key not in facets:
+            continue
         row = facets[key]
-        asked = {"small": "0%", "large": "100%"}.get(key)
+        asked = {"small": "0%", "large": "100%", "large_informed": "100%"}.get(key)
         if asked is None:
             asked = _share(row["large_share"] if key == "ds_item" else row["items_asking_large"])
         lines.append(
@@ -512,11 +517,12 @@ def finetune_table(result: dict) -> str:
     for task, entry in result["finetune"].items():
         if not isinstance(entry, dict) or "lora" not in entry:
             continue
-        rows = {"lora": entry["lora"].get("model", "fine-tuned"), "ds_plus": "Data Shunt (frozen large model)"}
+        tuned = list(entry.get("lora_by_model", {"lora": entry["lora"]}).values())
+        rows = [(row, row.get("model", "fine-tuned")) for row in tuned]
+        rows.append((entry["ds_plus"], "Data Shunt (frozen large model)"))
         if "ds_plus_same_data" in entry:
-            rows["ds_plus_same_data"] = "Data Shunt, small model on the fine-tune's items only"
-        for key, label in rows.items():
-            row = entry[key]
+            rows.append((entry["ds_plus_same_data"], "Data Shunt, small model on the fine-tune's items only"))
+        for row, label in rows:
             tokens = row.get("large_tokens_per_item")
             lines.append(
                 f"| {task} | {label} | {row['accuracy']:.4f} | {_count(row.get('n_train'))} | "
