@@ -122,6 +122,8 @@ dir = "{tmp_path / "out"}"
     assert report["summary"]["large_share_of_parts"] == 3 / 8 and report["summary"]["large_calls_per_item"] == 2 / 3
     routes = pd.read_csv(tmp_path / "out" / "routes.csv")
     assert routes["route"].tolist() == ["large", "large", "small"]
+    served = runner.invoke(app, ["serve", str(tmp_path / "out" / "model"), "--config", str(tmp_path / "run.toml")])
+    assert served.exit_code != 0 and "holds Segments, which the service does not serve yet" in served.output
 
 
 def test_data_shunt_plus_configs_are_checked():

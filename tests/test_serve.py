@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from fakes import EndlessStreamServer, FakeOpenAIServer
 
-from datashunt import ShuntGenerator
+from datashunt import ShuntGenerator, Subtasks
 from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
 from datashunt.backends.replay import ReplayModel
 from datashunt.estimators.shunt import ShuntClassifier
@@ -167,6 +167,33 @@ def test_metrics_count_requests_routes_and_cost(shunt, sentiment):
     value = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line[:1] != "#"}
     assert value["datashunt_cost_total"] == pytest.approx(body["usage"]["cost"]) and body["usage"]["cost"] > 0
     assert 'datashunt_request_seconds_bucket{endpoint="/v1/classify",le="60.0"} 1.0' in metrics
+
+
+def test_subtasks_are_served_with_a_route_per_subtask_and_counted_per_call():
+    from fakes import FakeLargeModel
+    from test_subtasks import packages
+
+    texts, labels, _ = packages()
+    faces = []
+    for name, threshold in (("section", 0.0), ("interface", 1.1)):  # the section settled, the interface asked
+        large = FakeLargeModel(dict(zip(texts, labels[name])), cache=True, fail=tuple(texts[250:253]))
+        faces.append((name, ShuntClassifier(make_small("tfidf"), large, threshold=threshold)))
+    model = Subtasks(faces).fit(texts[:250], labels[:250])
+    items = texts[250:260] + [""]
+    with running(create_app(model, name="packages")) as url:
+        first = httpx.post(url + "/v1/classify", json={"items": items}).json()
+        again = httpx.post(url + "/v1/classify", json={"items": items}).json()
+        metrics = httpx.get(url + "/metrics").text
+    rows = first["results"]
+    assert [r["interface"] for r in rows[3:10]] == labels["interface"][253:260].tolist()
+    assert {r["route_section"] for r in rows[:10]} == {"small"} and {r["route"] for r in rows[:10]} == {"large"}
+    assert [r["route_interface"] for r in rows[:4]] == ["fallback"] * 3 + ["large"]
+    assert "interface: large: simulated time-out" in rows[0]["flag"] and rows[10]["route"] == "invalid"
+    assert [r["cached_calls"] for r in again["results"][:10]] == [0] * 3 + [1] * 7
+    assert first["usage"]["large_share"] == pytest.approx(10 / 11)
+    value = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line[:1] != "#"}
+    assert value["datashunt_cache_hits_total"] == 7 and value["datashunt_upstream_errors_total"] == 6
+    assert value['datashunt_routed_items_total{endpoint="/v1/classify",route="large"}'] == 20
 
 
 # -- the OpenAI-compatible routing proxy ------------------------------------------------------

@@ -465,7 +465,7 @@ def distill(
 @app.command()
 @friendly
 def serve(
-    model: Path = typer.Argument(..., help="Saved model folder (a shunt, cascade or generator)."),
+    model: Path = typer.Argument(..., help="Saved model folder (a shunt, cascade, generator or subtasks)."),
     config: Path = typer.Option(None, help="TOML config: where the large models' calls go, and a [serve] table."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
@@ -508,10 +508,9 @@ def serve(
         if cfg
         else load(model, trust_saved_locations=trust_model_locations)
     )
-    if isinstance(shunt, Subtasks | Segments):
+    if isinstance(shunt, Segments):
         raise ConfigError(
-            f"{model} holds {type(shunt).__name__}, which the service does not serve yet; "
-            "label files with datashunt predict"
+            f"{model} holds Segments, which the service does not serve yet; translate files with datashunt predict"
         )
     if not cfg:
         say_destination(shunt)

@@ -11,10 +11,10 @@ context for the open questions (``context=True``: "Known about this item: sectio
 The route table has one row per item: per subtask its answer (a column named after it), route,
 confidence, cost and flag (``route_<name>`` ...), then the item's: ``route`` (``large`` where any
 subtask asked the large model, ``small`` where none did, ``invalid`` where the item could not be
-read), ``cost``,
-``large_calls`` (the subtasks that reached their last stage), ``prompt_tokens``,
-``completion_tokens`` and the joined ``flag``. A label-scoring backend answers one subtask per
-call; each call carries the context.
+read), ``cost``, ``large_calls`` (the subtasks that reached their last stage), ``cached_calls``
+(those of them answered from the cache), ``prompt_tokens``, ``completion_tokens`` and the joined
+``flag``. A label-scoring backend answers one subtask per call; each call carries the context.
+The service answers ``/v1/classify`` with this table (:mod:`datashunt.serve.classify`).
 
 Examples
 --------
@@ -132,7 +132,7 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
         settled = {name: table[f"{PARTIAL}answer"].notna().to_numpy() for name, table in first.items()}
         n = len(next(iter(first.values())))
         columns, totals, flags = {}, {"cost": np.zeros(n), "prompt_tokens": np.zeros(n, int)}, [[] for _ in range(n)]
-        totals["completion_tokens"], totals["large_calls"] = np.zeros(n, int), np.zeros(n, int)
+        totals |= {key: np.zeros(n, int) for key in ("completion_tokens", "large_calls", "cached_calls")}
         for name, face in self.subtasks_:
             context = self._context(name, first, settled) if self.context else None
             table = face.route(X, first_stage=first[name], context=context)
@@ -144,7 +144,9 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
             totals["cost"] += table["cost"].to_numpy()
             totals["prompt_tokens"] += table["prompt_tokens"].to_numpy()
             totals["completion_tokens"] += table["completion_tokens"].to_numpy()
-            totals["large_calls"] += (table["reached"].to_numpy() == len(face.stages_) - 1) & (~settled[name])
+            asked = (table["reached"].to_numpy() == len(face.stages_) - 1) & (~settled[name])
+            totals["large_calls"] += asked
+            totals["cached_calls"] += asked & table["cached"].to_numpy(dtype=bool)
             for i, flag in enumerate(table["flag"]):
                 if isinstance(flag, str) and flag:  # None, or NaN where pandas stored it so
                     flags[i].append(f"{name}: {flag}")

@@ -1,4 +1,4 @@
-"""``POST /v1/classify``: items in, the engine's route table out, one record per item.
+"""``POST /v1/classify``: items in, the model's route table out, one record per item.
 
 The model's work runs on the service's model thread, in micro-batches across requests when the
 settings ask for it (:class:`~datashunt.serve.batching.MicroBatcher`); bad items are flagged per
@@ -25,9 +25,21 @@ def _plain(value):
     return value
 
 
+def traffic(table: pd.DataFrame, subtasks=None) -> tuple[np.ndarray, int, int]:
+    """Per item whether it went past its first stage, then the calls answered from the cache and
+    the upstream failures, from a route table: an engine's (one route per item) or, given the
+    ``subtasks`` names, :class:`~datashunt.Subtasks`' (a route per subtask, counted per call)."""
+    if not subtasks:
+        sent = ((table["reached"] > 0) & (table["route"] != INVALID)).to_numpy()
+        return sent, int((table["cached"] & sent).sum()), int((table["route"] == FALLBACK).sum())
+    routes = table[[f"route_{name}" for name in subtasks]].to_numpy()
+    return (table["large_calls"] > 0).to_numpy(), int(table["cached_calls"].sum()), int((routes == FALLBACK).sum())
+
+
 class Classifier:
-    """Answers ``/v1/classify`` with a fitted classifying model (a shunt or a cascade), counting
-    routes, cost, cache hits and upstream failures in ``metrics``."""
+    """Answers ``/v1/classify`` with a fitted classifying model (a shunt, a cascade or
+    :class:`~datashunt.Subtasks`), counting routes, cost, cache hits and upstream failures in
+    ``metrics``."""
 
     def __init__(self, model, settings, metrics, executor, name: str):
         self.model, self.settings, self.metrics, self.executor, self.name = model, settings, metrics, executor, name
@@ -68,11 +80,12 @@ class Classifier:
                 table = await asyncio.get_running_loop().run_in_executor(self.executor, self._work, items)
         except Exception as exc:  # a failure of the model itself (bad rows are flagged, not raised)
             raise Failure(500, f"the model failed on this batch: {type(exc).__name__}: {exc}", "server_error") from None
-        sent = ((table["reached"] > 0) & (table["route"] != INVALID)).to_numpy()  # past the first stage
+        subtasks = [name for name, _ in getattr(self.model, "subtasks_", ())]
+        sent, cache_hits, upstream_errors = traffic(table, subtasks)
         self.metrics.routed(CLASSIFY, table["route"].tolist(), sent)
         self.metrics.cost.inc(float(table["cost"].sum()))
-        self.metrics.cache_hits.inc(int((table["cached"] & sent).sum()))
-        self.metrics.upstream_errors.inc(int((table["route"] == FALLBACK).sum()))
+        self.metrics.cache_hits.inc(cache_hits)
+        self.metrics.upstream_errors.inc(upstream_errors)
         return {
             "object": "list",
             "model": self.name,
