@@ -68,8 +68,15 @@ dir = "{tmp_path / "out"}"
     frame.drop(columns="sec").to_csv(tmp_path / "test.csv", index=False)
     missing = runner.invoke(app, ["evaluate", str(tmp_path / "run.toml")])
     assert missing.exit_code != 0 and "missing column(s) ['sec']" in " ".join(missing.output.split())
-    distilled = runner.invoke(app, ["distill", str(tmp_path / "run.toml"), "--pool", str(tmp_path / "new.csv")])
-    assert distilled.exit_code != 0 and "not yet on a cascade of [[stages]] or on [[subtasks]]" in distilled.output
+    frame.iloc[250:].to_csv(tmp_path / "test.csv", index=False)
+    distilled = runner.invoke(
+        app, ["distill", str(tmp_path / "run.toml"), "--pool", str(tmp_path / "new.csv"), "--rounds", "2"]
+    )
+    assert distilled.exit_code == 0, distilled.output
+    rounds = pd.read_csv(tmp_path / "out" / "distill_rounds.csv")
+    assert rounds["round"].tolist() == [0, 1, 2] and {"threshold_section", "threshold_interface"} <= set(rounds)
+    assert rounds["accuracy"].iloc[0] == pytest.approx(report["summary"]["exact_match"])
+    assert (rounds["n_from_small"].iloc[1:] + rounds["n_from_large"].iloc[1:] > 0).all()
 
 
 @pytest.mark.parametrize("memory", [False, True])

@@ -166,6 +166,30 @@ def test_a_cascade_can_be_a_subtask():
     assert table["cost_interface"].tolist() == pytest.approx(asked.astype(float).tolist())
     truth = labels["interface"].to_numpy()[160:]
     assert (table["interface"].to_numpy()[asked] == truth[asked]).all()
+    with pytest.raises(ConfigError, match=r"works on shunt subtasks, not on cascades \['interface'\]"):
+        model.distill(texts[160:])
+
+
+@pytest.mark.parametrize("context", [True, False])
+def test_distillation_teaches_every_subtask_from_the_answers_route_paid_for(context):
+    texts, labels, _ = packages(400)
+    faces = []
+    for name in ("section", "interface"):
+        large = FakeLargeModel(dict(zip(texts, labels[name])), confidence=0.95, cache=True)
+        face = ShuntClassifier(make_small("tfidf"), large, confidence="max_proba", confidence_level=None)
+        faces.append((name, face.set_params(random_state=0)))
+    model = Subtasks(faces, context=context).fit(texts[:150], labels[:150], texts[150:250], labels[150:250])
+    pool = texts[250:350]
+    routed = model.route(pool)
+    paid = {name: face.large_.calls for name, face in model.subtasks_}
+    model.distill(pool, X_train=texts[:150], y_train=labels[:150], X_val=texts[150:250], y_val=labels[150:250])
+    assert {name: face.large_.calls for name, face in model.subtasks_} == paid  # the same prompts: all cached
+    assert model.distillation_["n_large_asked"] == routed["large_calls"].sum() > 0
+    assert model.distillation_["n_from_large"] > 0 and model.distillation_["n_pool"] == 100
+    assert all(face.learnable_ is not None for _, face in model.subtasks_)
+    assert set(model.distillation_["subtasks"]) == {"section", "interface"}
+    with pytest.raises(DataError, match=r"training labels have no column for subtask\(s\) \['interface'\]"):
+        model.distill(pool, X_train=texts[:150], y_train=labels[["section"]][:150])
 
 
 def test_a_failing_large_model_and_a_blank_item_are_flagged_per_row():

@@ -400,14 +400,15 @@ def distill(
     model: Path = typer.Option(None, help="Saved shunt folder (default: output.dir/model)."),
     trust_model_locations: bool = TRUST_LOCATIONS,
 ):
-    """2-Stage Confidence Distillation over unlabeled traffic, reported round by round on data.test."""
+    """2-Stage Confidence Distillation over unlabeled traffic, reported round by round on data.test
+    (a shunt, or every subtask of a subtasks model: δ per subtask, exact match)."""
     from .io.persist import save  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     cfg = load_config(config)
-    if "stages" in cfg or "subtasks" in cfg:
+    if "stages" in cfg:
         raise ConfigError(
-            "2-Stage Confidence Distillation works on a shunt ([small] and [large]), not yet on a cascade of "
-            "[[stages]] or on [[subtasks]]"
+            "2-Stage Confidence Distillation works on a shunt ([small] and [large]) or on [[subtasks]], "
+            "not yet on a cascade of [[stages]]"
         )
     data = cfg["data"]
     out = check_output_folder(cfg["output"]["dir"])  # before the rounds, not after them
@@ -445,16 +446,17 @@ def distill(
         "traffic cost",
     ):
         show.add_column(column, justify="right")
-    for row in table.itertuples():
+    deltas = [c for c in table.columns if c.startswith("threshold")]  # one, or one per subtask
+    for row in table.to_dict("records"):
         show.add_row(
-            str(row.round),
-            f"{row.threshold:.4f}",
-            f"{row.accuracy:.4f}",
-            f"{row.large_rate:.2%}",
-            f"{row.learnable_rate:.2%}",
-            count_text(getattr(row, "n_from_small", None)),
-            count_text(getattr(row, "n_from_large", None)),
-            f"{row.traffic_cost:.4f}",
+            str(row["round"]),
+            " / ".join(f"{row[c]:.4f}" for c in deltas),
+            f"{row['accuracy']:.4f}",
+            f"{row['large_rate']:.2%}",
+            f"{row['learnable_rate']:.2%}",
+            count_text(row.get("n_from_small")),
+            count_text(row.get("n_from_large")),
+            f"{row['traffic_cost']:.4f}",
         )
     console.print(show)
     save(shunt, out / "model")

@@ -117,22 +117,35 @@ def distill_rounds(
     (the large answers come from the cache) and, given validation data, recalibrates δ.
     Returns one row per round (round 0 is before distillation): δ, held-out accuracy and
     large-call rate, the examples learned from each teacher and the large-model cost of the round.
+    A :class:`~datashunt.Subtasks` model (labels: a table with one column per subtask) gets a δ
+    column per subtask (``threshold_<name>``), exact match as its accuracy, the share of items
+    asking the large model anything, and the share of subtask answers the learnable copies gave.
     """
     pool = object_column(list(pool))  # texts or whole images, one per row
-    y_test = np.asarray(y_test, dtype=object)
     parts = np.array_split(np.arange(len(pool)), rounds)
+    faces = dict(getattr(shunt, "subtasks_", ()))
+    if faces:
+        truth = pd.DataFrame(y_test)[list(faces)].to_numpy(dtype=object)
+    else:
+        y_test = np.asarray(y_test, dtype=object)
 
     def measure(r, traffic_cost=0.0, info=None):
         routes = shunt.route(X_test)
-        return {
-            "round": r,
-            "threshold": shunt.threshold_,
-            "accuracy": float(np.mean(routes["label"].to_numpy() == y_test)),
-            "large_rate": float(routes["route"].isin(ASKED_LARGE).mean()),
-            "learnable_rate": float((routes["route"] == LEARNABLE).mean()),
-            "traffic_cost": traffic_cost,
-            **(info or {}),
-        }
+        if faces:
+            learnable = routes[[f"route_{name}" for name in faces]].to_numpy() == LEARNABLE
+            figures = {f"threshold_{name}": face.threshold_ for name, face in faces.items()} | {
+                "accuracy": float((routes[list(faces)].to_numpy(dtype=object) == truth).all(axis=1).mean()),
+                "large_rate": float((routes["large_calls"] > 0).mean()),
+                "learnable_rate": float(learnable.mean()),
+            }
+        else:
+            figures = {
+                "threshold": shunt.threshold_,
+                "accuracy": float(np.mean(routes["label"].to_numpy() == y_test)),
+                "large_rate": float(routes["route"].isin(ASKED_LARGE).mean()),
+                "learnable_rate": float((routes["route"] == LEARNABLE).mean()),
+            }
+        return {"round": r, **figures, "traffic_cost": traffic_cost, **(info or {})}
 
     rows = [measure(0)]
     for r in track(range(1, rounds + 1), "distillation rounds", enabled=progress):

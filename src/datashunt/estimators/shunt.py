@@ -546,11 +546,12 @@ class ShuntClassifier(ClassifierMixin, Engine):
         check_is_fitted(self, "threshold_")
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
-    def distill(self, X_pool, *, X_train=None, y_train=None, X_val=None, y_val=None, epochs=None):
+    def distill(self, X_pool, *, X_train=None, y_train=None, X_val=None, y_val=None, epochs=None, context=None):
         """One round of 2-Stage Confidence Distillation over unlabeled inputs (see :mod:`datashunt.collab.distill`).
 
         The large model is asked only about items the specific small model is unsure of, through
-        the cache, so traffic it has already answered costs nothing. With ``X_val, y_val`` δ is
+        the cache, so traffic it has already answered costs nothing (``context``: the line per
+        item :meth:`route` showed it, so the prompts are the same). With ``X_val, y_val`` δ is
         recalibrated for the two small models together. ``X_train, y_train`` are needed only by
         small models that cannot continue training (plain scikit-learn ones). Sets ``learnable_``
         and ``distillation_`` (what was learned from whom, and what it cost).
@@ -559,7 +560,12 @@ class ShuntClassifier(ClassifierMixin, Engine):
         batch = as_inputs(X_pool, self.modality_)
         ok = batch.valid
         inputs = batch.items[ok]
-        routed = self._run(inputs, stages=self._stages(specific_only=True))  # the large answers what s1 is unsure of
+        if context is not None:
+            if len(context) != len(batch):
+                raise DataError(f"context needs one string (or None) per item ({len(batch)}), got {len(context)}")
+            context = [context[i] for i in np.flatnonzero(ok)]
+        stages = self._stages(specific_only=True, context=context)
+        routed = self._run(inputs, stages=stages)  # the large model answers what s1 is unsure of
         small, large = routed.answers
         proba_large = np.where((routed.stage == 1)[:, None], routed.proba(), np.nan)
         targets = two_stage_targets(small.proba, small.confidence, proba_large, self.threshold_)

@@ -156,6 +156,41 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
         out["flag"] = ["; ".join(f) or None for f in flags]
         return out
 
+    def distill(self, X_pool, *, X_train=None, y_train=None, X_val=None, y_val=None, epochs=None):
+        """One round of 2-Stage Confidence Distillation for every subtask (each face's
+        :meth:`~datashunt.ShuntClassifier.distill`): the large model's confident answers on the
+        subtasks their small model is unsure of teach that subtask's learnable copy. Its prompts
+        carry the context :meth:`route` shows, so traffic already answered comes from the cache.
+        ``y_train`` and ``y_val`` are tables with one column per subtask, as in :meth:`fit`.
+        Sets ``distillation_``: per subtask its face's, and the totals."""
+        check_is_fitted(self, "subtasks_")
+        names = [name for name, _ in self.subtasks_]
+        cascades = [name for name, face in self.subtasks_ if not hasattr(face, "distill")]
+        if cascades:
+            raise ConfigError(f"2-Stage Confidence Distillation works on shunt subtasks, not on cascades {cascades}")
+        if y_train is not None:
+            y_train = self._labels(y_train, names, "training", len(X_train))
+        if y_val is not None:
+            y_val = self._labels(y_val, names, "validation", len(X_val))
+        first = {name: face.first_stages(X_pool) for name, face in self.subtasks_}
+        settled = {name: table[f"{PARTIAL}answer"].notna().to_numpy() for name, table in first.items()}
+        for name, face in self.subtasks_:
+            face.distill(
+                X_pool,
+                X_train=X_train,
+                y_train=None if y_train is None else y_train[name].to_numpy(),
+                X_val=X_val,
+                y_val=None if y_val is None else y_val[name].to_numpy(),
+                epochs=epochs,
+                context=self._context(name, first, settled) if self.context else None,
+            )
+        faces = {name: face.distillation_ for name, face in self.subtasks_}
+        totals = ("n_from_small", "n_from_large", "n_large_asked", "large_cost")
+        self.distillation_ = {"subtasks": faces, "n_pool": next(iter(faces.values()))["n_pool"]} | {
+            key: sum(face[key] for face in faces.values()) for key in totals
+        }
+        return self
+
     def _context(self, name: str, first: dict, settled: dict) -> list:
         """Per item, the answers the small side settled for the other subtasks (None where none)."""
         n = len(first[name])
