@@ -167,27 +167,12 @@ def facets(args) -> dict:
     }
     result["ds_item"] = whole_items(fitted, names, val, test, large)
     result["ds_plus"] = plus
-    informed, result["ds_plus_informed"] = routed(
-        subtasks(
-            shots=args.shots,
-            prompt_pruning="hard",
-            pruning_level=0.0,
-            policy="max_last_rate",
-            max_large_rate=args.informed_budget,
-        )
-    )
+    informing = dict(shots=args.shots, prompt_pruning="hard", pruning_level=0.0)
+    budget = dict(policy="max_last_rate", max_large_rate=args.informed_budget)
+    informed, result["ds_plus_informed"] = routed(subtasks(**informing, **budget))
     large = {n: large_answers(informed[n], test["text"]) for n in names}
     result["large_informed"] = figures({n: large[n][0] for n in names}, test, sum(large[n][1] for n in names))
-    _, result["ds_plus_informed_guarded"] = routed(
-        subtasks(
-            shots=args.shots,
-            prompt_pruning="hard",
-            pruning_level=0.0,
-            policy="max_last_rate",
-            max_large_rate=args.informed_budget,
-            budget_z=args.budget_z,
-        )
-    )
+    _, result["ds_plus_informed_guarded"] = routed(subtasks(**informing, **budget, budget_z=args.budget_z))
     result["n"] = {"train": len(train), "validation": len(val), "test": len(test)}
     result["classes"] = {n: fitted[n].classes_.tolist() for n in names}
     return result
