@@ -63,12 +63,11 @@ class ShuntClassifier(ClassifierMixin, Engine):
         paired validation gap the shunt must lead the large model, so that a lead within
         validation noise does not count (a guard, not a guarantee).
     budget_z : float, default=0.0
-        ``max_last_rate`` only: a larger share of items sent is taken only where its validation
-        gain over the share sending fewest clears this many standard errors of their paired
-        difference (the one-standard-error rule at 1.0:
+        ``max_last_rate`` only: δ sends the fewest items whose validation accuracy is within this
+        many standard errors (of the paired difference) of the most accurate δ within the budget
+        (the one-standard-error rule at 1.0:
         :func:`~datashunt.core.calibration.fewest_within_noise`), so that calls whose gain
-        validation noise could explain are not spent; 0 takes the most accurate share within the
-        budget.
+        validation noise could explain are not spent; 0 takes the most accurate δ itself.
     tolerance : float, default=0.01
         ``match_last`` only: how far below the large model's accuracy the shunt may be (ε).
     confidence_level : float or None, default=0.9
