@@ -190,6 +190,10 @@ def test_distillation_teaches_every_subtask_from_the_answers_route_paid_for(cont
     assert set(model.distillation_["subtasks"]) == {"section", "interface"}
     with pytest.raises(DataError, match=r"training labels have no column for subtask\(s\) \['interface'\]"):
         model.distill(pool, X_train=texts[:150], y_train=labels[["section"]][:150])
+    with pytest.raises(DataError, match="distill needs both the validation items and their labels, or neither"):
+        model.distill(pool, X_val=texts[150:250])
+    with pytest.raises(DataError, match=r"context needs one string \(or None\) per item \(100\), got 1"):
+        model.subtasks_[0][1].distill(pool, X_train=texts[:150], y_train=labels["section"][:150], context=[None])
 
 
 def test_a_failing_large_model_and_a_blank_item_are_flagged_per_row():

@@ -168,6 +168,9 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
         cascades = [name for name, face in self.subtasks_ if not hasattr(face, "distill")]
         if cascades:
             raise ConfigError(f"2-Stage Confidence Distillation works on shunt subtasks, not on cascades {cascades}")
+        for X, y, what in ((X_train, y_train, "training"), (X_val, y_val, "validation")):
+            if (X is None) != (y is None):
+                raise DataError(f"distill needs both the {what} items and their labels, or neither")
         if y_train is not None:
             y_train = self._labels(y_train, names, "training", len(X_train))
         if y_val is not None:
