@@ -80,8 +80,13 @@ dir = "{tmp_path / "out"}"
 
 
 @pytest.mark.parametrize("memory", [False, True])
-def test_segments_fit_and_evaluate_over_http(tmp_path, memory):
-    """With a translation memory first (never sure enough here: δ 2) the figures stay the same."""
+def test_segments_fit_evaluate_and_serve_over_http(tmp_path, memory, monkeypatch):
+    """With a translation memory first (never sure enough here: δ 2) the figures stay the same;
+    ``serve`` answers documents on /v1/documents, the large model's location from the config."""
+    import httpx
+
+    from datashunt.serve.app import running
+
     small, large = server_answers()
     first_stage = '[[stages]]\nname = "memory"\nbackend = "memory"\n' if memory else ""
     pd.DataFrame({"text": DOCS, "reference": REFS}).to_csv(tmp_path / "docs.csv", index=False)
@@ -124,13 +129,23 @@ dir = "{tmp_path / "out"}"
         assert "documents cut alike: training 3/3, validation 3/3" in " ".join(fitted.output.split())
         evaluated = runner.invoke(app, ["evaluate", str(tmp_path / "run.toml")])
         assert evaluated.exit_code == 0, evaluated.output
+        started = []
+        monkeypatch.setattr("uvicorn.run", lambda app_, **options: started.append(app_))
+        model = str(tmp_path / "out" / "model")
+        served = runner.invoke(app, ["serve", model, "--config", str(tmp_path / "run.toml")])
+        assert served.exit_code == 0, served.output
+        with running(started[0]) as url:
+            answered = httpx.post(url + "/v1/documents", json={"items": DOCS[1:2] + [7]}).json()
+            wrong = httpx.post(url + "/v1/classify", json={"items": DOCS[1:2]})
+    assert [r["text"] for r in answered["results"]] == [REFS[1], None]
+    assert answered["results"][0]["routes"] == ["large", "small", "large"]
+    assert answered["results"][1]["flag"] == "not text (int); not sent"
+    assert wrong.status_code == 404 and wrong.json()["error"]["message"].endswith("use /v1/documents")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["kind"] == "Segments" and report["summary"]["quality"] == 100.0
     assert report["summary"]["large_share_of_parts"] == 3 / 8 and report["summary"]["large_calls_per_item"] == 2 / 3
     routes = pd.read_csv(tmp_path / "out" / "routes.csv")
     assert routes["route"].tolist() == ["large", "large", "small"]
-    served = runner.invoke(app, ["serve", str(tmp_path / "out" / "model"), "--config", str(tmp_path / "run.toml")])
-    assert served.exit_code != 0 and "holds Segments, which the service does not serve yet" in served.output
 
 
 def test_data_shunt_plus_configs_are_checked():

@@ -18,8 +18,12 @@ class JointGenerator(FakeGenerator):
     """The fake large model, also answering whole chats: each numbered line of the last user
     message translated from the table (``garble``: an answer without numbers)."""
 
-    def __init__(self, table=None, *, name="large", fail=(), max_new_tokens=16, stop=None, price=None, garble=False):
-        super().__init__(table, name=name, fail=fail, max_new_tokens=max_new_tokens, stop=stop, price=price)
+    def __init__(
+        self, table=None, *, name="large", fail=(), max_new_tokens=16, stop=None, price=None, garble=False, cache=False
+    ):
+        super().__init__(
+            table, name=name, fail=fail, max_new_tokens=max_new_tokens, stop=stop, price=price, cache=cache
+        )
         self.garble = garble
         self.chats = []  # shared with the copy a joint call is made by
 
@@ -35,13 +39,16 @@ class JointGenerator(FakeGenerator):
         return Generated(text, [-0.01] * len(answers), prompt_tokens=100, completion_tokens=10 * len(answers))
 
 
-def shunt(garble=False, fail=(), thresholds=(0.5,)):
+def shunt(garble=False, fail=(), thresholds=(0.5,), cache=False):
     small = {s: (t, [0.95, 0.95]) for s, t in EASY.items()} | {s: ("falsch", [0.3, 0.3]) for s in HARD}
     large = {s: (t, [0.99]) for s, t in (EASY | HARD).items()}
     return ShuntGenerator(
         [
             ("small", FakeGenerator(small, name="small")),
-            ("large", JointGenerator(large, name="large", garble=garble, fail=fail, price={"per_call": 1.0})),
+            (
+                "large",
+                JointGenerator(large, name="large", garble=garble, fail=fail, price={"per_call": 1.0}, cache=cache),
+            ),
         ],
         thresholds=list(thresholds),
         confidence="mean_proba",
@@ -130,7 +137,7 @@ def test_bad_documents_are_flagged_per_row():
     assert table["text"].iloc[0] == REFS[2]
     assert table["flag"].iloc[1] == "not text (NoneType); not sent"
     assert table["flag"].iloc[2] == "no text to cut into parts"
-    assert table["parts"].tolist() == [2, 0, 0]
+    assert table["parts"].tolist() == [2, 0, 0] and table["route"].tolist() == ["small", "invalid", "invalid"]
     with pytest.raises(LargeModelError, match="2 documents lack a text"):
         Segments(shunt()).fit(DOCS, REFS).generate([DOCS[2], None, "   "])
 
@@ -259,7 +266,9 @@ def test_segments_save_and_load_with_real_http_backends(tmp_path):
             "large": {"model": "big", "base_url": last.base_url},
         }
         loaded = load(folder, large_options=options)
-        pd.testing.assert_frame_equal(loaded.route(DOCS), table)
+        again = loaded.route(DOCS)
+        assert table["cached_calls"].tolist() == [0, 0, 0] and again["cached_calls"].tolist() == [1, 1, 0]
+        pd.testing.assert_frame_equal(again.drop(columns="cached_calls"), table.drop(columns="cached_calls"))
         assert loaded.get_params()["unit"] == "sentences" and loaded.alignment_ == model.alignment_
     meta = json.loads((folder / "segments.json").read_text())
     (folder / "segments.json").write_text(json.dumps(meta | {"unit": "words"}))

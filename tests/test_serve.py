@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from fakes import EndlessStreamServer, FakeOpenAIServer
 
-from datashunt import ShuntGenerator, Subtasks
+from datashunt import Segments, ShuntGenerator, Subtasks
 from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
 from datashunt.backends.replay import ReplayModel
 from datashunt.estimators.shunt import ShuntClassifier
-from datashunt.serve.app import CHAT, CLASSIFY, HEALTHZ, METRICS, create_app, running
+from datashunt.serve.app import CHAT, CLASSIFY, DOCUMENTS, HEALTHZ, METRICS, create_app, running
 from datashunt.serve.proxy import ROUTE_HEADER, Upstream
 from datashunt.serve.settings import ServeSettings, hash_key
 from datashunt.small import make_small
@@ -194,6 +194,32 @@ def test_subtasks_are_served_with_a_route_per_subtask_and_counted_per_call():
     value = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line[:1] != "#"}
     assert value["datashunt_cache_hits_total"] == 7 and value["datashunt_upstream_errors_total"] == 6
     assert value['datashunt_routed_items_total{endpoint="/v1/classify",route="large"}'] == 20
+
+
+def test_segments_are_served_on_documents_with_every_call_counted():
+    from test_segments import DOCS, REFS, shunt
+
+    model = Segments(shunt(fail=("Hard sentence 0.",), cache=True)).fit(DOCS, REFS)
+    with running(create_app(model, name="translate")) as url:
+        ready = httpx.get(url + "/readyz").json()
+        first = httpx.post(url + DOCUMENTS, json={"items": DOCS + [None]}).json()
+        again = httpx.post(url + DOCUMENTS, json={"items": DOCS[1:2]}).json()
+        wrong = httpx.post(url + CLASSIFY, json={"items": DOCS})
+        metrics = httpx.get(url + "/metrics").text
+    assert ready["task"] == "documents"
+    rows = first["results"]
+    assert [r["text"] for r in rows[1:]] == REFS[1:] + [None]
+    assert rows[0]["text"] == "Leichter Satz 0. falsch\nLeichter Satz 1." and "upstream error 500" in rows[0]["flag"]
+    assert [r["routes"] for r in rows[:2]] == [["small", "fallback", "small"], ["large", "small", "large"]]
+    assert [r["route"] for r in rows] == ["large", "large", "small", "invalid"]
+    assert [r["large_calls"] for r in rows] == [1, 1, 0, 0] and [r["cached_calls"] for r in rows] == [0] * 4
+    assert again["results"][0]["cached_calls"] == 1 and again["results"][0]["text"] == REFS[1]
+    assert first["usage"] == {"items": 4, "cost": 1.0, "large_share": 0.5}  # the failed call paid nothing
+    assert wrong.status_code == 404 and "answers documents part by part: use /v1/documents" in wrong.text
+    value = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line[:1] != "#"}
+    assert value["datashunt_cache_hits_total"] == 1 and value["datashunt_upstream_errors_total"] == 1
+    assert value['datashunt_routed_items_total{endpoint="/v1/documents",route="large"}'] == 3
+    assert value['datashunt_large_share{endpoint="/v1/documents"}'] == 3 / 5
 
 
 # -- the OpenAI-compatible routing proxy ------------------------------------------------------

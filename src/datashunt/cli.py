@@ -481,18 +481,19 @@ def serve(
     upstream_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the upstream's key."),
     max_concurrency: int = typer.Option(None, help="Requests worked on at once (default 32)."),
     max_pending: int = typer.Option(None, help="Requests that may wait beyond those; more get 503 (default 64)."),
-    max_items: int = typer.Option(None, help="Items per /v1/classify request; more get 413 (default 256)."),
+    max_items: int = typer.Option(None, help="Items per classify or documents request; more get 413 (default 256)."),
     request_timeout: float = typer.Option(None, help="Seconds per request before 504 (default 60)."),
     micro_batching: bool = typer.Option(
         None,
         "--micro-batching/--no-micro-batching",
-        help="Answer concurrent classify requests in one call of the model.",
+        help="Answer concurrent classify (or documents) requests in one call of the model.",
     ),
     no_auth: bool = typer.Option(False, help="Serve without API keys on an address other than loopback."),
     trust_model_locations: bool = TRUST_LOCATIONS,
 ):
-    """Serve a fitted model over HTTP: /v1/classify, an OpenAI-compatible /v1/chat/completions proxy,
-    /healthz, /readyz and /metrics (the 'serve' extra).
+    """Serve a fitted model over HTTP: /v1/classify (a shunt, cascade or Subtasks), /v1/documents
+    (Segments), an OpenAI-compatible /v1/chat/completions proxy (a generator), /healthz, /readyz and
+    /metrics (the 'serve' extra).
 
     API keys: set DATASHUNT_API_KEY_SHA256 (or [serve] api_key_sha256) to the SHA-256 hex digests of the
     accepted keys (``printf %s "$KEY" | sha256sum``); clients send ``Authorization: Bearer <key>``.
@@ -510,10 +511,6 @@ def serve(
         if cfg
         else load(model, trust_saved_locations=trust_model_locations)
     )
-    if isinstance(shunt, Segments):
-        raise ConfigError(
-            f"{model} holds Segments, which the service does not serve yet; translate files with datashunt predict"
-        )
     if not cfg:
         say_destination(shunt)
     settings = ServeSettings.from_sources(
@@ -534,7 +531,7 @@ def serve(
         if not upstream_model:
             raise ConfigError("--upstream-url needs --upstream-model")
         upstream = Upstream(upstream_url, upstream_model, upstream_key_env)
-    elif shunt.task == "generate":
+    elif getattr(shunt, "task", None) == "generate":
         last = shunt.stages_[-1][1]
         if isinstance(last, OpenAIChatGenerator):
             upstream = Upstream(last.base_url or DEFAULT_URL, last.model, last.api_key_env, last.timeout)

@@ -20,9 +20,11 @@ guarantee and learned score on them (``alignment_`` counts what was usable).
 The route table has one row per document: ``text``, ``route`` (``large`` where the large model
 was asked about any part, ``small`` where not, ``invalid`` for a document that is not text),
 ``parts``, ``large_parts`` (answered by the last stage), ``held_back`` (open parts the budget left
-to the small side), ``large_calls``, ``large_prompt_tokens`` and ``large_completion_tokens`` (the
+to the small side), ``large_calls``, ``cached_calls`` (of those, answered from the call cache),
+``large_prompt_tokens`` and ``large_completion_tokens`` (the
 last stage's), ``prompt_tokens`` and ``completion_tokens`` (every stage's), ``cost``, ``routes`` (each
-part's route) and ``flag``.
+part's route) and ``flag``. The service answers ``/v1/documents`` with this table
+(:mod:`datashunt.serve.items`).
 
 Examples
 --------
@@ -248,6 +250,7 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
             for j, d in enumerate(ds):
                 rows = groups[d]
                 run.calls[d] += 1
+                run.cached[d] += bool(got.cached[j])
                 run.cost[rows[0]] += got.cost[j]
                 run.price[rows[0]] += got.price[j]
                 run.large["prompt_tokens"][rows[0]] += got.prompt_tokens[j]
@@ -294,8 +297,9 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
         last = len(self.shunt_.stages_) - 1
         asked = table["reached"].to_numpy() == last
         run.price[rows[asked]] += self.shunt_.stages_[-1][1].price_of(*(got[k][asked] for k in TOKENS))
-        for i, reached, flag in zip(rows, table["reached"], table["flag"]):
+        for i, reached, cached, flag in zip(rows, table["reached"], table["cached"], table["flag"]):
             run.calls[run.owner[i]] += int(reached == last)
+            run.cached[run.owner[i]] += int(reached == last and bool(cached))
             if isinstance(flag, str) and flag:
                 run.flags[run.owner[i]].append(flag)
 
@@ -331,6 +335,7 @@ class _Parts:
         self.large = {k: np.zeros(n, int) for k in TOKENS}  # the last stage's tokens
         self.small = {k: np.zeros(n, int) for k in TOKENS}  # the earlier stages'
         self.calls = np.zeros(self.n_docs, int)  # last-stage calls per document
+        self.cached = np.zeros(self.n_docs, int)  # of those, answered from the call cache
         self.held = np.zeros(n, bool)  # open parts the budget left to the small side
         self.flags = [[] for _ in range(self.n_docs)]
 
@@ -368,7 +373,8 @@ class _Parts:
         return out
 
     def table(self, problems: list, last: str) -> pd.DataFrame:
-        text, routes, route = np.full(self.n_docs, None, dtype=object), [], np.where(self.calls > 0, LARGE, SMALL)
+        text, routes = np.full(self.n_docs, None, dtype=object), []
+        route = np.where(self.calls > 0, LARGE, SMALL).astype(object)  # object: room for INVALID
         for d in range(self.n_docs):
             rows = np.flatnonzero(self.owner == d)
             routes.append(self.routes[rows].tolist())
@@ -387,6 +393,7 @@ class _Parts:
                 "large_parts": self._per_doc((self.routes == last).astype(int)),
                 "held_back": self._per_doc(self.held.astype(int)),
                 "large_calls": self.calls,
+                "cached_calls": self.cached,
                 "large_prompt_tokens": self._per_doc(self.large["prompt_tokens"]),
                 "large_completion_tokens": self._per_doc(self.large["completion_tokens"]),
                 **{k: self._per_doc(self.large[k] + self.small[k]) for k in TOKENS},

@@ -14,7 +14,7 @@ subtask asked the large model, ``small`` where none did, ``invalid`` where the i
 read), ``cost``, ``large_calls`` (the subtasks that reached their last stage), ``cached_calls``
 (those of them answered from the cache), ``prompt_tokens``, ``completion_tokens`` and the joined
 ``flag``. A label-scoring backend answers one subtask per call; each call carries the context.
-The service answers ``/v1/classify`` with this table (:mod:`datashunt.serve.classify`).
+The service answers ``/v1/classify`` with this table (:mod:`datashunt.serve.items`).
 
 Examples
 --------

@@ -1,5 +1,5 @@
-"""The FastAPI application: ``POST /v1/classify``, the OpenAI-compatible ``/v1/chat/completions``
-and ``/v1/models``, ``/healthz``, ``/readyz`` and ``/metrics``.
+"""The FastAPI application: ``POST /v1/classify``, ``POST /v1/documents``, the OpenAI-compatible
+``/v1/chat/completions`` and ``/v1/models``, ``/healthz``, ``/readyz`` and ``/metrics``.
 
 Every error is an OpenAI-style body ``{"error": {"message", "type", "code"}}`` with a status that
 says what to do: 401 (no or wrong API key), 400 (a body nested too deeply, a chat message whose
@@ -19,14 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from ..estimators.segments import Segments
 from .admission import Admission, keys_in_query, redact_access_log
-from .classify import Classifier, wrong_endpoint
+from .items import ItemRouter, wrong_endpoint
 from .metrics import Metrics
 from .proxy import ChatRouter
 from .settings import ServeSettings
 from .wire import (
     CHAT,
     CLASSIFY,
+    DOCUMENTS,
     HEALTHZ,
     METRICS,
     MODELS,
@@ -37,14 +39,26 @@ from .wire import (
     parse_json,
 )
 
-__all__ = ["CHAT", "CLASSIFY", "HEALTHZ", "METRICS", "MODELS", "READYZ", "create_app", "running", "server_options"]
+__all__ = [
+    "CHAT",
+    "CLASSIFY",
+    "DOCUMENTS",
+    "HEALTHZ",
+    "METRICS",
+    "MODELS",
+    "READYZ",
+    "create_app",
+    "running",
+    "server_options",
+]
 
 
 def create_app(
     model, settings: ServeSettings | None = None, *, name: str = "datashunt", upstream=None, executor=None
 ) -> FastAPI:
     """The service for a fitted ``model``: a classifying one (:class:`~datashunt.ShuntClassifier`,
-    :class:`~datashunt.Cascade`) answers ``/v1/classify`` (:mod:`datashunt.serve.classify`); a
+    :class:`~datashunt.Cascade`, :class:`~datashunt.Subtasks`) answers ``/v1/classify`` and
+    :class:`~datashunt.Segments` ``/v1/documents`` (:mod:`datashunt.serve.items`); a
     :class:`~datashunt.ShuntGenerator` answers ``/v1/chat/completions``
     (:mod:`datashunt.serve.proxy`), every stage but the last locally and the rest forwarded to
     ``upstream`` (:class:`~datashunt.serve.proxy.Upstream`, where its calls go: given by the caller,
@@ -53,18 +67,19 @@ def create_app(
     settings = settings or ServeSettings()
     metrics = Metrics()
     executor = executor or ThreadPoolExecutor(1, thread_name_prefix="datashunt-model")
-    generating = getattr(model, "task", None) == "generate"
-    chat = ChatRouter(model, upstream, executor, metrics) if generating else None
-    classifier = None if generating else Classifier(model, settings, metrics, executor, name)
+    task = "documents" if isinstance(model, Segments) else getattr(model, "task", None) or "classify"
+    chat = ChatRouter(model, upstream, executor, metrics) if task == "generate" else None
+    endpoint = DOCUMENTS if task == "documents" else CLASSIFY
+    items = None if chat else ItemRouter(model, settings, metrics, executor, name, endpoint)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         redact_access_log()
-        if classifier is not None:
-            await classifier.start()
+        if items is not None:
+            await items.start()
         yield
-        if classifier is not None:
-            await classifier.stop()
+        if items is not None:
+            await items.stop()
         if chat is not None:
             await chat.close()
 
@@ -88,7 +103,7 @@ def create_app(
     async def readyz():
         if chat is not None and chat.upstream is None:
             raise Failure(503, "no upstream is configured for the items the first stage is unsure of", "not_ready")
-        return {"status": "ready", "model": name, "task": "generate" if generating else "classify"}
+        return {"status": "ready", "model": name, "task": task}
 
     @app.get(METRICS)
     async def prometheus():
@@ -100,14 +115,20 @@ def create_app(
 
     @app.post(CLASSIFY)
     async def classify(request: Request):
-        if classifier is None:
-            raise wrong_endpoint(generating)
-        return await classifier.answer(parse_json(await request.body()))
+        if task != "classify":
+            raise wrong_endpoint(task)
+        return await items.answer(parse_json(await request.body()))
+
+    @app.post(DOCUMENTS)
+    async def documents(request: Request):
+        if task != "documents":
+            raise wrong_endpoint(task)
+        return await items.answer(parse_json(await request.body()))
 
     @app.post(CHAT)
     async def chat_completions(request: Request):
         if chat is None:
-            raise wrong_endpoint(generating)
+            raise wrong_endpoint(task)
         return await chat.complete(parse_json(await request.body()))
 
     return app

@@ -10,6 +10,7 @@ from ..exceptions import DatashuntError
 
 CLASSIFY = "/v1/classify"
 CHAT = "/v1/chat/completions"
+DOCUMENTS = "/v1/documents"
 MODELS = "/v1/models"
 HEALTHZ, READYZ, METRICS = "/healthz", "/readyz", "/metrics"
 MAX_JSON_DEPTH = 64

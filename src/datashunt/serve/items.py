@@ -1,4 +1,6 @@
-"""``POST /v1/classify``: items in, the model's route table out, one record per item.
+"""``POST /v1/classify`` and ``POST /v1/documents``: items in, the model's route table out, one
+record per item: labels from a classifying model (a shunt, a cascade, :class:`~datashunt.Subtasks`),
+texts from :class:`~datashunt.Segments` (documents, each part routed on its own).
 
 The model's work runs on the service's model thread, in micro-batches across requests when the
 settings ask for it (:class:`~datashunt.serve.batching.MicroBatcher`); bad items are flagged per
@@ -13,7 +15,14 @@ import pandas as pd
 
 from ..core.routes import FALLBACK, INVALID
 from .batching import MicroBatcher
-from .wire import CHAT, CLASSIFY, Failure
+from .wire import CHAT, CLASSIFY, DOCUMENTS, Failure
+
+#: The endpoint that answers each kind of model, and what it does.
+ENDPOINTS = {
+    "classify": (CLASSIFY, "classifies"),
+    "generate": (CHAT, "generates text"),
+    "documents": (DOCUMENTS, "answers documents part by part"),
+}
 
 
 def _plain(value):
@@ -27,22 +36,26 @@ def _plain(value):
 
 def traffic(table: pd.DataFrame, subtasks=None) -> tuple[np.ndarray, int, int]:
     """Per item whether it went past its first stage, then the calls answered from the cache and
-    the upstream failures, from a route table: an engine's (one route per item) or, given the
-    ``subtasks`` names, :class:`~datashunt.Subtasks`' (a route per subtask, counted per call)."""
-    if not subtasks:
+    the upstream failures, from a route table: an engine's (one route per item), given the
+    ``subtasks`` names :class:`~datashunt.Subtasks`' (a route per subtask, counted per call), or
+    :class:`~datashunt.Segments`' (a route per part in ``routes``, counted per call)."""
+    if subtasks:
+        routes = table[[f"route_{name}" for name in subtasks]].to_numpy().ravel().tolist()
+    elif "routes" in table:
+        routes = [route for parts in table["routes"] for route in parts]
+    else:
         sent = ((table["reached"] > 0) & (table["route"] != INVALID)).to_numpy()
         return sent, int((table["cached"] & sent).sum()), int((table["route"] == FALLBACK).sum())
-    routes = table[[f"route_{name}" for name in subtasks]].to_numpy()
-    return (table["large_calls"] > 0).to_numpy(), int(table["cached_calls"].sum()), int((routes == FALLBACK).sum())
+    return (table["large_calls"] > 0).to_numpy(), int(table["cached_calls"].sum()), routes.count(FALLBACK)
 
 
-class Classifier:
-    """Answers ``/v1/classify`` with a fitted classifying model (a shunt, a cascade or
-    :class:`~datashunt.Subtasks`), counting routes, cost, cache hits and upstream failures in
-    ``metrics``."""
+class ItemRouter:
+    """Answers ``endpoint`` (``/v1/classify`` or ``/v1/documents``) with a fitted model's
+    ``route``, counting routes, cost, cache hits and upstream failures in ``metrics``."""
 
-    def __init__(self, model, settings, metrics, executor, name: str):
+    def __init__(self, model, settings, metrics, executor, name: str, endpoint: str = CLASSIFY):
         self.model, self.settings, self.metrics, self.executor, self.name = model, settings, metrics, executor, name
+        self.endpoint = endpoint
         self.batcher = MicroBatcher(
             self._work, max_items=settings.max_batch_items, executor=executor, on_batch=metrics.batch_items.observe
         )
@@ -82,7 +95,7 @@ class Classifier:
             raise Failure(500, f"the model failed on this batch: {type(exc).__name__}: {exc}", "server_error") from None
         subtasks = [name for name, _ in getattr(self.model, "subtasks_", ())]
         sent, cache_hits, upstream_errors = traffic(table, subtasks)
-        self.metrics.routed(CLASSIFY, table["route"].tolist(), sent)
+        self.metrics.routed(self.endpoint, table["route"].tolist(), sent)
         self.metrics.cost.inc(float(table["cost"].sum()))
         self.metrics.cache_hits.inc(cache_hits)
         self.metrics.upstream_errors.inc(upstream_errors)
@@ -94,8 +107,7 @@ class Classifier:
         }
 
 
-def wrong_endpoint(generating: bool) -> Failure:
-    """The 404 for a request to the endpoint this model does not answer."""
-    if generating:
-        return Failure(404, f"this model generates text: use {CHAT}", "not_found")
-    return Failure(404, f"this model classifies: use {CLASSIFY}", "not_found")
+def wrong_endpoint(task: str) -> Failure:
+    """The 404 for a request to an endpoint a model of this ``task`` (a key of :data:`ENDPOINTS`) does not answer."""
+    endpoint, does = ENDPOINTS[task]
+    return Failure(404, f"this model {does}: use {endpoint}", "not_found")
