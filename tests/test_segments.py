@@ -300,3 +300,86 @@ def test_drift_is_judged_on_every_part_not_on_the_unsure_ones_alone():
     assert table.attrs["drift"]["drifted"] is False and table.attrs["drift"]["n_live"] == 120
     with pytest.warns(DriftWarning):
         assert model.route([" ".join(hard[:4])] * 20).attrs["drift"]["drifted"] is True
+
+
+def memory_first(seen=("Easy sentence 0.",), cache=False, **options) -> Segments:
+    """A translation memory (it remembered ``seen``), the small model, the large one."""
+    from datashunt.small.memory import MemoryGenerator
+
+    stages = shunt(cache=cache).stages
+    three = ShuntGenerator([("memory", MemoryGenerator()), *stages], thresholds=[0.99, 0.5], confidence="mean_proba")
+    refs = [(EASY | HARD)[text] for text in seen]
+    return Segments(three, **options).fit(list(seen), refs, DOCS, REFS)
+
+
+def test_distilling_a_memory_remembers_the_large_models_confident_parts_from_the_cache():
+    model = memory_first(cache=True)
+    large = model.shunt_.stages_[-1][1]
+    before = model.route(DOCS)
+    assert before["large_calls"].tolist() == [1, 1, 0] and before["routes"].iloc[0][0] == "memory"
+    asked = (list(large.calls), len(large.chats))
+    model.distill(DOCS)
+    assert (large.calls, len(large.chats)) == asked  # the pool was answered as route answers it: from the cache
+    # the three hard sentences from the large model (two from one joint call), the one the memory settled itself
+    assert model.distillation_ == {"from_large": 3, "from_small": 1, "pool": 8, "documents": 3}
+    after = model.route(DOCS)
+    assert after["text"].tolist() == REFS and after["large_calls"].tolist() == [0, 0, 0]
+    assert after["routes"].iloc[1] == ["memory", "small", "memory"]
+    assert model.shunt_.stages_[0][1].memory_.texts_.tolist() == ["Easy sentence 0."]  # the original is kept
+
+
+def test_parts_held_back_by_the_budget_teach_nothing():
+    from datashunt.small.memory import MemoryGenerator
+
+    stages = [("memory", MemoryGenerator()), shunt().stages[-1]]
+    two = ShuntGenerator(stages, thresholds=[0.99], confidence="mean_proba")
+    model = Segments(two, max_cost=0).fit(["Easy sentence 0."], ["Leichter Satz 0."], DOCS, REFS)
+    assert model.route(DOCS[:1])["held_back"].tolist() == [2]  # the memory's guesses kept, never sure
+    model.distill(DOCS[:1])
+    assert model.distillation_ == {"from_large": 0, "from_small": 1, "pool": 3, "documents": 1}
+    assert model.shunt_.learnable_.memory_.texts_.tolist() == ["Easy sentence 0."]  # nothing new remembered
+
+
+def test_distill_refuses_an_untrainable_first_stage_and_half_given_validation_before_any_call():
+    model = Segments(shunt()).fit(DOCS, REFS)
+    with pytest.raises(ConfigError, match=r"the first stage \(FakeGenerator\) is not trainable"):
+        model.distill(DOCS)
+    model = memory_first()
+    with pytest.raises(DataError, match="both the validation documents and their references"):
+        model.distill(DOCS, X_val=DOCS)
+    with pytest.raises(DataError, match="no document of the pool has text"):
+        model.distill([None, "  "])
+    assert not hasattr(model.shunt_.stages_[-1][1], "calls")  # the large model was never asked
+
+
+def test_distill_calibrates_again_on_the_validation_documents_parts():
+    model = memory_first(seen=("Easy sentence 0.", "Hard sentence 0."))
+    assert "n_validation" not in model.shunt_.calibration_  # δ given: nothing measured at fit
+    model.distill(DOCS, X_val=DOCS[:2], references_val=REFS[:2])
+    assert model.shunt_.calibration_["n_validation"] == 6  # the aligned parts of two documents
+    assert model.shunt_.calibration_["quality"] == 100.0
+    assert model.route(DOCS)["text"].tolist() == REFS
+
+
+def test_a_distilled_memory_is_saved_and_loaded_with_what_it_remembered(tmp_path):
+    from fakes import FakeOpenAIServer
+
+    from datashunt.backends.generate.openai_chat import OpenAIChatGenerator
+    from datashunt.io.persist import load, save
+    from datashunt.small.memory import MemoryGenerator
+
+    small, large = server_answers()
+    with FakeOpenAIServer(small, sequence=True) as first, FakeOpenAIServer(large, sequence=True) as last:
+        stages = [
+            ("memory", MemoryGenerator()),
+            ("small", OpenAIChatGenerator("tiny", base_url=first.base_url, instruction="Translate.")),
+            ("large", OpenAIChatGenerator("big", base_url=last.base_url, instruction="Translate.")),
+        ]
+        three = ShuntGenerator(stages, thresholds=[0.99, 0.5], confidence="mean_proba")
+        model = Segments(three).fit(["Easy sentence 0."], ["Leichter Satz 0."], DOCS, REFS).distill(DOCS)
+        options = {name: {"model": m.model, "base_url": m.base_url} for name, m in stages[1:]}
+        loaded = load(save(model, tmp_path / "m"), large_options=options)
+        remembered = model.shunt_.learnable_.memory_.texts_.tolist()
+        assert loaded.shunt_.learnable_.memory_.texts_.tolist() == remembered and len(remembered) == 4
+        assert loaded.shunt_.distillation_ == model.shunt_.distillation_
+        assert loaded.route(DOCS)["large_calls"].tolist() == [0, 0, 0]

@@ -277,6 +277,10 @@ class ShuntGenerator(StageList):
     def _learns(self) -> bool:
         return self.confidence in (LEARNED, AUTO)
 
+    def sequence_measure(self) -> str:
+        """The sequence confidence each stage's answer gets (a learned score starts from the mean token probability)."""
+        return "mean_proba" if self._learns() else self.confidence
+
     def _deployed(self, every, X_val, confidence) -> np.ndarray:
         """The first stage's routing scores on validation as routing will compute them (what drift is
         checked against): a learned quality estimator's refit model, not its out-of-fold scores."""
@@ -286,7 +290,7 @@ class ShuntGenerator(StageList):
     # -- inference -----------------------------------------------------------------------------
     def _stages(self, chat: bool = False, context=None) -> list:
         options = {"modality": self.modality_, "progress": self.progress, "chat": chat}
-        measure = "mean_proba" if self._learns() else self.confidence
+        measure = self.sequence_measure()
         stages = [
             GeneratorStage(model, measure, hint=self.hint, context=context if s else None, **options)
             for s, (_, model) in enumerate(self.stages_)
@@ -316,21 +320,24 @@ class ShuntGenerator(StageList):
         _, table = self._answered(X)
         return table["text"].tolist()
 
-    def distill(self, X_pool, *, min_confidence: float = 0.5, epochs=None, X_val=None, references_val=None):
+    def distill(
+        self, X_pool, *, min_confidence: float = 0.5, epochs=None, X_val=None, references_val=None, routed=None
+    ):
         """2-Stage Confidence Distillation for sequences: a copy of the first stage learns from the
         texts the last stage wrote with confidence at least ``min_confidence`` (what the small model
         was unsure of) and from the first stage's own confident texts (so it keeps what it knew).
 
         The first stage must be trainable (a ``distill(X, references, epochs)`` method, such as
-        :class:`~datashunt.small.captioner.CaptionerGenerator`). Afterwards the surer of the first
-        stage and its copy answers (route ``learnable``); with ``X_val, references_val`` the
-        thresholds are calibrated again for the pair. No reference of ``X_pool`` is used.
+        :class:`~datashunt.small.captioner.CaptionerGenerator` or a translation memory). Afterwards
+        the surer of the first stage and its copy answers (route ``learnable``); with ``X_val,
+        references_val`` the thresholds are calibrated again for the pair. No reference of
+        ``X_pool`` is used. ``routed``: the pool's route table where the caller asked about it
+        already (``text``, ``stage`` and ``confidence`` per item; :meth:`Segments.distill
+        <datashunt.Segments.distill>` gives its parts as it asked about them), routed here otherwise.
         """
         check_is_fitted(self, "thresholds_")
-        first = self.stages_[0][1]
-        if not hasattr(first, "distill"):
-            raise ConfigError(f"the first stage ({type(first).__name__}) is not trainable: it has no distill method")
-        table = self.route(X_pool)
+        self.check_trainable()
+        table = self.route(X_pool) if routed is None else routed
         last = len(self.stages_) - 1
         teach = ((table["stage"] == 0) | ((table["stage"] == last) & (table["confidence"] >= min_confidence))) & table[
             "text"
@@ -339,7 +346,7 @@ class ShuntGenerator(StageList):
             raise DataError("no confident text in the pool to learn from; give a larger pool or a lower min_confidence")
         items = as_inputs(X_pool, self.modality_).items
         rows = np.flatnonzero(teach.to_numpy())
-        learnable = copy.deepcopy(getattr(self, "learnable_", None) or first)
+        learnable = copy.deepcopy(getattr(self, "learnable_", None) or self.stages_[0][1])
         self.learnable_ = learnable.distill(items[rows], table["text"].to_numpy()[rows].tolist(), epochs=epochs)
         self.distillation_ = {
             "from_large": int((teach & (table["stage"] == last)).sum()),
@@ -350,6 +357,12 @@ class ShuntGenerator(StageList):
             X_val, references_val, _ = self._pairs(X_val, references_val, "validation", self.modality_)
             self._calibrate(X_val, references_val)
         return self
+
+    def check_trainable(self) -> None:
+        """Refuse 2-Stage Confidence Distillation where the first stage cannot learn."""
+        first = self.stages_[0][1]
+        if not hasattr(first, "distill"):
+            raise ConfigError(f"the first stage ({type(first).__name__}) is not trainable: it has no distill method")
 
     def score(self, X, references) -> float:
         """Corpus quality of :meth:`generate` against ``references`` by ``metric``."""

@@ -57,6 +57,7 @@ from ..backends.pricing import Price
 from ..core import drift
 from ..core.routes import INVALID, LARGE, SMALL
 from ..core.segments import UNITS, join, split
+from ..core.sequence import get_sequence_measure
 from ..eval.metrics import get_metric
 from ..exceptions import ConfigError, DataError, DriftWarning, LargeModelError
 from .engine import PARTIAL, Engine
@@ -171,6 +172,14 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
         the large model the open ones; a document that is not text is flagged, never raised.
         ``table.attrs["drift"]`` compares the first stage's confidences on every part with
         calibration (:func:`datashunt.core.drift.check`)."""
+        run, problems, checked = self._run(X)
+        table = run.table(problems, self.shunt_.stage_names()[-1])
+        table.attrs["drift"] = checked
+        return table
+
+    def _run(self, X) -> tuple["_Parts", list, dict | None]:
+        """The parts of the documents answered as :meth:`route` does; why each document could not
+        be cut (None where it could); the drift check."""
         check_is_fitted(self, "shunt_")
         self._check()
         docs, problems = _checked(X)
@@ -188,9 +197,7 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
                 self._ask(run, first, context, left)
             else:
                 self._within_budget(run, first, context, left)
-        table = run.table(problems, self.shunt_.stage_names()[-1])
-        table.attrs["drift"] = checked
-        return table
+        return run, problems, checked
 
     @staticmethod
     def _context(run: "_Parts") -> list:
@@ -239,7 +246,7 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
         for d, rows in groups.items():
             if len(rows) > 1:
                 by_size.setdefault(len(rows), []).append(d)
-        answered = set()
+        answered, measure = set(), get_sequence_measure(self.shunt_.sequence_measure())
         for k, ds in by_size.items():
             joint = model.variant(stop=None, max_new_tokens=model.max_new_tokens * k)
             chats = [
@@ -261,6 +268,7 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
                     run.flags[d].append(f"{name}: {why}; asked part by part")
                     continue
                 run.texts[rows], run.routes[rows] = read, name
+                run.confidence[rows] = measure([got.token_logprob[j]])[0]  # the joint answer's, for each part
                 answered.update(rows.tolist())
         return np.array([i for i in left if i not in answered], dtype=int)
 
@@ -290,6 +298,7 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
                 context=None if context is None else [context[i] for i in rows],
             )
         run.texts[rows], run.routes[rows] = table["text"].to_numpy(), table["route"].to_numpy()
+        run.confidence[rows] = table["confidence"].to_numpy(float)
         got = {k: table[k].to_numpy(int) - run.small[k][rows] for k in run.large}  # the last stage's tokens alone
         for k in run.large:
             run.large[k][rows] += got[k]
@@ -302,6 +311,52 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
             run.cached[run.owner[i]] += int(reached == last and bool(cached))
             if isinstance(flag, str) and flag:
                 run.flags[run.owner[i]].append(flag)
+
+    def distill(self, X_pool, *, min_confidence: float = 0.5, epochs=None, X_val=None, references_val=None):
+        """2-Stage Confidence Distillation part by part (:meth:`ShuntGenerator.distill
+        <datashunt.ShuntGenerator.distill>`): the pool's documents are cut and answered as
+        :meth:`route` answers them (so traffic already answered comes from the call cache), and a
+        copy of the first stage learns from the parts the large model answered with confidence at
+        least ``min_confidence`` (a joint answer's confidence counts for each of its parts) and
+        from the parts the first stage settled itself; parts the budget held back teach nothing.
+        The first stage must be trainable (a translation memory is: it remembers). With ``X_val,
+        references_val`` (whole documents) the shunt is calibrated again on their aligned parts.
+        Sets ``distillation_`` (the shunt's counts of parts, and the documents in the pool).
+
+        Examples
+        --------
+        A memory first, growing with the large model's confident translations of new traffic::
+
+            model = Segments(ShuntGenerator([("memory", MemoryGenerator()), ("small", ...), ("large", ...)]))
+            model.fit(docs, translations, val_docs, val_translations)
+            model.distill(traffic, X_val=val_docs, references_val=val_translations)
+        """
+        check_is_fitted(self, "shunt_")
+        self.shunt_.check_trainable()
+        if (X_val is None) != (references_val is None):
+            raise DataError("distill needs both the validation documents and their references, or neither")
+        val = (None, None)
+        if X_val is not None:
+            val = self._aligned(*self._documents(X_val, references_val, "validation"), "validation")
+        run, problems, _ = self._run(X_pool)
+        if not run.parts:
+            raise DataError("no document of the pool has text to cut into parts")
+        names = self.shunt_.stage_names()
+        stage = np.array([names.index(r) if r in names else -1 for r in run.routes])
+        stage[run.held] = -1  # kept only because the budget ran out: not a confident answer
+        routed = pd.DataFrame(
+            {"text": pd.Series(run.texts, dtype=object), "stage": stage, "confidence": run.confidence}
+        )
+        self.shunt_.distill(
+            run.parts,
+            min_confidence=min_confidence,
+            epochs=epochs,
+            X_val=val[0],
+            references_val=val[1],
+            routed=routed,
+        )
+        self.distillation_ = self.shunt_.distillation_ | {"documents": sum(p is None for p in problems)}
+        return self
 
     def generate(self, X) -> list[str]:
         """Each document's text; raises if one got none (use :meth:`route` for a per-row flag)."""
@@ -330,6 +385,7 @@ class _Parts:
         self.parts = [p for p, _ in self.pieces]
         self.texts = np.full(n, None, dtype=object)
         self.routes = np.full(n, "", dtype=object)
+        self.confidence = np.full(n, np.nan)  # the last stage's, where it answered (a joint answer's for each part)
         self.cost = np.zeros(n)  # paid, every stage's
         self.price = np.zeros(n)  # the last stage's, as if uncached
         self.large = {k: np.zeros(n, int) for k in TOKENS}  # the last stage's tokens

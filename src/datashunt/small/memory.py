@@ -45,18 +45,30 @@ class MemoryGenerator(BaseEstimator):
 
     def fit(self, X, references):
         """Keep the training pairs (the first reference of an item that has several)."""
-        batch = as_inputs(X, "text")
-        require_valid(batch.problems, "memory texts")
-        if references is None or len(references) != len(batch.items):
-            got = "none" if references is None else len(references)
-            raise DataError(f"the memory needs one reference per text ({len(batch.items)}), got {got}")
-        answers = [
-            r if isinstance(r, str) else next(iter(r), None) if isinstance(r, list | tuple) else r for r in references
-        ]
-        bad = [i for i, a in enumerate(answers) if not (isinstance(a, str) and a.strip())]
-        if bad:
-            raise DataError(f"the memory's references must be texts: rows {bad[:5]} are not")
-        self.memory_ = ExampleMemory().fit(batch.items, answers)
+        self.memory_ = ExampleMemory().fit(*_pairs(X, references))
+        return self
+
+    def distill(self, X, references, epochs=None):
+        """Remember new pairs, such as the large model's confident answers (2-Stage Confidence
+        Distillation, where a memory learns by remembering); a text already remembered keeps its
+        answer. The memory changes in place: ``copy.deepcopy`` it first to keep the original.
+        ``epochs`` is accepted for the contract and not needed.
+
+        >>> memory = MemoryGenerator().fit(["This is a game."], ["Das ist ein Spiel."])
+        >>> memory.distill(["A free tool.", "This is a game."], ["Ein freies Werkzeug.", "Ein Spiel."]).generate(
+        ...     ["A free tool.", "This is a game."]).text
+        ['Ein freies Werkzeug.', 'Das ist ein Spiel.']
+        """
+        check_is_fitted(self, "memory_")
+        texts, answers = _pairs(X, references)
+        known = set(self.memory_.texts_.tolist())
+        new = {}
+        for text, answer in zip(texts, answers):
+            if text not in known:
+                new.setdefault(text, answer)  # one answer per new text: the first
+        self.memory_ = ExampleMemory().fit(
+            [*self.memory_.texts_.tolist(), *new], [*self.memory_.answers_.tolist(), *new.values()]
+        )
         return self
 
     def generate(self, inputs, hints=None, progress: bool = False, modality="auto") -> Generation:
@@ -113,3 +125,19 @@ class MemoryGenerator(BaseEstimator):
         if not (saved_pairs(texts, answers) and len(texts)):
             raise ValueError(f"{type(self).__name__} memory must be two non-empty string arrays of equal length")
         self.memory_ = ExampleMemory().fit(texts, answers)
+
+
+def _pairs(X, references) -> tuple[list, list]:
+    """The texts and, per text, its answer (the first reference of one that has several), checked."""
+    batch = as_inputs(X, "text")
+    require_valid(batch.problems, "memory texts")
+    if references is None or len(references) != len(batch.items):
+        got = "none" if references is None else len(references)
+        raise DataError(f"the memory needs one reference per text ({len(batch.items)}), got {got}")
+    answers = [
+        r if isinstance(r, str) else next(iter(r), None) if isinstance(r, list | tuple) else r for r in references
+    ]
+    bad = [i for i, a in enumerate(answers) if not (isinstance(a, str) and a.strip())]
+    if bad:
+        raise DataError(f"the memory's references must be texts: rows {bad[:5]} are not")
+    return list(batch.items), answers
