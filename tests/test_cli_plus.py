@@ -3,6 +3,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from fakes import FakeOpenAIServer
@@ -137,6 +138,16 @@ dir = "{tmp_path / "out"}"
         with running(started[0]) as url:
             answered = httpx.post(url + "/v1/documents", json={"items": DOCS[1:2] + [7]}).json()
             wrong = httpx.post(url + "/v1/classify", json={"items": DOCS[1:2]})
+        distilled = runner.invoke(app, ["distill", str(tmp_path / "run.toml"), "--pool", str(tmp_path / "docs.csv")])
+    if memory:  # a copy of the memory learns round by round; δ is calibrated again on data.validation
+        assert distilled.exit_code == 0, distilled.output
+        rounds = pd.read_csv(tmp_path / "out" / "distill_rounds.csv")
+        assert rounds["round"].tolist() == [0, 1, 2, 3] and {"threshold_memory", "threshold_small"} <= set(rounds)
+        assert rounds["quality"].tolist() == [100.0] * 4 and rounds["n_from_large"].iloc[1] == 1
+        # the memory was fitted on these very documents: recalibrated, it settles every sentence
+        assert rounds["large_rate"].tolist() == [2 / 3, 0, 0, 0] and rounds["threshold_memory"].iloc[-1] == -np.inf
+    else:
+        assert distilled.exit_code != 0 and "the first stage (OpenAIChatGenerator) is not trainable" in distilled.output
     assert [r["text"] for r in answered["results"]] == [REFS[1], None]
     assert answered["results"][0]["routes"] == ["large", "small", "large"]
     assert answered["results"][1]["flag"] == "not text (int); not sent"

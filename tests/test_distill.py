@@ -3,7 +3,7 @@ import pytest
 from fakes import FakeLargeModel
 
 from datashunt import ShuntClassifier
-from datashunt.collab.distill import two_stage_targets
+from datashunt.collab.distill import distill_rounds, two_stage_targets
 from datashunt.modalities.rows import Rows
 from datashunt.small import make_small
 
@@ -120,3 +120,23 @@ def test_distillation_works_on_numeric_feature_rows():
     shunt.distill(X[200:], X_train=X[:200], y_train=y[:200])
     assert shunt.distillation_["n_from_large"] > 0
     assert shunt.learnable_.predict_proba(X[200:]).shape == (100, 2)
+
+
+def test_rounds_of_a_generator_report_quality_and_a_threshold_per_stage():
+    """A translation memory first: each round it remembers what the large model answered surely."""
+    from fakes import FakeGenerator
+
+    from datashunt import ShuntGenerator
+    from datashunt.small.memory import MemoryGenerator
+
+    known = {f"sentence number {i}": f"Satz Nummer {i}" for i in range(6)}
+    texts = list(known)
+    large = FakeGenerator({t: (a, [0.9]) for t, a in known.items()}, name="large")
+    stages = [("memory", MemoryGenerator()), ("large", large)]
+    seen = [known[t] for t in texts[:2]]
+    shunt = ShuntGenerator(stages, thresholds=[0.99], confidence="mean_proba").fit(texts[:2], seen, texts[:2], seen)
+    rounds = distill_rounds(shunt, texts[2:], 2, texts, [known[t] for t in texts])
+    assert rounds["quality"].tolist() == [100.0] * 3 and rounds["threshold_memory"].tolist() == [0.99] * 3
+    assert rounds["large_rate"].tolist() == pytest.approx([4 / 6, 2 / 6, 0])
+    assert rounds["learnable_rate"].tolist() == pytest.approx([0, 2 / 6, 4 / 6])
+    assert rounds["n_from_large"].tolist()[1:] == [2, 2] and rounds["n_from_small"].tolist()[1:] == [0, 2]

@@ -521,5 +521,5 @@ def test_captioning_shunt_routes_saves_and_distills_on_tiny_models(ved_folder, t
     with pytest.raises(ConfigError, match="takes where its calls go only from you"):
         load(folder)  # the large model's folder comes from the caller, never from the saved files
     shunt.distill(X[140:], min_confidence=0.0, epochs=1)
-    assert shunt.distillation_["pool"] == 20 and shunt.learnable_ is not shunt.stages_[0][1]
+    assert shunt.distillation_["n_pool"] == 20 and shunt.learnable_ is not shunt.stages_[0][1]
     assert set(shunt.route(X[140:])["route"]) <= {"small", "learnable", "large"}

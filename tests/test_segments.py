@@ -321,10 +321,10 @@ def test_distilling_a_memory_remembers_the_large_models_confident_parts_from_the
     model.distill(DOCS)
     assert (large.calls, len(large.chats)) == asked  # the pool was answered as route answers it: from the cache
     # the three hard sentences from the large model (two from one joint call), the one the memory settled itself
-    assert model.distillation_ == {"from_large": 3, "from_small": 1, "pool": 8, "documents": 3}
+    assert model.distillation_ == {"n_pool": 8, "n_from_small": 1, "n_from_large": 3, "n_documents": 3}
     after = model.route(DOCS)
     assert after["text"].tolist() == REFS and after["large_calls"].tolist() == [0, 0, 0]
-    assert after["routes"].iloc[1] == ["memory", "small", "memory"]
+    assert after["routes"].iloc[1] == ["learnable", "small", "learnable"]  # the copy remembered them
     assert model.shunt_.stages_[0][1].memory_.texts_.tolist() == ["Easy sentence 0."]  # the original is kept
 
 
@@ -336,7 +336,7 @@ def test_parts_held_back_by_the_budget_teach_nothing():
     model = Segments(two, max_cost=0).fit(["Easy sentence 0."], ["Leichter Satz 0."], DOCS, REFS)
     assert model.route(DOCS[:1])["held_back"].tolist() == [2]  # the memory's guesses kept, never sure
     model.distill(DOCS[:1])
-    assert model.distillation_ == {"from_large": 0, "from_small": 1, "pool": 3, "documents": 1}
+    assert model.distillation_ == {"n_pool": 3, "n_from_small": 1, "n_from_large": 0, "n_documents": 1}
     assert model.shunt_.learnable_.memory_.texts_.tolist() == ["Easy sentence 0."]  # nothing new remembered
 
 

@@ -401,20 +401,24 @@ def distill(
     trust_model_locations: bool = TRUST_LOCATIONS,
 ):
     """2-Stage Confidence Distillation over unlabeled traffic, reported round by round on data.test
-    (a shunt, or every subtask of a subtasks model: δ per subtask, exact match)."""
+    (a shunt; every subtask of a subtasks model: δ per subtask, exact match; a generator or segments
+    model whose first stage is trainable: δ per stage, quality by its metric)."""
     from .io.persist import save  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     cfg = load_config(config)
-    if "stages" in cfg:
+    generating = cfg["task"] == "generate"
+    if "stages" in cfg and not generating:
         raise ConfigError(
-            "2-Stage Confidence Distillation works on a shunt ([small] and [large]) or on [[subtasks]], "
-            "not yet on a cascade of [[stages]]"
+            "2-Stage Confidence Distillation works on a shunt ([small] and [large]), on [[subtasks]] or on "
+            "a generator, not yet on a cascade of [[stages]]"
         )
     data = cfg["data"]
     out = check_output_folder(cfg["output"]["dir"])  # before the rounds, not after them
     shunt = load_shunt(cfg, model, trust_model_locations)
     X_test, y_test = load_data(cfg, require_key(cfg, "data", "test", "to measure each round"))
-    X_train, y_train = load_data(cfg, require_key(cfg, "data", "train", "to keep what the small model knows"))
+    X_train = y_train = None  # a generator's copy keeps what its first stage knew from that stage's own answers
+    if not generating:
+        X_train, y_train = load_data(cfg, require_key(cfg, "data", "train", "to keep what the small model knows"))
     X_val = y_val = None
     if data.get("validation"):
         X_val, y_val = load_data(cfg, data["validation"])
@@ -435,10 +439,11 @@ def distill(
         progress=True,
     )
     show = Table(title=f"2CD over {len(texts)} unlabeled items, measured on {data['test']}")
+    score = "quality" if generating else "accuracy"
     for column in (
         "round",
         "δ",
-        "accuracy",
+        score,
         "sent to large",
         "answered by learnable",
         "from s1",
@@ -451,7 +456,7 @@ def distill(
         show.add_row(
             str(row["round"]),
             " / ".join(f"{row[c]:.4f}" for c in deltas),
-            f"{row['accuracy']:.4f}",
+            f"{row[score]:.4f}",
             f"{row['large_rate']:.2%}",
             f"{row['learnable_rate']:.2%}",
             count_text(row.get("n_from_small")),

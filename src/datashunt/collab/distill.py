@@ -16,6 +16,7 @@ from sklearn.pipeline import Pipeline
 
 from ..core.deciding import keeps
 from ..core.routes import ASKED_LARGE, LEARNABLE
+from ..eval.metrics import get_metric
 from ..exceptions import ConfigError
 from ..modalities.base import object_column
 from ..progress import track
@@ -120,38 +121,80 @@ def distill_rounds(
     A :class:`~datashunt.Subtasks` model (labels: a table with one column per subtask) gets a δ
     column per subtask (``threshold_<name>``), exact match as its accuracy, the share of items
     asking the large model anything, and the share of subtask answers the learnable copies gave.
+    A generator (:class:`~datashunt.ShuntGenerator`, or :class:`~datashunt.Segments` part by part;
+    ``y_*`` the references) gets a δ column per stage but the last (``threshold_<stage>``), its
+    metric's corpus ``quality`` in place of accuracy and the share of answers (parts) the
+    learnable copy gave; it learns from the pool alone (``X_train`` is not used: the copy keeps
+    what the first stage knew from that stage's own confident answers).
     """
     pool = object_column(list(pool))  # texts or whole images, one per row
     parts = np.array_split(np.arange(len(pool)), rounds)
+    measure = _measure(shunt, X_test, y_test)
+    generating = _generates(shunt)
+    rows = [{"round": 0, **measure(), "traffic_cost": 0.0}]
+    for r in track(range(1, rounds + 1), "distillation rounds", enabled=progress):
+        traffic = shunt.route(pool[parts[r - 1]])
+        seen = pool[np.concatenate(parts[:r])]
+        if generating:
+            shunt.distill(seen, epochs=epochs, X_val=X_val, references_val=y_val)
+        else:
+            shunt.distill(seen, X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val, epochs=epochs)
+        learned = shunt.distillation_
+        info = {k: learned[k] for k in ("n_pool", "n_from_small", "n_from_large", "large_cost") if k in learned}
+        rows.append({"round": r, **measure(), "traffic_cost": float(traffic["cost"].sum()), **info})
+    return pd.DataFrame(rows)
+
+
+def _generates(shunt) -> bool:
+    """Whether ``shunt`` writes texts (a generator, or Segments over one)."""
+    return getattr(getattr(shunt, "shunt_", shunt), "task", None) == "generate"
+
+
+def _measure(shunt, X_test, y_test):
+    """What :func:`distill_rounds` reports on the test data after each round, for this kind of model."""
     faces = dict(getattr(shunt, "subtasks_", ()))
+    parts = getattr(shunt, "shunt_", None)  # Segments: the shunt of its parts
     if faces:
         truth = pd.DataFrame(y_test)[list(faces)].to_numpy(dtype=object)
-    else:
-        y_test = np.asarray(y_test, dtype=object)
 
-    def measure(r, traffic_cost=0.0, info=None):
-        routes = shunt.route(X_test)
-        if faces:
+        def subtasks():
+            routes = shunt.route(X_test)
             learnable = routes[[f"route_{name}" for name in faces]].to_numpy() == LEARNABLE
-            figures = {f"threshold_{name}": face.threshold_ for name, face in faces.items()} | {
+            return {f"threshold_{name}": face.threshold_ for name, face in faces.items()} | {
                 "accuracy": float((routes[list(faces)].to_numpy(dtype=object) == truth).all(axis=1).mean()),
                 "large_rate": float((routes["large_calls"] > 0).mean()),
                 "learnable_rate": float(learnable.mean()),
             }
-        else:
-            figures = {
-                "threshold": shunt.threshold_,
-                "accuracy": float(np.mean(routes["label"].to_numpy() == y_test)),
-                "large_rate": float(routes["route"].isin(ASKED_LARGE).mean()),
-                "learnable_rate": float((routes["route"] == LEARNABLE).mean()),
-            }
-        return {"round": r, **figures, "traffic_cost": traffic_cost, **(info or {})}
 
-    rows = [measure(0)]
-    for r in track(range(1, rounds + 1), "distillation rounds", enabled=progress):
-        traffic = shunt.route(pool[parts[r - 1]])
-        seen = pool[np.concatenate(parts[:r])]
-        shunt.distill(seen, X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val, epochs=epochs)
-        info = {k: shunt.distillation_[k] for k in ("n_pool", "n_from_small", "n_from_large", "large_cost")}
-        rows.append(measure(r, float(traffic["cost"].sum()), info))
-    return pd.DataFrame(rows)
+        return subtasks
+    if _generates(shunt):
+        engine, references = parts or shunt, list(y_test)
+        metric = get_metric(engine.metric)
+
+        def generated():
+            routes = shunt.route(X_test)
+            if parts is not None:  # per document, and each part's route
+                each = [route for routed in routes["routes"] for route in routed]
+                large, learnable = (routes["large_calls"] > 0).mean(), np.mean([r == LEARNABLE for r in each])
+            else:
+                large, learnable = routes["route"].isin(ASKED_LARGE).mean(), (routes["route"] == LEARNABLE).mean()
+            names = engine.stage_names()
+            return {f"threshold_{name}": float(t) for name, t in zip(names, engine.thresholds_)} | {
+                "quality": metric.corpus(routes["text"].tolist(), references),
+                "large_rate": float(large),
+                "learnable_rate": float(learnable),
+            }
+
+        return generated
+    y_test = np.asarray(y_test, dtype=object)
+
+    def classified():
+        routes = shunt.route(X_test)
+        return {
+            "threshold": shunt.threshold_,
+            "accuracy": float(np.mean(routes["label"].to_numpy() == y_test)),
+            "large_rate": float(routes["route"].isin(ASKED_LARGE).mean()),
+            "learnable_rate": float((routes["route"] == LEARNABLE).mean()),
+        }
+
+    return classified

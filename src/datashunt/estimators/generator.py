@@ -349,9 +349,9 @@ class ShuntGenerator(StageList):
         learnable = copy.deepcopy(getattr(self, "learnable_", None) or self.stages_[0][1])
         self.learnable_ = learnable.distill(items[rows], table["text"].to_numpy()[rows].tolist(), epochs=epochs)
         self.distillation_ = {
-            "from_large": int((teach & (table["stage"] == last)).sum()),
-            "from_small": int((teach & (table["stage"] == 0)).sum()),
-            "pool": len(table),
+            "n_pool": len(table),
+            "n_from_small": int((teach & (table["stage"] == 0)).sum()),
+            "n_from_large": int((teach & (table["stage"] == last)).sum()),
         }
         if X_val is not None:
             X_val, references_val, _ = self._pairs(X_val, references_val, "validation", self.modality_)

@@ -55,7 +55,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..backends.pricing import Price
 from ..core import drift
-from ..core.routes import INVALID, LARGE, SMALL
+from ..core.routes import INVALID, LARGE, LEARNABLE, SMALL
 from ..core.segments import UNITS, join, split
 from ..core.sequence import get_sequence_measure
 from ..eval.metrics import get_metric
@@ -341,8 +341,8 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
         run, problems, _ = self._run(X_pool)
         if not run.parts:
             raise DataError("no document of the pool has text to cut into parts")
-        names = self.shunt_.stage_names()
-        stage = np.array([names.index(r) if r in names else -1 for r in run.routes])
+        index = {name: s for s, name in enumerate(self.shunt_.stage_names())} | {LEARNABLE: 0}
+        stage = np.array([index.get(route, -1) for route in run.routes])  # a fallback: -1
         stage[run.held] = -1  # kept only because the budget ran out: not a confident answer
         routed = pd.DataFrame(
             {"text": pd.Series(run.texts, dtype=object), "stage": stage, "confidence": run.confidence}
@@ -355,7 +355,7 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
             references_val=val[1],
             routed=routed,
         )
-        self.distillation_ = self.shunt_.distillation_ | {"documents": sum(p is None for p in problems)}
+        self.distillation_ = self.shunt_.distillation_ | {"n_documents": sum(p is None for p in problems)}
         return self
 
     def generate(self, X) -> list[str]:
@@ -408,8 +408,9 @@ class _Parts:
         """Take what the first stages settled (``first``: :meth:`Engine.first_stages` of the parts)."""
         settled = ~first[f"{PARTIAL}open"].to_numpy(bool)
         self.texts[settled] = first[f"{PARTIAL}answer"].to_numpy()[settled]
-        names = shunt.stage_names()
-        self.routes[settled] = [names[s] for s in first[f"{PARTIAL}stage"].to_numpy(int)[settled]]
+        names, stage = shunt.stage_names(), first[f"{PARTIAL}stage"].to_numpy(int)
+        self.routes[settled] = [names[s] for s in stage[settled]]
+        self.routes[settled & (stage == 0) & first[f"{PARTIAL}0_learnable"].to_numpy(bool)] = LEARNABLE
         for s in range(len(names) - 1):
             self.cost += first[f"{PARTIAL}{s}_cost"].to_numpy(float)
             for k in TOKENS:
