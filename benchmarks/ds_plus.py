@@ -49,6 +49,15 @@ description when it translates whole descriptions). Greedy, local.
   same, one call per open part; ``ds_plus_match``: no budget (the default policy);
   ``ds_plus_sentences``: the same as ``ds_plus`` by sentence.
 
+``--no-context`` leaves out of the large model's prompt what the small side wrote around each
+open part (every Segments row; the default shows it).
+
+``--part prompts`` (validation only, the design probe behind ``--no-context``): on the first
+``--probe-docs`` validation descriptions, the memory settling what it is sure of (its δ from the
+last ``segments`` run) and the 1.5B model asked about every other paragraph, together or one by
+one, with or without the context, with 1 retrieved example or none; against the 1.5B model on
+the whole descriptions, and the small side alone.
+
 Reported on the test descriptions (the ``--n-test`` drawn first and ``--n-more-test`` more from
 the end of the shuffled order, so the test set grew without moving validation): corpus chrF
 against the whole human translation with a bootstrap 95% interval, the large model's tokens
@@ -57,6 +66,7 @@ against the whole human translation with a bootstrap 95% interval, the large mod
 and the main rows per draw of the test set (``test_batches``).
 
     .venv/bin/python benchmarks/ds_plus.py --seed 0 --part segments
+    .venv/bin/python benchmarks/ds_plus.py --seed 0 --part prompts
 """
 
 import argparse
@@ -205,34 +215,48 @@ PART = {"lines": ("paragraph", 256), "sentences": ("sentence", 96)}  # what a pa
 TOKEN = {"per_million_input": 1e6, "per_million_output": 1e6}  # the large model's price: 1 per token
 
 
-def segments(args) -> dict:
-    language = LANGUAGES.get(args.lang, args.lang)
-    ask_doc = (
-        f"Translate this Debian package description from English into {language}, keeping its line breaks. "
-        f"Answer with the {language} translation only."
-    )
-    train, val, test = documents_task(
-        args.lang, args.n_validation, args.n_test, args.seed, 3, 6, n_more_test=args.n_more_test
-    )
-    print(f"descriptions: train {len(train)}, validation {len(val)}, test {len(test)}", flush=True)
-    small, large = "qwen2.5-coder-0.5b", args.model
+class Translators:
+    """The translation models of ``--part segments`` and ``--part prompts``, built alike."""
 
-    def part_model(model, shots, unit, price=None):
+    def __init__(self, args):
+        self.language, self.seed = LANGUAGES.get(args.lang, args.lang), args.seed
+        self.small, self.large = "qwen2.5-coder-0.5b", args.model
+
+    def part(self, model, shots, unit, price=None):
         noun, new_tokens = PART[unit]
         ask = (
-            f"Translate this {noun} of a Debian package description from English into {language}. "
-            f"Answer with the {language} translation only."
+            f"Translate this {noun} of a Debian package description from English into {self.language}. "
+            f"Answer with the {self.language} translation only."
         )
         return LlamaCppGenerator(
             model, instruction=ask, shots=shots, stop=["\n"], max_new_tokens=new_tokens, price=price
         )
 
-    def doc_model(model, price=None):
-        return LlamaCppGenerator(model, instruction=ask_doc, shots=1, max_new_tokens=512, n_ctx=4096, price=price)
+    def doc(self, model, price=None):
+        ask = (
+            f"Translate this Debian package description from English into {self.language}, keeping its line "
+            f"breaks. Answer with the {self.language} translation only."
+        )
+        return LlamaCppGenerator(model, instruction=ask, shots=1, max_new_tokens=512, n_ctx=4096, price=price)
 
-    def shunt(first, last, **policy):
+    def shunt(self, first, last, **policy):
         stages = [("memory", MemoryGenerator()), ("small", first), ("large", last)]
-        return ShuntGenerator(stages, metric="chrf", random_state=args.seed, progress=True, **policy)
+        return ShuntGenerator(stages, metric="chrf", random_state=self.seed, progress=True, **policy)
+
+
+def documents(args):
+    train, val, test = documents_task(
+        args.lang, args.n_validation, args.n_test, args.seed, 3, 6, n_more_test=args.n_more_test
+    )
+    print(f"descriptions: train {len(train)}, validation {len(val)}, test {len(test)}", flush=True)
+    return train, val, test
+
+
+def segments(args) -> dict:
+    train, val, test = documents(args)
+    make = Translators(args)
+    small, large = make.small, make.large
+    part_model, doc_model, shunt = make.part, make.doc, make.shunt
 
     chrf = get_metric("chrf")
     refs = test["reference"].tolist()
@@ -265,11 +289,14 @@ def segments(args) -> dict:
 
     def fitted(unit: str, held=None, **policy) -> tuple[Segments, dict]:
         last = part_model(large, 1, unit, TOKEN)
-        plus = Segments(shunt(part_model(small, 2, unit), last, **policy), unit=unit, max_cost=held)
+        plus = Segments(
+            shunt(part_model(small, 2, unit), last, **policy), unit=unit, max_cost=held, context=args.context
+        )
         plus.fit(train["text"].tolist(), train["reference"].tolist(), val["text"].tolist(), val["reference"].tolist())
         calibration = plus.shunt_.calibration_
         return plus, {
             "unit": unit,
+            "context": args.context,
             "policy": calibration["policy"],
             "thresholds": dict(zip(plus.shunt_.stage_names(), plus.shunt_.thresholds_)),
             "scoring": (calibration.get("scoring") or {}).get("used", "mean_proba"),
@@ -368,12 +395,52 @@ def segments(args) -> dict:
     return result
 
 
+def prompts(args, results: dict) -> dict:
+    """Validation only: each way of asking the large model about every paragraph the memory leaves
+    open (its δ as the last ``segments`` run calibrated it), against whole descriptions."""
+    train, val, _ = documents(args)
+    make = Translators(args)
+    docs, refs = val["text"].tolist()[: args.probe_docs], val["reference"].tolist()[: args.probe_docs]
+    chrf = get_metric("chrf")
+    memory = results["segments"]["ds_plus"]["thresholds"]["memory"]
+    whole = make.doc(make.large, TOKEN).fit(train["text"].tolist(), train["reference"].tolist())
+    got = whole.generate(docs)
+    out = {"n_docs": len(docs), "memory_threshold": memory}
+    out["large_whole"] = {
+        "quality": chrf.corpus(got.text, refs),
+        "large_tokens_per_item": float(np.mean(np.add(got.prompt_tokens, got.completion_tokens))),
+    }
+    ways = {"small_side": (True, True, 1, -np.inf)}  # δ of the 0.5B: -inf keeps all it writes, inf none
+    for together in (True, False):
+        for context in (True, False):
+            ways[f"{'together' if together else 'one_by_one'}_{'context' if context else 'plain'}"] = (
+                together,
+                context,
+                1,
+                np.inf,
+            )
+    ways["together_plain_0_shots"] = (True, False, 0, np.inf)
+    for name, (together, context, shots, delta) in ways.items():
+        stages = make.shunt(make.part(make.small, 2, "lines"), make.part(make.large, shots, "lines", TOKEN)).stages
+        shunt = ShuntGenerator(stages, thresholds=[memory, delta], metric="chrf")
+        model = Segments(shunt, unit="lines", together=together, context=context)
+        model.fit(train["text"].tolist(), train["reference"].tolist(), docs, refs)
+        table = model.route(docs)
+        out[name] = {
+            "quality": chrf.corpus(table["text"].tolist(), refs),
+            "large_tokens_per_item": float(np.mean(table["large_prompt_tokens"] + table["large_completion_tokens"])),
+            "large_share_of_parts": float(table["large_parts"].sum() / table["parts"].sum()),
+            "flagged": int(table["flag"].notna().sum()),
+        }
+        print(name, json.dumps(out[name]), flush=True)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--part", nargs="+", default=["facets", "segments", "finetune"], choices=["facets", "segments", "finetune"]
-    )
+    parts = ["facets", "segments", "prompts", "finetune"]
+    parser.add_argument("--part", nargs="+", default=parts, choices=parts)
     parser.add_argument("--model", default="qwen2.5-coder-1.5b", help="the large model")
     parser.add_argument("--shots", type=int, default=4, help="facets: retrieved examples in the informed LLM's prompt")
     parser.add_argument(
@@ -392,6 +459,13 @@ def main():
         help="segments: more test descriptions, from the end of the shuffled order (the validation split stays)",
     )
     parser.add_argument("--unit", default="lines", choices=list(PART), help="segments: the parts routed")
+    parser.add_argument(
+        "--context",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="segments: show the large model what the small side wrote around each open part",
+    )
+    parser.add_argument("--probe-docs", type=int, default=60, help="prompts: the validation descriptions probed")
     parser.add_argument(
         "--also-units", nargs="*", default=["sentences"], choices=list(PART), help="segments: other units, one row each"
     )
@@ -423,7 +497,8 @@ def main():
                 print(part, name, json.dumps({k: entry[k]["accuracy"] for k in ("lora", "ds_plus")}), flush=True)
                 args.out.write_text(json.dumps(results, indent=1, default=float))
             continue
-        results[part] = {"command": command} | {"facets": facets, "segments": segments}[part](args)
+        run = {"facets": facets, "segments": segments, "prompts": lambda args: prompts(args, results)}[part]
+        results[part] = {"command": command} | run(args)
         headline = "exact_match" if part == "facets" else "quality"
         print(part, json.dumps({k: v.get(headline) for k, v in results[part].items() if isinstance(v, dict)}))
         args.out.write_text(json.dumps(results, indent=1, default=float))
