@@ -508,6 +508,30 @@ def segments_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def prompts_table(result: dict) -> str:
+    """How the large model is asked about the paragraphs the memory leaves (validation only)."""
+    probe = result["prompts"]
+    labels = {
+        "small_side": "not at all (the small side alone)",
+        "large_whole": "the 1.5B model on the whole descriptions instead",
+        "together_context": "together, with what the small side wrote around them (the `ds_plus` row above)",
+        "together_plain": "together, without it",
+        "one_by_one_context": "one by one, with it",
+        "one_by_one_plain": "one by one, without it",
+        "together_plain_0_shots": "together, without it, no retrieved example",
+    }
+    lines = [
+        "| how the 1.5B model is asked about the open paragraphs | chrF | large tokens per item |",
+        "|---|---|---|",
+    ]
+    best = max(probe[key]["quality"] for key in labels)
+    for key, label in labels.items():
+        quality = f"{probe[key]['quality']:.2f}"
+        quality = f"**{quality}**" if probe[key]["quality"] == best else quality
+        lines.append(f"| {label} | {quality} | {probe[key]['large_tokens_per_item']:.0f} |")
+    return "\n".join(lines)
+
+
 def finetune_table(result: dict) -> str:
     """Fine-tuning the model itself against Data Shunt over the frozen large model, per task."""
     lines = [
@@ -768,7 +792,13 @@ def main():
         print(scoring_table(longtail_scoring_rows(json.loads(learned_longtail.read_text()))))
     ds_plus = RESULTS / "ds_plus.json"
     plus = json.loads(ds_plus.read_text()) if ds_plus.is_file() else {}
-    for part, table in (("facets", facets_table), ("segments", segments_table), ("finetune", finetune_table)):
+    parts = (
+        ("facets", facets_table),
+        ("segments", segments_table),
+        ("prompts", prompts_table),
+        ("finetune", finetune_table),
+    )
+    for part, table in parts:
         if part in plus:
             print()
             print(table(plus))
