@@ -338,6 +338,10 @@ def test_parts_held_back_by_the_budget_teach_nothing():
     model.distill(DOCS[:1])
     assert model.distillation_ == {"n_pool": 3, "n_from_small": 1, "n_from_large": 0, "n_documents": 1}
     assert model.shunt_.learnable_.memory_.texts_.tolist() == ["Easy sentence 0."]  # nothing new remembered
+    model.shunt_.learnable_.distill(["Hard sentence 0."], ["Schwerer Satz 0."])  # as if taught by a later round
+    table = model.route(DOCS[:1])
+    # the copy settles the hard sentence; the one held back keeps the guess of the surer of the two: the copy's
+    assert table["routes"].iloc[0] == ["memory", "learnable", "learnable"] and table["held_back"].tolist() == [1]
 
 
 def test_distill_refuses_an_untrainable_first_stage_and_half_given_validation_before_any_call():

@@ -423,6 +423,8 @@ class _Parts:
             text = first[f"{PARTIAL}{s}_text"].to_numpy()
             empty = [i for i in rows if self.texts[i] is None and text[i] is not None]
             self.texts[empty], self.routes[empty] = text[empty], names[s]
+        copied = first[f"{PARTIAL}0_learnable"].to_numpy(bool)
+        self.routes[[i for i in rows if self.routes[i] == names[0] and copied[i]]] = LEARNABLE
 
     def _per_doc(self, values, kind=int) -> np.ndarray:
         out = np.zeros(self.n_docs, dtype=kind)
