@@ -354,6 +354,8 @@ def test_distill_refuses_an_untrainable_first_stage_and_half_given_validation_be
     with pytest.raises(DataError, match="no document of the pool has text"):
         model.distill([None, "  "])
     assert not hasattr(model.shunt_.stages_[-1][1], "calls")  # the large model was never asked
+    with pytest.raises(DataError, match="routed has 1 rows for 2 pool items"):
+        model.shunt_.distill(["a", "b"], routed=pd.DataFrame({"text": ["x"], "stage": [0], "confidence": [1.0]}))
 
 
 def test_distill_calibrates_again_on_the_validation_documents_parts():

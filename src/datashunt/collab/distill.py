@@ -153,7 +153,7 @@ def _generates(shunt) -> bool:
 def _measure(shunt, X_test, y_test):
     """What :func:`distill_rounds` reports on the test data after each round, for this kind of model."""
     faces = dict(getattr(shunt, "subtasks_", ()))
-    parts = getattr(shunt, "shunt_", None)  # Segments: the shunt of its parts
+    of_parts = getattr(shunt, "shunt_", None)  # Segments: the shunt of its parts
     if faces:
         truth = pd.DataFrame(y_test)[list(faces)].to_numpy(dtype=object)
 
@@ -168,12 +168,12 @@ def _measure(shunt, X_test, y_test):
 
         return subtasks
     if _generates(shunt):
-        engine, references = parts or shunt, list(y_test)
+        engine, references = of_parts or shunt, list(y_test)
         metric = get_metric(engine.metric)
 
         def generated():
             routes = shunt.route(X_test)
-            if parts is not None:  # per document, and each part's route
+            if of_parts is not None:  # per document, and each part's route
                 each = [route for routed in routes["routes"] for route in routed]
                 large, learnable = (routes["large_calls"] > 0).mean(), np.mean([r == LEARNABLE for r in each])
             else:

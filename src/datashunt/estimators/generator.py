@@ -338,6 +338,8 @@ class ShuntGenerator(StageList):
         check_is_fitted(self, "thresholds_")
         self.check_trainable()
         table = self.route(X_pool) if routed is None else routed
+        if len(table) != len(X_pool):
+            raise DataError(f"routed has {len(table)} rows for {len(X_pool)} pool items")
         last = len(self.stages_) - 1
         teach = ((table["stage"] == 0) | ((table["stage"] == last) & (table["confidence"] >= min_confidence))) & table[
             "text"
