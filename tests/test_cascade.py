@@ -156,6 +156,28 @@ def test_a_saved_cascade_routes_exactly_like_the_original(tmp_path, sentiment, p
     assert len(loaded.thresholds_) == 1 and np.shape(loaded.thresholds_[0]) == ((2,) if per_class else ())
 
 
+def test_a_distilled_cascade_saves_its_copy_and_an_older_save_still_loads(tmp_path, sentiment):
+    import json
+
+    from datashunt.io.persist import load, save
+
+    texts, labels = sentiment
+    cascade, answers = _saved_cascade(tmp_path, sentiment)
+    options = {"recorded": {"table": str(answers)}}
+    old = save(cascade, tmp_path / "before")
+    meta = json.loads((old / "model.json").read_text())
+    meta["learned"] = {}  # as saved before cascades could be distilled
+    (old / "model.json").write_text(json.dumps(meta))
+    assert not hasattr(load(old, large_options=options), "learnable_")
+    cascade.distill(texts[400:500], X_train=texts[:200], y_train=labels[:200])  # the frozen model's copy learns
+    folder = save(cascade, tmp_path / "model")
+    loaded = load(folder, large_options=options)
+    assert (folder / "learnable.skops").is_file() and loaded.distillation_ == cascade.distillation_
+    routes = loaded.route(texts[500:])
+    pd.testing.assert_frame_equal(routes, cascade.route(texts[500:]))
+    assert cascade.distillation_["n_from_large"] > 0 and (routes["route"] == "learnable").any()
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [

@@ -352,8 +352,12 @@ dir = "{project / "out"}"
     assert set(systems) == {"tfidf only", "recorded only", "cascade"}
     assert systems["cascade"]["accuracy"] >= systems["tfidf only"]["accuracy"]
     assert systems["cascade"]["cost"] < systems["recorded only"]["cost"]
-    distilled = runner.invoke(app, ["distill", str(path), "--pool", str(project / "new.parquet")])
-    assert distilled.exit_code == 2 and "not yet on a cascade" in " ".join(distilled.output.split())
+    distilled = runner.invoke(app, ["distill", str(path), "--pool", str(project / "new.parquet"), "--rounds", "2"])
+    assert distilled.exit_code == 0, distilled.output
+    rounds = pd.read_csv(project / "out" / "distill_rounds.csv")
+    assert rounds["n_pool"].tolist()[1:] == [100, 200] and "threshold_tfidf" in rounds
+    assert (project / "out" / "model" / "learnable.skops").is_file()
+    assert runner.invoke(app, ["evaluate", str(path)]).exit_code == 0  # the distilled cascade loads and answers
 
 
 @pytest.mark.parametrize(

@@ -140,3 +140,59 @@ def test_rounds_of_a_generator_report_quality_and_a_threshold_per_stage():
     assert rounds["large_rate"].tolist() == pytest.approx([4 / 6, 2 / 6, 0])
     assert rounds["learnable_rate"].tolist() == pytest.approx([0, 2 / 6, 4 / 6])
     assert rounds["n_from_large"].tolist()[1:] == [2, 2] and rounds["n_from_small"].tolist()[1:] == [0, 2]
+
+
+def three_stages(truth, cache):
+    """tf-idf, then a middling large model, then a strong one (each cached, each with its own keys)."""
+    mid = FakeLargeModel(truth, accuracy=0.85, confidence=0.8, cache=cache, seed=1, price={"per_call": 1.0})
+    big = FakeLargeModel(truth, accuracy=0.98, cache=cache, seed=2, price={"per_call": 3.0})
+    return [("tfidf", make_small("tfidf")), ("mid", mid), ("big", big)]
+
+
+def test_a_cascade_distills_its_first_stage_from_the_later_ones(drift, tmp_path):
+    from datashunt import Cascade
+
+    (X, y), (X_val, y_val), (pool, pool_y), (X_test, y_test) = drift
+    truth = dict(zip(X + X_val + pool + X_test, y + y_val + pool_y + y_test))
+    cascade = Cascade(three_stages(truth, tmp_path / "calls.sqlite"), confidence="max_proba", random_state=0)
+    cascade.fit(X, y, X_val=X_val, y_val=y_val)
+    before = cascade.route(X_test)
+    cascade.route(pool)  # the traffic seen: its calls are cached
+    calls = [model.calls for _, model in cascade.stages_[1:]]
+    cascade.distill(pool, X_train=X, y_train=y, X_val=X_val, y_val=y_val)
+    learned = cascade.distillation_
+    assert learned["large_cost"] == 0.0 and [model.calls for _, model in cascade.stages_[1:]] == calls
+    assert learned["n_from_large"] > 50 and learned["n_from_small"] > 50 and learned["recalibrated"]
+    assert learned["n_pool"] == len(pool) and learned["n_large_asked"] > 0
+    after = cascade.route(X_test)
+    assert (after["route"] == "learnable").any()
+    assert (after["stage"] > 0).mean() <= 0.85 * (before["stage"] > 0).mean()
+    assert (after["label"] == np.array(y_test)).mean() >= (before["label"] == np.array(y_test)).mean() - 0.01
+    assert after["cost"].sum() < before["cost"].sum()
+    cascade.fit(X, y, X_val=X_val, y_val=y_val)  # a refit starts over
+    assert not hasattr(cascade, "learnable_") and not hasattr(cascade, "distillation_")
+
+
+def test_a_cascade_whose_first_stage_is_a_large_model_cannot_distill(drift):
+    from datashunt import Cascade
+    from datashunt.exceptions import ConfigError
+
+    (X, y), _, (pool, pool_y), _ = drift
+    truth = dict(zip(X + pool, y + pool_y))
+    stages = [("llm", FakeLargeModel(truth)), ("tfidf", make_small("tfidf"))]
+    cascade = Cascade(stages, thresholds=[0.5]).fit(X, y)
+    with pytest.raises(ConfigError, match=r"the first stage \('llm'\) is a large model"):
+        cascade.distill(pool)
+    assert not hasattr(cascade, "learnable_")
+
+
+def test_rounds_of_a_cascade_report_a_threshold_per_stage(drift, tmp_path):
+    from datashunt import Cascade
+
+    (X, y), (X_val, y_val), (pool, pool_y), (X_test, y_test) = drift
+    truth = dict(zip(X + X_val + pool + X_test, y + y_val + pool_y + y_test))
+    cascade = Cascade(three_stages(truth, tmp_path / "calls.sqlite"), thresholds=[0.9, 0.7]).fit(X, y)
+    rounds = distill_rounds(cascade, pool[:300], 2, X_test, y_test, X_train=X, y_train=y, X_val=X_val, y_val=y_val)
+    assert rounds["threshold_tfidf"].tolist() == [0.9] * 3 and rounds["threshold_mid"].tolist() == [0.7] * 3
+    assert rounds["n_pool"].tolist()[1:] == [150, 300] and rounds["learnable_rate"].iloc[-1] > 0
+    assert not cascade.distillation_["recalibrated"]  # thresholds given: they stay

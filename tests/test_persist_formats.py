@@ -142,7 +142,7 @@ def test_every_face_saves_one_format_with_stage_files_by_position(shunt, cascade
     labels = ["negative", "positive"]
     for model, classes, learned, files in [
         (shunt, labels, ["class_report", "distillation"], ["stage_0.skops"]),
-        (cascade, labels, [], ["stage_0.skops"]),
+        (cascade, labels, ["distillation"], ["stage_0.skops"]),
         (generator, None, ["distillation"], ["stage_0_state.npz"]),  # the first stage's retrieved examples
     ]:
         folder = save(model, tmp_path / type(model).__name__)

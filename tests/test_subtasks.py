@@ -166,8 +166,14 @@ def test_a_cascade_can_be_a_subtask():
     assert table["cost_interface"].tolist() == pytest.approx(asked.astype(float).tolist())
     truth = labels["interface"].to_numpy()[160:]
     assert (table["interface"].to_numpy()[asked] == truth[asked]).all()
-    with pytest.raises(ConfigError, match=r"works on shunt subtasks, not on cascades \['interface'\]"):
-        model.distill(texts[160:])
+    model.distill(texts[160:], X_train=texts[:100], y_train=labels[:100])
+    assert model.distillation_["subtasks"]["interface"]["n_large_asked"] == asked.sum()
+    assert model.subtasks_[1][1].learnable_ is not None
+    faces[1][1].stages.reverse()  # a large model first: no copy to train, and no subtask learns
+    model = Subtasks(faces).fit(texts[:100], labels[:100], texts[100:160], labels[100:160])
+    with pytest.raises(ConfigError, match=r"subtask 'interface': the first stage \('llm'\) is a large model"):
+        model.distill(texts[160:], X_train=texts[:100], y_train=labels[:100])
+    assert not hasattr(model.subtasks_[0][1], "learnable_")
 
 
 @pytest.mark.parametrize("context", [True, False])

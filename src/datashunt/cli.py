@@ -401,17 +401,13 @@ def distill(
     trust_model_locations: bool = TRUST_LOCATIONS,
 ):
     """2-Stage Confidence Distillation over unlabeled traffic, reported round by round on data.test
-    (a shunt; every subtask of a subtasks model: δ per subtask, exact match; a generator or segments
-    model whose first stage is trainable: δ per stage, quality by its metric)."""
+    (a shunt; a cascade whose first stage is a classifier: δ per stage; every subtask of a subtasks
+    model: δ per subtask, exact match; a generator or segments model whose first stage is trainable:
+    δ per stage, quality by its metric)."""
     from .io.persist import save  # noqa: PLC0415 (io.persist loads skops: kept off the CLI's start)
 
     cfg = load_config(config)
     generating = cfg["task"] == "generate"
-    if "stages" in cfg and not generating:
-        raise ConfigError(
-            "2-Stage Confidence Distillation works on a shunt ([small] and [large]), on [[subtasks]] or on "
-            "a generator, not yet on a cascade of [[stages]]"
-        )
     data = cfg["data"]
     out = check_output_folder(cfg["output"]["dir"])  # before the rounds, not after them
     shunt = load_shunt(cfg, model, trust_model_locations)

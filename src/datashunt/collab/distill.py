@@ -118,9 +118,11 @@ def distill_rounds(
     (the large answers come from the cache) and, given validation data, recalibrates δ.
     Returns one row per round (round 0 is before distillation): δ, held-out accuracy and
     large-call rate, the examples learned from each teacher and the large-model cost of the round.
+    A :class:`~datashunt.Cascade` gets a δ column per stage but the last (``threshold_<stage>``).
     A :class:`~datashunt.Subtasks` model (labels: a table with one column per subtask) gets a δ
-    column per subtask (``threshold_<name>``), exact match as its accuracy, the share of items
-    asking the large model anything, and the share of subtask answers the learnable copies gave.
+    column per subtask (``threshold_<name>``; ``threshold_<name>_<stage>`` for a cascade), exact
+    match as its accuracy, the share of items asking the large model anything, and the share of
+    subtask answers the learnable copies gave.
     A generator (:class:`~datashunt.ShuntGenerator`, or :class:`~datashunt.Segments` part by part;
     ``y_*`` the references) gets a δ column per stage but the last (``threshold_<stage>``), its
     metric's corpus ``quality`` in place of accuracy and the share of answers (parts) the
@@ -160,7 +162,8 @@ def _measure(shunt, X_test, y_test):
         def subtasks():
             routes = shunt.route(X_test)
             learnable = routes[[f"route_{name}" for name in faces]].to_numpy() == LEARNABLE
-            return {f"threshold_{name}": face.threshold_ for name, face in faces.items()} | {
+            deltas = [_deltas(face, f"threshold_{name}") for name, face in faces.items()]
+            return {k: v for d in deltas for k, v in d.items()} | {
                 "accuracy": float((routes[list(faces)].to_numpy(dtype=object) == truth).all(axis=1).mean()),
                 "large_rate": float((routes["large_calls"] > 0).mean()),
                 "learnable_rate": float(learnable.mean()),
@@ -178,8 +181,7 @@ def _measure(shunt, X_test, y_test):
                 large, learnable = (routes["large_calls"] > 0).mean(), np.mean([r == LEARNABLE for r in each])
             else:
                 large, learnable = routes["route"].isin(ASKED_LARGE).mean(), (routes["route"] == LEARNABLE).mean()
-            names = engine.stage_names()
-            return {f"threshold_{name}": float(t) for name, t in zip(names, engine.thresholds_)} | {
+            return _deltas(engine, "threshold") | {
                 "quality": metric.corpus(routes["text"].tolist(), references),
                 "large_rate": float(large),
                 "learnable_rate": float(learnable),
@@ -190,11 +192,18 @@ def _measure(shunt, X_test, y_test):
 
     def classified():
         routes = shunt.route(X_test)
-        return {
-            "threshold": shunt.threshold_,
+        return _deltas(shunt, "threshold") | {
             "accuracy": float(np.mean(routes["label"].to_numpy() == y_test)),
             "large_rate": float(routes["route"].isin(ASKED_LARGE).mean()),
             "learnable_rate": float((routes["route"] == LEARNABLE).mean()),
         }
 
     return classified
+
+
+def _deltas(model, prefix: str) -> dict:
+    """δ as the rounds table shows it: ``prefix`` for a shunt's one; for a cascade or a generator,
+    ``<prefix>_<stage>`` for every stage but the last (per-class thresholds: their mean)."""
+    if hasattr(model, "threshold_"):
+        return {prefix: float(model.threshold_)}
+    return {f"{prefix}_{name}": float(np.mean(t)) for name, t in zip(model.stage_names(), model.thresholds_)}

@@ -5,11 +5,13 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import ClassifierMixin, clone
+from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..backends.base import LargeModel
 from ..backends.prompt import label_words, words_for
+from ..collab.distill import Targets, learn
 from ..core import drift
 from ..core.answers import require_answers
 from ..core.calibration import (
@@ -20,17 +22,17 @@ from ..core.calibration import (
     sweep,
 )
 from ..core.confidence import MEASURES, get_measure
-from ..core.deciding import outcome, stop_stage
+from ..core.deciding import keeps, outcome, stop_stage
 from ..core.guarantee import guaranteed_cascade
-from ..core.inputs import training_sets
+from ..core.inputs import check_targets, require_valid, training_sets
 from ..core.policies import MATCH_LAST, TARGET, canonical
 from ..core.policies import NAMES as POLICY_NAMES
 from ..core.stratified import choose_stratified, estimated_path, plan_calls
 from ..exceptions import CalibrationWarning, ConfigError, DataError
-from ..modalities import NAMES
+from ..modalities import NAMES, as_inputs
 from .deferral import AUTO, LEARNED, Combiner, Deferral, settle
 from .engine import StageList
-from .stages import ClassifierStage, Combined, Deferred, LabelStage
+from .stages import ClassifierStage, Combined, Deferred, LabelStage, Surer
 
 
 class Cascade(ClassifierMixin, StageList):
@@ -101,6 +103,8 @@ class Cascade(ClassifierMixin, StageList):
     calibration_ : dict summarising the validation figures behind ``thresholds_``
     scoring_ : dict, with a learned or ``"auto"`` confidence: the score used and both scores'
         ranking figures on validation
+    learnable_, distillation_ : after :meth:`distill`, the first stage's distilled copy and what
+        it learned from whom
 
     Examples
     --------
@@ -187,8 +191,7 @@ class Cascade(ClassifierMixin, StageList):
         """Train the classifier stages, then calibrate the thresholds on ``X_val, y_val`` (or a
         held-out share of ``X, y``), where every stage answers every validation item."""
         self._check_stages()
-        for stale in ("deferral_", "combiner_", "combination_", "scoring_"):  # a refit learns them again
-            self.__dict__.pop(stale, None)
+        self._forget("learnable_", "distillation_")
         if (self.confidence == LEARNED or self.combine) and self.thresholds != "auto":
             raise ConfigError(
                 "confidence='learned' and combine=True are trained on validation answers: use thresholds='auto'"
@@ -229,6 +232,11 @@ class Cascade(ClassifierMixin, StageList):
             self.thresholds_ = self._given_thresholds()
             self.sweep_, self.calibration_ = None, {"policy": "fixed"}
         return self
+
+    def _forget(self, *more) -> None:
+        """Drop what calibration learns (and ``more``): a refit, or a recalibration, learns it again."""
+        for stale in ("deferral_", "combiner_", "combination_", "scoring_", *more):
+            self.__dict__.pop(stale, None)
 
     def _given_thresholds(self) -> list:
         if len(self.thresholds) != len(self.stages) - 1:
@@ -457,8 +465,80 @@ class Cascade(ClassifierMixin, StageList):
         )
         return [delta], met
 
+    # -- 2-Stage Confidence Distillation -------------------------------------------------------
+    def distill(self, X_pool, *, X_train=None, y_train=None, X_val=None, y_val=None, epochs=None, context=None):
+        """One round of 2-Stage Confidence Distillation for the first stage (see
+        :mod:`datashunt.collab.distill`) over unlabeled inputs.
+
+        The pool is routed as :meth:`route` routes it (each backend's cache answers what was
+        asked before; ``context`` as route was given it), with the first stage alone in its place.
+        A learnable copy of that stage then learns from the later stages' confident answers (a
+        middle stage's that reached its δ; the last stage's whose top probability reaches the
+        first δ, as eq. 6 asks of the large model) and from the first stage's own kept answers
+        (eq. 7), so it gains without forgetting. Afterwards the surer of the first stage and its
+        copy answers (route ``learnable``). With ``X_val, y_val`` and ``thresholds="auto"`` the
+        thresholds are calibrated again for the pair. ``X_train, y_train`` are needed only by a
+        first stage that cannot continue training (plain scikit-learn). Sets ``learnable_`` and
+        ``distillation_``.
+        """
+        check_is_fitted(self, "thresholds_")
+        self.check_trainable()
+        first = self.stages_[0][1]
+        batch = as_inputs(X_pool, self.modality_)
+        ok = batch.valid
+        context = self._checked_context(context, len(batch))
+        if context is not None:
+            context = [context[i] for i in np.flatnonzero(ok)]
+        inputs = batch.items[ok]
+        routed = self._run(inputs, stages=self._stages(context=context, specific_only=True))
+        last = len(self.stages_) - 1
+        proba = np.nan_to_num(routed.proba(), nan=0.0)
+        own = routed.stage == routed.reached  # the answer of the stage asked last stands (no fallback)
+        sure = (routed.stage < last) | keeps(proba.max(axis=1), self.thresholds_[0], proba.argmax(axis=1))
+        targets = Targets(own & (routed.stage == 0), own & (routed.stage > 0) & sure, proba)
+        specific = first.estimator if isinstance(first, FrozenEstimator) else first
+        self.learnable_ = learn(
+            getattr(self, "learnable_", None),
+            specific,
+            inputs,
+            targets,
+            self.classes_,
+            epochs=epochs,
+            X_train=X_train,
+            y_train=y_train,
+        )
+        recalibrated = X_val is not None and self.thresholds == "auto"
+        if recalibrated:
+            batch = as_inputs(X_val, self.modality_)
+            require_valid(batch.problems, "validation inputs")
+            y_val = check_targets(y_val, len(batch), type(self).__name__)
+            self._forget()
+            self._calibrate(batch.items, y_val)
+        self.distillation_ = {
+            "n_pool": int(len(inputs)),
+            "n_skipped_invalid": int((~ok).sum()),
+            "n_from_small": int(targets.from_small.sum()),
+            "n_from_large": int(targets.from_large.sum()),
+            "n_large_asked": int((routed.reached == last).sum()),
+            "large_cost": float(sum(got.cost.sum() for got in routed.answers[1:])),
+            "thresholds": [np.asarray(t).tolist() for t in self.thresholds_],
+            "recalibrated": recalibrated,
+        }
+        return self
+
+    def check_trainable(self) -> None:
+        """Refuse 2-Stage Confidence Distillation where the first stage is a large model."""
+        name, first = self.stages_[0]
+        if isinstance(first, LargeModel):
+            raise ConfigError(
+                f"the first stage ({name!r}) is a large model; 2-Stage Confidence Distillation trains a copy of "
+                "a classifier first stage"
+            )
+
     # -- inference -----------------------------------------------------------------------------
-    def _stages(self, context=None) -> list:
+    def _stages(self, context=None, specific_only=False) -> list:
+        """The stages, hooks bound; the first is the surer of it and its 2CD copy after
+        :meth:`distill` (the first alone with ``specific_only``)."""
         measure = get_measure("max_proba" if self._learns() else self.confidence)
         options = {"modality": self.modality_, "progress": self.progress, "context": context}
         stages = [
@@ -467,6 +547,9 @@ class Cascade(ClassifierMixin, StageList):
             else ClassifierStage(model, self.classes_, measure)
             for _, model in self.stages_
         ]
+        learnable = getattr(self, "learnable_", None)
+        if learnable is not None and not specific_only:
+            stages[0] = Surer(stages[0], ClassifierStage(learnable, self.classes_, measure))
         deferral = getattr(self, "deferral_", None)
         if deferral is not None:  # learned deferral: every stage but the last is scored on all it has seen
             stages[:-1] = [Deferred(stage, deferral, s) for s, stage in enumerate(stages[:-1])]

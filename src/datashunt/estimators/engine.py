@@ -169,13 +169,19 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
         check_is_fitted(self, "calibration_")
         batch = as_inputs(X, self.modality_)
         given = None if first_stage is None else self._read_partial(first_stage, len(batch))
-        stages = None
-        if context is not None:
-            context = list(context)
-            if len(context) != len(batch) or not all(c is None or isinstance(c, str) for c in context):
-                raise DataError(f"context needs one string (or None) per item ({len(batch)}), got {len(context)}")
-            stages = self._stages(context=context)
+        context = self._checked_context(context, len(batch))
+        stages = None if context is None else self._stages(context=context)
         return self._table(self._run(batch.items, batch.problems, stages=stages, given=given), batch.problems)
+
+    @staticmethod
+    def _checked_context(context, n: int) -> list | None:
+        """``context`` as a list of one string (or None) per item of ``n``; None stays None."""
+        if context is None:
+            return None
+        context = list(context)
+        if len(context) != n or not all(c is None or isinstance(c, str) for c in context):
+            raise DataError(f"context needs one string (or None) per item ({n}), got {len(context)}")
+        return context
 
     def first_stages(self, X, upto: int | None = None) -> pd.DataFrame:
         """The answers of the first ``upto`` stages alone (all but the last by default): what the

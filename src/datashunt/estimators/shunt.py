@@ -559,9 +559,8 @@ class ShuntClassifier(ClassifierMixin, Engine):
         batch = as_inputs(X_pool, self.modality_)
         ok = batch.valid
         inputs = batch.items[ok]
+        context = self._checked_context(context, len(batch))
         if context is not None:
-            if len(context) != len(batch):
-                raise DataError(f"context needs one string (or None) per item ({len(batch)}), got {len(context)}")
             context = [context[i] for i in np.flatnonzero(ok)]
         stages = self._stages(specific_only=True, context=context)
         routed = self._run(inputs, stages=stages)  # the large model answers what s1 is unsure of

@@ -158,16 +158,19 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
 
     def distill(self, X_pool, *, X_train=None, y_train=None, X_val=None, y_val=None, epochs=None):
         """One round of 2-Stage Confidence Distillation for every subtask (each face's
-        :meth:`~datashunt.ShuntClassifier.distill`): the large model's confident answers on the
-        subtasks their small model is unsure of teach that subtask's learnable copy. Its prompts
-        carry the context :meth:`route` shows, so traffic already answered comes from the cache.
-        ``y_train`` and ``y_val`` are tables with one column per subtask, as in :meth:`fit`.
-        Sets ``distillation_``: per subtask its face's, and the totals."""
+        :meth:`~datashunt.ShuntClassifier.distill` or :meth:`~datashunt.Cascade.distill`): the
+        large model's confident answers on the subtasks their small model is unsure of teach that
+        subtask's learnable copy. Its prompts carry the context :meth:`route` shows, so traffic
+        already answered comes from the cache. ``y_train`` and ``y_val`` are tables with one
+        column per subtask, as in :meth:`fit`. Sets ``distillation_``: per subtask its face's,
+        and the totals."""
         check_is_fitted(self, "subtasks_")
         names = [name for name, _ in self.subtasks_]
-        cascades = [name for name, face in self.subtasks_ if not hasattr(face, "distill")]
-        if cascades:
-            raise ConfigError(f"2-Stage Confidence Distillation works on shunt subtasks, not on cascades {cascades}")
+        for name, face in self.subtasks_:  # before any subtask learns: all or none do
+            try:
+                getattr(face, "check_trainable", lambda: None)()
+            except ConfigError as exc:
+                raise ConfigError(f"subtask {name!r}: {exc}") from None
         for X, y, what in ((X_train, y_train, "training"), (X_val, y_val, "validation")):
             if (X is None) != (y is None):
                 raise DataError(f"distill needs both the {what} items and their labels, or neither")

@@ -161,7 +161,7 @@ KINDS = {
         {"class_report": dict, "distillation": (dict, type(None))},
         layout=((SMALL, "trainable"), (LARGE, "backend")),
     ),
-    "Cascade": Kind(Cascade, _build_staged, {}, per_class=True),
+    "Cascade": Kind(Cascade, _build_staged, {"distillation": (dict, type(None))}, per_class=True),
     "ShuntGenerator": Kind(ShuntGenerator, _build_staged, {"distillation": (dict, type(None))}),
 }
 #: What an earlier save may have left in a folder: removed before saving, so one format remains.
@@ -523,6 +523,8 @@ def _check_meta(meta, kind: Kind, fail) -> None:
     _check_keys(meta, META_TYPES, "", fail)
     names = kind.cls._get_param_names()
     _older_params(meta["params"], names)
+    if kind.cls is Cascade:  # saved before cascades could be distilled
+        meta["learned"].setdefault("distillation", None)
     _check_keys(meta["params"], dict.fromkeys(set(names) - {"small", "large", "stages"}, object), "params.", fail)
     classes, stages = meta["classes"], meta["stages"]
     if kind.cls.task == "generate":
