@@ -159,6 +159,7 @@ def test_a_saved_cascade_routes_exactly_like_the_original(tmp_path, sentiment, p
 def test_a_distilled_cascade_saves_its_copy_and_an_older_save_still_loads(tmp_path, sentiment):
     import json
 
+    from datashunt.exceptions import ModelFileError
     from datashunt.io.persist import load, save
 
     texts, labels = sentiment
@@ -176,6 +177,12 @@ def test_a_distilled_cascade_saves_its_copy_and_an_older_save_still_loads(tmp_pa
     routes = loaded.route(texts[500:])
     pd.testing.assert_frame_equal(routes, cascade.route(texts[500:]))
     assert cascade.distillation_["n_from_large"] > 0 and (routes["route"] == "learnable").any()
+    (old / "learnable.skops").write_bytes((folder / "learnable.skops").read_bytes())  # a copy slipped in
+    with pytest.raises(ModelFileError, match="learnable.skops is there though learned.distillation is null"):
+        load(old, large_options=options)
+    (folder / "learnable.skops").unlink()  # a copy lost: it would route differently
+    with pytest.raises(ModelFileError, match="learnable.skops is missing though learned.distillation says"):
+        load(folder, large_options=options)
 
 
 @pytest.mark.parametrize(

@@ -191,8 +191,42 @@ def test_rounds_of_a_cascade_report_a_threshold_per_stage(drift, tmp_path):
 
     (X, y), (X_val, y_val), (pool, pool_y), (X_test, y_test) = drift
     truth = dict(zip(X + X_val + pool + X_test, y + y_val + pool_y + y_test))
-    cascade = Cascade(three_stages(truth, tmp_path / "calls.sqlite"), thresholds=[0.9, 0.7]).fit(X, y)
+    cascade = Cascade(three_stages(truth, tmp_path / "calls.sqlite"), thresholds=[0.9, 0.85]).fit(X, y)
     rounds = distill_rounds(cascade, pool[:300], 2, X_test, y_test, X_train=X, y_train=y, X_val=X_val, y_val=y_val)
-    assert rounds["threshold_tfidf"].tolist() == [0.9] * 3 and rounds["threshold_mid"].tolist() == [0.7] * 3
+    assert rounds["threshold_tfidf"].tolist() == [0.9] * 3 and rounds["threshold_mid"].tolist() == [0.85] * 3
     assert rounds["n_pool"].tolist()[1:] == [150, 300] and rounds["learnable_rate"].iloc[-1] > 0
     assert not cascade.distillation_["recalibrated"]  # thresholds given: they stay
+    last = cascade.route(X_test)
+    assert rounds["large_rate"].iloc[-1] == (last["reached"] == 2).mean() > 0  # the share asking the last stage
+    assert not cascade.ask_stage(0, np.array(X_test, dtype=object)).learnable.any()  # "tfidf only": no copy
+
+
+def test_a_distillation_that_fails_leaves_the_cascade_as_it_was(drift, tmp_path):
+    from datashunt import Cascade
+    from datashunt.exceptions import DataError, LargeModelError
+
+    (X, y), (X_val, y_val), (pool, pool_y), (X_test, y_test) = drift
+    truth = dict(zip(X + X_val + pool, y + y_val + pool_y))
+    cascade = Cascade(three_stages(truth, tmp_path / "calls.sqlite"), random_state=0).fit(X, y, X_val, y_val)
+    before = dict(cascade.__dict__)
+    with pytest.raises(DataError, match=r"expected 200 labels in a 1-D array, got shape \(10,\)"):
+        cascade.distill(pool, X_train=X, y_train=y, X_val=X_val, y_val=y_val[:10])
+    calls = cascade.stages_[2][1].calls
+    assert cascade.__dict__ == before  # refused before the pool was routed
+    cascade.stages_[2][1].fail = tuple(X_test)  # the strong stage times out on the new validation items
+    with pytest.raises(LargeModelError, match="all 300 calls to stage 'big' on the validation data failed"):
+        cascade.distill(pool, X_train=X, y_train=y, X_val=X_test, y_val=y_test)
+    assert cascade.stages_[2][1].calls > calls and cascade.__dict__ == before
+    assert not hasattr(cascade, "learnable_")
+
+
+def test_rounds_refuse_a_cascade_that_cannot_learn_before_any_call(drift):
+    from datashunt import Cascade
+    from datashunt.exceptions import ConfigError
+
+    (X, y), _, (pool, pool_y), (X_test, y_test) = drift
+    llm = FakeLargeModel(dict(zip(X + pool + X_test, y + pool_y + y_test)))
+    cascade = Cascade([("llm", llm), ("tfidf", make_small("tfidf"))], thresholds=[0.5]).fit(X, y)
+    with pytest.raises(ConfigError, match="is a large model"):
+        distill_rounds(cascade, pool, 2, X_test, y_test, X_train=X, y_train=y)
+    assert getattr(cascade.stages_[0][1], "calls", 0) == 0

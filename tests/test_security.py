@@ -121,6 +121,9 @@ def test_load_refuses_a_skops_file_that_would_run_code(folder, tmp_path, monkeyp
     monkeypatch.syspath_prepend(str(tmp_path))
     if member == "learnable.skops":  # the 2CD copy of the small model is loaded the same way
         (folder / member).write_bytes((folder / "stage_0.skops").read_bytes())
+        meta = json.loads((folder / "model.json").read_text())
+        meta["learned"]["distillation"] = {"n_pool": 1}  # as a distilled model says
+        (folder / "model.json").write_text(json.dumps(meta))
     _inject(folder / member, payloads[attack])
     with pytest.raises(
         ModelFileError,

@@ -219,3 +219,26 @@ def test_a_failing_large_model_and_a_blank_item_are_flagged_per_row():
     assert pd.isna(table["flag"].iloc[5])
     with pytest.raises(LargeModelError, match=r"1 items lack an answer \(row 10: section: "):
         model.predict(texts[250:260] + ["   "])
+
+
+def test_a_three_stage_cascade_subtask_distills_from_the_calls_route_paid_for():
+    """Its middle model answers before the context exists and its last one hears it, in route and distill alike."""
+    from datashunt import Cascade
+
+    texts, labels, _ = packages(400)
+    truth = dict(zip(texts, labels["interface"]))
+    mid = FakeLargeModel(truth, accuracy=0.8, confidence=0.8, cache=True, seed=1, price={"per_call": 1.0})
+    big = FakeLargeModel(truth, confidence=0.95, cache=True, seed=2, price={"per_call": 3.0})
+    cascade = Cascade([("tfidf", make_small("tfidf")), ("mid", mid), ("big", big)], thresholds=[0.9, 0.85])
+    faces = [("section", subtasks(labels, texts).subtasks[0][1]), ("interface", cascade)]
+    model = Subtasks(faces, context=True).fit(texts[:150], labels[:150])
+    pool = texts[250:350]
+    routed = model.route(pool)
+    face = model.subtasks_[1][1]
+    paid = [m.calls for _, m in face.stages_[1:]]
+    assert "Known about this item: section:" in face.stages_[2][1].last_prompt
+    model.distill(pool, X_train=texts[:150], y_train=labels[:150])
+    learned = model.distillation_["subtasks"]["interface"]
+    assert [m.calls for _, m in face.stages_[1:]] == paid and learned["large_cost"] == 0.0
+    assert learned["n_large_asked"] == (routed["route_interface"] == "big").sum() > 0
+    assert learned["n_from_large"] > 0 and face.learnable_ is not None

@@ -15,7 +15,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from ..core.deciding import keeps
-from ..core.routes import ASKED_LARGE, LEARNABLE
+from ..core.routes import LEARNABLE
 from ..eval.metrics import get_metric
 from ..exceptions import ConfigError
 from ..modalities.base import object_column
@@ -61,16 +61,17 @@ def learn(learnable, specific, inputs, targets: Targets, classes, *, epochs=None
     """Train the learnable model on the targets and return it.
 
     Models with a ``distill(X, target_proba, epochs)`` method (datashunt's torch models) continue
-    from their current weights with KL divergence, alternating between the two stages each
-    epoch. Other scikit-learn classifiers cannot continue training; they are refit from scratch
-    on the labelled training data (``X_train, y_train``) plus every target item repeated once per
-    class with the target probability as sample weight: for log-loss models this minimises the
-    same cross-entropy to the soft targets as KL divergence does.
+    from their current weights (a copy's: ``learnable`` itself is left as it was) with KL
+    divergence, alternating between the two stages each epoch. Other scikit-learn classifiers
+    cannot continue training; they are refit from scratch on the labelled training data
+    (``X_train, y_train``) plus every target item repeated once per class with the target
+    probability as sample weight: for log-loss models this minimises the same cross-entropy to the
+    soft targets as KL divergence does.
     """
     if not targets.used.any():
         return learnable if learnable is not None else copy.deepcopy(specific)
     if hasattr(specific, "distill"):
-        model = learnable if learnable is not None else copy.deepcopy(specific)
+        model = copy.deepcopy(learnable if learnable is not None else specific)  # never trained in place
         stages = [s for s in (targets.from_large, targets.from_small) if s.any()]
         for _ in range(epochs or 1):
             for stage in stages:
@@ -129,6 +130,9 @@ def distill_rounds(
     learnable copy gave; it learns from the pool alone (``X_train`` is not used: the copy keeps
     what the first stage knew from that stage's own confident answers).
     """
+    check = getattr(shunt, "check_trainable", None)
+    if check is not None:  # before round 0 pays for a call
+        check()
     pool = object_column(list(pool))  # texts or whole images, one per row
     parts = np.array_split(np.arange(len(pool)), rounds)
     measure = _measure(shunt, X_test, y_test)
@@ -180,7 +184,7 @@ def _measure(shunt, X_test, y_test):
                 each = [route for routed in routes["routes"] for route in routed]
                 large, learnable = (routes["large_calls"] > 0).mean(), np.mean([r == LEARNABLE for r in each])
             else:
-                large, learnable = routes["route"].isin(ASKED_LARGE).mean(), (routes["route"] == LEARNABLE).mean()
+                large, learnable = _reached_last(shunt, routes), (routes["route"] == LEARNABLE).mean()
             return _deltas(engine, "threshold") | {
                 "quality": metric.corpus(routes["text"].tolist(), references),
                 "large_rate": float(large),
@@ -194,11 +198,16 @@ def _measure(shunt, X_test, y_test):
         routes = shunt.route(X_test)
         return _deltas(shunt, "threshold") | {
             "accuracy": float(np.mean(routes["label"].to_numpy() == y_test)),
-            "large_rate": float(routes["route"].isin(ASKED_LARGE).mean()),
+            "large_rate": _reached_last(shunt, routes),
             "learnable_rate": float((routes["route"] == LEARNABLE).mean()),
         }
 
     return classified
+
+
+def _reached_last(model, routes) -> float:
+    """The share of items that asked the last stage (whether its answer stood or failed)."""
+    return float((routes["reached"] == len(model.stage_names()) - 1).mean())
 
 
 def _deltas(model, prefix: str) -> dict:

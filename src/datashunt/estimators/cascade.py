@@ -22,7 +22,7 @@ from ..core.calibration import (
     sweep,
 )
 from ..core.confidence import MEASURES, get_measure
-from ..core.deciding import keeps, outcome, stop_stage
+from ..core.deciding import outcome, stop_stage
 from ..core.guarantee import guaranteed_cascade
 from ..core.inputs import check_targets, require_valid, training_sets
 from ..core.policies import MATCH_LAST, TARGET, canonical
@@ -31,7 +31,7 @@ from ..core.stratified import choose_stratified, estimated_path, plan_calls
 from ..exceptions import CalibrationWarning, ConfigError, DataError
 from ..modalities import NAMES, as_inputs
 from .deferral import AUTO, LEARNED, Combiner, Deferral, settle
-from .engine import StageList
+from .engine import StageList, unchanged_on_error
 from .stages import ClassifierStage, Combined, Deferred, LabelStage, Surer
 
 
@@ -473,7 +473,7 @@ class Cascade(ClassifierMixin, StageList):
         The pool is routed as :meth:`route` routes it (each backend's cache answers what was
         asked before; ``context`` as route was given it), with the first stage alone in its place.
         A learnable copy of that stage then learns from the later stages' confident answers (a
-        middle stage's that reached its δ; the last stage's whose top probability reaches the
+        middle stage's that reached its δ; the last stage's whose top probability exceeds the
         first δ, as eq. 6 asks of the large model) and from the first stage's own kept answers
         (eq. 7), so it gains without forgetting. Afterwards the surer of the first stage and its
         copy answers (route ``learnable``). With ``X_val, y_val`` and ``thresholds="auto"`` the
@@ -489,31 +489,35 @@ class Cascade(ClassifierMixin, StageList):
         context = self._checked_context(context, len(batch))
         if context is not None:
             context = [context[i] for i in np.flatnonzero(ok)]
+        recalibrated = X_val is not None and self.thresholds == "auto"
+        if recalibrated:  # checked before anything is learned
+            val = as_inputs(X_val, self.modality_)
+            require_valid(val.problems, "validation inputs")
+            y_val = check_targets(y_val, len(val), type(self).__name__)
         inputs = batch.items[ok]
         routed = self._run(inputs, stages=self._stages(context=context, specific_only=True))
         last = len(self.stages_) - 1
         proba = np.nan_to_num(routed.proba(), nan=0.0)
+        first_delta = np.asarray(self.thresholds_[0], dtype=float)  # eq. 6: the last stage's top probability above δ
+        if first_delta.ndim:
+            first_delta = first_delta[proba.argmax(axis=1)]
+        sure = (routed.stage < last) | (proba.max(axis=1) > first_delta)
         own = routed.stage == routed.reached  # the answer of the stage asked last stands (no fallback)
-        sure = (routed.stage < last) | keeps(proba.max(axis=1), self.thresholds_[0], proba.argmax(axis=1))
         targets = Targets(own & (routed.stage == 0), own & (routed.stage > 0) & sure, proba)
-        specific = first.estimator if isinstance(first, FrozenEstimator) else first
-        self.learnable_ = learn(
-            getattr(self, "learnable_", None),
-            specific,
-            inputs,
-            targets,
-            self.classes_,
-            epochs=epochs,
-            X_train=X_train,
-            y_train=y_train,
-        )
-        recalibrated = X_val is not None and self.thresholds == "auto"
-        if recalibrated:
-            batch = as_inputs(X_val, self.modality_)
-            require_valid(batch.problems, "validation inputs")
-            y_val = check_targets(y_val, len(batch), type(self).__name__)
-            self._forget()
-            self._calibrate(batch.items, y_val)
+        with unchanged_on_error(self):
+            self.learnable_ = learn(
+                getattr(self, "learnable_", None),
+                first.estimator if isinstance(first, FrozenEstimator) else first,
+                inputs,
+                targets,
+                self.classes_,
+                epochs=epochs,
+                X_train=X_train,
+                y_train=y_train,
+            )
+            if recalibrated:
+                self._forget()
+                self._calibrate(val.items, y_val)
         self.distillation_ = {
             "n_pool": int(len(inputs)),
             "n_skipped_invalid": int((~ok).sum()),
@@ -537,15 +541,16 @@ class Cascade(ClassifierMixin, StageList):
 
     # -- inference -----------------------------------------------------------------------------
     def _stages(self, context=None, specific_only=False) -> list:
-        """The stages, hooks bound; the first is the surer of it and its 2CD copy after
-        :meth:`distill` (the first alone with ``specific_only``)."""
+        """The stages, hooks bound (``context`` for the last one); the first is the surer of it and
+        its 2CD copy after :meth:`distill` (the first alone with ``specific_only``)."""
         measure = get_measure("max_proba" if self._learns() else self.confidence)
-        options = {"modality": self.modality_, "progress": self.progress, "context": context}
+        options = {"modality": self.modality_, "progress": self.progress}
+        last = len(self.stages_) - 1
         stages = [
-            LabelStage(model, self.labels_, measure, **options)
+            LabelStage(model, self.labels_, measure, context=context if s == last else None, **options)
             if isinstance(model, LargeModel)
             else ClassifierStage(model, self.classes_, measure)
-            for _, model in self.stages_
+            for s, (_, model) in enumerate(self.stages_)
         ]
         learnable = getattr(self, "learnable_", None)
         if learnable is not None and not specific_only:

@@ -20,6 +20,8 @@ from the cache (``cached``), and a ``flag`` (why an item is invalid, or what a s
 ``"<stage name>: <message>"``).
 """
 
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, MetaEstimatorMixin
@@ -53,6 +55,20 @@ ROUTE_COLUMNS = (
 PARTIAL = "_datashunt_"  #: prefix of the columns a partial run (:meth:`Engine.first_stages`) writes
 
 
+@contextmanager
+def unchanged_on_error(*models):
+    """Put each model's fitted state back as it was if the block raises (a distillation that fails
+    while learning or recalibrating leaves the models it started from)."""
+    kept = [dict(model.__dict__) for model in models]
+    try:
+        yield
+    except BaseException:
+        for model, state in zip(models, kept):
+            model.__dict__.clear()
+            model.__dict__.update(state)
+        raise
+
+
 class Engine(MetaEstimatorMixin, BaseEstimator):
     """Base of the estimators: the stages in order, their thresholds, one route table.
 
@@ -63,9 +79,10 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
     task = "classify"
 
     # -- what a face provides ------------------------------------------------------------------
-    def _stages(self, context=None) -> list:
+    def _stages(self, context=None, specific_only=False) -> list:
         """The fitted stages as :class:`~datashunt.estimators.stages.Stage` objects, hooks bound
-        (``context``: a line per item for the large-model stages' prompts)."""
+        (``context``: a line per item for the last stage's prompt); the first stage with its 2CD
+        copy where :meth:`distill` made one, unless ``specific_only``."""
         raise NotImplementedError
 
     def stage_names(self) -> list[str]:
@@ -162,9 +179,9 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
         stands in for asking the stages it holds again: only the later stages are asked, and
         only about the items still open.
 
-        ``context`` (one string or None per item) is shown to the large-model stages in each
-        item's prompt: what the caller already knows about it, such as the answers other
-        subtasks settled (:class:`~datashunt.Subtasks`).
+        ``context`` (one string or None per item) is shown to the last stage in each item's
+        prompt: what the caller already knows about it, such as the answers other subtasks
+        settled (:class:`~datashunt.Subtasks`, which has the earlier stages answer first).
         """
         check_is_fitted(self, "calibration_")
         batch = as_inputs(X, self.modality_)
@@ -241,9 +258,9 @@ class Engine(MetaEstimatorMixin, BaseEstimator):
 
     def ask_stage(self, s: int, X):
         """Stage ``s`` alone on every item of ``X`` (already checked items), as when nothing before it
-        had answered: what a comparison of each stage alone needs (a learned routing score, which
-        judges from the earlier answers too, is NaN here)."""
-        return self._stages()[s].ask(X, np.arange(len(X)), [])
+        had answered and without a 2CD copy: what a comparison of each stage alone needs (a learned
+        routing score, which judges from the earlier answers too, is NaN here)."""
+        return self._stages(specific_only=True)[s].ask(X, np.arange(len(X)), [])
 
     def _answered(self, X) -> tuple[np.ndarray, pd.DataFrame]:
         """The table of valid items; raises where an item got no answer at all (never a silent guess)."""

@@ -288,15 +288,20 @@ class ShuntGenerator(StageList):
         return confidence[:, 0] if deferral is None else deferral.judge(0, every[:1], X_val)
 
     # -- inference -----------------------------------------------------------------------------
-    def _stages(self, chat: bool = False, context=None) -> list:
+    def _stages(self, chat: bool = False, context=None, specific_only=False) -> list:
+        """The stages (``context`` for the last one); the first is the surer of it and its 2CD copy
+        after :meth:`distill` (the first alone with ``specific_only``)."""
         options = {"modality": self.modality_, "progress": self.progress, "chat": chat}
         measure = self.sequence_measure()
+        last = len(self.stages_) - 1
         stages = [
-            GeneratorStage(model, measure, hint=self.hint, context=context if s else None, **options)
+            GeneratorStage(model, measure, hint=self.hint, context=context if s == last else None, **options)
             for s, (_, model) in enumerate(self.stages_)
         ]
         learnable = getattr(self, "learnable_", None)
-        if learnable is not None:  # 2CD: the surer of the first stage and its distilled copy answers
+        if (
+            learnable is not None and not specific_only
+        ):  # 2CD: the surer of the first stage and its distilled copy answers
             stages[0] = Surer(stages[0], GeneratorStage(learnable, measure, **options))
         deferral = getattr(self, "deferral_", None)
         if deferral is not None:  # learned quality: every stage but the last scored on all written so far

@@ -34,7 +34,7 @@ from ..core.stratified import (
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
 from .deferral import AUTO, LEARNED, Deferral, settle
-from .engine import Engine
+from .engine import Engine, unchanged_on_error
 from .stages import ClassifierStage, Deferred, Given, LabelStage, Surer
 
 
@@ -562,25 +562,28 @@ class ShuntClassifier(ClassifierMixin, Engine):
         context = self._checked_context(context, len(batch))
         if context is not None:
             context = [context[i] for i in np.flatnonzero(ok)]
+        if X_val is not None:  # checked before anything is learned
+            val = as_inputs(X_val, self.modality_)
+            require_valid(val.problems, "validation inputs")
+            y_val = check_targets(y_val, len(val), type(self).__name__)
         stages = self._stages(specific_only=True, context=context)
         routed = self._run(inputs, stages=stages)  # the large model answers what s1 is unsure of
         small, large = routed.answers
         proba_large = np.where((routed.stage == 1)[:, None], routed.proba(), np.nan)
         targets = two_stage_targets(small.proba, small.confidence, proba_large, self.threshold_)
-        self.learnable_ = learn(
-            getattr(self, "learnable_", None),
-            self.small_,
-            inputs,
-            targets,
-            self.classes_,
-            epochs=epochs,
-            X_train=X_train,
-            y_train=y_train,
-        )
-        if X_val is not None:
-            batch = as_inputs(X_val, self.modality_)
-            require_valid(batch.problems, "validation inputs")
-            self._calibrate(batch.items, check_targets(y_val, len(batch), type(self).__name__))
+        with unchanged_on_error(self):
+            self.learnable_ = learn(
+                getattr(self, "learnable_", None),
+                self.small_,
+                inputs,
+                targets,
+                self.classes_,
+                epochs=epochs,
+                X_train=X_train,
+                y_train=y_train,
+            )
+            if X_val is not None:
+                self._calibrate(val.items, y_val)
         self.distillation_ = {
             "n_pool": int(len(inputs)),
             "n_skipped_invalid": int((~ok).sum()),

@@ -45,7 +45,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..core.routes import INVALID, LARGE, SMALL
 from ..exceptions import ConfigError, DataError, LargeModelError
-from .engine import PARTIAL, Engine
+from .engine import PARTIAL, Engine, unchanged_on_error
 
 CONTEXT_LEAD = "Known about this item: "  #: how the settled answers are introduced in a prompt
 
@@ -61,8 +61,8 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
         :class:`~datashunt.Cascade`), cloned and fitted on that subtask's labels with its own
         calibration (policy, guarantee) on the same validation items.
     context : bool
-        Show the large-model stages, in each item's prompt, the answers the small side settled for
-        the item's other subtasks.
+        Show each subtask's last stage (its large model), in each item's prompt, the answers the
+        small side settled for the item's other subtasks.
 
     Attributes
     ----------
@@ -166,11 +166,7 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
         and the totals."""
         check_is_fitted(self, "subtasks_")
         names = [name for name, _ in self.subtasks_]
-        for name, face in self.subtasks_:  # before any subtask learns: all or none do
-            try:
-                getattr(face, "check_trainable", lambda: None)()
-            except ConfigError as exc:
-                raise ConfigError(f"subtask {name!r}: {exc}") from None
+        self.check_trainable()
         for X, y, what in ((X_train, y_train, "training"), (X_val, y_val, "validation")):
             if (X is None) != (y is None):
                 raise DataError(f"distill needs both the {what} items and their labels, or neither")
@@ -180,22 +176,34 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
             y_val = self._labels(y_val, names, "validation", len(X_val))
         first = {name: face.first_stages(X_pool) for name, face in self.subtasks_}
         settled = {name: table[f"{PARTIAL}answer"].notna().to_numpy() for name, table in first.items()}
-        for name, face in self.subtasks_:
-            face.distill(
-                X_pool,
-                X_train=X_train,
-                y_train=None if y_train is None else y_train[name].to_numpy(),
-                X_val=X_val,
-                y_val=None if y_val is None else y_val[name].to_numpy(),
-                epochs=epochs,
-                context=self._context(name, first, settled) if self.context else None,
-            )
+        with unchanged_on_error(*(face for _, face in self.subtasks_)):  # every subtask learns, or none
+            for name, face in self.subtasks_:
+                face.distill(
+                    X_pool,
+                    X_train=X_train,
+                    y_train=None if y_train is None else y_train[name].to_numpy(),
+                    X_val=X_val,
+                    y_val=None if y_val is None else y_val[name].to_numpy(),
+                    epochs=epochs,
+                    context=self._context(name, first, settled) if self.context else None,
+                )
         faces = {name: face.distillation_ for name, face in self.subtasks_}
         totals = ("n_from_small", "n_from_large", "n_large_asked", "large_cost")
         self.distillation_ = {"subtasks": faces, "n_pool": next(iter(faces.values()))["n_pool"]} | {
             key: sum(face[key] for face in faces.values()) for key in totals
         }
         return self
+
+    def check_trainable(self) -> None:
+        """Refuse 2-Stage Confidence Distillation where a subtask's first stage cannot learn."""
+        for name, face in self.subtasks_:
+            check = getattr(face, "check_trainable", None)  # a cascade's first stage may be a large model
+            if check is None:
+                continue
+            try:
+                check()
+            except ConfigError as exc:
+                raise ConfigError(f"subtask {name!r}: {exc}") from None
 
     def _context(self, name: str, first: dict, settled: dict) -> list:
         """Per item, the answers the small side settled for the other subtasks (None where none)."""

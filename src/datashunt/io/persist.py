@@ -324,7 +324,13 @@ def load(
         stages.append((name, model))
     if given:
         raise ConfigError(f"large_options names stages {sorted(given)} that this {meta['kind']} has no backend for")
-    copy = "distillation" in kind.learned and file("learnable.skops").is_file()
+    copy = "distillation" in kind.learned and meta["learned"]["distillation"] is not None
+    if copy != file("learnable.skops").is_file():  # distill sets both: one without the other was changed
+        fail(
+            "learnable.skops is missing though learned.distillation says the model was distilled"
+            if copy
+            else "learnable.skops is there though learned.distillation is null"
+        )
     learnable = trainable("learnable.skops", "learnable model", True) if copy else None
     try:
         model = kind.build(kind.cls, stages, meta["params"], meta["thresholds"], meta["learned"])
@@ -523,8 +529,8 @@ def _check_meta(meta, kind: Kind, fail) -> None:
     _check_keys(meta, META_TYPES, "", fail)
     names = kind.cls._get_param_names()
     _older_params(meta["params"], names)
-    if kind.cls is Cascade:  # saved before cascades could be distilled
-        meta["learned"].setdefault("distillation", None)
+    if kind.cls is Cascade and meta["learned"] == {}:  # saved before cascades could be distilled
+        meta["learned"]["distillation"] = None
     _check_keys(meta["params"], dict.fromkeys(set(names) - {"small", "large", "stages"}, object), "params.", fail)
     classes, stages = meta["classes"], meta["stages"]
     if kind.cls.task == "generate":
