@@ -230,3 +230,30 @@ def test_rounds_refuse_a_cascade_that_cannot_learn_before_any_call(drift):
     with pytest.raises(ConfigError, match="is a large model"):
         distill_rounds(cascade, pool, 2, X_test, y_test, X_train=X, y_train=y)
     assert getattr(cascade.stages_[0][1], "calls", 0) == 0
+
+
+def test_a_generator_learns_nothing_from_a_fallback_and_a_failed_recalibration_changes_nothing():
+    """Where the large model failed, the memory's unsure guess stands: it must not be remembered."""
+    from fakes import FakeGenerator
+
+    from datashunt import ShuntGenerator
+    from datashunt.exceptions import DataError, LargeModelError
+    from datashunt.small.memory import MemoryGenerator
+
+    known = {f"sentence number {i}": f"Satz Nummer {i}" for i in range(6)}
+    texts = list(known)
+    large = FakeGenerator({t: (a, [0.9]) for t, a in known.items()}, name="large", fail=(texts[3],))
+    stages = [("memory", MemoryGenerator()), ("large", large)]
+    seen = [known[t] for t in texts[:2]]
+    shunt = ShuntGenerator(stages, thresholds=[0.99], confidence="mean_proba").fit(texts[:2], seen, texts[:2], seen)
+    assert shunt.route(texts[2:])["route"].tolist() == ["large", "fallback", "large", "large"]
+    shunt.distill(texts[2:])
+    assert shunt.distillation_ == {"n_pool": 4, "n_from_small": 0, "n_from_large": 3}
+    assert texts[3] not in shunt.learnable_.memory_.texts_.tolist()
+    before = dict(shunt.__dict__)
+    with pytest.raises(DataError, match="both the validation items and their references, or neither"):
+        shunt.distill(texts[2:], X_val=texts[:2])
+    shunt.stages_[1][1].fail = tuple(texts)  # every validation call fails: δ cannot be calibrated again
+    with pytest.raises(LargeModelError, match="on the validation data failed"):
+        shunt.distill(texts[4:], X_val=texts[2:4], references_val=[known[t] for t in texts[2:4]])
+    assert shunt.__dict__ == before

@@ -19,18 +19,30 @@ class JointGenerator(FakeGenerator):
     message translated from the table (``garble``: an answer without numbers)."""
 
     def __init__(
-        self, table=None, *, name="large", fail=(), max_new_tokens=16, stop=None, price=None, garble=False, cache=False
+        self,
+        table=None,
+        *,
+        name="large",
+        fail=(),
+        max_new_tokens=16,
+        stop=None,
+        price=None,
+        garble=False,
+        cache=False,
+        fail_joint=False,
     ):
         super().__init__(
             table, name=name, fail=fail, max_new_tokens=max_new_tokens, stop=stop, price=price, cache=cache
         )
-        self.garble = garble
+        self.garble, self.fail_joint = garble, fail_joint
         self.chats = []  # shared with the copy a joint call is made by
 
     def _generate(self, messages, item):
         if item is not None:
             return super()._generate(messages, item)
         self.chats.append(messages)
+        if self.fail_joint:
+            raise LargeModelError("upstream error 503")
         lines = [line.split(". ", 1) for line in messages[-1]["content"].splitlines() if line[:1].isdigit()]
         answers = [f"{n}. {self.table[text][0]}" for n, text in lines]
         from datashunt.backends.generate.base import Generated
@@ -140,6 +152,30 @@ def test_bad_documents_are_flagged_per_row():
     assert table["parts"].tolist() == [2, 0, 0] and table["route"].tolist() == ["small", "invalid", "invalid"]
     with pytest.raises(LargeModelError, match="2 documents lack a text"):
         Segments(shunt()).fit(DOCS, REFS).generate([DOCS[2], None, "   "])
+
+
+def test_a_document_that_is_not_valid_unicode_is_flagged_and_the_others_answered():
+    table = Segments(shunt()).fit(DOCS, REFS).route(["Hard sentence 1. x\ud800 y. Easy sentence 2.", DOCS[2]])
+    assert table["route"].tolist() == ["invalid", "small"] and table["text"].tolist() == [None, REFS[2]]
+    assert table["flag"].iloc[0] == "not valid Unicode: a lone surrogate U+D800 at character 18; not sent"
+
+
+def test_a_failed_joint_call_is_counted_and_a_long_document_asks_in_several_joint_calls():
+    from datashunt.estimators.segments import MOST_TOGETHER
+
+    model = Segments(shunt()).fit(DOCS, REFS)
+    large = model.shunt_.stages_[-1][1]
+    table = model.route(DOCS[1:2])
+    assert table["failed_calls"].tolist() == [0] and table["large_calls"].tolist() == [1]
+    large.fail_joint = True  # the joint call errs, the calls part by part do not
+    table = model.route(DOCS[1:2])
+    assert table["text"].tolist() == REFS[1:2] and table["large_calls"].tolist() == [3]
+    assert table["failed_calls"].tolist() == [1] and "asked part by part" in table["flag"].iloc[0]
+    hard = " ".join(list(HARD)[:2] * (MOST_TOGETHER // 2 + 1))  # more open parts than one joint call asks about
+    large.fail_joint, chats = False, len(large.chats)
+    table = model.route([hard])
+    assert len(large.chats) - chats == 2 and table["large_calls"].tolist() == [2]
+    assert max(len(c[-1]["content"].splitlines()) for c in large.chats[chats:]) <= MOST_TOGETHER + 2
 
 
 def test_calibration_uses_the_aligned_sentences_and_refuses_when_none_align():
@@ -354,6 +390,12 @@ def test_distill_refuses_an_untrainable_first_stage_and_half_given_validation_be
     with pytest.raises(DataError, match="no document of the pool has text"):
         model.distill([None, "  "])
     assert not hasattr(model.shunt_.stages_[-1][1], "calls")  # the large model was never asked
+    from datashunt.collab.distill import distill_rounds
+
+    untrainable = Segments(shunt()).fit(DOCS, REFS)
+    with pytest.raises(ConfigError, match="is not trainable"):  # before round 0 routes anything
+        distill_rounds(untrainable, DOCS, 1, DOCS, REFS)
+    assert not hasattr(untrainable.shunt_.stages_[-1][1], "calls")
     with pytest.raises(DataError, match="routed has 1 rows for 2 pool items"):
         model.shunt_.distill(["a", "b"], routed=pd.DataFrame({"text": ["x"], "stage": [0], "confidence": [1.0]}))
 

@@ -222,6 +222,21 @@ def test_segments_are_served_on_documents_with_every_call_counted():
     assert value['datashunt_large_share{endpoint="/v1/documents"}'] == 3 / 5
 
 
+def test_documents_beyond_max_parts_are_a_413_and_a_failed_joint_call_is_an_upstream_error():
+    from test_segments import DOCS, REFS, shunt
+
+    model = Segments(shunt()).fit(DOCS, REFS)
+    model.shunt_.stages_[-1][1].fail_joint = True  # the joint call errs; the parts, asked one by one, do not
+    with running(create_app(model, ServeSettings(max_parts=5), name="translate")) as url:
+        big = httpx.post(url + DOCUMENTS, json={"items": DOCS})  # 8 parts
+        answered = httpx.post(url + DOCUMENTS, json={"items": DOCS[1:2]}).json()
+        metrics = httpx.get(url + "/metrics").text
+    assert big.status_code == 413 and "cut into 8 parts, more than this service takes" in big.text
+    assert answered["results"][0]["text"] == REFS[1] and answered["results"][0]["failed_calls"] == 1
+    value = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line[:1] != "#"}
+    assert value["datashunt_upstream_errors_total"] == 1
+
+
 # -- the OpenAI-compatible routing proxy ------------------------------------------------------
 SURE = [("Bonjour", -0.01), (" le", -0.02), (" monde", -0.01)]
 UNSURE = [("Je", -1.5), (" sais", -2.0), (" pas", -1.2)]

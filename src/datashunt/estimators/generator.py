@@ -23,7 +23,7 @@ from ..eval.metrics import METRICS, Metric, get_metric
 from ..exceptions import ConfigError, DataError
 from ..modalities import NAMES, as_inputs
 from .deferral import AUTO, LEARNED, QualityDeferral, settle
-from .engine import StageList
+from .engine import StageList, unchanged_on_error
 from .stages import Deferred, GeneratorStage, Surer
 
 
@@ -337,32 +337,41 @@ class ShuntGenerator(StageList):
         the surer of the first stage and its copy answers (route ``learnable``); with ``X_val,
         references_val`` the thresholds are calibrated again for the pair. No reference of
         ``X_pool`` is used. ``routed``: the pool's route table where the caller asked about it
-        already (``text``, ``stage`` and ``confidence`` per item; :meth:`Segments.distill
-        <datashunt.Segments.distill>` gives its parts as it asked about them), routed here otherwise.
+        already (``text``, ``stage`` and ``confidence`` per item, ``stage`` -1 where the text must
+        teach nothing; :meth:`Segments.distill <datashunt.Segments.distill>` gives its parts as it
+        asked about them), routed here otherwise (where the last stage failed, the earlier text
+        that stands teaches nothing: it was an unsure one). A distillation that fails leaves the
+        model as it was.
         """
         check_is_fitted(self, "thresholds_")
         self.check_trainable()
+        if (X_val is None) != (references_val is None):
+            raise DataError("distill needs both the validation items and their references, or neither")
+        if X_val is not None:  # checked before anything is learned
+            X_val, references_val, _ = self._pairs(X_val, references_val, "validation", self.modality_)
         table = self.route(X_pool) if routed is None else routed
         if len(table) != len(X_pool):
             raise DataError(f"routed has {len(table)} rows for {len(X_pool)} pool items")
+        stage = table["stage"].to_numpy()
+        if routed is None:  # a fallback's standing text is an earlier stage's unsure one
+            stage = np.where(table["reached"].to_numpy() == stage, stage, -1)
         last = len(self.stages_) - 1
-        teach = ((table["stage"] == 0) | ((table["stage"] == last) & (table["confidence"] >= min_confidence))) & table[
-            "text"
-        ].notna()
+        sure = table["confidence"].to_numpy(float) >= min_confidence
+        teach = ((stage == 0) | ((stage == last) & sure)) & table["text"].notna().to_numpy()
         if not teach.any():
             raise DataError("no confident text in the pool to learn from; give a larger pool or a lower min_confidence")
         items = as_inputs(X_pool, self.modality_).items
-        rows = np.flatnonzero(teach.to_numpy())
+        rows = np.flatnonzero(teach)
         learnable = copy.deepcopy(getattr(self, "learnable_", None) or self.stages_[0][1])
-        self.learnable_ = learnable.distill(items[rows], table["text"].to_numpy()[rows].tolist(), epochs=epochs)
+        with unchanged_on_error(self):
+            self.learnable_ = learnable.distill(items[rows], table["text"].to_numpy()[rows].tolist(), epochs=epochs)
+            if X_val is not None:
+                self._calibrate(X_val, references_val)
         self.distillation_ = {
             "n_pool": len(table),
-            "n_from_small": int((teach & (table["stage"] == 0)).sum()),
-            "n_from_large": int((teach & (table["stage"] == last)).sum()),
+            "n_from_small": int((teach & (stage == 0)).sum()),
+            "n_from_large": int((teach & (stage == last)).sum()),
         }
-        if X_val is not None:
-            X_val, references_val, _ = self._pairs(X_val, references_val, "validation", self.modality_)
-            self._calibrate(X_val, references_val)
         return self
 
     def check_trainable(self) -> None:

@@ -21,9 +21,10 @@ The route table has one row per document: ``text``, ``route`` (``large`` where t
 was asked about any part, ``small`` where not, ``invalid`` for a document that is not text),
 ``parts``, ``large_parts`` (answered by the last stage), ``held_back`` (open parts the budget left
 to the small side), ``large_calls``, ``cached_calls`` (of those, answered from the call cache),
-``large_prompt_tokens`` and ``large_completion_tokens`` (the
-last stage's), ``prompt_tokens`` and ``completion_tokens`` (every stage's), ``cost``, ``routes`` (each
-part's route) and ``flag``. The service answers ``/v1/documents`` with this table
+``failed_calls`` (of those, failed: an error, a time-out, no answer), ``large_prompt_tokens`` and
+``large_completion_tokens`` (the last stage's), ``prompt_tokens`` and ``completion_tokens`` (every
+stage's), ``cost``, ``routes`` (each part's route: ``invalid`` for a part no stage could take) and
+``flag``. The service answers ``/v1/documents`` with this table
 (:mod:`datashunt.serve.items`).
 
 Examples
@@ -53,13 +54,15 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted
 
+from ..backends.base import NOT_ASKED
 from ..backends.pricing import Price
 from ..core import drift
-from ..core.routes import INVALID, LARGE, LEARNABLE, SMALL
+from ..core.routes import FALLBACK, INVALID, LARGE, LEARNABLE, SMALL
 from ..core.segments import UNITS, join, split
 from ..core.sequence import get_sequence_measure
 from ..eval.metrics import get_metric
 from ..exceptions import ConfigError, DataError, DriftWarning, LargeModelError
+from ..modalities.text import lone_surrogate
 from .engine import PARTIAL, Engine
 from .subtasks import CONTEXT_LEAD
 
@@ -67,6 +70,7 @@ from .subtasks import CONTEXT_LEAD
 TOGETHER = (
     "Do this for each numbered line below, in order: answer with the same numbers, one line each, and nothing else."
 )
+MOST_TOGETHER = 16  #: the most parts one joint call asks about (a longer document's open parts take more calls)
 TOKENS = ("prompt_tokens", "completion_tokens")
 _NUMBERED = re.compile(r"^\s*(\d+)\s*[.):]\s*(.*?)\s*$")
 
@@ -166,6 +170,15 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
             )
         return texts, refs, {"documents": len(X), "aligned": used, "parts": len(texts)}
 
+    def check_trainable(self) -> None:
+        """Refuse 2-Stage Confidence Distillation where the shunt's first stage cannot learn."""
+        check_is_fitted(self, "shunt_")
+        self.shunt_.check_trainable()
+
+    def n_parts(self, X) -> int:
+        """How many parts the text documents of ``X`` are cut into (what a service bounds per request)."""
+        return sum(len(split(d, self.unit)) for d in X if isinstance(d, str))
+
     # -- routing -------------------------------------------------------------------------------
     def route(self, X) -> pd.DataFrame:
         """One row per document (see the module's docstring): the small side answers every part,
@@ -237,26 +250,30 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
         run.hold(order, first, names)
 
     def _together(self, run: "_Parts", context, left) -> np.ndarray:
-        """Ask the last stage once per document with two or more open parts; the parts left to ask one by one."""
+        """Ask the last stage once per document with two or more open parts (at most
+        :data:`MOST_TOGETHER` a call); the parts left to ask one by one."""
         name, model = self.shunt_.stages_[-1]
         if not hasattr(model, "chat"):
             return left
-        groups = {d: left[run.owner[left] == d] for d in np.unique(run.owner[left])}
-        by_size: dict[int, list] = {}
-        for d, rows in groups.items():
-            if len(rows) > 1:
-                by_size.setdefault(len(rows), []).append(d)
+        by_size: dict[int, list] = {}  # the parts of each joint call, by how many they are
+        for d in np.unique(run.owner[left]):
+            rows = left[run.owner[left] == d]
+            for chunk in np.array_split(rows, -(-len(rows) // MOST_TOGETHER)) if len(rows) > 1 else ():
+                by_size.setdefault(len(chunk), []).append(chunk)
         answered, measure = set(), get_sequence_measure(self.shunt_.sequence_measure())
-        for k, ds in by_size.items():
+        for k, chunks in by_size.items():
             joint = model.variant(stop=None, max_new_tokens=model.max_new_tokens * k)
             chats = [
-                self._chat(model, [run.parts[i] for i in groups[d]], context and _joined(context, groups[d]))
-                for d in ds
+                self._chat(model, [run.parts[i] for i in rows], context and _joined(context, rows)) for rows in chunks
             ]
             got = joint.chat(chats, progress=self.shunt_.progress)
-            for j, d in enumerate(ds):
-                rows = groups[d]
+            for j, rows in enumerate(chunks):
+                d = run.owner[rows[0]]
+                if got.flag[j] == NOT_ASKED:  # the spending limit refused it: not a call, not a failure
+                    run.flags[d].append(f"{name}: {NOT_ASKED}")
+                    continue
                 run.calls[d] += 1
+                run.failed[d] += got.text[j] is None
                 run.cached[d] += bool(got.cached[j])
                 run.cost[rows[0]] += got.cost[j]
                 run.price[rows[0]] += got.price[j]
@@ -306,8 +323,11 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
         last = len(self.shunt_.stages_) - 1
         asked = table["reached"].to_numpy() == last
         run.price[rows[asked]] += self.shunt_.stages_[-1][1].price_of(*(got[k][asked] for k in TOKENS))
-        for i, reached, cached, flag in zip(rows, table["reached"], table["cached"], table["flag"]):
+        for i, reached, route, cached, flag in zip(
+            rows, table["reached"], table["route"], table["cached"], table["flag"]
+        ):
             run.calls[run.owner[i]] += int(reached == last)
+            run.failed[run.owner[i]] += int(route == FALLBACK)
             run.cached[run.owner[i]] += int(reached == last and bool(cached))
             if isinstance(flag, str) and flag:
                 run.flags[run.owner[i]].append(flag)
@@ -331,8 +351,7 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
             model.fit(docs, translations, val_docs, val_translations)
             model.distill(traffic, X_val=val_docs, references_val=val_translations)
         """
-        check_is_fitted(self, "shunt_")
-        self.shunt_.check_trainable()
+        self.check_trainable()
         if (X_val is None) != (references_val is None):
             raise DataError("distill needs both the validation documents and their references, or neither")
         val = (None, None)
@@ -392,6 +411,7 @@ class _Parts:
         self.small = {k: np.zeros(n, int) for k in TOKENS}  # the earlier stages'
         self.calls = np.zeros(self.n_docs, int)  # last-stage calls per document
         self.cached = np.zeros(self.n_docs, int)  # of those, answered from the call cache
+        self.failed = np.zeros(self.n_docs, int)  # of those, failed (an error, a time-out, no answer)
         self.held = np.zeros(n, bool)  # open parts the budget left to the small side
         self.flags = [[] for _ in range(self.n_docs)]
 
@@ -406,9 +426,11 @@ class _Parts:
 
     def settle(self, first: pd.DataFrame, shunt) -> None:
         """Take what the first stages settled (``first``: :meth:`Engine.first_stages` of the parts)."""
-        settled = ~first[f"{PARTIAL}open"].to_numpy(bool)
-        self.texts[settled] = first[f"{PARTIAL}answer"].to_numpy()[settled]
         names, stage = shunt.stage_names(), first[f"{PARTIAL}stage"].to_numpy(int)
+        settled = ~first[f"{PARTIAL}open"].to_numpy(bool)
+        self.routes[settled & (stage < 0)] = INVALID  # no stage could take it: no text, flagged by its document
+        settled &= stage >= 0
+        self.texts[settled] = first[f"{PARTIAL}answer"].to_numpy()[settled]
         self.routes[settled] = [names[s] for s in stage[settled]]
         self.routes[settled & (stage == 0) & first[f"{PARTIAL}0_learnable"].to_numpy(bool)] = LEARNABLE
         for s in range(len(names) - 1):
@@ -453,6 +475,7 @@ class _Parts:
                 "held_back": self._per_doc(self.held.astype(int)),
                 "large_calls": self.calls,
                 "cached_calls": self.cached,
+                "failed_calls": self.failed,
                 "large_prompt_tokens": self._per_doc(self.large["prompt_tokens"]),
                 "large_completion_tokens": self._per_doc(self.large["completion_tokens"]),
                 **{k: self._per_doc(self.large[k] + self.small[k]) for k in TOKENS},
@@ -484,8 +507,15 @@ def _checked(X) -> tuple[list, list]:
     if not isinstance(X, list | tuple | np.ndarray | pd.Series):
         raise DataError(f"documents must be a list of strings, got {type(X).__name__}")
     docs = list(X)
-    problems = [None if isinstance(d, str) else f"not text ({type(d).__name__})" for d in docs]
-    return [d if isinstance(d, str) else "" for d in docs], problems
+    return [d if isinstance(d, str) else "" for d in docs], [_problem(d) for d in docs]
+
+
+def _problem(doc) -> str | None:
+    """Why a document cannot be cut and sent (None when it can)."""
+    if not isinstance(doc, str):
+        return f"not text ({type(doc).__name__})"
+    bad = lone_surrogate(doc)
+    return f"not valid Unicode: {bad}" if bad else None
 
 
 def _joined(context: list, rows) -> str | None:

@@ -61,8 +61,21 @@ def _problem(value) -> str | None:
         return f"not a string ({type(value).__name__})"
     if not value.strip():
         return "blank text"
+    bad = lone_surrogate(value)
+    return f"not valid Unicode: {bad}" if bad else None
+
+
+def lone_surrogate(text: str) -> str | None:
+    """Where ``text`` is not valid Unicode (a lone surrogate, as a ``\\ud800`` escape in JSON
+    gives), said in words; None when it is valid.
+
+    Examples
+    --------
+    >>> lone_surrogate("x \\ud800")
+    'a lone surrogate U+D800 at character 2'
+    """
     try:
-        value.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return f"not valid Unicode: a lone surrogate U+{ord(value[exc.start]):04X} at character {exc.start}"
+        return f"a lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}"
     return None

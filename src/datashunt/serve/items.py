@@ -38,15 +38,13 @@ def traffic(table: pd.DataFrame, subtasks=None) -> tuple[np.ndarray, int, int]:
     """Per item whether it went past its first stage, then the calls answered from the cache and
     the upstream failures, from a route table: an engine's (one route per item), given the
     ``subtasks`` names :class:`~datashunt.Subtasks`' (a route per subtask, counted per call), or
-    :class:`~datashunt.Segments`' (a route per part in ``routes``, counted per call)."""
-    if subtasks:
-        routes = table[[f"route_{name}" for name in subtasks]].to_numpy().ravel().tolist()
-    elif "routes" in table:
-        routes = [route for parts in table["routes"] for route in parts]
-    else:
-        sent = ((table["reached"] > 0) & (table["route"] != INVALID)).to_numpy()
-        return sent, int((table["cached"] & sent).sum()), int((table["route"] == FALLBACK).sum())
-    return (table["large_calls"] > 0).to_numpy(), int(table["cached_calls"].sum()), routes.count(FALLBACK)
+    :class:`~datashunt.Segments`' (its ``failed_calls``, a joint call's among them)."""
+    if subtasks or "failed_calls" in table:
+        routes = table[[f"route_{name}" for name in subtasks]].to_numpy().ravel().tolist() if subtasks else []
+        failed = int(table["failed_calls"].sum()) if "failed_calls" in table else routes.count(FALLBACK)
+        return (table["large_calls"] > 0).to_numpy(), int(table["cached_calls"].sum()), failed
+    sent = ((table["reached"] > 0) & (table["route"] != INVALID)).to_numpy()
+    return sent, int((table["cached"] & sent).sum()), int((table["route"] == FALLBACK).sum())
 
 
 class ItemRouter:
@@ -83,6 +81,14 @@ class ItemRouter:
                 413,
                 f"{len(items)} items is more than this service takes in one request "
                 f"({self.settings.max_items}, max_items)",
+                "request_too_large",
+            )
+        parts = getattr(self.model, "n_parts", None)  # Segments: each part may be a large-model call
+        if parts is not None and (n := parts(items)) > self.settings.max_parts:
+            raise Failure(
+                413,
+                f"these documents are cut into {n} parts, more than this service takes in one request "
+                f"({self.settings.max_parts}, max_parts)",
                 "request_too_large",
             )
         try:

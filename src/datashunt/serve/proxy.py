@@ -26,7 +26,8 @@ from fastapi.responses import StreamingResponse
 from ..core.params import env_name
 from ..core.routes import OPEN
 from ..exceptions import ConfigError
-from .wire import CHAT, Failure, SafeJSONResponse, dumps, lone_surrogate
+from ..modalities.text import lone_surrogate
+from .wire import CHAT, Failure, SafeJSONResponse, dumps
 
 ROUTE_HEADER = "X-Datashunt-Route"
 SAMPLING_ONLY = ("tools", "functions", "tool_choice", "response_format", "logit_bias")

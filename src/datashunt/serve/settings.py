@@ -19,14 +19,15 @@ class ServeSettings:
 
     ``api_key_sha256``: SHA-256 hex digests of the accepted bearer tokens (the tokens themselves
     are never stored); empty means no authentication. ``max_body_bytes`` and ``max_items`` bound a
-    request (413 beyond); ``request_timeout`` bounds the time spent on one (504 beyond);
-    ``max_concurrency`` requests are worked on at once and ``max_pending`` more wait, further ones
-    are turned away with 503 and ``Retry-After``; a request holds no place until its whole body has
-    come, which must take at most ``body_timeout`` seconds (408 beyond). ``micro_batching`` pools
-    the items of concurrent classify requests into one call of the model (at most
-    ``max_batch_items``). uvicorn's own limits (:func:`~datashunt.serve.app.server_options`):
-    ``max_connections`` open at once (503 beyond), ``max_header_bytes`` of request line and headers,
-    ``keep_alive_timeout`` seconds before an idle connection is closed.
+    request, and ``max_parts`` the parts its documents are cut into (``/v1/documents``), 413
+    beyond; ``request_timeout`` bounds the time spent on one (504 beyond); ``max_concurrency``
+    requests are worked on at once and ``max_pending`` more wait, further ones are turned away
+    with 503 and ``Retry-After``; a request holds no place until its whole body has come, which
+    must take at most ``body_timeout`` seconds (408 beyond). ``micro_batching`` pools the items of
+    concurrent classify requests into one call of the model (at most ``max_batch_items``).
+    uvicorn's own limits (:func:`~datashunt.serve.app.server_options`): ``max_connections`` open
+    at once (503 beyond), ``max_header_bytes`` of request line and headers, ``keep_alive_timeout``
+    seconds before an idle connection is closed.
 
     Examples
     --------
@@ -38,6 +39,7 @@ class ServeSettings:
     api_key_sha256: list = field(default_factory=list)
     max_body_bytes: int = 1 << 20
     max_items: int = 256
+    max_parts: int = 4096
     request_timeout: float = 60.0
     max_concurrency: int = 32
     max_pending: int = 64
@@ -58,6 +60,7 @@ class ServeSettings:
         for name in (
             "max_body_bytes",
             "max_items",
+            "max_parts",
             "max_concurrency",
             "max_batch_items",
             "retry_after",

@@ -106,19 +106,3 @@ def _deeper_than(value, limit: int) -> bool:
         children = node.values() if isinstance(node, dict) else node
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
-
-
-def lone_surrogate(text: str) -> str | None:
-    """Where ``text`` is not valid Unicode (a lone surrogate, as a ``\\ud800`` escape in JSON
-    gives), said in words; None when it is valid.
-
-    Examples
-    --------
-    >>> lone_surrogate("x \\ud800")
-    'a lone surrogate U+D800 at character 2'
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"a lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}"
-    return None
