@@ -121,9 +121,20 @@ def test_subtasks_are_saved_one_folder_each_and_load_like_the_original(tmp_path)
     (folder / "subtasks.json").write_text(json.dumps(meta))
     with pytest.raises(ModelFileError, match="subtask 'section' is a ShuntGenerator; a subtask is a ShuntClassifier"):
         load(folder, trust_saved_locations=True, large_options={"interface": options["interface"]})
-    (folder / "subtasks.json").write_text('{"format": 1, "kind": "Subtasks", "subtasks": [], "context": true}')
-    with pytest.raises(ModelFileError, match="the keys must be format, datashunt_version, kind"):
+    (folder / "subtasks.json").write_text('{"format": 2, "kind": "Subtasks", "subtasks": [], "context": true}')
+    with pytest.raises(ModelFileError, match=r"the keys must be \['classes', 'context', 'datashunt_version'"):
         load(folder, large_options=options)
+    save(model, folder)  # whole again
+    (folder / "subtasks.json").write_text(json.dumps(meta | {"subtasks": ["interface", "section"]}))  # swapped
+    with pytest.raises(ModelFileError, match="subtask 'interface' does not have the classes its folder subtask_0"):
+        load(folder, large_options=options)
+    older = {k: v for k, v in meta.items() if k != "classes"} | {"format": 1}  # saved before classes were
+    (folder / "subtasks.json").write_text(json.dumps(older))
+    pd.testing.assert_frame_equal(load(folder, large_options=options).route(texts[250:]), model.route(texts[250:]))
+    save(model, folder / "subtask_0")  # a Subtasks where a subtask's folder should be
+    (folder / "subtasks.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="subtask 'section' is a Subtasks; a subtask is a ShuntClassifier"):
+        load(folder, trust_saved_locations=True, large_options={"interface": options["interface"]})
 
 
 def test_every_face_shows_a_context_line_to_its_large_stages_only():
@@ -242,3 +253,50 @@ def test_a_three_stage_cascade_subtask_distills_from_the_calls_route_paid_for():
     assert [m.calls for _, m in face.stages_[1:]] == paid and learned["large_cost"] == 0.0
     assert learned["n_large_asked"] == (routed["route_interface"] == "big").sum() > 0
     assert learned["n_from_large"] > 0 and face.learnable_ is not None
+
+
+def test_a_fit_that_fails_keeps_the_model_and_labels_are_checked_before_any_face_is_fitted():
+    texts, labels, _ = packages()
+    model = subtasks(labels, texts).fit(texts[:150], labels[:150])
+    fitted = model.subtasks_
+    broken = labels.assign(interface=None)
+    with pytest.raises(DataError, match="training labels of subtask 'interface': 150 missing; drop those rows first"):
+        model.fit(texts[:150], broken[:150])
+    assert model.subtasks_ is fitted  # the earlier fit stands
+    with pytest.raises(DataError, match="fit needs both the validation items and their labels, or neither"):
+        model.fit(texts[:150], labels[:150], Y_val=labels[150:250])
+    with pytest.raises(DataError, match="training labels: All arrays must be of the same length"):
+        model.fit(texts[:150], {"section": ["games"] * 150, "interface": ["x11"] * 149})
+    faces = [(name, face) for name, face in subtasks(labels, texts).subtasks]
+    with pytest.raises(ConfigError, match="subtask name 'route_section' is a column of the route table"):
+        Subtasks([faces[0], ("route_section", faces[1][1])]).fit(texts[:150], labels.assign(route_section="x")[:150])
+
+
+def test_the_context_names_a_settled_class_by_its_label_word():
+    texts, labels, _ = packages(300)
+    coded = labels.assign(section=(labels["section"] == "games").astype(int))  # classes 0 and 1
+    faces = subtasks(coded, texts).subtasks
+    faces[0][1].set_params(label_names={0: "networking", 1: "games"})
+    faces[0][1].large.truth = dict(zip(texts, coded["section"].map({0: "networking", 1: "games"})))
+    model = Subtasks(faces).fit(texts[:150], coded[:150], texts[150:250], coded[150:250])
+    model.route(texts[250:])
+    prompt = model.subtasks_[1][1].large_.last_prompt
+    assert "Known about this item: section: games" in prompt or "section: networking" in prompt
+    assert "section: 0" not in prompt and "section: 1" not in prompt
+
+
+def test_evaluation_counts_a_cascade_subtask_sent_to_its_last_stage():
+    from datashunt import Cascade
+    from datashunt.backends.replay import ReplayModel
+    from datashunt.eval.plus import evaluate_subtasks
+
+    texts, labels, _ = packages(200)
+    answers = pd.DataFrame({"id": texts, "prediction": labels["interface"], "sure": 0.9})
+    llm = ReplayModel(answers, confidence_column="sure", name="llm")
+    cascade = Cascade([("tfidf", make_small("tfidf")), ("llm", llm)], confidence="max_proba", random_state=0)
+    faces = [("section", subtasks(labels, texts).subtasks[0][1]), ("interface", cascade)]
+    model = Subtasks(faces).fit(texts[:100], labels[:100], texts[100:160], labels[100:160])
+    summary, table = evaluate_subtasks(model, texts[160:], labels[160:])
+    asked = (table["route_interface"] == "llm").mean()
+    assert summary["subtasks"]["interface"]["large_share"] == asked > 0
+    assert summary["tokens_per_item"] == (table["prompt_tokens"] + table["completion_tokens"]).mean()

@@ -48,6 +48,31 @@ from ..exceptions import ConfigError, DataError, LargeModelError
 from .engine import PARTIAL, Engine, unchanged_on_error
 
 CONTEXT_LEAD = "Known about this item: "  #: how the settled answers are introduced in a prompt
+#: the route table's columns per item, and the prefixes of its columns per subtask: no subtask is named so
+ITEM_COLUMNS = ("route", "cost", "large_calls", "cached_calls", "prompt_tokens", "completion_tokens", "flag")
+SUBTASK_PREFIXES = ("route_", "confidence_", "cost_", "flag_")
+
+
+def check_names(names: list) -> None:
+    """Refuse subtask names that repeat or that the route table's own columns would overwrite.
+
+    Examples
+    --------
+    >>> check_names(["section", "cost"])
+    Traceback (most recent call last):
+    ...
+    datashunt.exceptions.ConfigError: subtask name 'cost' is a column of the route table; rename it
+    """
+    if len(set(names)) != len(names):
+        raise ConfigError(f"subtask names must be distinct, got {names}")
+    for name in names:
+        if name in ITEM_COLUMNS:
+            raise ConfigError(f"subtask name {name!r} is a column of the route table; rename it")
+        for prefix in SUBTASK_PREFIXES:
+            if name.startswith(prefix) and name[len(prefix) :] in names:
+                raise ConfigError(
+                    f"subtask name {name!r} is a column of the route table ({prefix}<subtask>); rename it"
+                )
 
 
 class Subtasks(MetaEstimatorMixin, BaseEstimator):
@@ -75,18 +100,23 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
 
     def fit(self, X, Y, X_val=None, Y_val=None):
         """Fit every subtask's face on ``Y[name]`` (a table with one column per subtask), calibrating
-        each on ``Y_val[name]`` (or each face's own held-out share when ``X_val`` is None)."""
+        each on ``Y_val[name]`` (or each face's own held-out share when ``X_val`` is None). Every
+        subtask's labels are checked before any face is fitted; a fit that fails keeps the model as
+        it was."""
         names = self._names()
+        if (X_val is None) != (Y_val is None):
+            raise DataError("fit needs both the validation items and their labels, or neither")
         Y = self._labels(Y, names, "training", len(X))
         Y_val = None if X_val is None else self._labels(Y_val, names, "validation", len(X_val))
-        self.subtasks_ = []
+        fitted = []
         for name, face in self.subtasks:
-            fitted = clone(face)
+            face = clone(face)
             if X_val is None:
-                fitted.fit(X, Y[name].to_numpy())
+                face.fit(X, Y[name].to_numpy())
             else:
-                fitted.fit(X, Y[name].to_numpy(), X_val=X_val, y_val=Y_val[name].to_numpy())
-            self.subtasks_.append((name, fitted))
+                face.fit(X, Y[name].to_numpy(), X_val=X_val, y_val=Y_val[name].to_numpy())
+            fitted.append((name, face))
+        self.subtasks_ = fitted
         return self
 
     @property
@@ -106,20 +136,26 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
             if not isinstance(face, Engine) or face.task != "classify":
                 raise ConfigError(f"subtask {name!r} needs a ShuntClassifier or a Cascade, got {type(face).__name__}")
             names.append(name)
-        if len(set(names)) != len(names):
-            raise ConfigError(f"subtask names must be distinct, got {names}")
+        check_names(names)
         return names
 
     @staticmethod
     def _labels(Y, names, what: str, n: int) -> pd.DataFrame:
         if not isinstance(Y, pd.DataFrame | dict):
             raise DataError(f"{what} labels must be a table (or dict) with one column per subtask {names}")
-        Y = pd.DataFrame(Y)
+        try:
+            Y = pd.DataFrame(Y)
+        except ValueError as exc:  # a dict of columns of different lengths
+            raise DataError(f"{what} labels: {exc}") from None
         missing = [name for name in names if name not in Y.columns]
         if missing:
             raise DataError(f"{what} labels have no column for subtask(s) {missing} (columns: {list(Y.columns)})")
         if len(Y) != n:
             raise DataError(f"{what}: {n} items but {len(Y)} rows of labels")
+        for name in names:
+            lacking = int(Y[name].isna().sum())
+            if lacking:
+                raise DataError(f"{what} labels of subtask {name!r}: {lacking} missing; drop those rows first")
         return Y.reset_index(drop=True)
 
     # -- routing -------------------------------------------------------------------------------
@@ -212,8 +248,11 @@ class Subtasks(MetaEstimatorMixin, BaseEstimator):
         for other, table in first.items():
             if other == name:
                 continue
+            face = dict(self.subtasks_)[other]
+            words = dict(zip(face.classes_.tolist(), face.labels_))  # as that face's large model says them
             for i in np.flatnonzero(settled[other]):
-                parts[i].append(f"{other}: {table[f'{PARTIAL}answer'].iloc[i]}")
+                answer = table[f"{PARTIAL}answer"].iloc[i]
+                parts[i].append(f"{other}: {words.get(answer, answer)}")
         return [CONTEXT_LEAD + "; ".join(p) if p else None for p in parts]
 
     def predict(self, X) -> pd.DataFrame:

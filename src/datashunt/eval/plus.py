@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.routes import FALLBACK
 from .metrics import get_metric
 
 
 def evaluate_subtasks(model, X, Y) -> tuple[dict, pd.DataFrame]:
-    """Exact match (every subtask right), each subtask's accuracy and share sent to its large model,
-    the large calls, tokens and cost per item; and the route table.
+    """Exact match (every subtask right), each subtask's accuracy and share sent to its last stage
+    (the large model), the large calls, tokens and cost per item; and the route table.
 
     Examples
     --------
@@ -30,13 +31,14 @@ def evaluate_subtasks(model, X, Y) -> tuple[dict, pd.DataFrame]:
         "subtasks": {
             name: {
                 "accuracy": float(right[:, i].mean()),
-                "large_share": float((table[f"route_{name}"] == "large").mean()),
+                "large_share": float(table[f"route_{name}"].isin([face.stage_names()[-1], FALLBACK]).mean()),
                 "threshold": _threshold(face),
             }
             for i, (name, face) in enumerate(model.subtasks_)
         },
     }
-    return summary | _spending(table), table
+    tokens = float((table["prompt_tokens"] + table["completion_tokens"]).mean()) if len(table) else 0.0
+    return summary | _spending(table) | {"tokens_per_item": tokens}, table
 
 
 def evaluate_segments(model, X, references, n_bootstrap: int = 1000, seed: int = 0) -> tuple[dict, pd.DataFrame]:

@@ -121,7 +121,7 @@ from ..estimators.cascade import Cascade
 from ..estimators.generator import ShuntGenerator
 from ..estimators.segments import Segments
 from ..estimators.shunt import ShuntClassifier
-from ..estimators.subtasks import Subtasks
+from ..estimators.subtasks import Subtasks, check_names
 from ..eval.compare import count_groups
 from ..exceptions import ConfigError, DataError
 from ..small import make_small
@@ -342,9 +342,15 @@ def check_subtasks(subtasks, source: str = "config") -> None:
         subtask.setdefault("label_column", name)
         subtask.setdefault("small", "tfidf")
         subtask["shunt"] = {k: None if v == "none" else v for k, v in subtask.get("shunt", {}).items()}
+        allowed = set(ShuntClassifier._get_param_names()) - {"small", "large", "progress"}
+        if set(subtask["shunt"]) - allowed:
+            unknown = sorted(set(subtask["shunt"]) - allowed)
+            raise ConfigError(f"{where}: unknown key(s) {unknown} in shunt; allowed: {sorted(allowed)}")
         names.append(name)
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{source}: [[subtasks]] names must be distinct, got {names}")
+    try:
+        check_names(names)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: [[subtasks]] {exc}") from None
 
 
 def label_columns(config: dict) -> list[str] | None:

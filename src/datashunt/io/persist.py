@@ -373,13 +373,14 @@ def _save_subtasks(model, folder: Path) -> Path:
     for i, (_, face) in enumerate(model.subtasks_):
         save(face, folder / f"subtask_{i}")
     meta = {
-        "format": 1,
+        "format": 2,
         "datashunt_version": __version__,
         "kind": "Subtasks",
         "subtasks": [name for name, _ in model.subtasks_],
+        "classes": {name: face.classes_.tolist() for name, face in model.subtasks_},  # ties names to folders
         "context": bool(model.context),
     }
-    (folder / SUBTASKS_FILE).write_text(json.dumps(meta, indent=2))
+    (folder / SUBTASKS_FILE).write_text(json.dumps(meta, indent=2, default=_plain))
     return folder
 
 
@@ -388,14 +389,18 @@ def _load_subtasks(folder: Path, large_options, trust_saved_locations, trusted):
     saved face (``large_options`` keyed by subtask name)."""
     path = folder / SUBTASKS_FILE
     meta, fail = _read_json(path), _refuser(path)
-    _check_format(meta, path, 1)
+    older = isinstance(meta, dict) and meta.get("format") == 1  # saved before each subtask's classes were
+    _check_format(meta, path, 1 if older else 2)
     names = meta.get("subtasks")
-    if set(meta) != {"format", "datashunt_version", "kind", "subtasks", "context"} or meta["kind"] != "Subtasks":
-        fail(f"the keys must be format, datashunt_version, kind (Subtasks), subtasks and context, got {short(meta)}")
+    keys = {"format", "datashunt_version", "kind", "subtasks", "context"} | (set() if older else {"classes"})
+    if set(meta) != keys or meta["kind"] != "Subtasks":
+        fail(f"the keys must be {sorted(keys)} (kind Subtasks), got {short(meta)}")
     if not (isinstance(names, list) and names and all(isinstance(n, str) and n for n in names)):
         fail(f"subtasks must be a non-empty list of names, got {short(names)}")
     if len(set(names)) != len(names) or type(meta["context"]) is not bool:
         fail(f"subtask names must be distinct and context true or false, got {short(names)}, {short(meta['context'])}")
+    if not older and not (isinstance(meta["classes"], dict) and set(meta["classes"]) == set(names)):
+        fail(f"classes must give each subtask's classes by name, got {short(meta['classes'])}")
     options = dict(large_options or {})
     unknown = sorted(set(options) - set(names))
     if unknown:
@@ -408,8 +413,10 @@ def _load_subtasks(folder: Path, large_options, trust_saved_locations, trusted):
             trust_saved_locations=trust_saved_locations,
             trusted=trusted,
         )
-        if face.task != "classify":
+        if not isinstance(face, ShuntClassifier | Cascade):
             fail(f"subtask {name!r} is a {type(face).__name__}; a subtask is a ShuntClassifier or a Cascade")
+        if not older and meta["classes"][name] != face.classes_.tolist():
+            fail(f"subtask {name!r} does not have the classes its folder subtask_{i} holds")
         faces.append((name, face))
     model = Subtasks([(name, face) for name, face in faces], context=meta["context"])
     model.subtasks_ = faces
