@@ -131,13 +131,14 @@ def lora_figures(lora: LoraClassifier, X_test, y_test) -> dict:
 
 def shunt_figures(shunt: ShuntClassifier, X_test, y_test, train_seconds: float) -> dict:
     """Data Shunt's test accuracy, share sent, LLM prompt tokens and seconds per item: the route's
-    own time plus the seconds the LLM took on the items sent when those calls were computed (they
-    may come from the call cache; ``large_seconds`` of :func:`~datashunt.eval.compare.compare`)."""
+    own time with every LLM answer in the call cache, plus the seconds the LLM took on the items
+    sent when those calls were made (``large_seconds`` of :func:`~datashunt.eval.compare.compare`,
+    which makes them), so no call is counted twice."""
+    evaluation = compare(shunt, list(X_test), np.asarray(y_test))
+    rows = evaluation.summary.set_index("system")
     start = time.perf_counter()
     table = shunt.route(list(X_test))
     seconds = time.perf_counter() - start
-    evaluation = compare(shunt, list(X_test), np.asarray(y_test))
-    rows = evaluation.summary.set_index("system")
     return {
         "accuracy": float(np.mean(table["label"].to_numpy() == np.asarray(y_test))),
         "large_share": float(rows.loc["data shunt", "large_rate"]),
@@ -268,10 +269,11 @@ def images(args) -> dict:
         history.append(val_accuracy)
         print("images epoch", epoch, "validation", round(val_accuracy, 4), flush=True)
         if val_accuracy > best[0]:
-            best = (val_accuracy, epoch, ({k: v.clone() for k, v in net.state_dict().items()}, head.state_dict()))
+            weights = [{k: v.clone() for k, v in part.state_dict().items()} for part in (net, head)]  # copies, now
+            best = (val_accuracy, epoch, weights)
     train_seconds = time.perf_counter() - start
     net.load_state_dict(best[2][0])
-    head.load_state_dict({k: v.clone() for k, v in best[2][1].items()})
+    head.load_state_dict(best[2][1])
     start = time.perf_counter()
     test_accuracy = accuracy(task.X_test, task.y_test)
     seconds = (time.perf_counter() - start) / len(task.y_test)
