@@ -39,12 +39,15 @@ def traffic(table: pd.DataFrame, subtasks=None) -> tuple[np.ndarray, int, int]:
     the upstream failures, from a route table: an engine's (one route per item), given the
     ``subtasks`` names :class:`~datashunt.Subtasks`' (a route per subtask, counted per call), or
     :class:`~datashunt.Segments`' (its ``failed_calls``, a joint call's among them)."""
-    if subtasks or "failed_calls" in table:
-        routes = table[[f"route_{name}" for name in subtasks]].to_numpy().ravel().tolist() if subtasks else []
-        failed = int(table["failed_calls"].sum()) if "failed_calls" in table else routes.count(FALLBACK)
-        return (table["large_calls"] > 0).to_numpy(), int(table["cached_calls"].sum()), failed
-    sent = ((table["reached"] > 0) & (table["route"] != INVALID)).to_numpy()
-    return sent, int((table["cached"] & sent).sum()), int((table["route"] == FALLBACK).sum())
+    if subtasks:
+        routes = table[[f"route_{name}" for name in subtasks]].to_numpy().ravel().tolist()
+        failed = routes.count(FALLBACK)
+    elif "failed_calls" in table:
+        failed = int(table["failed_calls"].sum())
+    else:
+        sent = ((table["reached"] > 0) & (table["route"] != INVALID)).to_numpy()
+        return sent, int((table["cached"] & sent).sum()), int((table["route"] == FALLBACK).sum())
+    return (table["large_calls"] > 0).to_numpy(), int(table["cached_calls"].sum()), failed
 
 
 class ItemRouter:
