@@ -108,12 +108,20 @@ def figures(predicted: dict, truth, tokens) -> dict:
     return {
         "exact_match": float(right.all(axis=1).mean()),
         "accuracy": {n: float(right[:, i].mean()) for i, n in enumerate(names)},
-        "macro_f1": {
-            n: float(f1_score(truth[n].astype(str), np.asarray(predicted[n]).astype(str), average="macro"))
-            for n in names
-        },
+        "macro_f1": {n: macro_f1(truth[n], predicted[n]) for n in names},
         "large_tokens_per_item": float(np.sum(tokens) / len(truth)),
     }
+
+
+def macro_f1(truth, predicted) -> float:
+    """Macro-F1 over the classes the truth or an answer names; a failed call (``None``) is wrong
+    for its item and names no class of its own."""
+    predicted = np.asarray(predicted, dtype=object)
+    answered = np.array([p is not None for p in predicted])
+    labels = sorted(set(truth.astype(str)) | set(predicted[answered].astype(str)))
+    return float(
+        f1_score(truth.astype(str), np.where(answered, predicted, "<none>").astype(str), labels=labels, average="macro")
+    )
 
 
 def large_answers(face, texts):
