@@ -480,10 +480,10 @@ def segments_table(result: dict) -> str:
         "memory_then_large": f"memory where sure, 1.5B on every other {noun} (no budget)",
         "ds_item": "Data Shunt on whole descriptions (memory → 0.5B → 1.5B, default policy)",
         "ds_item_budget": "Data Shunt on whole descriptions, at the budget",
-        "ds_plus": f"Data Shunt+ (Segments by {noun}, at the budget; open ones together)",
-        "ds_plus_one_by_one": f"Data Shunt+ at the budget, one call per open {noun}",
+        "ds_plus": f"Data Shunt+ (Segments by {noun}, budget held; open ones together)",
+        "ds_plus_one_by_one": f"Data Shunt+ budget held, one call per open {noun}",
         "ds_plus_match": f"Data Shunt+ by {noun}, default policy",
-        "ds_plus_sentences": "Data Shunt+ by sentence, at the budget",
+        "ds_plus_sentences": "Data Shunt+ by sentence, budget held",
     }
     large = seg["large"]["large_tokens_per_item"]
     for key, label in labels.items():
@@ -494,6 +494,8 @@ def segments_table(result: dict) -> str:
         if key.startswith("ds_plus") or key == "memory_then_large":
             unit = {"lines": "paragraphs", "sentences": "sentences"}[row.get("unit", seg["unit"])]
             share = f"{_share(row['large_share_of_parts'])} of {unit}"
+            if row.get("held_back_share_of_parts"):
+                share += f" ({_share(row['held_back_share_of_parts'])} held back)"
         else:
             share = _share(row.get("large_share", 1.0 if key.startswith("large") else 0.0))
         calls = {"large": 1.0, "large_parts": seg["parts_per_item"]}.get(key)
