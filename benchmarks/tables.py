@@ -516,7 +516,7 @@ def prompts_table(result: dict) -> str:
     labels = {
         "small_side": "not at all (the small side alone)",
         "large_whole": "the 1.5B model on the whole descriptions instead",
-        "together_context": "together, with what the small side wrote around them (as the `ds_plus` row above asks)",
+        "together_context": "together, with what the small side wrote around them (as the earlier `ds_plus` run did)",
         "together_plain": "together, without it",
         "one_by_one_context": "one by one, with it",
         "one_by_one_plain": "one by one, without it",
