@@ -88,7 +88,7 @@ def test_split_keeps_the_documents_line_breaks():
 
 
 def test_only_the_open_sentences_reach_the_large_model_and_one_document_asks_once():
-    model = Segments(shunt()).fit(DOCS, REFS)
+    model = Segments(shunt(), context=True).fit(DOCS, REFS)
     table = model.route(DOCS)
     assert table["text"].tolist() == REFS  # the hard sentences translated by the large model, line breaks kept
     assert table["parts"].tolist() == [3, 3, 2]
@@ -135,6 +135,14 @@ def test_without_together_or_context_each_open_part_is_its_own_plain_call():
     assert table["large_calls"].iloc[0] == 2
     large = model.shunt_.stages_[-1][1]
     assert "around it" not in large.last_messages[-1]["content"]
+
+
+def test_by_default_the_joint_call_shows_the_open_parts_only():
+    model = Segments(shunt()).fit(DOCS, REFS)
+    model.route(DOCS[1:2])
+    (chat,) = model.shunt_.stages_[-1][1].chats
+    assert "1. Hard sentence 1.\n2. Hard sentence 2." in chat[-1]["content"]
+    assert "around it" not in chat[-1]["content"]  # no context line unless asked for
 
 
 def test_a_failing_large_model_keeps_the_small_text_flagged():

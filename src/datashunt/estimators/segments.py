@@ -90,7 +90,9 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
         Ask the large model about all of a document's open parts in one call (where its backend
         takes whole chats); one call per part otherwise.
     context : bool
-        Show the large model the small side's answers just before and after each open part.
+        Show the large model the small side's answers just before and after each open part. Off
+        by default: on Debian descriptions it made each call dearer and lowered chrF (by 1.9 at
+        half the large model's tokens; benchmarks/README.md, "Data Shunt+").
     max_cost : float or None
         The most the large model's calls may cost per document, on average over the documents
         with text of one :meth:`route` call, priced as if uncached (in the units of the last
@@ -106,7 +108,7 @@ class Segments(MetaEstimatorMixin, BaseEstimator):
     alignment_ : dict, per split, the documents whose parts could be paired and how many there were
     """
 
-    def __init__(self, shunt, *, unit: str = "sentences", together: bool = True, context: bool = True, max_cost=None):
+    def __init__(self, shunt, *, unit: str = "sentences", together: bool = True, context: bool = False, max_cost=None):
         self.shunt = shunt
         self.unit = unit
         self.together = together

@@ -68,7 +68,7 @@ the open ones (together, one call per document). References are whole documents:
     [segments]
     unit = "sentences"           # or "lines"
     together = true
-    context = true
+    context = false              # true: show the large model the small side's neighbouring answers
     # max_cost = 0.0002          # the most the large model may cost per document over a run
 
 Items with several labels (:class:`~datashunt.Subtasks`): a ``[[subtasks]]`` table per label
