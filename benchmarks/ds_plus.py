@@ -471,7 +471,7 @@ def main():
         "--context",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="segments: show the large model what the small side wrote around each open part",
+        help="segments: show the large model what the small side wrote around an open part (Segments: off by default)",
     )
     parser.add_argument("--probe-docs", type=int, default=60, help="prompts: the validation descriptions probed")
     parser.add_argument(
